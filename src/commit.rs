@@ -1,0 +1,642 @@
+//! Group commit: one writer thread turns queued requests into one write and
+//! one fdatasync per group.
+//!
+//! Appenders push a [`WriteRequest`] onto a queue bounded by a semaphore
+//! (back-pressure) and wait for its reply. The writer takes everything queued
+//! (never waiting for more), checks each request's guards in queue order
+//! against the index plus the effects of the requests before it in the group,
+//! encodes the accepted ones into one buffer, writes it, syncs it if any
+//! request asked for `Sync`, applies the frames to the index and only then
+//! replies. Readers therefore never see an unacknowledged record, and two
+//! racing guarded appends are decided by their order in the queue.
+//!
+//! Any write or sync error poisons the log: the group's requests and every
+//! later one fail with [`Error::Poisoned`]; the writer never retries a sync.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::error::{Error, Result};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, OpRef, RecordKind, decode_frame, encode_frame,
+    frame_bytes,
+};
+use crate::fs::{DirLock, File, FileSystem};
+use crate::index::Index;
+use crate::options::{Options, SegmentPreparation};
+use crate::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader, prepare_spare, publish_spare};
+use crate::types::{Durability, Expectation, Lsn, StreamSeq, display_stream};
+
+/// What one operation of a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Append an entry if the stream meets the expectation.
+    Entry(Expectation),
+    /// Record a snapshot through this sequence.
+    Snapshot(StreamSeq),
+    /// Clear the stream if it meets the expectation.
+    Clear(Expectation),
+}
+
+/// One operation of a request.
+#[derive(Clone, Debug)]
+pub struct Op {
+    /// What it does.
+    pub kind: OpKind,
+    /// Its stream.
+    pub stream: Bytes,
+    /// Its payload (empty for a clear).
+    pub payload: Bytes,
+}
+
+/// Where an acknowledged operation landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Appended {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Entry: its sequence. Snapshot: the last sequence it covers.
+    /// Clear: the stream's next sequence before the clear.
+    pub seq: StreamSeq,
+}
+
+/// Where a request's outcome goes.
+pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>>>;
+
+pub(crate) struct WriteRequest {
+    pub ops: Vec<Op>,
+    pub durability: Durability,
+    pub reply: Reply,
+    pub permit: OwnedSemaphorePermit,
+}
+
+pub(crate) enum Command {
+    Write(WriteRequest),
+    Close(oneshot::Sender<Result<()>>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Status {
+    Open,
+    Poisoned(Arc<Error>),
+    Closed,
+}
+
+/// State shared by the handles, the writer and the spare preparer.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub fs: Arc<dyn FileSystem>,
+    pub options: Options,
+    pub index: RwLock<Index>,
+    pub queue: Mutex<Queue>,
+    pub wake: Condvar,
+    pub permits: Arc<Semaphore>,
+    pub lock: Mutex<Option<DirLock>>,
+    pub spares: Spares,
+}
+
+pub(crate) struct Queue {
+    pub commands: VecDeque<Command>,
+    pub status: Status,
+}
+
+impl Shared {
+    pub fn status(&self) -> Status {
+        self.queue.lock().status.clone()
+    }
+
+    /// Fails the log for good (until reopened), keeping the first cause.
+    pub fn poison(&self, cause: Error) -> Arc<Error> {
+        let mut queue = self.queue.lock();
+        match &queue.status {
+            Status::Poisoned(first) => first.clone(),
+            _ => {
+                let cause = Arc::new(cause);
+                queue.status = Status::Poisoned(cause.clone());
+                cause
+            }
+        }
+    }
+
+    /// Queues a command unless the log is closed, or poisoned and the command is a write.
+    pub fn push(&self, command: Command) -> Result<(), (Command, Error)> {
+        let mut queue = self.queue.lock();
+        // A poisoned log still takes a close: it releases the lock.
+        match (&queue.status, &command) {
+            (Status::Open, _) | (Status::Poisoned(_), Command::Close(_)) => {
+                queue.commands.push_back(command);
+                drop(queue);
+                self.wake.notify_one();
+                Ok(())
+            }
+            (Status::Poisoned(cause), _) => Err((
+                command,
+                Error::Poisoned {
+                    cause: cause.clone(),
+                },
+            )),
+            (Status::Closed, _) => Err((command, Error::Closed)),
+        }
+    }
+}
+
+/// The spare segment, prepared ahead of need.
+pub(crate) struct Spares {
+    state: Mutex<SpareState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct SpareState {
+    spare: Option<Arc<dyn File>>,
+    failed: Option<Error>,
+    wanted: bool,
+    shutdown: bool,
+}
+
+impl Spares {
+    pub fn new() -> Spares {
+        Spares {
+            state: Mutex::new(SpareState::default()),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Asks the preparer for a new spare.
+    fn request(&self) {
+        self.state.lock().wanted = true;
+        self.ready.notify_all();
+    }
+
+    /// Stops the preparer.
+    pub fn shut_down(&self) {
+        self.state.lock().shutdown = true;
+        self.ready.notify_all();
+    }
+
+    /// Takes the spare, preparing it here if the options say so or waiting for the preparer.
+    fn take(&self, shared: &Shared) -> Result<Arc<dyn File>> {
+        if shared.options.segment_preparation == SegmentPreparation::Inline {
+            return prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes);
+        }
+        let mut state = self.state.lock();
+        state.wanted = true;
+        self.ready.notify_all();
+        loop {
+            if let Some(spare) = state.spare.take() {
+                return Ok(spare);
+            }
+            if let Some(error) = state.failed.clone() {
+                return Err(error);
+            }
+            self.ready.wait(&mut state);
+        }
+    }
+
+    /// The preparer thread's loop.
+    pub fn run_preparer(shared: &Shared) {
+        let spares = &shared.spares;
+        loop {
+            {
+                let mut state = spares.state.lock();
+                while !(state.shutdown
+                    || state.wanted && state.spare.is_none() && state.failed.is_none())
+                {
+                    spares.ready.wait(&mut state);
+                }
+                if state.shutdown {
+                    return;
+                }
+                state.wanted = false;
+            }
+            let prepared = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes);
+            let mut state = spares.state.lock();
+            match prepared {
+                Ok(spare) => state.spare = Some(spare),
+                Err(error) => {
+                    shared.poison(error.clone());
+                    state.failed = Some(error);
+                }
+            }
+            spares.ready.notify_all();
+        }
+    }
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    log_id: [u8; 16],
+    active: Segment,
+    /// Offset in the active segment where the next frame goes.
+    offset: usize,
+    /// The LSN the next operation gets.
+    next_lsn: Lsn,
+    /// Every LSN below this one is durable.
+    durable_lsn: Lsn,
+    /// When written but unsynced `Periodic` appends must be synced by.
+    periodic_deadline: Option<Instant>,
+}
+
+/// Requests being gathered into one write.
+#[derive(Default)]
+struct Group {
+    buf: Vec<u8>,
+    replies: Vec<(Reply, Result<Vec<Appended>>)>,
+    needs_sync: bool,
+    needs_periodic: bool,
+    /// Streams touched by the group so far: next sequence and latest snapshot.
+    overlay: HashMap<Bytes, (u64, Option<StreamSeq>)>,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, log_id: [u8; 16]) -> Writer {
+        let (active, offset, next_lsn) = {
+            let index = shared.index.read();
+            let entry = index.segments().last().expect("open creates a segment");
+            (entry.segment.clone(), entry.end_offset, index.next_lsn())
+        };
+        Writer {
+            shared,
+            log_id,
+            active,
+            offset,
+            next_lsn,
+            durable_lsn: next_lsn,
+            periodic_deadline: None,
+        }
+    }
+
+    /// Runs until the log is closed.
+    pub fn run(mut self) {
+        let mut pending: VecDeque<Command> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                self.wait_for_commands(&mut pending);
+            }
+            let mut group = Group::default();
+            while let Some(command) = pending.pop_front() {
+                match command {
+                    Command::Write(request) => {
+                        self.add(&mut group, request);
+                        if group.buf.len() >= self.shared.options.group_bytes_max {
+                            break;
+                        }
+                    }
+                    Command::Close(reply) => {
+                        self.commit(&mut group, false);
+                        let result = self.close(&mut pending);
+                        let _ = reply.send(result);
+                        return;
+                    }
+                }
+            }
+            self.commit(&mut group, false);
+            if self
+                .periodic_deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                self.sync_periodic();
+            }
+        }
+    }
+
+    fn wait_for_commands(&mut self, pending: &mut VecDeque<Command>) {
+        let mut queue = self.shared.queue.lock();
+        while queue.commands.is_empty() {
+            match self.periodic_deadline {
+                Some(deadline) => {
+                    if self
+                        .shared
+                        .wake
+                        .wait_until(&mut queue, deadline)
+                        .timed_out()
+                    {
+                        drop(queue);
+                        self.sync_periodic();
+                        return;
+                    }
+                }
+                None => self.shared.wake.wait(&mut queue),
+            }
+        }
+        pending.extend(queue.commands.drain(..));
+    }
+
+    /// Checks a request's guards and, if they hold, encodes it into the group.
+    fn add(&mut self, group: &mut Group, request: WriteRequest) {
+        let WriteRequest {
+            ops,
+            durability,
+            reply,
+            permit,
+        } = request;
+        drop(permit);
+        if let Status::Poisoned(cause) = self.shared.status() {
+            let _ = reply.send(Err(Error::Poisoned { cause }));
+            return;
+        }
+        let seqs = match self.check_guards(group, &ops) {
+            Ok(seqs) => seqs,
+            Err(error) => {
+                group.replies.push((reply, Err(error)));
+                return;
+            }
+        };
+        let refs: Vec<OpRef<'_>> = ops
+            .iter()
+            .zip(&seqs)
+            .enumerate()
+            .map(|(i, (op, seq))| OpRef {
+                kind: record_kind(op.kind),
+                stream: &op.stream,
+                seq: *seq,
+                lsn: Lsn(self.next_lsn.0 + i as u64),
+                payload: &op.payload,
+            })
+            .collect();
+        let kind = if refs.len() == 1 {
+            refs[0].kind.frame_kind()
+        } else {
+            FrameKind::Batch
+        };
+        let len = frame_bytes(kind, &refs);
+        if self.offset + group.buf.len() + len + FRAME_HEADER_BYTES
+            > self.shared.options.segment_bytes as usize
+        {
+            // Seal the active segment (its frames synced) and move to the spare.
+            self.commit(group, true);
+            if let Status::Poisoned(cause) = self.shared.status() {
+                let _ = reply.send(Err(Error::Poisoned { cause }));
+                return;
+            }
+            if let Err(error) = self.roll_over() {
+                let cause = self.shared.poison(error);
+                let _ = reply.send(Err(Error::Poisoned { cause }));
+                return;
+            }
+            return self.add_encoded(group, kind, &refs, durability, reply, &ops);
+        }
+        self.add_encoded(group, kind, &refs, durability, reply, &ops);
+    }
+
+    fn add_encoded(
+        &mut self,
+        group: &mut Group,
+        kind: FrameKind,
+        refs: &[OpRef<'_>],
+        durability: Durability,
+        reply: Reply,
+        ops: &[Op],
+    ) {
+        // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
+        let meta = FrameMeta {
+            lsn: self.next_lsn,
+            durable_lsn: self.durable_lsn,
+            timestamp_ms: now_ms(),
+        };
+        encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
+        self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
+        for (op, op_ref) in ops.iter().zip(refs) {
+            let slot = group.overlay.entry(op.stream.clone()).or_insert((0, None));
+            *slot = match op.kind {
+                OpKind::Entry(_) => (op_ref.seq.0 + 1, slot.1),
+                OpKind::Snapshot(seq) => (slot.0, Some(seq)),
+                OpKind::Clear(_) => (0, None),
+            };
+        }
+        let appended = refs
+            .iter()
+            .map(|r| Appended {
+                lsn: r.lsn,
+                seq: r.seq,
+            })
+            .collect();
+        group.replies.push((reply, Ok(appended)));
+        match durability {
+            Durability::Sync => group.needs_sync = true,
+            Durability::Periodic => group.needs_periodic = true,
+            Durability::Flush => {}
+        }
+    }
+
+    /// The sequence each operation gets, or the first guard that fails.
+    fn check_guards(&self, group: &Group, ops: &[Op]) -> Result<Vec<StreamSeq>> {
+        let index = self.shared.index.read();
+        let mut local: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
+        let mut seqs = Vec::with_capacity(ops.len());
+        for op in ops {
+            let position = local
+                .iter()
+                .position(|(stream, _, _)| *stream == op.stream.as_ref());
+            let (next, snapshot) = match position {
+                Some(i) => (local[i].1, local[i].2),
+                None => match group.overlay.get(&op.stream) {
+                    Some(&state) => state,
+                    None => index
+                        .stream(&op.stream)
+                        .map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+                },
+            };
+            let conflict = |expected: Expectation| Error::Conflict {
+                stream: display_stream(&op.stream),
+                expected,
+                actual: StreamSeq(next),
+            };
+            let (seq, next, snapshot) = match op.kind {
+                OpKind::Entry(expected) if !expected.holds(StreamSeq(next)) => {
+                    return Err(conflict(expected));
+                }
+                OpKind::Entry(_) => (StreamSeq(next), next + 1, snapshot),
+                OpKind::Clear(expected) if !expected.holds(StreamSeq(next)) => {
+                    return Err(conflict(expected));
+                }
+                OpKind::Clear(_) => (StreamSeq(next), 0, None),
+                OpKind::Snapshot(seq) if seq.0 >= next || snapshot.is_some_and(|s| s > seq) => {
+                    return Err(Error::SnapshotOutOfRange {
+                        stream: display_stream(&op.stream),
+                        seq,
+                        next_seq: StreamSeq(next),
+                    });
+                }
+                OpKind::Snapshot(seq) => (seq, next, Some(seq)),
+            };
+            match position {
+                Some(i) => local[i] = (op.stream.as_ref(), next, snapshot),
+                None => local.push((op.stream.as_ref(), next, snapshot)),
+            }
+            seqs.push(seq);
+        }
+        Ok(seqs)
+    }
+
+    /// Writes the group, syncs it if asked (or `seal`), publishes it to the
+    /// index and replies. On failure poisons the log and fails the group.
+    fn commit(&mut self, group: &mut Group, seal: bool) {
+        let group = std::mem::take(group);
+        if !group.buf.is_empty() || seal {
+            if let Err(error) = self.write_and_sync(&group.buf, group.needs_sync || seal) {
+                let cause = self.shared.poison(error);
+                for (reply, _) in group.replies {
+                    let _ = reply.send(Err(Error::Poisoned {
+                        cause: cause.clone(),
+                    }));
+                }
+                return;
+            }
+            if group.needs_periodic
+                && self.durable_lsn < self.next_lsn
+                && self.periodic_deadline.is_none()
+            {
+                let interval = Duration::from_millis(self.shared.options.fsync_interval_ms);
+                self.periodic_deadline = Some(Instant::now() + interval);
+            }
+            self.publish(&group.buf);
+        }
+        for (reply, result) in group.replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8], sync: bool) -> Result<()> {
+        let path = &self.active.path;
+        if !buf.is_empty() {
+            self.active
+                .file
+                .write_at(buf, self.offset as u64)
+                .map_err(|error| Error::io("write", path, error))?;
+        }
+        if sync && self.durable_lsn < self.next_lsn {
+            self.active
+                .file
+                .sync_data()
+                .map_err(|error| Error::io("fdatasync", path, error))?;
+            self.durable_lsn = self.next_lsn;
+            self.periodic_deadline = None;
+        }
+        Ok(())
+    }
+
+    /// Applies written frames to the index, decoding them again from the
+    /// buffer: the check after the write pairs with the checks before it.
+    fn publish(&mut self, buf: &[u8]) {
+        let mut index = self.shared.index.write();
+        let mut at = 0;
+        while at < buf.len() {
+            let frame = decode_frame(&buf[at..], &self.log_id, index.next_lsn(), usize::MAX)
+                .expect("a frame the writer encoded decodes");
+            debug_assert!(index.check_frame(&frame).is_ok());
+            index.apply_frame(self.offset + at, &frame);
+            at += frame.total_bytes();
+        }
+        self.offset += buf.len();
+    }
+
+    fn sync_periodic(&mut self) {
+        self.periodic_deadline = None;
+        if matches!(self.shared.status(), Status::Open)
+            && let Err(error) = self.write_and_sync(&[], true)
+        {
+            self.shared.poison(error);
+        }
+    }
+
+    /// Moves writing into a new segment that starts at `next_lsn`. The active
+    /// segment was synced by the caller.
+    fn roll_over(&mut self) -> Result<()> {
+        debug_assert_eq!(self.durable_lsn, self.next_lsn);
+        let spare = self.shared.spares.take(&self.shared)?;
+        let header = SegmentHeader {
+            log_id: self.log_id,
+            first_lsn: self.next_lsn,
+            segment_bytes: self.shared.options.segment_bytes,
+            created_ms: now_ms(),
+        };
+        let segment = publish_spare(&*self.shared.fs, &self.shared.dir, spare, header)?;
+        self.shared
+            .index
+            .write()
+            .push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+        self.active = segment;
+        self.offset = SEGMENT_HEADER_BYTES;
+        if self.shared.options.segment_preparation == SegmentPreparation::Background {
+            self.shared.spares.request();
+        }
+        Ok(())
+    }
+
+    /// Syncs everything, writes and syncs the clean-close marker, fails
+    /// whatever was queued behind the close, and releases the lock.
+    fn close(&mut self, pending: &mut VecDeque<Command>) -> Result<()> {
+        let result = match self.shared.status() {
+            Status::Poisoned(cause) => Err(Error::Poisoned { cause }),
+            _ => self.write_marker(),
+        };
+        if let Err(error) = &result
+            && !matches!(error, Error::Poisoned { .. })
+        {
+            self.shared.poison(error.clone());
+        }
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.status = Status::Closed;
+            pending.extend(queue.commands.drain(..));
+        }
+        self.shared.permits.close();
+        self.shared.spares.shut_down();
+        for command in pending.drain(..) {
+            match command {
+                Command::Write(request) => {
+                    let _ = request.reply.send(Err(Error::Closed));
+                }
+                Command::Close(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        self.shared.lock.lock().take();
+        result
+    }
+
+    fn write_marker(&mut self) -> Result<()> {
+        self.write_and_sync(&[], true)?;
+        let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
+        let meta = FrameMeta {
+            lsn: self.next_lsn,
+            durable_lsn: self.durable_lsn,
+            timestamp_ms: now_ms(),
+        };
+        encode_frame(&mut buf, &self.log_id, FrameKind::Marker, meta, &[]);
+        let path = &self.active.path;
+        self.active
+            .file
+            .write_at(&buf, self.offset as u64)
+            .map_err(|error| Error::io("write", path, error))?;
+        self.active
+            .file
+            .sync_data()
+            .map_err(|error| Error::io("fdatasync", path, error))?;
+        self.publish(&buf);
+        Ok(())
+    }
+}
+
+fn record_kind(kind: OpKind) -> RecordKind {
+    match kind {
+        OpKind::Entry(_) => RecordKind::Entry,
+        OpKind::Snapshot(_) => RecordKind::Snapshot,
+        OpKind::Clear(_) => RecordKind::Tombstone,
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

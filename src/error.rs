@@ -1,0 +1,170 @@
+//! The one error type of Annals.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::types::{Expectation, Lsn, StreamSeq};
+
+/// Everything that can go wrong, kept apart by what the caller can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed. During a write this also poisons the log.
+    #[error("{op} {path}: {source}", path = path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: Arc<io::Error>,
+    },
+    /// Bytes on disk are damaged or inconsistent.
+    #[error("{0}")]
+    Corruption(Box<Corruption>),
+    /// A guarded append found its stream elsewhere than expected; nothing was written.
+    #[error(
+        "conflict on stream {stream}: expected {expected}, stream is at next sequence {actual}"
+    )]
+    Conflict {
+        /// The stream, rendered for display.
+        stream: String,
+        /// What the append required.
+        expected: Expectation,
+        /// The stream's next sequence when the append was checked.
+        actual: StreamSeq,
+    },
+    /// A snapshot named a sequence the stream does not have, or one older than its latest snapshot.
+    #[error(
+        "snapshot of stream {stream} through sequence {seq} is out of range (next sequence {next_seq})"
+    )]
+    SnapshotOutOfRange {
+        /// The stream, rendered for display.
+        stream: String,
+        /// The sequence the snapshot claimed to cover.
+        seq: StreamSeq,
+        /// The stream's next sequence.
+        next_seq: StreamSeq,
+    },
+    /// An input is over one of the log's limits; nothing was written.
+    #[error("{what} is {len} bytes, over the limit of {max}")]
+    TooLarge {
+        /// Which limit.
+        what: &'static str,
+        /// The size given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An argument or option is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An earlier write or fsync failed; the log accepts no writes until it is reopened.
+    #[error("log is poisoned by an earlier failure ({cause}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned the log.
+        cause: Arc<Error>,
+    },
+    /// The log was closed.
+    #[error("log is closed")]
+    Closed,
+    /// Another handle or process holds the log's directory.
+    #[error("log directory {dir} is locked by another process or handle", dir = dir.display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Error {
+        Error::Corruption(Box::new(Corruption {
+            file: file.into(),
+            offset,
+            kind,
+        }))
+    }
+
+    /// The corruption this error reports, if it is one.
+    pub fn as_corruption(&self) -> Option<&Corruption> {
+        match self {
+            Error::Corruption(corruption) => Some(corruption),
+            _ => None,
+        }
+    }
+}
+
+/// Where damage is and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corruption in {file} at offset {offset}: {kind}", file = file.display())]
+pub struct Corruption {
+    /// The segment file (or directory, for a missing segment).
+    pub file: PathBuf,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// What is wrong.
+    pub kind: CorruptionKind,
+}
+
+/// What kind of damage was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// The segment header's magic bytes are wrong.
+    #[error("bad segment magic")]
+    BadMagic,
+    /// The segment was written by a format version this build cannot read.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u32),
+    /// The segment header's checksum does not match.
+    #[error("segment header checksum mismatch")]
+    HeaderChecksum,
+    /// The segment header is malformed.
+    #[error("bad segment header: {0}")]
+    BadHeader(&'static str),
+    /// The segment belongs to another log.
+    #[error("segment belongs to another log")]
+    ForeignSegment,
+    /// The file's length differs from the length its header records.
+    #[error("segment is {found} bytes, its header says {expected}")]
+    SegmentLength {
+        /// Length the header records.
+        expected: u64,
+        /// Length found.
+        found: u64,
+    },
+    /// A record in the middle of the log is damaged (or valid records follow a damaged one).
+    #[error("damaged record ({0})")]
+    BadRecord(String),
+    /// A segment ends before the LSN at which the next one starts.
+    #[error("segment ends at lsn {end}, next segment starts at lsn {next_first}")]
+    MissingSegment {
+        /// The LSN after the segment's last record.
+        end: Lsn,
+        /// The first LSN of the next segment.
+        next_first: Lsn,
+    },
+    /// A stream's sequences are not dense, or a snapshot or tombstone does not fit its stream.
+    #[error("stream {stream}: {what}")]
+    StreamInconsistent {
+        /// The stream, rendered for display.
+        stream: String,
+        /// What is inconsistent.
+        what: String,
+    },
+    /// A record the index points at does not parse or is not the one expected.
+    #[error("indexed record does not match: {0}")]
+    IndexMismatch(String),
+}
+
+/// The result type of Annals.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,659 @@
+//! Record framing and checksums: the bytes of one record, with no I/O.
+//!
+//! Everything here is pure: [`encode_frame`] appends a frame to a buffer and
+//! [`decode_frame`] checks one in a byte slice. `segments-format.md` is the
+//! contract these functions implement; the constants below are its tables.
+//!
+//! ```text
+//! // Format: { crc | body_bytes | lsn | durable_lsn | timestamp_ms | kind | flags | reserved | lsn_count } body
+//! // Op:     { stream_bytes | payload_bytes | seq | lsn } stream payload
+//! ```
+
+use crate::types::{Lsn, StreamSeq};
+
+/// Bytes in a frame header.
+pub const FRAME_HEADER_BYTES: usize = 40;
+/// Bytes in the fixed part of an operation inside a frame body.
+pub const OP_HEADER_BYTES: usize = 22;
+/// Bytes an operation takes in a batch body beyond [`OP_HEADER_BYTES`]: its kind.
+pub const BATCH_OP_KIND_BYTES: usize = 1;
+/// Longest stream id the format allows, in bytes.
+pub const STREAM_ID_BYTES_MAX: usize = 1024;
+/// Largest frame body the format allows, in bytes (a log may set a lower limit).
+pub const FRAME_BODY_BYTES_MAX: usize = 1 << 30;
+/// Most operations one batch frame may carry.
+pub const BATCH_OPS_MAX: usize = 65_536;
+
+const _: () = assert!(FRAME_HEADER_BYTES == 4 + 4 + 8 + 8 + 8 + 1 + 1 + 2 + 4);
+const _: () = assert!(OP_HEADER_BYTES == 2 + 4 + 8 + 8);
+const _: () = assert!(STREAM_ID_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(BATCH_OPS_MAX <= u32::MAX as usize);
+
+/// What a frame holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// One stream entry.
+    Entry = 1,
+    /// One snapshot of a stream.
+    Snapshot = 2,
+    /// One stream tombstone (the stream was cleared).
+    Tombstone = 3,
+    /// Several operations, committed together.
+    Batch = 4,
+    /// A marker with no operations, written at a clean close: it proves that
+    /// everything before it was durable.
+    Marker = 5,
+}
+
+impl FrameKind {
+    fn from_byte(byte: u8) -> Option<FrameKind> {
+        match byte {
+            1 => Some(FrameKind::Entry),
+            2 => Some(FrameKind::Snapshot),
+            3 => Some(FrameKind::Tombstone),
+            4 => Some(FrameKind::Batch),
+            5 => Some(FrameKind::Marker),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of one operation: what a record means for its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// The next entry of a stream, at its next sequence.
+    Entry,
+    /// The state of a stream up to and including a sequence.
+    Snapshot,
+    /// The stream was cleared: it reads empty and its sequence restarts at 0.
+    Tombstone,
+}
+
+impl RecordKind {
+    /// The frame kind that holds this operation alone.
+    pub fn frame_kind(self) -> FrameKind {
+        match self {
+            RecordKind::Entry => FrameKind::Entry,
+            RecordKind::Snapshot => FrameKind::Snapshot,
+            RecordKind::Tombstone => FrameKind::Tombstone,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<RecordKind> {
+        match FrameKind::from_byte(byte)? {
+            FrameKind::Entry => Some(RecordKind::Entry),
+            FrameKind::Snapshot => Some(RecordKind::Snapshot),
+            FrameKind::Tombstone => Some(RecordKind::Tombstone),
+            FrameKind::Batch | FrameKind::Marker => None,
+        }
+    }
+
+    /// The name used by the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Entry => "entry",
+            RecordKind::Snapshot => "snapshot",
+            RecordKind::Tombstone => "tombstone",
+        }
+    }
+}
+
+/// One operation to encode.
+#[derive(Clone, Copy, Debug)]
+pub struct OpRef<'a> {
+    /// What the operation does.
+    pub kind: RecordKind,
+    /// The stream it belongs to.
+    pub stream: &'a [u8],
+    /// Entry: its sequence. Snapshot: the last sequence it covers.
+    /// Tombstone: the stream's next sequence before the clear.
+    pub seq: StreamSeq,
+    /// Its position in the log.
+    pub lsn: Lsn,
+    /// The caller's bytes (empty for a tombstone).
+    pub payload: &'a [u8],
+}
+
+/// The fields of a frame header other than the checksum and the body length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// LSN of the frame's first operation (or, for a marker, the next LSN).
+    pub lsn: Lsn,
+    /// Every LSN below this one was durable when the frame was written.
+    pub durable_lsn: Lsn,
+    /// Wall-clock time of the write, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+/// Bytes a frame with these operations takes on disk.
+pub fn frame_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
+    FRAME_HEADER_BYTES + body_bytes(kind, ops)
+}
+
+fn body_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
+    let per_op = if kind == FrameKind::Batch {
+        BATCH_OP_KIND_BYTES
+    } else {
+        0
+    };
+    ops.iter()
+        .map(|op| per_op + OP_HEADER_BYTES + op.stream.len() + op.payload.len())
+        .sum()
+}
+
+/// Appends one frame to `buf`.
+///
+/// A frame of kind `Entry`, `Snapshot` or `Tombstone` holds exactly one
+/// operation of that kind; a `Batch` holds one or more; a `Marker` none. The
+/// caller has checked the limits: this asserts them, because breaking one here
+/// is a bug in Annals, not bad input.
+pub fn encode_frame(
+    buf: &mut Vec<u8>,
+    log_id: &[u8; 16],
+    kind: FrameKind,
+    meta: FrameMeta,
+    ops: &[OpRef<'_>],
+) {
+    match kind {
+        FrameKind::Batch => assert!(!ops.is_empty() && ops.len() <= BATCH_OPS_MAX),
+        FrameKind::Marker => assert!(ops.is_empty()),
+        _ => assert!(ops.len() == 1 && ops[0].kind.frame_kind() == kind),
+    }
+    let body = body_bytes(kind, ops);
+    assert!(body <= FRAME_BODY_BYTES_MAX);
+    let start = buf.len();
+    buf.reserve(FRAME_HEADER_BYTES + body);
+    buf.extend_from_slice(&[0; 4]); // checksum, filled in below
+    buf.extend_from_slice(&u32::try_from(body).expect("asserted above").to_le_bytes());
+    buf.extend_from_slice(&meta.lsn.0.to_le_bytes());
+    buf.extend_from_slice(&meta.durable_lsn.0.to_le_bytes());
+    buf.extend_from_slice(&meta.timestamp_ms.to_le_bytes());
+    buf.push(kind as u8);
+    buf.push(0); // flags
+    buf.extend_from_slice(&[0; 2]); // reserved
+    buf.extend_from_slice(
+        &u32::try_from(ops.len())
+            .expect("asserted above")
+            .to_le_bytes(),
+    );
+    for (index, op) in ops.iter().enumerate() {
+        assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
+        assert_eq!(op.lsn.0, meta.lsn.0 + index as u64);
+        if kind == FrameKind::Batch {
+            buf.push(op.kind.frame_kind() as u8);
+        }
+        buf.extend_from_slice(
+            &u16::try_from(op.stream.len())
+                .expect("asserted above")
+                .to_le_bytes(),
+        );
+        buf.extend_from_slice(
+            &u32::try_from(op.payload.len())
+                .expect("body bounded")
+                .to_le_bytes(),
+        );
+        buf.extend_from_slice(&op.seq.0.to_le_bytes());
+        buf.extend_from_slice(&op.lsn.0.to_le_bytes());
+        buf.extend_from_slice(op.stream);
+        buf.extend_from_slice(op.payload);
+    }
+    debug_assert_eq!(buf.len() - start, FRAME_HEADER_BYTES + body);
+    let crc = frame_checksum(log_id, &buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// CRC-32 (IEEE) over the log id, the header after the checksum field, and the body.
+fn frame_checksum(log_id: &[u8; 16], header_and_body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(log_id);
+    hasher.update(header_and_body);
+    hasher.finalize()
+}
+
+/// Why bytes are not a valid frame at a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameDefect {
+    /// The header is all zeros: written data ends here.
+    Zeroed,
+    /// Fewer bytes remain than the header or the body needs.
+    Truncated,
+    /// The checksum does not match.
+    Checksum,
+    /// The header or body is malformed although the checksum matched, or
+    /// a header field is out of range.
+    Malformed(&'static str),
+    /// A valid frame, but not at the LSN expected here.
+    UnexpectedLsn {
+        /// The LSN the log needs next.
+        expected: Lsn,
+        /// The LSN the frame holds.
+        found: Lsn,
+    },
+}
+
+impl FrameDefect {
+    /// A sentence fragment for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            FrameDefect::Zeroed => "zeroed frame header".to_owned(),
+            FrameDefect::Truncated => "frame runs past the end of the file".to_owned(),
+            FrameDefect::Checksum => "frame checksum mismatch".to_owned(),
+            FrameDefect::Malformed(what) => format!("malformed frame: {what}"),
+            FrameDefect::UnexpectedLsn { expected, found } => {
+                format!("frame has lsn {found}, expected {expected}")
+            }
+        }
+    }
+}
+
+/// A frame that passed every check, borrowed from the bytes it was read from.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameView<'a> {
+    /// The frame's kind.
+    pub kind: FrameKind,
+    /// Its header fields.
+    pub meta: FrameMeta,
+    /// How many LSNs it occupies (its operation count).
+    pub lsn_count: u32,
+    /// Its body.
+    pub body: &'a [u8],
+}
+
+impl<'a> FrameView<'a> {
+    /// Bytes the frame takes on disk.
+    pub fn total_bytes(&self) -> usize {
+        FRAME_HEADER_BYTES + self.body.len()
+    }
+
+    /// The LSN after the frame's last operation.
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.meta.lsn.0 + u64::from(self.lsn_count))
+    }
+
+    /// The frame's operations, in LSN order. The body was fully checked by
+    /// [`decode_frame`], so this cannot fail.
+    pub fn ops(&self) -> OpIter<'a> {
+        OpIter {
+            kind: self.kind,
+            body: self.body,
+            offset: 0,
+            remaining: self.lsn_count,
+        }
+    }
+}
+
+/// One operation inside a checked frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpView<'a> {
+    /// What it does.
+    pub kind: RecordKind,
+    /// The stream.
+    pub stream: &'a [u8],
+    /// Its sequence (see [`OpRef::seq`]).
+    pub seq: StreamSeq,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// The caller's bytes.
+    pub payload: &'a [u8],
+    /// Offset of the operation's header (after any batch kind byte) from the
+    /// start of the frame body.
+    pub offset_in_body: usize,
+    /// Offset of the payload from the start of the frame body.
+    pub payload_offset_in_body: usize,
+}
+
+/// Iterator over the operations of a checked frame.
+#[derive(Clone, Debug)]
+pub struct OpIter<'a> {
+    kind: FrameKind,
+    body: &'a [u8],
+    offset: usize,
+    remaining: u32,
+}
+
+impl<'a> Iterator for OpIter<'a> {
+    type Item = OpView<'a>;
+
+    fn next(&mut self) -> Option<OpView<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let (op, next) =
+            parse_op(self.kind, self.body, self.offset).expect("frame body was checked at decode");
+        self.offset = next;
+        Some(op)
+    }
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("two bytes"))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// Parses the operation at `offset` of a frame body; returns it and the offset after it.
+fn parse_op(
+    kind: FrameKind,
+    body: &[u8],
+    offset: usize,
+) -> Result<(OpView<'_>, usize), &'static str> {
+    let mut at = offset;
+    let op_kind = if kind == FrameKind::Batch {
+        let byte = *body.get(at).ok_or("batch operation runs past the body")?;
+        at += BATCH_OP_KIND_BYTES;
+        RecordKind::from_byte(byte).ok_or("unknown operation kind in batch")?
+    } else {
+        RecordKind::from_byte(kind as u8).ok_or("frame kind holds no operation")?
+    };
+    if body.len() < at + OP_HEADER_BYTES {
+        return Err("operation header runs past the body");
+    }
+    let stream_bytes = usize::from(read_u16(body, at));
+    let payload_bytes = read_u32(body, at + 2) as usize;
+    let seq = StreamSeq(read_u64(body, at + 6));
+    let lsn = Lsn(read_u64(body, at + 14));
+    let stream_start = at + OP_HEADER_BYTES;
+    if stream_bytes == 0 || stream_bytes > STREAM_ID_BYTES_MAX {
+        return Err("stream id length out of range");
+    }
+    let payload_start = stream_start + stream_bytes;
+    let end = payload_start
+        .checked_add(payload_bytes)
+        .ok_or("payload length overflows")?;
+    if end > body.len() {
+        return Err("operation runs past the body");
+    }
+    if op_kind == RecordKind::Tombstone && payload_bytes != 0 {
+        return Err("tombstone with a payload");
+    }
+    let op = OpView {
+        kind: op_kind,
+        stream: &body[stream_start..payload_start],
+        seq,
+        lsn,
+        payload: &body[payload_start..end],
+        offset_in_body: at,
+        payload_offset_in_body: payload_start,
+    };
+    Ok((op, end))
+}
+
+/// Checks the frame at the start of `bytes`.
+///
+/// `expected_lsn` is the LSN the log needs next; `body_bytes_max` bounds the
+/// body length read from the header before anything is sliced by it.
+pub fn decode_frame<'a>(
+    bytes: &'a [u8],
+    log_id: &[u8; 16],
+    expected_lsn: Lsn,
+    body_bytes_max: usize,
+) -> Result<FrameView<'a>, FrameDefect> {
+    let frame = decode_frame_anywhere(bytes, log_id, body_bytes_max)?;
+    if frame.meta.lsn != expected_lsn {
+        return Err(FrameDefect::UnexpectedLsn {
+            expected: expected_lsn,
+            found: frame.meta.lsn,
+        });
+    }
+    Ok(frame)
+}
+
+/// Checks the frame at the start of `bytes` without knowing which LSN belongs
+/// there: recovery uses it to look for valid frames past a damaged one.
+pub fn decode_frame_anywhere<'a>(
+    bytes: &'a [u8],
+    log_id: &[u8; 16],
+    body_bytes_max: usize,
+) -> Result<FrameView<'a>, FrameDefect> {
+    if bytes.len() < FRAME_HEADER_BYTES {
+        if bytes.iter().all(|&b| b == 0) {
+            return Err(FrameDefect::Zeroed);
+        }
+        return Err(FrameDefect::Truncated);
+    }
+    let header = &bytes[..FRAME_HEADER_BYTES];
+    if header.iter().all(|&b| b == 0) {
+        return Err(FrameDefect::Zeroed);
+    }
+    // Cheap field checks first: recovery calls this at every offset of a
+    // damaged tail, and they reject almost every wrong offset without a checksum.
+    let kind =
+        FrameKind::from_byte(header[32]).ok_or(FrameDefect::Malformed("unknown frame kind"))?;
+    if header[33] != 0 || read_u16(header, 34) != 0 {
+        return Err(FrameDefect::Malformed(
+            "flags or reserved bytes are not zero",
+        ));
+    }
+    let body_len = read_u32(header, 4) as usize;
+    if body_len > body_bytes_max.min(FRAME_BODY_BYTES_MAX) {
+        return Err(FrameDefect::Malformed("body length over the limit"));
+    }
+    let total = FRAME_HEADER_BYTES + body_len;
+    if bytes.len() < total {
+        return Err(FrameDefect::Truncated);
+    }
+    if frame_checksum(log_id, &bytes[4..total]) != read_u32(header, 0) {
+        return Err(FrameDefect::Checksum);
+    }
+    let meta = FrameMeta {
+        lsn: Lsn(read_u64(header, 8)),
+        durable_lsn: Lsn(read_u64(header, 16)),
+        timestamp_ms: read_u64(header, 24),
+    };
+    let lsn_count = read_u32(header, 36);
+    let frame = FrameView {
+        kind,
+        meta,
+        lsn_count,
+        body: &bytes[FRAME_HEADER_BYTES..total],
+    };
+    check_frame_fields(&frame)?;
+    Ok(frame)
+}
+
+/// The checks that need the whole frame: counts, LSNs and the body's layout.
+fn check_frame_fields(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
+    let malformed = FrameDefect::Malformed;
+    if frame.meta.lsn.0 == 0 {
+        return Err(malformed("lsn 0 is never written"));
+    }
+    if frame.meta.durable_lsn > frame.meta.lsn {
+        return Err(malformed("durable lsn is past the frame's lsn"));
+    }
+    let count = frame.lsn_count as usize;
+    match frame.kind {
+        FrameKind::Marker if count != 0 || !frame.body.is_empty() => {
+            return Err(malformed("marker with a body"));
+        }
+        FrameKind::Batch if count == 0 || count > BATCH_OPS_MAX => {
+            return Err(malformed("batch count out of range"));
+        }
+        FrameKind::Entry | FrameKind::Snapshot | FrameKind::Tombstone if count != 1 => {
+            return Err(malformed(
+                "single operation frame with a count other than one",
+            ));
+        }
+        _ => {}
+    }
+    if frame.meta.lsn.0.checked_add(count as u64).is_none() {
+        return Err(malformed("lsn overflows"));
+    }
+    let mut offset = 0;
+    for index in 0..count {
+        let (op, next) = parse_op(frame.kind, frame.body, offset).map_err(malformed)?;
+        if op.lsn.0 != frame.meta.lsn.0 + index as u64 {
+            return Err(malformed("operation lsn does not follow the frame's"));
+        }
+        offset = next;
+    }
+    if offset != frame.body.len() {
+        return Err(malformed("bytes left over after the last operation"));
+    }
+    Ok(())
+}
+
+/// The fixed part of an operation, as the index reads it back from a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpHeader {
+    /// Length of the stream id that follows.
+    pub stream_bytes: usize,
+    /// Length of the payload after the stream id.
+    pub payload_bytes: usize,
+    /// The operation's sequence.
+    pub seq: StreamSeq,
+    /// The operation's LSN.
+    pub lsn: Lsn,
+}
+
+/// Decodes the fixed part of an operation from its first [`OP_HEADER_BYTES`] bytes.
+pub fn decode_op_header(bytes: &[u8; OP_HEADER_BYTES]) -> OpHeader {
+    OpHeader {
+        stream_bytes: usize::from(read_u16(bytes, 0)),
+        payload_bytes: read_u32(bytes, 2) as usize,
+        seq: StreamSeq(read_u64(bytes, 6)),
+        lsn: Lsn(read_u64(bytes, 14)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG_ID: [u8; 16] = [7; 16];
+
+    fn meta(lsn: u64) -> FrameMeta {
+        FrameMeta {
+            lsn: Lsn(lsn),
+            durable_lsn: Lsn(lsn),
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn single_entry_round_trips() {
+        let op = OpRef {
+            kind: RecordKind::Entry,
+            stream: b"wf-1",
+            seq: StreamSeq(3),
+            lsn: Lsn(9),
+            payload: b"state",
+        };
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(9), &[op]);
+        assert_eq!(buf.len(), frame_bytes(FrameKind::Entry, &[op]));
+        let frame = decode_frame(&buf, &LOG_ID, Lsn(9), usize::MAX).expect("valid frame");
+        let ops: Vec<_> = frame.ops().collect();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            (ops[0].stream, ops[0].seq, ops[0].payload),
+            (&b"wf-1"[..], StreamSeq(3), &b"state"[..])
+        );
+        assert_eq!(frame.next_lsn(), Lsn(10));
+    }
+
+    #[test]
+    fn batch_round_trips_with_every_kind() {
+        let ops = [
+            OpRef {
+                kind: RecordKind::Entry,
+                stream: b"a",
+                seq: StreamSeq(0),
+                lsn: Lsn(5),
+                payload: b"x",
+            },
+            OpRef {
+                kind: RecordKind::Snapshot,
+                stream: b"b",
+                seq: StreamSeq(4),
+                lsn: Lsn(6),
+                payload: b"",
+            },
+            OpRef {
+                kind: RecordKind::Tombstone,
+                stream: b"c",
+                seq: StreamSeq(2),
+                lsn: Lsn(7),
+                payload: b"",
+            },
+        ];
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Batch, meta(5), &ops);
+        let frame = decode_frame(&buf, &LOG_ID, Lsn(5), usize::MAX).expect("valid frame");
+        let kinds: Vec<_> = frame.ops().map(|op| (op.kind, op.lsn)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (RecordKind::Entry, Lsn(5)),
+                (RecordKind::Snapshot, Lsn(6)),
+                (RecordKind::Tombstone, Lsn(7))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_zeroed_header_marks_the_end_of_data() {
+        assert_eq!(
+            decode_frame(&[0; 64], &LOG_ID, Lsn(1), usize::MAX).unwrap_err(),
+            FrameDefect::Zeroed
+        );
+    }
+
+    #[test]
+    fn a_frame_from_another_log_fails_its_checksum() {
+        let op = OpRef {
+            kind: RecordKind::Entry,
+            stream: b"s",
+            seq: StreamSeq(0),
+            lsn: Lsn(1),
+            payload: b"p",
+        };
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(1), &[op]);
+        assert_eq!(
+            decode_frame(&buf, &[8; 16], Lsn(1), usize::MAX).unwrap_err(),
+            FrameDefect::Checksum
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let op = OpRef {
+            kind: RecordKind::Entry,
+            stream: b"s",
+            seq: StreamSeq(0),
+            lsn: Lsn(1),
+            payload: b"payload",
+        };
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(1), &[op]);
+        for bit in 0..buf.len() * 8 {
+            let mut damaged = buf.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_frame(&damaged, &LOG_ID, Lsn(1), usize::MAX).is_err(),
+                "bit {bit} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_rejected_before_slicing() {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        header[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        header[32] = FrameKind::Entry as u8;
+        assert!(matches!(
+            decode_frame_anywhere(&header, &LOG_ID, 1024),
+            Err(FrameDefect::Malformed("body length over the limit"))
+        ));
+    }
+}

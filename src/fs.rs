@@ -1,0 +1,211 @@
+//! The file-system seam: the only place Annals touches files.
+//!
+//! Every read, write, sync, rename and delete the engine does goes through
+//! [`FileSystem`] and [`File`]. [`RealFs`] is the operating system's; the
+//! crash simulator supplies one that keeps durable and pending bytes apart
+//! and can fail any operation. The traits are deliberately narrow: whatever
+//! the engine can ask of a disk, a simulator can model and fail.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// How a directory lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// One writer, no readers from other handles.
+    Exclusive,
+    /// Any number of readers, no writer.
+    Shared,
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub type DirLock = Box<dyn Any + Send + Sync>;
+
+/// A file system, as far as Annals needs one.
+pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
+    /// Creates the directory and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names of the entries in a directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new, empty file for reading and writing; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn File>>;
+    /// Opens an existing file, for writing too if `writable`.
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>>;
+    /// Renames a file atomically, replacing any file at `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creates, renames, deletes) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Locks a directory against other handles and processes. `Ok(None)`
+    /// when someone else holds a conflicting lock.
+    fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>>;
+}
+
+/// An open file.
+#[allow(clippy::len_without_is_empty)] // a fallible length; emptiness is never asked
+pub trait File: Send + Sync + fmt::Debug {
+    /// The file's length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; an error if the file ends first.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the whole file that also shows later writes at
+    /// offsets below the file's length at the time of the call.
+    fn map(&self) -> io::Result<Arc<dyn MappedFile>>;
+}
+
+/// A read-only view of a file's bytes.
+pub trait MappedFile: Send + Sync + fmt::Debug {
+    /// Bytes in the view.
+    fn len(&self) -> usize;
+    /// Whether the view is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// `len` bytes from `offset`, without copying where the implementation
+    /// allows it. The caller keeps the range inside the view.
+    fn slice(&self, offset: usize, len: usize) -> Bytes;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile {
+    file: fs::File,
+}
+
+impl FileSystem for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
+        let path = lock_path(dir);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let attempt = match mode {
+            LockMode::Exclusive => file.try_lock(),
+            LockMode::Shared => file.try_lock_shared(),
+        };
+        match attempt {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(error)) => Err(error),
+        }
+    }
+}
+
+/// The lock file inside a log directory.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("LOCK")
+}
+
+impl File for RealFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn map(&self) -> io::Result<Arc<dyn MappedFile>> {
+        mmap::map_file(&self.file)
+    }
+}
+
+/// The one module with `unsafe`: mapping files.
+#[allow(unsafe_code)]
+mod mmap {
+    use super::*;
+
+    #[derive(Debug)]
+    struct RealMap {
+        bytes: Bytes,
+    }
+
+    pub(super) fn map_file(file: &fs::File) -> io::Result<Arc<dyn MappedFile>> {
+        // SAFETY: Annals never shrinks or truncates a segment file while it is
+        // open, and it only hands out slices of ranges that were written and
+        // acknowledged before the slice was taken and are never written
+        // again; writes into the rest of the file go through `write_at`,
+        // which the shared mapping observes coherently on Linux. Another
+        // process could still change the file, which the directory lock
+        // rules out for cooperating processes.
+        let map = unsafe { memmap2::Mmap::map(file)? };
+        Ok(Arc::new(RealMap {
+            bytes: Bytes::from_owner(map),
+        }))
+    }
+
+    impl MappedFile for RealMap {
+        fn len(&self) -> usize {
+            self.bytes.len()
+        }
+
+        fn slice(&self, offset: usize, len: usize) -> Bytes {
+            self.bytes.slice(offset..offset + len)
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The in-memory index: where every live record is, per stream and per LSN.
+//!
+//! Per stream the index keeps the position of each live entry (8 bytes: a
+//! segment number and an offset), its latest snapshot, and nothing else: the
+//! next sequence is the number of live entries. Per segment it keeps one LSN
+//! checkpoint every [`CHECKPOINT_FRAMES`] frames, so reading by LSN walks at
+//! most that many frames. The stream id is stored once, as the map's key.
+//!
+//! The index is rebuilt on open by scanning (see `recovery`) and updated by
+//! the writer after each group is durable; readers only ever see what has
+//! been acknowledged.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::error::{CorruptionKind, Error, Result};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame, decode_op_header,
+};
+use crate::segment::Segment;
+use crate::types::{Lsn, StreamSeq, display_stream};
+
+/// Frames between two LSN checkpoints of a segment.
+pub const CHECKPOINT_FRAMES: u32 = 32;
+
+/// Where an operation's header is: a segment number and an offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLoc(u64);
+
+const _: () = assert!(std::mem::size_of::<RecordLoc>() == 8);
+
+impl RecordLoc {
+    fn new(segment: usize, offset: usize) -> RecordLoc {
+        let segment = u32::try_from(segment).expect("fewer than 2^32 segments");
+        let offset = u32::try_from(offset).expect("segments are at most 4 GiB");
+        RecordLoc((u64::from(segment) << 32) | u64::from(offset))
+    }
+
+    fn segment(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+
+    fn offset(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
+
+/// What the index knows of one stream.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    /// Live entries: `entries[i]` is sequence `i`.
+    entries: Vec<RecordLoc>,
+    /// The latest snapshot: the last sequence it covers, and where it is.
+    snapshot: Option<(StreamSeq, RecordLoc)>,
+}
+
+impl StreamState {
+    /// The sequence the next entry gets.
+    pub fn next_seq(&self) -> StreamSeq {
+        StreamSeq(self.entries.len() as u64)
+    }
+
+    /// The last sequence the latest snapshot covers.
+    pub fn snapshot_seq(&self) -> Option<StreamSeq> {
+        self.snapshot.map(|(seq, _)| seq)
+    }
+}
+
+/// A segment and what the index knows of it.
+#[derive(Debug)]
+pub struct SegmentEntry {
+    /// The segment.
+    pub segment: Segment,
+    /// End of the acknowledged frames in it.
+    pub end_offset: usize,
+    /// `(lsn, offset)` of every [`CHECKPOINT_FRAMES`]th frame, from the first.
+    checkpoints: Vec<(Lsn, u32)>,
+    frames: u32,
+}
+
+/// One record as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its position in the log.
+    pub lsn: Lsn,
+    /// Its stream.
+    pub stream: Bytes,
+    /// Entry: its sequence. Snapshot: the last sequence it covers.
+    /// Tombstone: the stream's next sequence before the clear.
+    pub seq: StreamSeq,
+    /// What it is.
+    pub kind: RecordKind,
+    /// The caller's bytes.
+    pub payload: Bytes,
+}
+
+/// A stream as read: its latest snapshot and the entries after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamRead {
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Record>,
+    /// Entries after the snapshot (all live entries if there is none), in order.
+    pub entries: Vec<Record>,
+}
+
+/// Sizes of the index, for the memory figures in the docs and the benches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexStats {
+    /// Streams with live entries or a snapshot.
+    pub streams: usize,
+    /// Live entries indexed.
+    pub entries: u64,
+    /// Bytes of entry positions allocated (capacity, not length).
+    pub entry_bytes: usize,
+    /// Bytes of stream ids stored.
+    pub stream_id_bytes: usize,
+    /// Bytes of per-stream state and map overhead, estimated.
+    pub stream_overhead_bytes: usize,
+    /// Bytes of LSN checkpoints.
+    pub checkpoint_bytes: usize,
+}
+
+/// Segments, streams and the visible end of the log.
+#[derive(Debug, Default)]
+pub struct Index {
+    segments: Vec<SegmentEntry>,
+    streams: HashMap<Box<[u8]>, StreamState>,
+    next_lsn: Lsn,
+    /// The `durable_lsn` of the last frame applied.
+    last_durable_lsn: Lsn,
+    frame_body_bytes_max: usize,
+    records: u64,
+}
+
+impl Index {
+    /// An empty index; `frame_body_bytes_max` bounds frames read back.
+    pub fn new(frame_body_bytes_max: usize) -> Index {
+        Index {
+            next_lsn: Lsn::FIRST,
+            last_durable_lsn: Lsn::FIRST,
+            frame_body_bytes_max,
+            ..Index::default()
+        }
+    }
+
+    /// The LSN the next record gets; everything below it is acknowledged.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Starts the index at `lsn` (read-only recovery, after a gap it reported).
+    pub fn set_next_lsn(&mut self, lsn: Lsn) {
+        assert!(self.segments.is_empty());
+        self.next_lsn = lsn;
+        self.last_durable_lsn = lsn;
+    }
+
+    /// Offset in the last segment from which frames may have been written
+    /// after the last fdatasync the log recorded, or `None` if every frame is
+    /// known durable. Starts at an LSN checkpoint, so it may include a few
+    /// frames that were durable.
+    pub fn tail_since_last_sync(&self) -> Option<usize> {
+        let entry = self.segments.last()?;
+        if self.last_durable_lsn >= self.next_lsn {
+            return None;
+        }
+        let checkpoint = entry
+            .checkpoints
+            .partition_point(|&(lsn, _)| lsn <= self.last_durable_lsn);
+        Some(
+            checkpoint
+                .checked_sub(1)
+                .map_or(crate::segment::SEGMENT_HEADER_BYTES, |i| {
+                    entry.checkpoints[i].1 as usize
+                }),
+        )
+    }
+
+    /// Records (operations) in the log, live or not.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> &[SegmentEntry] {
+        &self.segments
+    }
+
+    /// The stream's state, if it has any.
+    pub fn stream(&self, stream: &[u8]) -> Option<&StreamState> {
+        self.streams.get(stream)
+    }
+
+    /// Number of streams the index holds.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
+    pub fn push_segment(&mut self, segment: Segment, end_offset: usize) {
+        self.segments.push(SegmentEntry {
+            segment,
+            end_offset,
+            checkpoints: Vec::new(),
+            frames: 0,
+        });
+    }
+
+    /// Checks that a frame fits the streams it touches, without changing anything.
+    /// Recovery reports a failure as corruption; the writer never builds such a frame.
+    pub fn check_frame(&self, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
+        // A batch may touch one stream several times, so follow its effects in order.
+        let mut touched: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
+        for op in frame.ops() {
+            let position = touched
+                .iter()
+                .position(|(stream, _, _)| *stream == op.stream);
+            let (next, snapshot) = match position {
+                Some(i) => (touched[i].1, touched[i].2),
+                None => self
+                    .streams
+                    .get(op.stream)
+                    .map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+            };
+            let inconsistent = |what: String| CorruptionKind::StreamInconsistent {
+                stream: display_stream(op.stream),
+                what,
+            };
+            let (next, snapshot) = match op.kind {
+                RecordKind::Entry if op.seq.0 != next => {
+                    return Err(inconsistent(format!(
+                        "entry at sequence {} where {next} was next",
+                        op.seq
+                    )));
+                }
+                RecordKind::Entry => (next + 1, snapshot),
+                RecordKind::Snapshot
+                    if op.seq.0 >= next || snapshot.is_some_and(|s| s > op.seq) =>
+                {
+                    return Err(inconsistent(format!(
+                        "snapshot through sequence {} out of range",
+                        op.seq
+                    )));
+                }
+                RecordKind::Snapshot => (next, Some(op.seq)),
+                RecordKind::Tombstone if op.seq.0 != next => {
+                    return Err(inconsistent(format!(
+                        "tombstone after sequence {} where {next} was next",
+                        op.seq
+                    )));
+                }
+                RecordKind::Tombstone => (0, None),
+            };
+            match position {
+                Some(i) => touched[i] = (op.stream, next, snapshot),
+                None => touched.push((op.stream, next, snapshot)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a checked frame at `frame_offset` of the last segment, and
+    /// moves the visible end past it. The frame must have passed
+    /// [`Index::check_frame`] and follow the visible end.
+    pub fn apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
+        assert_eq!(
+            frame.meta.lsn, self.next_lsn,
+            "frames are applied in lsn order"
+        );
+        let segment_number = self.segments.len() - 1;
+        let entry = self.segments.last_mut().expect("a segment to apply into");
+        assert_eq!(
+            frame_offset, entry.end_offset,
+            "frames are applied in file order"
+        );
+        if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
+            let offset = u32::try_from(frame_offset).expect("segments are at most 4 GiB");
+            entry.checkpoints.push((frame.meta.lsn, offset));
+        }
+        entry.frames += 1;
+        entry.end_offset = frame_offset + frame.total_bytes();
+        let body_offset = frame_offset + FRAME_HEADER_BYTES;
+        for op in frame.ops() {
+            let loc = RecordLoc::new(segment_number, body_offset + op.offset_in_body);
+            self.records += 1;
+            if op.kind == RecordKind::Tombstone {
+                self.streams.remove(op.stream);
+                continue;
+            }
+            let state = match self.streams.get_mut(op.stream) {
+                Some(state) => state,
+                None => self.streams.entry(Box::from(op.stream)).or_default(),
+            };
+            if op.kind == RecordKind::Snapshot {
+                state.snapshot = Some((op.seq, loc));
+            } else {
+                debug_assert_eq!(op.seq, state.next_seq());
+                state.entries.push(loc);
+            }
+        }
+        self.next_lsn = frame.next_lsn();
+        self.last_durable_lsn = frame.meta.durable_lsn;
+    }
+
+    /// Shrinks allocations after a rebuild, so memory matches what is held.
+    pub fn shrink_to_fit(&mut self) {
+        for state in self.streams.values_mut() {
+            state.entries.shrink_to_fit();
+        }
+        self.streams.shrink_to_fit();
+    }
+
+    /// Sizes of the index.
+    pub fn stats(&self) -> IndexStats {
+        let mut stats = IndexStats {
+            streams: self.streams.len(),
+            ..IndexStats::default()
+        };
+        for (stream, state) in &self.streams {
+            stats.entries += state.entries.len() as u64;
+            stats.entry_bytes += state.entries.capacity() * std::mem::size_of::<RecordLoc>();
+            stats.stream_id_bytes += stream.len();
+        }
+        let per_stream = std::mem::size_of::<(Box<[u8]>, StreamState)>() + 1;
+        stats.stream_overhead_bytes = self.streams.capacity() * per_stream;
+        stats.checkpoint_bytes = self
+            .segments
+            .iter()
+            .map(|s| s.checkpoints.capacity() * std::mem::size_of::<(Lsn, u32)>())
+            .sum();
+        stats
+    }
+
+    /// The latest snapshot of a stream and the live entries after it.
+    pub fn read_stream(&self, stream: &[u8]) -> Result<StreamRead> {
+        let Some(state) = self.streams.get(stream) else {
+            return Ok(StreamRead::default());
+        };
+        let snapshot = match state.snapshot {
+            Some((seq, loc)) => Some(self.read_op(loc, RecordKind::Snapshot, stream, seq)?),
+            None => None,
+        };
+        let from = snapshot.as_ref().map_or(0, |s| s.seq.0 + 1);
+        let entries = self.read_entries(stream, state, StreamSeq(from))?;
+        Ok(StreamRead { snapshot, entries })
+    }
+
+    /// Live entries of a stream from `from` on, snapshots aside.
+    pub fn read_stream_from(&self, stream: &[u8], from: StreamSeq) -> Result<Vec<Record>> {
+        match self.streams.get(stream) {
+            Some(state) => self.read_entries(stream, state, from),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn read_entries(
+        &self,
+        stream: &[u8],
+        state: &StreamState,
+        from: StreamSeq,
+    ) -> Result<Vec<Record>> {
+        let start = usize::try_from(from.0)
+            .unwrap_or(usize::MAX)
+            .min(state.entries.len());
+        let mut records = Vec::with_capacity(state.entries.len() - start);
+        for (i, loc) in state.entries[start..].iter().enumerate() {
+            records.push(self.read_op(
+                *loc,
+                RecordKind::Entry,
+                stream,
+                StreamSeq((start + i) as u64),
+            )?);
+        }
+        Ok(records)
+    }
+
+    /// Reads the operation at `loc` and checks that it is the one the index
+    /// expects there (paired with the checks made before it was written).
+    fn read_op(
+        &self,
+        loc: RecordLoc,
+        kind: RecordKind,
+        stream: &[u8],
+        seq: StreamSeq,
+    ) -> Result<Record> {
+        let entry = &self.segments[loc.segment()];
+        let offset = loc.offset();
+        let mismatch = |what: &str| {
+            Error::corruption(
+                &entry.segment.path,
+                offset as u64,
+                CorruptionKind::IndexMismatch(what.to_owned()),
+            )
+        };
+        if offset + OP_HEADER_BYTES > entry.end_offset {
+            return Err(mismatch("operation header past the end of the segment"));
+        }
+        let head = entry.segment.map.slice(offset, OP_HEADER_BYTES);
+        let header = decode_op_header(
+            head.as_ref()
+                .try_into()
+                .expect("sliced to the header length"),
+        );
+        let stream_start = offset + OP_HEADER_BYTES;
+        let end = stream_start + header.stream_bytes + header.payload_bytes;
+        if end > entry.end_offset {
+            return Err(mismatch("operation past the end of the segment"));
+        }
+        let stream_bytes = entry.segment.map.slice(stream_start, header.stream_bytes);
+        if stream_bytes.as_ref() != stream || header.seq != seq {
+            return Err(mismatch("stream or sequence differs from the index"));
+        }
+        let payload = entry
+            .segment
+            .map
+            .slice(stream_start + header.stream_bytes, header.payload_bytes);
+        Ok(Record {
+            lsn: header.lsn,
+            stream: stream_bytes,
+            seq,
+            kind,
+            payload,
+        })
+    }
+
+    /// The record at `lsn`, if it is in the log.
+    pub fn read_lsn(&self, lsn: Lsn) -> Result<Option<Record>> {
+        let mut out = Vec::new();
+        self.read_all(Lsn(lsn.0.saturating_sub(1)), 1, &mut out)?;
+        Ok(out.pop().filter(|record| record.lsn == lsn))
+    }
+
+    /// Appends to `out` up to `limit` records after `after`, in LSN order.
+    pub fn read_all(&self, after: Lsn, limit: usize, out: &mut Vec<Record>) -> Result<()> {
+        let want = Lsn(after.0.saturating_add(1));
+        if limit == 0 || want >= self.next_lsn || self.segments.is_empty() {
+            return Ok(());
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.segment.header.first_lsn <= want)
+            .saturating_sub(1);
+        for entry in &self.segments[first..] {
+            let checkpoint = entry
+                .checkpoints
+                .partition_point(|&(lsn, _)| lsn <= want)
+                .saturating_sub(1);
+            let Some(&(lsn, offset)) = entry.checkpoints.get(checkpoint) else {
+                continue;
+            };
+            self.read_frames(entry, lsn, offset as usize, want, limit, out)?;
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_frames(
+        &self,
+        entry: &SegmentEntry,
+        mut lsn: Lsn,
+        mut offset: usize,
+        want: Lsn,
+        limit: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<()> {
+        let region = entry.segment.map.slice(offset, entry.end_offset - offset);
+        let base = offset;
+        let log_id = entry.segment.header.log_id;
+        while offset < entry.end_offset && out.len() < limit {
+            let at = offset - base;
+            let frame = decode_frame(&region[at..], &log_id, lsn, self.frame_body_bytes_max)
+                .map_err(|defect| {
+                    Error::corruption(
+                        &entry.segment.path,
+                        offset as u64,
+                        CorruptionKind::BadRecord(defect.describe()),
+                    )
+                })?;
+            let body_start = at + FRAME_HEADER_BYTES;
+            for op in frame.ops().filter(|op| op.lsn >= want) {
+                if out.len() >= limit {
+                    break;
+                }
+                let stream_start = body_start + op.offset_in_body + OP_HEADER_BYTES;
+                let payload_start = body_start + op.payload_offset_in_body;
+                out.push(Record {
+                    lsn: op.lsn,
+                    stream: region.slice(stream_start..stream_start + op.stream.len()),
+                    seq: op.seq,
+                    kind: op.kind,
+                    payload: region.slice(payload_start..payload_start + op.payload.len()),
+                });
+            }
+            lsn = frame.next_lsn();
+            offset += frame.total_bytes();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_loc_packs_segment_and_offset() {
+        let loc = RecordLoc::new(70_000, 4_000_000_000);
+        assert_eq!((loc.segment(), loc.offset()), (70_000, 4_000_000_000));
+    }
+}

@@ -1,0 +1,52 @@
+//! Annals: an embedded, crash-safe, append-only log engine for workflow
+//! checkpoints and events.
+//!
+//! A log is a directory of segment files holding CRC-framed records. Each
+//! record belongs to a *stream* (one per workflow, run or mob id) with dense
+//! sequence numbers from 0, and has a global LSN that serves as a cursor.
+//! Appends can be guarded by the sequence a stream must be at, batches
+//! across streams commit atomically, and concurrent appenders share one
+//! write and one fdatasync.
+//!
+//! ```
+//! use annals::{Expectation, Log, Options, StreamSeq};
+//!
+//! # fn main() -> annals::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path(), Options { segment_bytes: 1 << 20, record_bytes_max: 4096, ..Options::default() })?;
+//! // Blocking callers wait; async callers `.await` the same value.
+//! let first = log.append("workflow-7", Expectation::NoStream, &b"step 0 done"[..]).wait()?;
+//! assert_eq!(first.seq, StreamSeq(0));
+//! let conflict = log.append("workflow-7", Expectation::NoStream, &b"again"[..]).wait();
+//! assert!(matches!(conflict, Err(annals::Error::Conflict { .. })));
+//! let run = log.read_stream("workflow-7")?;
+//! assert_eq!(run.entries[0].payload, &b"step 0 done"[..]);
+//! log.close().wait()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the module map and `segments-format.md` for the
+//! on-disk format.
+
+#![warn(missing_docs)]
+
+mod commit;
+mod error;
+pub mod frame;
+pub mod fs;
+mod index;
+mod log;
+mod options;
+pub mod recovery;
+pub mod segment;
+mod types;
+
+pub use commit::Appended;
+pub use error::{Corruption, CorruptionKind, Error, Result};
+pub use frame::RecordKind;
+pub use index::{IndexStats, Record, StreamRead};
+pub use log::{Batch, Log, LogReader, Pending};
+pub use options::{Options, SegmentPreparation};
+pub use recovery::{DroppedRange, RecoveryReport};
+pub use types::{Durability, Expectation, Lsn, RecoveryMode, SegmentId, StreamSeq, display_stream};

@@ -1,0 +1,679 @@
+//! The public handle: opens a log, coordinates the writer, the spare
+//! preparer and the index, and serves reads.
+//!
+//! [`Log`] is `Clone + Send + Sync`; every clone shares one writer thread.
+//! Each write returns a [`Pending`] future: `.await` it on any async runtime
+//! (no I/O runs on the runtime's threads), or call [`Pending::wait`] to
+//! block a thread that has no runtime.
+//!
+//! # Dropped appends
+//!
+//! An append is queued when the call returns, not when the future is first
+//! polled. Dropping the future does not withdraw it: it may still commit.
+//! A caller that retries after dropping one must use a guard
+//! ([`Expectation::Exact`]) to avoid a duplicate: the retry then either
+//! succeeds (the first never committed) or fails with [`Error::Conflict`]
+//! whose `actual` shows that the stream moved; [`Log::read_stream_from`]
+//! tells whether it moved by the first attempt.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::commit::{
+    Appended, Command, Op, OpKind, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms,
+};
+use crate::error::{Error, Result};
+use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
+use crate::fs::{DirLock, FileSystem, LockMode};
+use crate::index::{Index, IndexStats, Record, StreamRead};
+use crate::options::{Options, SegmentPreparation};
+use crate::recovery::{Access, Recovered, RecoveryReport, recover};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare};
+use crate::types::{Durability, Expectation, Lsn, RecoveryMode, StreamSeq};
+
+/// An open log. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct Log {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    report: RecoveryReport,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The last handle is gone: close as `close()` would, then join the threads.
+        let (reply, _ignored) = oneshot::channel();
+        let _ = self.shared.push(Command::Close(reply));
+        for thread in self.threads.lock().drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A write that was queued; await it, or [`wait`](Pending::wait) for it.
+#[must_use = "a dropped Pending does not withdraw the write; await it to learn the outcome"]
+pub struct Pending<T> {
+    future: Pin<Box<dyn Future<Output = Result<T>> + Send>>,
+}
+
+impl<T> Pending<T> {
+    fn new(future: impl Future<Output = Result<T>> + Send + 'static) -> Pending<T> {
+        Pending {
+            future: Box::pin(future),
+        }
+    }
+
+    fn ready(result: Result<T>) -> Pending<T>
+    where
+        T: Send + 'static,
+    {
+        Pending::new(std::future::ready(result))
+    }
+
+    /// Blocks the calling thread until the write is acknowledged or fails.
+    ///
+    /// # Errors
+    /// Whatever the write failed with.
+    pub fn wait(self) -> Result<T> {
+        block_on(self.future)
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+struct ThreadWaker(thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn block_on<F: Future + ?Sized>(mut future: Pin<Box<F>>) -> F::Output {
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
+/// Several operations committed atomically: all or none.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Adds an entry, guarded by `expected`.
+    pub fn append(
+        mut self,
+        stream: impl AsRef<[u8]>,
+        expected: Expectation,
+        payload: impl Into<Bytes>,
+    ) -> Batch {
+        self.ops.push(Op {
+            kind: OpKind::Entry(expected),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: payload.into(),
+        });
+        self
+    }
+
+    /// Adds a snapshot of a stream through sequence `through`.
+    pub fn snapshot(
+        mut self,
+        stream: impl AsRef<[u8]>,
+        through: StreamSeq,
+        payload: impl Into<Bytes>,
+    ) -> Batch {
+        self.ops.push(Op {
+            kind: OpKind::Snapshot(through),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: payload.into(),
+        });
+        self
+    }
+
+    /// Adds a clear of a stream, guarded by `expected`.
+    pub fn clear(mut self, stream: impl AsRef<[u8]>, expected: Expectation) -> Batch {
+        self.ops.push(Op {
+            kind: OpKind::Clear(expected),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: Bytes::new(),
+        });
+        self
+    }
+
+    /// Operations in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+static LOG_ID_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh random log id, from the standard library's per-process random
+/// hasher keys mixed with the time and a counter.
+fn new_log_id() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = [0u8; 16];
+    for half in id.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(now_ms());
+        hasher.write_u64(LOG_ID_COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    id
+}
+
+fn lock_dir(fs: &dyn FileSystem, dir: &Path, mode: LockMode) -> Result<DirLock> {
+    match fs.lock(dir, mode) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(Error::Locked {
+            dir: dir.to_owned(),
+        }),
+        Err(error) => Err(Error::io("lock", dir, error)),
+    }
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if needed, and recovers it.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another handle or process has it open;
+    /// [`Error::Corruption`] naming the file and offset of damage that is not
+    /// a torn tail (unless `options.recovery_mode` is `Salvage`);
+    /// [`Error::Io`]; [`Error::InvalidArgument`] for bad options.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        options.validate()?;
+        let dir = dir.as_ref().to_owned();
+        let fs = options.file_system.clone();
+        fs.create_dir_all(&dir)
+            .map_err(|error| Error::io("create directory", &dir, error))?;
+        let lock = lock_dir(&*fs, &dir, LockMode::Exclusive)?;
+        fs.sync_dir(&dir)
+            .map_err(|error| Error::io("fsync directory", &dir, error))?;
+        let Recovered {
+            mut index,
+            log_id,
+            report,
+            ..
+        } = recover(
+            &*fs,
+            &dir,
+            Access::ReadWrite,
+            options.recovery_mode,
+            options.record_bytes_max,
+        )?;
+        let log_id = match log_id.filter(|_| !index.segments().is_empty()) {
+            Some(log_id) => log_id,
+            None => create_first_segment(&*fs, &dir, &options, &mut index)?,
+        };
+        let background = options.segment_preparation == SegmentPreparation::Background;
+        let shared = Arc::new(Shared {
+            dir,
+            fs,
+            permits: Arc::new(Semaphore::new(options.queue_requests_max)),
+            options,
+            index: RwLock::new(index),
+            queue: Mutex::new(Queue {
+                commands: Default::default(),
+                status: Status::Open,
+            }),
+            wake: Condvar::new(),
+            lock: Mutex::new(Some(lock)),
+            spares: Spares::new(),
+        });
+        let mut threads = Vec::new();
+        let writer = Writer::new(shared.clone(), log_id);
+        threads.push(spawn("annals-writer", move || writer.run())?);
+        if background {
+            let preparer = shared.clone();
+            threads.push(spawn("annals-spare", move || {
+                Spares::run_preparer(&preparer)
+            })?);
+        }
+        Ok(Log {
+            handle: Arc::new(Handle {
+                shared,
+                threads: Mutex::new(threads),
+                report,
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// What open found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.handle.report
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared().dir
+    }
+
+    /// Appends an entry to `stream` if it meets `expected`, with the log's durability.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if the guard fails (nothing written);
+    /// [`Error::TooLarge`] for an oversized stream id or record;
+    /// [`Error::Poisoned`], [`Error::Closed`].
+    pub fn append(
+        &self,
+        stream: impl AsRef<[u8]>,
+        expected: Expectation,
+        payload: impl Into<Bytes>,
+    ) -> Pending<Appended> {
+        self.append_with(stream, expected, payload, self.shared().options.durability)
+    }
+
+    /// [`Log::append`] with its own durability.
+    pub fn append_with(
+        &self,
+        stream: impl AsRef<[u8]>,
+        expected: Expectation,
+        payload: impl Into<Bytes>,
+        durability: Durability,
+    ) -> Pending<Appended> {
+        let batch = Batch::new().append(stream, expected, payload);
+        self.single(batch, durability)
+    }
+
+    /// Records that the state of `stream` through sequence `through` is
+    /// `payload`. Reads then return the latest snapshot and the entries after it.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotOutOfRange`] if the stream has no entry `through` or
+    /// already has a later snapshot; as [`Log::append`] otherwise.
+    pub fn snapshot(
+        &self,
+        stream: impl AsRef<[u8]>,
+        through: StreamSeq,
+        payload: impl Into<Bytes>,
+    ) -> Pending<Appended> {
+        self.single(
+            Batch::new().snapshot(stream, through, payload),
+            self.shared().options.durability,
+        )
+    }
+
+    /// Clears `stream` if it meets `expected`: it reads empty afterwards and
+    /// its sequence restarts at 0. Other streams are untouched.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn clear(&self, stream: impl AsRef<[u8]>, expected: Expectation) -> Pending<Appended> {
+        self.single(
+            Batch::new().clear(stream, expected),
+            self.shared().options.durability,
+        )
+    }
+
+    /// Replaces the latest value of `stream` if its latest entry is `current`
+    /// (`None`: the stream is empty). Built on a guarded append.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when someone else moved the stream first.
+    pub fn compare_and_swap(
+        &self,
+        stream: impl AsRef<[u8]>,
+        current: Option<StreamSeq>,
+        payload: impl Into<Bytes>,
+    ) -> Pending<Appended> {
+        let expected = match current {
+            None => Expectation::NoStream,
+            Some(seq) => Expectation::Exact(StreamSeq(seq.0.saturating_add(1))),
+        };
+        self.append(stream, expected, payload)
+    }
+
+    fn single(&self, batch: Batch, durability: Durability) -> Pending<Appended> {
+        let pending = self.commit_with(batch, durability);
+        Pending::new(async move {
+            let appended = pending.await?;
+            Ok(appended[0])
+        })
+    }
+
+    /// Commits a batch: every guard holds and every operation becomes durable
+    /// and visible together, or nothing is written.
+    ///
+    /// # Errors
+    /// The first guard that fails; [`Error::InvalidArgument`] for an empty
+    /// batch; [`Error::TooLarge`] over `BATCH_OPS_MAX` operations or
+    /// `record_bytes_max` bytes; as [`Log::append`] otherwise.
+    pub fn commit(&self, batch: Batch) -> Pending<Vec<Appended>> {
+        self.commit_with(batch, self.shared().options.durability)
+    }
+
+    /// [`Log::commit`] with its own durability.
+    pub fn commit_with(&self, batch: Batch, durability: Durability) -> Pending<Vec<Appended>> {
+        if let Err(error) = self.check_batch(&batch) {
+            return Pending::ready(Err(error));
+        }
+        let handle = self.handle.clone();
+        let (reply, receiver) = oneshot::channel();
+        Pending::new(async move {
+            let shared = &handle.shared;
+            let permit = shared
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed_or_poisoned(shared))?;
+            let request = WriteRequest {
+                ops: batch.ops,
+                durability,
+                reply,
+                permit,
+            };
+            shared
+                .push(Command::Write(request))
+                .map_err(|(_, error)| error)?;
+            receiver.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
+        if batch.ops.is_empty() {
+            return Err(Error::InvalidArgument("empty batch".to_owned()));
+        }
+        if batch.ops.len() > BATCH_OPS_MAX {
+            return Err(Error::TooLarge {
+                what: "batch operation count",
+                len: batch.ops.len(),
+                max: BATCH_OPS_MAX,
+            });
+        }
+        let per_op = if batch.ops.len() > 1 {
+            BATCH_OP_KIND_BYTES
+        } else {
+            0
+        };
+        let mut body = 0usize;
+        for op in &batch.ops {
+            if op.stream.is_empty() {
+                return Err(Error::InvalidArgument("empty stream id".to_owned()));
+            }
+            if op.stream.len() > STREAM_ID_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    what: "stream id",
+                    len: op.stream.len(),
+                    max: STREAM_ID_BYTES_MAX,
+                });
+            }
+            body = body
+                .saturating_add(per_op + OP_HEADER_BYTES + op.stream.len())
+                .saturating_add(op.payload.len());
+        }
+        let max = self.shared().options.record_bytes_max;
+        if body > max {
+            return Err(Error::TooLarge {
+                what: "record",
+                len: body,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes, syncs and writes a clean-close marker, then releases the
+    /// directory lock, even while clones of this handle live: they get
+    /// [`Error::Closed`] from then on.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if an earlier failure poisoned the log (the lock is
+    /// released all the same); [`Error::Io`] if the final sync fails.
+    pub fn close(&self) -> Pending<()> {
+        let handle = self.handle.clone();
+        Pending::new(async move {
+            let (reply, receiver) = oneshot::channel();
+            match handle.shared.push(Command::Close(reply)) {
+                Ok(()) => receiver.await.map_err(|_| Error::Closed)?,
+                Err(_) => Ok(()),
+            }
+        })
+    }
+
+    /// The next sequence of `stream` (0 if it has no live entries).
+    pub fn next_seq(&self, stream: impl AsRef<[u8]>) -> StreamSeq {
+        self.shared()
+            .index
+            .read()
+            .stream(stream.as_ref())
+            .map_or(StreamSeq(0), |s| s.next_seq())
+    }
+
+    /// The LSN of the last acknowledged record (`Lsn::ZERO` if none).
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.shared().index.read().next_lsn().0 - 1)
+    }
+
+    /// The latest snapshot of `stream` and the live entries after it.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a record no longer matches the index.
+    pub fn read_stream(&self, stream: impl AsRef<[u8]>) -> Result<StreamRead> {
+        self.shared().index.read().read_stream(stream.as_ref())
+    }
+
+    /// The live entries of `stream` from sequence `from` on, ignoring snapshots.
+    ///
+    /// # Errors
+    /// As [`Log::read_stream`].
+    pub fn read_stream_from(
+        &self,
+        stream: impl AsRef<[u8]>,
+        from: StreamSeq,
+    ) -> Result<Vec<Record>> {
+        self.shared()
+            .index
+            .read()
+            .read_stream_from(stream.as_ref(), from)
+    }
+
+    /// The latest entry of `stream`, if any.
+    ///
+    /// # Errors
+    /// As [`Log::read_stream`].
+    pub fn latest(&self, stream: impl AsRef<[u8]>) -> Result<Option<Record>> {
+        let index = self.shared().index.read();
+        let Some(next) = index.stream(stream.as_ref()).map(|s| s.next_seq()) else {
+            return Ok(None);
+        };
+        Ok(index
+            .read_stream_from(stream.as_ref(), StreamSeq(next.0 - 1))?
+            .pop())
+    }
+
+    /// The record at `lsn`, if the log holds one there.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if the frame there fails its checks.
+    pub fn read_lsn(&self, lsn: Lsn) -> Result<Option<Record>> {
+        self.shared().index.read().read_lsn(lsn)
+    }
+
+    /// Up to `limit` records after `after`, across all streams, in LSN order:
+    /// a cursor for tailing the log.
+    ///
+    /// # Errors
+    /// As [`Log::read_lsn`].
+    pub fn read_all(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        self.shared()
+            .index
+            .read()
+            .read_all(after, limit, &mut out)?;
+        Ok(out)
+    }
+
+    /// Sizes of the in-memory index.
+    pub fn index_stats(&self) -> IndexStats {
+        self.shared().index.read().stats()
+    }
+
+    /// Whether the log has been poisoned or closed, as an error; `Ok` if open.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or [`Error::Closed`].
+    pub fn check_open(&self) -> Result<()> {
+        match self.shared().status() {
+            Status::Open => Ok(()),
+            Status::Poisoned(cause) => Err(Error::Poisoned { cause }),
+            Status::Closed => Err(Error::Closed),
+        }
+    }
+}
+
+fn closed_or_poisoned(shared: &Shared) -> Error {
+    match shared.status() {
+        Status::Poisoned(cause) => Error::Poisoned { cause },
+        _ => Error::Closed,
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map_err(|error| Error::io("spawn thread", PathBuf::new(), error))
+}
+
+fn create_first_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    options: &Options,
+    index: &mut Index,
+) -> Result<[u8; 16]> {
+    let log_id = new_log_id();
+    let spare = prepare_spare(fs, dir, options.segment_bytes)?;
+    let header = SegmentHeader {
+        log_id,
+        first_lsn: index.next_lsn(),
+        segment_bytes: options.segment_bytes,
+        created_ms: now_ms(),
+    };
+    let segment = publish_spare(fs, dir, spare, header)?;
+    index.push_segment(segment, SEGMENT_HEADER_BYTES);
+    Ok(log_id)
+}
+
+/// A log opened read-only, for inspection: nothing is changed on disk, and
+/// a shared lock keeps writers out while it lives.
+pub struct LogReader {
+    index: Index,
+    report: RecoveryReport,
+    problems: Vec<crate::error::Corruption>,
+    _lock: DirLock,
+}
+
+impl LogReader {
+    /// Opens `dir` read-only with the operating system's file system.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if a writer has it open; [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogReader> {
+        LogReader::open_with(dir, &Options::default())
+    }
+
+    /// Opens `dir` read-only with the file system and limits of `options`.
+    ///
+    /// # Errors
+    /// As [`LogReader::open`].
+    pub fn open_with(dir: impl AsRef<Path>, options: &Options) -> Result<LogReader> {
+        let dir = dir.as_ref();
+        let fs = &*options.file_system;
+        let lock = lock_dir(fs, dir, LockMode::Shared)?;
+        let Recovered {
+            index,
+            report,
+            problems,
+            ..
+        } = recover(
+            fs,
+            dir,
+            Access::ReadOnly,
+            RecoveryMode::Strict,
+            options.record_bytes_max,
+        )?;
+        Ok(LogReader {
+            index,
+            report,
+            problems,
+            _lock: lock,
+        })
+    }
+
+    /// What a read-write open would find and do (nothing was done).
+    pub fn report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Every corruption found.
+    pub fn problems(&self) -> &[crate::error::Corruption] {
+        &self.problems
+    }
+
+    /// Streams with live entries or a snapshot.
+    pub fn stream_count(&self) -> usize {
+        self.index.stream_count()
+    }
+
+    /// The LSN of the last valid record (`Lsn::ZERO` if none).
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.index.next_lsn().0 - 1)
+    }
+
+    /// Up to `limit` records after `after`, in LSN order.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a frame fails its checks.
+    pub fn read_all(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        self.index.read_all(after, limit, &mut out)?;
+        Ok(out)
+    }
+
+    /// Sizes of the index.
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats()
+    }
+}

@@ -1,0 +1,117 @@
+//! How a log is opened: sizes, limits, durability and the file system.
+//!
+//! Every option documents its default and what a crash does to it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::frame::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
+use crate::fs::{FileSystem, RealFs};
+use crate::segment::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES};
+use crate::types::{Durability, RecoveryMode};
+
+/// Where the next segment is prepared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentPreparation {
+    /// On a background thread, ahead of need, so appends never wait for it
+    /// unless segments fill faster than it can zero them. The default.
+    Background,
+    /// On the writer thread when a segment fills. Deterministic: the crash
+    /// simulator uses it.
+    Inline,
+}
+
+/// Options for [`Log::open`](crate::Log::open).
+#[derive(Clone)]
+pub struct Options {
+    /// Size of every segment file, preallocated with zeros. Default 64 MiB.
+    /// A crash never changes it: a segment is published only once it is
+    /// written to its full size and synced.
+    pub segment_bytes: u64,
+    /// Largest record (an entry, snapshot, or a whole atomic batch), in bytes
+    /// of its frame body. Default 16 MiB; at most what fits in a segment.
+    pub record_bytes_max: usize,
+    /// Durability of appends that do not name one. Default [`Durability::Sync`].
+    pub durability: Durability,
+    /// How often written `Periodic` appends are synced, in milliseconds: the
+    /// most a power cut can take from them. Default 100.
+    pub fsync_interval_ms: u64,
+    /// Requests that may wait in the queue before appenders are held back. Default 4,096.
+    pub queue_requests_max: usize,
+    /// The writer closes a group once it holds this many bytes. Default 4 MiB.
+    pub group_bytes_max: usize,
+    /// What open does with corruption. Default [`RecoveryMode::Strict`].
+    pub recovery_mode: RecoveryMode,
+    /// Where spare segments are prepared. Default [`SegmentPreparation::Background`].
+    pub segment_preparation: SegmentPreparation,
+    /// The file system. Default the operating system's; tests substitute a simulated one.
+    pub file_system: Arc<dyn FileSystem>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            segment_bytes: 64 << 20,
+            record_bytes_max: 16 << 20,
+            durability: Durability::Sync,
+            fsync_interval_ms: 100,
+            queue_requests_max: 4096,
+            group_bytes_max: 4 << 20,
+            recovery_mode: RecoveryMode::Strict,
+            segment_preparation: SegmentPreparation::Background,
+            file_system: Arc::new(RealFs),
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("record_bytes_max", &self.record_bytes_max)
+            .field("durability", &self.durability)
+            .field("fsync_interval_ms", &self.fsync_interval_ms)
+            .field("queue_requests_max", &self.queue_requests_max)
+            .field("group_bytes_max", &self.group_bytes_max)
+            .field("recovery_mode", &self.recovery_mode)
+            .field("segment_preparation", &self.segment_preparation)
+            .field("file_system", &self.file_system)
+            .finish()
+    }
+}
+
+impl Options {
+    /// Checks the options against each other and the format's limits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the option that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |what: String| Err(Error::InvalidArgument(what));
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return invalid(format!(
+                "segment_bytes must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"
+            ));
+        }
+        // A record's frame plus a clean-close marker must fit in an empty segment.
+        let room = self.segment_bytes as usize - SEGMENT_HEADER_BYTES - 2 * FRAME_HEADER_BYTES;
+        if self.record_bytes_max == 0 || self.record_bytes_max > room.min(FRAME_BODY_BYTES_MAX) {
+            return invalid(format!(
+                "record_bytes_max must be 1 to {} for this segment size",
+                room.min(FRAME_BODY_BYTES_MAX)
+            ));
+        }
+        if self.fsync_interval_ms == 0 {
+            return invalid("fsync_interval_ms must be at least 1".to_owned());
+        }
+        if self.queue_requests_max == 0
+            || self.queue_requests_max > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return invalid("queue_requests_max must be at least 1".to_owned());
+        }
+        if self.group_bytes_max == 0 {
+            return invalid("group_bytes_max must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
