@@ -24,13 +24,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameMeta, OpRef, RecordKind, decode_frame, encode_frame,
-    frame_bytes,
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, OpRef, RecordKind, decode_frame, encode_frame, frame_bytes,
 };
-use crate::fs::{DirLock, File, FileSystem};
+use crate::fs::{DirLock, FileSystem};
 use crate::index::Index;
 use crate::options::{Options, SegmentPreparation};
-use crate::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader, prepare_spare, publish_spare};
+use crate::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, prepare_spare, publish_spare};
 use crate::types::{Durability, Expectation, Lsn, StreamSeq, display_stream};
 
 /// What one operation of a request asks for.
@@ -134,12 +133,7 @@ impl Shared {
                 self.wake.notify_one();
                 Ok(())
             }
-            (Status::Poisoned(cause), _) => Err((
-                command,
-                Error::Poisoned {
-                    cause: cause.clone(),
-                },
-            )),
+            (Status::Poisoned(cause), _) => Err((command, Error::Poisoned { cause: cause.clone() })),
             (Status::Closed, _) => Err((command, Error::Closed)),
         }
     }
@@ -153,7 +147,9 @@ pub(crate) struct Spares {
 
 #[derive(Default)]
 struct SpareState {
-    spare: Option<Arc<dyn File>>,
+    spare: Option<Spare>,
+    /// Spares made so far: names the next one.
+    made: u64,
     failed: Option<Error>,
     wanted: bool,
     shutdown: bool,
@@ -161,14 +157,11 @@ struct SpareState {
 
 impl Spares {
     pub fn new() -> Spares {
-        Spares {
-            state: Mutex::new(SpareState::default()),
-            ready: Condvar::new(),
-        }
+        Spares { state: Mutex::new(SpareState::default()), ready: Condvar::new() }
     }
 
     /// Asks the preparer for a new spare.
-    fn request(&self) {
+    pub fn request(&self) {
         self.state.lock().wanted = true;
         self.ready.notify_all();
     }
@@ -180,20 +173,29 @@ impl Spares {
     }
 
     /// Takes the spare, preparing it here if the options say so or waiting for the preparer.
-    fn take(&self, shared: &Shared) -> Result<Arc<dyn File>> {
+    fn take(&self, shared: &Shared) -> Result<Spare> {
         if shared.options.segment_preparation == SegmentPreparation::Inline {
-            return prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes);
+            let number = {
+                let mut state = self.state.lock();
+                state.made += 1;
+                state.made
+            };
+            return prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes, number);
         }
+        // Ask for a spare only when none is ready: a request makes the
+        // preparer reuse the spare's name, which the ready spare still has
+        // until the writer renames it (the caller asks for the next one then).
         let mut state = self.state.lock();
-        state.wanted = true;
-        self.ready.notify_all();
         loop {
             if let Some(spare) = state.spare.take() {
+                state.wanted = false;
                 return Ok(spare);
             }
             if let Some(error) = state.failed.clone() {
                 return Err(error);
             }
+            state.wanted = true;
+            self.ready.notify_all();
             self.ready.wait(&mut state);
         }
     }
@@ -202,19 +204,19 @@ impl Spares {
     pub fn run_preparer(shared: &Shared) {
         let spares = &shared.spares;
         loop {
-            {
+            let number = {
                 let mut state = spares.state.lock();
-                while !(state.shutdown
-                    || state.wanted && state.spare.is_none() && state.failed.is_none())
-                {
+                while !(state.shutdown || state.wanted && state.spare.is_none() && state.failed.is_none()) {
                     spares.ready.wait(&mut state);
                 }
                 if state.shutdown {
                     return;
                 }
                 state.wanted = false;
-            }
-            let prepared = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes);
+                state.made += 1;
+                state.made
+            };
+            let prepared = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes, number);
             let mut state = spares.state.lock();
             match prepared {
                 Ok(spare) => state.spare = Some(spare),
@@ -261,15 +263,7 @@ impl Writer {
             let entry = index.segments().last().expect("open creates a segment");
             (entry.segment.clone(), entry.end_offset, index.next_lsn())
         };
-        Writer {
-            shared,
-            log_id,
-            active,
-            offset,
-            next_lsn,
-            durable_lsn: next_lsn,
-            periodic_deadline: None,
-        }
+        Writer { shared, log_id, active, offset, next_lsn, durable_lsn: next_lsn, periodic_deadline: None }
     }
 
     /// Runs until the log is closed.
@@ -297,10 +291,7 @@ impl Writer {
                 }
             }
             self.commit(&mut group, false);
-            if self
-                .periodic_deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
-            {
+            if self.periodic_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 self.sync_periodic();
             }
         }
@@ -311,12 +302,7 @@ impl Writer {
         while queue.commands.is_empty() {
             match self.periodic_deadline {
                 Some(deadline) => {
-                    if self
-                        .shared
-                        .wake
-                        .wait_until(&mut queue, deadline)
-                        .timed_out()
-                    {
+                    if self.shared.wake.wait_until(&mut queue, deadline).timed_out() {
                         drop(queue);
                         self.sync_periodic();
                         return;
@@ -330,12 +316,7 @@ impl Writer {
 
     /// Checks a request's guards and, if they hold, encodes it into the group.
     fn add(&mut self, group: &mut Group, request: WriteRequest) {
-        let WriteRequest {
-            ops,
-            durability,
-            reply,
-            permit,
-        } = request;
+        let WriteRequest { ops, durability, reply, permit } = request;
         drop(permit);
         if let Status::Poisoned(cause) = self.shared.status() {
             let _ = reply.send(Err(Error::Poisoned { cause }));
@@ -360,15 +341,9 @@ impl Writer {
                 payload: &op.payload,
             })
             .collect();
-        let kind = if refs.len() == 1 {
-            refs[0].kind.frame_kind()
-        } else {
-            FrameKind::Batch
-        };
+        let kind = if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch };
         let len = frame_bytes(kind, &refs);
-        if self.offset + group.buf.len() + len + FRAME_HEADER_BYTES
-            > self.shared.options.segment_bytes as usize
-        {
+        if self.offset + group.buf.len() + len + FRAME_HEADER_BYTES > self.shared.options.segment_bytes as usize {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
             if let Status::Poisoned(cause) = self.shared.status() {
@@ -395,11 +370,7 @@ impl Writer {
         ops: &[Op],
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
-        let meta = FrameMeta {
-            lsn: self.next_lsn,
-            durable_lsn: self.durable_lsn,
-            timestamp_ms: now_ms(),
-        };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         for (op, op_ref) in ops.iter().zip(refs) {
@@ -410,13 +381,7 @@ impl Writer {
                 OpKind::Clear(_) => (0, None),
             };
         }
-        let appended = refs
-            .iter()
-            .map(|r| Appended {
-                lsn: r.lsn,
-                seq: r.seq,
-            })
-            .collect();
+        let appended = refs.iter().map(|r| Appended { lsn: r.lsn, seq: r.seq }).collect();
         group.replies.push((reply, Ok(appended)));
         match durability {
             Durability::Sync => group.needs_sync = true,
@@ -431,16 +396,12 @@ impl Writer {
         let mut local: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
         let mut seqs = Vec::with_capacity(ops.len());
         for op in ops {
-            let position = local
-                .iter()
-                .position(|(stream, _, _)| *stream == op.stream.as_ref());
+            let position = local.iter().position(|(stream, _, _)| *stream == op.stream.as_ref());
             let (next, snapshot) = match position {
                 Some(i) => (local[i].1, local[i].2),
                 None => match group.overlay.get(&op.stream) {
                     Some(&state) => state,
-                    None => index
-                        .stream(&op.stream)
-                        .map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+                    None => index.stream(&op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
                 },
             };
             let conflict = |expected: Expectation| Error::Conflict {
@@ -483,16 +444,11 @@ impl Writer {
             if let Err(error) = self.write_and_sync(&group.buf, group.needs_sync || seal) {
                 let cause = self.shared.poison(error);
                 for (reply, _) in group.replies {
-                    let _ = reply.send(Err(Error::Poisoned {
-                        cause: cause.clone(),
-                    }));
+                    let _ = reply.send(Err(Error::Poisoned { cause: cause.clone() }));
                 }
                 return;
             }
-            if group.needs_periodic
-                && self.durable_lsn < self.next_lsn
-                && self.periodic_deadline.is_none()
-            {
+            if group.needs_periodic && self.durable_lsn < self.next_lsn && self.periodic_deadline.is_none() {
                 let interval = Duration::from_millis(self.shared.options.fsync_interval_ms);
                 self.periodic_deadline = Some(Instant::now() + interval);
             }
@@ -506,16 +462,10 @@ impl Writer {
     fn write_and_sync(&mut self, buf: &[u8], sync: bool) -> Result<()> {
         let path = &self.active.path;
         if !buf.is_empty() {
-            self.active
-                .file
-                .write_at(buf, self.offset as u64)
-                .map_err(|error| Error::io("write", path, error))?;
+            self.active.file.write_at(buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
         }
         if sync && self.durable_lsn < self.next_lsn {
-            self.active
-                .file
-                .sync_data()
-                .map_err(|error| Error::io("fdatasync", path, error))?;
+            self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
             self.durable_lsn = self.next_lsn;
             self.periodic_deadline = None;
         }
@@ -558,10 +508,7 @@ impl Writer {
             created_ms: now_ms(),
         };
         let segment = publish_spare(&*self.shared.fs, &self.shared.dir, spare, header)?;
-        self.shared
-            .index
-            .write()
-            .push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+        self.shared.index.write().push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
         self.active = segment;
         self.offset = SEGMENT_HEADER_BYTES;
         if self.shared.options.segment_preparation == SegmentPreparation::Background {
@@ -606,21 +553,11 @@ impl Writer {
     fn write_marker(&mut self) -> Result<()> {
         self.write_and_sync(&[], true)?;
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
-        let meta = FrameMeta {
-            lsn: self.next_lsn,
-            durable_lsn: self.durable_lsn,
-            timestamp_ms: now_ms(),
-        };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
         encode_frame(&mut buf, &self.log_id, FrameKind::Marker, meta, &[]);
         let path = &self.active.path;
-        self.active
-            .file
-            .write_at(&buf, self.offset as u64)
-            .map_err(|error| Error::io("write", path, error))?;
-        self.active
-            .file
-            .sync_data()
-            .map_err(|error| Error::io("fdatasync", path, error))?;
+        self.active.file.write_at(&buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
+        self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
         self.publish(&buf);
         Ok(())
     }
@@ -636,7 +573,5 @@ fn record_kind(kind: OpKind) -> RecordKind {
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -24,9 +24,7 @@ pub enum Error {
     #[error("{0}")]
     Corruption(Box<Corruption>),
     /// A guarded append found its stream elsewhere than expected; nothing was written.
-    #[error(
-        "conflict on stream {stream}: expected {expected}, stream is at next sequence {actual}"
-    )]
+    #[error("conflict on stream {stream}: expected {expected}, stream is at next sequence {actual}")]
     Conflict {
         /// The stream, rendered for display.
         stream: String,
@@ -36,9 +34,7 @@ pub enum Error {
         actual: StreamSeq,
     },
     /// A snapshot named a sequence the stream does not have, or one older than its latest snapshot.
-    #[error(
-        "snapshot of stream {stream} through sequence {seq} is out of range (next sequence {next_seq})"
-    )]
+    #[error("snapshot of stream {stream} through sequence {seq} is out of range (next sequence {next_seq})")]
     SnapshotOutOfRange {
         /// The stream, rendered for display.
         stream: String,
@@ -79,19 +75,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.into(),
-            source: Arc::new(source),
-        }
+        Error::Io { op, path: path.into(), source: Arc::new(source) }
     }
 
     pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Error {
-        Error::Corruption(Box::new(Corruption {
-            file: file.into(),
-            offset,
-            kind,
-        }))
+        Error::Corruption(Box::new(Corruption { file: file.into(), offset, kind }))
     }
 
     /// The corruption this error reports, if it is one.

@@ -134,14 +134,8 @@ pub fn frame_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
 }
 
 fn body_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
-    let per_op = if kind == FrameKind::Batch {
-        BATCH_OP_KIND_BYTES
-    } else {
-        0
-    };
-    ops.iter()
-        .map(|op| per_op + OP_HEADER_BYTES + op.stream.len() + op.payload.len())
-        .sum()
+    let per_op = if kind == FrameKind::Batch { BATCH_OP_KIND_BYTES } else { 0 };
+    ops.iter().map(|op| per_op + OP_HEADER_BYTES + op.stream.len() + op.payload.len()).sum()
 }
 
 /// Appends one frame to `buf`.
@@ -150,13 +144,7 @@ fn body_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
 /// operation of that kind; a `Batch` holds one or more; a `Marker` none. The
 /// caller has checked the limits: this asserts them, because breaking one here
 /// is a bug in Annals, not bad input.
-pub fn encode_frame(
-    buf: &mut Vec<u8>,
-    log_id: &[u8; 16],
-    kind: FrameKind,
-    meta: FrameMeta,
-    ops: &[OpRef<'_>],
-) {
+pub fn encode_frame(buf: &mut Vec<u8>, log_id: &[u8; 16], kind: FrameKind, meta: FrameMeta, ops: &[OpRef<'_>]) {
     match kind {
         FrameKind::Batch => assert!(!ops.is_empty() && ops.len() <= BATCH_OPS_MAX),
         FrameKind::Marker => assert!(ops.is_empty()),
@@ -174,27 +162,15 @@ pub fn encode_frame(
     buf.push(kind as u8);
     buf.push(0); // flags
     buf.extend_from_slice(&[0; 2]); // reserved
-    buf.extend_from_slice(
-        &u32::try_from(ops.len())
-            .expect("asserted above")
-            .to_le_bytes(),
-    );
+    buf.extend_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
     for (index, op) in ops.iter().enumerate() {
         assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
         assert_eq!(op.lsn.0, meta.lsn.0 + index as u64);
         if kind == FrameKind::Batch {
             buf.push(op.kind.frame_kind() as u8);
         }
-        buf.extend_from_slice(
-            &u16::try_from(op.stream.len())
-                .expect("asserted above")
-                .to_le_bytes(),
-        );
-        buf.extend_from_slice(
-            &u32::try_from(op.payload.len())
-                .expect("body bounded")
-                .to_le_bytes(),
-        );
+        buf.extend_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
+        buf.extend_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
         buf.extend_from_slice(&op.seq.0.to_le_bytes());
         buf.extend_from_slice(&op.lsn.0.to_le_bytes());
         buf.extend_from_slice(op.stream);
@@ -276,12 +252,7 @@ impl<'a> FrameView<'a> {
     /// The frame's operations, in LSN order. The body was fully checked by
     /// [`decode_frame`], so this cannot fail.
     pub fn ops(&self) -> OpIter<'a> {
-        OpIter {
-            kind: self.kind,
-            body: self.body,
-            offset: 0,
-            remaining: self.lsn_count,
-        }
+        OpIter { kind: self.kind, body: self.body, offset: 0, remaining: self.lsn_count }
     }
 }
 
@@ -322,8 +293,7 @@ impl<'a> Iterator for OpIter<'a> {
             return None;
         }
         self.remaining -= 1;
-        let (op, next) =
-            parse_op(self.kind, self.body, self.offset).expect("frame body was checked at decode");
+        let (op, next) = parse_op(self.kind, self.body, self.offset).expect("frame body was checked at decode");
         self.offset = next;
         Some(op)
     }
@@ -342,11 +312,7 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Parses the operation at `offset` of a frame body; returns it and the offset after it.
-fn parse_op(
-    kind: FrameKind,
-    body: &[u8],
-    offset: usize,
-) -> Result<(OpView<'_>, usize), &'static str> {
+fn parse_op(kind: FrameKind, body: &[u8], offset: usize) -> Result<(OpView<'_>, usize), &'static str> {
     let mut at = offset;
     let op_kind = if kind == FrameKind::Batch {
         let byte = *body.get(at).ok_or("batch operation runs past the body")?;
@@ -367,9 +333,7 @@ fn parse_op(
         return Err("stream id length out of range");
     }
     let payload_start = stream_start + stream_bytes;
-    let end = payload_start
-        .checked_add(payload_bytes)
-        .ok_or("payload length overflows")?;
+    let end = payload_start.checked_add(payload_bytes).ok_or("payload length overflows")?;
     if end > body.len() {
         return Err("operation runs past the body");
     }
@@ -400,10 +364,7 @@ pub fn decode_frame<'a>(
 ) -> Result<FrameView<'a>, FrameDefect> {
     let frame = decode_frame_anywhere(bytes, log_id, body_bytes_max)?;
     if frame.meta.lsn != expected_lsn {
-        return Err(FrameDefect::UnexpectedLsn {
-            expected: expected_lsn,
-            found: frame.meta.lsn,
-        });
+        return Err(FrameDefect::UnexpectedLsn { expected: expected_lsn, found: frame.meta.lsn });
     }
     Ok(frame)
 }
@@ -427,12 +388,9 @@ pub fn decode_frame_anywhere<'a>(
     }
     // Cheap field checks first: recovery calls this at every offset of a
     // damaged tail, and they reject almost every wrong offset without a checksum.
-    let kind =
-        FrameKind::from_byte(header[32]).ok_or(FrameDefect::Malformed("unknown frame kind"))?;
+    let kind = FrameKind::from_byte(header[32]).ok_or(FrameDefect::Malformed("unknown frame kind"))?;
     if header[33] != 0 || read_u16(header, 34) != 0 {
-        return Err(FrameDefect::Malformed(
-            "flags or reserved bytes are not zero",
-        ));
+        return Err(FrameDefect::Malformed("flags or reserved bytes are not zero"));
     }
     let body_len = read_u32(header, 4) as usize;
     if body_len > body_bytes_max.min(FRAME_BODY_BYTES_MAX) {
@@ -451,12 +409,7 @@ pub fn decode_frame_anywhere<'a>(
         timestamp_ms: read_u64(header, 24),
     };
     let lsn_count = read_u32(header, 36);
-    let frame = FrameView {
-        kind,
-        meta,
-        lsn_count,
-        body: &bytes[FRAME_HEADER_BYTES..total],
-    };
+    let frame = FrameView { kind, meta, lsn_count, body: &bytes[FRAME_HEADER_BYTES..total] };
     check_frame_fields(&frame)?;
     Ok(frame)
 }
@@ -479,9 +432,7 @@ fn check_frame_fields(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
             return Err(malformed("batch count out of range"));
         }
         FrameKind::Entry | FrameKind::Snapshot | FrameKind::Tombstone if count != 1 => {
-            return Err(malformed(
-                "single operation frame with a count other than one",
-            ));
+            return Err(malformed("single operation frame with a count other than one"));
         }
         _ => {}
     }
@@ -532,59 +483,28 @@ mod tests {
     const LOG_ID: [u8; 16] = [7; 16];
 
     fn meta(lsn: u64) -> FrameMeta {
-        FrameMeta {
-            lsn: Lsn(lsn),
-            durable_lsn: Lsn(lsn),
-            timestamp_ms: 1_700_000_000_000,
-        }
+        FrameMeta { lsn: Lsn(lsn), durable_lsn: Lsn(lsn), timestamp_ms: 1_700_000_000_000 }
     }
 
     #[test]
     fn single_entry_round_trips() {
-        let op = OpRef {
-            kind: RecordKind::Entry,
-            stream: b"wf-1",
-            seq: StreamSeq(3),
-            lsn: Lsn(9),
-            payload: b"state",
-        };
+        let op = OpRef { kind: RecordKind::Entry, stream: b"wf-1", seq: StreamSeq(3), lsn: Lsn(9), payload: b"state" };
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(9), &[op]);
         assert_eq!(buf.len(), frame_bytes(FrameKind::Entry, &[op]));
         let frame = decode_frame(&buf, &LOG_ID, Lsn(9), usize::MAX).expect("valid frame");
         let ops: Vec<_> = frame.ops().collect();
         assert_eq!(ops.len(), 1);
-        assert_eq!(
-            (ops[0].stream, ops[0].seq, ops[0].payload),
-            (&b"wf-1"[..], StreamSeq(3), &b"state"[..])
-        );
+        assert_eq!((ops[0].stream, ops[0].seq, ops[0].payload), (&b"wf-1"[..], StreamSeq(3), &b"state"[..]));
         assert_eq!(frame.next_lsn(), Lsn(10));
     }
 
     #[test]
     fn batch_round_trips_with_every_kind() {
         let ops = [
-            OpRef {
-                kind: RecordKind::Entry,
-                stream: b"a",
-                seq: StreamSeq(0),
-                lsn: Lsn(5),
-                payload: b"x",
-            },
-            OpRef {
-                kind: RecordKind::Snapshot,
-                stream: b"b",
-                seq: StreamSeq(4),
-                lsn: Lsn(6),
-                payload: b"",
-            },
-            OpRef {
-                kind: RecordKind::Tombstone,
-                stream: b"c",
-                seq: StreamSeq(2),
-                lsn: Lsn(7),
-                payload: b"",
-            },
+            OpRef { kind: RecordKind::Entry, stream: b"a", seq: StreamSeq(0), lsn: Lsn(5), payload: b"x" },
+            OpRef { kind: RecordKind::Snapshot, stream: b"b", seq: StreamSeq(4), lsn: Lsn(6), payload: b"" },
+            OpRef { kind: RecordKind::Tombstone, stream: b"c", seq: StreamSeq(2), lsn: Lsn(7), payload: b"" },
         ];
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Batch, meta(5), &ops);
@@ -592,57 +512,32 @@ mod tests {
         let kinds: Vec<_> = frame.ops().map(|op| (op.kind, op.lsn)).collect();
         assert_eq!(
             kinds,
-            vec![
-                (RecordKind::Entry, Lsn(5)),
-                (RecordKind::Snapshot, Lsn(6)),
-                (RecordKind::Tombstone, Lsn(7))
-            ]
+            vec![(RecordKind::Entry, Lsn(5)), (RecordKind::Snapshot, Lsn(6)), (RecordKind::Tombstone, Lsn(7))]
         );
     }
 
     #[test]
     fn a_zeroed_header_marks_the_end_of_data() {
-        assert_eq!(
-            decode_frame(&[0; 64], &LOG_ID, Lsn(1), usize::MAX).unwrap_err(),
-            FrameDefect::Zeroed
-        );
+        assert_eq!(decode_frame(&[0; 64], &LOG_ID, Lsn(1), usize::MAX).unwrap_err(), FrameDefect::Zeroed);
     }
 
     #[test]
     fn a_frame_from_another_log_fails_its_checksum() {
-        let op = OpRef {
-            kind: RecordKind::Entry,
-            stream: b"s",
-            seq: StreamSeq(0),
-            lsn: Lsn(1),
-            payload: b"p",
-        };
+        let op = OpRef { kind: RecordKind::Entry, stream: b"s", seq: StreamSeq(0), lsn: Lsn(1), payload: b"p" };
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(1), &[op]);
-        assert_eq!(
-            decode_frame(&buf, &[8; 16], Lsn(1), usize::MAX).unwrap_err(),
-            FrameDefect::Checksum
-        );
+        assert_eq!(decode_frame(&buf, &[8; 16], Lsn(1), usize::MAX).unwrap_err(), FrameDefect::Checksum);
     }
 
     #[test]
     fn every_single_bit_flip_is_detected() {
-        let op = OpRef {
-            kind: RecordKind::Entry,
-            stream: b"s",
-            seq: StreamSeq(0),
-            lsn: Lsn(1),
-            payload: b"payload",
-        };
+        let op = OpRef { kind: RecordKind::Entry, stream: b"s", seq: StreamSeq(0), lsn: Lsn(1), payload: b"payload" };
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(1), &[op]);
         for bit in 0..buf.len() * 8 {
             let mut damaged = buf.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                decode_frame(&damaged, &LOG_ID, Lsn(1), usize::MAX).is_err(),
-                "bit {bit} went unnoticed"
-            );
+            assert!(decode_frame(&damaged, &LOG_ID, Lsn(1), usize::MAX).is_err(), "bit {bit} went unnoticed");
         }
     }
 

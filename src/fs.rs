@@ -103,11 +103,7 @@ impl FileSystem for RealFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         Ok(Arc::new(RealFile { file }))
     }
 
@@ -130,12 +126,7 @@ impl FileSystem for RealFs {
 
     fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
         let path = lock_path(dir);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         let attempt = match mode {
             LockMode::Exclusive => file.try_lock(),
             LockMode::Shared => file.try_lock_shared(),
@@ -194,9 +185,7 @@ mod mmap {
         // process could still change the file, which the directory lock
         // rules out for cooperating processes.
         let map = unsafe { memmap2::Mmap::map(file)? };
-        Ok(Arc::new(RealMap {
-            bytes: Bytes::from_owner(map),
-        }))
+        Ok(Arc::new(RealMap { bytes: Bytes::from_owner(map) }))
     }
 
     impl MappedFile for RealMap {

@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::{CorruptionKind, Error, Result};
-use crate::frame::{
-    FRAME_HEADER_BYTES, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame, decode_op_header,
-};
+use crate::frame::{FRAME_HEADER_BYTES, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame, decode_op_header};
 use crate::segment::Segment;
 use crate::types::{Lsn, StreamSeq, display_stream};
 
@@ -136,12 +134,7 @@ pub struct Index {
 impl Index {
     /// An empty index; `frame_body_bytes_max` bounds frames read back.
     pub fn new(frame_body_bytes_max: usize) -> Index {
-        Index {
-            next_lsn: Lsn::FIRST,
-            last_durable_lsn: Lsn::FIRST,
-            frame_body_bytes_max,
-            ..Index::default()
-        }
+        Index { next_lsn: Lsn::FIRST, last_durable_lsn: Lsn::FIRST, frame_body_bytes_max, ..Index::default() }
     }
 
     /// The LSN the next record gets; everything below it is acknowledged.
@@ -165,15 +158,9 @@ impl Index {
         if self.last_durable_lsn >= self.next_lsn {
             return None;
         }
-        let checkpoint = entry
-            .checkpoints
-            .partition_point(|&(lsn, _)| lsn <= self.last_durable_lsn);
+        let checkpoint = entry.checkpoints.partition_point(|&(lsn, _)| lsn <= self.last_durable_lsn);
         Some(
-            checkpoint
-                .checked_sub(1)
-                .map_or(crate::segment::SEGMENT_HEADER_BYTES, |i| {
-                    entry.checkpoints[i].1 as usize
-                }),
+            checkpoint.checked_sub(1).map_or(crate::segment::SEGMENT_HEADER_BYTES, |i| entry.checkpoints[i].1 as usize),
         )
     }
 
@@ -199,12 +186,7 @@ impl Index {
 
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
     pub fn push_segment(&mut self, segment: Segment, end_offset: usize) {
-        self.segments.push(SegmentEntry {
-            segment,
-            end_offset,
-            checkpoints: Vec::new(),
-            frames: 0,
-        });
+        self.segments.push(SegmentEntry { segment, end_offset, checkpoints: Vec::new(), frames: 0 });
     }
 
     /// Checks that a frame fits the streams it touches, without changing anything.
@@ -213,42 +195,24 @@ impl Index {
         // A batch may touch one stream several times, so follow its effects in order.
         let mut touched: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
         for op in frame.ops() {
-            let position = touched
-                .iter()
-                .position(|(stream, _, _)| *stream == op.stream);
+            let position = touched.iter().position(|(stream, _, _)| *stream == op.stream);
             let (next, snapshot) = match position {
                 Some(i) => (touched[i].1, touched[i].2),
-                None => self
-                    .streams
-                    .get(op.stream)
-                    .map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+                None => self.streams.get(op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
             };
-            let inconsistent = |what: String| CorruptionKind::StreamInconsistent {
-                stream: display_stream(op.stream),
-                what,
-            };
+            let inconsistent =
+                |what: String| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what };
             let (next, snapshot) = match op.kind {
                 RecordKind::Entry if op.seq.0 != next => {
-                    return Err(inconsistent(format!(
-                        "entry at sequence {} where {next} was next",
-                        op.seq
-                    )));
+                    return Err(inconsistent(format!("entry at sequence {} where {next} was next", op.seq)));
                 }
                 RecordKind::Entry => (next + 1, snapshot),
-                RecordKind::Snapshot
-                    if op.seq.0 >= next || snapshot.is_some_and(|s| s > op.seq) =>
-                {
-                    return Err(inconsistent(format!(
-                        "snapshot through sequence {} out of range",
-                        op.seq
-                    )));
+                RecordKind::Snapshot if op.seq.0 >= next || snapshot.is_some_and(|s| s > op.seq) => {
+                    return Err(inconsistent(format!("snapshot through sequence {} out of range", op.seq)));
                 }
                 RecordKind::Snapshot => (next, Some(op.seq)),
                 RecordKind::Tombstone if op.seq.0 != next => {
-                    return Err(inconsistent(format!(
-                        "tombstone after sequence {} where {next} was next",
-                        op.seq
-                    )));
+                    return Err(inconsistent(format!("tombstone after sequence {} where {next} was next", op.seq)));
                 }
                 RecordKind::Tombstone => (0, None),
             };
@@ -264,16 +228,10 @@ impl Index {
     /// moves the visible end past it. The frame must have passed
     /// [`Index::check_frame`] and follow the visible end.
     pub fn apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
-        assert_eq!(
-            frame.meta.lsn, self.next_lsn,
-            "frames are applied in lsn order"
-        );
+        assert_eq!(frame.meta.lsn, self.next_lsn, "frames are applied in lsn order");
         let segment_number = self.segments.len() - 1;
         let entry = self.segments.last_mut().expect("a segment to apply into");
-        assert_eq!(
-            frame_offset, entry.end_offset,
-            "frames are applied in file order"
-        );
+        assert_eq!(frame_offset, entry.end_offset, "frames are applied in file order");
         if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
             let offset = u32::try_from(frame_offset).expect("segments are at most 4 GiB");
             entry.checkpoints.push((frame.meta.lsn, offset));
@@ -313,10 +271,7 @@ impl Index {
 
     /// Sizes of the index.
     pub fn stats(&self) -> IndexStats {
-        let mut stats = IndexStats {
-            streams: self.streams.len(),
-            ..IndexStats::default()
-        };
+        let mut stats = IndexStats { streams: self.streams.len(), ..IndexStats::default() };
         for (stream, state) in &self.streams {
             stats.entries += state.entries.len() as u64;
             stats.entry_bytes += state.entries.capacity() * std::mem::size_of::<RecordLoc>();
@@ -324,11 +279,8 @@ impl Index {
         }
         let per_stream = std::mem::size_of::<(Box<[u8]>, StreamState)>() + 1;
         stats.stream_overhead_bytes = self.streams.capacity() * per_stream;
-        stats.checkpoint_bytes = self
-            .segments
-            .iter()
-            .map(|s| s.checkpoints.capacity() * std::mem::size_of::<(Lsn, u32)>())
-            .sum();
+        stats.checkpoint_bytes =
+            self.segments.iter().map(|s| s.checkpoints.capacity() * std::mem::size_of::<(Lsn, u32)>()).sum();
         stats
     }
 
@@ -354,54 +306,28 @@ impl Index {
         }
     }
 
-    fn read_entries(
-        &self,
-        stream: &[u8],
-        state: &StreamState,
-        from: StreamSeq,
-    ) -> Result<Vec<Record>> {
-        let start = usize::try_from(from.0)
-            .unwrap_or(usize::MAX)
-            .min(state.entries.len());
+    fn read_entries(&self, stream: &[u8], state: &StreamState, from: StreamSeq) -> Result<Vec<Record>> {
+        let start = usize::try_from(from.0).unwrap_or(usize::MAX).min(state.entries.len());
         let mut records = Vec::with_capacity(state.entries.len() - start);
         for (i, loc) in state.entries[start..].iter().enumerate() {
-            records.push(self.read_op(
-                *loc,
-                RecordKind::Entry,
-                stream,
-                StreamSeq((start + i) as u64),
-            )?);
+            records.push(self.read_op(*loc, RecordKind::Entry, stream, StreamSeq((start + i) as u64))?);
         }
         Ok(records)
     }
 
     /// Reads the operation at `loc` and checks that it is the one the index
     /// expects there (paired with the checks made before it was written).
-    fn read_op(
-        &self,
-        loc: RecordLoc,
-        kind: RecordKind,
-        stream: &[u8],
-        seq: StreamSeq,
-    ) -> Result<Record> {
+    fn read_op(&self, loc: RecordLoc, kind: RecordKind, stream: &[u8], seq: StreamSeq) -> Result<Record> {
         let entry = &self.segments[loc.segment()];
         let offset = loc.offset();
         let mismatch = |what: &str| {
-            Error::corruption(
-                &entry.segment.path,
-                offset as u64,
-                CorruptionKind::IndexMismatch(what.to_owned()),
-            )
+            Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::IndexMismatch(what.to_owned()))
         };
         if offset + OP_HEADER_BYTES > entry.end_offset {
             return Err(mismatch("operation header past the end of the segment"));
         }
         let head = entry.segment.map.slice(offset, OP_HEADER_BYTES);
-        let header = decode_op_header(
-            head.as_ref()
-                .try_into()
-                .expect("sliced to the header length"),
-        );
+        let header = decode_op_header(head.as_ref().try_into().expect("sliced to the header length"));
         let stream_start = offset + OP_HEADER_BYTES;
         let end = stream_start + header.stream_bytes + header.payload_bytes;
         if end > entry.end_offset {
@@ -411,17 +337,8 @@ impl Index {
         if stream_bytes.as_ref() != stream || header.seq != seq {
             return Err(mismatch("stream or sequence differs from the index"));
         }
-        let payload = entry
-            .segment
-            .map
-            .slice(stream_start + header.stream_bytes, header.payload_bytes);
-        Ok(Record {
-            lsn: header.lsn,
-            stream: stream_bytes,
-            seq,
-            kind,
-            payload,
-        })
+        let payload = entry.segment.map.slice(stream_start + header.stream_bytes, header.payload_bytes);
+        Ok(Record { lsn: header.lsn, stream: stream_bytes, seq, kind, payload })
     }
 
     /// The record at `lsn`, if it is in the log.
@@ -437,15 +354,9 @@ impl Index {
         if limit == 0 || want >= self.next_lsn || self.segments.is_empty() {
             return Ok(());
         }
-        let first = self
-            .segments
-            .partition_point(|s| s.segment.header.first_lsn <= want)
-            .saturating_sub(1);
+        let first = self.segments.partition_point(|s| s.segment.header.first_lsn <= want).saturating_sub(1);
         for entry in &self.segments[first..] {
-            let checkpoint = entry
-                .checkpoints
-                .partition_point(|&(lsn, _)| lsn <= want)
-                .saturating_sub(1);
+            let checkpoint = entry.checkpoints.partition_point(|&(lsn, _)| lsn <= want).saturating_sub(1);
             let Some(&(lsn, offset)) = entry.checkpoints.get(checkpoint) else {
                 continue;
             };
@@ -471,14 +382,9 @@ impl Index {
         let log_id = entry.segment.header.log_id;
         while offset < entry.end_offset && out.len() < limit {
             let at = offset - base;
-            let frame = decode_frame(&region[at..], &log_id, lsn, self.frame_body_bytes_max)
-                .map_err(|defect| {
-                    Error::corruption(
-                        &entry.segment.path,
-                        offset as u64,
-                        CorruptionKind::BadRecord(defect.describe()),
-                    )
-                })?;
+            let frame = decode_frame(&region[at..], &log_id, lsn, self.frame_body_bytes_max).map_err(|defect| {
+                Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
+            })?;
             let body_start = at + FRAME_HEADER_BYTES;
             for op in frame.ops().filter(|op| op.lsn >= want) {
                 if out.len() >= limit {

@@ -50,3 +50,8 @@ pub use log::{Batch, Log, LogReader, Pending};
 pub use options::{Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use types::{Durability, Expectation, Lsn, RecoveryMode, SegmentId, StreamSeq, display_stream};
+
+/// The README's example runs as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -28,9 +28,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::commit::{
-    Appended, Command, Op, OpKind, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms,
-};
+use crate::commit::{Appended, Command, Op, OpKind, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms};
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
 use crate::fs::{DirLock, FileSystem, LockMode};
@@ -71,9 +69,7 @@ pub struct Pending<T> {
 
 impl<T> Pending<T> {
     fn new(future: impl Future<Output = Result<T>> + Send + 'static) -> Pending<T> {
-        Pending {
-            future: Box::pin(future),
-        }
+        Pending { future: Box::pin(future) }
     }
 
     fn ready(result: Result<T>) -> Pending<T>
@@ -132,12 +128,7 @@ impl Batch {
     }
 
     /// Adds an entry, guarded by `expected`.
-    pub fn append(
-        mut self,
-        stream: impl AsRef<[u8]>,
-        expected: Expectation,
-        payload: impl Into<Bytes>,
-    ) -> Batch {
+    pub fn append(mut self, stream: impl AsRef<[u8]>, expected: Expectation, payload: impl Into<Bytes>) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Entry(expected),
             stream: Bytes::copy_from_slice(stream.as_ref()),
@@ -147,12 +138,7 @@ impl Batch {
     }
 
     /// Adds a snapshot of a stream through sequence `through`.
-    pub fn snapshot(
-        mut self,
-        stream: impl AsRef<[u8]>,
-        through: StreamSeq,
-        payload: impl Into<Bytes>,
-    ) -> Batch {
+    pub fn snapshot(mut self, stream: impl AsRef<[u8]>, through: StreamSeq, payload: impl Into<Bytes>) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Snapshot(through),
             stream: Bytes::copy_from_slice(stream.as_ref()),
@@ -202,9 +188,7 @@ fn new_log_id() -> [u8; 16] {
 fn lock_dir(fs: &dyn FileSystem, dir: &Path, mode: LockMode) -> Result<DirLock> {
     match fs.lock(dir, mode) {
         Ok(Some(lock)) => Ok(lock),
-        Ok(None) => Err(Error::Locked {
-            dir: dir.to_owned(),
-        }),
+        Ok(None) => Err(Error::Locked { dir: dir.to_owned() }),
         Err(error) => Err(Error::io("lock", dir, error)),
     }
 }
@@ -221,23 +205,11 @@ impl Log {
         options.validate()?;
         let dir = dir.as_ref().to_owned();
         let fs = options.file_system.clone();
-        fs.create_dir_all(&dir)
-            .map_err(|error| Error::io("create directory", &dir, error))?;
+        fs.create_dir_all(&dir).map_err(|error| Error::io("create directory", &dir, error))?;
         let lock = lock_dir(&*fs, &dir, LockMode::Exclusive)?;
-        fs.sync_dir(&dir)
-            .map_err(|error| Error::io("fsync directory", &dir, error))?;
-        let Recovered {
-            mut index,
-            log_id,
-            report,
-            ..
-        } = recover(
-            &*fs,
-            &dir,
-            Access::ReadWrite,
-            options.recovery_mode,
-            options.record_bytes_max,
-        )?;
+        fs.sync_dir(&dir).map_err(|error| Error::io("fsync directory", &dir, error))?;
+        let Recovered { mut index, log_id, report, .. } =
+            recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode, options.record_bytes_max)?;
         let log_id = match log_id.filter(|_| !index.segments().is_empty()) {
             Some(log_id) => log_id,
             None => create_first_segment(&*fs, &dir, &options, &mut index)?,
@@ -249,10 +221,7 @@ impl Log {
             permits: Arc::new(Semaphore::new(options.queue_requests_max)),
             options,
             index: RwLock::new(index),
-            queue: Mutex::new(Queue {
-                commands: Default::default(),
-                status: Status::Open,
-            }),
+            queue: Mutex::new(Queue { commands: Default::default(), status: Status::Open }),
             wake: Condvar::new(),
             lock: Mutex::new(Some(lock)),
             spares: Spares::new(),
@@ -262,17 +231,10 @@ impl Log {
         threads.push(spawn("annals-writer", move || writer.run())?);
         if background {
             let preparer = shared.clone();
-            threads.push(spawn("annals-spare", move || {
-                Spares::run_preparer(&preparer)
-            })?);
+            threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
+            shared.spares.request();
         }
-        Ok(Log {
-            handle: Arc::new(Handle {
-                shared,
-                threads: Mutex::new(threads),
-                report,
-            }),
-        })
+        Ok(Log { handle: Arc::new(Handle { shared, threads: Mutex::new(threads), report }) })
     }
 
     fn shared(&self) -> &Shared {
@@ -328,10 +290,7 @@ impl Log {
         through: StreamSeq,
         payload: impl Into<Bytes>,
     ) -> Pending<Appended> {
-        self.single(
-            Batch::new().snapshot(stream, through, payload),
-            self.shared().options.durability,
-        )
+        self.single(Batch::new().snapshot(stream, through, payload), self.shared().options.durability)
     }
 
     /// Clears `stream` if it meets `expected`: it reads empty afterwards and
@@ -340,10 +299,7 @@ impl Log {
     /// # Errors
     /// As [`Log::append`].
     pub fn clear(&self, stream: impl AsRef<[u8]>, expected: Expectation) -> Pending<Appended> {
-        self.single(
-            Batch::new().clear(stream, expected),
-            self.shared().options.durability,
-        )
+        self.single(Batch::new().clear(stream, expected), self.shared().options.durability)
     }
 
     /// Replaces the latest value of `stream` if its latest entry is `current`
@@ -392,21 +348,9 @@ impl Log {
         let (reply, receiver) = oneshot::channel();
         Pending::new(async move {
             let shared = &handle.shared;
-            let permit = shared
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| closed_or_poisoned(shared))?;
-            let request = WriteRequest {
-                ops: batch.ops,
-                durability,
-                reply,
-                permit,
-            };
-            shared
-                .push(Command::Write(request))
-                .map_err(|(_, error)| error)?;
+            let permit = shared.permits.clone().acquire_owned().await.map_err(|_| closed_or_poisoned(shared))?;
+            let request = WriteRequest { ops: batch.ops, durability, reply, permit };
+            shared.push(Command::Write(request)).map_err(|(_, error)| error)?;
             receiver.await.map_err(|_| Error::Closed)?
         })
     }
@@ -416,40 +360,22 @@ impl Log {
             return Err(Error::InvalidArgument("empty batch".to_owned()));
         }
         if batch.ops.len() > BATCH_OPS_MAX {
-            return Err(Error::TooLarge {
-                what: "batch operation count",
-                len: batch.ops.len(),
-                max: BATCH_OPS_MAX,
-            });
+            return Err(Error::TooLarge { what: "batch operation count", len: batch.ops.len(), max: BATCH_OPS_MAX });
         }
-        let per_op = if batch.ops.len() > 1 {
-            BATCH_OP_KIND_BYTES
-        } else {
-            0
-        };
+        let per_op = if batch.ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
         let mut body = 0usize;
         for op in &batch.ops {
             if op.stream.is_empty() {
                 return Err(Error::InvalidArgument("empty stream id".to_owned()));
             }
             if op.stream.len() > STREAM_ID_BYTES_MAX {
-                return Err(Error::TooLarge {
-                    what: "stream id",
-                    len: op.stream.len(),
-                    max: STREAM_ID_BYTES_MAX,
-                });
+                return Err(Error::TooLarge { what: "stream id", len: op.stream.len(), max: STREAM_ID_BYTES_MAX });
             }
-            body = body
-                .saturating_add(per_op + OP_HEADER_BYTES + op.stream.len())
-                .saturating_add(op.payload.len());
+            body = body.saturating_add(per_op + OP_HEADER_BYTES + op.stream.len()).saturating_add(op.payload.len());
         }
         let max = self.shared().options.record_bytes_max;
         if body > max {
-            return Err(Error::TooLarge {
-                what: "record",
-                len: body,
-                max,
-            });
+            return Err(Error::TooLarge { what: "record", len: body, max });
         }
         Ok(())
     }
@@ -474,11 +400,7 @@ impl Log {
 
     /// The next sequence of `stream` (0 if it has no live entries).
     pub fn next_seq(&self, stream: impl AsRef<[u8]>) -> StreamSeq {
-        self.shared()
-            .index
-            .read()
-            .stream(stream.as_ref())
-            .map_or(StreamSeq(0), |s| s.next_seq())
+        self.shared().index.read().stream(stream.as_ref()).map_or(StreamSeq(0), |s| s.next_seq())
     }
 
     /// The LSN of the last acknowledged record (`Lsn::ZERO` if none).
@@ -498,15 +420,8 @@ impl Log {
     ///
     /// # Errors
     /// As [`Log::read_stream`].
-    pub fn read_stream_from(
-        &self,
-        stream: impl AsRef<[u8]>,
-        from: StreamSeq,
-    ) -> Result<Vec<Record>> {
-        self.shared()
-            .index
-            .read()
-            .read_stream_from(stream.as_ref(), from)
+    pub fn read_stream_from(&self, stream: impl AsRef<[u8]>, from: StreamSeq) -> Result<Vec<Record>> {
+        self.shared().index.read().read_stream_from(stream.as_ref(), from)
     }
 
     /// The latest entry of `stream`, if any.
@@ -518,9 +433,7 @@ impl Log {
         let Some(next) = index.stream(stream.as_ref()).map(|s| s.next_seq()) else {
             return Ok(None);
         };
-        Ok(index
-            .read_stream_from(stream.as_ref(), StreamSeq(next.0 - 1))?
-            .pop())
+        Ok(index.read_stream_from(stream.as_ref(), StreamSeq(next.0 - 1))?.pop())
     }
 
     /// The record at `lsn`, if the log holds one there.
@@ -538,10 +451,7 @@ impl Log {
     /// As [`Log::read_lsn`].
     pub fn read_all(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        self.shared()
-            .index
-            .read()
-            .read_all(after, limit, &mut out)?;
+        self.shared().index.read().read_all(after, limit, &mut out)?;
         Ok(out)
     }
 
@@ -577,14 +487,9 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
         .map_err(|error| Error::io("spawn thread", PathBuf::new(), error))
 }
 
-fn create_first_segment(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    options: &Options,
-    index: &mut Index,
-) -> Result<[u8; 16]> {
+fn create_first_segment(fs: &dyn FileSystem, dir: &Path, options: &Options, index: &mut Index) -> Result<[u8; 16]> {
     let log_id = new_log_id();
-    let spare = prepare_spare(fs, dir, options.segment_bytes)?;
+    let spare = prepare_spare(fs, dir, options.segment_bytes, 0)?;
     let header = SegmentHeader {
         log_id,
         first_lsn: index.next_lsn(),
@@ -622,24 +527,9 @@ impl LogReader {
         let dir = dir.as_ref();
         let fs = &*options.file_system;
         let lock = lock_dir(fs, dir, LockMode::Shared)?;
-        let Recovered {
-            index,
-            report,
-            problems,
-            ..
-        } = recover(
-            fs,
-            dir,
-            Access::ReadOnly,
-            RecoveryMode::Strict,
-            options.record_bytes_max,
-        )?;
-        Ok(LogReader {
-            index,
-            report,
-            problems,
-            _lock: lock,
-        })
+        let Recovered { index, report, problems, .. } =
+            recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict, options.record_bytes_max)?;
+        Ok(LogReader { index, report, problems, _lock: lock })
     }
 
     /// What a read-write open would find and do (nothing was done).

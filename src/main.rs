@@ -46,10 +46,7 @@ struct Flags {
 
 impl Flags {
     fn parse(args: &[String], switches: &[&str], valued: &[&str]) -> Result<Flags, String> {
-        let mut flags = Flags {
-            values: Vec::new(),
-            positionals: Vec::new(),
-        };
+        let mut flags = Flags { values: Vec::new(), positionals: Vec::new() };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             if switches.contains(&arg.as_str()) {
@@ -71,19 +68,13 @@ impl Flags {
     }
 
     fn value(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
+        self.values.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
     }
 
     fn number(&self, name: &str, default: u64) -> Result<u64, String> {
         match self.value(name) {
             None => Ok(default),
-            Some(text) => text
-                .parse()
-                .map_err(|_| format!("{name} takes a whole number, not {text:?}")),
+            Some(text) => text.parse().map_err(|_| format!("{name} takes a whole number, not {text:?}")),
         }
     }
 
@@ -92,61 +83,35 @@ impl Flags {
             Some(flag) => self.value(flag),
             None => self.positionals.first().map(String::as_str),
         };
-        dir.map(PathBuf::from)
-            .ok_or_else(|| format!("a log directory is required\n{USAGE}"))
+        dir.map(PathBuf::from).ok_or_else(|| format!("a log directory is required\n{USAGE}"))
     }
 }
 
 fn load(args: &[String]) -> Result<ExitCode, String> {
-    let valued = [
-        "--dir",
-        "--streams",
-        "--records",
-        "--payload-bytes",
-        "--concurrency",
-        "--durability",
-        "--ack-log",
-    ];
+    let valued = ["--dir", "--streams", "--records", "--payload-bytes", "--concurrency", "--durability", "--ack-log"];
     let flags = Flags::parse(args, &["--json"], &valued)?;
     let dir = flags.dir(Some("--dir"))?;
     let streams = flags.number("--streams", 100)?.max(1);
     let records = flags.number("--records", 10_000)?;
-    let payload_bytes =
-        usize::try_from(flags.number("--payload-bytes", 200)?).map_err(|e| e.to_string())?;
+    let payload_bytes = usize::try_from(flags.number("--payload-bytes", 200)?).map_err(|e| e.to_string())?;
     let concurrency = flags.number("--concurrency", 1)?.max(1);
     let durability = match flags.value("--durability").unwrap_or("sync") {
         "sync" => Durability::Sync,
         "flush" => Durability::Flush,
         "periodic" => Durability::Periodic,
         other => {
-            return Err(format!(
-                "--durability takes sync, flush or periodic, not {other:?}"
-            ));
+            return Err(format!("--durability takes sync, flush or periodic, not {other:?}"));
         }
     };
     let ack_log = match flags.value("--ack-log") {
         Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("{path}: {e}"))?;
+            let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{path}: {e}"))?;
             Some(Arc::new(Mutex::new(file)))
         }
         None => None,
     };
-    let log = annals::Log::open(
-        &dir,
-        Options {
-            durability,
-            ..Options::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let log = annals::Log::open(&dir, Options { durability, ..Options::default() }).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let payload = bytes::Bytes::from(pseudo_random_bytes(payload_bytes));
     let started = Instant::now();
     let latencies = runtime.block_on(async {
@@ -159,9 +124,7 @@ fn load(args: &[String]) -> Result<ExitCode, String> {
                 while k < records {
                     let stream = format!("stream-{}", k % streams);
                     let begun = Instant::now();
-                    let appended = log
-                        .append(&stream, Expectation::Any, payload.clone())
-                        .await?;
+                    let appended = log.append(&stream, Expectation::Any, payload.clone()).await?;
                     latencies.push(begun.elapsed());
                     if let Some(ack_log) = &ack_log {
                         let line = format!("{} {} {}\n", appended.lsn, stream, appended.seq);
@@ -177,11 +140,7 @@ fn load(args: &[String]) -> Result<ExitCode, String> {
         }
         let mut all = Vec::new();
         for task in tasks {
-            all.extend(
-                task.await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?,
-            );
+            all.extend(task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
         }
         Ok::<_, String>(all)
     })?;
@@ -201,11 +160,7 @@ fn print_load(flags: &Flags, mut latencies: Vec<Duration>, seconds: f64) {
         u64::try_from(latencies[rank - 1].as_micros()).unwrap_or(u64::MAX)
     };
     let records = latencies.len();
-    let rate = if seconds > 0.0 {
-        records as f64 / seconds
-    } else {
-        0.0
-    };
+    let rate = if seconds > 0.0 { records as f64 / seconds } else { 0.0 };
     let (p50, p99) = (percentile(0.50), percentile(0.99));
     if flags.has("--json") {
         let out = serde_json::json!({
@@ -213,9 +168,7 @@ fn print_load(flags: &Flags, mut latencies: Vec<Duration>, seconds: f64) {
         });
         println!("{out}");
     } else {
-        println!(
-            "records {records}\nseconds {seconds:.3}\nappends/s {rate:.0}\np50 {p50} us\np99 {p99} us"
-        );
+        println!("records {records}\nseconds {seconds:.3}\nappends/s {rate:.0}\np50 {p50} us\np99 {p99} us");
     }
 }
 
@@ -276,11 +229,7 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
         }
         println!("{}", if corrupt { "corrupt" } else { "clean" });
     }
-    Ok(if corrupt {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if corrupt { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn dump(args: &[String]) -> Result<ExitCode, String> {

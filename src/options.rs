@@ -89,9 +89,7 @@ impl Options {
     pub fn validate(&self) -> Result<()> {
         let invalid = |what: String| Err(Error::InvalidArgument(what));
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
-            return invalid(format!(
-                "segment_bytes must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"
-            ));
+            return invalid(format!("segment_bytes must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"));
         }
         // A record's frame plus a clean-close marker must fit in an empty segment.
         let room = self.segment_bytes as usize - SEGMENT_HEADER_BYTES - 2 * FRAME_HEADER_BYTES;
@@ -104,9 +102,7 @@ impl Options {
         if self.fsync_interval_ms == 0 {
             return invalid("fsync_interval_ms must be at least 1".to_owned());
         }
-        if self.queue_requests_max == 0
-            || self.queue_requests_max > tokio::sync::Semaphore::MAX_PERMITS
-        {
+        if self.queue_requests_max == 0 || self.queue_requests_max > tokio::sync::Semaphore::MAX_PERMITS {
             return invalid("queue_requests_max must be at least 1".to_owned());
         }
         if self.group_bytes_max == 0 {

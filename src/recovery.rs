@@ -14,7 +14,9 @@ use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameDefect, decode_frame, decode_frame_anywhere};
 use crate::fs::{File, FileSystem};
 use crate::index::Index;
-use crate::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader, parse_segment_file_name};
+use crate::segment::{
+    SEGMENT_HEADER_BYTES, SPARE_PREFIX, SPARE_SUFFIX, Segment, SegmentHeader, parse_segment_file_name,
+};
 use crate::types::{Lsn, RecoveryMode};
 
 /// Whether recovery may change files.
@@ -82,11 +84,7 @@ enum ScanEnd {
     /// Zeros from `offset` to the end of the file.
     Clean,
     /// A frame that is not valid here.
-    Defect {
-        offset: usize,
-        why: String,
-        stream_inconsistent: bool,
-    },
+    Defect { offset: usize, why: String, stream_inconsistent: bool },
 }
 
 struct Recovery<'a> {
@@ -132,14 +130,9 @@ pub fn recover(
 
 impl Recovery<'_> {
     fn run(&mut self) -> Result<()> {
-        let names = self
-            .fs
-            .list(self.dir)
-            .map_err(|error| Error::io("list", self.dir, error))?;
-        let mut segments: Vec<(Lsn, String)> = names
-            .iter()
-            .filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone())))
-            .collect();
+        let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
+        let mut segments: Vec<(Lsn, String)> =
+            names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
         segments.sort();
         self.remove_spares(&names)?;
         let mut expected = Lsn::FIRST;
@@ -148,8 +141,7 @@ impl Recovery<'_> {
             let path = self.dir.join(name);
             match self.open_segment(&path, *name_lsn, expected)? {
                 Ok(segment) => {
-                    self.index
-                        .push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+                    self.index.push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
                     self.report.segments += 1;
                     let end = self.scan_segment(&segment);
                     match self.settle_end(&segment, end, is_last)? {
@@ -174,51 +166,28 @@ impl Recovery<'_> {
 
     /// Spares were never published: nothing in them was acknowledged.
     fn remove_spares(&mut self, names: &[String]) -> Result<()> {
-        let spares: Vec<&String> = names
-            .iter()
-            .filter(|name| name.ends_with(".seg.tmp"))
-            .collect();
+        let spares: Vec<&String> =
+            names.iter().filter(|name| name.starts_with(SPARE_PREFIX) && name.ends_with(SPARE_SUFFIX)).collect();
         self.report.spares_removed = spares.len();
         if self.access == Access::ReadOnly || spares.is_empty() {
             return Ok(());
         }
         for name in spares {
             let path = self.dir.join(name);
-            self.fs
-                .remove(&path)
-                .map_err(|error| Error::io("remove", &path, error))?;
+            self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
         }
-        self.fs
-            .sync_dir(self.dir)
-            .map_err(|error| Error::io("fsync directory", self.dir, error))
+        self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))
     }
 
     /// Opens a segment and checks its header against its name, the log and
     /// the LSN the previous segment ended at. `Ok(Err(_))` is corruption.
-    fn open_segment(
-        &mut self,
-        path: &Path,
-        name_lsn: Lsn,
-        expected: Lsn,
-    ) -> Result<Result<Segment, Corruption>> {
-        let corrupt = |offset: u64, kind| {
-            Ok(Err(Corruption {
-                file: path.to_owned(),
-                offset,
-                kind,
-            }))
-        };
+    fn open_segment(&mut self, path: &Path, name_lsn: Lsn, expected: Lsn) -> Result<Result<Segment, Corruption>> {
+        let corrupt = |offset: u64, kind| Ok(Err(Corruption { file: path.to_owned(), offset, kind }));
         let writable = self.access == Access::ReadWrite;
-        let file = self
-            .fs
-            .open(path, writable)
-            .map_err(|error| Error::io("open", path, error))?;
+        let file = self.fs.open(path, writable).map_err(|error| Error::io("open", path, error))?;
         let len = file.len().map_err(|error| Error::io("stat", path, error))?;
         if len < SEGMENT_HEADER_BYTES as u64 {
-            return corrupt(
-                0,
-                CorruptionKind::BadHeader("file is shorter than a segment header"),
-            );
+            return corrupt(0, CorruptionKind::BadHeader("file is shorter than a segment header"));
         }
         let map = file.map().map_err(|error| Error::io("mmap", path, error))?;
         let header = match SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES)) {
@@ -226,10 +195,7 @@ impl Recovery<'_> {
             Err(kind) => return corrupt(0, kind),
         };
         if header.first_lsn != name_lsn {
-            return corrupt(
-                32,
-                CorruptionKind::BadHeader("first lsn differs from the file name"),
-            );
+            return corrupt(32, CorruptionKind::BadHeader("first lsn differs from the file name"));
         }
         match self.log_id {
             Some(log_id) if log_id != header.log_id => {
@@ -240,19 +206,13 @@ impl Recovery<'_> {
         if len != header.segment_bytes {
             return corrupt(
                 len.min(header.segment_bytes),
-                CorruptionKind::SegmentLength {
-                    expected: header.segment_bytes,
-                    found: len,
-                },
+                CorruptionKind::SegmentLength { expected: header.segment_bytes, found: len },
             );
         }
         // `u64::MAX` means an earlier problem broke the chain: read-only goes on from here.
         if expected != Lsn(u64::MAX) && header.first_lsn != expected {
             let kind = if header.first_lsn > expected {
-                CorruptionKind::MissingSegment {
-                    end: expected,
-                    next_first: header.first_lsn,
-                }
+                CorruptionKind::MissingSegment { end: expected, next_first: header.first_lsn }
             } else {
                 CorruptionKind::BadHeader("segment overlaps the one before it")
             };
@@ -262,12 +222,7 @@ impl Recovery<'_> {
             self.index = Index::new(self.body_bytes_max);
             self.index.set_next_lsn(header.first_lsn);
         }
-        Ok(Ok(Segment {
-            header,
-            path: path.to_owned(),
-            file,
-            map,
-        }))
+        Ok(Ok(Segment { header, path: path.to_owned(), file, map }))
     }
 
     /// Applies every valid frame of a segment to the index; returns where and why they stop.
@@ -276,28 +231,15 @@ impl Recovery<'_> {
         let mut offset = SEGMENT_HEADER_BYTES;
         loop {
             let expected = self.index.next_lsn();
-            let frame = match decode_frame(
-                &bytes[offset..],
-                &segment.header.log_id,
-                expected,
-                self.body_bytes_max,
-            ) {
+            let frame = match decode_frame(&bytes[offset..], &segment.header.log_id, expected, self.body_bytes_max) {
                 Ok(frame) => frame,
                 Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => return ScanEnd::Clean,
                 Err(defect) => {
-                    return ScanEnd::Defect {
-                        offset,
-                        why: defect.describe(),
-                        stream_inconsistent: false,
-                    };
+                    return ScanEnd::Defect { offset, why: defect.describe(), stream_inconsistent: false };
                 }
             };
             if let Err(kind) = self.index.check_frame(&frame) {
-                return ScanEnd::Defect {
-                    offset,
-                    why: kind.to_string(),
-                    stream_inconsistent: true,
-                };
+                return ScanEnd::Defect { offset, why: kind.to_string(), stream_inconsistent: true };
             }
             self.index.apply_frame(offset, &frame);
             self.report.records += u64::from(frame.lsn_count);
@@ -308,25 +250,14 @@ impl Recovery<'_> {
 
     /// Decides what the end of a segment's frames means (the decision table).
     fn settle_end(&mut self, segment: &Segment, end: ScanEnd, is_last: bool) -> Result<Settled> {
-        let ScanEnd::Defect {
-            offset,
-            why,
-            stream_inconsistent,
-        } = end
-        else {
+        let ScanEnd::Defect { offset, why, stream_inconsistent } = end else {
             // Row 1: zeros to the end of the file: a clean end.
             return Ok(Settled::Continue);
         };
         let expected = self.index.next_lsn();
         let bytes = segment.map.slice(0, segment.map.len());
         let damaged_end = last_nonzero_end(&bytes, offset);
-        let confirmed = later_durable_frame(
-            &bytes,
-            offset,
-            expected,
-            &segment.header.log_id,
-            self.body_bytes_max,
-        );
+        let confirmed = later_durable_frame(&bytes, offset, expected, &segment.header.log_id, self.body_bytes_max);
         if is_last && !stream_inconsistent && confirmed.is_none() {
             // Row 2: damage in the last segment that no later frame confirms as durable: a torn tail.
             let range = DroppedRange {
@@ -351,25 +282,15 @@ impl Recovery<'_> {
             }
             _ => why,
         };
-        let problem = Corruption {
-            file: segment.path.clone(),
-            offset: offset as u64,
-            kind: CorruptionKind::BadRecord(why),
-        };
+        let problem =
+            Corruption { file: segment.path.clone(), offset: offset as u64, kind: CorruptionKind::BadRecord(why) };
         let segments = self.segments_from(segment)?;
-        if self.corruption_at(&segments, problem, damaged_end)? {
-            Ok(Settled::Stop)
-        } else {
-            Ok(Settled::Resync)
-        }
+        if self.corruption_at(&segments, problem, damaged_end)? { Ok(Settled::Stop) } else { Ok(Settled::Resync) }
     }
 
     /// The segment files from `segment` on, as `(first lsn, name)`.
     fn segments_from(&self, segment: &Segment) -> Result<Vec<(Lsn, String)>> {
-        let names = self
-            .fs
-            .list(self.dir)
-            .map_err(|error| Error::io("list", self.dir, error))?;
+        let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
         let mut segments: Vec<(Lsn, String)> = names
             .iter()
             .filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone())))
@@ -382,12 +303,7 @@ impl Recovery<'_> {
     /// Handles corruption found at `problem`, in the first of `segments`.
     /// Returns whether recovery stops here. Strict read-write fails; salvage
     /// cuts the log there; read-only notes it and goes on.
-    fn corruption_at(
-        &mut self,
-        segments: &[(Lsn, String)],
-        problem: Corruption,
-        damaged_end: usize,
-    ) -> Result<bool> {
+    fn corruption_at(&mut self, segments: &[(Lsn, String)], problem: Corruption, damaged_end: usize) -> Result<bool> {
         if self.access == Access::ReadOnly {
             self.problems.push(problem);
             return Ok(false);
@@ -400,14 +316,8 @@ impl Recovery<'_> {
         let mut later = segments;
         if problem.offset > 0 && damaged_end > 0 {
             // The damaged segment keeps what comes before the damage.
-            let segment = &self
-                .index
-                .segments()
-                .last()
-                .expect("the damaged segment is open")
-                .segment;
-            let offset =
-                usize::try_from(problem.offset).expect("offsets inside a mapped segment fit");
+            let segment = &self.index.segments().last().expect("the damaged segment is open").segment;
+            let offset = usize::try_from(problem.offset).expect("offsets inside a mapped segment fit");
             zero_range(&*segment.file, &segment.path, offset, damaged_end)?;
             let bytes = (damaged_end.saturating_sub(offset)) as u64;
             self.report.salvaged.push(DroppedRange {
@@ -422,14 +332,8 @@ impl Recovery<'_> {
         }
         for (_, name) in later {
             let path = self.dir.join(name);
-            let len = self
-                .fs
-                .open(&path, false)
-                .and_then(|file| file.len())
-                .unwrap_or(0);
-            self.fs
-                .remove(&path)
-                .map_err(|error| Error::io("remove", &path, error))?;
+            let len = self.fs.open(&path, false).and_then(|file| file.len()).unwrap_or(0);
+            self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
             self.report.salvaged.push(DroppedRange {
                 file: path,
                 offset: 0,
@@ -439,9 +343,7 @@ impl Recovery<'_> {
                 reason: reason.clone(),
             });
         }
-        self.fs
-            .sync_dir(self.dir)
-            .map_err(|error| Error::io("fsync directory", self.dir, error))?;
+        self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
         Ok(true)
     }
 
@@ -460,16 +362,10 @@ impl Recovery<'_> {
         let end = entry.end_offset;
         if from < end {
             let bytes = segment.map.slice(from, end - from);
-            segment
-                .file
-                .write_at(&bytes, from as u64)
-                .map_err(|error| Error::io("write", &segment.path, error))?;
+            segment.file.write_at(&bytes, from as u64).map_err(|error| Error::io("write", &segment.path, error))?;
             self.report.tail_bytes_resynced = (end - from) as u64;
         }
-        segment
-            .file
-            .sync_data()
-            .map_err(|error| Error::io("fdatasync", &segment.path, error))
+        segment.file.sync_data().map_err(|error| Error::io("fdatasync", &segment.path, error))
     }
 }
 
@@ -488,10 +384,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 
 /// The end of the last non-zero byte at or after `from` (at least `from`).
 fn last_nonzero_end(bytes: &[u8], from: usize) -> usize {
-    bytes[from..]
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(from, |i| from + i + 1)
+    bytes[from..].iter().rposition(|&b| b != 0).map_or(from, |i| from + i + 1)
 }
 
 /// The offset of a valid frame after `from` whose `durable_lsn` is past
@@ -508,10 +401,7 @@ fn later_durable_frame(
         let header = &bytes[offset..offset + FRAME_HEADER_BYTES];
         if is_zero(header) {
             // Skip a run of zeros quickly: no frame header is all zeros.
-            let next = bytes[offset..]
-                .iter()
-                .position(|&b| b != 0)
-                .map_or(bytes.len(), |i| offset + i);
+            let next = bytes[offset..].iter().position(|&b| b != 0).map_or(bytes.len(), |i| offset + i);
             offset = next.saturating_sub(FRAME_HEADER_BYTES - 1).max(offset + 1);
             continue;
         }
@@ -534,10 +424,8 @@ fn zero_range(file: &dyn File, path: &Path, from: usize, to: usize) -> Result<()
     let mut offset = from;
     while offset < to {
         let len = (to - offset).min(CHUNK);
-        file.write_at(&zeros[..len], offset as u64)
-            .map_err(|error| Error::io("write", path, error))?;
+        file.write_at(&zeros[..len], offset as u64).map_err(|error| Error::io("write", path, error))?;
         offset += len;
     }
-    file.sync_data()
-        .map_err(|error| Error::io("fdatasync", path, error))
+    file.sync_data().map_err(|error| Error::io("fdatasync", path, error))
 }

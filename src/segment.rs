@@ -25,8 +25,10 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
 pub const FORMAT_VERSION: u32 = 1;
 /// Suffix of a published segment's file name.
 pub const SEGMENT_SUFFIX: &str = ".seg";
-/// Name of the spare segment prepared ahead of need.
-pub const SPARE_NAME: &str = "spare.seg.tmp";
+/// Prefix of a spare segment's file name; spares end in [`SPARE_SUFFIX`].
+pub const SPARE_PREFIX: &str = "spare-";
+/// Suffix of a spare segment's file name.
+pub const SPARE_SUFFIX: &str = ".seg.tmp";
 /// Smallest segment the format allows.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest segment the format allows (offsets inside a segment fit in a u32).
@@ -67,14 +69,10 @@ impl SegmentHeader {
     /// Checks and decodes a header; the error says what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, CorruptionKind> {
         if bytes.len() < SEGMENT_HEADER_BYTES {
-            return Err(CorruptionKind::BadHeader(
-                "file is shorter than a segment header",
-            ));
+            return Err(CorruptionKind::BadHeader("file is shorter than a segment header"));
         }
-        let u32_at =
-            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
-        let u64_at =
-            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
         if bytes[0..8] != SEGMENT_MAGIC {
             return Err(CorruptionKind::BadMagic);
         }
@@ -131,63 +129,45 @@ pub struct Segment {
     pub map: Arc<dyn MappedFile>,
 }
 
-/// Creates the spare segment: a file of `segment_bytes` zeros, synced, with
-/// its directory entry synced. Any earlier spare is replaced.
-pub fn prepare_spare(fs: &dyn FileSystem, dir: &Path, segment_bytes: u64) -> Result<Arc<dyn File>> {
-    let path = dir.join(SPARE_NAME);
-    match fs.remove(&path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(Error::io("remove", path, error)),
-    }
-    let file = fs
-        .create(&path)
-        .map_err(|error| Error::io("create", &path, error))?;
+/// A spare segment: zeros, synced, not yet published.
+#[derive(Debug)]
+pub struct Spare {
+    /// Its temporary path, unique among the spares of this open log.
+    pub path: PathBuf,
+    /// The file.
+    pub file: Arc<dyn File>,
+}
+
+/// Creates spare number `number`: a file of `segment_bytes` zeros, synced,
+/// with its directory entry synced. Each spare has its own name, so no two
+/// threads ever touch the same path.
+pub fn prepare_spare(fs: &dyn FileSystem, dir: &Path, segment_bytes: u64, number: u64) -> Result<Spare> {
+    let path = dir.join(format!("{SPARE_PREFIX}{number}{SPARE_SUFFIX}"));
+    let file = fs.create(&path).map_err(|error| Error::io("create", &path, error))?;
     let zeros = vec![0u8; CHUNK_BYTES];
     let mut offset = 0u64;
     while offset < segment_bytes {
         let len = (segment_bytes - offset).min(CHUNK_BYTES as u64) as usize;
-        file.write_at(&zeros[..len], offset)
-            .map_err(|error| Error::io("write", &path, error))?;
+        file.write_at(&zeros[..len], offset).map_err(|error| Error::io("write", &path, error))?;
         offset += len as u64;
     }
-    file.sync_data()
-        .map_err(|error| Error::io("fdatasync", &path, error))?;
-    fs.sync_dir(dir)
-        .map_err(|error| Error::io("fsync directory", dir, error))?;
-    Ok(file)
+    file.sync_data().map_err(|error| Error::io("fdatasync", &path, error))?;
+    fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
+    Ok(Spare { path, file })
 }
 
 /// Turns the spare into the segment starting at `header.first_lsn`: writes
 /// and syncs the header, renames the file and syncs the directory. Only then
 /// may anything written into it be acknowledged.
-pub fn publish_spare(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    spare: Arc<dyn File>,
-    header: SegmentHeader,
-) -> Result<Segment> {
-    let spare_path = dir.join(SPARE_NAME);
-    spare
-        .write_at(&header.encode(), 0)
-        .map_err(|error| Error::io("write", &spare_path, error))?;
-    spare
-        .sync_data()
-        .map_err(|error| Error::io("fdatasync", &spare_path, error))?;
+pub fn publish_spare(fs: &dyn FileSystem, dir: &Path, spare: Spare, header: SegmentHeader) -> Result<Segment> {
+    let Spare { path: spare_path, file: spare } = spare;
+    spare.write_at(&header.encode(), 0).map_err(|error| Error::io("write", &spare_path, error))?;
+    spare.sync_data().map_err(|error| Error::io("fdatasync", &spare_path, error))?;
     let path = dir.join(segment_file_name(header.first_lsn));
-    fs.rename(&spare_path, &path)
-        .map_err(|error| Error::io("rename", &path, error))?;
-    fs.sync_dir(dir)
-        .map_err(|error| Error::io("fsync directory", dir, error))?;
-    let map = spare
-        .map()
-        .map_err(|error| Error::io("mmap", &path, error))?;
-    Ok(Segment {
-        header,
-        path,
-        file: spare,
-        map,
-    })
+    fs.rename(&spare_path, &path).map_err(|error| Error::io("rename", &path, error))?;
+    fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
+    let map = spare.map().map_err(|error| Error::io("mmap", &path, error))?;
+    Ok(Segment { header, path, file: spare, map })
 }
 
 #[cfg(test)]
@@ -207,33 +187,19 @@ mod tests {
 
     #[test]
     fn every_header_bit_flip_is_detected() {
-        let header = SegmentHeader {
-            log_id: [3; 16],
-            first_lsn: Lsn(42),
-            segment_bytes: 1 << 20,
-            created_ms: 9,
-        };
+        let header = SegmentHeader { log_id: [3; 16], first_lsn: Lsn(42), segment_bytes: 1 << 20, created_ms: 9 };
         let bytes = header.encode();
         for bit in 0..SEGMENT_HEADER_BYTES * 8 {
             let mut damaged = bytes;
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                SegmentHeader::decode(&damaged).is_err(),
-                "bit {bit} went unnoticed"
-            );
+            assert!(SegmentHeader::decode(&damaged).is_err(), "bit {bit} went unnoticed");
         }
     }
 
     #[test]
     fn file_names_round_trip_and_reject_strangers() {
-        assert_eq!(
-            parse_segment_file_name(&segment_file_name(Lsn(17))),
-            Some(Lsn(17))
-        );
-        assert_eq!(
-            parse_segment_file_name("00000000000000000017.seg.tmp"),
-            None
-        );
+        assert_eq!(parse_segment_file_name(&segment_file_name(Lsn(17))), Some(Lsn(17)));
+        assert_eq!(parse_segment_file_name("00000000000000000017.seg.tmp"), None);
         assert_eq!(parse_segment_file_name("17.seg"), None);
         assert_eq!(parse_segment_file_name("LOCK"), None);
     }

@@ -1,0 +1,81 @@
+//! A failed write or fsync poisons the log: the waiting append fails, every
+//! later write fails without touching the disk, no fsync is retried, and a
+//! reopen recovers.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use annals::{Error, Expectation, Log, Lsn, StreamSeq};
+use common::FaultyFs;
+
+#[test]
+fn an_injected_fsync_failure_poisons_the_log_until_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::default();
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    log.append("s", Expectation::Any, &b"durable"[..]).wait().unwrap();
+    fs.faults.fail_syncs.store(true, Ordering::SeqCst);
+    let failed = log.append("s", Expectation::Any, &b"in doubt"[..]).wait();
+    match failed {
+        Err(Error::Poisoned { cause }) => assert!(matches!(*cause, Error::Io { op: "fdatasync", .. }), "{cause}"),
+        other => panic!("expected poisoned, got {other:?}"),
+    }
+    fs.faults.fail_syncs.store(false, Ordering::SeqCst);
+    let syncs = fs.faults.syncs.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(matches!(log.append("s", Expectation::Any, &b"refused"[..]).wait(), Err(Error::Poisoned { .. })));
+    }
+    assert!(matches!(
+        log.commit(annals::Batch::new().clear("s", Expectation::Any)).wait(),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(fs.faults.syncs.load(Ordering::SeqCst), syncs, "no fsync is retried after a failure");
+    assert!(log.read_stream("s").unwrap().entries.len() == 1, "readers never saw the failed append");
+    assert!(matches!(log.close().wait(), Err(Error::Poisoned { .. })));
+
+    let reopened = Log::open(dir.path(), fs.options()).expect("the lock was released");
+    let entries = reopened.read_stream("s").unwrap().entries;
+    assert_eq!(entries[0].payload, &b"durable"[..]);
+    // The failed append was written but not acknowledged: recovery may keep it
+    // (it is in flight), and if it does it has synced it again before serving.
+    if entries.len() == 2 {
+        assert!(reopened.recovery_report().tail_bytes_resynced > 0);
+    }
+    assert!(entries.len() <= 2);
+    reopened.append("s", Expectation::Exact(StreamSeq(entries.len() as u64)), &b"after"[..]).wait().unwrap();
+}
+
+#[test]
+fn an_injected_write_failure_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::default();
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    log.append("s", Expectation::Any, &b"one"[..]).wait().unwrap();
+    fs.faults.fail_writes.store(true, Ordering::SeqCst);
+    assert!(matches!(log.append("s", Expectation::Any, &b"two"[..]).wait(), Err(Error::Poisoned { .. })));
+    fs.faults.fail_writes.store(false, Ordering::SeqCst);
+    assert!(matches!(log.append("s", Expectation::Any, &b"three"[..]).wait(), Err(Error::Poisoned { .. })));
+    assert_eq!(log.last_lsn(), Lsn(1));
+}
+
+#[test]
+fn a_failed_directory_fsync_during_rollover_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::default();
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    fs.faults.fail_dir_syncs.store(true, Ordering::SeqCst);
+    let dir_syncs = fs.faults.dir_syncs.load(Ordering::SeqCst);
+    let mut acked = 0u64;
+    let failure = loop {
+        match log.append("s", Expectation::Any, vec![0; 1000]).wait() {
+            Ok(_) => acked += 1,
+            Err(error) => break error,
+        }
+        assert!(acked < 100, "a rollover must have happened by now");
+    };
+    assert!(matches!(failure, Error::Poisoned { .. }), "{failure}");
+    assert_eq!(fs.faults.dir_syncs.load(Ordering::SeqCst), dir_syncs + 1, "the first directory fsync failed the log");
+    assert_eq!(log.last_lsn(), Lsn(acked), "everything before the rollover was acknowledged, nothing after");
+    assert!(matches!(log.append("s", Expectation::Any, &b""[..]).wait(), Err(Error::Poisoned { .. })));
+}

@@ -1,0 +1,53 @@
+//! One process (one handle) at a time per directory; close releases it at
+//! once even while clones live.
+
+mod common;
+
+use annals::{Error, Expectation, Log, LogReader};
+
+#[test]
+fn a_second_opener_gets_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = common::open(dir.path());
+    assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Locked { .. })));
+    assert!(matches!(LogReader::open(dir.path()), Err(Error::Locked { .. })), "a reader waits for the writer too");
+}
+
+#[test]
+fn close_while_clones_live_releases_the_lock_and_fails_the_clones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let clone = log.clone();
+    log.append("s", Expectation::Any, &b"kept"[..]).wait().unwrap();
+    log.close().wait().unwrap();
+    assert!(matches!(clone.append("s", Expectation::Any, &b"late"[..]).wait(), Err(Error::Closed)));
+    assert!(matches!(clone.check_open(), Err(Error::Closed)));
+    let reopened = Log::open(dir.path(), common::small_options()).expect("the lock was released while a clone lives");
+    assert_eq!(reopened.read_stream("s").unwrap().entries.len(), 1);
+    assert!(clone.close().wait().is_ok(), "closing twice is harmless");
+}
+
+#[test]
+fn dropping_the_last_handle_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let clone = log.clone();
+    drop(log);
+    assert!(
+        matches!(Log::open(dir.path(), common::small_options()), Err(Error::Locked { .. })),
+        "a clone still holds it"
+    );
+    drop(clone);
+    Log::open(dir.path(), common::small_options()).unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_opens_once_the_writer_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    log.append("s", Expectation::Any, &b"x"[..]).await.unwrap();
+    log.close().await.unwrap();
+    let reader = LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.read_all(annals::Lsn::ZERO, 10).unwrap().len(), 1);
+    assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Locked { .. })));
+}
