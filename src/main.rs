@@ -207,6 +207,7 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
         let out = serde_json::json!({
             "segments": report.segments, "streams": reader.stream_count(), "records": report.records,
             "bytes": report.bytes, "last_lsn": reader.last_lsn(), "problems": problems,
+            "index": reader.index_stats(),
         });
         println!("{out}");
     } else {
@@ -217,6 +218,12 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
             report.records,
             report.bytes,
             reader.last_lsn()
+        );
+        let index = reader.index_stats();
+        let index_bytes = index.entry_bytes + index.stream_overhead_bytes + index.checkpoint_bytes;
+        println!(
+            "index {index_bytes} bytes for {} entries in {} streams (stream ids {} bytes more)",
+            index.entries, index.streams, index.stream_id_bytes
         );
         for problem in &problems {
             println!(
