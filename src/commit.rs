@@ -550,8 +550,16 @@ impl Writer {
         result
     }
 
+    /// Writes the clean-close marker unless the log already ends with one
+    /// (then it would prove nothing new, and markers must not pile up past
+    /// the space each segment keeps for one).
     fn write_marker(&mut self) -> Result<()> {
         self.write_and_sync(&[], true)?;
+        let ends_with_marker = self.shared.index.read().ends_with_marker();
+        if ends_with_marker || self.offset + FRAME_HEADER_BYTES > self.shared.options.segment_bytes as usize {
+            debug_assert!(ends_with_marker, "data frames always leave room for a marker");
+            return Ok(());
+        }
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
         encode_frame(&mut buf, &self.log_id, FrameKind::Marker, meta, &[]);

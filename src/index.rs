@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::{CorruptionKind, Error, Result};
-use crate::frame::{FRAME_HEADER_BYTES, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame, decode_op_header};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameKind, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame, decode_op_header,
+};
 use crate::segment::Segment;
 use crate::types::{Lsn, StreamSeq, display_stream};
 
@@ -75,6 +77,7 @@ pub struct SegmentEntry {
     /// `(lsn, offset)` of every [`CHECKPOINT_FRAMES`]th frame, from the first.
     checkpoints: Vec<(Lsn, u32)>,
     frames: u32,
+    last_frame_offset: Option<usize>,
 }
 
 /// One record as read back.
@@ -127,6 +130,8 @@ pub struct Index {
     next_lsn: Lsn,
     /// The `durable_lsn` of the last frame applied.
     last_durable_lsn: Lsn,
+    /// Whether the last frame applied was a clean-close marker.
+    ends_with_marker: bool,
     frame_body_bytes_max: usize,
     records: u64,
 }
@@ -149,19 +154,24 @@ impl Index {
         self.last_durable_lsn = lsn;
     }
 
-    /// Offset in the last segment from which frames may have been written
-    /// after the last fdatasync the log recorded, or `None` if every frame is
-    /// known durable. Starts at an LSN checkpoint, so it may include a few
-    /// frames that were durable.
+    /// Offset in the last segment from which frames may not be durable: the
+    /// frames written after the last fdatasync the log recorded, and always
+    /// the last frame itself, whose `durable_lsn` vouches only for what came
+    /// before it (a clean-close marker whose fsync failed is visible but not
+    /// durable). `None` if the last segment has no frames. Starts at an LSN
+    /// checkpoint, so it may include a few frames that were durable.
     pub fn tail_since_last_sync(&self) -> Option<usize> {
         let entry = self.segments.last()?;
-        if self.last_durable_lsn >= self.next_lsn {
-            return None;
-        }
+        let last_frame = entry.last_frame_offset?;
         let checkpoint = entry.checkpoints.partition_point(|&(lsn, _)| lsn <= self.last_durable_lsn);
-        Some(
-            checkpoint.checked_sub(1).map_or(crate::segment::SEGMENT_HEADER_BYTES, |i| entry.checkpoints[i].1 as usize),
-        )
+        let from_checkpoint =
+            checkpoint.checked_sub(1).map_or(crate::segment::SEGMENT_HEADER_BYTES, |i| entry.checkpoints[i].1 as usize);
+        Some(from_checkpoint.min(last_frame))
+    }
+
+    /// Whether the log's last frame is a clean-close marker.
+    pub fn ends_with_marker(&self) -> bool {
+        self.ends_with_marker
     }
 
     /// Records (operations) in the log, live or not.
@@ -186,7 +196,13 @@ impl Index {
 
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
     pub fn push_segment(&mut self, segment: Segment, end_offset: usize) {
-        self.segments.push(SegmentEntry { segment, end_offset, checkpoints: Vec::new(), frames: 0 });
+        self.segments.push(SegmentEntry {
+            segment,
+            end_offset,
+            checkpoints: Vec::new(),
+            frames: 0,
+            last_frame_offset: None,
+        });
     }
 
     /// Checks that a frame fits the streams it touches, without changing anything.
@@ -237,6 +253,7 @@ impl Index {
             entry.checkpoints.push((frame.meta.lsn, offset));
         }
         entry.frames += 1;
+        entry.last_frame_offset = Some(frame_offset);
         entry.end_offset = frame_offset + frame.total_bytes();
         let body_offset = frame_offset + FRAME_HEADER_BYTES;
         for op in frame.ops() {
@@ -259,6 +276,7 @@ impl Index {
         }
         self.next_lsn = frame.next_lsn();
         self.last_durable_lsn = frame.meta.durable_lsn;
+        self.ends_with_marker = frame.kind == FrameKind::Marker;
     }
 
     /// Shrinks allocations after a rebuild, so memory matches what is held.

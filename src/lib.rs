@@ -40,6 +40,7 @@ mod log;
 mod options;
 pub mod recovery;
 pub mod segment;
+pub mod sim;
 mod types;
 
 pub use commit::Appended;
