@@ -24,7 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameMeta, OpRef, RecordKind, decode_frame, encode_frame, frame_bytes,
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, MARKER_RESERVE_BYTES, OpRef, RecordKind, decode_frame, encode_frame,
+    frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
 use crate::index::Index;
@@ -343,7 +344,7 @@ impl Writer {
             .collect();
         let kind = if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch };
         let len = frame_bytes(kind, &refs);
-        if self.offset + group.buf.len() + len + FRAME_HEADER_BYTES > self.shared.options.segment_bytes as usize {
+        if self.offset + group.buf.len() + len + MARKER_RESERVE_BYTES > self.shared.options.segment_bytes as usize {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
             if let Status::Poisoned(cause) = self.shared.status() {
@@ -556,10 +557,15 @@ impl Writer {
     fn write_marker(&mut self) -> Result<()> {
         self.write_and_sync(&[], true)?;
         let ends_with_marker = self.shared.index.read().ends_with_marker();
-        if ends_with_marker || self.offset + FRAME_HEADER_BYTES > self.shared.options.segment_bytes as usize {
+        let at = marker_offset(self.offset);
+        if ends_with_marker || at + FRAME_HEADER_BYTES > self.shared.options.segment_bytes as usize {
             debug_assert!(ends_with_marker, "data frames always leave room for a marker");
             return Ok(());
         }
+        // The bytes between the last frame and the marker are zeros already:
+        // nothing is ever written past the end of the frames.
+        self.shared.index.write().skip_padding(at);
+        self.offset = at;
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
         encode_frame(&mut buf, &self.log_id, FrameKind::Marker, meta, &[]);

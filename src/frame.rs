@@ -23,6 +23,18 @@ pub const STREAM_ID_BYTES_MAX: usize = 1024;
 pub const FRAME_BODY_BYTES_MAX: usize = 1 << 30;
 /// Most operations one batch frame may carry.
 pub const BATCH_OPS_MAX: usize = 65_536;
+/// A clean-close marker starts at a multiple of this offset, so that one
+/// damaged sector cannot destroy both the last record and the marker that
+/// proves it was durable.
+pub const MARKER_ALIGN_BYTES: usize = 512;
+/// Space every segment keeps free after its data frames for a marker.
+pub const MARKER_RESERVE_BYTES: usize = MARKER_ALIGN_BYTES - 1 + FRAME_HEADER_BYTES;
+
+/// Where a marker goes when the frames end at `end`: the next multiple of
+/// [`MARKER_ALIGN_BYTES`]; the bytes between stay zero.
+pub fn marker_offset(end: usize) -> usize {
+    end.next_multiple_of(MARKER_ALIGN_BYTES)
+}
 
 const _: () = assert!(FRAME_HEADER_BYTES == 4 + 4 + 8 + 8 + 8 + 1 + 1 + 2 + 4);
 const _: () = assert!(OP_HEADER_BYTES == 2 + 4 + 8 + 8);
@@ -367,6 +379,30 @@ pub fn decode_frame<'a>(
         return Err(FrameDefect::UnexpectedLsn { expected: expected_lsn, found: frame.meta.lsn });
     }
     Ok(frame)
+}
+
+/// Checks the frame at `offset` of `bytes` (a segment) like [`decode_frame`],
+/// and also accepts zero padding up to the next marker boundary followed by
+/// a clean-close marker at the expected LSN. Returns where the frame starts.
+pub fn decode_frame_at<'a>(
+    bytes: &'a [u8],
+    offset: usize,
+    log_id: &[u8; 16],
+    expected_lsn: Lsn,
+    body_bytes_max: usize,
+) -> Result<(usize, FrameView<'a>), FrameDefect> {
+    match decode_frame(&bytes[offset..], log_id, expected_lsn, body_bytes_max) {
+        Ok(frame) => Ok((offset, frame)),
+        Err(FrameDefect::Zeroed) => {
+            let at = marker_offset(offset);
+            let padded = at > offset && at <= bytes.len() && bytes[offset..at].iter().all(|&b| b == 0);
+            match decode_frame(&bytes[at.min(bytes.len())..], log_id, expected_lsn, body_bytes_max) {
+                Ok(frame) if padded && frame.kind == FrameKind::Marker => Ok((at, frame)),
+                _ => Err(FrameDefect::Zeroed),
+            }
+        }
+        Err(defect) => Err(defect),
+    }
 }
 
 /// Checks the frame at the start of `bytes` without knowing which LSN belongs

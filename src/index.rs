@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame, decode_op_header,
+    FRAME_HEADER_BYTES, FrameKind, FrameView, OP_HEADER_BYTES, RecordKind, decode_frame_at, decode_op_header,
 };
 use crate::segment::Segment;
 use crate::types::{Lsn, StreamSeq, display_stream};
@@ -279,6 +279,14 @@ impl Index {
         self.ends_with_marker = frame.kind == FrameKind::Marker;
     }
 
+    /// Moves the end of the last segment over the zero padding before a
+    /// clean-close marker at `to` (see `frame::marker_offset`).
+    pub fn skip_padding(&mut self, to: usize) {
+        let entry = self.segments.last_mut().expect("a segment to pad");
+        assert!(to >= entry.end_offset && to - entry.end_offset < crate::frame::MARKER_ALIGN_BYTES);
+        entry.end_offset = to;
+    }
+
     /// Shrinks allocations after a rebuild, so memory matches what is held.
     pub fn shrink_to_fit(&mut self) {
         for state in self.streams.values_mut() {
@@ -395,14 +403,15 @@ impl Index {
         limit: usize,
         out: &mut Vec<Record>,
     ) -> Result<()> {
-        let region = entry.segment.map.slice(offset, entry.end_offset - offset);
-        let base = offset;
+        // From the segment's start, so that offsets (and marker alignment) are absolute.
+        let region = entry.segment.map.slice(0, entry.end_offset);
         let log_id = entry.segment.header.log_id;
         while offset < entry.end_offset && out.len() < limit {
-            let at = offset - base;
-            let frame = decode_frame(&region[at..], &log_id, lsn, self.frame_body_bytes_max).map_err(|defect| {
-                Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
-            })?;
+            let (at, frame) =
+                decode_frame_at(&region, offset, &log_id, lsn, self.frame_body_bytes_max).map_err(|defect| {
+                    Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
+                })?;
+            offset = at;
             let body_start = at + FRAME_HEADER_BYTES;
             for op in frame.ops().filter(|op| op.lsn >= want) {
                 if out.len() >= limit {

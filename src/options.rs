@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::frame::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
+use crate::frame::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, MARKER_RESERVE_BYTES};
 use crate::fs::{FileSystem, RealFs};
 use crate::segment::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES};
 use crate::types::{Durability, RecoveryMode};
@@ -82,6 +82,16 @@ impl fmt::Debug for Options {
 }
 
 impl Options {
+    /// The largest `record_bytes_max` a segment of `segment_bytes` allows: a
+    /// record's frame plus the space kept for a clean-close marker must fit
+    /// in an empty segment.
+    pub fn record_bytes_max_for(segment_bytes: u64) -> usize {
+        let segment = usize::try_from(segment_bytes).unwrap_or(usize::MAX);
+        segment
+            .saturating_sub(SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + MARKER_RESERVE_BYTES)
+            .min(FRAME_BODY_BYTES_MAX)
+    }
+
     /// Checks the options against each other and the format's limits.
     ///
     /// # Errors
@@ -91,13 +101,9 @@ impl Options {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
             return invalid(format!("segment_bytes must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"));
         }
-        // A record's frame plus a clean-close marker must fit in an empty segment.
-        let room = self.segment_bytes as usize - SEGMENT_HEADER_BYTES - 2 * FRAME_HEADER_BYTES;
-        if self.record_bytes_max == 0 || self.record_bytes_max > room.min(FRAME_BODY_BYTES_MAX) {
-            return invalid(format!(
-                "record_bytes_max must be 1 to {} for this segment size",
-                room.min(FRAME_BODY_BYTES_MAX)
-            ));
+        let max = Options::record_bytes_max_for(self.segment_bytes);
+        if self.record_bytes_max == 0 || self.record_bytes_max > max {
+            return invalid(format!("record_bytes_max must be 1 to {max} for this segment size"));
         }
         if self.fsync_interval_ms == 0 {
             return invalid("fsync_interval_ms must be at least 1".to_owned());

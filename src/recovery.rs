@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::frame::{FRAME_HEADER_BYTES, FrameDefect, decode_frame, decode_frame_anywhere};
+use crate::frame::{FRAME_HEADER_BYTES, FrameDefect, decode_frame_anywhere, decode_frame_at};
 use crate::fs::{File, FileSystem};
 use crate::index::Index;
 use crate::segment::{
@@ -231,8 +231,16 @@ impl Recovery<'_> {
         let mut offset = SEGMENT_HEADER_BYTES;
         loop {
             let expected = self.index.next_lsn();
-            let frame = match decode_frame(&bytes[offset..], &segment.header.log_id, expected, self.body_bytes_max) {
-                Ok(frame) => frame,
+            let log_id = &segment.header.log_id;
+            let frame = match decode_frame_at(&bytes, offset, log_id, expected, self.body_bytes_max) {
+                Ok((at, frame)) => {
+                    // Row 1b: zero padding, then the clean-close marker at the next boundary.
+                    if at != offset {
+                        self.index.skip_padding(at);
+                        offset = at;
+                    }
+                    frame
+                }
                 Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => return ScanEnd::Clean,
                 Err(defect) => {
                     return ScanEnd::Defect { offset, why: defect.describe(), stream_inconsistent: false };

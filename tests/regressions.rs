@@ -78,3 +78,26 @@ fn closing_again_without_writes_adds_no_marker() {
     assert_eq!(frames.len(), 3, "two entries and one marker");
     assert_eq!(common::open(dir.path()).next_seq("s"), StreamSeq(2));
 }
+
+/// Reads by cursor walk frames from an LSN checkpoint; after a reopen, new
+/// frames follow the clean-close marker, which sits after zero padding at a
+/// 512-byte boundary. The walk computed that boundary from where the read
+/// started instead of from the segment's start, so `read_all` and `annals
+/// dump` reported the padding as a damaged record. Found by the CLI test.
+#[test]
+fn reads_step_over_the_padding_before_a_marker_in_mid_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u64 {
+        let log = common::open(dir.path());
+        for i in 0..40u64 {
+            log.append("s", Expectation::Exact(StreamSeq(round * 40 + i)), vec![i as u8; 17]).wait().unwrap();
+        }
+        drop(log);
+    }
+    let log = common::open(dir.path());
+    for after in [0u64, 39, 40, 41, 79, 80, 100] {
+        let page = log.read_all(annals::Lsn(after), 1000).unwrap();
+        assert_eq!(page.len() as u64, 120 - after, "after {after}");
+        assert_eq!(page[0].lsn, annals::Lsn(after + 1));
+    }
+}

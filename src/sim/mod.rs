@@ -12,6 +12,7 @@
 //! 9. fail-stop, 10. no false alarms.
 
 pub mod fs;
+pub mod fuzz;
 pub mod rng;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,6 @@ use crate::error::Error;
 use crate::frame::RecordKind;
 use crate::log::{Batch, Log};
 use crate::options::{Options, SegmentPreparation};
-use crate::segment::SEGMENT_HEADER_BYTES;
 use crate::types::{Expectation, Lsn, StreamSeq};
 use fs::{CrashMode, FaultKind, SimFs};
 use rng::SimRng;
@@ -254,7 +254,7 @@ macro_rules! trace {
 impl Simulation {
     fn new(mut rng: SimRng, steps: usize) -> Simulation {
         let segment_bytes = *rng.pick(&[4096u64, 8192, 16384]);
-        let record_bytes_max = segment_bytes as usize - SEGMENT_HEADER_BYTES - 80;
+        let record_bytes_max = Options::record_bytes_max_for(segment_bytes);
         let streams = vec![b"a".to_vec(), b"b".to_vec(), b"workflow-7".to_vec(), vec![b'L'; 1024]];
         Simulation {
             rng,

@@ -42,17 +42,24 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Offsets of the frames in a segment file, found by walking frame lengths.
+/// Offsets of the frames in a segment file, found by walking frame lengths,
+/// and stepping over the zero padding before a clean-close marker.
 pub fn frame_offsets(segment: &Path) -> Vec<usize> {
     let bytes = std::fs::read(segment).unwrap();
     let mut offsets = Vec::new();
     let mut at = annals::segment::SEGMENT_HEADER_BYTES;
-    while at + annals::frame::FRAME_HEADER_BYTES <= bytes.len() && bytes[at + 32] != 0 {
+    let has_frame = |at: usize| at + annals::frame::FRAME_HEADER_BYTES <= bytes.len() && bytes[at + 32] != 0;
+    loop {
+        if !has_frame(at) {
+            at = annals::frame::marker_offset(at);
+            if !has_frame(at) {
+                return offsets;
+            }
+        }
         offsets.push(at);
         let body = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
         at += annals::frame::FRAME_HEADER_BYTES + body;
     }
-    offsets
 }
 
 pub fn flip_bit(path: &Path, offset: usize, bit: u8) {
