@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{Error, Result};
@@ -31,6 +30,7 @@ use crate::fs::{DirLock, FileSystem};
 use crate::index::Index;
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, prepare_spare, publish_spare};
+use crate::sync::{Condvar, Mutex, RwLock};
 use crate::types::{Durability, Expectation, Lsn, StreamSeq, display_stream};
 
 /// What one operation of a request asks for.

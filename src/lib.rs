@@ -41,6 +41,7 @@ mod options;
 pub mod recovery;
 pub mod segment;
 pub mod sim;
+mod sync;
 mod types;
 
 pub use commit::Appended;

@@ -22,10 +22,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, JoinHandle};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::commit::{Appended, Command, Op, OpKind, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms};
@@ -36,6 +34,8 @@ use crate::index::{Index, IndexStats, Record, StreamRead};
 use crate::options::{Options, SegmentPreparation};
 use crate::recovery::{Access, Recovered, RecoveryReport, recover};
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Condvar, Mutex, RwLock};
 use crate::types::{Durability, Expectation, Lsn, RecoveryMode, StreamSeq};
 
 /// An open log. Cheap to clone; all clones share one writer.

@@ -1,6 +1,8 @@
 //! The deterministic crash simulation over many seeds (see `annals::sim`).
 //!
-//! CI runs a fixed time budget; `ANNALS_SIM_SECONDS=3600` soaks, and
+//! CI runs 30 seconds and at least 1,000 seeds and 250,000 crash images
+//! (`ANNALS_SIM_SECONDS`, `ANNALS_SIM_MIN_SEEDS`, `ANNALS_SIM_MIN_IMAGES`);
+//! `ANNALS_SIM_SECONDS=3600` soaks, and
 //! `ANNALS_SIM_SEED=<seed> cargo test --release --test simulation` replays one
 //! seed exactly.
 
@@ -21,13 +23,13 @@ fn simulated_crashes_and_faults_never_lose_or_corrupt_acknowledged_records() {
         println!("{total}");
         return;
     }
-    let seconds: u64 = std::env::var("ANNALS_SIM_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(45);
-    let min_seeds: u64 = std::env::var("ANNALS_SIM_MIN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let first: u64 = std::env::var("ANNALS_SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let budget = Duration::from_secs(seconds);
+    let setting = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let budget = Duration::from_secs(setting("ANNALS_SIM_SECONDS", 30));
+    let min_seeds = setting("ANNALS_SIM_MIN_SEEDS", 1000);
+    let min_images = setting("ANNALS_SIM_MIN_IMAGES", 250_000);
     let started = Instant::now();
-    let mut seed = first;
-    while started.elapsed() < budget || total.seeds < min_seeds {
+    let mut seed = setting("ANNALS_SIM_FIRST_SEED", 0);
+    while started.elapsed() < budget || total.seeds < min_seeds || total.images() < min_images {
         match run_seed(seed, STEPS_PER_SEED) {
             Ok(stats) => total.add(&stats),
             Err(failure) => {

@@ -1,0 +1,152 @@
+//! Model checks of the group-commit hand-off (appenders, the writer thread,
+//! acknowledgements, poisoning, close) with shuttle, which explores thread
+//! interleavings of the real code (built with `--features shuttle`, see
+//! `src/sync.rs`). Run with
+//! `cargo test --release --features shuttle --test group_commit_shuttle`.
+#![cfg(feature = "shuttle")]
+
+use std::sync::Arc;
+
+use annals::sim::fs::{FaultKind, SimFs};
+use annals::{Error, Expectation, Log, Lsn, Options, SegmentPreparation, StreamSeq};
+use shuttle::thread;
+
+const ITERATIONS: usize = 5000;
+
+fn options(fs: &SimFs) -> Options {
+    Options {
+        segment_bytes: 4096,
+        record_bytes_max: 1024,
+        segment_preparation: SegmentPreparation::Inline,
+        file_system: Arc::new(fs.clone()),
+        ..Options::default()
+    }
+}
+
+fn open(fs: &SimFs) -> Log {
+    Log::open(annals::sim::sim_dir(), options(fs)).expect("open")
+}
+
+#[test]
+fn racing_guarded_appends_decide_in_commit_order_and_every_ack_is_visible() {
+    shuttle::check_random(
+        || {
+            let fs = SimFs::new();
+            let log = open(&fs);
+            let threads: Vec<_> = (0..3u8)
+                .map(|i| {
+                    let log = log.clone();
+                    thread::spawn(move || {
+                        let race = log.append("race", Expectation::NoStream, vec![i]).wait();
+                        let own = log.append(format!("own-{i}"), Expectation::NoStream, vec![i]).wait().unwrap();
+                        // Read your own write: an acknowledged append is visible at once.
+                        assert_eq!(log.read_lsn(own.lsn).unwrap().unwrap().payload, vec![i]);
+                        (i, race)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let winners: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+            assert_eq!(winners.len(), 1, "exactly one NoStream append wins: {results:?}");
+            for (_, result) in &results {
+                if let Err(error) = result {
+                    assert!(matches!(error, Error::Conflict { actual: StreamSeq(1), .. }), "{error}");
+                }
+            }
+            let stored = log.read_stream("race").unwrap().entries;
+            assert_eq!(stored.len(), 1);
+            assert_eq!(stored[0].payload, vec![winners[0].0]);
+            assert_eq!(log.last_lsn(), Lsn(4));
+            log.close().wait().unwrap();
+        },
+        ITERATIONS,
+    );
+}
+
+#[test]
+fn a_failed_write_or_sync_fails_every_waiting_and_later_append() {
+    for fault_at in 1..=4 {
+        shuttle::check_random(
+            move || {
+                let fs = SimFs::new();
+                let log = open(&fs);
+                fs.inject_fault_after(fault_at, FaultKind::Eio, false);
+                let threads: Vec<_> = (0..3u8)
+                    .map(|i| {
+                        let log = log.clone();
+                        thread::spawn(move || {
+                            (0..3)
+                                .map(|_| log.append(format!("s{i}"), Expectation::Any, vec![i]).wait())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let mut acked = Vec::new();
+                let mut failures = 0;
+                for thread in threads {
+                    let mut failed = false;
+                    for result in thread.join().unwrap() {
+                        match result {
+                            Ok(appended) => {
+                                assert!(!failed, "an append was acknowledged after this appender saw the log fail");
+                                acked.push(appended.lsn);
+                            }
+                            Err(Error::Poisoned { .. }) => {
+                                failed = true;
+                                failures += 1;
+                            }
+                            Err(other) => panic!("unexpected error {other}"),
+                        }
+                    }
+                }
+                assert!(failures > 0, "the fault hit one of the nine appends' writes or syncs");
+                assert!(matches!(log.check_open(), Err(Error::Poisoned { .. })));
+                drop(log);
+                fs.clear_fault();
+                let reopened = open(&fs);
+                for lsn in acked {
+                    assert!(reopened.read_lsn(lsn).unwrap().is_some(), "acknowledged lsn {lsn} survives");
+                }
+            },
+            ITERATIONS / 2,
+        );
+    }
+}
+
+#[test]
+fn close_racing_appends_answers_every_append_and_keeps_every_ack() {
+    shuttle::check_random(
+        || {
+            let fs = SimFs::new();
+            let log = open(&fs);
+            let threads: Vec<_> = (0..2u8)
+                .map(|i| {
+                    let log = log.clone();
+                    thread::spawn(move || {
+                        (0..3)
+                            .map(|_| log.append(format!("s{i}"), Expectation::Any, vec![i]).wait())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            log.close().wait().unwrap();
+            let mut acked = Vec::new();
+            for thread in threads {
+                for result in thread.join().unwrap() {
+                    match result {
+                        Ok(appended) => acked.push(appended.lsn),
+                        Err(Error::Closed) => {}
+                        Err(other) => panic!("unexpected error {other}"),
+                    }
+                }
+            }
+            drop(log);
+            let reopened = open(&fs);
+            assert_eq!(reopened.last_lsn(), Lsn(acked.len() as u64), "nothing but the acknowledged appends");
+            for lsn in acked {
+                assert!(reopened.read_lsn(lsn).unwrap().is_some());
+            }
+        },
+        ITERATIONS,
+    );
+}
