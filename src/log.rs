@@ -8,8 +8,10 @@
 //!
 //! # Dropped appends
 //!
-//! An append is queued when the call returns, not when the future is first
-//! polled. Dropping the future does not withdraw it: it may still commit.
+//! Like any Rust future, a [`Pending`] does nothing until it is first polled
+//! (or [`Pending::wait`] is called): dropped before that, the write never
+//! happens. Once polled it is queued, and dropping it then does not withdraw
+//! it: it may still commit, and the caller will not learn whether it did.
 //! A caller that retries after dropping one must use a guard
 //! ([`Expectation::Exact`]) to avoid a duplicate: the retry then either
 //! succeeds (the first never committed) or fails with [`Error::Conflict`]

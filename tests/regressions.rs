@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::future::Future;
+
 use annals::{Expectation, Log, StreamSeq};
 
 /// The writer took a ready spare and asked for the next one at once; the
@@ -100,4 +102,23 @@ fn reads_step_over_the_padding_before_a_marker_in_mid_segment() {
         assert_eq!(page.len() as u64, 120 - after, "after {after}");
         assert_eq!(page[0].lsn, annals::Lsn(after + 1));
     }
+}
+
+/// The docs said an append is queued when the call returns; it is queued
+/// when its future is first polled, like any Rust future, and a bench that
+/// dropped unpolled futures loaded nothing. The docs now say so; this pins
+/// the behaviour on both sides of the first poll.
+#[tokio::test]
+async fn an_unpolled_append_never_happens_and_a_polled_one_is_not_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    drop(log.append("s", Expectation::Any, &b"never polled"[..]));
+    let mut pending = Box::pin(log.append("s", Expectation::Any, &b"polled once"[..]));
+    let waker = std::task::Waker::noop();
+    let _ = pending.as_mut().poll(&mut std::task::Context::from_waker(waker));
+    drop(pending);
+    log.append("s", Expectation::Any, &b"awaited"[..]).await.unwrap();
+    let entries = log.read_stream("s").unwrap().entries;
+    let payloads: Vec<&[u8]> = entries.iter().map(|r| r.payload.as_ref()).collect();
+    assert_eq!(payloads, vec![&b"polled once"[..], &b"awaited"[..]]);
 }

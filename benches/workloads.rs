@@ -1,0 +1,793 @@
+//! Workloads W1–W5 of `benches/README.md`, for Annals, redb (also through
+//! cano's own `RedbCheckpointStore`), SQLite and the raw disk, in one run on
+//! the same data. `python3 benches/report.py` turns the results into the
+//! README's table of medians and ratios and the W2 plot.
+//!
+//! `ANNALS_BENCH_SMOKE=1 cargo bench --bench workloads -- --test` runs every
+//! workload once on tiny data (what CI does).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use annals::{Durability, Expectation, Log, Options, StreamSeq};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use redb::{ReadableDatabase, TableDefinition};
+
+const WORKFLOWS: u64 = 1000;
+const BLOB_BYTES: usize = 200;
+const RUN_ROWS: u64 = 20;
+const TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("checkpoints");
+
+fn smoke() -> bool {
+    std::env::var_os("ANNALS_BENCH_SMOKE").is_some()
+}
+
+/// cano's `CheckpointRow` shape: a ~12-byte state, an ~8-byte task id and a
+/// 200-byte incompressible blob. Every system stores it with this codec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Row {
+    sequence: u64,
+    state: String,
+    task_id: String,
+    blob: Vec<u8>,
+}
+
+impl Row {
+    fn new(sequence: u64, salt: u64) -> Row {
+        let mut state = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sequence;
+        let blob = (0..BLOB_BYTES)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        Row {
+            sequence,
+            state: format!("step-{:07}", sequence % 10_000_000),
+            task_id: format!("task-{:03}", salt % 1000),
+            blob,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 2 + self.state.len() + 2 + self.task_id.len() + self.blob.len());
+        out.extend_from_slice(&self.sequence.to_le_bytes());
+        for text in [&self.state, &self.task_id] {
+            out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(&self.blob);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Row {
+        let sequence = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let mut at = 8;
+        let mut text = || {
+            let len = u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap()) as usize;
+            let value = String::from_utf8(bytes[at + 2..at + 2 + len].to_vec()).unwrap();
+            at += 2 + len;
+            value
+        };
+        let (state, task_id) = (text(), text());
+        Row { sequence, state, task_id, blob: bytes[at..].to_vec() }
+    }
+
+    fn cano(&self) -> cano::recovery::CheckpointRow {
+        let mut row = cano::recovery::CheckpointRow::new(self.sequence, self.state.clone(), self.task_id.clone());
+        row.output_blob = Some(self.blob.clone());
+        row
+    }
+}
+
+fn workflow(i: u64) -> String {
+    format!("wf-{:05}", i % WORKFLOWS)
+}
+
+/// The rows of W1 in order: round-robin over the workflows, dense per workflow.
+struct RoundRobin {
+    next: u64,
+}
+
+impl RoundRobin {
+    fn take(&mut self) -> (String, Row) {
+        let i = self.next;
+        self.next += 1;
+        (workflow(i), Row::new(i / WORKFLOWS, i))
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::var_os("ANNALS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/bench-data"));
+    let path = dir.join(name);
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+// ---------------------------------------------------------------- systems
+
+fn annals_log(dir: &Path, durability: Durability) -> Log {
+    Log::open(dir, Options { durability, ..Options::default() }).unwrap()
+}
+
+fn redb_db(dir: &Path) -> redb::Database {
+    let db = redb::Database::create(dir.join("db.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(TABLE).unwrap();
+    tx.commit().unwrap();
+    db
+}
+
+fn redb_append(db: &redb::Database, id: &str, seq: u64, row: &[u8], durability: redb::Durability) {
+    let mut tx = db.begin_write().unwrap();
+    tx.set_durability(durability).unwrap();
+    {
+        let mut table = tx.open_table(TABLE).unwrap();
+        table.insert((id, seq), row).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn sqlite_db(dir: &Path, synchronous: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("db.sqlite")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", synchronous).unwrap();
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS checkpoints (workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, row BLOB NOT NULL, PRIMARY KEY (workflow_id, seq))",
+        [],
+    )
+    .unwrap();
+    conn
+}
+
+fn sqlite_append(conn: &rusqlite::Connection, id: &str, seq: u64, row: &[u8]) {
+    // One transaction per append, as the seeds do.
+    conn.execute(
+        "INSERT INTO checkpoints (workflow_id, seq, row) VALUES (?1, ?2, ?3)",
+        rusqlite::params![id, seq as i64, row],
+    )
+    .unwrap();
+}
+
+/// A plain file for the raw loops, optionally preallocated with synced zeros.
+struct RawFile {
+    file: File,
+    offset: u64,
+}
+
+impl RawFile {
+    fn new(dir: &Path, preallocate_bytes: u64) -> RawFile {
+        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("raw")).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < preallocate_bytes {
+            file.write_all_at(&zeros, at).unwrap();
+            at += zeros.len() as u64;
+        }
+        file.sync_all().unwrap();
+        RawFile { file, offset: 0 }
+    }
+
+    fn append(&mut self, bytes: &[u8], sync: bool) {
+        self.file.write_all_at(bytes, self.offset).unwrap();
+        self.offset += bytes.len() as u64;
+        if sync {
+            self.file.sync_data().unwrap();
+        }
+    }
+}
+
+/// A plain group commit written here: appenders send records over a
+/// channel; one writer thread writes everything queued at once, fdatasyncs,
+/// and replies.
+struct ChannelGroupCommit {
+    sender: Option<mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ChannelGroupCommit {
+    fn new(dir: &Path) -> ChannelGroupCommit {
+        let mut raw = RawFile::new(dir, 256 << 20);
+        let (sender, receiver) = mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>();
+        let writer = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut replies = Vec::new();
+            while let Ok(first) = receiver.recv() {
+                for (bytes, reply) in std::iter::once(first).chain(receiver.try_iter()) {
+                    buf.extend_from_slice(&bytes);
+                    replies.push(reply);
+                }
+                if raw.offset + buf.len() as u64 > (256 << 20) {
+                    raw.offset = 0;
+                }
+                raw.append(&buf, true);
+                buf.clear();
+                for reply in replies.drain(..) {
+                    let _ = reply.send(());
+                }
+            }
+        });
+        ChannelGroupCommit { sender: Some(sender), writer: Some(writer) }
+    }
+
+    async fn append(&self, bytes: Vec<u8>) {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.sender.as_ref().unwrap().send((bytes, reply)).unwrap();
+        done.await.unwrap();
+    }
+}
+
+impl Drop for ChannelGroupCommit {
+    fn drop(&mut self) {
+        self.sender.take();
+        self.writer.take().unwrap().join().unwrap();
+    }
+}
+
+/// A frame like Annals' for the raw loops: the row plus a 40-byte header's worth of bytes.
+fn raw_record(row: &Row) -> Vec<u8> {
+    let mut bytes = vec![0xA5; 40];
+    bytes.extend_from_slice(&row.encode());
+    bytes
+}
+
+// ---------------------------------------------------------------- W1
+
+fn w1_sequential_durable_appends(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w1_sequential_durable_appends");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+
+    let dir = scratch("w1-annals");
+    let log = annals_log(&dir, Durability::Sync);
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("annals_sync", |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            log.append(&id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).wait().unwrap()
+        })
+    });
+    drop(log);
+
+    let dir = scratch("w1-redb");
+    let db = redb_db(&dir);
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("redb_immediate", |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::Immediate)
+        })
+    });
+    drop(db);
+
+    let dir = scratch("w1-cano");
+    let store = cano::recovery::RedbCheckpointStore::new(dir.join("cano.redb")).unwrap();
+    let rt = runtime();
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("cano_redb_store", |b| {
+        use cano::recovery::CheckpointStore;
+        b.iter(|| {
+            let (id, row) = rows.take();
+            rt.block_on(store.append(&id, row.cano())).unwrap()
+        })
+    });
+    drop(store);
+
+    let dir = scratch("w1-sqlite");
+    let conn = sqlite_db(&dir, "FULL");
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("sqlite_full", |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            sqlite_append(&conn, &id, row.sequence, &row.encode())
+        })
+    });
+    drop(conn);
+
+    for (name, preallocate) in [("raw_append_fdatasync", 0u64), ("raw_preallocated_fdatasync", 256 << 20)] {
+        let dir = scratch(&format!("w1-{name}"));
+        let mut raw = RawFile::new(&dir, if smoke() { 1 << 20 } else { preallocate });
+        let mut rows = RoundRobin { next: 0 };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (_, row) = rows.take();
+                if preallocate > 0 && raw.offset > preallocate - 4096 {
+                    raw.offset = 0;
+                }
+                raw.append(&raw_record(&row), true)
+            })
+        });
+    }
+
+    // The physical limit: 64 records per write and fdatasync (time per record).
+    let dir = scratch("w1-raw-batch");
+    let mut raw = RawFile::new(&dir, if smoke() { 1 << 20 } else { 256 << 20 });
+    let mut rows = RoundRobin { next: 0 };
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("raw_preallocated_batch64_fdatasync", |b| {
+        b.iter(|| {
+            let mut buf = Vec::new();
+            for _ in 0..64 {
+                buf.extend_from_slice(&raw_record(&rows.take().1));
+            }
+            if raw.offset + buf.len() as u64 > raw.file.metadata().unwrap().len() {
+                raw.offset = 0;
+            }
+            raw.append(&buf, true)
+        })
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------- W2
+
+/// Runs `writers` tasks, each making `per_writer` appends with `append`, and
+/// returns the elapsed time.
+fn concurrent<F, Fut>(rt: &tokio::runtime::Runtime, writers: u64, per_writer: u64, append: F) -> Duration
+where
+    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    rt.block_on(async {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let append = append.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_writer {
+                        append(w, i).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        started.elapsed()
+    })
+}
+
+fn w2_concurrent_durable_appends(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w2_concurrent_durable_appends");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    let rt = runtime();
+    let writer_counts: &[u64] = if smoke() { &[1, 4] } else { &[1, 4, 16, 64, 256] };
+    for &writers in writer_counts {
+        group.throughput(Throughput::Elements(writers));
+
+        let dir = scratch("w2-annals");
+        let log = annals_log(&dir, Durability::Sync);
+        let base = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        group.bench_with_input(BenchmarkId::new("annals_sync", writers), &writers, |b, &writers| {
+            b.iter_custom(|rounds| {
+                let (log, base) = (log.clone(), base.clone());
+                let start = base.fetch_add(rounds, std::sync::atomic::Ordering::Relaxed);
+                concurrent(&rt, writers, rounds, move |w, i| {
+                    let log = log.clone();
+                    async move {
+                        let row = Row::new(start + i, w);
+                        let expected = Expectation::Exact(StreamSeq(start + i));
+                        log.append(format!("writer-{w}"), expected, row.encode()).await.unwrap();
+                    }
+                })
+            })
+        });
+        drop(log);
+
+        let dir = scratch("w2-redb");
+        let db = Arc::new(redb_db(&dir));
+        group.bench_with_input(BenchmarkId::new("redb_immediate", writers), &writers, |b, &writers| {
+            b.iter_custom(|rounds| {
+                let db = db.clone();
+                let salt = rounds.wrapping_mul(7919);
+                concurrent(&rt, writers, rounds, move |w, i| {
+                    let db = db.clone();
+                    async move {
+                        let row = Row::new(salt + i, w);
+                        tokio::task::spawn_blocking(move || {
+                            redb_append(
+                                &db,
+                                &format!("writer-{w}"),
+                                row.sequence,
+                                &row.encode(),
+                                redb::Durability::Immediate,
+                            )
+                        })
+                        .await
+                        .unwrap()
+                    }
+                })
+            })
+        });
+        drop(db);
+
+        let dir = scratch("w2-sqlite");
+        let conn = Arc::new(std::sync::Mutex::new(sqlite_db(&dir, "FULL")));
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        group.bench_with_input(BenchmarkId::new("sqlite_full", writers), &writers, |b, &writers| {
+            b.iter_custom(|rounds| {
+                let (conn, next) = (conn.clone(), next.clone());
+                concurrent(&rt, writers, rounds, move |w, _| {
+                    let (conn, next) = (conn.clone(), next.clone());
+                    async move {
+                        tokio::task::spawn_blocking(move || {
+                            let seq = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let row = Row::new(seq, w);
+                            sqlite_append(&conn.lock().unwrap(), &format!("writer-{w}"), seq, &row.encode())
+                        })
+                        .await
+                        .unwrap()
+                    }
+                })
+            })
+        });
+        drop(conn);
+
+        let dir = scratch("w2-channel");
+        let channel = Arc::new(ChannelGroupCommit::new(&dir));
+        group.bench_with_input(BenchmarkId::new("channel_group_commit", writers), &writers, |b, &writers| {
+            b.iter_custom(|rounds| {
+                let channel = channel.clone();
+                concurrent(&rt, writers, rounds, move |w, i| {
+                    let channel = channel.clone();
+                    async move { channel.append(raw_record(&Row::new(i, w))).await }
+                })
+            })
+        });
+        drop(channel);
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------- W3
+
+fn w3_load_a_run(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w3_load_a_run");
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let workflows = if smoke() { 10 } else { WORKFLOWS };
+    let all_rows = || (0..workflows).flat_map(|w| (0..RUN_ROWS).map(move |s| (workflow(w), Row::new(s, w))));
+    let mut pick = 0x1234_5678u64;
+    let mut random_workflow = move || {
+        pick ^= pick << 13;
+        pick ^= pick >> 7;
+        pick ^= pick << 17;
+        workflow(pick % workflows)
+    };
+
+    let dir = scratch("w3-annals");
+    let log = annals_log(&dir, Durability::Flush);
+    for w in 0..workflows {
+        let batch = (0..RUN_ROWS).fold(annals::Batch::new(), |batch, s| {
+            batch.append(workflow(w), Expectation::Exact(StreamSeq(s)), Row::new(s, w).encode())
+        });
+        log.commit(batch).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+    let log = annals_log(&dir, Durability::Sync);
+    write_index_memory(&log);
+    group.bench_function("annals", |b| {
+        b.iter(|| {
+            let run = log.read_stream(random_workflow()).unwrap();
+            run.entries.iter().map(|r| Row::decode(&r.payload)).collect::<Vec<Row>>()
+        })
+    });
+    drop(log);
+
+    let dir = scratch("w3-redb");
+    let db = redb_db(&dir);
+    let tx = db.begin_write().unwrap();
+    {
+        let mut table = tx.open_table(TABLE).unwrap();
+        for (id, row) in all_rows() {
+            table.insert((id.as_str(), row.sequence), row.encode().as_slice()).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    group.bench_function("redb", |b| {
+        b.iter(|| {
+            let id = random_workflow();
+            let tx = db.begin_read().unwrap();
+            let table = tx.open_table(TABLE).unwrap();
+            table
+                .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
+                .unwrap()
+                .map(|e| Row::decode(e.unwrap().1.value()))
+                .collect::<Vec<Row>>()
+        })
+    });
+    drop(db);
+
+    let dir = scratch("w3-cano");
+    let store = cano::recovery::RedbCheckpointStore::new(dir.join("cano.redb")).unwrap();
+    let rt = runtime();
+    {
+        use cano::recovery::CheckpointStore;
+        for (id, row) in all_rows().take(if smoke() { 200 } else { 2000 }) {
+            rt.block_on(store.append(&id, row.cano())).unwrap();
+        }
+        let loaded_workflows = if smoke() { 10 } else { 100 };
+        let mut pick = 99u64;
+        group.bench_function("cano_redb_store", |b| {
+            b.iter(|| {
+                pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1);
+                rt.block_on(store.load_run(&workflow((pick >> 33) % loaded_workflows))).unwrap()
+            })
+        });
+    }
+    drop(store);
+
+    let dir = scratch("w3-sqlite");
+    let mut conn = sqlite_db(&dir, "FULL");
+    let tx = conn.transaction().unwrap();
+    for (id, row) in all_rows() {
+        sqlite_append(&tx, &id, row.sequence, &row.encode());
+    }
+    tx.commit().unwrap();
+    let mut select = conn.prepare("SELECT row FROM checkpoints WHERE workflow_id = ?1 ORDER BY seq").unwrap();
+    group.bench_function("sqlite", |b| {
+        b.iter(|| {
+            let id = random_workflow();
+            select
+                .query_map([id], |r| r.get::<_, Vec<u8>>(0))
+                .unwrap()
+                .map(|r| Row::decode(&r.unwrap()))
+                .collect::<Vec<Row>>()
+        })
+    });
+    group.finish();
+}
+
+/// Index memory of Annals for the W3 data set, for the report.
+fn write_index_memory(log: &Log) {
+    let stats = log.index_stats();
+    let beyond_ids = stats.entry_bytes + stats.stream_overhead_bytes + stats.checkpoint_bytes;
+    let report = format!(
+        "{{\"entries\":{},\"streams\":{},\"entry_bytes\":{},\"stream_overhead_bytes\":{},\"checkpoint_bytes\":{},\"stream_id_bytes\":{},\"bytes_per_record_beyond_ids\":{:.3}}}\n",
+        stats.entries,
+        stats.streams,
+        stats.entry_bytes,
+        stats.stream_overhead_bytes,
+        stats.checkpoint_bytes,
+        stats.stream_id_bytes,
+        beyond_ids as f64 / stats.entries.max(1) as f64
+    );
+    let path = Path::new("target/criterion");
+    let _ = std::fs::create_dir_all(path);
+    let _ =
+        std::fs::File::create(path.join("annals-index-memory.json")).and_then(|mut f| f.write_all(report.as_bytes()));
+}
+
+// ---------------------------------------------------------------- W4
+
+/// Drops a directory's files from the page cache (they are synced, so their
+/// pages are clean): GNU dd's `iflag=nocache count=0` advises the kernel to
+/// drop a whole file, without root and without `unsafe` here.
+fn evict(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        File::open(&path).unwrap().sync_all().unwrap();
+        let status = std::process::Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .expect("dd from coreutils");
+        assert!(status.success());
+    }
+}
+
+fn w4_open(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w4_open");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    let rt = runtime();
+    let sizes: &[(&str, u64)] =
+        if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
+    for &(label, rows) in sizes {
+        let dir = scratch(&format!("w4-annals-{label}"));
+        {
+            let log = annals_log(&dir, Durability::Flush);
+            let log_ref = log.clone();
+            let writers = 64;
+            concurrent(&rt, writers, rows / writers, move |w, i| {
+                let log = log_ref.clone();
+                async move {
+                    let _ = log.append(workflow(w * 977 + i), Expectation::Any, Row::new(i, w).encode()).await;
+                }
+            });
+            log.close().wait().unwrap();
+        }
+        let log_bytes: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        group.throughput(Throughput::Bytes(log_bytes));
+        for cache in ["warm", "cold"] {
+            group.bench_function(format!("annals_{label}_{cache}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        if cache == "cold" {
+                            evict(&dir);
+                        }
+                        let started = Instant::now();
+                        let log = annals_log(&dir, Durability::Sync);
+                        let first = log.read_stream(workflow(1)).unwrap();
+                        total += started.elapsed();
+                        std::hint::black_box(first);
+                        drop(log);
+                    }
+                    total
+                })
+            });
+        }
+
+        let dir = scratch(&format!("w4-redb-{label}"));
+        {
+            let db = redb_db(&dir);
+            for chunk in 0..rows.div_ceil(100_000) {
+                let tx = db.begin_write().unwrap();
+                {
+                    let mut table = tx.open_table(TABLE).unwrap();
+                    for i in chunk * 100_000..((chunk + 1) * 100_000).min(rows) {
+                        table
+                            .insert(
+                                (workflow(i).as_str(), i / WORKFLOWS),
+                                Row::new(i / WORKFLOWS, i).encode().as_slice(),
+                            )
+                            .unwrap();
+                    }
+                }
+                tx.commit().unwrap();
+            }
+        }
+        group.throughput(Throughput::Bytes(log_bytes));
+        for cache in ["warm", "cold"] {
+            group.bench_function(format!("redb_{label}_{cache}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        if cache == "cold" {
+                            evict(&dir);
+                        }
+                        let started = Instant::now();
+                        let db = redb::Database::open(dir.join("db.redb")).unwrap();
+                        let tx = db.begin_read().unwrap();
+                        let table = tx.open_table(TABLE).unwrap();
+                        let id = workflow(1);
+                        let first: Vec<Row> = table
+                            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
+                            .unwrap()
+                            .map(|e| Row::decode(e.unwrap().1.value()))
+                            .collect();
+                        total += started.elapsed();
+                        std::hint::black_box(first);
+                    }
+                    total
+                })
+            });
+        }
+
+        let dir = scratch(&format!("w4-sqlite-{label}"));
+        {
+            let mut conn = sqlite_db(&dir, "FULL");
+            let tx = conn.transaction().unwrap();
+            for i in 0..rows {
+                sqlite_append(&tx, &workflow(i), i / WORKFLOWS, &Row::new(i / WORKFLOWS, i).encode());
+            }
+            tx.commit().unwrap();
+            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+        }
+        for cache in ["warm", "cold"] {
+            group.bench_function(format!("sqlite_{label}_{cache}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        if cache == "cold" {
+                            evict(&dir);
+                        }
+                        let started = Instant::now();
+                        let conn = rusqlite::Connection::open(dir.join("db.sqlite")).unwrap();
+                        let mut select =
+                            conn.prepare("SELECT row FROM checkpoints WHERE workflow_id = ?1 ORDER BY seq").unwrap();
+                        let first: Vec<Row> = select
+                            .query_map([workflow(1)], |r| r.get::<_, Vec<u8>>(0))
+                            .unwrap()
+                            .map(|r| Row::decode(&r.unwrap()))
+                            .collect();
+                        total += started.elapsed();
+                        std::hint::black_box(first);
+                    }
+                    total
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------- W5
+
+fn w5_buffered_appends(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w5_buffered_appends");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let rt = runtime();
+    for writers in [1u64, 64] {
+        group.throughput(Throughput::Elements(writers));
+        let dir = scratch("w5-annals");
+        let log = annals_log(&dir, Durability::Flush);
+        let base = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        group.bench_with_input(BenchmarkId::new("annals_flush", writers), &writers, |b, &writers| {
+            b.iter_custom(|rounds| {
+                let (log, base) = (log.clone(), base.clone());
+                let start = base.fetch_add(rounds, std::sync::atomic::Ordering::Relaxed);
+                concurrent(&rt, writers, rounds, move |w, i| {
+                    let log = log.clone();
+                    async move {
+                        let row = Row::new(start + i, w);
+                        log.append(format!("writer-{w}"), Expectation::Exact(StreamSeq(start + i)), row.encode())
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+        });
+        drop(log);
+    }
+    group.throughput(Throughput::Elements(1));
+    let dir = scratch("w5-annals-blocking");
+    let log = annals_log(&dir, Durability::Flush);
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("annals_flush_blocking", |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            log.append(&id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).wait().unwrap()
+        })
+    });
+    drop(log);
+
+    let dir = scratch("w5-redb");
+    let db = redb_db(&dir);
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("redb_durability_none", |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::None)
+        })
+    });
+    drop(db);
+
+    let dir = scratch("w5-sqlite");
+    let conn = sqlite_db(&dir, "OFF");
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("sqlite_synchronous_off", |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            sqlite_append(&conn, &id, row.sequence, &row.encode())
+        })
+    });
+    drop(conn);
+
+    let dir = scratch("w5-raw");
+    let mut raw = RawFile::new(&dir, 0);
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function("raw_write", |b| b.iter(|| raw.append(&raw_record(&rows.take().1), false)));
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    w1_sequential_durable_appends,
+    w2_concurrent_durable_appends,
+    w3_load_a_run,
+    w4_open,
+    w5_buffered_appends
+);
+criterion_main!(benches);
