@@ -86,6 +86,38 @@ impl Row {
     }
 }
 
+/// Whether the command line's filter can match something in `group`: the
+/// groups build their data sets up front, so one that is filtered out skips
+/// that work too. Filters that name a group, or a bench in it, match it.
+fn wanted(group: &str) -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filters = Vec::new();
+    let mut skip_value = false;
+    for arg in &args {
+        if skip_value {
+            skip_value = false;
+        } else if arg.starts_with("--") {
+            let takes_value = [
+                "--profile-time",
+                "--save-baseline",
+                "--baseline",
+                "--measurement-time",
+                "--warm-up-time",
+                "--sample-size",
+                "--output-format",
+                "--color",
+            ];
+            skip_value = takes_value.contains(&arg.as_str());
+        } else if !arg.starts_with('-') {
+            filters.push(arg.clone());
+        }
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.starts_with(group) || group.starts_with(f.as_str()) || f.split('/').next() == Some(group))
+}
+
 fn workflow(i: u64) -> String {
     format!("wf-{:05}", i % WORKFLOWS)
 }
@@ -112,6 +144,12 @@ fn scratch(name: &str) -> PathBuf {
     path
 }
 
+/// Lets a setup's background work (a spare segment being zeroed, write-back
+/// of preallocated files) finish before anything is measured.
+fn settle() {
+    std::thread::sleep(if smoke() { Duration::ZERO } else { Duration::from_secs(2) });
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -119,7 +157,9 @@ fn runtime() -> tokio::runtime::Runtime {
 // ---------------------------------------------------------------- systems
 
 fn annals_log(dir: &Path, durability: Durability) -> Log {
-    Log::open(dir, Options { durability, ..Options::default() }).unwrap()
+    let log = Log::open(dir, Options { durability, ..Options::default() }).unwrap();
+    settle();
+    log
 }
 
 fn redb_db(dir: &Path) -> redb::Database {
@@ -177,6 +217,7 @@ impl RawFile {
             at += zeros.len() as u64;
         }
         file.sync_all().unwrap();
+        settle();
         RawFile { file, offset: 0 }
     }
 
@@ -246,6 +287,9 @@ fn raw_record(row: &Row) -> Vec<u8> {
 // ---------------------------------------------------------------- W1
 
 fn w1_sequential_durable_appends(c: &mut Criterion) {
+    if !wanted("w1_sequential_durable_appends") {
+        return;
+    }
     let mut group = c.benchmark_group("w1_sequential_durable_appends");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
@@ -360,6 +404,9 @@ where
 }
 
 fn w2_concurrent_durable_appends(c: &mut Criterion) {
+    if !wanted("w2_concurrent_durable_appends") {
+        return;
+    }
     let mut group = c.benchmark_group("w2_concurrent_durable_appends");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
     let rt = runtime();
@@ -454,6 +501,9 @@ fn w2_concurrent_durable_appends(c: &mut Criterion) {
 // ---------------------------------------------------------------- W3
 
 fn w3_load_a_run(c: &mut Criterion) {
+    if !wanted("w3_load_a_run") {
+        return;
+    }
     let mut group = c.benchmark_group("w3_load_a_run");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     let workflows = if smoke() { 10 } else { WORKFLOWS };
@@ -588,6 +638,9 @@ fn evict(dir: &Path) {
 }
 
 fn w4_open(c: &mut Criterion) {
+    if !wanted("w4_open") {
+        return;
+    }
     let mut group = c.benchmark_group("w4_open");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     let rt = runtime();
@@ -716,6 +769,9 @@ fn w4_open(c: &mut Criterion) {
 // ---------------------------------------------------------------- W5
 
 fn w5_buffered_appends(c: &mut Criterion) {
+    if !wanted("w5_buffered_appends") {
+        return;
+    }
     let mut group = c.benchmark_group("w5_buffered_appends");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     let rt = runtime();

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
@@ -48,6 +48,9 @@ pub struct Log {
 
 struct Handle {
     shared: Arc<Shared>,
+    /// The writer's state; whoever holds it writes (the writer thread, or a
+    /// blocking appender leading a group).
+    writer: Arc<Mutex<Writer>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     report: RecoveryReport,
 }
@@ -56,7 +59,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // The last handle is gone: close as `close()` would, then join the threads.
         let (reply, _ignored) = oneshot::channel();
-        let _ = self.shared.push(Command::Close(reply));
+        let _ = self.shared.push(Command::Close(reply), true);
         for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
         }
@@ -67,11 +70,22 @@ impl Drop for Handle {
 #[must_use = "a dropped Pending does not withdraw the write; await it to learn the outcome"]
 pub struct Pending<T> {
     future: Pin<Box<dyn Future<Output = Result<T>> + Send>>,
+    /// For a write: the log, and whether the caller blocks in `wait` (then
+    /// its request skips waking the writer thread and the caller leads).
+    leader: Option<(Arc<Handle>, Arc<AtomicBool>)>,
 }
 
 impl<T> Pending<T> {
     fn new(future: impl Future<Output = Result<T>> + Send + 'static) -> Pending<T> {
-        Pending { future: Box::pin(future) }
+        Pending { future: Box::pin(future), leader: None }
+    }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Pending<U>
+    where
+        T: 'static,
+    {
+        let future = self.future;
+        Pending { future: Box::pin(async move { future.await.map(f) }), leader: self.leader }
     }
 
     fn ready(result: Result<T>) -> Pending<T>
@@ -86,7 +100,16 @@ impl<T> Pending<T> {
     /// # Errors
     /// Whatever the write failed with.
     pub fn wait(self) -> Result<T> {
-        block_on(self.future)
+        let Pending { mut future, leader } = self;
+        let Some((handle, blocking)) = leader else { return block_on(future) };
+        blocking.store(true, Ordering::Relaxed);
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return output;
+        }
+        // The request is queued: write it here if no one else is writing.
+        Writer::lead(&handle.shared, &handle.writer);
+        block_on(future)
     }
 }
 
@@ -223,20 +246,21 @@ impl Log {
             permits: Arc::new(Semaphore::new(options.queue_requests_max)),
             options,
             index: RwLock::new(index),
-            queue: Mutex::new(Queue { commands: Default::default(), status: Status::Open }),
+            queue: Mutex::new(Queue { commands: Default::default(), status: Status::Open, periodic_deadline: None }),
             wake: Condvar::new(),
             lock: Mutex::new(Some(lock)),
             spares: Spares::new(),
         });
         let mut threads = Vec::new();
-        let writer = Writer::new(shared.clone(), log_id);
-        threads.push(spawn("annals-writer", move || writer.run())?);
+        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), log_id)));
+        let (thread_shared, thread_writer) = (shared.clone(), writer.clone());
+        threads.push(spawn("annals-writer", move || Writer::run_thread(&thread_shared, &thread_writer))?);
         if background {
             let preparer = shared.clone();
             threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
             shared.spares.request();
         }
-        Ok(Log { handle: Arc::new(Handle { shared, threads: Mutex::new(threads), report }) })
+        Ok(Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) })
     }
 
     fn shared(&self) -> &Shared {
@@ -323,11 +347,7 @@ impl Log {
     }
 
     fn single(&self, batch: Batch, durability: Durability) -> Pending<Appended> {
-        let pending = self.commit_with(batch, durability);
-        Pending::new(async move {
-            let appended = pending.await?;
-            Ok(appended[0])
-        })
+        self.commit_with(batch, durability).map(|appended| appended[0])
     }
 
     /// Commits a batch: every guard holds and every operation becomes durable
@@ -347,14 +367,19 @@ impl Log {
             return Pending::ready(Err(error));
         }
         let handle = self.handle.clone();
+        let blocking = Arc::new(AtomicBool::new(false));
+        let blocking_in_future = blocking.clone();
         let (reply, receiver) = oneshot::channel();
-        Pending::new(async move {
+        let mut pending = Pending::new(async move {
             let shared = &handle.shared;
             let permit = shared.permits.clone().acquire_owned().await.map_err(|_| closed_or_poisoned(shared))?;
             let request = WriteRequest { ops: batch.ops, durability, reply, permit };
-            shared.push(Command::Write(request)).map_err(|(_, error)| error)?;
+            let wake_writer = !blocking_in_future.load(Ordering::Relaxed);
+            shared.push(Command::Write(request), wake_writer).map_err(|(_, error)| error)?;
             receiver.await.map_err(|_| Error::Closed)?
-        })
+        });
+        pending.leader = Some((self.handle.clone(), blocking));
+        pending
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<()> {
@@ -393,7 +418,7 @@ impl Log {
         let handle = self.handle.clone();
         Pending::new(async move {
             let (reply, receiver) = oneshot::channel();
-            match handle.shared.push(Command::Close(reply)) {
+            match handle.shared.push(Command::Close(reply), true) {
                 Ok(()) => receiver.await.map_err(|_| Error::Closed)?,
                 Err(_) => Ok(()),
             }
