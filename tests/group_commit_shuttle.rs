@@ -27,6 +27,20 @@ fn open(fs: &SimFs) -> Log {
     Log::open(annals::sim::sim_dir(), options(fs)).expect("open")
 }
 
+type Results = Vec<annals::Result<annals::Appended>>;
+
+/// `threads` appenders, each making three blocking appends to its own stream.
+fn appenders(log: &Log, threads: u8) -> Vec<thread::JoinHandle<Results>> {
+    (0..threads)
+        .map(|i| {
+            let log = log.clone();
+            thread::spawn(move || {
+                (0..3).map(|_| log.append(format!("s{i}"), Expectation::Any, vec![i]).wait()).collect()
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn racing_guarded_appends_decide_in_commit_order_and_every_ack_is_visible() {
     shuttle::check_random(
@@ -71,16 +85,7 @@ fn a_failed_write_or_sync_fails_every_waiting_and_later_append() {
                 let fs = SimFs::new();
                 let log = open(&fs);
                 fs.inject_fault_after(fault_at, FaultKind::Eio, false);
-                let threads: Vec<_> = (0..3u8)
-                    .map(|i| {
-                        let log = log.clone();
-                        thread::spawn(move || {
-                            (0..3)
-                                .map(|_| log.append(format!("s{i}"), Expectation::Any, vec![i]).wait())
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
+                let threads = appenders(&log, 3);
                 let mut acked = Vec::new();
                 let mut failures = 0;
                 for thread in threads {
@@ -119,16 +124,7 @@ fn close_racing_appends_answers_every_append_and_keeps_every_ack() {
         || {
             let fs = SimFs::new();
             let log = open(&fs);
-            let threads: Vec<_> = (0..2u8)
-                .map(|i| {
-                    let log = log.clone();
-                    thread::spawn(move || {
-                        (0..3)
-                            .map(|_| log.append(format!("s{i}"), Expectation::Any, vec![i]).wait())
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
+            let threads = appenders(&log, 2);
             log.close().wait().unwrap();
             let mut acked = Vec::new();
             for thread in threads {
