@@ -671,7 +671,7 @@ fn w4_open(c: &mut Criterion) {
                             evict(&dir);
                         }
                         let started = Instant::now();
-                        let log = annals_log(&dir, Durability::Sync);
+                        let log = Log::open(&dir, Options::default()).unwrap();
                         let first = log.read_stream(workflow(1)).unwrap();
                         total += started.elapsed();
                         std::hint::black_box(first);

@@ -20,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -102,6 +103,11 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     pub lock: Mutex<Option<DirLock>>,
     pub spares: Spares,
+    /// Commands pushed since the writer last drained the queue, readable
+    /// without the queue's lock (the writer polls it between rounds).
+    pub queued: AtomicUsize,
+    /// Set once the log is poisoned, readable without the queue's lock.
+    pub poisoned: AtomicBool,
 }
 
 pub(crate) struct Queue {
@@ -125,6 +131,7 @@ impl Shared {
             _ => {
                 let cause = Arc::new(cause);
                 queue.status = Status::Poisoned(cause.clone());
+                self.poisoned.store(true, Ordering::Release);
                 cause
             }
         }
@@ -137,6 +144,7 @@ impl Shared {
         match (&queue.status, &command) {
             (Status::Open, _) | (Status::Poisoned(_), Command::Close(_)) => {
                 queue.commands.push_back(command);
+                self.queued.fetch_add(1, Ordering::Release);
                 drop(queue);
                 if wake_writer {
                     self.wake.notify_one();
@@ -292,7 +300,11 @@ impl Writer {
     /// and commits them whenever no blocking appender is leading. Returns
     /// once the log is closed.
     pub fn run_thread(shared: &Shared, writer: &Mutex<Writer>) {
+        let mut busy = false;
         loop {
+            if busy {
+                poll_for_work(shared);
+            }
             let sync_due = {
                 let mut queue = shared.queue.lock();
                 loop {
@@ -319,7 +331,7 @@ impl Writer {
             if sync_due {
                 writer.sync_periodic();
             }
-            writer.round();
+            busy = writer.round();
         }
     }
 
@@ -339,14 +351,17 @@ impl Writer {
     }
 
     /// Commits everything queued now, in groups of at most `group_bytes_max`.
-    fn round(&mut self) {
+    /// Returns whether there was anything to commit.
+    fn round(&mut self) -> bool {
         if self.closed {
-            return;
+            return false;
         }
         if self.pending.is_empty() {
             let mut queue = self.shared.queue.lock();
             self.pending.extend(queue.commands.drain(..));
+            self.shared.queued.store(0, Ordering::Release);
         }
+        let worked = !self.pending.is_empty();
         while !self.pending.is_empty() {
             let mut group = Group::default();
             while let Some(command) = self.pending.pop_front() {
@@ -361,7 +376,7 @@ impl Writer {
                         self.commit(&mut group, false);
                         let result = self.close();
                         let _ = reply.send(result);
-                        return;
+                        return true;
                     }
                 }
             }
@@ -371,13 +386,16 @@ impl Writer {
         if due {
             self.sync_periodic();
         }
+        worked
     }
 
     /// Checks a request's guards and, if they hold, encodes it into the group.
     fn add(&mut self, group: &mut Group, request: WriteRequest) {
         let WriteRequest { ops, durability, reply, permit } = request;
         drop(permit);
-        if let Status::Poisoned(cause) = self.shared.status() {
+        if self.shared.poisoned.load(Ordering::Acquire)
+            && let Status::Poisoned(cause) = self.shared.status()
+        {
             let _ = reply.send(Err(Error::Poisoned { cause }));
             return;
         }
@@ -643,6 +661,23 @@ fn record_kind(kind: OpKind) -> RecordKind {
         OpKind::Entry(_) => RecordKind::Entry,
         OpKind::Snapshot(_) => RecordKind::Snapshot,
         OpKind::Clear(_) => RecordKind::Tombstone,
+    }
+}
+
+/// After a round that had work, the writer thread looks for the next
+/// request for this long before it sleeps: under load the next request
+/// comes within microseconds, and a sleep costs a wake-up and a context
+/// switch each way. It yields the core while it looks, so appenders run.
+const POLL_FOR_WORK: Duration = Duration::from_micros(50);
+
+fn poll_for_work(shared: &Shared) {
+    // Shuttle's scheduler cannot preempt a polling loop: check once there.
+    if cfg!(feature = "shuttle") {
+        return;
+    }
+    let until = Instant::now() + POLL_FOR_WORK;
+    while shared.queued.load(Ordering::Acquire) == 0 && Instant::now() < until {
+        crate::sync::thread::yield_now();
     }
 }
 

@@ -250,6 +250,8 @@ impl Log {
             wake: Condvar::new(),
             lock: Mutex::new(Some(lock)),
             spares: Spares::new(),
+            queued: Default::default(),
+            poisoned: Default::default(),
         });
         let mut threads = Vec::new();
         let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), log_id)));
