@@ -1,7 +1,9 @@
 //! The public handle: opens a log, coordinates the writer, the spare
 //! preparer and the index, and serves reads.
 //!
-//! [`Log`] is `Clone + Send + Sync`; every clone shares one writer thread.
+//! [`Log`] is `Clone + Send + Sync`; every clone shares one writer. Async
+//! appends are committed by the writer thread; a blocking appender that finds
+//! no one writing commits its group itself.
 //! Each write returns a [`Pending`] future: `.await` it on any async runtime
 //! (no I/O runs on the runtime's threads), or call [`Pending::wait`] to
 //! block a thread that has no runtime.
