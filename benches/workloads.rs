@@ -201,6 +201,21 @@ fn sqlite_append(conn: &rusqlite::Connection, id: &str, seq: u64, row: &[u8]) {
     .unwrap();
 }
 
+/// Benches one writer making W1's appends one at a time with `append`.
+fn sequential<R>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut append: impl FnMut(&str, &Row) -> R,
+) {
+    let mut rows = RoundRobin { next: 0 };
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let (id, row) = rows.take();
+            append(&id, &row)
+        })
+    });
+}
+
 /// A plain file for the raw loops, optionally preallocated with synced zeros.
 struct RawFile {
     file: File,
@@ -296,23 +311,15 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
 
     let dir = scratch("w1-annals");
     let log = annals_log(&dir, Durability::Sync);
-    let mut rows = RoundRobin { next: 0 };
-    group.bench_function("annals_sync", |b| {
-        b.iter(|| {
-            let (id, row) = rows.take();
-            log.append(&id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).wait().unwrap()
-        })
+    sequential(&mut group, "annals_sync", |id, row| {
+        log.append(id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).wait().unwrap()
     });
     drop(log);
 
     let dir = scratch("w1-redb");
     let db = redb_db(&dir);
-    let mut rows = RoundRobin { next: 0 };
-    group.bench_function("redb_immediate", |b| {
-        b.iter(|| {
-            let (id, row) = rows.take();
-            redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::Immediate)
-        })
+    sequential(&mut group, "redb_immediate", |id, row| {
+        redb_append(&db, id, row.sequence, &row.encode(), redb::Durability::Immediate)
     });
     drop(db);
 
@@ -331,13 +338,7 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
 
     let dir = scratch("w1-sqlite");
     let conn = sqlite_db(&dir, "FULL");
-    let mut rows = RoundRobin { next: 0 };
-    group.bench_function("sqlite_full", |b| {
-        b.iter(|| {
-            let (id, row) = rows.take();
-            sqlite_append(&conn, &id, row.sequence, &row.encode())
-        })
-    });
+    sequential(&mut group, "sqlite_full", |id, row| sqlite_append(&conn, id, row.sequence, &row.encode()));
     drop(conn);
 
     for (name, preallocate) in [("raw_append_fdatasync", 0u64), ("raw_preallocated_fdatasync", 256 << 20)] {
@@ -800,35 +801,21 @@ fn w5_buffered_appends(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let dir = scratch("w5-annals-blocking");
     let log = annals_log(&dir, Durability::Flush);
-    let mut rows = RoundRobin { next: 0 };
-    group.bench_function("annals_flush_blocking", |b| {
-        b.iter(|| {
-            let (id, row) = rows.take();
-            log.append(&id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).wait().unwrap()
-        })
+    sequential(&mut group, "annals_flush_blocking", |id, row| {
+        log.append(id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).wait().unwrap()
     });
     drop(log);
 
     let dir = scratch("w5-redb");
     let db = redb_db(&dir);
-    let mut rows = RoundRobin { next: 0 };
-    group.bench_function("redb_durability_none", |b| {
-        b.iter(|| {
-            let (id, row) = rows.take();
-            redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::None)
-        })
+    sequential(&mut group, "redb_durability_none", |id, row| {
+        redb_append(&db, id, row.sequence, &row.encode(), redb::Durability::None)
     });
     drop(db);
 
     let dir = scratch("w5-sqlite");
     let conn = sqlite_db(&dir, "OFF");
-    let mut rows = RoundRobin { next: 0 };
-    group.bench_function("sqlite_synchronous_off", |b| {
-        b.iter(|| {
-            let (id, row) = rows.take();
-            sqlite_append(&conn, &id, row.sequence, &row.encode())
-        })
-    });
+    sequential(&mut group, "sqlite_synchronous_off", |id, row| sqlite_append(&conn, id, row.sequence, &row.encode()));
     drop(conn);
 
     let dir = scratch("w5-raw");

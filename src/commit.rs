@@ -527,7 +527,14 @@ impl Writer {
             }
             if group.needs_periodic && self.durable_lsn < self.next_lsn {
                 let interval = Duration::from_millis(self.shared.options.fsync_interval_ms);
-                self.shared.queue.lock().periodic_deadline.get_or_insert_with(|| Instant::now() + interval);
+                let mut queue = self.shared.queue.lock();
+                if queue.periodic_deadline.is_none() {
+                    queue.periodic_deadline = Some(Instant::now() + interval);
+                    drop(queue);
+                    // The writer thread may be asleep without a deadline (a
+                    // blocking caller led this group): wake it to wait for this one.
+                    self.shared.wake.notify_one();
+                }
             }
             self.publish(&group.buf);
         }

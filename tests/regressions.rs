@@ -122,3 +122,27 @@ async fn an_unpolled_append_never_happens_and_a_polled_one_is_not_withdrawn() {
     let payloads: Vec<&[u8]> = entries.iter().map(|r| r.payload.as_ref()).collect();
     assert_eq!(payloads, vec![&b"polled once"[..], &b"awaited"[..]]);
 }
+
+/// After the leader/follower change, a blocking appender that led a group of
+/// `Periodic` appends set the sync deadline while the writer thread slept
+/// without one, and nobody woke it: the background fdatasync never ran until
+/// some later request came. Found by a flaky run of
+/// `periodic_appends_are_synced_in_the_background`; here the writer thread
+/// is surely asleep first.
+#[test]
+fn a_periodic_append_led_by_a_blocking_caller_is_synced_in_the_background() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let options = annals::Options { durability: annals::Durability::Periodic, fsync_interval_ms: 5, ..fs.options() };
+    let log = Log::open(dir.path(), options).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100)); // the writer thread is asleep now
+    let before = fs.faults.syncs.load(Ordering::SeqCst);
+    log.append("s", Expectation::Any, &b"periodic"[..]).wait().unwrap();
+    let mut polls = 0;
+    while fs.faults.syncs.load(Ordering::SeqCst) == before {
+        polls += 1;
+        assert!(polls < 2_500, "the periodic fsync never ran");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
