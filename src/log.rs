@@ -106,12 +106,18 @@ impl<T> Pending<T> {
         let Some((handle, blocking)) = leader else { return block_on(future) };
         blocking.store(true, Ordering::Relaxed);
         let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
-        if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&waker)) {
-            return output;
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            // The request is queued, or waits for room in a full queue and
+            // will be queued after a later poll: after every poll, commit
+            // what is queued here if no one else is writing (the request's
+            // push does not wake the writer thread).
+            Writer::lead(&handle.shared, &handle.writer);
+            thread::park();
         }
-        // The request is queued: write it here if no one else is writing.
-        Writer::lead(&handle.shared, &handle.writer);
-        block_on(future)
     }
 }
 

@@ -146,3 +146,22 @@ fn close_racing_appends_answers_every_append_and_keeps_every_ack() {
         ITERATIONS,
     );
 }
+
+/// A blocking appender that waits for room in a full queue pushes its
+/// request later, after it first tried to lead; it must still be committed.
+#[test]
+fn blocking_appenders_behind_a_full_queue_are_all_committed() {
+    shuttle::check_random(
+        || {
+            let fs = SimFs::new();
+            let log =
+                Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(&fs) }).expect("open");
+            let threads = appenders(&log, 3);
+            for thread in threads {
+                assert!(thread.join().unwrap().iter().all(Result::is_ok));
+            }
+            assert_eq!(log.last_lsn(), Lsn(9));
+        },
+        ITERATIONS,
+    );
+}
