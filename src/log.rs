@@ -99,6 +99,11 @@ impl<T> Pending<T> {
 
     /// Blocks the calling thread until the write is acknowledged or fails.
     ///
+    /// If no one else is writing, the calling thread commits the group its
+    /// request is in: it may run the write and the fdatasync itself. So call
+    /// it from threads that may block, never from async code; there, `.await`
+    /// the `Pending` instead, and the writer thread does the I/O.
+    ///
     /// # Errors
     /// Whatever the write failed with.
     pub fn wait(self) -> Result<T> {
