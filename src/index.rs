@@ -244,21 +244,11 @@ impl Index {
     /// moves the visible end past it. The frame must have passed
     /// [`Index::check_frame`] and follow the visible end.
     pub fn apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
-        assert_eq!(frame.meta.lsn, self.next_lsn, "frames are applied in lsn order");
+        self.place_frame(frame_offset, frame);
         let segment_number = self.segments.len() - 1;
-        let entry = self.segments.last_mut().expect("a segment to apply into");
-        assert_eq!(frame_offset, entry.end_offset, "frames are applied in file order");
-        if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
-            let offset = u32::try_from(frame_offset).expect("segments are at most 4 GiB");
-            entry.checkpoints.push((frame.meta.lsn, offset));
-        }
-        entry.frames += 1;
-        entry.last_frame_offset = Some(frame_offset);
-        entry.end_offset = frame_offset + frame.total_bytes();
         let body_offset = frame_offset + FRAME_HEADER_BYTES;
         for op in frame.ops() {
             let loc = RecordLoc::new(segment_number, body_offset + op.offset_in_body);
-            self.records += 1;
             if op.kind == RecordKind::Tombstone {
                 self.streams.remove(op.stream);
                 continue;
@@ -274,6 +264,24 @@ impl Index {
                 state.entries.push(loc);
             }
         }
+    }
+
+    /// Records where a frame is and moves the visible end past it, leaving
+    /// the streams alone: [`Index::apply_frame`] without the stream updates.
+    /// The read-only verifier uses it alone after corruption, when the
+    /// streams' history before the damage is unknown.
+    pub fn place_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
+        assert_eq!(frame.meta.lsn, self.next_lsn, "frames are applied in lsn order");
+        let entry = self.segments.last_mut().expect("a segment to apply into");
+        assert_eq!(frame_offset, entry.end_offset, "frames are applied in file order");
+        if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
+            let offset = u32::try_from(frame_offset).expect("segments are at most 4 GiB");
+            entry.checkpoints.push((frame.meta.lsn, offset));
+        }
+        entry.frames += 1;
+        entry.last_frame_offset = Some(frame_offset);
+        entry.end_offset = frame_offset + frame.total_bytes();
+        self.records += u64::from(frame.lsn_count);
         self.next_lsn = frame.next_lsn();
         self.last_durable_lsn = frame.meta.durable_lsn;
         self.ends_with_marker = frame.kind == FrameKind::Marker;

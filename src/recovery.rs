@@ -97,6 +97,9 @@ struct Recovery<'a> {
     report: RecoveryReport,
     problems: Vec<Corruption>,
     body_bytes_max: usize,
+    /// Read-only: an earlier corruption broke the chain, and scanning went on
+    /// from a later segment's first LSN.
+    resynced: bool,
 }
 
 /// Opens every segment in `dir`, checks it and rebuilds the index.
@@ -117,6 +120,7 @@ pub fn recover(
         report: RecoveryReport::default(),
         problems: Vec::new(),
         body_bytes_max,
+        resynced: false,
     };
     recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -221,6 +225,7 @@ impl Recovery<'_> {
         if expected == Lsn(u64::MAX) {
             self.index = Index::new(self.body_bytes_max);
             self.index.set_next_lsn(header.first_lsn);
+            self.resynced = true;
         }
         Ok(Ok(Segment { header, path: path.to_owned(), file, map }))
     }
@@ -246,10 +251,16 @@ impl Recovery<'_> {
                     return ScanEnd::Defect { offset, why: defect.describe(), stream_inconsistent: false };
                 }
             };
-            if let Err(kind) = self.index.check_frame(&frame) {
-                return ScanEnd::Defect { offset, why: kind.to_string(), stream_inconsistent: true };
+            if self.resynced {
+                // Past an earlier corruption (read-only): the streams' history is
+                // unknown, so check the frames alone.
+                self.index.place_frame(offset, &frame);
+            } else {
+                if let Err(kind) = self.index.check_frame(&frame) {
+                    return ScanEnd::Defect { offset, why: kind.to_string(), stream_inconsistent: true };
+                }
+                self.index.apply_frame(offset, &frame);
             }
-            self.index.apply_frame(offset, &frame);
             self.report.records += u64::from(frame.lsn_count);
             self.report.bytes += frame.total_bytes() as u64;
             offset += frame.total_bytes();

@@ -146,3 +146,27 @@ fn a_periodic_append_led_by_a_blocking_caller_is_synced_in_the_background() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// After the first corruption, the read-only verifier started over at the
+/// next segment with an empty index, so the first entry of every later
+/// segment looked like a broken stream: it reported one false problem per
+/// segment and missed the real second damage. Found by hand with two
+/// damaged sealed segments.
+#[test]
+fn verify_reports_each_real_problem_and_no_follow_on_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    for i in 0..120u64 {
+        log.append(format!("s{}", i % 3), Expectation::Any, vec![i as u8; 300]).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+    drop(log);
+    let segments = common::segment_files(dir.path());
+    let first = common::frame_offsets(&segments[1])[2];
+    let second = common::frame_offsets(&segments[4])[1];
+    common::flip_bit(&segments[1], first + 50, 1);
+    common::flip_bit(&segments[4], second + 50, 1);
+    let reader = annals::LogReader::open(dir.path()).unwrap();
+    let found: Vec<(std::path::PathBuf, u64)> = reader.problems().iter().map(|p| (p.file.clone(), p.offset)).collect();
+    assert_eq!(found, vec![(segments[1].clone(), first as u64), (segments[4].clone(), second as u64)]);
+}
