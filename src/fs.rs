@@ -76,6 +76,12 @@ pub trait MappedFile: Send + Sync + fmt::Debug {
     /// `len` bytes from `offset`, without copying where the implementation
     /// allows it. The caller keeps the range inside the view.
     fn slice(&self, offset: usize, len: usize) -> Bytes;
+    /// The whole view as one borrowed slice, where the implementation can
+    /// lend it (a memory map can; the simulated file system cannot, and
+    /// readers fall back to [`MappedFile::slice`]).
+    fn as_slice(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// The operating system's file system.
@@ -195,6 +201,10 @@ mod mmap {
 
         fn slice(&self, offset: usize, len: usize) -> Bytes {
             self.bytes.slice(offset..offset + len)
+        }
+
+        fn as_slice(&self) -> Option<&[u8]> {
+            Some(&self.bytes)
         }
     }
 }

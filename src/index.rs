@@ -96,6 +96,35 @@ pub struct Record {
     pub payload: Bytes,
 }
 
+/// One record borrowed from the log's memory map, for
+/// [`Log::visit_stream`](crate::Log::visit_stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its position in the log.
+    pub lsn: Lsn,
+    /// Its stream.
+    pub stream: &'a [u8],
+    /// As [`Record::seq`].
+    pub seq: StreamSeq,
+    /// What it is.
+    pub kind: RecordKind,
+    /// The caller's bytes.
+    pub payload: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            lsn: self.lsn,
+            stream: Bytes::copy_from_slice(self.stream),
+            seq: self.seq,
+            kind: self.kind,
+            payload: Bytes::copy_from_slice(self.payload),
+        }
+    }
+}
+
 /// A stream as read: its latest snapshot and the entries after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamRead {
@@ -103,6 +132,34 @@ pub struct StreamRead {
     pub snapshot: Option<Record>,
     /// Entries after the snapshot (all live entries if there is none), in order.
     pub entries: Vec<Record>,
+}
+
+/// The operation at `offset` of `bytes` (a segment, or its part from some
+/// base), if it ends by `end` and has the stream and sequence the index
+/// expects: its LSN, stream and payload.
+#[inline]
+fn op_at<'a>(
+    bytes: &'a [u8],
+    offset: usize,
+    end: usize,
+    stream: &[u8],
+    seq: StreamSeq,
+) -> Result<(Lsn, &'a [u8], &'a [u8]), &'static str> {
+    let Some(head) = bytes.get(offset..offset + OP_HEADER_BYTES).filter(|_| offset + OP_HEADER_BYTES <= end) else {
+        return Err("operation header past the end of the segment");
+    };
+    let header = decode_op_header(head.try_into().expect("sliced to the header length"));
+    let stream_start = offset + OP_HEADER_BYTES;
+    let payload_start = stream_start + header.stream_bytes;
+    let payload_end = payload_start + header.payload_bytes;
+    if payload_end > end || payload_end > bytes.len() {
+        return Err("operation past the end of the segment");
+    }
+    let found = &bytes[stream_start..payload_start];
+    if found != stream || header.seq != seq {
+        return Err("stream or sequence differs from the index");
+    }
+    Ok((header.lsn, found, &bytes[payload_start..payload_end]))
 }
 
 /// Sizes of the index, for the memory figures in the docs and the benches.
@@ -353,26 +410,67 @@ impl Index {
     /// expects there (paired with the checks made before it was written).
     fn read_op(&self, loc: RecordLoc, kind: RecordKind, stream: &[u8], seq: StreamSeq) -> Result<Record> {
         let entry = &self.segments[loc.segment()];
-        let offset = loc.offset();
-        let mismatch = |what: &str| {
-            Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::IndexMismatch(what.to_owned()))
+        self.with_op(loc, kind, stream, seq, |op| {
+            let stream_start = loc.offset() + OP_HEADER_BYTES;
+            Record {
+                lsn: op.lsn,
+                stream: entry.segment.map.slice(stream_start, op.stream.len()),
+                seq,
+                kind,
+                payload: entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
+            }
+        })
+    }
+
+    /// Calls `f` on the operation at `loc`, borrowed from the segment's map
+    /// where it can lend its bytes, after checking that it is the one the
+    /// index expects there.
+    fn with_op<R>(
+        &self,
+        loc: RecordLoc,
+        kind: RecordKind,
+        stream: &[u8],
+        seq: StreamSeq,
+        f: impl FnOnce(RecordRef<'_>) -> R,
+    ) -> Result<R> {
+        let entry = &self.segments[loc.segment()];
+        let (offset, end) = (loc.offset(), entry.end_offset);
+        let owned;
+        let (bytes, base) = match entry.segment.map.as_slice() {
+            Some(map) => (map, 0),
+            None => {
+                owned = entry.segment.map.slice(offset, end.saturating_sub(offset));
+                (owned.as_ref(), offset)
+            }
         };
-        if offset + OP_HEADER_BYTES > entry.end_offset {
-            return Err(mismatch("operation header past the end of the segment"));
+        match op_at(bytes, offset - base, end - base, stream, seq) {
+            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, payload })),
+            Err(what) => Err(Error::corruption(
+                &entry.segment.path,
+                offset as u64,
+                CorruptionKind::IndexMismatch(what.to_owned()),
+            )),
         }
-        let head = entry.segment.map.slice(offset, OP_HEADER_BYTES);
-        let header = decode_op_header(head.as_ref().try_into().expect("sliced to the header length"));
-        let stream_start = offset + OP_HEADER_BYTES;
-        let end = stream_start + header.stream_bytes + header.payload_bytes;
-        if end > entry.end_offset {
-            return Err(mismatch("operation past the end of the segment"));
+    }
+
+    /// Calls `f` on the stream's latest snapshot, if any, then on each entry
+    /// after it, in order. Returns how many records `f` saw.
+    pub fn visit_stream(&self, stream: &[u8], mut f: impl FnMut(RecordRef<'_>)) -> Result<usize> {
+        let Some(state) = self.streams.get(stream) else {
+            return Ok(0);
+        };
+        let mut seen = 0;
+        let mut from = 0;
+        if let Some((seq, loc)) = state.snapshot {
+            self.with_op(loc, RecordKind::Snapshot, stream, seq, &mut f)?;
+            seen += 1;
+            from = usize::try_from(seq.0 + 1).unwrap_or(usize::MAX).min(state.entries.len());
         }
-        let stream_bytes = entry.segment.map.slice(stream_start, header.stream_bytes);
-        if stream_bytes.as_ref() != stream || header.seq != seq {
-            return Err(mismatch("stream or sequence differs from the index"));
+        for (i, loc) in state.entries[from..].iter().enumerate() {
+            self.with_op(*loc, RecordKind::Entry, stream, StreamSeq((from + i) as u64), &mut f)?;
+            seen += 1;
         }
-        let payload = entry.segment.map.slice(stream_start + header.stream_bytes, header.payload_bytes);
-        Ok(Record { lsn: header.lsn, stream: stream_bytes, seq, kind, payload })
+        Ok(seen)
     }
 
     /// The record at `lsn`, if it is in the log.

@@ -47,7 +47,7 @@ mod types;
 pub use commit::Appended;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
-pub use index::{IndexStats, Record, StreamRead};
+pub use index::{IndexStats, Record, RecordRef, StreamRead};
 pub use log::{Batch, Log, LogReader, Pending};
 pub use options::{Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};

@@ -34,7 +34,7 @@ use crate::commit::{Appended, Command, Op, OpKind, Queue, Shared, Spares, Status
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
 use crate::fs::{DirLock, FileSystem, LockMode};
-use crate::index::{Index, IndexStats, Record, StreamRead};
+use crate::index::{Index, IndexStats, Record, RecordRef, StreamRead};
 use crate::options::{Options, SegmentPreparation};
 use crate::recovery::{Access, Recovered, RecoveryReport, recover};
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare};
@@ -456,6 +456,23 @@ impl Log {
     /// [`Error::Corruption`] if a record no longer matches the index.
     pub fn read_stream(&self, stream: impl AsRef<[u8]>) -> Result<StreamRead> {
         self.shared().index.read().read_stream(stream.as_ref())
+    }
+
+    /// Calls `f` on the latest snapshot of `stream`, if any, then on each
+    /// live entry after it, in order: what [`Log::read_stream`] returns, but
+    /// borrowed from the log's memory map, with nothing copied, allocated or
+    /// reference-counted per record. The fastest way to rebuild state from a
+    /// stream. Returns how many records `f` saw.
+    ///
+    /// `f` runs while the index is read-locked: appends are acknowledged
+    /// only after it returns, so keep it short (decode or copy, no I/O, and
+    /// never wait on an append from inside it).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a record no longer matches the index; `f`
+    /// has then seen the records before it.
+    pub fn visit_stream(&self, stream: impl AsRef<[u8]>, f: impl FnMut(RecordRef<'_>)) -> Result<usize> {
+        self.shared().index.read().visit_stream(stream.as_ref(), f)
     }
 
     /// The live entries of `stream` from sequence `from` on, ignoring snapshots.

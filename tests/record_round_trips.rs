@@ -112,3 +112,66 @@ fn rollover_across_many_small_segments_keeps_order() {
     assert_eq!(log.next_seq("one"), StreamSeq(400));
     assert!(log.read_stream("one").unwrap().entries.iter().all(|r| r.payload == payload));
 }
+
+/// Writes snapshots, entries, a clear and batches over many small segments.
+fn write_history(log: &annals::Log) {
+    for i in 0..300u64 {
+        let stream = format!("s{}", i % 3);
+        log.append(stream.as_str(), Expectation::Exact(StreamSeq(i / 3)), format!("entry {i:>40}").into_bytes())
+            .wait()
+            .unwrap();
+    }
+    log.snapshot("s0", StreamSeq(9), &b"s0 through 9"[..]).wait().unwrap();
+    log.clear("s2", Expectation::Any).wait().unwrap();
+    let batch = Batch::new().append("s0", Expectation::Exact(StreamSeq(100)), &b"s0 100"[..]).append(
+        "s2",
+        Expectation::NoStream,
+        &b"s2 again"[..],
+    );
+    log.commit(batch).wait().unwrap();
+}
+
+/// What `visit_stream` saw, as owned records: the snapshot first, if any.
+fn visited(log: &annals::Log, stream: &str) -> Vec<annals::Record> {
+    let mut seen = Vec::new();
+    let count = log.visit_stream(stream, |r| seen.push(r.to_record())).unwrap();
+    assert_eq!(count, seen.len());
+    seen
+}
+
+fn assert_visit_matches_read_stream(log: &annals::Log) {
+    for stream in ["s0", "s1", "s2"] {
+        let read = log.read_stream(stream).unwrap();
+        let expected: Vec<annals::Record> = read.snapshot.into_iter().chain(read.entries).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(visited(log, stream), expected, "stream {stream}");
+    }
+    let s0 = visited(log, "s0");
+    assert_eq!(s0[0].kind, RecordKind::Snapshot);
+    assert_eq!(s0.iter().map(|r| r.seq.0).collect::<Vec<_>>(), (9..=100).collect::<Vec<_>>());
+    assert_eq!(visited(log, "s2").iter().map(|r| r.payload.as_ref()).collect::<Vec<_>>(), vec![&b"s2 again"[..]]);
+    assert_eq!(log.visit_stream("missing", |_| panic!("a missing stream has no records")).unwrap(), 0);
+}
+
+#[test]
+fn visit_stream_sees_what_read_stream_returns_on_disk_and_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = common::open(dir.path());
+        write_history(&log);
+        assert!(common::segment_files(dir.path()).len() > 2, "the history spans segments");
+        assert_visit_matches_read_stream(&log);
+        log.close().wait().unwrap();
+    }
+    assert_visit_matches_read_stream(&common::open(dir.path()));
+}
+
+#[test]
+fn visit_stream_sees_what_read_stream_returns_where_the_map_cannot_lend_its_bytes() {
+    // The simulated file system copies on every read instead of lending a slice.
+    let fs = annals::sim::fs::SimFs::new();
+    let options = annals::Options { file_system: std::sync::Arc::new(fs), ..common::small_options() };
+    let log = annals::Log::open(annals::sim::sim_dir(), options).unwrap();
+    write_history(&log);
+    assert_visit_matches_read_stream(&log);
+}

@@ -133,3 +133,26 @@ fn salvage_cuts_at_the_damage_and_reports_exactly_what_it_dropped() {
     let appended = log.append("after", Expectation::NoStream, &b"x"[..]).wait().unwrap();
     assert_eq!(appended.lsn, first_lost);
 }
+
+#[test]
+fn a_record_changed_under_an_open_log_is_reported_by_reads_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    for payload in ["first-payload", "second-payload", "third-payload"] {
+        log.append("stream-s", Expectation::Any, payload.as_bytes().to_vec()).wait().unwrap();
+    }
+    // Another writer changes the second record's stream id behind the log's back.
+    let segment = common::segment_files(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(22).position(|w| w == b"stream-ssecond-payload").unwrap();
+    common::flip_bit(&segment, at, 0);
+
+    let mut seen = Vec::new();
+    let error = log.visit_stream("stream-s", |r| seen.push(r.payload.to_vec())).unwrap_err();
+    let corruption = error.as_corruption().expect("a typed corruption");
+    assert!(matches!(corruption.kind, CorruptionKind::IndexMismatch(_)), "{corruption}");
+    assert_eq!(corruption.file, segment);
+    assert_eq!(seen, vec![b"first-payload".to_vec()], "only the records before the damage were visited");
+    let error = log.read_stream("stream-s").unwrap_err();
+    assert!(matches!(error.as_corruption().unwrap().kind, CorruptionKind::IndexMismatch(_)));
+}
