@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameMeta, MARKER_RESERVE_BYTES, OpRef, RecordKind, decode_frame, encode_frame,
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, MARKER_RESERVE_BYTES, OpRef, RecordKind, decode_own_frame, encode_frame,
     frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
@@ -262,6 +262,12 @@ pub(crate) struct Writer {
     /// Commands taken from the queue and not yet committed (a group stops
     /// at `group_bytes_max`).
     pending: VecDeque<Command>,
+    /// Streams touched by the group being gathered: next sequence and latest
+    /// snapshot. Emptied when the group is committed (the index then says
+    /// the same); kept allocated from group to group.
+    overlay: HashMap<Bytes, (u64, Option<StreamSeq>)>,
+    /// The last group's buffer, emptied, for the next one.
+    spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
     closed: bool,
 }
@@ -273,9 +279,10 @@ struct Group {
     replies: Vec<(Reply, Result<Vec<Appended>>)>,
     needs_sync: bool,
     needs_periodic: bool,
-    /// Streams touched by the group so far: next sequence and latest snapshot.
-    overlay: HashMap<Bytes, (u64, Option<StreamSeq>)>,
 }
+
+/// The largest group buffer kept for reuse; a larger one is freed.
+const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, log_id: [u8; 16]) -> Writer {
@@ -292,6 +299,8 @@ impl Writer {
             next_lsn,
             durable_lsn: next_lsn,
             pending: VecDeque::new(),
+            overlay: HashMap::new(),
+            spare_buf: Vec::new(),
             closed: false,
         }
     }
@@ -363,7 +372,7 @@ impl Writer {
         }
         let worked = !self.pending.is_empty();
         while !self.pending.is_empty() {
-            let mut group = Group::default();
+            let mut group = Group { buf: std::mem::take(&mut self.spare_buf), ..Group::default() };
             while let Some(command) = self.pending.pop_front() {
                 match command {
                     Command::Write(request) => {
@@ -399,7 +408,7 @@ impl Writer {
             let _ = reply.send(Err(Error::Poisoned { cause }));
             return;
         }
-        let seqs = match self.check_guards(group, &ops) {
+        let seqs = match self.check_guards(&ops) {
             Ok(seqs) => seqs,
             Err(error) => {
                 group.replies.push((reply, Err(error)));
@@ -451,7 +460,7 @@ impl Writer {
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         for (op, op_ref) in ops.iter().zip(refs) {
-            let slot = group.overlay.entry(op.stream.clone()).or_insert((0, None));
+            let slot = self.overlay.entry(op.stream.clone()).or_insert((0, None));
             *slot = match op.kind {
                 OpKind::Entry(_) => (op_ref.seq.0 + 1, slot.1),
                 OpKind::Snapshot(seq) => (slot.0, Some(seq)),
@@ -468,15 +477,17 @@ impl Writer {
     }
 
     /// The sequence each operation gets, or the first guard that fails.
-    fn check_guards(&self, group: &Group, ops: &[Op]) -> Result<Vec<StreamSeq>> {
+    fn check_guards(&self, ops: &[Op]) -> Result<Vec<StreamSeq>> {
         let index = self.shared.index.read();
+        // A batch may touch one stream several times: follow its own effects.
+        let batch = ops.len() > 1;
         let mut local: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
         let mut seqs = Vec::with_capacity(ops.len());
         for op in ops {
             let position = local.iter().position(|(stream, _, _)| *stream == op.stream.as_ref());
             let (next, snapshot) = match position {
                 Some(i) => (local[i].1, local[i].2),
-                None => match group.overlay.get(&op.stream) {
+                None => match self.overlay.get(&op.stream) {
                     Some(&state) => state,
                     None => index.stream(&op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
                 },
@@ -506,7 +517,8 @@ impl Writer {
             };
             match position {
                 Some(i) => local[i] = (op.stream.as_ref(), next, snapshot),
-                None => local.push((op.stream.as_ref(), next, snapshot)),
+                None if batch => local.push((op.stream.as_ref(), next, snapshot)),
+                None => {}
             }
             seqs.push(seq);
         }
@@ -516,7 +528,9 @@ impl Writer {
     /// Writes the group, syncs it if asked (or `seal`), publishes it to the
     /// index and replies. On failure poisons the log and fails the group.
     fn commit(&mut self, group: &mut Group, seal: bool) {
-        let group = std::mem::take(group);
+        let mut group = std::mem::take(group);
+        // Published or failed, the group's effects are the index's business now.
+        self.overlay.clear();
         if !group.buf.is_empty() || seal {
             if let Err(error) = self.write_and_sync(&group.buf, group.needs_sync || seal) {
                 let cause = self.shared.poison(error);
@@ -541,6 +555,10 @@ impl Writer {
         for (reply, result) in group.replies {
             let _ = reply.send(result);
         }
+        if group.buf.capacity() <= SPARE_BUF_BYTES_MAX {
+            group.buf.clear();
+            self.spare_buf = group.buf;
+        }
     }
 
     fn write_and_sync(&mut self, buf: &[u8], sync: bool) -> Result<()> {
@@ -556,13 +574,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Applies written frames to the index, decoding them again from the
-    /// buffer: the check after the write pairs with the checks before it.
+    /// Applies written frames to the index, parsing them again from the
+    /// buffer (their fields checked, their checksums only in debug builds:
+    /// the writer encoded them moments ago).
     fn publish(&mut self, buf: &[u8]) {
         let mut index = self.shared.index.write();
         let mut at = 0;
         while at < buf.len() {
-            let frame = decode_frame(&buf[at..], &self.log_id, index.next_lsn(), usize::MAX)
+            let frame = decode_own_frame(&buf[at..], &self.log_id, index.next_lsn())
                 .expect("a frame the writer encoded decodes");
             debug_assert!(index.check_frame(&frame).is_ok());
             index.apply_frame(self.offset + at, &frame);

@@ -412,6 +412,32 @@ pub fn decode_frame_anywhere<'a>(
     log_id: &[u8; 16],
     body_bytes_max: usize,
 ) -> Result<FrameView<'a>, FrameDefect> {
+    parse_frame(bytes, Some(log_id), body_bytes_max)
+}
+
+/// [`decode_frame`] for a frame the writer itself encoded into `bytes` and
+/// has not let out of its hands: every field is checked, the checksum only
+/// in debug builds. Never for bytes read back from a file.
+pub fn decode_own_frame<'a>(
+    bytes: &'a [u8],
+    log_id: &[u8; 16],
+    expected_lsn: Lsn,
+) -> Result<FrameView<'a>, FrameDefect> {
+    let checksum_of = if cfg!(debug_assertions) { Some(log_id) } else { None };
+    let frame = parse_frame(bytes, checksum_of, FRAME_BODY_BYTES_MAX)?;
+    if frame.meta.lsn != expected_lsn {
+        return Err(FrameDefect::UnexpectedLsn { expected: expected_lsn, found: frame.meta.lsn });
+    }
+    Ok(frame)
+}
+
+/// The frame at the start of `bytes`; its checksum is checked against
+/// `checksum_of`'s log id when given.
+fn parse_frame<'a>(
+    bytes: &'a [u8],
+    checksum_of: Option<&[u8; 16]>,
+    body_bytes_max: usize,
+) -> Result<FrameView<'a>, FrameDefect> {
     if bytes.len() < FRAME_HEADER_BYTES {
         if bytes.iter().all(|&b| b == 0) {
             return Err(FrameDefect::Zeroed);
@@ -436,7 +462,9 @@ pub fn decode_frame_anywhere<'a>(
     if bytes.len() < total {
         return Err(FrameDefect::Truncated);
     }
-    if frame_checksum(log_id, &bytes[4..total]) != read_u32(header, 0) {
+    if let Some(log_id) = checksum_of
+        && frame_checksum(log_id, &bytes[4..total]) != read_u32(header, 0)
+    {
         return Err(FrameDefect::Checksum);
     }
     let meta = FrameMeta {
