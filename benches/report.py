@@ -153,10 +153,18 @@ def build(results):
         else:
             throughput_text = fmt_rate(throughput) if throughput else "–"
         rows.append((group, bench, fmt_time(result["median_ns"]), throughput_text))
-    return rows, targets, memory
+    notes = []
+    engine_only = ratio(time("w3_load_a_run/redb_bytes_only"), time("w3_load_a_run/annals_bytes_only"))
+    if engine_only and time("w3_load_a_run/annals"):
+        decode = time("w3_load_a_run/annals") - time("w3_load_a_run/annals_bytes_only")
+        notes.append(
+            f"W3 without decoding (the engines' own share, `*_bytes_only`): redb time ÷ Annals time = {engine_only:.2f}; "
+            f"decoding the 20 rows into owned values costs {fmt_time(decode)} of Annals' {fmt_time(time('w3_load_a_run/annals'))}."
+        )
+    return rows, targets, memory, notes
 
 
-def markdown(rows, targets, memory, facts):
+def markdown(rows, targets, memory, notes, facts):
     out = []
     out.append("Measured with `cargo bench --bench workloads && python3 benches/report.py` on:")
     out.append("")
@@ -169,6 +177,9 @@ def markdown(rows, targets, memory, facts):
         shown = "–" if value is None else (f"{16.0 / value:.1f} bytes" if workload == "Memory" else f"{value:.2f}")
         required = "≤ 16 bytes" if workload == "Memory" else f"≥ {target:g}"
         out.append(f"| {workload}: {what} | {required} | {shown} | {verdict(value, 1.0 if workload == 'Memory' else target)} |")
+    for note in notes:
+        out.append("")
+        out.append(note)
     out.append("")
     out.append("| workload | system | median per iteration | throughput |")
     out.append("|---|---|---|---|")
@@ -249,8 +260,8 @@ def main():
     results = load_results()
     if not results:
         raise SystemExit("no criterion results: run `cargo bench --bench workloads` first")
-    rows, targets, memory = build(results)
-    text = markdown(rows, targets, memory, machine_facts())
+    rows, targets, memory, notes = build(results)
+    text = markdown(rows, targets, memory, notes, machine_facts())
     plot = svg_plot(results)
     if plot:
         (ROOT / "benches" / "w2-writers.svg").write_text(plot + "\n")

@@ -535,6 +535,14 @@ fn w3_load_a_run(c: &mut Criterion) {
             rows
         })
     });
+    // The engine's share alone: the run's records read (and checksummed), no row decoded.
+    group.bench_function("annals_bytes_only", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            log.visit_stream(random_workflow(), |r| bytes += r.payload.len()).unwrap();
+            bytes
+        })
+    });
     group.bench_function("annals_read_stream", |b| {
         b.iter(|| {
             let run = log.read_stream(random_workflow()).unwrap();
@@ -563,6 +571,18 @@ fn w3_load_a_run(c: &mut Criterion) {
                 .unwrap()
                 .map(|e| Row::decode(e.unwrap().1.value()))
                 .collect::<Vec<Row>>()
+        })
+    });
+    group.bench_function("redb_bytes_only", |b| {
+        b.iter(|| {
+            let id = random_workflow();
+            let tx = db.begin_read().unwrap();
+            let table = tx.open_table(TABLE).unwrap();
+            table
+                .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
+                .unwrap()
+                .map(|e| e.unwrap().1.value().len())
+                .sum::<usize>()
         })
     });
     drop(db);
