@@ -24,11 +24,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
 use crate::commit::{Appended, Command, Op, OpKind, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms};
 use crate::error::{Error, Result};
@@ -71,30 +71,46 @@ impl Drop for Handle {
 /// A write that was queued; await it, or [`wait`](Pending::wait) for it.
 #[must_use = "a dropped Pending does not withdraw the write; await it to learn the outcome"]
 pub struct Pending<T> {
-    future: Pin<Box<dyn Future<Output = Result<T>> + Send>>,
-    /// For a write: the log, and whether the caller blocks in `wait` (then
-    /// its request skips waking the writer thread and the caller leads).
-    leader: Option<(Arc<Handle>, Arc<AtomicBool>)>,
+    state: State<T>,
 }
 
+enum State<T> {
+    /// Decided without queueing anything (a rejected batch); taken when polled.
+    Ready(Option<Result<T>>),
+    /// A write of a batch, then `output` of its acknowledgements.
+    Write(Write, fn(Vec<Appended>) -> T),
+    /// Anything else (a close).
+    Other(Pin<Box<dyn Future<Output = Result<T>> + Send>>),
+}
+
+/// A batch on its way through the queue. Nothing is allocated for it beyond
+/// the reply channel unless the queue is full.
+struct Write {
+    handle: Arc<Handle>,
+    /// The batch, until it is queued.
+    batch: Option<(Vec<Op>, Durability)>,
+    /// Waiting for room in a full queue.
+    room: Option<Room>,
+    /// The writer's answer, once queued.
+    answer: Option<oneshot::Receiver<Result<Vec<Appended>>>>,
+    /// The caller blocks in `wait`: its push does not wake the writer
+    /// thread, since the caller will lead.
+    blocking: bool,
+}
+
+/// Waiting for a permit of the queue's semaphore.
+type Room = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+// No field is ever pinned in place: the futures inside are boxed.
+impl<T> Unpin for Pending<T> {}
+
 impl<T> Pending<T> {
-    fn new(future: impl Future<Output = Result<T>> + Send + 'static) -> Pending<T> {
-        Pending { future: Box::pin(future), leader: None }
+    fn ready(result: Result<T>) -> Pending<T> {
+        Pending { state: State::Ready(Some(result)) }
     }
 
-    fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Pending<U>
-    where
-        T: 'static,
-    {
-        let future = self.future;
-        Pending { future: Box::pin(async move { future.await.map(f) }), leader: self.leader }
-    }
-
-    fn ready(result: Result<T>) -> Pending<T>
-    where
-        T: Send + 'static,
-    {
-        Pending::new(std::future::ready(result))
+    fn other(future: impl Future<Output = Result<T>> + Send + 'static) -> Pending<T> {
+        Pending { state: State::Other(Box::pin(future)) }
     }
 
     /// Blocks the calling thread until the write is acknowledged or fails.
@@ -106,22 +122,59 @@ impl<T> Pending<T> {
     ///
     /// # Errors
     /// Whatever the write failed with.
-    pub fn wait(self) -> Result<T> {
-        let Pending { mut future, leader } = self;
-        let Some((handle, blocking)) = leader else { return block_on(future) };
-        blocking.store(true, Ordering::Relaxed);
+    pub fn wait(mut self) -> Result<T> {
+        let handle = match &mut self.state {
+            State::Write(write, _) => {
+                write.blocking = true;
+                Some(write.handle.clone())
+            }
+            _ => None,
+        };
         let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
         let mut cx = Context::from_waker(&waker);
         loop {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            if let Poll::Ready(output) = Pin::new(&mut self).poll(&mut cx) {
                 return output;
             }
             // The request is queued, or waits for room in a full queue and
             // will be queued after a later poll: after every poll, commit
             // what is queued here if no one else is writing (the request's
             // push does not wake the writer thread).
-            Writer::lead(&handle.shared, &handle.writer);
+            if let Some(handle) = &handle {
+                Writer::lead(&handle.shared, &handle.writer);
+            }
             thread::park();
+        }
+    }
+}
+
+impl Write {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<Appended>>> {
+        loop {
+            if let Some(answer) = &mut self.answer {
+                return Pin::new(answer).poll(cx).map(|answer| answer.unwrap_or(Err(Error::Closed)));
+            }
+            let shared = &self.handle.shared;
+            let permit = match &mut self.room {
+                Some(room) => match room.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(permit) => permit.map_err(|_| closed_or_poisoned(shared))?,
+                },
+                None => match shared.permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(TryAcquireError::Closed) => return Poll::Ready(Err(closed_or_poisoned(shared))),
+                    Err(TryAcquireError::NoPermits) => {
+                        self.room = Some(Box::pin(shared.permits.clone().acquire_owned()));
+                        continue;
+                    }
+                },
+            };
+            self.room = None;
+            let (ops, durability) = self.batch.take().expect("a Pending is not polled after it finished");
+            let (reply, answer) = oneshot::channel();
+            let request = WriteRequest { ops, durability, reply, permit };
+            shared.push(Command::Write(request), !self.blocking).map_err(|(_, error)| error)?;
+            self.answer = Some(answer);
         }
     }
 }
@@ -129,8 +182,12 @@ impl<T> Pending<T> {
 impl<T> Future for Pending<T> {
     type Output = Result<T>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        self.future.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        match &mut self.get_mut().state {
+            State::Ready(result) => Poll::Ready(result.take().expect("a Pending is not polled after it finished")),
+            State::Write(write, output) => write.poll(cx).map(|result| result.map(*output)),
+            State::Other(future) => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -139,17 +196,6 @@ struct ThreadWaker(thread::Thread);
 impl Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {
         self.0.unpark();
-    }
-}
-
-fn block_on<F: Future + ?Sized>(mut future: Pin<Box<F>>) -> F::Output {
-    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        thread::park();
     }
 }
 
@@ -362,7 +408,7 @@ impl Log {
     }
 
     fn single(&self, batch: Batch, durability: Durability) -> Pending<Appended> {
-        self.commit_with(batch, durability).map(|appended| appended[0])
+        self.write(batch, durability, |appended| appended[0])
     }
 
     /// Commits a batch: every guard holds and every operation becomes durable
@@ -378,23 +424,23 @@ impl Log {
 
     /// [`Log::commit`] with its own durability.
     pub fn commit_with(&self, batch: Batch, durability: Durability) -> Pending<Vec<Appended>> {
+        self.write(batch, durability, |appended| appended)
+    }
+
+    /// Queues `batch` when first polled; the caller gets `output` of its
+    /// acknowledgements.
+    fn write<T>(&self, batch: Batch, durability: Durability, output: fn(Vec<Appended>) -> T) -> Pending<T> {
         if let Err(error) = self.check_batch(&batch) {
             return Pending::ready(Err(error));
         }
-        let handle = self.handle.clone();
-        let blocking = Arc::new(AtomicBool::new(false));
-        let blocking_in_future = blocking.clone();
-        let (reply, receiver) = oneshot::channel();
-        let mut pending = Pending::new(async move {
-            let shared = &handle.shared;
-            let permit = shared.permits.clone().acquire_owned().await.map_err(|_| closed_or_poisoned(shared))?;
-            let request = WriteRequest { ops: batch.ops, durability, reply, permit };
-            let wake_writer = !blocking_in_future.load(Ordering::Relaxed);
-            shared.push(Command::Write(request), wake_writer).map_err(|(_, error)| error)?;
-            receiver.await.map_err(|_| Error::Closed)?
-        });
-        pending.leader = Some((self.handle.clone(), blocking));
-        pending
+        let write = Write {
+            handle: self.handle.clone(),
+            batch: Some((batch.ops, durability)),
+            room: None,
+            answer: None,
+            blocking: false,
+        };
+        Pending { state: State::Write(write, output) }
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<()> {
@@ -431,7 +477,7 @@ impl Log {
     /// released all the same); [`Error::Io`] if the final sync fails.
     pub fn close(&self) -> Pending<()> {
         let handle = self.handle.clone();
-        Pending::new(async move {
+        Pending::other(async move {
             let (reply, receiver) = oneshot::channel();
             match handle.shared.push(Command::Close(reply), true) {
                 Ok(()) => receiver.await.map_err(|_| Error::Closed)?,
