@@ -374,9 +374,13 @@ pub fn decode_frame<'a>(
     expected_lsn: Lsn,
     body_bytes_max: usize,
 ) -> Result<FrameView<'a>, FrameDefect> {
-    let frame = decode_frame_anywhere(bytes, log_id, body_bytes_max)?;
-    if frame.meta.lsn != expected_lsn {
-        return Err(FrameDefect::UnexpectedLsn { expected: expected_lsn, found: frame.meta.lsn });
+    at_lsn(decode_frame_anywhere(bytes, log_id, body_bytes_max)?, expected_lsn)
+}
+
+/// `frame`, if it starts at `expected` LSN.
+fn at_lsn(frame: FrameView<'_>, expected: Lsn) -> Result<FrameView<'_>, FrameDefect> {
+    if frame.meta.lsn != expected {
+        return Err(FrameDefect::UnexpectedLsn { expected, found: frame.meta.lsn });
     }
     Ok(frame)
 }
@@ -424,11 +428,7 @@ pub fn decode_own_frame<'a>(
     expected_lsn: Lsn,
 ) -> Result<FrameView<'a>, FrameDefect> {
     let checksum_of = if cfg!(debug_assertions) { Some(log_id) } else { None };
-    let frame = parse_frame(bytes, checksum_of, FRAME_BODY_BYTES_MAX)?;
-    if frame.meta.lsn != expected_lsn {
-        return Err(FrameDefect::UnexpectedLsn { expected: expected_lsn, found: frame.meta.lsn });
-    }
-    Ok(frame)
+    at_lsn(parse_frame(bytes, checksum_of, FRAME_BODY_BYTES_MAX)?, expected_lsn)
 }
 
 /// The frame at the start of `bytes`; its checksum is checked against
