@@ -28,13 +28,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameMeta, MARKER_RESERVE_BYTES, OpRef, RecordKind, decode_own_frame, encode_frame,
-    frame_bytes, marker_offset,
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, GAP_BODY_BYTES, MARKER_RESERVE_BYTES, OpRef, RecordKind,
+    decode_own_frame, encode_frame, encode_gap_frame, frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
 use crate::index::Index;
 use crate::options::{Options, SegmentPreparation};
-use crate::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, prepare_spare, publish_spare};
+use crate::segment::{
+    FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, prepare_spare, publish_spare,
+    remove_stray_spares,
+};
+use crate::state::{StateCopies, StateFile};
 use crate::sync::{Condvar, Mutex, RwLock};
 use crate::types::{Durability, Expectation, Lsn, StreamSeq, display_stream};
 
@@ -193,6 +197,7 @@ impl Spares {
     /// Takes the spare, preparing it here if the options say so or waiting for the preparer.
     fn take(&self, shared: &Shared) -> Result<Spare> {
         if shared.options.segment_preparation == SegmentPreparation::Inline {
+            remove_stray_spares(&*shared.fs, &shared.dir, None);
             let number = {
                 let mut state = self.state.lock();
                 state.made += 1;
@@ -204,12 +209,15 @@ impl Spares {
         // preparer reuse the spare's name, which the ready spare still has
         // until the writer renames it (the caller asks for the next one then).
         let mut state = self.state.lock();
+        // A failure nobody waited for is stale (the disk may have room now):
+        // this call waits for an attempt of its own.
+        state.failed = None;
         loop {
             if let Some(spare) = state.spare.take() {
                 state.wanted = false;
                 return Ok(spare);
             }
-            if let Some(error) = state.failed.clone() {
+            if let Some(error) = state.failed.take() {
                 return Err(error);
             }
             state.wanted = true;
@@ -234,14 +242,18 @@ impl Spares {
                 state.made += 1;
                 state.made
             };
+            // No spare is ready (nor taken and unpublished: the writer asks
+            // only once it has published the one it took), so any spare file
+            // is a leftover of a failed attempt.
+            remove_stray_spares(&*shared.fs, &shared.dir, None);
             let prepared = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes, number);
             let mut state = spares.state.lock();
+            // A spare holds no user data: its failure (a full disk, say) does
+            // not poison the log; the append that needs it fails, and the
+            // next one that needs it tries again.
             match prepared {
                 Ok(spare) => state.spare = Some(spare),
-                Err(error) => {
-                    shared.poison(error.clone());
-                    state.failed = Some(error);
-                }
+                Err(error) => state.failed = Some(error),
             }
             spares.ready.notify_all();
         }
@@ -252,6 +264,9 @@ impl Spares {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     log_id: [u8; 16],
+    /// The state file: the newest segment and the durable end, recorded at
+    /// every rollover and at a clean close.
+    state: StateFile,
     active: Segment,
     /// Offset in the active segment where the next frame goes.
     offset: usize,
@@ -270,6 +285,9 @@ pub(crate) struct Writer {
     spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
     closed: bool,
+    /// A rollover began and failed: the active segment takes no more frames
+    /// (the next append rolls over again).
+    sealed: bool,
 }
 
 /// Requests being gathered into one write.
@@ -285,7 +303,7 @@ struct Group {
 const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, log_id: [u8; 16]) -> Writer {
+    pub fn new(shared: Arc<Shared>, log_id: [u8; 16], state: StateFile) -> Writer {
         let (active, offset, next_lsn) = {
             let index = shared.index.read();
             let entry = index.segments().last().expect("open creates a segment");
@@ -294,6 +312,7 @@ impl Writer {
         Writer {
             shared,
             log_id,
+            state,
             active,
             offset,
             next_lsn,
@@ -302,6 +321,7 @@ impl Writer {
             overlay: HashMap::new(),
             spare_buf: Vec::new(),
             closed: false,
+            sealed: false,
         }
     }
 
@@ -429,7 +449,7 @@ impl Writer {
             .collect();
         let kind = if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch };
         let len = frame_bytes(kind, &refs);
-        if self.offset + group.buf.len() + len + MARKER_RESERVE_BYTES > self.shared.options.segment_bytes as usize {
+        if !self.fits(group.buf.len() + len) {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
             if let Status::Poisoned(cause) = self.shared.status() {
@@ -437,13 +457,25 @@ impl Writer {
                 return;
             }
             if let Err(error) = self.roll_over() {
-                let cause = self.shared.poison(error);
-                let _ = reply.send(Err(Error::Poisoned { cause }));
+                // A spare that could not be made or published leaves the log
+                // as it was: only this append fails (a full disk, say).
+                // Anything else has poisoned the log.
+                let _ = reply.send(Err(error));
                 return;
             }
-            return self.add_encoded(group, kind, &refs, durability, reply, &ops);
         }
         self.add_encoded(group, kind, &refs, durability, reply, &ops);
+    }
+
+    /// Whether `bytes` more fit in the active segment, with the space every
+    /// segment keeps for a clean-close marker. The segment's own length
+    /// decides, not the options: a log may be reopened with another size.
+    fn fits(&self, bytes: usize) -> bool {
+        if self.sealed {
+            return false;
+        }
+        let segment_bytes = usize::try_from(self.active.header.segment_bytes).unwrap_or(usize::MAX);
+        self.offset + bytes + MARKER_RESERVE_BYTES <= segment_bytes
     }
 
     fn add_encoded(
@@ -601,23 +633,72 @@ impl Writer {
 
     /// Moves writing into a new segment that starts at `next_lsn`. The active
     /// segment was synced by the caller.
+    ///
+    /// No step of it writes user data, so no failure poisons the log: the
+    /// append that needed the segment fails with the error (a full disk is
+    /// [`Error::DiskFull`]), nothing of it was written, and the next append
+    /// that needs a segment tries again from the start.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] or [`Error::Io`].
     fn roll_over(&mut self) -> Result<()> {
         debug_assert_eq!(self.durable_lsn, self.next_lsn);
         let spare = self.shared.spares.take(&self.shared)?;
         let header = SegmentHeader {
+            version: FORMAT_VERSION,
             log_id: self.log_id,
             first_lsn: self.next_lsn,
             segment_bytes: self.shared.options.segment_bytes,
             created_ms: now_ms(),
         };
-        let segment = publish_spare(&*self.shared.fs, &self.shared.dir, spare, header)?;
+        // From here on the active segment takes no more frames, whatever
+        // happens: a segment published under the next name may exist.
+        self.sealed = true;
+        let published = publish_spare(&*self.shared.fs, &self.shared.dir, spare, header);
+        if self.shared.options.segment_preparation == SegmentPreparation::Background {
+            // Only now, with the taken spare renamed or removed: the preparer
+            // removes every spare file it finds before it makes one.
+            self.shared.spares.request();
+        }
+        let segment = published?;
+        // Recorded before anything in the new segment is acknowledged, so
+        // that deleting it can never go unnoticed (one synced sector). If it
+        // fails, the new segment stays empty and unused; the state file
+        // holds the old record or the new one, each true.
+        self.state.update(header.first_lsn, self.durable_lsn, false, StateCopies::One)?;
         self.shared.index.write().push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
         self.active = segment;
         self.offset = SEGMENT_HEADER_BYTES;
-        if self.shared.options.segment_preparation == SegmentPreparation::Background {
-            self.shared.spares.request();
-        }
+        self.sealed = false;
         Ok(())
+    }
+
+    /// Writes a gap frame so that the next record gets LSN `to`, syncs it
+    /// and records it in the state file: after salvage cut records whose
+    /// LSNs may have been acknowledged, none of them is handed out again.
+    /// Runs at open, before anything else is written, and for `repair`.
+    ///
+    /// # Errors
+    /// As a write: the log is poisoned.
+    pub fn write_gap(&mut self, to: Lsn) -> Result<()> {
+        if let Status::Poisoned(cause) = self.shared.status() {
+            return Err(Error::Poisoned { cause });
+        }
+        if let Err(error) = self.write_and_sync(&[], true) {
+            return Err(Error::Poisoned { cause: self.shared.poison(error) });
+        }
+        if !self.fits(FRAME_HEADER_BYTES + GAP_BODY_BYTES) {
+            self.roll_over()?;
+        }
+        let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES + GAP_BODY_BYTES);
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        encode_gap_frame(&mut buf, &self.log_id, meta, to);
+        self.next_lsn = to;
+        let written = self.write_and_sync(&buf, true).and_then(|()| {
+            self.publish(&buf);
+            self.state.update(self.active.header.first_lsn, to, false, StateCopies::One)
+        });
+        written.map_err(|error| Error::Poisoned { cause: self.shared.poison(error) })
     }
 
     /// Syncs everything, writes and syncs the clean-close marker, fails
@@ -663,9 +744,9 @@ impl Writer {
         self.write_and_sync(&[], true)?;
         let ends_with_marker = self.shared.index.read().ends_with_marker();
         let at = marker_offset(self.offset);
-        if ends_with_marker || at + FRAME_HEADER_BYTES > self.shared.options.segment_bytes as usize {
+        if ends_with_marker || at + FRAME_HEADER_BYTES > self.active.header.segment_bytes as usize {
             debug_assert!(ends_with_marker, "data frames always leave room for a marker");
-            return Ok(());
+            return self.record_clean_close();
         }
         // The bytes between the last frame and the marker are zeros already:
         // nothing is ever written past the end of the frames.
@@ -678,7 +759,13 @@ impl Writer {
         self.active.file.write_at(&buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
         self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
         self.publish(&buf);
-        Ok(())
+        self.record_clean_close()
+    }
+
+    /// Records in both slots of the state file where the cleanly closed log
+    /// ends: from now on, a log that ends before it is corrupt, not torn.
+    fn record_clean_close(&mut self) -> Result<()> {
+        self.state.update(self.active.header.first_lsn, self.durable_lsn, true, StateCopies::Both)
     }
 }
 

@@ -57,7 +57,7 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// An earlier write or fsync failed; the log accepts no writes until it is reopened.
-    #[error("log is poisoned by an earlier failure ({cause}); reopen it")]
+    #[error("log is poisoned by an earlier failure ({cause}); {remedy}", remedy = cause.remedy())]
     Poisoned {
         /// The failure that poisoned the log.
         cause: Arc<Error>,
@@ -65,6 +65,22 @@ pub enum Error {
     /// The log was closed.
     #[error("log is closed")]
     Closed,
+    /// The disk is full: a segment the append needed could not be prepared.
+    /// Nothing was written and the log is not poisoned; appends succeed
+    /// again once space is freed.
+    #[error("disk full: {op} {path} failed; free space on the device and retry (nothing was written, the log stays open)", path = path.display())]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The directory holds no Annals log: no segment and no state file.
+    #[error("{dir} is not an Annals log (it holds no segment and no annals.state)", dir = dir.display())]
+    NotALog {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Another handle or process holds the log's directory.
     #[error("log directory {dir} is locked by another process or handle", dir = dir.display())]
     Locked {
@@ -80,6 +96,35 @@ impl Error {
 
     pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Error {
         Error::Corruption(Box::new(Corruption { file: file.into(), offset, kind }))
+    }
+
+    /// An I/O error, or [`Error::DiskFull`] when the device is out of space.
+    pub(crate) fn io_or_full(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+            return Error::DiskFull { op, path: path.into() };
+        }
+        Error::io(op, path, source)
+    }
+
+    /// What to do about this error when it poisoned a log.
+    pub fn remedy(&self) -> &'static str {
+        let kind = match self {
+            Error::Io { source, .. } => source.kind(),
+            Error::DiskFull { .. } => io::ErrorKind::StorageFull,
+            Error::Poisoned { cause } => return cause.remedy(),
+            _ => io::ErrorKind::Other,
+        };
+        match kind {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                "the disk is full: free space on the device, then reopen the log (recovery keeps every acknowledged record)"
+            }
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                "the log's directory or files are not writable: fix their permissions or remount the device read-write, then reopen the log (LogReader and annals verify read it meanwhile)"
+            }
+            _ => {
+                "check the device and the system log for I/O errors, then reopen the log (recovery keeps every acknowledged record)"
+            }
+        }
     }
 
     /// The corruption this error reports, if it is one.
@@ -148,6 +193,32 @@ pub enum CorruptionKind {
         stream: String,
         /// What is inconsistent.
         what: String,
+    },
+    /// The state file is damaged (both slots) or malformed.
+    #[error("bad state file: {0}")]
+    BadStateFile(&'static str),
+    /// A version-2 log has segments but no state file.
+    #[error("the state file annals.state is missing from a log that has records")]
+    StateFileMissing,
+    /// The state file or a segment uses features this build does not know.
+    #[error("unsupported features 0x{0:x}: written by a newer version of Annals")]
+    UnsupportedFeatures(u64),
+    /// The log ends before an LSN the state file recorded as durable: records
+    /// that had been acknowledged are damaged or missing.
+    #[error("log ends at lsn {end}, but every lsn below {durable_end} was recorded durable")]
+    EndBeforeDurable {
+        /// The LSN after the last readable record.
+        end: Lsn,
+        /// The LSN below which the state file says everything was durable.
+        durable_end: Lsn,
+    },
+    /// The newest segment the state file records is missing.
+    #[error("the state file records a segment starting at lsn {recorded}, the newest present starts at lsn {found}")]
+    NewestSegmentMissing {
+        /// First LSN of the newest segment, as recorded.
+        recorded: Lsn,
+        /// First LSN of the newest segment present (0 if none).
+        found: Lsn,
     },
     /// A record the index points at does not parse or is not the one expected.
     #[error("indexed record does not match: {0}")]

@@ -57,6 +57,10 @@ pub enum FrameKind {
     /// A marker with no operations, written at a clean close: it proves that
     /// everything before it was durable.
     Marker = 5,
+    /// A range of LSNs that holds no records: written when salvage cut
+    /// records whose LSNs may have been acknowledged, so that no LSN is ever
+    /// handed out twice. Its body is the LSN after the range.
+    Gap = 6,
 }
 
 impl FrameKind {
@@ -67,6 +71,7 @@ impl FrameKind {
             3 => Some(FrameKind::Tombstone),
             4 => Some(FrameKind::Batch),
             5 => Some(FrameKind::Marker),
+            6 => Some(FrameKind::Gap),
             _ => None,
         }
     }
@@ -99,7 +104,7 @@ impl RecordKind {
             FrameKind::Entry => Some(RecordKind::Entry),
             FrameKind::Snapshot => Some(RecordKind::Snapshot),
             FrameKind::Tombstone => Some(RecordKind::Tombstone),
-            FrameKind::Batch | FrameKind::Marker => None,
+            FrameKind::Batch | FrameKind::Marker | FrameKind::Gap => None,
         }
     }
 
@@ -140,6 +145,27 @@ pub struct FrameMeta {
     pub timestamp_ms: u64,
 }
 
+/// Bytes in the body of a gap frame: the LSN after the gap.
+pub const GAP_BODY_BYTES: usize = 8;
+
+/// Appends a gap frame to `buf`: LSNs `meta.lsn .. end` hold no records.
+pub fn encode_gap_frame(buf: &mut Vec<u8>, log_id: &[u8; 16], meta: FrameMeta, end: Lsn) {
+    assert!(end > meta.lsn, "a gap covers at least one lsn");
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]); // checksum, filled in below
+    buf.extend_from_slice(&(GAP_BODY_BYTES as u32).to_le_bytes());
+    buf.extend_from_slice(&meta.lsn.0.to_le_bytes());
+    buf.extend_from_slice(&meta.durable_lsn.0.to_le_bytes());
+    buf.extend_from_slice(&meta.timestamp_ms.to_le_bytes());
+    buf.push(FrameKind::Gap as u8);
+    buf.push(0); // flags
+    buf.extend_from_slice(&[0; 2]); // reserved
+    buf.extend_from_slice(&0u32.to_le_bytes()); // lsn_count
+    buf.extend_from_slice(&end.0.to_le_bytes());
+    let crc = frame_checksum(log_id, &buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Bytes a frame with these operations takes on disk.
 pub fn frame_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
     FRAME_HEADER_BYTES + body_bytes(kind, ops)
@@ -160,6 +186,7 @@ pub fn encode_frame(buf: &mut Vec<u8>, log_id: &[u8; 16], kind: FrameKind, meta:
     match kind {
         FrameKind::Batch => assert!(!ops.is_empty() && ops.len() <= BATCH_OPS_MAX),
         FrameKind::Marker => assert!(ops.is_empty()),
+        FrameKind::Gap => panic!("gaps are encoded by encode_gap_frame"),
         _ => assert!(ops.len() == 1 && ops[0].kind.frame_kind() == kind),
     }
     let body = body_bytes(kind, ops);
@@ -256,8 +283,12 @@ impl<'a> FrameView<'a> {
         FRAME_HEADER_BYTES + self.body.len()
     }
 
-    /// The LSN after the frame's last operation.
+    /// The LSN after the frame's last operation (for a gap, after the range it covers).
     pub fn next_lsn(&self) -> Lsn {
+        if self.kind == FrameKind::Gap {
+            // Checked at decode: the body is eight bytes holding an LSN past `lsn`.
+            return Lsn(read_u64(self.body, 0));
+        }
         Lsn(self.meta.lsn.0 + u64::from(self.lsn_count))
     }
 
@@ -366,15 +397,13 @@ fn parse_op(kind: FrameKind, body: &[u8], offset: usize) -> Result<(OpView<'_>, 
 
 /// Checks the frame at the start of `bytes`.
 ///
-/// `expected_lsn` is the LSN the log needs next; `body_bytes_max` bounds the
-/// body length read from the header before anything is sliced by it.
-pub fn decode_frame<'a>(
-    bytes: &'a [u8],
-    log_id: &[u8; 16],
-    expected_lsn: Lsn,
-    body_bytes_max: usize,
-) -> Result<FrameView<'a>, FrameDefect> {
-    at_lsn(decode_frame_anywhere(bytes, log_id, body_bytes_max)?, expected_lsn)
+/// `expected_lsn` is the LSN the log needs next. The body length read from
+/// the header is bounded by what the format allows ([`FRAME_BODY_BYTES_MAX`])
+/// and by the bytes given (the rest of the file) before anything is sliced
+/// by it; never by a log's `record_bytes_max`, which is a policy for what is
+/// written next, not a property of what is on disk.
+pub fn decode_frame<'a>(bytes: &'a [u8], log_id: &[u8; 16], expected_lsn: Lsn) -> Result<FrameView<'a>, FrameDefect> {
+    at_lsn(decode_frame_anywhere(bytes, log_id)?, expected_lsn)
 }
 
 /// `frame`, if it starts at `expected` LSN.
@@ -393,14 +422,13 @@ pub fn decode_frame_at<'a>(
     offset: usize,
     log_id: &[u8; 16],
     expected_lsn: Lsn,
-    body_bytes_max: usize,
 ) -> Result<(usize, FrameView<'a>), FrameDefect> {
-    match decode_frame(&bytes[offset..], log_id, expected_lsn, body_bytes_max) {
+    match decode_frame(&bytes[offset..], log_id, expected_lsn) {
         Ok(frame) => Ok((offset, frame)),
         Err(FrameDefect::Zeroed) => {
             let at = marker_offset(offset);
             let padded = at > offset && at <= bytes.len() && bytes[offset..at].iter().all(|&b| b == 0);
-            match decode_frame(&bytes[at.min(bytes.len())..], log_id, expected_lsn, body_bytes_max) {
+            match decode_frame(&bytes[at.min(bytes.len())..], log_id, expected_lsn) {
                 Ok(frame) if padded && frame.kind == FrameKind::Marker => Ok((at, frame)),
                 _ => Err(FrameDefect::Zeroed),
             }
@@ -411,12 +439,8 @@ pub fn decode_frame_at<'a>(
 
 /// Checks the frame at the start of `bytes` without knowing which LSN belongs
 /// there: recovery uses it to look for valid frames past a damaged one.
-pub fn decode_frame_anywhere<'a>(
-    bytes: &'a [u8],
-    log_id: &[u8; 16],
-    body_bytes_max: usize,
-) -> Result<FrameView<'a>, FrameDefect> {
-    parse_frame(bytes, Some(log_id), body_bytes_max)
+pub fn decode_frame_anywhere<'a>(bytes: &'a [u8], log_id: &[u8; 16]) -> Result<FrameView<'a>, FrameDefect> {
+    parse_frame(bytes, Some(log_id))
 }
 
 /// [`decode_frame`] for a frame the writer itself encoded into `bytes` and
@@ -428,16 +452,12 @@ pub fn decode_own_frame<'a>(
     expected_lsn: Lsn,
 ) -> Result<FrameView<'a>, FrameDefect> {
     let checksum_of = if cfg!(debug_assertions) { Some(log_id) } else { None };
-    at_lsn(parse_frame(bytes, checksum_of, FRAME_BODY_BYTES_MAX)?, expected_lsn)
+    at_lsn(parse_frame(bytes, checksum_of)?, expected_lsn)
 }
 
 /// The frame at the start of `bytes`; its checksum is checked against
 /// `checksum_of`'s log id when given.
-fn parse_frame<'a>(
-    bytes: &'a [u8],
-    checksum_of: Option<&[u8; 16]>,
-    body_bytes_max: usize,
-) -> Result<FrameView<'a>, FrameDefect> {
+fn parse_frame<'a>(bytes: &'a [u8], checksum_of: Option<&[u8; 16]>) -> Result<FrameView<'a>, FrameDefect> {
     if bytes.len() < FRAME_HEADER_BYTES {
         if bytes.iter().all(|&b| b == 0) {
             return Err(FrameDefect::Zeroed);
@@ -455,7 +475,7 @@ fn parse_frame<'a>(
         return Err(FrameDefect::Malformed("flags or reserved bytes are not zero"));
     }
     let body_len = read_u32(header, 4) as usize;
-    if body_len > body_bytes_max.min(FRAME_BODY_BYTES_MAX) {
+    if body_len > FRAME_BODY_BYTES_MAX {
         return Err(FrameDefect::Malformed("body length over the limit"));
     }
     let total = FRAME_HEADER_BYTES + body_len;
@@ -491,6 +511,15 @@ fn check_frame_fields(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
     match frame.kind {
         FrameKind::Marker if count != 0 || !frame.body.is_empty() => {
             return Err(malformed("marker with a body"));
+        }
+        FrameKind::Gap => {
+            if count != 0 || frame.body.len() != GAP_BODY_BYTES {
+                return Err(malformed("gap with operations or a body other than one lsn"));
+            }
+            if read_u64(frame.body, 0) <= frame.meta.lsn.0 {
+                return Err(malformed("gap that does not move the lsn forward"));
+            }
+            return Ok(());
         }
         FrameKind::Batch if count == 0 || count > BATCH_OPS_MAX => {
             return Err(malformed("batch count out of range"));
@@ -556,7 +585,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(9), &[op]);
         assert_eq!(buf.len(), frame_bytes(FrameKind::Entry, &[op]));
-        let frame = decode_frame(&buf, &LOG_ID, Lsn(9), usize::MAX).expect("valid frame");
+        let frame = decode_frame(&buf, &LOG_ID, Lsn(9)).expect("valid frame");
         let ops: Vec<_> = frame.ops().collect();
         assert_eq!(ops.len(), 1);
         assert_eq!((ops[0].stream, ops[0].seq, ops[0].payload), (&b"wf-1"[..], StreamSeq(3), &b"state"[..]));
@@ -572,7 +601,7 @@ mod tests {
         ];
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Batch, meta(5), &ops);
-        let frame = decode_frame(&buf, &LOG_ID, Lsn(5), usize::MAX).expect("valid frame");
+        let frame = decode_frame(&buf, &LOG_ID, Lsn(5)).expect("valid frame");
         let kinds: Vec<_> = frame.ops().map(|op| (op.kind, op.lsn)).collect();
         assert_eq!(
             kinds,
@@ -582,7 +611,7 @@ mod tests {
 
     #[test]
     fn a_zeroed_header_marks_the_end_of_data() {
-        assert_eq!(decode_frame(&[0; 64], &LOG_ID, Lsn(1), usize::MAX).unwrap_err(), FrameDefect::Zeroed);
+        assert_eq!(decode_frame(&[0; 64], &LOG_ID, Lsn(1)).unwrap_err(), FrameDefect::Zeroed);
     }
 
     #[test]
@@ -590,7 +619,7 @@ mod tests {
         let op = OpRef { kind: RecordKind::Entry, stream: b"s", seq: StreamSeq(0), lsn: Lsn(1), payload: b"p" };
         let mut buf = Vec::new();
         encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(1), &[op]);
-        assert_eq!(decode_frame(&buf, &[8; 16], Lsn(1), usize::MAX).unwrap_err(), FrameDefect::Checksum);
+        assert_eq!(decode_frame(&buf, &[8; 16], Lsn(1)).unwrap_err(), FrameDefect::Checksum);
     }
 
     #[test]
@@ -601,7 +630,7 @@ mod tests {
         for bit in 0..buf.len() * 8 {
             let mut damaged = buf.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_frame(&damaged, &LOG_ID, Lsn(1), usize::MAX).is_err(), "bit {bit} went unnoticed");
+            assert!(decode_frame(&damaged, &LOG_ID, Lsn(1)).is_err(), "bit {bit} went unnoticed");
         }
     }
 
@@ -611,8 +640,59 @@ mod tests {
         header[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         header[32] = FrameKind::Entry as u8;
         assert!(matches!(
-            decode_frame_anywhere(&header, &LOG_ID, 1024),
+            decode_frame_anywhere(&header, &LOG_ID),
             Err(FrameDefect::Malformed("body length over the limit"))
         ));
+    }
+
+    #[test]
+    fn a_gap_frame_round_trips_and_moves_the_lsn() {
+        let mut buf = Vec::new();
+        encode_gap_frame(&mut buf, &LOG_ID, meta(7), Lsn(1_000));
+        let frame = decode_frame(&buf, &LOG_ID, Lsn(7)).unwrap();
+        assert_eq!((frame.kind, frame.lsn_count, frame.next_lsn()), (FrameKind::Gap, 0, Lsn(1_000)));
+        assert_eq!(frame.ops().count(), 0);
+        for bit in 0..buf.len() * 8 {
+            let mut damaged = buf.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_frame(&damaged, &LOG_ID, Lsn(7)).is_err(), "bit {bit} went unnoticed");
+        }
+    }
+
+    /// A log written with a large `record_bytes_max` was read back with the
+    /// default one, and its large records looked like damage (issue 9, case 1):
+    /// decoding is bounded by the format and the bytes, not by an option.
+    #[test]
+    fn a_frame_larger_than_any_option_decodes() {
+        let payload = vec![9u8; 20 << 20];
+        let op = OpRef { kind: RecordKind::Entry, stream: b"s", seq: StreamSeq(0), lsn: Lsn(1), payload: &payload };
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(1), &[op]);
+        assert_eq!(decode_frame(&buf, &LOG_ID, Lsn(1)).unwrap().body.len(), buf.len() - FRAME_HEADER_BYTES);
+    }
+
+    /// The test vectors of segments-format.md (3): an independent reader
+    /// written from the spec alone checks itself against these bytes.
+    #[test]
+    fn the_format_documents_test_vectors_are_what_the_encoder_writes() {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let log_id = [0x11; 16];
+        let meta = |lsn| FrameMeta { lsn: Lsn(lsn), durable_lsn: Lsn(lsn), timestamp_ms: 0 };
+        let op = OpRef { kind: RecordKind::Entry, stream: b"s", seq: StreamSeq(0), lsn: Lsn(1), payload: b"hi" };
+        let mut entry = Vec::new();
+        encode_frame(&mut entry, &log_id, FrameKind::Entry, meta(1), &[op]);
+        assert_eq!(
+            hex(&entry),
+            "0c3488bf190000000100000000000000010000000000000000000000000000000100000001000000\
+             01000200000000000000000000000100000000000000736869"
+        );
+        let mut gap = Vec::new();
+        encode_gap_frame(&mut gap, &log_id, meta(7), Lsn(9));
+        assert_eq!(
+            hex(&gap),
+            "cb5c55b608000000070000000000000007000000000000000000000000000000060000000000000009000000\
+             00000000"
+        );
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
     }
 }

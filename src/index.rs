@@ -80,6 +80,18 @@ pub struct SegmentEntry {
     last_frame_offset: Option<usize>,
 }
 
+impl SegmentEntry {
+    /// Where the segment's last frame starts, if it has any.
+    pub fn last_frame_offset(&self) -> Option<usize> {
+        self.last_frame_offset
+    }
+
+    /// Frames in the segment.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+}
+
 /// One record as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -189,26 +201,18 @@ pub struct Index {
     last_durable_lsn: Lsn,
     /// Whether the last frame applied was a clean-close marker.
     ends_with_marker: bool,
-    frame_body_bytes_max: usize,
     records: u64,
 }
 
 impl Index {
-    /// An empty index; `frame_body_bytes_max` bounds frames read back.
-    pub fn new(frame_body_bytes_max: usize) -> Index {
-        Index { next_lsn: Lsn::FIRST, last_durable_lsn: Lsn::FIRST, frame_body_bytes_max, ..Index::default() }
+    /// An empty index whose first record will be at `first_lsn`.
+    pub fn new(first_lsn: Lsn) -> Index {
+        Index { next_lsn: first_lsn, last_durable_lsn: first_lsn, ..Index::default() }
     }
 
     /// The LSN the next record gets; everything below it is acknowledged.
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
-    }
-
-    /// Starts the index at `lsn` (read-only recovery, after a gap it reported).
-    pub fn set_next_lsn(&mut self, lsn: Lsn) {
-        assert!(self.segments.is_empty());
-        self.next_lsn = lsn;
-        self.last_durable_lsn = lsn;
     }
 
     /// Offset in the last segment from which frames may not be durable: the
@@ -513,10 +517,9 @@ impl Index {
         let region = entry.segment.map.slice(0, entry.end_offset);
         let log_id = entry.segment.header.log_id;
         while offset < entry.end_offset && out.len() < limit {
-            let (at, frame) =
-                decode_frame_at(&region, offset, &log_id, lsn, self.frame_body_bytes_max).map_err(|defect| {
-                    Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
-                })?;
+            let (at, frame) = decode_frame_at(&region, offset, &log_id, lsn).map_err(|defect| {
+                Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
+            })?;
             offset = at;
             let body_start = at + FRAME_HEADER_BYTES;
             for op in frame.ops().filter(|op| op.lsn >= want) {

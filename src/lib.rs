@@ -36,11 +36,13 @@ mod error;
 pub mod frame;
 pub mod fs;
 mod index;
+pub mod inspect;
 mod log;
 mod options;
 pub mod recovery;
 pub mod segment;
 pub mod sim;
+pub mod state;
 mod sync;
 mod types;
 
@@ -51,6 +53,7 @@ pub use index::{IndexStats, Record, RecordRef, StreamRead};
 pub use log::{Batch, Log, LogReader, Pending};
 pub use options::{Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};
+pub use state::LogState;
 pub use types::{Durability, Expectation, Lsn, RecoveryMode, SegmentId, StreamSeq, display_stream};
 
 /// The README's example runs as a doctest, so it cannot drift from the API.

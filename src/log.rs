@@ -36,8 +36,9 @@ use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_I
 use crate::fs::{DirLock, FileSystem, LockMode};
 use crate::index::{Index, IndexStats, Record, RecordRef, StreamRead};
 use crate::options::{Options, SegmentPreparation};
-use crate::recovery::{Access, Recovered, RecoveryReport, recover};
-use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare};
+use crate::recovery::{Access, Recovered, RecoveryReport, StateAction, recover};
+use crate::segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare};
+use crate::state::{LogState, StateCopies, StateFile};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Condvar, Mutex, RwLock};
 use crate::types::{Durability, Expectation, Lsn, RecoveryMode, StreamSeq};
@@ -241,6 +242,12 @@ impl Batch {
         self
     }
 
+    /// Adds an operation of any kind.
+    pub(crate) fn with(mut self, kind: OpKind, stream: &[u8], payload: &[u8]) -> Batch {
+        self.ops.push(Op { kind, stream: Bytes::copy_from_slice(stream), payload: Bytes::copy_from_slice(payload) });
+        self
+    }
+
     /// Operations in the batch.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -292,12 +299,13 @@ impl Log {
         fs.create_dir_all(&dir).map_err(|error| Error::io("create directory", &dir, error))?;
         let lock = lock_dir(&*fs, &dir, LockMode::Exclusive)?;
         fs.sync_dir(&dir).map_err(|error| Error::io("fsync directory", &dir, error))?;
-        let Recovered { mut index, log_id, report, .. } =
-            recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode, options.record_bytes_max)?;
+        let Recovered { mut index, log_id, state, report, .. } =
+            recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode)?;
         let log_id = match log_id.filter(|_| !index.segments().is_empty()) {
             Some(log_id) => log_id,
-            None => create_first_segment(&*fs, &dir, &options, &mut index)?,
+            None => create_first_segment(&*fs, &dir, &options, &mut index, log_id.unwrap_or_else(new_log_id))?,
         };
+        let state_file = open_state_file(&*fs, &dir, &index, log_id, state)?;
         let background = options.segment_preparation == SegmentPreparation::Background;
         let shared = Arc::new(Shared {
             dir,
@@ -313,7 +321,11 @@ impl Log {
             poisoned: Default::default(),
         });
         let mut threads = Vec::new();
-        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), log_id)));
+        let mut writer = Writer::new(shared.clone(), log_id, state_file);
+        if let Some(resume) = report.resumes_at {
+            writer.write_gap(resume)?;
+        }
+        let writer = Arc::new(Mutex::new(writer));
         let (thread_shared, thread_writer) = (shared.clone(), writer.clone());
         threads.push(spawn("annals-writer", move || Writer::run_thread(&thread_shared, &thread_writer))?);
         if background {
@@ -486,12 +498,20 @@ impl Log {
         })
     }
 
+    /// Moves the log's next LSN forward to `lsn` with a gap frame (`repair`
+    /// keeps the LSNs of the records it copies).
+    pub(crate) fn skip_to(&self, lsn: Lsn) -> Result<()> {
+        self.check_open()?;
+        self.handle.writer.lock().write_gap(lsn)
+    }
+
     /// The next sequence of `stream` (0 if it has no live entries).
     pub fn next_seq(&self, stream: impl AsRef<[u8]>) -> StreamSeq {
         self.shared().index.read().stream(stream.as_ref()).map_or(StreamSeq(0), |s| s.next_seq())
     }
 
-    /// The LSN of the last acknowledged record (`Lsn::ZERO` if none).
+    /// The last LSN taken (`Lsn::ZERO` if none): by the last acknowledged
+    /// record, or by a gap that salvage wrote past LSNs it could not keep.
     pub fn last_lsn(&self) -> Lsn {
         Lsn(self.shared().index.read().next_lsn().0 - 1)
     }
@@ -592,10 +612,52 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
         .map_err(|error| Error::io("spawn thread", PathBuf::new(), error))
 }
 
-fn create_first_segment(fs: &dyn FileSystem, dir: &Path, options: &Options, index: &mut Index) -> Result<[u8; 16]> {
-    let log_id = new_log_id();
+/// The state file of a log open for writing, brought up to date with what
+/// recovery found (segments-format.md, "The state file").
+fn open_state_file(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    index: &Index,
+    log_id: [u8; 16],
+    action: StateAction,
+) -> Result<StateFile> {
+    let segments = index.segments();
+    let oldest = segments.first().expect("open creates a segment").segment.header.first_lsn;
+    let newest = segments.last().expect("open creates a segment").segment.header.first_lsn;
+    // Recovery made everything it kept durable.
+    let durable_end = index.next_lsn();
+    match action {
+        StateAction::Keep(state) => StateFile::open(fs, dir, state),
+        StateAction::Update(state) => {
+            let mut file = StateFile::open(fs, dir, state)?;
+            file.update(newest, durable_end, false, StateCopies::One)?;
+            Ok(file)
+        }
+        StateAction::Create => {
+            let state = LogState {
+                log_id,
+                generation: 1,
+                oldest_segment_lsn: oldest,
+                newest_segment_lsn: newest,
+                durable_end_lsn: durable_end,
+                written_ms: now_ms(),
+                clean_close: false,
+            };
+            StateFile::create(fs, dir, state)
+        }
+    }
+}
+
+fn create_first_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    options: &Options,
+    index: &mut Index,
+    log_id: [u8; 16],
+) -> Result<[u8; 16]> {
     let spare = prepare_spare(fs, dir, options.segment_bytes, 0)?;
     let header = SegmentHeader {
+        version: FORMAT_VERSION,
         log_id,
         first_lsn: index.next_lsn(),
         segment_bytes: options.segment_bytes,
@@ -606,35 +668,38 @@ fn create_first_segment(fs: &dyn FileSystem, dir: &Path, options: &Options, inde
     Ok(log_id)
 }
 
-/// A log opened read-only, for inspection: nothing is changed on disk, and
-/// a shared lock keeps writers out while it lives.
+/// A log opened read-only, for inspection: nothing is changed on disk and
+/// no lock is taken, so it works on read-only media, for a user who may
+/// only read, and beside a live writer. Beside a writer it sees what was
+/// written when it opened; the last records of an in-flight group may show
+/// as a torn tail, which is not corruption.
 pub struct LogReader {
     index: Index,
     report: RecoveryReport,
     problems: Vec<crate::error::Corruption>,
-    _lock: DirLock,
 }
 
 impl LogReader {
     /// Opens `dir` read-only with the operating system's file system.
     ///
     /// # Errors
-    /// [`Error::Locked`] if a writer has it open; [`Error::Io`].
+    /// [`Error::NotALog`] if the directory holds no segment and no state
+    /// file; [`Error::Io`] if it cannot be read.
     pub fn open(dir: impl AsRef<Path>) -> Result<LogReader> {
         LogReader::open_with(dir, &Options::default())
     }
 
-    /// Opens `dir` read-only with the file system and limits of `options`.
+    /// Opens `dir` read-only with the file system of `options` (its other
+    /// fields play no part in reading: what is on disk is read as the
+    /// format says).
     ///
     /// # Errors
     /// As [`LogReader::open`].
     pub fn open_with(dir: impl AsRef<Path>, options: &Options) -> Result<LogReader> {
         let dir = dir.as_ref();
         let fs = &*options.file_system;
-        let lock = lock_dir(fs, dir, LockMode::Shared)?;
-        let Recovered { index, report, problems, .. } =
-            recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict, options.record_bytes_max)?;
-        Ok(LogReader { index, report, problems, _lock: lock })
+        let Recovered { index, report, problems, .. } = recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict)?;
+        Ok(LogReader { index, report, problems })
     }
 
     /// What a read-write open would find and do (nothing was done).

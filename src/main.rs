@@ -1,4 +1,5 @@
-//! The `annals` command: load a log with a synthetic workload, verify one, dump one.
+//! The `annals` command: load a log with a synthetic workload; verify, dump
+//! and repair one.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use annals::inspect::{Damage, IntactScan, scan_intact};
 use annals::{Durability, Expectation, LogReader, Lsn, Options, display_stream};
 use parking_lot::Mutex;
 
@@ -15,7 +17,8 @@ const USAGE: &str = "usage:
   annals load --dir DIR [--streams N] [--records M] [--payload-bytes B] [--concurrency C]
               [--durability sync|flush|periodic] [--ack-log FILE] [--json]
   annals verify DIR [--json]
-  annals dump DIR [--stream ID] [--after LSN] [--limit N]";
+  annals dump DIR [--stream ID] [--after LSN] [--limit N] [--salvage]
+  annals repair DIR --into NEW [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         Some("load") => load(&args[1..]),
         Some("verify") => verify(&args[1..]),
         Some("dump") => dump(&args[1..]),
+        Some("repair") => repair(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -203,21 +207,26 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
         }));
     }
     let corrupt = !reader.problems().is_empty();
+    // Under damage, count what is actually readable: every intact frame,
+    // past the damage too.
+    let (records, streams, last_lsn, damage) = if corrupt {
+        let scan = scan_intact(&annals::fs::RealFs, &dir, |_, _, _| {}).map_err(|e| e.to_string())?;
+        (scan.records, scan.streams, scan.last_lsn, scan.damage)
+    } else {
+        (report.records, reader.stream_count(), reader.last_lsn(), Vec::new())
+    };
     if flags.has("--json") {
         let out = serde_json::json!({
-            "segments": report.segments, "streams": reader.stream_count(), "records": report.records,
-            "bytes": report.bytes, "last_lsn": reader.last_lsn(), "problems": problems,
-            "index": reader.index_stats(),
+            "segments": report.segments, "streams": streams, "records": records,
+            "bytes": report.bytes, "last_lsn": last_lsn, "format_version": report.format_version,
+            "problems": problems, "damage": damage, "index": reader.index_stats(),
         });
         println!("{out}");
     } else {
+        let readable = if corrupt { "intact " } else { "" };
         println!(
-            "segments {}\nstreams {}\nrecords {}\nbytes {}\nlast lsn {}",
-            report.segments,
-            reader.stream_count(),
-            report.records,
-            report.bytes,
-            reader.last_lsn()
+            "segments {}\n{readable}streams {streams}\n{readable}records {records}\nbytes {}\nlast lsn {last_lsn}\nformat version {}",
+            report.segments, report.bytes, report.format_version
         );
         let index = reader.index_stats();
         let index_bytes = index.entry_bytes + index.stream_overhead_bytes + index.checkpoint_bytes;
@@ -234,20 +243,32 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
                 problem["what"].as_str().unwrap_or("")
             );
         }
-        println!("{}", if corrupt { "corrupt" } else { "clean" });
+        for Damage { file, offset, bytes, what } in &damage {
+            println!("damaged {bytes} bytes in {} at offset {offset}: {what}", file.display());
+        }
+        if corrupt {
+            println!("corrupt: `annals repair {} --into NEW` copies every intact record out", dir.display());
+        } else {
+            println!("clean");
+        }
     }
     Ok(if corrupt { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn dump(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags::parse(args, &[], &["--stream", "--after", "--limit"])?;
+    let flags = Flags::parse(args, &["--salvage"], &["--stream", "--after", "--limit"])?;
     let dir = flags.dir(None)?;
     let mut after = Lsn(flags.number("--after", 0)?);
     let mut remaining = flags.number("--limit", u64::MAX)?;
     let stream = flags.value("--stream").map(str::as_bytes);
+    if flags.has("--salvage") {
+        return dump_salvage(&dir, after, remaining, stream);
+    }
     let reader = LogReader::open(&dir).map_err(|e| e.to_string())?;
     if let Some(problem) = reader.problems().first() {
-        return Err(format!("{problem}; run annals verify"));
+        return Err(format!(
+            "{problem}; run `annals verify` for every problem, or `annals dump --salvage` for the intact records"
+        ));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -264,15 +285,87 @@ fn dump(args: &[String]) -> Result<ExitCode, String> {
         if stream.is_some_and(|s| s != record.stream.as_ref()) {
             continue;
         }
-        let line = serde_json::json!({
-            "lsn": record.lsn, "stream": display_stream(&record.stream), "seq": record.seq,
-            "kind": record.kind.name(), "len": record.payload.len(),
-        });
+        let line = record_line(record.lsn, &record.stream, record.seq, record.kind, record.payload.len());
         if writeln!(out, "{line}").is_err() {
             break; // the reader went away (a closed pipe)
         }
         remaining -= 1;
     }
     let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record_line(
+    lsn: Lsn,
+    stream: &[u8],
+    seq: annals::StreamSeq,
+    kind: annals::RecordKind,
+    len: usize,
+) -> serde_json::Value {
+    serde_json::json!({ "lsn": lsn, "stream": display_stream(stream), "seq": seq, "kind": kind.name(), "len": len })
+}
+
+/// `dump --salvage`: every intact record, past damage, with the damage on stderr.
+fn dump_salvage(dir: &std::path::Path, after: Lsn, limit: u64, stream: Option<&[u8]>) -> Result<ExitCode, String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut remaining = limit;
+    let scan = scan_intact(&annals::fs::RealFs, dir, |_, _, frame| {
+        for op in frame.ops() {
+            if remaining == 0 || op.lsn <= after || stream.is_some_and(|s| s != op.stream) {
+                continue;
+            }
+            let line = record_line(op.lsn, op.stream, op.seq, op.kind, op.payload.len());
+            if writeln!(out, "{line}").is_err() {
+                remaining = 0; // the reader went away (a closed pipe)
+                return;
+            }
+            remaining -= 1;
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let _ = out.flush();
+    warn_damage(&scan);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn warn_damage(scan: &IntactScan) {
+    if scan.damage.is_empty() {
+        return;
+    }
+    eprintln!("annals: warning: the log is damaged; only intact records were read");
+    for Damage { file, offset, bytes, what } in &scan.damage {
+        eprintln!("annals: damaged {bytes} bytes in {} at offset {offset}: {what}", file.display());
+    }
+}
+
+fn repair(args: &[String]) -> Result<ExitCode, String> {
+    let flags = Flags::parse(args, &["--json"], &["--into"])?;
+    let from = flags.dir(None)?;
+    let into = flags.dir(Some("--into"))?;
+    if from == into {
+        return Err("repair never modifies the source: --into must name another directory".to_owned());
+    }
+    let report = annals::inspect::repair(&from, &into, Options::default()).map_err(|e| e.to_string())?;
+    if flags.has("--json") {
+        println!("{}", serde_json::to_value(&report).map_err(|e| e.to_string())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("copied {} records into {}", report.records_copied, into.display());
+    for Damage { file, offset, bytes, what } in &report.scan.damage {
+        println!("dropped {bytes} damaged bytes in {} at offset {offset}: {what}", file.display());
+    }
+    for dropped in &report.records_dropped {
+        println!(
+            "dropped the record at lsn {} ({} at offset {}): {}",
+            dropped.lsn,
+            dropped.file.display(),
+            dropped.offset,
+            dropped.why
+        );
+    }
+    if report.scan.damage.is_empty() && report.records_dropped.is_empty() {
+        println!("nothing was damaged; the copy is complete");
+    }
     Ok(ExitCode::SUCCESS)
 }

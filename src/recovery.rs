@@ -11,13 +11,21 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::frame::{FRAME_HEADER_BYTES, FrameDefect, decode_frame_anywhere, decode_frame_at};
-use crate::fs::{File, FileSystem};
+use crate::frame::{
+    BATCH_OP_KIND_BYTES, FRAME_HEADER_BYTES, FrameDefect, OP_HEADER_BYTES, decode_frame_anywhere, decode_frame_at,
+};
+use crate::fs::{File, FileSystem, MappedFile};
 use crate::index::Index;
 use crate::segment::{
-    SEGMENT_HEADER_BYTES, SPARE_PREFIX, SPARE_SUFFIX, Segment, SegmentHeader, parse_segment_file_name,
+    FORMAT_VERSION, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SPARE_PREFIX, SPARE_SUFFIX, Segment,
+    SegmentHeader, parse_segment_file_name,
 };
+use crate::state::{LogState, STATE_TEMP_FILE_NAME, StateRead, read_state};
 use crate::types::{Lsn, RecoveryMode};
+
+/// The most LSNs one segment can hold: every operation takes at least 24
+/// bytes (a batch's kind byte, the operation header and a one-byte stream id).
+const LSNS_PER_SEGMENT_MAX: u64 = SEGMENT_BYTES_MAX / (BATCH_OP_KIND_BYTES + OP_HEADER_BYTES + 1) as u64;
 
 /// Whether recovery may change files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +55,12 @@ pub struct RecoveryReport {
     /// Bytes of the last segment's tail rewritten and synced because they
     /// were written after the last fdatasync recorded in the log.
     pub tail_bytes_resynced: u64,
+    /// The format version of the newest segment (0 if none).
+    pub format_version: u32,
+    /// Salvage cut records whose LSNs may have been acknowledged: the next
+    /// record gets this LSN, past every one of them, and a gap frame records
+    /// the skip (segments-format.md, "Gap").
+    pub resumes_at: Option<Lsn>,
 }
 
 /// A range of a file that recovery cut or deleted.
@@ -66,6 +80,19 @@ pub struct DroppedRange {
     pub reason: String,
 }
 
+/// What a read-write open must write to the state file after recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateAction {
+    /// The state file is current.
+    Keep(LogState),
+    /// Record the newest segment, which is newer than the state file says
+    /// (a crash came between publishing it and recording it), or a gap.
+    Update(LogState),
+    /// Write a new state file: a version-1 log being upgraded, a log whose
+    /// creation crashed before its state file was written, or a salvaged one.
+    Create,
+}
+
 /// The result of recovery.
 #[derive(Debug)]
 pub struct Recovered {
@@ -73,6 +100,8 @@ pub struct Recovered {
     pub index: Index,
     /// The log's id, if it has any segment.
     pub log_id: Option<[u8; 16]>,
+    /// What the state file needs (read-write opens act on it).
+    pub state: StateAction,
     /// What was found and done.
     pub report: RecoveryReport,
     /// Read-only: every corruption found. Read-write: empty (the first one fails the open).
@@ -94,52 +123,134 @@ struct Recovery<'a> {
     mode: RecoveryMode,
     index: Index,
     log_id: Option<[u8; 16]>,
+    /// The state file's record, when it has a valid one.
+    state: Option<LogState>,
     report: RecoveryReport,
     problems: Vec<Corruption>,
-    body_bytes_max: usize,
     /// Read-only: an earlier corruption broke the chain, and scanning went on
     /// from a later segment's first LSN.
     resynced: bool,
+    /// Salvage cut the log: the highest LSN any frame past the cut claimed.
+    cut_lsn_seen: Option<Lsn>,
 }
 
-/// Opens every segment in `dir`, checks it and rebuilds the index.
-pub fn recover(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    access: Access,
-    mode: RecoveryMode,
-    body_bytes_max: usize,
-) -> Result<Recovered> {
+/// Opens every segment in `dir`, checks it against the state file and
+/// rebuilds the index.
+///
+/// # Errors
+/// [`Error::Corruption`] (read-write, strict); [`Error::NotALog`] (read-only,
+/// on a directory with no segment and no state file); [`Error::Io`].
+pub fn recover(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMode) -> Result<Recovered> {
     let mut recovery = Recovery {
         fs,
         dir,
         access,
         mode,
-        index: Index::new(body_bytes_max),
+        index: Index::new(Lsn::FIRST),
         log_id: None,
+        state: None,
         report: RecoveryReport::default(),
         problems: Vec::new(),
-        body_bytes_max,
         resynced: false,
+        cut_lsn_seen: None,
     };
-    recovery.run()?;
+    let state = recovery.run()?;
     recovery.index.shrink_to_fit();
     Ok(Recovered {
         index: recovery.index,
         log_id: recovery.log_id,
+        state,
         report: recovery.report,
         problems: recovery.problems,
     })
 }
 
 impl Recovery<'_> {
-    fn run(&mut self) -> Result<()> {
+    fn run(&mut self) -> Result<StateAction> {
+        // The state file first, then the segments: beside a live writer, the
+        // state read is then no newer than the segments listed after it.
+        let state_read = read_state(self.fs, self.dir)?;
         let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
         let mut segments: Vec<(Lsn, String)> =
             names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
         segments.sort();
+        if segments.is_empty() && state_read == StateRead::Missing && self.access == Access::ReadOnly {
+            return Err(Error::NotALog { dir: self.dir.to_owned() });
+        }
         self.remove_spares(&names)?;
-        let mut expected = Lsn::FIRST;
+        let mut damaged_state = None;
+        match state_read {
+            StateRead::Found { state, damaged_slot } => {
+                if let Some((slot, why)) = damaged_slot {
+                    // One slot failing is what a torn update leaves; it is
+                    // not corruption, but verify says so.
+                    let _ = (slot, why);
+                }
+                self.state = Some(state);
+                self.log_id = Some(state.log_id);
+                self.index = Index::new(state.oldest_segment_lsn);
+            }
+            StateRead::Damaged(problem) => damaged_state = Some(problem),
+            StateRead::Missing => {}
+        }
+        if let Some(state) = self.state {
+            let newest = segments.last().map_or(Lsn::ZERO, |(lsn, _)| *lsn);
+            if newest < state.newest_segment_lsn {
+                // Row 8: the newest segment the state file records is gone.
+                let problem = Corruption {
+                    file: self.dir.to_owned(),
+                    offset: 0,
+                    kind: CorruptionKind::NewestSegmentMissing { recorded: state.newest_segment_lsn, found: newest },
+                };
+                // Salvage: how many records the missing segment held is unknown,
+                // so the log resumes past every LSN it could have held.
+                let most = Lsn(state.newest_segment_lsn.0.saturating_add(LSNS_PER_SEGMENT_MAX));
+                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(most));
+                self.corruption_at(&[], problem, 0)?;
+            }
+        }
+        self.scan_segments(&segments)?;
+        self.settle_state(damaged_state)
+    }
+
+    /// Decides what the state file needs once the segments are scanned
+    /// (rows 9 and 10 of the decision table).
+    fn settle_state(&mut self, damaged_state: Option<Corruption>) -> Result<StateAction> {
+        let has_frames = self.index.segments().iter().any(|entry| entry.last_frame_offset().is_some());
+        let newest_version = self.index.segments().last().map_or(0, |entry| entry.segment.header.version);
+        self.report.format_version = newest_version;
+        if self.access == Access::ReadWrite {
+            let _ = self.fs.remove(&self.dir.join(STATE_TEMP_FILE_NAME));
+        }
+        let Some(state) = self.state else {
+            let all_legacy = self.index.segments().iter().all(|entry| entry.segment.header.version < FORMAT_VERSION);
+            if let Some(problem) = damaged_state
+                && has_frames
+            {
+                // Row 10: no valid slot, and records that it should vouch for.
+                self.corruption_at(&[], problem, 0)?;
+            } else if !all_legacy && has_frames {
+                // Row 10: a version-2 log with records and no state file.
+                let problem =
+                    Corruption { file: self.dir.to_owned(), offset: 0, kind: CorruptionKind::StateFileMissing };
+                self.corruption_at(&[], problem, 0)?;
+            }
+            // A version-1 log (upgraded now), or a creation that crashed
+            // before its state file was written (nothing was acknowledged).
+            return Ok(StateAction::Create);
+        };
+        if self.report.salvaged.is_empty() && self.cut_lsn_seen.is_none() {
+            let newest = self.index.segments().last().map(|entry| entry.segment.header.first_lsn);
+            return Ok(match newest {
+                Some(newest) if newest > state.newest_segment_lsn => StateAction::Update(state),
+                _ => StateAction::Keep(state),
+            });
+        }
+        Ok(StateAction::Update(state))
+    }
+
+    fn scan_segments(&mut self, segments: &[(Lsn, String)]) -> Result<()> {
+        let mut expected = self.index.next_lsn();
         for (position, (name_lsn, name)) in segments.iter().enumerate() {
             let is_last = position + 1 == segments.len();
             let path = self.dir.join(name);
@@ -165,7 +276,24 @@ impl Recovery<'_> {
         if self.access == Access::ReadWrite {
             self.resync_tail()?;
         }
+        self.settle_salvage();
         Ok(())
+    }
+
+    /// After salvage cut the log, the next record must get an LSN past every
+    /// one that may have been acknowledged: past what the state file records
+    /// as durable and past every frame found beyond the cut.
+    fn settle_salvage(&mut self) {
+        if self.report.salvaged.is_empty() {
+            return;
+        }
+        let next = self.index.next_lsn();
+        let durable_end = self.state.map_or(Lsn::ZERO, |state| state.durable_end_lsn);
+        let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
+        let resume = durable_end.max(seen);
+        if resume > next {
+            self.report.resumes_at = Some(resume);
+        }
     }
 
     /// Spares were never published: nothing in them was acknowledged.
@@ -185,6 +313,9 @@ impl Recovery<'_> {
 
     /// Opens a segment and checks its header against its name, the log and
     /// the LSN the previous segment ended at. `Ok(Err(_))` is corruption.
+    /// Read-only and salvage opens read on past a damaged header or a
+    /// shortened file where the log's id and the file name say what the
+    /// header held, so that the records in the segment are not lost to them.
     fn open_segment(&mut self, path: &Path, name_lsn: Lsn, expected: Lsn) -> Result<Result<Segment, Corruption>> {
         let corrupt = |offset: u64, kind| Ok(Err(Corruption { file: path.to_owned(), offset, kind }));
         let writable = self.access == Access::ReadWrite;
@@ -193,10 +324,26 @@ impl Recovery<'_> {
         if len < SEGMENT_HEADER_BYTES as u64 {
             return corrupt(0, CorruptionKind::BadHeader("file is shorter than a segment header"));
         }
-        let map = file.map().map_err(|error| Error::io("mmap", path, error))?;
+        let mut map = file.map().map_err(|error| Error::io("mmap", path, error))?;
         let header = match SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES)) {
             Ok(header) => header,
-            Err(kind) => return corrupt(0, kind),
+            Err(kind) => match self.rebuilt_header(&*map, name_lsn, expected, len) {
+                Some(header) => {
+                    let problem = Corruption { file: path.to_owned(), offset: 0, kind };
+                    self.note_repair(
+                        problem,
+                        expected,
+                        SEGMENT_HEADER_BYTES as u64,
+                        "header rewritten from the file name and the log id",
+                    )?;
+                    if writable {
+                        file.write_at(&header.encode(), 0).map_err(|error| Error::io("write", path, error))?;
+                        file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
+                    }
+                    header
+                }
+                None => return corrupt(0, kind),
+            },
         };
         if header.first_lsn != name_lsn {
             return corrupt(32, CorruptionKind::BadHeader("first lsn differs from the file name"));
@@ -208,10 +355,18 @@ impl Recovery<'_> {
             _ => self.log_id = Some(header.log_id),
         }
         if len != header.segment_bytes {
-            return corrupt(
-                len.min(header.segment_bytes),
-                CorruptionKind::SegmentLength { expected: header.segment_bytes, found: len },
-            );
+            let kind = CorruptionKind::SegmentLength { expected: header.segment_bytes, found: len };
+            let problem = Corruption { file: path.to_owned(), offset: len.min(header.segment_bytes), kind };
+            if len > header.segment_bytes || !self.reads_past_damage() {
+                return Ok(Err(problem));
+            }
+            // A shortened file: what remains is read as it is; salvage
+            // restores the zeros, so that the segment has its length again.
+            self.note_repair(problem, expected, 0, "zeros restored to the segment's length")?;
+            if writable {
+                zero_range(&*file, path, len as usize, header.segment_bytes as usize)?;
+                map = file.map().map_err(|error| Error::io("mmap", path, error))?;
+            }
         }
         // `u64::MAX` means an earlier problem broke the chain: read-only goes on from here.
         if expected != Lsn(u64::MAX) && header.first_lsn != expected {
@@ -223,11 +378,55 @@ impl Recovery<'_> {
             return corrupt(0, kind);
         }
         if expected == Lsn(u64::MAX) {
-            self.index = Index::new(self.body_bytes_max);
-            self.index.set_next_lsn(header.first_lsn);
+            self.index = Index::new(header.first_lsn);
             self.resynced = true;
         }
         Ok(Ok(Segment { header, path: path.to_owned(), file, map }))
+    }
+
+    /// Whether this recovery reads on past damage it has reported
+    /// (read-only) or cut (salvage), rather than failing.
+    fn reads_past_damage(&self) -> bool {
+        self.access == Access::ReadOnly || self.mode == RecoveryMode::Salvage
+    }
+
+    /// The header a segment must have had, when its own is damaged: known
+    /// from the log's id, the file name and the chain, and confirmed by a
+    /// valid first frame (or an empty segment).
+    fn rebuilt_header(&self, map: &dyn MappedFile, name_lsn: Lsn, expected: Lsn, len: u64) -> Option<SegmentHeader> {
+        let log_id = self.log_id?;
+        if !self.reads_past_damage() || name_lsn != expected || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&len)
+        {
+            return None;
+        }
+        let bytes = map.slice(0, map.len());
+        let confirmed = decode_frame_at(&bytes, SEGMENT_HEADER_BYTES, &log_id, expected).is_ok()
+            || is_zero(&bytes[SEGMENT_HEADER_BYTES..]);
+        confirmed.then(|| SegmentHeader {
+            version: FORMAT_VERSION,
+            log_id,
+            first_lsn: name_lsn,
+            segment_bytes: len,
+            created_ms: crate::commit::now_ms(),
+        })
+    }
+
+    /// Reports damage that read-only recovery reads past, or that salvage
+    /// repairs without dropping a record.
+    fn note_repair(&mut self, problem: Corruption, from_lsn: Lsn, bytes: u64, repair: &str) -> Result<()> {
+        if self.access == Access::ReadOnly {
+            self.problems.push(problem);
+            return Ok(());
+        }
+        self.report.salvaged.push(DroppedRange {
+            file: problem.file,
+            offset: problem.offset,
+            bytes,
+            file_deleted: false,
+            from_lsn,
+            reason: format!("{}; {repair}", problem.kind),
+        });
+        Ok(())
     }
 
     /// Applies every valid frame of a segment to the index; returns where and why they stop.
@@ -237,7 +436,7 @@ impl Recovery<'_> {
         loop {
             let expected = self.index.next_lsn();
             let log_id = &segment.header.log_id;
-            let frame = match decode_frame_at(&bytes, offset, log_id, expected, self.body_bytes_max) {
+            let frame = match decode_frame_at(&bytes, offset, log_id, expected) {
                 Ok((at, frame)) => {
                     // Row 1b: zero padding, then the clean-close marker at the next boundary.
                     if at != offset {
@@ -269,15 +468,26 @@ impl Recovery<'_> {
 
     /// Decides what the end of a segment's frames means (the decision table).
     fn settle_end(&mut self, segment: &Segment, end: ScanEnd, is_last: bool) -> Result<Settled> {
+        let expected = self.index.next_lsn();
+        let durable_end = self.state.map_or(Lsn::ZERO, |state| state.durable_end_lsn);
         let ScanEnd::Defect { offset, why, stream_inconsistent } = end else {
+            if is_last && !self.resynced && expected < durable_end {
+                // Row 7: the data ends (zeros) before what the state file
+                // recorded as durable: acknowledged records were erased.
+                let offset = self.index.segments().last().map_or(0, |entry| entry.end_offset) as u64;
+                let kind = CorruptionKind::EndBeforeDurable { end: expected, durable_end };
+                let problem = Corruption { file: segment.path.clone(), offset, kind };
+                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(Lsn(durable_end.0 - 1)));
+                self.corruption_at(&[], problem, 0)?;
+            }
             // Row 1: zeros to the end of the file: a clean end.
             return Ok(Settled::Continue);
         };
-        let expected = self.index.next_lsn();
         let bytes = segment.map.slice(0, segment.map.len());
         let damaged_end = last_nonzero_end(&bytes, offset);
-        let confirmed = later_durable_frame(&bytes, offset, expected, &segment.header.log_id, self.body_bytes_max);
-        if is_last && !stream_inconsistent && confirmed.is_none() {
+        let confirmed = later_durable_frame(&bytes, offset, expected, &segment.header.log_id);
+        let below_durable_end = expected < durable_end && !self.resynced;
+        if is_last && !stream_inconsistent && confirmed.is_none() && !below_durable_end {
             // Row 2: damage in the last segment that no later frame confirms as durable: a torn tail.
             let range = DroppedRange {
                 file: segment.path.clone(),
@@ -295,14 +505,21 @@ impl Recovery<'_> {
         }
         // Rows 3 to 5: damage in a sealed segment, damage followed by a frame that
         // says it was durable, or a valid frame that does not fit its stream.
-        let why = match confirmed {
-            Some(later) if is_last => {
-                format!("{why}; a valid frame at offset {later} was written after it was durable")
+        let kind = match confirmed {
+            Some(later) if is_last => CorruptionKind::BadRecord(format!(
+                "{why}; a valid frame at offset {later} was written after it was durable"
+            )),
+            // Row 7: damage where the state file says everything was durable.
+            _ if is_last && below_durable_end && !stream_inconsistent => {
+                CorruptionKind::EndBeforeDurable { end: expected, durable_end }
             }
-            _ => why,
+            _ => CorruptionKind::BadRecord(why),
         };
-        let problem =
-            Corruption { file: segment.path.clone(), offset: offset as u64, kind: CorruptionKind::BadRecord(why) };
+        if self.mode == RecoveryMode::Salvage {
+            let seen = highest_lsn_after(&bytes, offset, &segment.header.log_id);
+            self.cut_lsn_seen = self.cut_lsn_seen.max(seen).max(Some(Lsn(durable_end.0.saturating_sub(1))));
+        }
+        let problem = Corruption { file: segment.path.clone(), offset: offset as u64, kind };
         let segments = self.segments_from(segment)?;
         if self.corruption_at(&segments, problem, damaged_end)? { Ok(Settled::Stop) } else { Ok(Settled::Resync) }
     }
@@ -333,6 +550,7 @@ impl Recovery<'_> {
         let from_lsn = self.index.next_lsn();
         let reason = problem.kind.to_string();
         let mut later = segments;
+        let dropped_before = self.report.salvaged.len();
         if problem.offset > 0 && damaged_end > 0 {
             // The damaged segment keeps what comes before the damage.
             let segment = &self.index.segments().last().expect("the damaged segment is open").segment;
@@ -351,7 +569,13 @@ impl Recovery<'_> {
         }
         for (_, name) in later {
             let path = self.dir.join(name);
-            let len = self.fs.open(&path, false).and_then(|file| file.len()).unwrap_or(0);
+            let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+            let len = file.len().map_err(|error| Error::io("stat", &path, error))?;
+            if let (Some(log_id), Ok(map)) = (self.log_id, file.map()) {
+                // The records in a dropped file may have been acknowledged: none of their LSNs is reused.
+                let bytes = map.slice(0, map.len());
+                self.cut_lsn_seen = self.cut_lsn_seen.max(highest_lsn_after(&bytes, 0, &log_id));
+            }
             self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
             self.report.salvaged.push(DroppedRange {
                 file: path,
@@ -360,6 +584,17 @@ impl Recovery<'_> {
                 file_deleted: true,
                 from_lsn,
                 reason: reason.clone(),
+            });
+        }
+        if self.report.salvaged.len() == dropped_before {
+            // Nothing to cut (the damage is a loss already): report it all the same.
+            self.report.salvaged.push(DroppedRange {
+                file: problem.file.clone(),
+                offset: problem.offset,
+                bytes: 0,
+                file_deleted: false,
+                from_lsn,
+                reason,
             });
         }
         self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
@@ -395,45 +630,74 @@ enum Settled {
 }
 
 /// Whether every byte is zero, eight at a time.
-fn is_zero(bytes: &[u8]) -> bool {
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     let words = bytes.chunks_exact(8);
     let rest = words.remainder();
     rest.iter().all(|&b| b == 0) && words.into_iter().all(|w| w == [0; 8])
 }
 
 /// The end of the last non-zero byte at or after `from` (at least `from`).
-fn last_nonzero_end(bytes: &[u8], from: usize) -> usize {
+pub(crate) fn last_nonzero_end(bytes: &[u8], from: usize) -> usize {
     bytes[from..].iter().rposition(|&b| b != 0).map_or(from, |i| from + i + 1)
 }
 
 /// The offset of a valid frame after `from` whose `durable_lsn` is past
 /// `expected`: proof that the record at `expected` had been made durable.
-fn later_durable_frame(
-    bytes: &[u8],
+fn later_durable_frame(bytes: &[u8], from: usize, expected: Lsn, log_id: &[u8; 16]) -> Option<usize> {
+    let mut found = None;
+    for_each_valid_frame_after(bytes, from + 1, log_id, |offset, header, frame| {
+        let durable = u64::from_le_bytes(header[16..24].try_into().expect("eight bytes"));
+        if durable <= expected.0 {
+            return false;
+        }
+        match frame() {
+            Some(frame) if frame.meta.durable_lsn > expected => {
+                found = Some(offset);
+                true
+            }
+            _ => false,
+        }
+    });
+    found
+}
+
+/// The highest LSN any valid frame at or after `from` occupies: salvage
+/// never hands out again an LSN that a dropped frame held.
+fn highest_lsn_after(bytes: &[u8], from: usize, log_id: &[u8; 16]) -> Option<Lsn> {
+    let mut highest = None;
+    for_each_valid_frame_after(bytes, from, log_id, |_, _, frame| {
+        if let Some(frame) = frame() {
+            highest = highest.max(Some(Lsn(frame.next_lsn().0.saturating_sub(1))));
+        }
+        false
+    });
+    highest
+}
+
+/// Calls `visit(offset, header, decode)` at every offset from `from` whose 40
+/// bytes could be a frame header (runs of zeros are skipped quickly: no
+/// frame header is all zeros); `decode` checks the frame there. Stops when
+/// `visit` returns true. The search does not trust any frame's length.
+pub(crate) fn for_each_valid_frame_after<'a>(
+    bytes: &'a [u8],
     from: usize,
-    expected: Lsn,
     log_id: &[u8; 16],
-    body_bytes_max: usize,
-) -> Option<usize> {
-    let mut offset = from + 1;
+    mut visit: impl FnMut(usize, &'a [u8], &dyn Fn() -> Option<crate::frame::FrameView<'a>>) -> bool,
+) {
+    let mut offset = from;
     while offset + FRAME_HEADER_BYTES <= bytes.len() {
         let header = &bytes[offset..offset + FRAME_HEADER_BYTES];
         if is_zero(header) {
-            // Skip a run of zeros quickly: no frame header is all zeros.
             let next = bytes[offset..].iter().position(|&b| b != 0).map_or(bytes.len(), |i| offset + i);
             offset = next.saturating_sub(FRAME_HEADER_BYTES - 1).max(offset + 1);
             continue;
         }
-        let durable = u64::from_le_bytes(header[16..24].try_into().expect("eight bytes"));
-        if durable > expected.0
-            && let Ok(frame) = decode_frame_anywhere(&bytes[offset..], log_id, body_bytes_max)
-            && frame.meta.durable_lsn > expected
-        {
-            return Some(offset);
+        let decode = || decode_frame_anywhere(&bytes[offset..], log_id).ok();
+        if visit(offset, header, &decode) {
+            return;
         }
         offset += 1;
     }
-    None
 }
 
 /// Writes zeros over `from..to` of a file and syncs it.

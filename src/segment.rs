@@ -21,8 +21,12 @@ use crate::types::Lsn;
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 /// The first eight bytes of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads: version-1 segments are read
+/// as they are, and a read-write open upgrades the log (segments-format.md,
+/// "Version history").
+pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Suffix of a published segment's file name.
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Prefix of a spare segment's file name; spares end in [`SPARE_SUFFIX`].
@@ -40,6 +44,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// The decoded header of a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The format version the segment was written in.
+    pub version: u32,
     /// Random id of the log; every segment and every frame checksum carry it.
     pub log_id: [u8; 16],
     /// LSN of the segment's first record.
@@ -55,7 +61,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
         let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
         bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.version.to_le_bytes());
         bytes[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
         bytes[16..32].copy_from_slice(&self.log_id);
         bytes[32..40].copy_from_slice(&self.first_lsn.0.to_le_bytes());
@@ -80,13 +86,14 @@ impl SegmentHeader {
             return Err(CorruptionKind::HeaderChecksum);
         }
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(CorruptionKind::UnsupportedVersion(version));
         }
         if u32_at(12) as usize != SEGMENT_HEADER_BYTES || u32_at(60) != 0 {
             return Err(CorruptionKind::BadHeader("header length or reserved field"));
         }
         let header = SegmentHeader {
+            version,
             log_id: bytes[16..32].try_into().expect("sixteen bytes"),
             first_lsn: Lsn(u64_at(32)),
             segment_bytes: u64_at(40),
@@ -141,33 +148,84 @@ pub struct Spare {
 /// Creates spare number `number`: a file of `segment_bytes` zeros, synced,
 /// with its directory entry synced. Each spare has its own name, so no two
 /// threads ever touch the same path.
+///
+/// A spare holds no user data, so a failure here never poisons a log: the
+/// half-made file is removed (best effort: open removes any spare left) and
+/// [`Error::DiskFull`] or [`Error::Io`] says why.
 pub fn prepare_spare(fs: &dyn FileSystem, dir: &Path, segment_bytes: u64, number: u64) -> Result<Spare> {
     let path = dir.join(format!("{SPARE_PREFIX}{number}{SPARE_SUFFIX}"));
-    let file = fs.create(&path).map_err(|error| Error::io("create", &path, error))?;
-    let zeros = vec![0u8; CHUNK_BYTES];
-    let mut offset = 0u64;
-    while offset < segment_bytes {
-        let len = (segment_bytes - offset).min(CHUNK_BYTES as u64) as usize;
-        file.write_at(&zeros[..len], offset).map_err(|error| Error::io("write", &path, error))?;
-        offset += len as u64;
+    let file = fs.create(&path).map_err(|error| Error::io_or_full("create", &path, error))?;
+    let fill = || -> Result<()> {
+        let zeros = vec![0u8; CHUNK_BYTES.min(usize::try_from(segment_bytes).unwrap_or(CHUNK_BYTES))];
+        let mut offset = 0u64;
+        while offset < segment_bytes {
+            let len = (segment_bytes - offset).min(zeros.len() as u64) as usize;
+            file.write_at(&zeros[..len], offset).map_err(|error| Error::io_or_full("write", &path, error))?;
+            offset += len as u64;
+        }
+        file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &path, error))?;
+        fs.sync_dir(dir).map_err(|error| Error::io_or_full("fsync directory", dir, error))
+    };
+    match fill() {
+        Ok(()) => Ok(Spare { path, file }),
+        Err(error) => {
+            discard_spare(fs, dir, &path);
+            Err(error)
+        }
     }
-    file.sync_data().map_err(|error| Error::io("fdatasync", &path, error))?;
-    fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
-    Ok(Spare { path, file })
+}
+
+/// Removes a spare that will not be used, and syncs the directory; best
+/// effort, since open removes any spare left behind.
+fn discard_spare(fs: &dyn FileSystem, dir: &Path, path: &Path) {
+    if fs.remove(path).is_ok() {
+        let _ = fs.sync_dir(dir);
+    }
 }
 
 /// Turns the spare into the segment starting at `header.first_lsn`: writes
 /// and syncs the header, renames the file and syncs the directory. Only then
 /// may anything written into it be acknowledged.
+///
+/// # Errors
+/// [`Error::DiskFull`] or [`Error::Io`]. Before the rename the spare is
+/// removed. After it, the file stays under its published name, empty: the
+/// segment before it is sealed (synced), so the empty one chains onto it,
+/// and the next attempt renames a new spare over it. Nothing is written into
+/// it: a failed directory fsync is never retried for the same file.
 pub fn publish_spare(fs: &dyn FileSystem, dir: &Path, spare: Spare, header: SegmentHeader) -> Result<Segment> {
     let Spare { path: spare_path, file: spare } = spare;
-    spare.write_at(&header.encode(), 0).map_err(|error| Error::io("write", &spare_path, error))?;
-    spare.sync_data().map_err(|error| Error::io("fdatasync", &spare_path, error))?;
     let path = dir.join(segment_file_name(header.first_lsn));
-    fs.rename(&spare_path, &path).map_err(|error| Error::io("rename", &path, error))?;
-    fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
+    let prepared = spare
+        .write_at(&header.encode(), 0)
+        .map_err(|error| Error::io_or_full("write", &spare_path, error))
+        .and_then(|()| spare.sync_data().map_err(|error| Error::io_or_full("fdatasync", &spare_path, error)))
+        .and_then(|()| fs.rename(&spare_path, &path).map_err(|error| Error::io_or_full("rename", &path, error)));
+    if let Err(error) = prepared {
+        discard_spare(fs, dir, &spare_path);
+        return Err(error);
+    }
+    fs.sync_dir(dir).map_err(|error| Error::io_or_full("fsync directory", dir, error))?;
     let map = spare.map().map_err(|error| Error::io("mmap", &path, error))?;
     Ok(Segment { header, path, file: spare, map })
+}
+
+/// Removes every spare file in `dir` but `keep`: spares whose preparation
+/// failed and whose removal failed too (a full disk can fail an unlink on
+/// some file systems). Best effort; returns how many it removed.
+pub fn remove_stray_spares(fs: &dyn FileSystem, dir: &Path, keep: Option<&Path>) -> usize {
+    let Ok(names) = fs.list(dir) else { return 0 };
+    let mut removed = 0;
+    for name in names.iter().filter(|name| name.starts_with(SPARE_PREFIX) && name.ends_with(SPARE_SUFFIX)) {
+        let path = dir.join(name);
+        if Some(path.as_path()) != keep && fs.remove(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        let _ = fs.sync_dir(dir);
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -177,6 +235,7 @@ mod tests {
     #[test]
     fn header_round_trips() {
         let header = SegmentHeader {
+            version: FORMAT_VERSION,
             log_id: [3; 16],
             first_lsn: Lsn(42),
             segment_bytes: 1 << 20,
@@ -187,7 +246,13 @@ mod tests {
 
     #[test]
     fn every_header_bit_flip_is_detected() {
-        let header = SegmentHeader { log_id: [3; 16], first_lsn: Lsn(42), segment_bytes: 1 << 20, created_ms: 9 };
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            log_id: [3; 16],
+            first_lsn: Lsn(42),
+            segment_bytes: 1 << 20,
+            created_ms: 9,
+        };
         let bytes = header.encode();
         for bit in 0..SEGMENT_HEADER_BYTES * 8 {
             let mut damaged = bytes;

@@ -27,7 +27,8 @@ fn dir() -> &'static Path {
     annals::sim::sim_dir()
 }
 
-/// A cleanly closed log of three segments, as durable files, and its records.
+/// A cleanly closed log of three segments and its state file, as durable
+/// files, and its records.
 fn small_log(salt: u8) -> (Vec<(String, Vec<u8>)>, Vec<Record>) {
     let fs = SimFs::new();
     let log = Log::open(dir(), options(&fs)).unwrap();
@@ -45,7 +46,7 @@ fn small_log(salt: u8) -> (Vec<(String, Vec<u8>)>, Vec<Record>) {
     let files = fs
         .durable_files()
         .into_iter()
-        .filter(|(path, _)| path.extension().is_some_and(|e| e == "seg"))
+        .filter(|(path, _)| path.file_name().is_some_and(|name| name != "LOCK"))
         .map(|(path, bytes)| (path.file_name().unwrap().to_str().unwrap().to_owned(), bytes))
         .collect();
     (files, records)
@@ -173,4 +174,21 @@ fn a_removed_middle_segment_or_a_segment_from_another_log_is_typed_corruption() 
     }
     assert_eq!((tally.exact, tally.corruption), (0, tally.cases));
     let _unused: Option<PathBuf> = None;
+}
+
+/// Issue 9, case 3: deleting the newest segment went unnoticed, and so did
+/// deleting the state file that records it. Every file of a cleanly closed
+/// log, removed in turn, is typed corruption; none leaves a log that opens
+/// with fewer records.
+#[test]
+fn the_deletion_of_each_file_in_turn_is_typed_corruption() {
+    let (files, records) = small_log(0);
+    assert!(files.iter().any(|(name, _)| name == "annals.state"));
+    let mut tally = Tally::default();
+    for index in 0..files.len() {
+        let mut removed = files.clone();
+        let (name, _) = removed.remove(index);
+        check(&removed, &records, &format!("{name} deleted"), &mut tally);
+    }
+    assert_eq!((tally.exact, tally.corruption), (0, tally.cases), "{tally:?}");
 }

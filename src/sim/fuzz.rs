@@ -24,7 +24,7 @@ const LOG_ID: [u8; 16] = *b"annals-fuzz-log!";
 pub fn decode_segment(data: &[u8]) {
     let _ = SegmentHeader::decode(data);
     for offset in 0..data.len().min(4096) {
-        if let Ok(frame) = decode_frame_anywhere(&data[offset..], &LOG_ID, 1 << 20) {
+        if let Ok(frame) = decode_frame_anywhere(&data[offset..], &LOG_ID) {
             let ops: Vec<OpRef<'_>> = frame
                 .ops()
                 .map(|op| OpRef { kind: op.kind, stream: op.stream, seq: op.seq, lsn: op.lsn, payload: op.payload })
@@ -63,12 +63,12 @@ pub fn round_trip(data: &[u8]) {
     let meta = FrameMeta { lsn: Lsn(1000), durable_lsn: Lsn(rng.range(0, 1000)), timestamp_ms: rng.next_u64() };
     let mut buf = Vec::new();
     encode_frame(&mut buf, &LOG_ID, kind, meta, &ops);
-    let frame = decode_frame(&buf, &LOG_ID, Lsn(1000), usize::MAX).expect("an encoded frame decodes");
+    let frame = decode_frame(&buf, &LOG_ID, Lsn(1000)).expect("an encoded frame decodes");
     assert_eq!((frame.kind, frame.meta, frame.total_bytes()), (kind, meta, buf.len()));
     let decoded: Vec<_> = frame.ops().map(|op| (op.kind, op.stream, op.seq, op.lsn, op.payload)).collect();
     let original: Vec<_> = ops.iter().map(|op| (op.kind, op.stream, op.seq, op.lsn, op.payload)).collect();
     assert_eq!(decoded, original);
-    assert!(decode_frame(&buf[..buf.len() - 1], &LOG_ID, Lsn(1000), usize::MAX).is_err());
+    assert!(decode_frame(&buf[..buf.len() - 1], &LOG_ID, Lsn(1000)).is_err());
     assert!(buf.len() >= FRAME_HEADER_BYTES);
 }
 
@@ -97,7 +97,13 @@ pub fn open_directory(data: &[u8]) {
         let mut bytes = rest[..len].to_vec();
         if rng.chance(1, 2) && bytes.len() >= SEGMENT_HEADER_BYTES {
             // Give some files a valid header, so frames behind it are reached.
-            let header = SegmentHeader { log_id: LOG_ID, first_lsn: Lsn(1), segment_bytes: 4096, created_ms: 0 };
+            let header = SegmentHeader {
+                version: crate::segment::FORMAT_VERSION,
+                log_id: LOG_ID,
+                first_lsn: Lsn(1),
+                segment_bytes: 4096,
+                created_ms: 0,
+            };
             bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
             bytes.resize(4096, 0);
         }

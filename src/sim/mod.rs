@@ -410,6 +410,10 @@ impl Simulation {
                     self.model.in_doubt = predicted;
                 }
             }
+            // A segment the append needed could not be prepared or published
+            // (a fault on the spare): the append was refused before anything
+            // was written, and the log goes on.
+            Err(Error::Io { .. } | Error::DiskFull { .. }) => {}
             Err(other) => return fail("9 fail-stop", format!("unexpected error from an append: {other}")),
         }
         Ok(())

@@ -80,6 +80,8 @@ pub struct Faults {
     pub fail_writes: AtomicBool,
     pub fail_syncs: AtomicBool,
     pub fail_dir_syncs: AtomicBool,
+    /// Fails only the directory fsync with this number (counting from 1; 0: none).
+    pub fail_dir_sync_number: AtomicU64,
     pub syncs: AtomicU64,
     pub dir_syncs: AtomicU64,
 }
@@ -130,8 +132,10 @@ impl FileSystem for FaultyFs {
         RealFs.remove(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.faults.dir_syncs.fetch_add(1, Ordering::SeqCst);
-        if self.faults.fail_dir_syncs.load(Ordering::SeqCst) {
+        let number = self.faults.dir_syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.faults.fail_dir_syncs.load(Ordering::SeqCst)
+            || self.faults.fail_dir_sync_number.load(Ordering::SeqCst) == number
+        {
             return Err(injected());
         }
         RealFs.sync_dir(dir)
@@ -164,4 +168,143 @@ impl File for FaultyFile {
     fn map(&self) -> io::Result<Arc<dyn MappedFile>> {
         self.inner.map()
     }
+}
+
+/// Every file directly in `dir`, by name, with its bytes: compare two of
+/// these to check that an inspection changed nothing.
+pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A payload that occurs nowhere else in a log: `payload-<i>:` and filler
+/// up to `len` bytes (at least 20), so a test can find it in a segment file.
+pub fn unique_payload(i: u64, len: usize) -> Vec<u8> {
+    assert!(len >= 20, "the unique prefix needs 20 bytes");
+    let mut payload = format!("payload-{i:010}:").into_bytes();
+    while payload.len() < len {
+        payload.push(b'a' + ((payload.len() as u64 + i) % 26) as u8);
+    }
+    payload
+}
+
+/// Writes `count` records of `payload_len` bytes ([`unique_payload`]) over
+/// three streams, closes the log cleanly and returns every record.
+pub fn write_closed_log(dir: &Path, options: Options, count: u64, payload_len: usize) -> Vec<annals::Record> {
+    let log = Log::open(dir, options).expect("open");
+    for i in 0..count {
+        log.append(format!("stream-{}", i % 3), annals::Expectation::Any, unique_payload(i, payload_len))
+            .wait()
+            .unwrap();
+    }
+    let records = log.read_all(annals::Lsn::ZERO, usize::MAX).unwrap();
+    log.close().wait().unwrap();
+    records
+}
+
+/// Where a record's payload ends in the log's segment files: the file and
+/// the offset just past it (a record's frame ends with its payload).
+pub fn payload_end(dir: &Path, payload: &[u8]) -> Option<(PathBuf, usize)> {
+    segment_files(dir).into_iter().find_map(|file| {
+        let bytes = std::fs::read(&file).unwrap();
+        let at = bytes.windows(payload.len()).position(|w| w == payload)?;
+        Some((file, at + payload.len()))
+    })
+}
+
+/// The records, in LSN order, whose frames lie wholly before `offset` of
+/// segment `file`: everything damage starting there leaves intact (when it
+/// reaches to the end of the log).
+pub fn records_before(dir: &Path, records: &[annals::Record], file: &Path, offset: usize) -> Vec<annals::Record> {
+    let segments = segment_files(dir);
+    let damaged = segments.iter().position(|s| s == file).expect("a segment of the log");
+    let mut intact = Vec::new();
+    for record in records {
+        let (at_file, end) = payload_end(dir, &record.payload).expect("every record's payload is in a segment");
+        let index = segments.iter().position(|s| *s == at_file).unwrap();
+        if index > damaged || (index == damaged && end > offset) {
+            break;
+        }
+        intact.push(record.clone());
+    }
+    intact
+}
+
+/// The offset just past the last non-zero byte of a file, rounded up to a
+/// whole 512-byte sector: where its written data ends.
+pub fn written_end(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let last = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    last.div_ceil(512) * 512
+}
+
+/// Overwrites the last 4 KiB of written data of a segment (see
+/// [`written_end`]: the last records and a clean-close marker) with
+/// garbage (no zero byte) or with zeros; returns the first damaged offset.
+pub fn damage_written_tail(segment: &Path, garbage: bool) -> usize {
+    let end = written_end(segment);
+    assert!(end >= 4096 + 1024, "the segment holds too little data for a 4 KiB tail ({end} bytes)");
+    let start = end - 4096;
+    let mut bytes = std::fs::read(segment).unwrap();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for byte in &mut bytes[start..end] {
+        *byte = if garbage {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0] | 1
+        } else {
+            0
+        };
+    }
+    std::fs::write(segment, bytes).unwrap();
+    start
+}
+
+/// Runs the `annals` command built by cargo.
+pub fn run_annals(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_annals")).args(args).output().expect("run annals")
+}
+
+/// The JSON lines `annals dump` printed.
+pub fn dump_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// A record as `annals dump` prints it.
+pub fn dump_line_of(record: &annals::Record) -> serde_json::Value {
+    serde_json::json!({
+        "lsn": record.lsn, "stream": annals::display_stream(&record.stream), "seq": record.seq,
+        "kind": record.kind.name(), "len": record.payload.len(),
+    })
+}
+
+/// Panics naming every file added, removed or changed in `dir` since `before`.
+pub fn assert_dir_unchanged(dir: &Path, before: &std::collections::BTreeMap<String, Vec<u8>>, what: &str) {
+    let after = dir_snapshot(dir);
+    let mut changes = Vec::new();
+    for (name, bytes) in &after {
+        match before.get(name) {
+            None => changes.push(format!("{name} added")),
+            Some(old) if old != bytes => {
+                let at = old.iter().zip(bytes).position(|(a, b)| a != b).unwrap_or(old.len().min(bytes.len()));
+                changes.push(format!(
+                    "{name} changed ({} -> {} bytes, first difference at {at})",
+                    old.len(),
+                    bytes.len()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    changes.extend(before.keys().filter(|name| !after.contains_key(*name)).map(|name| format!("{name} removed")));
+    assert!(changes.is_empty(), "{what} changed the directory: {}", changes.join(", "));
 }

@@ -1,0 +1,263 @@
+//! Getting the data out of a damaged log: every intact frame, wherever it
+//! is, and exactly what is not intact.
+//!
+//! Recovery stops at the first damage it cannot explain (or, in salvage
+//! mode, cuts there). Inspection reads past it: [`scan_intact`] walks every
+//! segment file, checks every frame's checksum, steps over damage to the
+//! next valid frame, and reports each damaged range by file and offset. It
+//! changes nothing and takes no lock. `annals verify` counts what it finds,
+//! `annals dump --salvage` prints it, and [`repair`] copies it into a new log.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::commit::OpKind;
+use crate::error::{Error, Result};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameDefect, FrameKind, FrameView, RecordKind, decode_frame_anywhere, marker_offset,
+};
+use crate::fs::FileSystem;
+use crate::log::{Batch, Log};
+use crate::options::Options;
+use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_file_name};
+use crate::state::{StateRead, read_state};
+use crate::types::{Durability, Expectation, Lsn};
+
+/// A range of a file that holds no intact frame.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// The file.
+    pub file: PathBuf,
+    /// First damaged byte.
+    pub offset: u64,
+    /// Damaged bytes (0 when what is wrong is the file as a whole).
+    pub bytes: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// What [`scan_intact`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntactScan {
+    /// Segment files read.
+    pub segments: usize,
+    /// Intact frames.
+    pub frames: u64,
+    /// Records (operations) in intact frames.
+    pub records: u64,
+    /// Distinct streams among those records.
+    pub streams: usize,
+    /// The highest LSN of an intact record (0 if none).
+    pub last_lsn: Lsn,
+    /// Every damaged range, in file order.
+    pub damage: Vec<Damage>,
+}
+
+/// Reads every segment file of `dir`, calls `visit(file, offset, frame)` on
+/// each intact frame in file order (LSNs increasing), and reports the
+/// damage between them. Changes nothing.
+///
+/// A frame is intact when its checksum (seeded with the log's id) holds and
+/// its LSN follows the frames before it; the log's id comes from the state
+/// file, else from the first segment header that is intact.
+///
+/// # Errors
+/// [`Error::NotALog`] for a directory with no segment and no state file;
+/// [`Error::Io`] if a file cannot be read.
+pub fn scan_intact(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    mut visit: impl FnMut(&Path, usize, &FrameView<'_>),
+) -> Result<IntactScan> {
+    let state = read_state(fs, dir)?;
+    let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
+    let mut segments: Vec<(Lsn, String)> =
+        names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
+    segments.sort();
+    if segments.is_empty() && state == StateRead::Missing {
+        return Err(Error::NotALog { dir: dir.to_owned() });
+    }
+    let mut scan = IntactScan::default();
+    let mut log_id = match &state {
+        StateRead::Found { state, .. } => Some(state.log_id),
+        _ => None,
+    };
+    if let StateRead::Damaged(problem) = &state {
+        scan.damage.push(Damage {
+            file: problem.file.clone(),
+            offset: problem.offset,
+            bytes: 0,
+            what: problem.kind.to_string(),
+        });
+    }
+    let mut streams: HashSet<Vec<u8>> = HashSet::new();
+    let mut next_lsn = Lsn::ZERO;
+    for (_, name) in &segments {
+        let path = dir.join(name);
+        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+        let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+        let bytes = map.slice(0, map.len());
+        scan.segments += 1;
+        let header = SegmentHeader::decode(&bytes);
+        match (&header, log_id) {
+            (Ok(header), Some(id)) if header.log_id != id => {
+                let what = "segment belongs to another log".to_owned();
+                scan.damage.push(Damage { file: path, offset: 0, bytes: bytes.len() as u64, what });
+                continue;
+            }
+            (Ok(header), None) => log_id = Some(header.log_id),
+            (Err(kind), _) => {
+                let bytes = SEGMENT_HEADER_BYTES.min(bytes.len()) as u64;
+                scan.damage.push(Damage { file: path.clone(), offset: 0, bytes, what: kind.to_string() });
+            }
+            _ => {}
+        }
+        let Some(id) = log_id else { continue };
+        let mut offset = SEGMENT_HEADER_BYTES;
+        while offset < bytes.len() {
+            match decode_frame_anywhere(&bytes[offset..], &id) {
+                Ok(frame) if frame.meta.lsn >= next_lsn => {
+                    visit(&path, offset, &frame);
+                    count(&mut scan, &mut streams, &frame);
+                    next_lsn = frame.next_lsn();
+                    offset += frame.total_bytes();
+                }
+                Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => break,
+                Err(FrameDefect::Zeroed) if padded_marker(&bytes, offset, &id) => offset = marker_offset(offset),
+                other => {
+                    let what = match other {
+                        Ok(frame) => format!("stale frame: lsn {} after lsn {}", frame.meta.lsn, next_lsn),
+                        Err(defect) => defect.describe(),
+                    };
+                    let next = next_intact(&bytes, offset, &id, next_lsn);
+                    let end = next.unwrap_or_else(|| last_nonzero_end(&bytes, offset));
+                    let bytes_damaged = (end - offset) as u64;
+                    scan.damage.push(Damage { file: path.clone(), offset: offset as u64, bytes: bytes_damaged, what });
+                    match next {
+                        Some(next) => offset = next,
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+    scan.streams = streams.len();
+    Ok(scan)
+}
+
+fn count(scan: &mut IntactScan, streams: &mut HashSet<Vec<u8>>, frame: &FrameView<'_>) {
+    scan.frames += 1;
+    for op in frame.ops() {
+        scan.records += 1;
+        scan.last_lsn = op.lsn;
+        if !streams.contains(op.stream) {
+            streams.insert(op.stream.to_vec());
+        }
+    }
+}
+
+/// Whether zeros run from `offset` to the next marker boundary and a
+/// marker stands there (row 1b).
+fn padded_marker(bytes: &[u8], offset: usize, log_id: &[u8; 16]) -> bool {
+    let at = marker_offset(offset);
+    at > offset
+        && at + FRAME_HEADER_BYTES <= bytes.len()
+        && is_zero(&bytes[offset..at])
+        && decode_frame_anywhere(&bytes[at..], log_id).is_ok_and(|frame| frame.kind == FrameKind::Marker)
+}
+
+/// The offset of the next intact frame after damage at `from`: a valid
+/// frame whose LSN does not go back.
+fn next_intact(bytes: &[u8], from: usize, log_id: &[u8; 16], next_lsn: Lsn) -> Option<usize> {
+    let mut found = None;
+    for_each_valid_frame_after(bytes, from + 1, log_id, |offset, _, frame| match frame() {
+        Some(frame) if frame.meta.lsn >= next_lsn => {
+            found = Some(offset);
+            true
+        }
+        _ => false,
+    });
+    found
+}
+
+/// What [`repair`] copied and dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepairReport {
+    /// What the scan of the source found, damage included.
+    pub scan: IntactScan,
+    /// Records copied, with their original LSNs and sequences.
+    pub records_copied: u64,
+    /// Intact records not copied because damage took an earlier record of
+    /// their stream, so they no longer follow it; each with why.
+    pub records_dropped: Vec<DroppedRecord>,
+}
+
+/// An intact record that [`repair`] could not copy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DroppedRecord {
+    /// Where it was.
+    pub file: PathBuf,
+    /// Offset of its frame.
+    pub offset: u64,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Why it was not copied.
+    pub why: String,
+}
+
+/// Copies every intact record of the log in `from` into a new log in
+/// `into`, keeping each record's LSN and sequence (a gap frame stands for
+/// LSNs lost to damage). A record that no longer follows its stream because
+/// damage took an earlier one of that stream is not copied, and is listed
+/// with why; so is every other record of the same frame (a batch stays all
+/// or nothing). `from` is only read; `into` must not hold a log.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if `into` is not empty; as [`scan_intact`]
+/// and [`Log::open`] otherwise.
+pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport> {
+    let fs = options.file_system.clone();
+    if fs.list(into).is_ok_and(|names| !names.is_empty()) {
+        return Err(Error::InvalidArgument(format!("{} is not empty: repair writes a new log", into.display())));
+    }
+    // Read the source first: a failure here leaves nothing behind.
+    let mut frames: Vec<(PathBuf, usize, Lsn, Batch)> = Vec::new();
+    let scan = scan_intact(&*fs, from, |file, offset, frame| {
+        if let Some(batch) = batch_of(frame) {
+            frames.push((file.to_owned(), offset, frame.meta.lsn, batch));
+        }
+    })?;
+    let log = Log::open(into, Options { durability: Durability::Flush, ..options })?;
+    let mut report = RepairReport { scan, ..RepairReport::default() };
+    for (file, offset, lsn, batch) in frames {
+        if lsn > Lsn(log.last_lsn().0 + 1) {
+            log.skip_to(lsn)?;
+        }
+        let len = batch.len() as u64;
+        match log.commit(batch).wait() {
+            Ok(_) => report.records_copied += len,
+            Err(error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. })) => {
+                report.records_dropped.push(DroppedRecord { file, offset: offset as u64, lsn, why: error.to_string() });
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    log.close().wait()?;
+    Ok(report)
+}
+
+/// The operations of a frame as a batch whose guards hold only where the
+/// stream is exactly where the frame found it.
+fn batch_of(frame: &FrameView<'_>) -> Option<Batch> {
+    let mut batch = Batch::new();
+    for op in frame.ops() {
+        let expected = Expectation::Exact(op.seq);
+        batch = match op.kind {
+            RecordKind::Entry => batch.with(OpKind::Entry(expected), op.stream, op.payload),
+            RecordKind::Snapshot => batch.with(OpKind::Snapshot(op.seq), op.stream, op.payload),
+            RecordKind::Tombstone => batch.with(OpKind::Clear(expected), op.stream, &[]),
+        };
+    }
+    (!batch.is_empty()).then_some(batch)
+}

@@ -1,0 +1,347 @@
+//! The state file, `annals.state`: what a log knows about itself that no
+//! single damaged sector, and no deleted segment, may erase.
+//!
+//! Segments cannot say what is missing after them: a deleted newest segment,
+//! or damage over the last records and the clean-close marker, leaves a log
+//! that looks complete. The state file records, at every segment rollover
+//! and at every clean close, which segment is the newest and the LSN below
+//! which everything was durable. Recovery holds the segments to it.
+//!
+//! ```text
+//! // Slot: { magic | format_version | slot_bytes | log_id | generation | features | oldest_segment_lsn
+//! //         | newest_segment_lsn | durable_end_lsn | written_ms | flags | reserved | crc }
+//! ```
+//!
+//! The file is two 512-byte slots, each a whole sector with its own
+//! checksum. A write goes to the slot the new generation names
+//! (`generation % 2`) and is synced; the other slot keeps the previous
+//! state, so a torn write loses at most the newest update. A clean close
+//! writes both slots, so that afterwards one damaged sector still leaves a
+//! copy of what the close recorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Corruption, CorruptionKind, Error, Result};
+use crate::fs::{File, FileSystem};
+use crate::types::Lsn;
+
+/// The state file's name inside a log directory.
+pub const STATE_FILE_NAME: &str = "annals.state";
+/// The name a new state file is written under before it is renamed into place.
+pub const STATE_TEMP_FILE_NAME: &str = "annals.state.tmp";
+/// Bytes in one slot: one sector.
+pub const STATE_SLOT_BYTES: usize = 512;
+/// Bytes in the state file: two slots.
+pub const STATE_FILE_BYTES: usize = 2 * STATE_SLOT_BYTES;
+/// The first eight bytes of every slot.
+pub const STATE_MAGIC: [u8; 8] = *b"ANNALSST";
+/// Feature bits this build understands; a slot with any other bit set is refused.
+pub const STATE_FEATURES_KNOWN: u64 = 0;
+
+// Named offsets of the slot's fields (segments-format.md, "The state file").
+const MAGIC_AT: usize = 0;
+const VERSION_AT: usize = 8;
+const SLOT_BYTES_AT: usize = 12;
+const LOG_ID_AT: usize = 16;
+const GENERATION_AT: usize = 32;
+const FEATURES_AT: usize = 40;
+const OLDEST_SEGMENT_AT: usize = 48;
+const NEWEST_SEGMENT_AT: usize = 56;
+const DURABLE_END_AT: usize = 64;
+const WRITTEN_MS_AT: usize = 72;
+const FLAGS_AT: usize = 80;
+const CRC_AT: usize = STATE_SLOT_BYTES - 4;
+const FLAG_CLEAN_CLOSE: u32 = 1;
+
+const _: () = assert!(FLAGS_AT + 4 <= CRC_AT);
+
+/// What the state file records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogState {
+    /// The log's id, as in every segment header.
+    pub log_id: [u8; 16],
+    /// Increases by one with every slot written; the valid slot with the
+    /// higher generation is the current state.
+    pub generation: u64,
+    /// First LSN of the oldest segment.
+    pub oldest_segment_lsn: Lsn,
+    /// First LSN of the newest segment published when this was written:
+    /// the log has at least this segment.
+    pub newest_segment_lsn: Lsn,
+    /// Every LSN below this one had been made durable when this was written:
+    /// the log ends at or after it.
+    pub durable_end_lsn: Lsn,
+    /// When the slot was written, ms since the Unix epoch (informational).
+    pub written_ms: u64,
+    /// Written by a clean close (informational).
+    pub clean_close: bool,
+}
+
+impl LogState {
+    /// The slot's bytes.
+    pub fn encode(&self) -> [u8; STATE_SLOT_BYTES] {
+        let mut bytes = [0u8; STATE_SLOT_BYTES];
+        bytes[MAGIC_AT..MAGIC_AT + 8].copy_from_slice(&STATE_MAGIC);
+        bytes[VERSION_AT..VERSION_AT + 4].copy_from_slice(&crate::segment::FORMAT_VERSION.to_le_bytes());
+        bytes[SLOT_BYTES_AT..SLOT_BYTES_AT + 4].copy_from_slice(&(STATE_SLOT_BYTES as u32).to_le_bytes());
+        bytes[LOG_ID_AT..LOG_ID_AT + 16].copy_from_slice(&self.log_id);
+        bytes[GENERATION_AT..GENERATION_AT + 8].copy_from_slice(&self.generation.to_le_bytes());
+        bytes[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&0u64.to_le_bytes());
+        bytes[OLDEST_SEGMENT_AT..OLDEST_SEGMENT_AT + 8].copy_from_slice(&self.oldest_segment_lsn.0.to_le_bytes());
+        bytes[NEWEST_SEGMENT_AT..NEWEST_SEGMENT_AT + 8].copy_from_slice(&self.newest_segment_lsn.0.to_le_bytes());
+        bytes[DURABLE_END_AT..DURABLE_END_AT + 8].copy_from_slice(&self.durable_end_lsn.0.to_le_bytes());
+        bytes[WRITTEN_MS_AT..WRITTEN_MS_AT + 8].copy_from_slice(&self.written_ms.to_le_bytes());
+        let flags = if self.clean_close { FLAG_CLEAN_CLOSE } else { 0 };
+        bytes[FLAGS_AT..FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..CRC_AT]);
+        bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Checks and decodes one slot.
+    pub fn decode(bytes: &[u8]) -> Result<LogState, CorruptionKind> {
+        let bad = CorruptionKind::BadStateFile;
+        if bytes.len() != STATE_SLOT_BYTES {
+            return Err(bad("slot is not 512 bytes"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        if bytes[MAGIC_AT..MAGIC_AT + 8] != STATE_MAGIC {
+            return Err(bad("bad magic"));
+        }
+        if crc32fast::hash(&bytes[..CRC_AT]) != u32_at(CRC_AT) {
+            return Err(bad("checksum mismatch"));
+        }
+        let version = u32_at(VERSION_AT);
+        if version != crate::segment::FORMAT_VERSION {
+            return Err(CorruptionKind::UnsupportedVersion(version));
+        }
+        if u32_at(SLOT_BYTES_AT) as usize != STATE_SLOT_BYTES {
+            return Err(bad("slot length field"));
+        }
+        let features = u64_at(FEATURES_AT);
+        if features & !STATE_FEATURES_KNOWN != 0 {
+            return Err(CorruptionKind::UnsupportedFeatures(features & !STATE_FEATURES_KNOWN));
+        }
+        let flags = u32_at(FLAGS_AT);
+        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[FLAGS_AT + 4..CRC_AT].iter().any(|&b| b != 0) {
+            return Err(bad("flags or reserved bytes are not zero"));
+        }
+        let state = LogState {
+            log_id: bytes[LOG_ID_AT..LOG_ID_AT + 16].try_into().expect("sixteen bytes"),
+            generation: u64_at(GENERATION_AT),
+            oldest_segment_lsn: Lsn(u64_at(OLDEST_SEGMENT_AT)),
+            newest_segment_lsn: Lsn(u64_at(NEWEST_SEGMENT_AT)),
+            durable_end_lsn: Lsn(u64_at(DURABLE_END_AT)),
+            written_ms: u64_at(WRITTEN_MS_AT),
+            clean_close: flags & FLAG_CLEAN_CLOSE != 0,
+        };
+        if state.generation == 0
+            || state.oldest_segment_lsn.0 == 0
+            || state.newest_segment_lsn < state.oldest_segment_lsn
+            || state.durable_end_lsn < state.newest_segment_lsn
+        {
+            return Err(bad("fields out of order"));
+        }
+        Ok(state)
+    }
+}
+
+/// What reading the state file found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateRead {
+    /// There is no state file.
+    Missing,
+    /// The current state, from the valid slot with the higher generation;
+    /// `damaged_slot` names a slot that did not decode (a torn update, or damage).
+    Found {
+        /// The state.
+        state: LogState,
+        /// A slot that failed its checks, with why.
+        damaged_slot: Option<(usize, CorruptionKind)>,
+    },
+    /// The file exists but no slot is valid.
+    Damaged(Corruption),
+}
+
+/// Reads the state file of `dir`, changing nothing.
+///
+/// # Errors
+/// [`Error::Io`] if the file exists but cannot be read.
+pub fn read_state(fs: &dyn FileSystem, dir: &Path) -> Result<StateRead> {
+    let path = dir.join(STATE_FILE_NAME);
+    let file = match fs.open(&path, false) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(StateRead::Missing),
+        Err(error) => return Err(Error::io("open", &path, error)),
+    };
+    let len = file.len().map_err(|error| Error::io("stat", &path, error))?;
+    if len != STATE_FILE_BYTES as u64 {
+        let kind = CorruptionKind::BadStateFile("file is not two 512-byte slots");
+        return Ok(StateRead::Damaged(Corruption { file: path, offset: 0, kind }));
+    }
+    let mut bytes = [0u8; STATE_FILE_BYTES];
+    file.read_at(&mut bytes, 0).map_err(|error| Error::io("read", &path, error))?;
+    let slots = [LogState::decode(&bytes[..STATE_SLOT_BYTES]), LogState::decode(&bytes[STATE_SLOT_BYTES..])];
+    Ok(choose(path, slots))
+}
+
+fn choose(path: PathBuf, slots: [Result<LogState, CorruptionKind>; 2]) -> StateRead {
+    match slots {
+        [Ok(a), Ok(b)] if a.log_id != b.log_id => {
+            let kind = CorruptionKind::BadStateFile("slots name different logs");
+            StateRead::Damaged(Corruption { file: path, offset: STATE_SLOT_BYTES as u64, kind })
+        }
+        [Ok(a), Ok(b)] => {
+            StateRead::Found { state: if b.generation > a.generation { b } else { a }, damaged_slot: None }
+        }
+        [Ok(state), Err(why)] => StateRead::Found { state, damaged_slot: Some((1, why)) },
+        [Err(why), Ok(state)] => StateRead::Found { state, damaged_slot: Some((0, why)) },
+        [Err(why), Err(_)] => StateRead::Damaged(Corruption { file: path, offset: 0, kind: why }),
+    }
+}
+
+/// How many slots a state update writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateCopies {
+    /// The slot the next generation names: one synced sector (a rollover).
+    One,
+    /// Both slots, each synced: a clean close, so one damaged sector cannot
+    /// erase what it recorded.
+    Both,
+}
+
+/// The state file of a log open for writing.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    file: Arc<dyn File>,
+    current: LogState,
+}
+
+impl StateFile {
+    /// Writes a new state file (both slots, under a temporary name, synced,
+    /// renamed into place, the directory synced), replacing any old one.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; the temporary file is removed if it was created.
+    pub fn create(fs: &dyn FileSystem, dir: &Path, state: LogState) -> Result<StateFile> {
+        let temp = dir.join(STATE_TEMP_FILE_NAME);
+        let path = dir.join(STATE_FILE_NAME);
+        let _ = fs.remove(&temp);
+        let file = fs.create(&temp).map_err(|error| Error::io_or_full("create", &temp, error))?;
+        let first = LogState { generation: state.generation, ..state };
+        let second = LogState { generation: state.generation + 1, ..state };
+        let mut bytes = [0u8; STATE_FILE_BYTES];
+        bytes[slot_of(first.generation)..][..STATE_SLOT_BYTES].copy_from_slice(&first.encode());
+        bytes[slot_of(second.generation)..][..STATE_SLOT_BYTES].copy_from_slice(&second.encode());
+        let written = file
+            .write_at(&bytes, 0)
+            .map_err(|error| Error::io_or_full("write", &temp, error))
+            .and_then(|()| file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &temp, error)))
+            .and_then(|()| fs.rename(&temp, &path).map_err(|error| Error::io_or_full("rename", &path, error)));
+        if let Err(error) = written {
+            let _ = fs.remove(&temp);
+            return Err(error);
+        }
+        fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
+        Ok(StateFile { path, file, current: second })
+    }
+
+    /// Opens the state file of a log whose state was just read as `current`.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn open(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<StateFile> {
+        let path = dir.join(STATE_FILE_NAME);
+        let file = fs.open(&path, true).map_err(|error| Error::io("open", &path, error))?;
+        Ok(StateFile { path, file, current })
+    }
+
+    /// The state last written.
+    pub fn current(&self) -> LogState {
+        self.current
+    }
+
+    /// Records that the newest segment starts at `newest_segment_lsn` and
+    /// that everything below `durable_end_lsn` is durable. Each slot written
+    /// is synced before this returns.
+    ///
+    /// # Errors
+    /// [`Error::Io`]: the state may be the old one or the new one.
+    pub fn update(
+        &mut self,
+        newest_segment_lsn: Lsn,
+        durable_end_lsn: Lsn,
+        clean_close: bool,
+        copies: StateCopies,
+    ) -> Result<()> {
+        let writes = if copies == StateCopies::Both { 2 } else { 1 };
+        for _ in 0..writes {
+            let next = LogState {
+                generation: self.current.generation + 1,
+                newest_segment_lsn,
+                durable_end_lsn: durable_end_lsn.max(self.current.durable_end_lsn),
+                written_ms: crate::commit::now_ms(),
+                clean_close,
+                ..self.current
+            };
+            let offset = slot_of(next.generation) as u64;
+            self.file
+                .write_at(&next.encode(), offset)
+                .map_err(|error| Error::io_or_full("write", &self.path, error))?;
+            self.file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &self.path, error))?;
+            self.current = next;
+        }
+        Ok(())
+    }
+}
+
+/// Where the slot of a generation starts.
+fn slot_of(generation: u64) -> usize {
+    (generation % 2) as usize * STATE_SLOT_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(generation: u64) -> LogState {
+        LogState {
+            log_id: [5; 16],
+            generation,
+            oldest_segment_lsn: Lsn(1),
+            newest_segment_lsn: Lsn(40),
+            durable_end_lsn: Lsn(77),
+            written_ms: 1_700_000_000_000,
+            clean_close: true,
+        }
+    }
+
+    #[test]
+    fn a_slot_round_trips() {
+        assert_eq!(LogState::decode(&state(3).encode()), Ok(state(3)));
+    }
+
+    #[test]
+    fn every_slot_bit_flip_is_detected() {
+        let bytes = state(3).encode();
+        for bit in 0..STATE_SLOT_BYTES * 8 {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(LogState::decode(&damaged).is_err(), "bit {bit} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn the_higher_generation_wins_and_a_damaged_slot_falls_back() {
+        let path = PathBuf::from("annals.state");
+        let found = choose(path.clone(), [Ok(state(4)), Ok(state(5))]);
+        assert!(matches!(found, StateRead::Found { state, damaged_slot: None } if state.generation == 5));
+        let torn = choose(path.clone(), [Ok(state(4)), Err(CorruptionKind::BadStateFile("checksum mismatch"))]);
+        assert!(matches!(torn, StateRead::Found { state, damaged_slot: Some((1, _)) } if state.generation == 4));
+        let both = choose(path, [Err(CorruptionKind::BadStateFile("x")), Err(CorruptionKind::BadStateFile("y"))]);
+        assert!(matches!(both, StateRead::Damaged(_)));
+    }
+}
