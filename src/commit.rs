@@ -175,6 +175,8 @@ struct SpareState {
     failed: Option<Error>,
     wanted: bool,
     shutdown: bool,
+    /// The preparer is making a spare: it touches the log's directory.
+    preparing: bool,
 }
 
 impl Spares {
@@ -188,10 +190,16 @@ impl Spares {
         self.ready.notify_all();
     }
 
-    /// Stops the preparer.
+    /// Stops the preparer, and waits until it no longer touches the
+    /// directory: a closed log releases its lock next, and a new opener's
+    /// recovery must not race a spare still being made.
     pub fn shut_down(&self) {
-        self.state.lock().shutdown = true;
+        let mut state = self.state.lock();
+        state.shutdown = true;
         self.ready.notify_all();
+        while state.preparing {
+            self.ready.wait(&mut state);
+        }
     }
 
     /// Takes the spare, preparing it here if the options say so or waiting for the preparer.
@@ -239,6 +247,7 @@ impl Spares {
                     return;
                 }
                 state.wanted = false;
+                state.preparing = true;
                 state.made += 1;
                 state.made
             };
@@ -248,6 +257,7 @@ impl Spares {
             remove_stray_spares(&*shared.fs, &shared.dir, None);
             let prepared = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes, number);
             let mut state = spares.state.lock();
+            state.preparing = false;
             // A spare holds no user data: its failure (a full disk, say) does
             // not poison the log; the append that needs it fails, and the
             // next one that needs it tries again.

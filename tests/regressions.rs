@@ -170,3 +170,70 @@ fn verify_reports_each_real_problem_and_no_follow_on_ones() {
     let found: Vec<(std::path::PathBuf, u64)> = reader.problems().iter().map(|p| (p.file.clone(), p.offset)).collect();
     assert_eq!(found, vec![(segments[1].clone(), first as u64), (segments[4].clone(), second as u64)]);
 }
+
+/// `close()` released the directory lock while the spare preparer thread
+/// could still be making a spare in the directory. A new opener's recovery
+/// and preparer then raced it: both named a spare `spare-1.seg.tmp`, the
+/// second creation failed, and an append after the reopen failed with an
+/// I/O error. Found by an intermittent failure of
+/// `salvage_of_a_sealed_segment_truncated_past_its_data_keeps_its_records`.
+/// A file system that is slow to create spares makes the race certain:
+/// once `close()` returns, nothing in the directory may change.
+#[test]
+fn close_waits_for_the_spare_preparer_before_releasing_the_directory() {
+    use annals::fs::{DirLock, File, FileSystem, LockMode, RealFs};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct SlowSpares;
+    impl FileSystem for SlowSpares {
+        fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+            RealFs.create_dir_all(dir)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+            RealFs.list(dir)
+        }
+        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn File>> {
+            if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("spare-")) {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+            }
+            RealFs.create(path)
+        }
+        fn open(&self, path: &Path, writable: bool) -> std::io::Result<Arc<dyn File>> {
+            RealFs.open(path, writable)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            RealFs.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> std::io::Result<()> {
+            RealFs.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            RealFs.sync_dir(dir)
+        }
+        fn lock(&self, dir: &Path, mode: LockMode) -> std::io::Result<Option<DirLock>> {
+            RealFs.lock(dir, mode)
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = annals::Options { file_system: Arc::new(SlowSpares), ..common::small_options() };
+    let log = Log::open(dir.path(), options.clone()).unwrap(); // its preparer starts on a spare at once
+    log.close().wait().unwrap();
+    let listing = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    let closed = listing();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(listing(), closed, "the directory changed after close returned, with its lock released");
+    // The old handle is still alive (its threads not joined): a new opener works.
+    let reopened = Log::open(dir.path(), options).unwrap();
+    for i in 0..12u64 {
+        reopened.append("s", Expectation::Any, vec![7; 700 + i as usize]).wait().unwrap();
+    }
+    drop(log);
+}
