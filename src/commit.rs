@@ -309,6 +309,9 @@ struct Group {
     needs_periodic: bool,
 }
 
+/// LSNs one extension of the state file's LSN lease covers.
+pub(crate) const LSN_LEASE_LSNS: u64 = 1 << 20;
+
 /// The largest group buffer kept for reuse; a larger one is freed.
 const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
@@ -574,7 +577,9 @@ impl Writer {
         // Published or failed, the group's effects are the index's business now.
         self.overlay.clear();
         if !group.buf.is_empty() || seal {
-            if let Err(error) = self.write_and_sync(&group.buf, group.needs_sync || seal) {
+            let written =
+                self.write_and_sync(&group.buf, group.needs_sync || seal).and_then(|()| self.cover_by_lease());
+            if let Err(error) = written {
                 let cause = self.shared.poison(error);
                 for (reply, _) in group.replies {
                     let _ = reply.send(Err(Error::Poisoned { cause: cause.clone() }));
@@ -601,6 +606,18 @@ impl Writer {
             group.buf.clear();
             self.spare_buf = group.buf;
         }
+    }
+
+    /// Makes sure the state file's LSN lease covers every LSN handed out
+    /// before it is durable (`Flush` and `Periodic` acknowledge written,
+    /// unsynced records): after a power cut the log resumes past the lease,
+    /// so no acknowledged LSN is handed out again. One synced 512-byte write
+    /// per [`LSN_LEASE_LSNS`] such LSNs.
+    fn cover_by_lease(&mut self) -> Result<()> {
+        if self.durable_lsn >= self.next_lsn || self.state.current().lsn_lease_end >= self.next_lsn {
+            return Ok(());
+        }
+        self.state.extend_lease(Lsn(self.next_lsn.0.saturating_add(LSN_LEASE_LSNS)))
     }
 
     fn write_and_sync(&mut self, buf: &[u8], sync: bool) -> Result<()> {

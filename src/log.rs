@@ -642,6 +642,7 @@ fn open_state_file(
                 durable_end_lsn: durable_end,
                 written_ms: now_ms(),
                 clean_close: false,
+                lsn_lease_end: durable_end,
             };
             StateFile::create(fs, dir, state)
         }

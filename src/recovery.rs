@@ -239,7 +239,12 @@ impl Recovery<'_> {
             // before its state file was written (nothing was acknowledged).
             return Ok(StateAction::Create);
         };
-        if self.report.salvaged.is_empty() && self.cut_lsn_seen.is_none() {
+        if state.lsn_lease_end > self.index.next_lsn() && self.report.resumes_at.is_none() {
+            // Row 12: records acknowledged before they were synced may be
+            // lost (a power cut): the log resumes past every LSN handed out.
+            self.report.resumes_at = Some(state.lsn_lease_end);
+        }
+        if self.report.salvaged.is_empty() && self.cut_lsn_seen.is_none() && self.report.resumes_at.is_none() {
             let newest = self.index.segments().last().map(|entry| entry.segment.header.first_lsn);
             return Ok(match newest {
                 Some(newest) if newest > state.newest_segment_lsn => StateAction::Update(state),
@@ -288,9 +293,9 @@ impl Recovery<'_> {
             return;
         }
         let next = self.index.next_lsn();
-        let durable_end = self.state.map_or(Lsn::ZERO, |state| state.durable_end_lsn);
+        let lease_end = self.state.map_or(Lsn::ZERO, |state| state.lsn_lease_end);
         let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
-        let resume = durable_end.max(seen);
+        let resume = lease_end.max(seen);
         if resume > next {
             self.report.resumes_at = Some(resume);
         }

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! // Slot: { magic | format_version | slot_bytes | log_id | generation | features | oldest_segment_lsn
-//! //         | newest_segment_lsn | durable_end_lsn | written_ms | flags | reserved | crc }
+//! //         | newest_segment_lsn | durable_end_lsn | written_ms | flags | lsn_lease_end | reserved | crc }
 //! ```
 //!
 //! The file is two 512-byte slots, each a whole sector with its own
@@ -51,10 +51,11 @@ const NEWEST_SEGMENT_AT: usize = 56;
 const DURABLE_END_AT: usize = 64;
 const WRITTEN_MS_AT: usize = 72;
 const FLAGS_AT: usize = 80;
+const LSN_LEASE_END_AT: usize = 84;
 const CRC_AT: usize = STATE_SLOT_BYTES - 4;
 const FLAG_CLEAN_CLOSE: u32 = 1;
 
-const _: () = assert!(FLAGS_AT + 4 <= CRC_AT);
+const _: () = assert!(LSN_LEASE_END_AT + 8 <= CRC_AT);
 
 /// What the state file records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +77,11 @@ pub struct LogState {
     pub written_ms: u64,
     /// Written by a clean close (informational).
     pub clean_close: bool,
+    /// Every LSN handed out so far is below this one (≥ `durable_end_lsn`).
+    /// Appends acknowledged before they are synced (`Flush`, `Periodic`)
+    /// may be lost in a power cut; their LSNs were acknowledged all the
+    /// same, so the log resumes past them, never at them.
+    pub lsn_lease_end: Lsn,
 }
 
 impl LogState {
@@ -94,6 +100,7 @@ impl LogState {
         bytes[WRITTEN_MS_AT..WRITTEN_MS_AT + 8].copy_from_slice(&self.written_ms.to_le_bytes());
         let flags = if self.clean_close { FLAG_CLEAN_CLOSE } else { 0 };
         bytes[FLAGS_AT..FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
+        bytes[LSN_LEASE_END_AT..LSN_LEASE_END_AT + 8].copy_from_slice(&self.lsn_lease_end.0.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -125,7 +132,7 @@ impl LogState {
             return Err(CorruptionKind::UnsupportedFeatures(features & !STATE_FEATURES_KNOWN));
         }
         let flags = u32_at(FLAGS_AT);
-        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[FLAGS_AT + 4..CRC_AT].iter().any(|&b| b != 0) {
+        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[LSN_LEASE_END_AT + 8..CRC_AT].iter().any(|&b| b != 0) {
             return Err(bad("flags or reserved bytes are not zero"));
         }
         let state = LogState {
@@ -136,11 +143,13 @@ impl LogState {
             durable_end_lsn: Lsn(u64_at(DURABLE_END_AT)),
             written_ms: u64_at(WRITTEN_MS_AT),
             clean_close: flags & FLAG_CLEAN_CLOSE != 0,
+            lsn_lease_end: Lsn(u64_at(LSN_LEASE_END_AT)),
         };
         if state.generation == 0
             || state.oldest_segment_lsn.0 == 0
             || state.newest_segment_lsn < state.oldest_segment_lsn
             || state.durable_end_lsn < state.newest_segment_lsn
+            || state.lsn_lease_end < state.durable_end_lsn
         {
             return Err(bad("fields out of order"));
         }
@@ -265,11 +274,13 @@ impl StateFile {
     }
 
     /// Records that the newest segment starts at `newest_segment_lsn` and
-    /// that everything below `durable_end_lsn` is durable. Each slot written
-    /// is synced before this returns.
+    /// that everything below `durable_end_lsn` is durable. A clean close
+    /// (`clean_close`) also ends the LSN lease there: every LSN handed out
+    /// is durable. Each slot written is synced before this returns.
     ///
     /// # Errors
-    /// [`Error::Io`]: the state may be the old one or the new one.
+    /// [`Error::Io`] or [`Error::DiskFull`]: the state may be the old one or
+    /// the new one.
     pub fn update(
         &mut self,
         newest_segment_lsn: Lsn,
@@ -277,23 +288,37 @@ impl StateFile {
         clean_close: bool,
         copies: StateCopies,
     ) -> Result<()> {
+        let durable_end_lsn = durable_end_lsn.max(self.current.durable_end_lsn);
+        let lsn_lease_end = if clean_close { durable_end_lsn } else { self.current.lsn_lease_end.max(durable_end_lsn) };
+        let next = LogState { newest_segment_lsn, durable_end_lsn, lsn_lease_end, clean_close, ..self.current };
         let writes = if copies == StateCopies::Both { 2 } else { 1 };
         for _ in 0..writes {
-            let next = LogState {
-                generation: self.current.generation + 1,
-                newest_segment_lsn,
-                durable_end_lsn: durable_end_lsn.max(self.current.durable_end_lsn),
-                written_ms: crate::commit::now_ms(),
-                clean_close,
-                ..self.current
-            };
-            let offset = slot_of(next.generation) as u64;
-            self.file
-                .write_at(&next.encode(), offset)
-                .map_err(|error| Error::io_or_full("write", &self.path, error))?;
-            self.file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &self.path, error))?;
-            self.current = next;
+            self.write(next)?;
         }
+        Ok(())
+    }
+
+    /// Records that LSNs below `lsn_lease_end` may be handed out before they
+    /// are durable (one synced slot).
+    ///
+    /// # Errors
+    /// As [`StateFile::update`].
+    pub fn extend_lease(&mut self, lsn_lease_end: Lsn) -> Result<()> {
+        let next = LogState {
+            lsn_lease_end: lsn_lease_end.max(self.current.lsn_lease_end),
+            clean_close: false,
+            ..self.current
+        };
+        self.write(next)
+    }
+
+    /// Writes `state` as the next generation into its slot and syncs it.
+    fn write(&mut self, state: LogState) -> Result<()> {
+        let next = LogState { generation: self.current.generation + 1, written_ms: crate::commit::now_ms(), ..state };
+        let offset = slot_of(next.generation) as u64;
+        self.file.write_at(&next.encode(), offset).map_err(|error| Error::io_or_full("write", &self.path, error))?;
+        self.file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &self.path, error))?;
+        self.current = next;
         Ok(())
     }
 }
@@ -316,6 +341,7 @@ mod tests {
             durable_end_lsn: Lsn(77),
             written_ms: 1_700_000_000_000,
             clean_close: true,
+            lsn_lease_end: Lsn(1 << 20),
         }
     }
 
