@@ -35,8 +35,8 @@ use crate::fs::{DirLock, FileSystem};
 use crate::index::Index;
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{
-    FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, prepare_spare, publish_spare,
-    remove_stray_spares,
+    FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, discard_spare, next_segment_bytes,
+    prepare_spare, publish_spare, remove_stray_spares,
 };
 use crate::state::{StateCopies, StateFile};
 use crate::sync::{Condvar, Mutex, RwLock};
@@ -177,6 +177,8 @@ struct SpareState {
     shutdown: bool,
     /// The preparer is making a spare: it touches the log's directory.
     preparing: bool,
+    /// The length of the spare wanted.
+    bytes: u64,
 }
 
 impl Spares {
@@ -184,9 +186,12 @@ impl Spares {
         Spares { state: Mutex::new(SpareState::default()), ready: Condvar::new() }
     }
 
-    /// Asks the preparer for a new spare.
-    pub fn request(&self) {
-        self.state.lock().wanted = true;
+    /// Asks the preparer for a new spare of `bytes`.
+    pub fn request(&self, bytes: u64) {
+        let mut state = self.state.lock();
+        state.wanted = true;
+        state.bytes = bytes;
+        drop(state);
         self.ready.notify_all();
     }
 
@@ -202,8 +207,11 @@ impl Spares {
         }
     }
 
-    /// Takes the spare, preparing it here if the options say so or waiting for the preparer.
-    fn take(&self, shared: &Shared) -> Result<Spare> {
+    /// Takes a spare of at least `needed_bytes` (`wanted_bytes` if one is
+    /// made now), preparing it here if the options say so or waiting for
+    /// the preparer. A ready spare too small for the record that needs it
+    /// is removed.
+    fn take(&self, shared: &Shared, needed_bytes: u64, wanted_bytes: u64) -> Result<Spare> {
         if shared.options.segment_preparation == SegmentPreparation::Inline {
             remove_stray_spares(&*shared.fs, &shared.dir, None);
             let number = {
@@ -211,7 +219,7 @@ impl Spares {
                 state.made += 1;
                 state.made
             };
-            return prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes, number);
+            return prepare_spare(&*shared.fs, &shared.dir, wanted_bytes, number);
         }
         // Ask for a spare only when none is ready: a request makes the
         // preparer reuse the spare's name, which the ready spare still has
@@ -222,13 +230,20 @@ impl Spares {
         state.failed = None;
         loop {
             if let Some(spare) = state.spare.take() {
-                state.wanted = false;
-                return Ok(spare);
+                if spare.bytes >= needed_bytes {
+                    state.wanted = false;
+                    return Ok(spare);
+                }
+                discard_spare(&*shared.fs, &shared.dir, &spare.path);
+                continue;
             }
             if let Some(error) = state.failed.take() {
                 return Err(error);
             }
-            state.wanted = true;
+            if !state.wanted || state.bytes < needed_bytes {
+                state.wanted = true;
+                state.bytes = wanted_bytes;
+            }
             self.ready.notify_all();
             self.ready.wait(&mut state);
         }
@@ -238,7 +253,7 @@ impl Spares {
     pub fn run_preparer(shared: &Shared) {
         let spares = &shared.spares;
         loop {
-            let number = {
+            let (number, bytes) = {
                 let mut state = spares.state.lock();
                 while !(state.shutdown || state.wanted && state.spare.is_none() && state.failed.is_none()) {
                     spares.ready.wait(&mut state);
@@ -249,13 +264,13 @@ impl Spares {
                 state.wanted = false;
                 state.preparing = true;
                 state.made += 1;
-                state.made
+                (state.made, state.bytes)
             };
             // No spare is ready (nor taken and unpublished: the writer asks
             // only once it has published the one it took), so any spare file
             // is a leftover of a failed attempt.
             remove_stray_spares(&*shared.fs, &shared.dir, None);
-            let prepared = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes, number);
+            let prepared = prepare_spare(&*shared.fs, &shared.dir, bytes, number);
             let mut state = spares.state.lock();
             state.preparing = false;
             // A spare holds no user data: its failure (a full disk, say) does
@@ -298,6 +313,8 @@ pub(crate) struct Writer {
     /// A rollover began and failed: the active segment takes no more frames
     /// (the next append rolls over again).
     sealed: bool,
+    /// The next spare was asked for.
+    spare_requested: bool,
 }
 
 /// Requests being gathered into one write.
@@ -335,6 +352,7 @@ impl Writer {
             spare_buf: Vec::new(),
             closed: false,
             sealed: false,
+            spare_requested: false,
         }
     }
 
@@ -469,7 +487,7 @@ impl Writer {
                 let _ = reply.send(Err(Error::Poisoned { cause }));
                 return;
             }
-            if let Err(error) = self.roll_over() {
+            if let Err(error) = self.roll_over(len) {
                 // A spare that could not be made or published leaves the log
                 // as it was: only this append fails (a full disk, say).
                 // Anything else has poisoned the log.
@@ -598,6 +616,7 @@ impl Writer {
                 }
             }
             self.publish(&group.buf);
+            self.request_spare(false);
         }
         for (reply, result) in group.replies {
             let _ = reply.send(result);
@@ -668,25 +687,22 @@ impl Writer {
     ///
     /// # Errors
     /// [`Error::DiskFull`] or [`Error::Io`].
-    fn roll_over(&mut self) -> Result<()> {
+    fn roll_over(&mut self, frame_bytes: usize) -> Result<()> {
         debug_assert_eq!(self.durable_lsn, self.next_lsn);
-        let spare = self.shared.spares.take(&self.shared)?;
+        let needed = (SEGMENT_HEADER_BYTES + frame_bytes + MARKER_RESERVE_BYTES) as u64;
+        let wanted = self.next_segment_bytes(needed);
+        let spare = self.shared.spares.take(&self.shared, needed, wanted)?;
         let header = SegmentHeader {
             version: FORMAT_VERSION,
             log_id: self.log_id,
             first_lsn: self.next_lsn,
-            segment_bytes: self.shared.options.segment_bytes,
+            segment_bytes: spare.bytes,
             created_ms: now_ms(),
         };
         // From here on the active segment takes no more frames, whatever
         // happens: a segment published under the next name may exist.
         self.sealed = true;
         let published = publish_spare(&*self.shared.fs, &self.shared.dir, spare, header);
-        if self.shared.options.segment_preparation == SegmentPreparation::Background {
-            // Only now, with the taken spare renamed or removed: the preparer
-            // removes every spare file it finds before it makes one.
-            self.shared.spares.request();
-        }
         let segment = published?;
         // Recorded before anything in the new segment is acknowledged, so
         // that deleting it can never go unnoticed (one synced sector). If it
@@ -697,7 +713,33 @@ impl Writer {
         self.active = segment;
         self.offset = SEGMENT_HEADER_BYTES;
         self.sealed = false;
+        // A log that fills segments is busy: its next spare is made at once,
+        // so that appends never wait for one.
+        self.spare_requested = false;
+        self.request_spare(true);
         Ok(())
+    }
+
+    /// The size of the segment after the active one, for a frame that
+    /// needs `needed` bytes of it.
+    fn next_segment_bytes(&self, needed: u64) -> u64 {
+        next_segment_bytes(self.active.header.segment_bytes, self.shared.options.segment_bytes, needed)
+    }
+
+    /// Asks the preparer for the next spare: at once after a rollover, and
+    /// otherwise once the active segment is half full, so that a log that
+    /// holds a few records, or is reopened, writes no spare it does not need.
+    pub fn request_spare(&mut self, now: bool) {
+        let half_full = self.offset as u64 > self.active.header.segment_bytes / 2;
+        if self.spare_requested
+            || !(now || half_full)
+            || self.shared.options.segment_preparation != SegmentPreparation::Background
+        {
+            return;
+        }
+        self.spare_requested = true;
+        let bytes = self.next_segment_bytes(0);
+        self.shared.spares.request(bytes);
     }
 
     /// Writes a gap frame so that the next record gets LSN `to`, syncs it
@@ -715,7 +757,7 @@ impl Writer {
             return Err(Error::Poisoned { cause: self.shared.poison(error) });
         }
         if !self.fits(FRAME_HEADER_BYTES + GAP_BODY_BYTES) {
-            self.roll_over()?;
+            self.roll_over(FRAME_HEADER_BYTES + GAP_BODY_BYTES)?;
         }
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES + GAP_BODY_BYTES);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
@@ -792,6 +834,14 @@ impl Writer {
     /// Records in both slots of the state file where the cleanly closed log
     /// ends: from now on, a log that ends before it is corrupt, not torn.
     fn record_clean_close(&mut self) -> Result<()> {
+        let state = self.state.current();
+        let recorded = state.clean_close
+            && state.durable_end_lsn == self.durable_lsn
+            && state.newest_segment_lsn == self.active.header.first_lsn;
+        if recorded {
+            // Closed again with nothing written since: the record stands.
+            return Ok(());
+        }
         self.state.update(self.active.header.first_lsn, self.durable_lsn, true, StateCopies::Both)
     }
 }

@@ -256,7 +256,15 @@ impl Index {
     }
 
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
+    /// A segment that starts where the last one does replaces it: the last
+    /// held no frame, and the new file was renamed over it.
     pub fn push_segment(&mut self, segment: Segment, end_offset: usize) {
+        if let Some(last) = self.segments.last()
+            && last.segment.header.first_lsn == segment.header.first_lsn
+        {
+            assert!(last.frames == 0, "only a segment without frames is replaced");
+            self.segments.pop();
+        }
         self.segments.push(SegmentEntry {
             segment,
             end_offset,

@@ -37,7 +37,9 @@ use crate::fs::{DirLock, FileSystem, LockMode};
 use crate::index::{Index, IndexStats, Record, RecordRef, StreamRead};
 use crate::options::{Options, SegmentPreparation};
 use crate::recovery::{Access, Recovered, RecoveryReport, StateAction, recover};
-use crate::segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare};
+use crate::segment::{
+    FIRST_SEGMENT_BYTES, FORMAT_VERSION, SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare,
+};
 use crate::state::{LogState, StateCopies, StateFile};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Condvar, Mutex, RwLock};
@@ -325,13 +327,15 @@ impl Log {
         if let Some(resume) = report.resumes_at {
             writer.write_gap(resume)?;
         }
+        // A log reopened past the middle of its active segment is busy: its
+        // spare is made now. Any other open writes no spare.
+        writer.request_spare(false);
         let writer = Arc::new(Mutex::new(writer));
         let (thread_shared, thread_writer) = (shared.clone(), writer.clone());
         threads.push(spawn("annals-writer", move || Writer::run_thread(&thread_shared, &thread_writer))?);
         if background {
             let preparer = shared.clone();
             threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
-            shared.spares.request();
         }
         Ok(Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) })
     }
@@ -656,12 +660,13 @@ fn create_first_segment(
     index: &mut Index,
     log_id: [u8; 16],
 ) -> Result<[u8; 16]> {
-    let spare = prepare_spare(fs, dir, options.segment_bytes, 0)?;
+    let segment_bytes = options.segment_bytes.min(FIRST_SEGMENT_BYTES);
+    let spare = prepare_spare(fs, dir, segment_bytes, 0)?;
     let header = SegmentHeader {
         version: FORMAT_VERSION,
         log_id,
         first_lsn: index.next_lsn(),
-        segment_bytes: options.segment_bytes,
+        segment_bytes,
         created_ms: now_ms(),
     };
     let segment = publish_spare(fs, dir, spare, header)?;

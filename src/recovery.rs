@@ -278,7 +278,11 @@ impl Recovery<'_> {
                 }
             }
         }
-        if self.access == Access::ReadWrite {
+        // A clean close left everything it recorded durable: a reopen that
+        // finds exactly that has nothing to make durable again.
+        let closed_cleanly_here =
+            self.state.is_some_and(|state| state.clean_close && state.durable_end_lsn == self.index.next_lsn());
+        if self.access == Access::ReadWrite && !closed_cleanly_here {
             self.resync_tail()?;
         }
         self.settle_salvage();

@@ -37,6 +37,17 @@ pub const SPARE_SUFFIX: &str = ".seg.tmp";
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest segment the format allows (offsets inside a segment fit in a u32).
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// The first segment of a new log: a log that holds a few records costs
+/// this much disk, not `Options::segment_bytes`. Each later segment doubles,
+/// up to `Options::segment_bytes`.
+pub const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
+
+/// The size of the segment after one of `current_bytes`: twice as large, at
+/// most `segment_bytes_max`, and at least `needed_bytes` (a record larger
+/// than the doubled size gets a segment it fits in).
+pub fn next_segment_bytes(current_bytes: u64, segment_bytes_max: u64, needed_bytes: u64) -> u64 {
+    current_bytes.saturating_mul(2).min(segment_bytes_max).max(needed_bytes).max(SEGMENT_BYTES_MIN)
+}
 
 const _: () = assert!(SEGMENT_HEADER_BYTES == 8 + 4 + 4 + 16 + 8 + 8 + 8 + 4 + 4);
 const CHUNK_BYTES: usize = 1 << 20;
@@ -143,6 +154,8 @@ pub struct Spare {
     pub path: PathBuf,
     /// The file.
     pub file: Arc<dyn File>,
+    /// Its length.
+    pub bytes: u64,
 }
 
 /// Creates spare number `number`: a file of `segment_bytes` zeros, synced,
@@ -167,7 +180,7 @@ pub fn prepare_spare(fs: &dyn FileSystem, dir: &Path, segment_bytes: u64, number
         fs.sync_dir(dir).map_err(|error| Error::io_or_full("fsync directory", dir, error))
     };
     match fill() {
-        Ok(()) => Ok(Spare { path, file }),
+        Ok(()) => Ok(Spare { path, file, bytes: segment_bytes }),
         Err(error) => {
             discard_spare(fs, dir, &path);
             Err(error)
@@ -177,7 +190,7 @@ pub fn prepare_spare(fs: &dyn FileSystem, dir: &Path, segment_bytes: u64, number
 
 /// Removes a spare that will not be used, and syncs the directory; best
 /// effort, since open removes any spare left behind.
-fn discard_spare(fs: &dyn FileSystem, dir: &Path, path: &Path) {
+pub fn discard_spare(fs: &dyn FileSystem, dir: &Path, path: &Path) {
     if fs.remove(path).is_ok() {
         let _ = fs.sync_dir(dir);
     }
@@ -194,7 +207,8 @@ fn discard_spare(fs: &dyn FileSystem, dir: &Path, path: &Path) {
 /// and the next attempt renames a new spare over it. Nothing is written into
 /// it: a failed directory fsync is never retried for the same file.
 pub fn publish_spare(fs: &dyn FileSystem, dir: &Path, spare: Spare, header: SegmentHeader) -> Result<Segment> {
-    let Spare { path: spare_path, file: spare } = spare;
+    let Spare { path: spare_path, file: spare, bytes } = spare;
+    debug_assert_eq!(bytes, header.segment_bytes);
     let path = dir.join(segment_file_name(header.first_lsn));
     let prepared = spare
         .write_at(&header.encode(), 0)

@@ -1,0 +1,115 @@
+//! A log's cost follows what it holds (issue 11, point 4): a log of a few
+//! records is small on disk, and reopening one writes nothing recovery does
+//! not need.
+
+use std::path::Path;
+
+use annals::{Expectation, Log, Lsn, Options};
+
+/// Bytes the directory's files take: their lengths, and the blocks the file
+/// system allocated for them.
+fn disk_use(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut lengths = 0;
+    let mut allocated = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let metadata = entry.unwrap().metadata().unwrap();
+        lengths += metadata.len();
+        allocated += metadata.blocks() * 512;
+    }
+    (lengths, allocated)
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "LOCK")
+        .map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// An empty log and one of a few records took 128 MiB (a 64 MiB segment
+/// and a 64 MiB spare); with the default options they now stay within 8 MiB,
+/// open and closed.
+#[test]
+fn a_log_of_a_few_records_takes_at_most_8_mib_with_the_default_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    for i in 0..20u64 {
+        log.append(format!("run-{}", i % 4), Expectation::Any, vec![i as u8; 300]).wait().unwrap();
+    }
+    let open = disk_use(dir.path());
+    log.close().wait().unwrap();
+    drop(log);
+    let closed = disk_use(dir.path());
+    for (when, (lengths, allocated)) in [("open", open), ("closed", closed)] {
+        assert!(lengths <= 8 << 20, "{when}: files are {lengths} bytes long");
+        assert!(allocated <= 8 << 20, "{when}: {allocated} bytes allocated");
+    }
+}
+
+/// Reopening rewrote a 64 MiB spare and re-synced the tail frames every
+/// time. A cleanly closed log reopened and closed again without a write is
+/// the same bytes, and no spare is made for it.
+#[test]
+fn reopening_and_closing_a_cleanly_closed_log_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    for i in 0..50u64 {
+        log.append("s", Expectation::Any, vec![i as u8; 100]).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+    drop(log);
+    let before = files(dir.path());
+    for _ in 0..3 {
+        let log = Log::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(log.recovery_report().tail_bytes_resynced, 0);
+        assert_eq!(log.last_lsn(), Lsn(50));
+        log.close().wait().unwrap();
+        drop(log);
+        assert_eq!(files(dir.path()), before, "a reopen without writes changed the log's files");
+    }
+}
+
+/// Segments grow from 1 MiB, doubling up to `segment_bytes`; a record too
+/// large for the next size gets a segment it fits in (and one too large
+/// for an empty first segment replaces it).
+#[test]
+fn segments_double_from_one_mib_and_a_large_record_gets_a_segment_it_fits_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options { segment_bytes: 8 << 20, record_bytes_max: 6 << 20, ..Options::default() };
+    let log = Log::open(dir.path(), options()).unwrap();
+    log.append("s", Expectation::Any, &b"small"[..]).wait().unwrap();
+    log.append("s", Expectation::Any, vec![1u8; 5 << 20]).wait().unwrap();
+    for _ in 0..40 {
+        log.append("s", Expectation::Any, vec![2u8; 256 << 10]).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+    drop(log);
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| (e.file_name().into_string().unwrap(), e.metadata().unwrap().len()))
+        .collect();
+    sizes.sort();
+    let sizes: Vec<u64> = sizes.into_iter().map(|(_, len)| len).collect();
+    assert_eq!(sizes[0], 1 << 20, "the first segment is 1 MiB: {sizes:?}");
+    assert!(sizes[1] >= (5 << 20) + 64 + 40, "the large record's segment holds it: {sizes:?}");
+    assert!(sizes.iter().all(|&len| len <= 8 << 20), "{sizes:?}");
+    let reopened = Log::open(dir.path(), options()).unwrap();
+    assert_eq!(reopened.next_seq("s"), annals::StreamSeq(42));
+    drop(reopened);
+
+    let empty_first = tempfile::tempdir().unwrap();
+    let log = Log::open(empty_first.path(), options()).unwrap();
+    log.append("s", Expectation::Any, vec![3u8; 5 << 20]).wait().unwrap();
+    assert_eq!(log.read_stream("s").unwrap().entries[0].payload.len(), 5 << 20);
+    log.close().wait().unwrap();
+    drop(log);
+    let reopened = Log::open(empty_first.path(), options()).unwrap();
+    assert_eq!(reopened.read_all(Lsn::ZERO, 10).unwrap().len(), 1);
+}
