@@ -197,13 +197,17 @@ impl Spares {
 
     /// Stops the preparer, and waits until it no longer touches the
     /// directory: a closed log releases its lock next, and a new opener's
-    /// recovery must not race a spare still being made.
-    pub fn shut_down(&self) {
+    /// recovery must not race a spare still being made. A ready spare is
+    /// removed: a closed log keeps no disk it does not use.
+    pub fn shut_down(&self, shared: &Shared) {
         let mut state = self.state.lock();
         state.shutdown = true;
         self.ready.notify_all();
         while state.preparing {
             self.ready.wait(&mut state);
+        }
+        if let Some(spare) = state.spare.take() {
+            discard_spare(&*shared.fs, &shared.dir, &spare.path);
         }
     }
 
@@ -791,7 +795,7 @@ impl Writer {
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
         self.shared.permits.close();
-        self.shared.spares.shut_down();
+        self.shared.spares.shut_down(&self.shared);
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {

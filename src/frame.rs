@@ -425,16 +425,24 @@ pub fn decode_frame_at<'a>(
 ) -> Result<(usize, FrameView<'a>), FrameDefect> {
     match decode_frame(&bytes[offset..], log_id, expected_lsn) {
         Ok(frame) => Ok((offset, frame)),
-        Err(FrameDefect::Zeroed) => {
-            let at = marker_offset(offset);
-            let padded = at > offset && at <= bytes.len() && bytes[offset..at].iter().all(|&b| b == 0);
-            match decode_frame(&bytes[at.min(bytes.len())..], log_id, expected_lsn) {
-                Ok(frame) if padded && frame.kind == FrameKind::Marker => Ok((at, frame)),
-                _ => Err(FrameDefect::Zeroed),
-            }
-        }
-        Err(defect) => Err(defect),
+        // The padding may be shorter than a frame header: then the 40 bytes
+        // read here run into the marker and are not all zeros.
+        Err(defect) => match padded_marker_at(bytes, offset, log_id) {
+            Some((at, frame)) if frame.meta.lsn == expected_lsn => Ok((at, frame)),
+            _ => Err(defect),
+        },
     }
+}
+
+/// A clean-close marker at the next multiple of [`MARKER_ALIGN_BYTES`]
+/// after `offset`, with zeros from `offset` up to it, and where it starts.
+pub fn padded_marker_at<'a>(bytes: &'a [u8], offset: usize, log_id: &[u8; 16]) -> Option<(usize, FrameView<'a>)> {
+    let at = marker_offset(offset);
+    if at <= offset || at >= bytes.len() || bytes[offset..at].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let frame = decode_frame_anywhere(&bytes[at..], log_id).ok()?;
+    (frame.kind == FrameKind::Marker).then_some((at, frame))
 }
 
 /// Checks the frame at the start of `bytes` without knowing which LSN belongs
@@ -694,5 +702,21 @@ mod tests {
              00000000"
         );
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    }
+
+    /// A frame that ends fewer than 40 bytes before a 512-byte boundary has
+    /// a clean-close marker right after a padding shorter than a frame
+    /// header: reading a header at the padding runs into the marker. Reads
+    /// of the closed handle called that corruption (found by an adversarial
+    /// test: `reading_a_closed_log_whose_marker_padding_is_short_fails_with_corruption`).
+    #[test]
+    fn a_marker_after_padding_shorter_than_a_frame_header_is_found() {
+        let mut segment = vec![0u8; 1024];
+        let mut marker = Vec::new();
+        encode_frame(&mut marker, &LOG_ID, FrameKind::Marker, meta(5), &[]);
+        segment[512..512 + marker.len()].copy_from_slice(&marker);
+        let (at, frame) = decode_frame_at(&segment, 500, &LOG_ID, Lsn(5)).unwrap();
+        assert_eq!((at, frame.kind), (512, FrameKind::Marker));
+        assert!(decode_frame_at(&segment, 500, &LOG_ID, Lsn(6)).is_err(), "a marker at another lsn is no padding");
     }
 }

@@ -47,6 +47,12 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     /// Locks a directory against other handles and processes. `Ok(None)`
     /// when someone else holds a conflicting lock.
     fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>>;
+    /// Whether a writer holds the directory's lock right now, found without
+    /// creating or changing anything (readers use it on read-only media).
+    fn writer_active(&self, dir: &Path) -> io::Result<bool> {
+        let _ = dir;
+        Ok(false)
+    }
 }
 
 /// An open file.
@@ -140,6 +146,25 @@ impl FileSystem for RealFs {
         match attempt {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(error)) => Err(error),
+        }
+    }
+
+    fn writer_active(&self, dir: &Path) -> io::Result<bool> {
+        RealFs::writer_holds_lock(dir)
+    }
+}
+
+impl RealFs {
+    fn writer_holds_lock(dir: &Path) -> io::Result<bool> {
+        let file = match fs::File::open(lock_path(dir)) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(fs::TryLockError::WouldBlock) => Ok(true),
             Err(fs::TryLockError::Error(error)) => Err(error),
         }
     }

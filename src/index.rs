@@ -257,12 +257,13 @@ impl Index {
 
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
     /// A segment that starts where the last one does replaces it: the last
-    /// held no frame, and the new file was renamed over it.
+    /// took no LSN (it holds no record, at most a clean-close marker), and
+    /// the new file was renamed over it.
     pub fn push_segment(&mut self, segment: Segment, end_offset: usize) {
         if let Some(last) = self.segments.last()
             && last.segment.header.first_lsn == segment.header.first_lsn
         {
-            assert!(last.frames == 0, "only a segment without frames is replaced");
+            assert_eq!(self.next_lsn, segment.header.first_lsn, "only a segment that took no lsn is replaced");
             self.segments.pop();
         }
         self.segments.push(SegmentEntry {
@@ -554,6 +555,41 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn segment(fs: &crate::sim::fs::SimFs, first_lsn: u64, name: &str) -> Segment {
+        use crate::fs::FileSystem;
+        let path = std::path::PathBuf::from(format!("/index/{name}"));
+        let file = fs.create(&path).unwrap();
+        file.write_at(&[0; 4096], 0).unwrap();
+        let header = crate::segment::SegmentHeader {
+            version: crate::segment::FORMAT_VERSION,
+            log_id: [1; 16],
+            first_lsn: Lsn(first_lsn),
+            segment_bytes: 4096,
+            created_ms: 0,
+        };
+        Segment { header, path, map: file.map().unwrap(), file }
+    }
+
+    /// A segment that holds only a clean-close marker took no LSN, so the
+    /// next segment starts at the same LSN and is renamed over it. The index
+    /// asserted that the replaced segment held no frame at all, and the
+    /// marker made the writer panic. Found by the fuzz corpus (`operations`)
+    /// once segments began to grow from a small first one.
+    #[test]
+    fn a_segment_holding_only_a_marker_is_replaced_by_the_next_one() {
+        let fs = crate::sim::fs::SimFs::new();
+        let mut index = Index::new(Lsn(7));
+        index.push_segment(segment(&fs, 7, "a"), crate::segment::SEGMENT_HEADER_BYTES);
+        let mut marker = Vec::new();
+        let meta = crate::frame::FrameMeta { lsn: Lsn(7), durable_lsn: Lsn(7), timestamp_ms: 0 };
+        crate::frame::encode_frame(&mut marker, &[1; 16], FrameKind::Marker, meta, &[]);
+        let frame = crate::frame::decode_frame(&marker, &[1; 16], Lsn(7)).unwrap();
+        index.apply_frame(crate::segment::SEGMENT_HEADER_BYTES, &frame);
+        index.push_segment(segment(&fs, 7, "b"), crate::segment::SEGMENT_HEADER_BYTES);
+        assert_eq!(index.segments().len(), 1);
+        assert_eq!(index.segments()[0].segment.path, std::path::PathBuf::from("/index/b"));
+    }
 
     #[test]
     fn record_loc_packs_segment_and_offset() {

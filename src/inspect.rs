@@ -13,15 +13,13 @@ use std::path::{Path, PathBuf};
 
 use crate::commit::OpKind;
 use crate::error::{Error, Result};
-use crate::frame::{
-    FRAME_HEADER_BYTES, FrameDefect, FrameKind, FrameView, RecordKind, decode_frame_anywhere, marker_offset,
-};
+use crate::frame::{FrameDefect, FrameView, RecordKind, decode_frame_anywhere, marker_offset, padded_marker_at};
 use crate::fs::FileSystem;
 use crate::log::{Batch, Log};
 use crate::options::Options;
-use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end};
+use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, segment_log_ids};
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_file_name};
-use crate::state::{StateRead, read_state};
+use crate::state::{STATE_FILE_NAME, StateRead, read_state};
 use crate::types::{Durability, Expectation, Lsn};
 
 /// A range of a file that holds no intact frame.
@@ -50,6 +48,11 @@ pub struct IntactScan {
     pub streams: usize,
     /// The highest LSN of an intact record (0 if none).
     pub last_lsn: Lsn,
+    /// The log had taken every LSN below this one, as far as can be known:
+    /// past every intact frame (gaps included) and what the state file
+    /// records. A copy of the log resumes here, so that no LSN the log may
+    /// have acknowledged is handed out again.
+    pub end_lsn: Lsn,
     /// Every damaged range, in file order.
     pub damage: Vec<Damage>,
 }
@@ -79,10 +82,24 @@ pub fn scan_intact(
         return Err(Error::NotALog { dir: dir.to_owned() });
     }
     let mut scan = IntactScan::default();
+    // The log's id: the state file's, unless no segment header shares it.
+    let header_ids = segment_log_ids(fs, dir, &segments)?;
     let mut log_id = match &state {
-        StateRead::Found { state, .. } => Some(state.log_id),
-        _ => None,
+        StateRead::Found { state, .. } if header_ids.is_empty() || header_ids.contains(&state.log_id) => {
+            Some(state.log_id)
+        }
+        StateRead::Found { .. } => {
+            let what = "the state file names another log than every segment does".to_owned();
+            scan.damage.push(Damage { file: dir.join(STATE_FILE_NAME), offset: 16, bytes: 0, what });
+            header_ids.first().copied()
+        }
+        _ => header_ids.first().copied(),
     };
+    if let StateRead::Found { state, .. } = &state
+        && log_id == Some(state.log_id)
+    {
+        scan.end_lsn = state.lsn_lease_end.max(state.durable_end_lsn);
+    }
     if let StateRead::Damaged(problem) = &state {
         scan.damage.push(Damage {
             file: problem.file.clone(),
@@ -121,10 +138,11 @@ pub fn scan_intact(
                     visit(&path, offset, &frame);
                     count(&mut scan, &mut streams, &frame);
                     next_lsn = frame.next_lsn();
+                    scan.end_lsn = scan.end_lsn.max(next_lsn);
                     offset += frame.total_bytes();
                 }
                 Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => break,
-                Err(FrameDefect::Zeroed) if padded_marker(&bytes, offset, &id) => offset = marker_offset(offset),
+                Err(_) if padded_marker_at(&bytes, offset, &id).is_some() => offset = marker_offset(offset),
                 other => {
                     let what = match other {
                         Ok(frame) => format!("stale frame: lsn {} after lsn {}", frame.meta.lsn, next_lsn),
@@ -155,16 +173,6 @@ fn count(scan: &mut IntactScan, streams: &mut HashSet<Vec<u8>>, frame: &FrameVie
             streams.insert(op.stream.to_vec());
         }
     }
-}
-
-/// Whether zeros run from `offset` to the next marker boundary and a
-/// marker stands there (row 1b).
-fn padded_marker(bytes: &[u8], offset: usize, log_id: &[u8; 16]) -> bool {
-    let at = marker_offset(offset);
-    at > offset
-        && at + FRAME_HEADER_BYTES <= bytes.len()
-        && is_zero(&bytes[offset..at])
-        && decode_frame_anywhere(&bytes[at..], log_id).is_ok_and(|frame| frame.kind == FrameKind::Marker)
 }
 
 /// The offset of the next intact frame after damage at `from`: a valid
@@ -242,6 +250,11 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
             }
             Err(error) => return Err(error),
         }
+    }
+    // The source may have acknowledged LSNs past its last intact record
+    // (lost to the damage, or a gap): the copy never hands them out again.
+    if report.scan.end_lsn > Lsn(log.last_lsn().0 + 1) {
+        log.skip_to(report.scan.end_lsn)?;
     }
     log.close().wait()?;
     Ok(report)

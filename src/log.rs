@@ -323,21 +323,25 @@ impl Log {
             poisoned: Default::default(),
         });
         let mut threads = Vec::new();
-        let mut writer = Writer::new(shared.clone(), log_id, state_file);
-        if let Some(resume) = report.resumes_at {
-            writer.write_gap(resume)?;
-        }
-        // A log reopened past the middle of its active segment is busy: its
-        // spare is made now. Any other open writes no spare.
-        writer.request_spare(false);
-        let writer = Arc::new(Mutex::new(writer));
+        let resume = report.resumes_at;
+        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), log_id, state_file)));
         let (thread_shared, thread_writer) = (shared.clone(), writer.clone());
         threads.push(spawn("annals-writer", move || Writer::run_thread(&thread_shared, &thread_writer))?);
         if background {
             let preparer = shared.clone();
             threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
         }
-        Ok(Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) })
+        let log = Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) };
+        // With the threads running (a gap that does not fit rolls over, and
+        // may wait for the preparer), and before anything else is written.
+        // On failure, dropping `log` closes it and joins its threads.
+        if let Some(resume) = resume {
+            log.skip_to(resume)?;
+        }
+        // A log reopened past the middle of its active segment is busy: its
+        // spare is made now. Any other open writes no spare.
+        log.handle.writer.lock().request_spare(false);
+        Ok(log)
     }
 
     fn shared(&self) -> &Shared {

@@ -343,8 +343,12 @@ fn repair(args: &[String]) -> Result<ExitCode, String> {
     let flags = Flags::parse(args, &["--json"], &["--into"])?;
     let from = flags.dir(None)?;
     let into = flags.dir(Some("--into"))?;
-    if from == into {
-        return Err("repair never modifies the source: --into must name another directory".to_owned());
+    if inside(&into, &from) {
+        return Err(format!(
+            "repair never modifies the source: --into must be outside {}, not {}",
+            from.display(),
+            into.display()
+        ));
     }
     let report = annals::inspect::repair(&from, &into, Options::default()).map_err(|e| e.to_string())?;
     if flags.has("--json") {
@@ -368,4 +372,24 @@ fn repair(args: &[String]) -> Result<ExitCode, String> {
         println!("nothing was damaged; the copy is complete");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `path` is `dir` or inside it, however either is spelled (`path`
+/// need not exist yet: its nearest existing ancestor is resolved).
+fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else { return false };
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while existing.canonicalize().is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
+            }
+            _ => return false,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved.starts_with(&dir)
 }

@@ -141,6 +141,34 @@ struct Recovery<'a> {
 /// [`Error::Corruption`] (read-write, strict); [`Error::NotALog`] (read-only,
 /// on a directory with no segment and no state file); [`Error::Io`].
 pub fn recover(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMode) -> Result<Recovered> {
+    let recovered = recover_once(fs, dir, access, mode)?;
+    if access == Access::ReadWrite || recovered.problems.is_empty() {
+        return Ok(recovered);
+    }
+    // Beside a live writer, the group being written can show a damaged
+    // frame ahead of a complete later one (stores of one write are not seen
+    // in order by another core). Such damage moves on as the writer does;
+    // damage on disk stays where it is. Read again until two reads agree.
+    if !fs.writer_active(dir).unwrap_or(false) {
+        return Ok(recovered);
+    }
+    let mut previous = recovered;
+    for _ in 0..IN_FLIGHT_REREADS_MAX {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let again = recover_once(fs, dir, access, mode)?;
+        if again.problems.is_empty() || again.problems == previous.problems {
+            return Ok(again);
+        }
+        previous = again;
+    }
+    Ok(previous)
+}
+
+/// How often a reader beside a live writer reads a log again to tell damage
+/// from a group being written.
+const IN_FLIGHT_REREADS_MAX: usize = 20;
+
+fn recover_once(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMode) -> Result<Recovered> {
     let mut recovery = Recovery {
         fs,
         dir,
@@ -178,6 +206,7 @@ impl Recovery<'_> {
             return Err(Error::NotALog { dir: self.dir.to_owned() });
         }
         self.remove_spares(&names)?;
+        let state_read = self.check_state_belongs(state_read, &segments)?;
         let mut damaged_state = None;
         match state_read {
             StateRead::Found { state, damaged_slot } => {
@@ -211,6 +240,21 @@ impl Recovery<'_> {
         }
         self.scan_segments(&segments)?;
         self.settle_state(damaged_state)
+    }
+
+    /// A state file whose log id no segment header shares belongs to another
+    /// log (copied in by mistake): it is damage to report, not a reason to
+    /// call every segment foreign.
+    fn check_state_belongs(&self, state_read: StateRead, segments: &[(Lsn, String)]) -> Result<StateRead> {
+        let StateRead::Found { state, .. } = &state_read else {
+            return Ok(state_read);
+        };
+        let ids = segment_log_ids(self.fs, self.dir, segments)?;
+        if ids.is_empty() || ids.contains(&state.log_id) {
+            return Ok(state_read);
+        }
+        let kind = CorruptionKind::BadStateFile("it names another log than every segment does");
+        Ok(StateRead::Damaged(Corruption { file: self.dir.join(crate::state::STATE_FILE_NAME), offset: 16, kind }))
     }
 
     /// Decides what the state file needs once the segments are scanned
@@ -259,7 +303,7 @@ impl Recovery<'_> {
         for (position, (name_lsn, name)) in segments.iter().enumerate() {
             let is_last = position + 1 == segments.len();
             let path = self.dir.join(name);
-            match self.open_segment(&path, *name_lsn, expected)? {
+            match self.open_segment(&path, *name_lsn, expected, is_last)? {
                 Ok(segment) => {
                     self.index.push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
                     self.report.segments += 1;
@@ -325,7 +369,13 @@ impl Recovery<'_> {
     /// Read-only and salvage opens read on past a damaged header or a
     /// shortened file where the log's id and the file name say what the
     /// header held, so that the records in the segment are not lost to them.
-    fn open_segment(&mut self, path: &Path, name_lsn: Lsn, expected: Lsn) -> Result<Result<Segment, Corruption>> {
+    fn open_segment(
+        &mut self,
+        path: &Path,
+        name_lsn: Lsn,
+        expected: Lsn,
+        is_last: bool,
+    ) -> Result<Result<Segment, Corruption>> {
         let corrupt = |offset: u64, kind| Ok(Err(Corruption { file: path.to_owned(), offset, kind }));
         let writable = self.access == Access::ReadWrite;
         let file = self.fs.open(path, writable).map_err(|error| Error::io("open", path, error))?;
@@ -338,6 +388,9 @@ impl Recovery<'_> {
             Ok(header) => header,
             Err(kind) => match self.rebuilt_header(&*map, name_lsn, expected, len) {
                 Some(header) => {
+                    if is_last {
+                        self.newest_contents_unknown(name_lsn, len)?;
+                    }
                     let problem = Corruption { file: path.to_owned(), offset: 0, kind };
                     self.note_repair(
                         problem,
@@ -371,6 +424,9 @@ impl Recovery<'_> {
             }
             // A shortened file: what remains is read as it is; salvage
             // restores the zeros, so that the segment has its length again.
+            if is_last {
+                self.newest_contents_unknown(name_lsn, header.segment_bytes)?;
+            }
             self.note_repair(problem, expected, 0, "zeros restored to the segment's length")?;
             if writable {
                 zero_range(&*file, path, len as usize, header.segment_bytes as usize)?;
@@ -418,6 +474,16 @@ impl Recovery<'_> {
             segment_bytes: len,
             created_ms: crate::commit::now_ms(),
         })
+    }
+
+    /// How large a segment file was made: its header's length if the header
+    /// is intact, else the larger of its length and the largest segment.
+    fn segment_size_of(&self, file: &std::sync::Arc<dyn File>, len: u64) -> u64 {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        match file.read_at(&mut header, 0).ok().and_then(|()| SegmentHeader::decode(&header).ok()) {
+            Some(header) => header.segment_bytes.max(len),
+            None => SEGMENT_BYTES_MAX,
+        }
     }
 
     /// Reports damage that read-only recovery reads past, or that salvage
@@ -558,9 +624,36 @@ impl Recovery<'_> {
         }
         let from_lsn = self.index.next_lsn();
         let reason = problem.kind.to_string();
-        let mut later = segments;
+        let cuts_segment = problem.offset > 0 && damaged_end > 0;
+        let later = if cuts_segment { &segments[1..] } else { segments };
         let dropped_before = self.report.salvaged.len();
-        if problem.offset > 0 && damaged_end > 0 {
+        // Every LSN a dropped file held may have been acknowledged: find the
+        // highest, and record past it before anything is destroyed, so that
+        // a crash in the middle of salvage cannot forget it.
+        let mut dropped = Vec::new();
+        for (_, name) in later {
+            let path = self.dir.join(name);
+            let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+            let len = file.len().map_err(|error| Error::io("stat", &path, error))?;
+            if let (Some(log_id), Ok(map)) = (self.log_id, file.map()) {
+                let bytes = map.slice(0, map.len());
+                self.cut_lsn_seen = self.cut_lsn_seen.max(highest_lsn_after(&bytes, 0, &log_id));
+            }
+            if let Some(first) = parse_segment_file_name(name) {
+                // Even an empty or unreadable file named for an LSN took it;
+                // the newest may have held as many as its size allows (its
+                // end is recorded nowhere else after a crash).
+                let newest = segments.last().is_some_and(|(_, last)| last == name);
+                let size = self.segment_size_of(&file, len);
+                let took = if newest { lsn_capacity(size) } else { 0 };
+                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(Lsn((first.0 + took).saturating_sub(1))));
+            }
+            dropped.push((path, len));
+        }
+        if cuts_segment || !dropped.is_empty() {
+            self.persist_salvage_resume()?;
+        }
+        if cuts_segment {
             // The damaged segment keeps what comes before the damage.
             let segment = &self.index.segments().last().expect("the damaged segment is open").segment;
             let offset = usize::try_from(problem.offset).expect("offsets inside a mapped segment fit");
@@ -574,17 +667,8 @@ impl Recovery<'_> {
                 from_lsn,
                 reason: reason.clone(),
             });
-            later = &segments[1..];
         }
-        for (_, name) in later {
-            let path = self.dir.join(name);
-            let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
-            let len = file.len().map_err(|error| Error::io("stat", &path, error))?;
-            if let (Some(log_id), Ok(map)) = (self.log_id, file.map()) {
-                // The records in a dropped file may have been acknowledged: none of their LSNs is reused.
-                let bytes = map.slice(0, map.len());
-                self.cut_lsn_seen = self.cut_lsn_seen.max(highest_lsn_after(&bytes, 0, &log_id));
-            }
+        for (path, len) in dropped {
             self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
             self.report.salvaged.push(DroppedRange {
                 file: path,
@@ -608,6 +692,50 @@ impl Recovery<'_> {
         }
         self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
         Ok(true)
+    }
+
+    /// Salvage is about to repair the newest segment (its header, or its
+    /// length) and read it as it then is. After a crash nothing else says
+    /// how many records it held, and the damage may have taken some: the
+    /// log resumes past every LSN a segment of `segment_bytes` can hold,
+    /// recorded before the repair destroys the evidence.
+    fn newest_contents_unknown(&mut self, first_lsn: Lsn, segment_bytes: u64) -> Result<()> {
+        if self.access == Access::ReadOnly {
+            return Ok(());
+        }
+        let most = Lsn(first_lsn.0.saturating_add(lsn_capacity(segment_bytes)));
+        self.cut_lsn_seen = self.cut_lsn_seen.max(Some(most));
+        self.persist_salvage_resume()
+    }
+
+    /// Salvage is about to cut the log at the index's end: records, in a
+    /// state file written whole and atomically, that the log now ends there
+    /// in its newest kept segment, and that LSNs up to every one that may
+    /// have been acknowledged are taken (the lease). A crash in the middle
+    /// of salvage then finds a log that ends where the state file says, and
+    /// still resumes past every acknowledged LSN.
+    fn persist_salvage_resume(&mut self) -> Result<()> {
+        let Some(log_id) = self.log_id else {
+            return Ok(()); // no readable segment: no record was acknowledged in one
+        };
+        let end = self.index.next_lsn();
+        let oldest = self.state.map_or(Lsn::FIRST, |state| state.oldest_segment_lsn);
+        let newest = self.index.segments().last().map_or(oldest, |entry| entry.segment.header.first_lsn);
+        let previous = self.state.map_or(Lsn::ZERO, |state| state.lsn_lease_end.max(state.durable_end_lsn));
+        let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
+        let state = LogState {
+            log_id,
+            generation: self.state.map_or(1, |state| state.generation + 1),
+            oldest_segment_lsn: oldest,
+            newest_segment_lsn: newest.min(end),
+            durable_end_lsn: end,
+            written_ms: crate::commit::now_ms(),
+            clean_close: false,
+            lsn_lease_end: previous.max(seen).max(end),
+        };
+        let file = crate::state::StateFile::create(self.fs, self.dir, state)?;
+        self.state = Some(file.current());
+        Ok(())
     }
 
     /// Rewrites and syncs the frames of the last segment that were written
@@ -636,6 +764,27 @@ enum Settled {
     Continue,
     Stop,
     Resync,
+}
+
+/// The most LSNs a segment of `segment_bytes` can hold.
+fn lsn_capacity(segment_bytes: u64) -> u64 {
+    segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64) / (BATCH_OP_KIND_BYTES + OP_HEADER_BYTES + 1) as u64
+}
+
+/// The log ids of the segment headers that are intact, in file order.
+pub(crate) fn segment_log_ids(fs: &dyn FileSystem, dir: &Path, segments: &[(Lsn, String)]) -> Result<Vec<[u8; 16]>> {
+    let mut ids = Vec::new();
+    for (_, name) in segments {
+        let path = dir.join(name);
+        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        if file.read_at(&mut header, 0).is_ok()
+            && let Ok(header) = SegmentHeader::decode(&header)
+        {
+            ids.push(header.log_id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Whether every byte is zero, eight at a time.
