@@ -43,6 +43,7 @@ pub mod recovery;
 pub mod segment;
 pub mod sim;
 pub mod state;
+pub mod stores;
 mod sync;
 mod types;
 

@@ -1,0 +1,213 @@
+//! The backend seam: what a typed store needs from storage, and nothing
+//! about how the storage keeps it.
+//!
+//! A backend holds named streams of entries with dense sequences from 0,
+//! commits several operations on several streams all or nothing, checks an
+//! expectation on a stream's next sequence before it writes, and reads a
+//! stream, or everything after an opaque cursor in commit order. The
+//! embedded log implements it ([`crate::Log`]); a PostgreSQL backend will
+//! implement the same trait, so nothing here names a segment, a memory map
+//! or an LSN: a [`Cursor`] is only an ordered position.
+
+use std::fmt;
+use std::future::Future;
+
+use bytes::Bytes;
+
+/// A position in a backend's commit order, opaque to the stores: every
+/// entry committed later has a larger cursor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(pub u64);
+
+impl Cursor {
+    /// Before everything.
+    pub const START: Cursor = Cursor(0);
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What an operation requires of its stream's next sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// Nothing.
+    Any,
+    /// The stream holds no entry.
+    Empty,
+    /// The stream's next sequence is this one.
+    Next(u64),
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Any => f.write_str("any"),
+            Expect::Empty => f.write_str("an empty stream"),
+            Expect::Next(seq) => write!(f, "next sequence {seq}"),
+        }
+    }
+}
+
+/// What one operation of a commit does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Appends an entry at the stream's next sequence.
+    Append(Expect),
+    /// Records that the stream's state through sequence `through` is the
+    /// payload: reads return it and the entries after it.
+    Snapshot {
+        /// The last sequence the snapshot covers.
+        through: u64,
+    },
+    /// Empties the stream; its sequence restarts at 0.
+    Clear(Expect),
+}
+
+/// One operation of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOp {
+    /// The stream.
+    pub stream: String,
+    /// What it does.
+    pub action: Action,
+    /// The bytes (empty for a clear).
+    pub payload: Bytes,
+}
+
+impl StoreOp {
+    /// An append to `stream` under `expect`.
+    pub fn append(stream: impl Into<String>, expect: Expect, payload: impl Into<Bytes>) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::Append(expect), payload: payload.into() }
+    }
+
+    /// A snapshot of `stream` through `through`.
+    pub fn snapshot(stream: impl Into<String>, through: u64, payload: impl Into<Bytes>) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::Snapshot { through }, payload: payload.into() }
+    }
+
+    /// A clear of `stream` under `expect`.
+    pub fn clear(stream: impl Into<String>, expect: Expect) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::Clear(expect), payload: Bytes::new() }
+    }
+}
+
+/// Where a committed operation landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Its position in commit order.
+    pub cursor: Cursor,
+    /// Append: its sequence. Snapshot: the last sequence it covers. Clear:
+    /// the stream's next sequence before the clear.
+    pub seq: u64,
+}
+
+/// What an entry read back is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// An appended entry.
+    Entry,
+    /// A snapshot.
+    Snapshot,
+    /// A clear.
+    Clear,
+}
+
+/// One entry read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its stream.
+    pub stream: String,
+    /// Its sequence (see [`Committed::seq`]).
+    pub seq: u64,
+    /// Its position in commit order.
+    pub cursor: Cursor,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Its bytes.
+    pub payload: Bytes,
+}
+
+/// A stream as read back: its latest snapshot and the entries after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamContents {
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Entry>,
+    /// The live entries after the snapshot, in sequence order.
+    pub entries: Vec<Entry>,
+    /// The sequence the next append gets.
+    pub next_seq: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An expectation did not hold; nothing was written.
+    #[error("conflict on {stream}: expected {expected}, the stream is at next sequence {actual}")]
+    Conflict {
+        /// The stream.
+        stream: String,
+        /// What the operation required.
+        expected: Expect,
+        /// The stream's next sequence.
+        actual: u64,
+    },
+    /// A record already exists where the caller asked for a new one
+    /// (a duplicate sequence, id or key); nothing was written.
+    #[error("{what} already exists in {stream}; nothing was written")]
+    Duplicate {
+        /// The stream.
+        stream: String,
+        /// What is duplicated.
+        what: String,
+    },
+    /// A stored value does not decode.
+    #[error("cannot decode the value at sequence {seq} of {stream}: {reason}")]
+    Decode {
+        /// The stream.
+        stream: String,
+        /// The entry's sequence.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A value does not encode.
+    #[error("cannot encode a value for {stream}: {reason}")]
+    Encode {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// An argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The backend failed (I/O, corruption, a closed or poisoned log, ...).
+    #[error(transparent)]
+    Backend(#[from] crate::Error),
+}
+
+/// What a typed store needs from storage.
+///
+/// Every future is `Send`, so stores run on any async runtime; a backend
+/// does no blocking I/O on the caller's thread while it is polled.
+pub trait Backend: Send + Sync + 'static {
+    /// Commits `ops` all or nothing: every expectation holds (checked in
+    /// order, each operation seeing the effects of those before it) and
+    /// every operation is durable, or nothing is written and the first
+    /// expectation that failed is the error.
+    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send;
+
+    /// The latest snapshot of `stream` and its entries after it.
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send;
+
+    /// Up to `limit` entries of every stream after `after`, in commit order,
+    /// none skipped. Only acknowledged entries are returned; the stores
+    /// commit with durable acknowledgement, so theirs are durable.
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
+}

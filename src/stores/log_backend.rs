@@ -1,0 +1,91 @@
+//! The embedded log as a [`Backend`]: streams are the log's streams, a
+//! commit is one atomic batch acknowledged after an fdatasync, and a cursor
+//! is an LSN (which the stores never look inside).
+
+use std::future::Future;
+
+use crate::index::Record;
+use crate::stores::backend::{
+    Action, Backend, Committed, Cursor, Entry, EntryKind, Expect, StoreError, StoreOp, StreamContents,
+};
+use crate::{Batch, Durability, Error, Expectation, Log, Lsn, RecordKind, StreamSeq};
+
+fn expectation(expect: Expect) -> Expectation {
+    match expect {
+        Expect::Any => Expectation::Any,
+        Expect::Empty => Expectation::NoStream,
+        Expect::Next(seq) => Expectation::Exact(StreamSeq(seq)),
+    }
+}
+
+fn entry(record: Record) -> Entry {
+    Entry {
+        stream: String::from_utf8_lossy(&record.stream).into_owned(),
+        seq: record.seq.0,
+        cursor: Cursor(record.lsn.0),
+        kind: match record.kind {
+            RecordKind::Entry => EntryKind::Entry,
+            RecordKind::Snapshot => EntryKind::Snapshot,
+            RecordKind::Tombstone => EntryKind::Clear,
+        },
+        payload: record.payload,
+    }
+}
+
+fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
+    match error {
+        Error::Conflict { stream, expected, actual } => {
+            let expected = match expected {
+                Expectation::Any => Expect::Any,
+                Expectation::NoStream => Expect::Empty,
+                Expectation::Exact(seq) => Expect::Next(seq.0),
+            };
+            // The log renders stream ids for display; give back the caller's own.
+            let stream = ops
+                .iter()
+                .find(|op| crate::display_stream(op.stream.as_bytes()) == stream)
+                .map_or(stream, |op| op.stream.clone());
+            StoreError::Conflict { stream, expected, actual: actual.0 }
+        }
+        Error::SnapshotOutOfRange { stream, seq, next_seq } => StoreError::InvalidArgument(format!(
+            "snapshot of {stream} through {seq} is out of range (next sequence {next_seq})"
+        )),
+        other => StoreError::Backend(other),
+    }
+}
+
+impl Backend for Log {
+    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
+        let mut batch = Batch::new();
+        for op in &ops {
+            batch = match op.action {
+                Action::Append(expect) => batch.append(&op.stream, expectation(expect), op.payload.clone()),
+                Action::Snapshot { through } => batch.snapshot(&op.stream, StreamSeq(through), op.payload.clone()),
+                Action::Clear(expect) => batch.clear(&op.stream, expectation(expect)),
+            };
+        }
+        let pending = self.commit_with(batch, Durability::Sync);
+        async move {
+            let appended = pending.await.map_err(|error| store_error(error, &ops))?;
+            Ok(appended.into_iter().map(|a| Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0 }).collect())
+        }
+    }
+
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
+        let read = self.read_stream(stream).map(|read| {
+            // From the one read, not a second look that an append could follow.
+            let last = read.entries.last().or(read.snapshot.as_ref()).map(|record| record.seq.0 + 1);
+            StreamContents {
+                next_seq: last.unwrap_or(0),
+                snapshot: read.snapshot.map(entry),
+                entries: read.entries.into_iter().map(entry).collect(),
+            }
+        });
+        std::future::ready(read.map_err(StoreError::Backend))
+    }
+
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        let read = self.read_all(Lsn(after.0), limit).map(|records| records.into_iter().map(entry).collect());
+        std::future::ready(read.map_err(StoreError::Backend))
+    }
+}

@@ -1,0 +1,230 @@
+//! The typed stores' contracts, written once, generic over the backend
+//! seam, and run against every backend (today the embedded log; a
+//! PostgreSQL backend will join). Each check names the contract it holds.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+use annals::stores::{Backend, StoreError};
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Row {
+    sequence: u64,
+    state: String,
+    blob: Option<Vec<u8>>,
+}
+
+impl SequencedRow for Row {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+fn row(sequence: u64, state: &str) -> Row {
+    Row { sequence, state: state.to_owned(), blob: None }
+}
+
+/// A backend under test: `open` opens the same storage again (a restart).
+trait Factory {
+    type B: Backend;
+    fn open(&self) -> Arc<Self::B>;
+}
+
+struct LogFactory {
+    dir: tempfile::TempDir,
+}
+
+impl Factory for LogFactory {
+    type B = annals::Log;
+    fn open(&self) -> Arc<annals::Log> {
+        Arc::new(annals::Log::open(self.dir.path(), annals::Options::default()).expect("open the log"))
+    }
+}
+
+fn log_factory() -> LogFactory {
+    LogFactory { dir: tempfile::tempdir().unwrap() }
+}
+
+fn run<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(future)
+}
+
+async fn rows_round_trip_in_ascending_order_whatever_the_insert_order<F: Factory>(factory: &F) {
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    for sequence in [2, 0, 3, 1] {
+        store.append("run", row(sequence, &format!("state {sequence}"))).await.unwrap();
+    }
+    let rows = store.load_run("run").await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(rows[2].state, "state 2");
+}
+
+async fn a_duplicate_sequence_is_rejected_and_never_overwrites<F: Factory>(factory: &F) {
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    store.append("run", row(0, "first")).await.unwrap();
+    let error = store.append("run", row(0, "second")).await.unwrap_err();
+    assert!(matches!(error, StoreError::Duplicate { .. }), "{error}");
+    assert_eq!(store.load_run("run").await.unwrap(), vec![row(0, "first")]);
+}
+
+async fn rows_survive_a_reopen_and_duplicates_are_still_caught<F: Factory>(factory: &F) {
+    {
+        let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+        store.append("run", row(0, "a")).await.unwrap();
+        store.append("run", row(1, "b")).await.unwrap();
+    }
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    assert_eq!(store.load_run("run").await.unwrap(), vec![row(0, "a"), row(1, "b")]);
+    assert!(matches!(store.append("run", row(1, "again")).await, Err(StoreError::Duplicate { .. })));
+}
+
+async fn clear_forgets_one_run_only_and_an_unknown_id_is_a_no_op<F: Factory>(factory: &F) {
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    store.append("a", row(0, "a0")).await.unwrap();
+    store.append("b", row(0, "b0")).await.unwrap();
+    store.clear("a").await.unwrap();
+    store.clear("never-seen").await.unwrap();
+    assert!(store.load_run("a").await.unwrap().is_empty());
+    assert!(store.load_run("never-seen").await.unwrap().is_empty());
+    assert_eq!(store.load_run("b").await.unwrap(), vec![row(0, "b0")]);
+    store.append("a", row(0, "a again")).await.expect("a cleared run starts over");
+    assert_eq!(store.load_run("a").await.unwrap(), vec![row(0, "a again")]);
+}
+
+async fn concurrent_appends_to_one_run_keep_every_distinct_sequence_once<F: Factory>(factory: &F)
+where
+    F::B: Backend,
+{
+    let store: Arc<CheckpointRows<F::B, Row>> = Arc::new(CheckpointRows::new(factory.open()));
+    let mut tasks = Vec::new();
+    // 16 tasks race over 32 sequences, each sequence offered by two tasks.
+    for task in 0..16u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = 0;
+            for k in 0..4u64 {
+                let sequence = (task % 8) * 4 + k;
+                match store.append("shared", row(sequence, &format!("by {task}"))).await {
+                    Ok(()) => won += 1,
+                    Err(StoreError::Duplicate { .. }) => {}
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        won += task.await.unwrap();
+    }
+    let rows = store.load_run("shared").await.unwrap();
+    assert_eq!(won, 32, "each sequence is won exactly once");
+    assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), (0..32).collect::<Vec<_>>());
+}
+
+/// Two stores over one backend (two services sharing a database) race for
+/// the same sequences: the backend's guard, not the store's memory, decides.
+async fn two_stores_racing_one_run_never_both_win_a_sequence<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let stores: Vec<Arc<CheckpointRows<F::B, Row>>> =
+        (0..2).map(|_| Arc::new(CheckpointRows::new(backend.clone()))).collect();
+    let mut tasks = Vec::new();
+    for (index, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for sequence in 0..40u64 {
+                match store.append("raced", row(sequence, &format!("store {index}"))).await {
+                    Ok(()) => won.push(sequence),
+                    Err(StoreError::Duplicate { .. }) => {}
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut won = Vec::new();
+    for task in tasks {
+        won.extend(task.await.unwrap());
+    }
+    won.sort();
+    assert_eq!(won, (0..40).collect::<Vec<_>>(), "every sequence won once, by one store");
+    let rows = stores[0].load_run("raced").await.unwrap();
+    assert_eq!(rows.len(), 40);
+}
+
+async fn concurrent_runs_are_isolated<F: Factory>(factory: &F) {
+    let store: Arc<CheckpointRows<F::B, Row>> = Arc::new(CheckpointRows::new(factory.open()));
+    let mut tasks = Vec::new();
+    for workflow in 0..12u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for sequence in 0..10 {
+                store
+                    .append(&format!("wf-{workflow}"), row(sequence, &format!("{workflow}/{sequence}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for workflow in 0..12u64 {
+        let rows = store.load_run(&format!("wf-{workflow}")).await.unwrap();
+        assert_eq!(rows.len(), 10);
+        assert!(rows.iter().all(|r| r.state.starts_with(&format!("{workflow}/"))));
+    }
+}
+
+async fn a_large_blob_round_trips<F: Factory>(factory: &F) {
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    let blob: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i * 7) as u8).collect();
+    store.append("big", Row { sequence: 0, state: "s".into(), blob: Some(blob.clone()) }).await.unwrap();
+    assert_eq!(store.load_run("big").await.unwrap()[0].blob.as_deref(), Some(&blob[..]));
+}
+
+async fn a_value_that_does_not_decode_is_a_typed_error_naming_the_run<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    backend
+        .commit(vec![annals::stores::backend::StoreOp::append(
+            "rows/broken",
+            annals::stores::Expect::Any,
+            &b"not a row"[..],
+        )])
+        .await
+        .unwrap();
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(backend);
+    let error = store.load_run("broken").await.unwrap_err();
+    assert!(matches!(&error, StoreError::Decode { stream, seq: 0, .. } if stream == "rows/broken"), "{error}");
+}
+
+macro_rules! conformance {
+    ($factory:expr, $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let factory = $factory;
+                run(super::$check(&factory));
+            }
+        )*
+    };
+}
+
+mod embedded_log {
+    use super::*;
+
+    conformance!(
+        log_factory(),
+        rows_round_trip_in_ascending_order_whatever_the_insert_order,
+        a_duplicate_sequence_is_rejected_and_never_overwrites,
+        rows_survive_a_reopen_and_duplicates_are_still_caught,
+        clear_forgets_one_run_only_and_an_unknown_id_is_a_no_op,
+        concurrent_appends_to_one_run_keep_every_distinct_sequence_once,
+        two_stores_racing_one_run_never_both_win_a_sequence,
+        concurrent_runs_are_isolated,
+        a_large_blob_round_trips,
+        a_value_that_does_not_decode_is_a_typed_error_naming_the_run,
+    );
+}
