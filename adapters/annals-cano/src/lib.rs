@@ -1,0 +1,1 @@
+//! cano's `recovery::CheckpointStore` on Annals.
