@@ -255,6 +255,19 @@ impl Index {
         self.streams.len()
     }
 
+    /// The streams whose id starts with `prefix`, with their next sequence,
+    /// in id order.
+    pub fn streams_with_prefix(&self, prefix: &[u8]) -> Vec<(Bytes, StreamSeq)> {
+        let mut streams: Vec<(Bytes, StreamSeq)> = self
+            .streams
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .map(|(id, state)| (Bytes::copy_from_slice(id), state.next_seq()))
+            .collect();
+        streams.sort();
+        streams
+    }
+
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
     /// A segment that starts where the last one does replaces it: the last
     /// took no LSN (it holds no record, at most a clean-close marker), and

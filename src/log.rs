@@ -513,6 +513,13 @@ impl Log {
         self.handle.writer.lock().write_gap(lsn)
     }
 
+    /// The streams with live entries or a snapshot whose id starts with
+    /// `prefix` (all of them for an empty prefix), with their next
+    /// sequence, in id order.
+    pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Vec<(Bytes, StreamSeq)> {
+        self.shared().index.read().streams_with_prefix(prefix.as_ref())
+    }
+
     /// The next sequence of `stream` (0 if it has no live entries).
     pub fn next_seq(&self, stream: impl AsRef<[u8]>) -> StreamSeq {
         self.shared().index.read().stream(stream.as_ref()).map_or(StreamSeq(0), |s| s.next_seq())

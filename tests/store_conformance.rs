@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+use annals::stores::whole_checkpoints::WholeCheckpoints;
 use annals::stores::{Backend, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -200,6 +201,55 @@ async fn a_value_that_does_not_decode_is_a_typed_error_naming_the_run<F: Factory
     assert!(matches!(&error, StoreError::Decode { stream, seq: 0, .. } if stream == "rows/broken"), "{error}");
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    step: u32,
+    state: Vec<u8>,
+}
+
+fn checkpoint(step: u32) -> Checkpoint {
+    Checkpoint { step, state: vec![step as u8; 100] }
+}
+
+async fn a_saved_checkpoint_loads_and_a_missing_one_is_none<F: Factory>(factory: &F) {
+    let store: WholeCheckpoints<F::B, Checkpoint> = WholeCheckpoints::new(factory.open());
+    store.save("run-a", &checkpoint(1)).await.unwrap();
+    assert_eq!(store.load("run-a").await.unwrap(), Some(checkpoint(1)));
+    assert_eq!(store.load("run-b").await.unwrap(), None);
+}
+
+async fn save_overwrites_and_survives_a_reopen<F: Factory>(factory: &F) {
+    {
+        let store: WholeCheckpoints<F::B, Checkpoint> = WholeCheckpoints::new(factory.open());
+        for step in 1..=5 {
+            store.save("run", &checkpoint(step)).await.unwrap();
+        }
+    }
+    let store: WholeCheckpoints<F::B, Checkpoint> = WholeCheckpoints::new(factory.open());
+    assert_eq!(store.load("run").await.unwrap(), Some(checkpoint(5)));
+    assert_eq!(store.list().await.unwrap().len(), 1, "one checkpoint per run, however often it was saved");
+}
+
+async fn list_returns_every_run_most_recently_saved_first<F: Factory>(factory: &F) {
+    let store: WholeCheckpoints<F::B, Checkpoint> = WholeCheckpoints::new(factory.open());
+    store.save("first", &checkpoint(1)).await.unwrap();
+    store.save("second", &checkpoint(2)).await.unwrap();
+    store.save("third", &checkpoint(3)).await.unwrap();
+    store.save("first", &checkpoint(4)).await.unwrap();
+    let listed: Vec<String> = store.list().await.unwrap().into_iter().map(|(run, _)| run).collect();
+    assert_eq!(listed, ["first", "third", "second"]);
+}
+
+async fn delete_forgets_one_run_and_an_unknown_run_is_a_no_op<F: Factory>(factory: &F) {
+    let store: WholeCheckpoints<F::B, Checkpoint> = WholeCheckpoints::new(factory.open());
+    store.save("kept", &checkpoint(1)).await.unwrap();
+    store.save("gone", &checkpoint(2)).await.unwrap();
+    store.delete("gone").await.unwrap();
+    store.delete("never").await.unwrap();
+    assert_eq!(store.load("gone").await.unwrap(), None);
+    assert_eq!(store.list().await.unwrap(), vec![("kept".to_owned(), checkpoint(1))]);
+}
+
 macro_rules! conformance {
     ($factory:expr, $($check:ident),* $(,)?) => {
         $(
@@ -226,5 +276,9 @@ mod embedded_log {
         concurrent_runs_are_isolated,
         a_large_blob_round_trips,
         a_value_that_does_not_decode_is_a_typed_error_naming_the_run,
+        a_saved_checkpoint_loads_and_a_missing_one_is_none,
+        save_overwrites_and_survives_a_reopen,
+        list_returns_every_run_most_recently_saved_first,
+        delete_forgets_one_run_and_an_unknown_run_is_a_no_op,
     );
 }

@@ -206,6 +206,10 @@ pub trait Backend: Send + Sync + 'static {
     /// The latest snapshot of `stream` and its entries after it.
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send;
 
+    /// The streams whose name starts with `prefix` and that hold an entry
+    /// or a snapshot, with their next sequence, in name order.
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
     /// Up to `limit` entries of every stream after `after`, in commit order,
     /// none skipped. Only acknowledged entries are returned; the stores
     /// commit with durable acknowledgement, so theirs are durable.

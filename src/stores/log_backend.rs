@@ -84,6 +84,14 @@ impl Backend for Log {
         std::future::ready(read.map_err(StoreError::Backend))
     }
 
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        let streams = Log::streams(self, prefix)
+            .into_iter()
+            .map(|(id, next)| (String::from_utf8_lossy(&id).into_owned(), next.0))
+            .collect();
+        std::future::ready(Ok(streams))
+    }
+
     fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
         let read = self.read_all(Lsn(after.0), limit).map(|records| records.into_iter().map(entry).collect());
         std::future::ready(read.map_err(StoreError::Backend))

@@ -32,5 +32,6 @@ pub mod backend;
 pub mod checkpoint_rows;
 pub mod codec;
 mod log_backend;
+pub mod whole_checkpoints;
 
 pub use backend::{Backend, Cursor, Expect, StoreError};

@@ -1,0 +1,96 @@
+//! Whole checkpoints by run id: the shape of blazen-persist's
+//! `CheckpointStore`.
+//!
+//! Each run has one checkpoint. `save` replaces it, in one atomic commit
+//! that clears the run's stream and appends the new checkpoint, so the old
+//! version is dead on disk (and reclaimable once compaction exists) and no
+//! reader ever sees the run without a checkpoint. `load` returns it, `list`
+//! returns every run's checkpoint, the most recently saved first, and
+//! `delete` forgets a run. Each run is the stream `checkpoint/<run id>`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::stores::backend::{Backend, Expect, StoreError, StoreOp};
+use crate::stores::codec;
+
+/// The schema version this build writes checkpoints under.
+pub const CHECKPOINT_SCHEMA: u16 = 1;
+/// Prefix of a run's stream name.
+pub const CHECKPOINT_STREAM_PREFIX: &str = "checkpoint/";
+
+/// Whole checkpoints by run id over a backend.
+pub struct WholeCheckpoints<B, C> {
+    backend: Arc<B>,
+    _checkpoints: std::marker::PhantomData<fn() -> C>,
+}
+
+impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeCheckpoints<B, C> {
+    /// A store over `backend`.
+    pub fn new(backend: Arc<B>) -> WholeCheckpoints<B, C> {
+        WholeCheckpoints { backend, _checkpoints: std::marker::PhantomData }
+    }
+
+    fn stream(run_id: &str) -> String {
+        format!("{CHECKPOINT_STREAM_PREFIX}{run_id}")
+    }
+
+    /// Saves `checkpoint` as the run's only one, durably, replacing any
+    /// earlier one.
+    ///
+    /// # Errors
+    /// [`StoreError::Encode`], [`StoreError::Backend`].
+    pub async fn save(&self, run_id: &str, checkpoint: &C) -> Result<(), StoreError> {
+        let stream = Self::stream(run_id);
+        let payload = codec::encode(&stream, CHECKPOINT_SCHEMA, checkpoint)?;
+        let ops = vec![StoreOp::clear(stream.clone(), Expect::Any), StoreOp::append(stream, Expect::Empty, payload)];
+        self.backend.commit(ops).await?;
+        Ok(())
+    }
+
+    /// The run's checkpoint, if it has one.
+    ///
+    /// # Errors
+    /// [`StoreError::Decode`] naming the run; [`StoreError::Backend`].
+    pub async fn load(&self, run_id: &str) -> Result<Option<C>, StoreError> {
+        let stream = Self::stream(run_id);
+        let contents = self.backend.read(&stream).await?;
+        match contents.entries.last() {
+            None => Ok(None),
+            Some(entry) => Ok(Some(codec::decode(&stream, entry.seq, CHECKPOINT_SCHEMA, &entry.payload)?.0)),
+        }
+    }
+
+    /// Every run's checkpoint with its run id, the most recently saved first.
+    ///
+    /// # Errors
+    /// As [`WholeCheckpoints::load`].
+    pub async fn list(&self) -> Result<Vec<(String, C)>, StoreError> {
+        let mut found = Vec::new();
+        for (stream, _) in self.backend.streams(CHECKPOINT_STREAM_PREFIX).await? {
+            let contents = self.backend.read(&stream).await?;
+            if let Some(entry) = contents.entries.last() {
+                let (checkpoint, _) = codec::decode(&stream, entry.seq, CHECKPOINT_SCHEMA, &entry.payload)?;
+                let run_id = stream[CHECKPOINT_STREAM_PREFIX.len()..].to_owned();
+                found.push((entry.cursor, run_id, checkpoint));
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(found.into_iter().map(|(_, run_id, checkpoint)| (run_id, checkpoint)).collect())
+    }
+
+    /// Forgets the run's checkpoint; an unknown run is a no-op.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    pub async fn delete(&self, run_id: &str) -> Result<(), StoreError> {
+        let stream = Self::stream(run_id);
+        if self.backend.read(&stream).await?.next_seq == 0 {
+            return Ok(());
+        }
+        self.backend.commit(vec![StoreOp::clear(stream, Expect::Any)]).await?;
+        Ok(())
+    }
+}
