@@ -77,7 +77,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
                 found.push((entry.cursor, run_id, checkpoint));
             }
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(cursor, _, _)| std::cmp::Reverse(*cursor));
         Ok(found.into_iter().map(|(_, run_id, checkpoint)| (run_id, checkpoint)).collect())
     }
 
