@@ -112,6 +112,9 @@ pub(crate) struct Shared {
     pub queued: AtomicUsize,
     /// Set once the log is poisoned, readable without the queue's lock.
     pub poisoned: AtomicBool,
+    /// Set once the log is closed: reads of a closed handle fail with
+    /// `Closed` rather than serve what may be stale.
+    pub closed: AtomicBool,
 }
 
 pub(crate) struct Queue {
@@ -790,6 +793,7 @@ impl Writer {
         {
             let mut queue = self.shared.queue.lock();
             queue.status = Status::Closed;
+            self.shared.closed.store(true, Ordering::Release);
             self.pending.extend(queue.commands.drain(..));
         }
         // The writer thread exits once it sees the log closed.

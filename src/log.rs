@@ -321,6 +321,7 @@ impl Log {
             spares: Spares::new(),
             queued: Default::default(),
             poisoned: Default::default(),
+            closed: Default::default(),
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -346,6 +347,16 @@ impl Log {
 
     fn shared(&self) -> &Shared {
         &self.handle.shared
+    }
+
+    /// The index, for a read; [`Error::Closed`] once the log is closed (a
+    /// clone's reads then fail rather than serve what another process may
+    /// have changed since).
+    fn index_for_read(&self) -> Result<crate::sync::RwLockReadGuard<'_, Index>> {
+        if self.shared().closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(self.shared().index.read())
     }
 
     /// What open found and did.
@@ -534,9 +545,10 @@ impl Log {
     /// The latest snapshot of `stream` and the live entries after it.
     ///
     /// # Errors
-    /// [`Error::Corruption`] if a record no longer matches the index.
+    /// [`Error::Corruption`] if a record no longer matches the index;
+    /// [`Error::Closed`] once the log is closed.
     pub fn read_stream(&self, stream: impl AsRef<[u8]>) -> Result<StreamRead> {
-        self.shared().index.read().read_stream(stream.as_ref())
+        self.index_for_read()?.read_stream(stream.as_ref())
     }
 
     /// Calls `f` on the latest snapshot of `stream`, if any, then on each
@@ -553,7 +565,7 @@ impl Log {
     /// [`Error::Corruption`] if a record no longer matches the index; `f`
     /// has then seen the records before it.
     pub fn visit_stream(&self, stream: impl AsRef<[u8]>, f: impl FnMut(RecordRef<'_>)) -> Result<usize> {
-        self.shared().index.read().visit_stream(stream.as_ref(), f)
+        self.index_for_read()?.visit_stream(stream.as_ref(), f)
     }
 
     /// The live entries of `stream` from sequence `from` on, ignoring snapshots.
@@ -561,7 +573,7 @@ impl Log {
     /// # Errors
     /// As [`Log::read_stream`].
     pub fn read_stream_from(&self, stream: impl AsRef<[u8]>, from: StreamSeq) -> Result<Vec<Record>> {
-        self.shared().index.read().read_stream_from(stream.as_ref(), from)
+        self.index_for_read()?.read_stream_from(stream.as_ref(), from)
     }
 
     /// The latest entry of `stream`, if any.
@@ -569,7 +581,7 @@ impl Log {
     /// # Errors
     /// As [`Log::read_stream`].
     pub fn latest(&self, stream: impl AsRef<[u8]>) -> Result<Option<Record>> {
-        let index = self.shared().index.read();
+        let index = self.index_for_read()?;
         let Some(next) = index.stream(stream.as_ref()).map(|s| s.next_seq()) else {
             return Ok(None);
         };
@@ -581,7 +593,7 @@ impl Log {
     /// # Errors
     /// [`Error::Corruption`] if the frame there fails its checks.
     pub fn read_lsn(&self, lsn: Lsn) -> Result<Option<Record>> {
-        self.shared().index.read().read_lsn(lsn)
+        self.index_for_read()?.read_lsn(lsn)
     }
 
     /// Up to `limit` records after `after`, across all streams, in LSN order:
@@ -591,7 +603,7 @@ impl Log {
     /// As [`Log::read_lsn`].
     pub fn read_all(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        self.shared().index.read().read_all(after, limit, &mut out)?;
+        self.index_for_read()?.read_all(after, limit, &mut out)?;
         Ok(out)
     }
 
@@ -747,6 +759,37 @@ impl LogReader {
         let mut out = Vec::new();
         self.index.read_all(after, limit, &mut out)?;
         Ok(out)
+    }
+
+    /// The latest snapshot of `stream` and the live entries after it, as
+    /// [`Log::read_stream`].
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a record no longer matches the index.
+    pub fn read_stream(&self, stream: impl AsRef<[u8]>) -> Result<StreamRead> {
+        self.index.read_stream(stream.as_ref())
+    }
+
+    /// The live entries of `stream` from sequence `from` on.
+    ///
+    /// # Errors
+    /// As [`LogReader::read_stream`].
+    pub fn read_stream_from(&self, stream: impl AsRef<[u8]>, from: StreamSeq) -> Result<Vec<Record>> {
+        self.index.read_stream_from(stream.as_ref(), from)
+    }
+
+    /// The record at `lsn`, if the log held one there when the reader opened.
+    ///
+    /// # Errors
+    /// As [`LogReader::read_all`].
+    pub fn read_lsn(&self, lsn: Lsn) -> Result<Option<Record>> {
+        self.index.read_lsn(lsn)
+    }
+
+    /// The streams whose id starts with `prefix`, with their next sequence,
+    /// as [`Log::streams`].
+    pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Vec<(Bytes, StreamSeq)> {
+        self.index.streams_with_prefix(prefix.as_ref())
     }
 
     /// Sizes of the index.

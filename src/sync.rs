@@ -4,12 +4,14 @@
 //! (`tests/group_commit_shuttle.rs`). The API is parking_lot's shape.
 
 #[cfg(not(feature = "shuttle"))]
-pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
+pub(crate) use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use std::thread;
 
 #[cfg(feature = "shuttle")]
 pub(crate) use model::{Condvar, Mutex, RwLock};
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle::sync::RwLockReadGuard;
 #[cfg(feature = "shuttle")]
 pub(crate) use shuttle::thread;
 

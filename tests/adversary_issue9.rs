@@ -669,9 +669,11 @@ fn salvage_then_appends_crashes_and_reopens_reuse_no_lsn() {
 
 /// A record whose frame ends less than 40 bytes before a 512-byte boundary
 /// puts the clean-close marker right after a short run of zero padding. The
-/// closed handle's `read_all` (and so `read_stream` of a caller that keeps
-/// reading after close) then reports corruption of an intact log; a reopen
-/// reads it fine.
+/// closed handle's `read_all` then reported corruption of an intact log, and
+/// a reopen took the marker for a torn tail and cut it. Reads of a closed
+/// handle now fail with `Closed` (a clone must not serve stale data), so the
+/// padding is checked where it is still read: by a reader and by a reopen,
+/// which must find the marker, not a torn tail.
 #[test]
 fn reading_a_closed_log_whose_marker_padding_is_short_fails_with_corruption() {
     let dir = tempfile::tempdir().unwrap();
@@ -682,11 +684,14 @@ fn reading_a_closed_log_whose_marker_padding_is_short_fails_with_corruption() {
     log.append("s", Expectation::Any, vec![7u8; 373]).wait().unwrap();
     let before = all_records(&log);
     log.close().wait().unwrap();
-    let after = log.read_all(Lsn::ZERO, usize::MAX);
-    assert!(
-        matches!(&after, Ok(records) if *records == before),
-        "an intact, cleanly closed log read through its closed handle: {after:?}"
-    );
+    assert!(matches!(log.read_all(Lsn::ZERO, usize::MAX), Err(Error::Closed)));
+    drop(log);
+    let reader = LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.report().torn_tail, None, "the marker after short padding is no torn tail");
+    assert_eq!(reader.read_all(Lsn::ZERO, usize::MAX).unwrap(), before);
+    let reopened = Log::open(dir.path(), options).unwrap();
+    assert_eq!(reopened.recovery_report().torn_tail, None);
+    assert_eq!(all_records(&reopened), before);
 }
 
 // ===========================================================================

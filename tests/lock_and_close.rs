@@ -57,3 +57,37 @@ async fn a_reader_opens_beside_a_live_writer_and_a_writer_beside_a_reader() {
     let reopened = Log::open(dir.path(), common::small_options()).expect("a reader keeps no writer out");
     assert_eq!(reopened.next_seq("s"), annals::StreamSeq(2));
 }
+
+/// A clone's reads after `close()` served the closed log's index, which
+/// another process may have changed since (issue 12, point 3): they fail
+/// with `Closed`.
+#[test]
+fn reads_of_a_closed_log_fail_with_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let clone = log.clone();
+    log.append("s", Expectation::Any, &b"x"[..]).wait().unwrap();
+    log.close().wait().unwrap();
+    assert!(matches!(clone.read_stream("s"), Err(Error::Closed)));
+    assert!(matches!(clone.read_all(annals::Lsn::ZERO, 10), Err(Error::Closed)));
+    assert!(matches!(clone.read_lsn(annals::Lsn(1)), Err(Error::Closed)));
+    assert!(matches!(clone.latest("s"), Err(Error::Closed)));
+}
+
+/// The read-only handle reads streams, records by LSN and lists streams
+/// beside a live writer (issue 12, point 3).
+#[test]
+fn a_reader_reads_streams_and_lists_them_beside_a_live_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    for i in 0..5u64 {
+        log.append(format!("run-{}", i % 2), Expectation::Any, vec![i as u8; 10]).wait().unwrap();
+    }
+    let reader = LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.read_stream("run-0").unwrap().entries.len(), 3);
+    assert_eq!(reader.read_stream_from("run-1", annals::StreamSeq(1)).unwrap().len(), 1);
+    assert_eq!(reader.read_lsn(annals::Lsn(2)).unwrap().unwrap().stream, &b"run-1"[..]);
+    let listed: Vec<(Vec<u8>, u64)> = reader.streams("run-").into_iter().map(|(s, n)| (s.to_vec(), n.0)).collect();
+    assert_eq!(listed, vec![(b"run-0".to_vec(), 3), (b"run-1".to_vec(), 2)]);
+    assert_eq!(log.streams("").len(), 2);
+}
