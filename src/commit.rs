@@ -846,8 +846,8 @@ impl Writer {
         let recorded = state.clean_close
             && state.durable_end_lsn == self.durable_lsn
             && state.newest_segment_lsn == self.active.header.first_lsn;
-        if recorded {
-            // Closed again with nothing written since: the record stands.
+        if recorded && self.state.synced_here() {
+            // This handle recorded this close already (a second close).
             return Ok(());
         }
         self.state.update(self.active.header.first_lsn, self.durable_lsn, true, StateCopies::Both)

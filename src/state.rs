@@ -227,6 +227,10 @@ pub struct StateFile {
     path: PathBuf,
     file: Arc<dyn File>,
     current: LogState,
+    /// `current` was written and synced by this handle. A state read at
+    /// open may sit in the page cache after a failed fsync of the process
+    /// before: it is never taken as durable.
+    synced_here: bool,
 }
 
 impl StateFile {
@@ -255,7 +259,7 @@ impl StateFile {
             return Err(error);
         }
         fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
-        Ok(StateFile { path, file, current: second })
+        Ok(StateFile { path, file, current: second, synced_here: true })
     }
 
     /// Opens the state file of a log whose state was just read as `current`.
@@ -265,12 +269,18 @@ impl StateFile {
     pub fn open(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<StateFile> {
         let path = dir.join(STATE_FILE_NAME);
         let file = fs.open(&path, true).map_err(|error| Error::io("open", &path, error))?;
-        Ok(StateFile { path, file, current })
+        Ok(StateFile { path, file, current, synced_here: false })
     }
 
     /// The state last written.
     pub fn current(&self) -> LogState {
         self.current
+    }
+
+    /// Whether [`StateFile::current`] was written and synced by this handle
+    /// (not only read at open, when it may not have been durable).
+    pub fn synced_here(&self) -> bool {
+        self.synced_here
     }
 
     /// Records that the newest segment starts at `newest_segment_lsn` and
@@ -317,8 +327,10 @@ impl StateFile {
         let next = LogState { generation: self.current.generation + 1, written_ms: crate::commit::now_ms(), ..state };
         let offset = slot_of(next.generation) as u64;
         self.file.write_at(&next.encode(), offset).map_err(|error| Error::io_or_full("write", &self.path, error))?;
+        self.synced_here = false;
         self.file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &self.path, error))?;
         self.current = next;
+        self.synced_here = true;
         Ok(())
     }
 }

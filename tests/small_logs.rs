@@ -52,10 +52,14 @@ fn a_log_of_a_few_records_takes_at_most_8_mib_with_the_default_options() {
 }
 
 /// Reopening rewrote a 64 MiB spare and re-synced the tail frames every
-/// time. A cleanly closed log reopened and closed again without a write is
-/// the same bytes, and no spare is made for it.
+/// time. Reopening a cleanly closed log now writes nothing, and closing it
+/// again writes only the state file's two sectors: the state read at open
+/// may not have been durable (an fsync of the process before may have
+/// failed), so a close records its end again rather than trust it.
+/// Found by the crash simulator (seed 617 of the issue-9 simulator), which
+/// lost a record behind exactly such a skipped write.
 #[test]
-fn reopening_and_closing_a_cleanly_closed_log_changes_no_byte() {
+fn reopening_a_cleanly_closed_log_writes_nothing_and_closing_it_only_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), Options::default()).unwrap();
     for i in 0..50u64 {
@@ -63,14 +67,18 @@ fn reopening_and_closing_a_cleanly_closed_log_changes_no_byte() {
     }
     log.close().wait().unwrap();
     drop(log);
-    let before = files(dir.path());
-    for _ in 0..3 {
+    let segments = |files: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        files.into_iter().filter(|(name, _)| name != "annals.state").collect()
+    };
+    for round in 0..3 {
+        let before = files(dir.path());
         let log = Log::open(dir.path(), Options::default()).unwrap();
+        assert!(files(dir.path()) == before, "round {round}: opening a cleanly closed log changed its files");
         assert_eq!(log.recovery_report().tail_bytes_resynced, 0);
         assert_eq!(log.last_lsn(), Lsn(50));
         log.close().wait().unwrap();
         drop(log);
-        assert_eq!(files(dir.path()), before, "a reopen without writes changed the log's files");
+        assert!(segments(files(dir.path())) == segments(before), "round {round}: closing changed a segment");
     }
 }
 
