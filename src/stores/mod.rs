@@ -34,4 +34,4 @@ pub mod codec;
 mod log_backend;
 pub mod whole_checkpoints;
 
-pub use backend::{Backend, Cursor, Expect, StoreError};
+pub use backend::{Action, Backend, Committed, Cursor, Entry, EntryKind, Expect, StoreError, StoreOp, StreamContents};
