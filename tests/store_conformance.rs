@@ -155,6 +155,23 @@ async fn two_stores_racing_one_run_never_both_win_a_sequence<F: Factory>(factory
     assert_eq!(rows.len(), 40);
 }
 
+/// A store that remembered a run's sequences refused a valid append after
+/// another store over the same backend cleared the run (found by the cano
+/// adapter's tests): a remembered duplicate is confirmed by a fresh read.
+async fn a_run_cleared_by_another_store_takes_its_old_sequences_again<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let a: CheckpointRows<F::B, Row> = CheckpointRows::new(backend.clone());
+    let b: CheckpointRows<F::B, Row> = CheckpointRows::new(backend);
+    for sequence in 0..3 {
+        a.append("run", row(sequence, "a")).await.unwrap();
+    }
+    b.clear("run").await.unwrap();
+    b.append("run", row(0, "b")).await.unwrap();
+    a.append("run", row(1, "a again")).await.expect("sequence 1 is free since the clear");
+    assert!(matches!(a.append("run", row(0, "dup")).await, Err(StoreError::Duplicate { .. })));
+    assert_eq!(a.load_run("run").await.unwrap(), vec![row(0, "b"), row(1, "a again")]);
+}
+
 async fn concurrent_runs_are_isolated<F: Factory>(factory: &F) {
     let store: Arc<CheckpointRows<F::B, Row>> = Arc::new(CheckpointRows::new(factory.open()));
     let mut tasks = Vec::new();
@@ -273,6 +290,7 @@ mod embedded_log {
         clear_forgets_one_run_only_and_an_unknown_id_is_a_no_op,
         concurrent_appends_to_one_run_keep_every_distinct_sequence_once,
         two_stores_racing_one_run_never_both_win_a_sequence,
+        a_run_cleared_by_another_store_takes_its_old_sequences_again,
         concurrent_runs_are_isolated,
         a_large_blob_round_trips,
         a_value_that_does_not_decode_is_a_typed_error_naming_the_run,

@@ -176,6 +176,15 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Other writers kept moving the stream: the operation gave up after
+    /// this many attempts; nothing was written.
+    #[error("{stream} kept moving under {attempts} attempts; nothing was written")]
+    Contention {
+        /// The stream.
+        stream: String,
+        /// Attempts made.
+        attempts: usize,
+    },
     /// A value does not encode.
     #[error("cannot encode a value for {stream}: {reason}")]
     Encode {

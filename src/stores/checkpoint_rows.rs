@@ -30,6 +30,9 @@ pub const RUN_STREAM_PREFIX: &str = "rows/";
 /// How often an append retries after another append to the same run
 /// moved it first.
 const APPEND_RETRIES_MAX: usize = 64;
+/// Runs whose sequences the store keeps in memory before it forgets those
+/// not in use.
+const RUNS_REMEMBERED_MAX: usize = 4096;
 
 /// A row with a caller-chosen position in its run.
 pub trait SequencedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -69,7 +72,13 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     }
 
     fn run(&self, workflow_id: &str) -> Arc<tokio::sync::Mutex<Option<RunState>>> {
-        self.runs.lock().entry(workflow_id.to_owned()).or_default().clone()
+        let mut runs = self.runs.lock();
+        if runs.len() >= RUNS_REMEMBERED_MAX && !runs.contains_key(workflow_id) {
+            // Forget what is not in use: a forgotten run is read again when
+            // it is next appended to. Memory stays bounded however many ids.
+            runs.retain(|_, run| Arc::strong_count(run) > 1);
+        }
+        runs.entry(workflow_id.to_owned()).or_default().clone()
     }
 
     /// Reads a run's rows, decoded, in the order they were appended.
@@ -98,12 +107,20 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         let run = self.run(workflow_id);
         let mut known = run.lock().await;
         for _ in 0..APPEND_RETRIES_MAX {
-            if known.is_none() {
+            let fresh = known.is_none();
+            if fresh {
                 let (rows, next) = self.read_rows(workflow_id).await?;
                 *known = Some(RunState { next, sequences: rows.iter().map(SequencedRow::sequence).collect() });
             }
             let state = known.as_mut().expect("read above");
             if state.sequences.contains(&sequence) {
+                if !fresh {
+                    // What this store remembers may be stale (another store
+                    // over the same backend may have cleared the run): a
+                    // duplicate is refused only on a fresh read.
+                    *known = None;
+                    continue;
+                }
                 return Err(StoreError::Duplicate { stream, what: format!("sequence {sequence}") });
             }
             let op = StoreOp::append(stream.clone(), Expect::Next(state.next), payload.clone());
@@ -120,7 +137,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 }
             }
         }
-        Err(StoreError::Conflict { stream, expected: Expect::Any, actual: 0 })
+        Err(StoreError::Contention { stream, attempts: APPEND_RETRIES_MAX })
     }
 
     /// The run's rows in ascending sequence (empty for an unknown id).
