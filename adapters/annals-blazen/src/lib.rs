@@ -1,0 +1,1 @@
+//! blazen-persist's `CheckpointStore` on Annals.

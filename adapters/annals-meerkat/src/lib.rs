@@ -1,0 +1,1 @@
+//! meerkat's `HostStore` extension point on Annals.
