@@ -127,3 +127,24 @@ fn a_failed_directory_fsync_after_publishing_a_segment_fails_the_append_and_writ
     let reopened = Log::open(dir.path(), fs.options()).unwrap();
     assert_eq!(reopened.next_seq("s"), StreamSeq(acked + 1));
 }
+
+/// Issue 9, case 6: "reopen it" did not help a log poisoned by a full disk
+/// or a read-only directory. The error names the cause and the remedy.
+#[test]
+fn a_poisoned_log_says_what_to_do_about_a_full_disk_or_a_read_only_directory() {
+    for (kind, says) in
+        [(1, "the disk is full: free space"), (2, "not writable"), (3, "not writable"), (0, "check the device")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let log = Log::open(dir.path(), fs.options()).unwrap();
+        log.append("s", Expectation::Any, &b"kept"[..]).wait().unwrap();
+        fs.faults.error_kind.store(kind, Ordering::SeqCst);
+        fs.faults.fail_syncs.store(true, Ordering::SeqCst);
+        let error = log.append("s", Expectation::Any, &b"lost"[..]).wait().unwrap_err();
+        assert!(matches!(error, Error::Poisoned { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains(says), "kind {kind}: {message}");
+        assert!(message.contains("reopen the log"), "kind {kind}: {message}");
+    }
+}

@@ -77,6 +77,9 @@ pub fn zero_range(path: &Path, from: usize, to: usize) {
 /// Switches that make [`FaultyFs`] fail writes and syncs.
 #[derive(Debug, Default)]
 pub struct Faults {
+    /// The kind of error injected faults return: 0 other, 1 a full disk,
+    /// 2 permission denied, 3 a read-only file system.
+    pub error_kind: AtomicU64,
     pub fail_writes: AtomicBool,
     pub fail_syncs: AtomicBool,
     pub fail_dir_syncs: AtomicBool,
@@ -108,8 +111,13 @@ struct FaultyFile {
     fs: Arc<Faults>,
 }
 
-fn injected() -> io::Error {
-    io::Error::other("injected fault")
+fn injected_as(kind: u64) -> io::Error {
+    match kind {
+        1 => io::Error::new(io::ErrorKind::StorageFull, "injected: no space left on device"),
+        2 => io::Error::new(io::ErrorKind::PermissionDenied, "injected: permission denied"),
+        3 => io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "injected: read-only file system"),
+        _ => io::Error::other("injected fault"),
+    }
 }
 
 impl FileSystem for FaultyFs {
@@ -136,7 +144,7 @@ impl FileSystem for FaultyFs {
         if self.faults.fail_dir_syncs.load(Ordering::SeqCst)
             || self.faults.fail_dir_sync_number.load(Ordering::SeqCst) == number
         {
-            return Err(injected());
+            return Err(injected_as(self.faults.error_kind.load(Ordering::SeqCst)));
         }
         RealFs.sync_dir(dir)
     }
@@ -154,14 +162,14 @@ impl File for FaultyFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         if self.fs.fail_writes.load(Ordering::SeqCst) {
-            return Err(injected());
+            return Err(injected_as(self.fs.error_kind.load(Ordering::SeqCst)));
         }
         self.inner.write_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.fs.syncs.fetch_add(1, Ordering::SeqCst);
         if self.fs.fail_syncs.load(Ordering::SeqCst) {
-            return Err(injected());
+            return Err(injected_as(self.fs.error_kind.load(Ordering::SeqCst)));
         }
         self.inner.sync_data()
     }
