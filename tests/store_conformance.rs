@@ -267,6 +267,19 @@ async fn delete_forgets_one_run_and_an_unknown_run_is_a_no_op<F: Factory>(factor
     assert_eq!(store.list().await.unwrap(), vec![("kept".to_owned(), checkpoint(1))]);
 }
 
+/// Two stores of different checkpoint types on one backend listed each
+/// other's checkpoints and failed to decode them (found by the blazen
+/// adapter): a namespace keeps them apart.
+async fn stores_in_different_namespaces_do_not_see_each_other<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let plain: WholeCheckpoints<F::B, Checkpoint> = WholeCheckpoints::new(backend.clone());
+    let other: WholeCheckpoints<F::B, String> = WholeCheckpoints::in_namespace(backend, "other");
+    plain.save("a/b", &checkpoint(1)).await.unwrap();
+    other.save("a", &"text".to_owned()).await.unwrap();
+    assert_eq!(plain.list().await.unwrap(), vec![("a/b".to_owned(), checkpoint(1))]);
+    assert_eq!(other.list().await.unwrap(), vec![("a".to_owned(), "text".to_owned())]);
+}
+
 macro_rules! conformance {
     ($factory:expr, $($check:ident),* $(,)?) => {
         $(
@@ -298,5 +311,6 @@ mod embedded_log {
         save_overwrites_and_survives_a_reopen,
         list_returns_every_run_most_recently_saved_first,
         delete_forgets_one_run_and_an_unknown_run_is_a_no_op,
+        stores_in_different_namespaces_do_not_see_each_other,
     );
 }

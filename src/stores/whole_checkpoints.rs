@@ -24,17 +24,34 @@ pub const CHECKPOINT_STREAM_PREFIX: &str = "checkpoint/";
 /// Whole checkpoints by run id over a backend.
 pub struct WholeCheckpoints<B, C> {
     backend: Arc<B>,
+    /// Prefix of this store's streams: two stores of different checkpoint
+    /// types on one backend each keep to their own.
+    prefix: String,
     _checkpoints: std::marker::PhantomData<fn() -> C>,
 }
 
 impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeCheckpoints<B, C> {
-    /// A store over `backend`.
+    /// A store over `backend`, in the streams `checkpoint/<run id>`.
     pub fn new(backend: Arc<B>) -> WholeCheckpoints<B, C> {
-        WholeCheckpoints { backend, _checkpoints: std::marker::PhantomData }
+        WholeCheckpoints::in_namespace(backend, "")
     }
 
-    fn stream(run_id: &str) -> String {
-        format!("{CHECKPOINT_STREAM_PREFIX}{run_id}")
+    /// A store over `backend` in its own namespace: the streams
+    /// `checkpoint@<namespace>/<run id>` (or `checkpoint/<run id>` for an
+    /// empty one), apart from other stores on the same backend.
+    pub fn in_namespace(backend: Arc<B>, namespace: &str) -> WholeCheckpoints<B, C> {
+        let prefix =
+            if namespace.is_empty() { CHECKPOINT_STREAM_PREFIX.to_owned() } else { format!("checkpoint@{namespace}/") };
+        WholeCheckpoints { backend, prefix, _checkpoints: std::marker::PhantomData }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    fn stream(&self, run_id: &str) -> String {
+        format!("{}{run_id}", self.prefix)
     }
 
     /// Saves `checkpoint` as the run's only one, durably, replacing any
@@ -43,7 +60,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
     /// # Errors
     /// [`StoreError::Encode`], [`StoreError::Backend`].
     pub async fn save(&self, run_id: &str, checkpoint: &C) -> Result<(), StoreError> {
-        let stream = Self::stream(run_id);
+        let stream = self.stream(run_id);
         let payload = codec::encode(&stream, CHECKPOINT_SCHEMA, checkpoint)?;
         let ops = vec![StoreOp::clear(stream.clone(), Expect::Any), StoreOp::append(stream, Expect::Empty, payload)];
         self.backend.commit(ops).await?;
@@ -55,7 +72,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
     /// # Errors
     /// [`StoreError::Decode`] naming the run; [`StoreError::Backend`].
     pub async fn load(&self, run_id: &str) -> Result<Option<C>, StoreError> {
-        let stream = Self::stream(run_id);
+        let stream = self.stream(run_id);
         let contents = self.backend.read(&stream).await?;
         match contents.entries.last() {
             None => Ok(None),
@@ -64,16 +81,19 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
     }
 
     /// Every run's checkpoint with its run id, the most recently saved first.
+    /// Each run is read on its own: a save or delete that runs meanwhile may
+    /// or may not be seen, but never half.
     ///
     /// # Errors
     /// As [`WholeCheckpoints::load`].
     pub async fn list(&self) -> Result<Vec<(String, C)>, StoreError> {
         let mut found = Vec::new();
-        for (stream, _) in self.backend.streams(CHECKPOINT_STREAM_PREFIX).await? {
+        for (stream, _) in self.backend.streams(&self.prefix).await? {
+            let run_id = &stream[self.prefix.len()..];
             let contents = self.backend.read(&stream).await?;
             if let Some(entry) = contents.entries.last() {
                 let (checkpoint, _) = codec::decode(&stream, entry.seq, CHECKPOINT_SCHEMA, &entry.payload)?;
-                let run_id = stream[CHECKPOINT_STREAM_PREFIX.len()..].to_owned();
+                let run_id = run_id.to_owned();
                 found.push((entry.cursor, run_id, checkpoint));
             }
         }
@@ -86,7 +106,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
     /// # Errors
     /// [`StoreError::Backend`].
     pub async fn delete(&self, run_id: &str) -> Result<(), StoreError> {
-        let stream = Self::stream(run_id);
+        let stream = self.stream(run_id);
         if self.backend.read(&stream).await?.next_seq == 0 {
             return Ok(());
         }
