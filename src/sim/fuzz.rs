@@ -13,6 +13,7 @@ use crate::frame::{
 use crate::log::{Log, LogReader};
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
+use crate::state::{LogState, STATE_FILE_BYTES, STATE_FILE_NAME, STATE_SLOT_BYTES};
 use crate::types::{Expectation, Lsn, RecoveryMode, StreamSeq};
 
 const LOG_ID: [u8; 16] = *b"annals-fuzz-log!";
@@ -80,7 +81,8 @@ pub fn operations(data: &[u8]) {
     }
 }
 
-/// Splits the bytes into files of a log directory and opens it every way:
+/// Splits the bytes into files of a log directory (segments, spares, junk,
+/// the state file; some with valid headers or slots) and opens it every way:
 /// strict, salvage and read-only. Nothing may panic; whatever opens must
 /// read back and take an append.
 pub fn open_directory(data: &[u8]) {
@@ -89,13 +91,38 @@ pub fn open_directory(data: &[u8]) {
     let mut rest = data;
     while !rest.is_empty() && files.len() < 4 {
         let len = (rng.range(0, 3 * 4096) as usize).min(rest.len());
-        let name = match rng.below(5) {
+        let name = match rng.below(6) {
             0 => "spare-1.seg.tmp".to_owned(),
             1 => "junk".to_owned(),
+            2 => STATE_FILE_NAME.to_owned(),
             _ => segment_file_name(Lsn(*rng.pick(&[1, 2, 5, 17, u64::MAX]))),
         };
         let mut bytes = rest[..len].to_vec();
-        if rng.chance(1, 2) && bytes.len() >= SEGMENT_HEADER_BYTES {
+        if name == STATE_FILE_NAME {
+            if rng.chance(1, 2) {
+                // A state file with valid slots (or one of them), so that
+                // recovery holds the segments to what it records.
+                bytes.resize(STATE_FILE_BYTES, 0);
+                for slot in 0..2 {
+                    if rng.chance(3, 4) {
+                        let oldest = *rng.pick(&[1, 2, 5]);
+                        let newest = oldest + rng.below(20);
+                        let durable_end = newest + rng.below(40);
+                        let state = LogState {
+                            log_id: LOG_ID,
+                            generation: 1 + rng.below(4),
+                            oldest_segment_lsn: Lsn(oldest),
+                            newest_segment_lsn: Lsn(newest),
+                            durable_end_lsn: Lsn(durable_end),
+                            written_ms: 0,
+                            clean_close: rng.chance(1, 2),
+                            lsn_lease_end: Lsn(durable_end + *rng.pick(&[0, 1, 1000])),
+                        };
+                        bytes[slot * STATE_SLOT_BYTES..][..STATE_SLOT_BYTES].copy_from_slice(&state.encode());
+                    }
+                }
+            }
+        } else if rng.chance(1, 2) && bytes.len() >= SEGMENT_HEADER_BYTES {
             // Give some files a valid header, so frames behind it are reached.
             let header = SegmentHeader {
                 version: crate::segment::FORMAT_VERSION,

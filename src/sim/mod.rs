@@ -1,6 +1,7 @@
 //! Deterministic crash simulation: the real engine on a simulated file
 //! system, random workloads, crashes at every kind of point, injected
-//! faults, and an oracle checked after every recovery.
+//! faults, damage after clean closes, and an oracle checked after every
+//! recovery.
 //!
 //! One `u64` seed drives a run ([`run_seed`]); a fuzzer's bytes can drive
 //! the same run instead ([`run_script`]). A failure says which oracle
@@ -8,8 +9,19 @@
 //! one in `CRASH-MODEL.md`:
 //!
 //! 1. no loss, 2. prefix, 3. no corrupt reads, 4. stability, 5. index,
-//! 6. guards, 7. compaction (no compaction yet), 8. robust open,
-//! 9. fail-stop, 10. no false alarms.
+//! 6. guards (and limits), 7. compaction (no compaction yet), 8. robust open,
+//! 9. fail-stop, 10. no false alarms, 11. no LSN reuse,
+//! 12. faults beyond a crash.
+//!
+//! Property 11: no LSN once acknowledged is handed out again for different
+//! content. Property 12: damage after a clean close is reported (a strict
+//! open fails, `LogReader` names it) and salvage keeps everything before it;
+//! an append refused on a full or failing disk writes nothing and poisons
+//! nothing.
+//!
+//! Every reopen draws new options (`segment_bytes`, `record_bytes_max`),
+//! each valid on its own: what is on disk must be read as the format says,
+//! whatever today's limits are.
 
 pub mod fs;
 pub mod fuzz;
@@ -21,12 +33,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::frame::RecordKind;
-use crate::log::{Batch, Log};
+use crate::frame::{BATCH_OP_KIND_BYTES, OP_HEADER_BYTES, RecordKind, decode_frame_anywhere};
+use crate::fs::FileSystem;
+use crate::log::{Batch, Log, LogReader};
 use crate::options::{Options, SegmentPreparation};
-use crate::types::{Expectation, Lsn, StreamSeq};
+use crate::segment::{SEGMENT_HEADER_BYTES, SPARE_PREFIX, SPARE_SUFFIX, SegmentHeader, parse_segment_file_name};
+use crate::state::{LogState, STATE_FILE_BYTES, STATE_FILE_NAME, STATE_SLOT_BYTES};
+use crate::types::{Expectation, Lsn, RecoveryMode, StreamSeq};
 use fs::{CrashMode, FaultKind, SimFs};
 use rng::SimRng;
+
+/// The kinds of damage done to a cleanly closed log, in the order of
+/// [`SimStats::damage_by_kind`].
+pub const DAMAGE_KINDS: [&str; 4] = ["tail", "segment deleted", "state deleted", "state slot"];
 
 /// Figures of one or more simulation runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,6 +56,8 @@ pub struct SimStats {
     pub operations: u64,
     /// Crashes (points at which the disk froze).
     pub crash_points: u64,
+    /// Of those, crashes of a cleanly closed log.
+    pub crashes_after_clean_close: u64,
     /// Crash images recovered and checked, by mode (in [`CrashMode::ALL`] order).
     pub images_by_mode: [u64; 7],
     /// Faults injected: EIO, ENOSPC, and of those, failed fsyncs.
@@ -45,14 +66,33 @@ pub struct SimStats {
     pub faults_enospc: u64,
     /// Injected faults that hit an fsync.
     pub faults_fsync: u64,
+    /// Appends refused with `DiskFull` or `Io` (a spare or a rollover
+    /// failed) without poisoning the log.
+    pub appends_refused_by_faults: u64,
+    /// Appends refused as too large for the options of the moment.
+    pub appends_too_large: u64,
+    /// Cleanly closed logs damaged, by kind (in [`DAMAGE_KINDS`] order).
+    pub damage_by_kind: [u64; 4],
+    /// Damaged logs that a strict open refused as corrupt.
+    pub damage_refused: u64,
+    /// Damaged logs that a strict open read exactly (the damage hit nothing
+    /// acknowledged: only the close marker, or one state slot).
+    pub damage_harmless: u64,
     /// Records compared against the model after a recovery.
     pub records_verified: u64,
+    /// Of those, records over the `record_bytes_max` of the open that read them.
+    pub records_over_limit_read: u64,
+    /// Acknowledged records that salvage dropped after simulated damage
+    /// (the damage destroyed them; not a loss by the engine).
+    pub records_dropped_by_damage: u64,
     /// Acknowledged records missing after a recovery (must be 0).
     pub acknowledged_lost: u64,
     /// Records returned that differ from what was written (must be 0).
     pub corrupt_returned: u64,
     /// Opens that reported corruption after a plain crash (must be 0).
     pub false_alarms: u64,
+    /// LSNs once acknowledged that were handed out again for other content (must be 0).
+    pub lsns_reused: u64,
 }
 
 impl SimStats {
@@ -61,16 +101,27 @@ impl SimStats {
         self.seeds += other.seeds;
         self.operations += other.operations;
         self.crash_points += other.crash_points;
+        self.crashes_after_clean_close += other.crashes_after_clean_close;
         for (mine, theirs) in self.images_by_mode.iter_mut().zip(other.images_by_mode) {
             *mine += theirs;
         }
         self.faults_eio += other.faults_eio;
         self.faults_enospc += other.faults_enospc;
         self.faults_fsync += other.faults_fsync;
+        self.appends_refused_by_faults += other.appends_refused_by_faults;
+        self.appends_too_large += other.appends_too_large;
+        for (mine, theirs) in self.damage_by_kind.iter_mut().zip(other.damage_by_kind) {
+            *mine += theirs;
+        }
+        self.damage_refused += other.damage_refused;
+        self.damage_harmless += other.damage_harmless;
         self.records_verified += other.records_verified;
+        self.records_over_limit_read += other.records_over_limit_read;
+        self.records_dropped_by_damage += other.records_dropped_by_damage;
         self.acknowledged_lost += other.acknowledged_lost;
         self.corrupt_returned += other.corrupt_returned;
         self.false_alarms += other.false_alarms;
+        self.lsns_reused += other.lsns_reused;
     }
 
     /// Crash images checked in all modes.
@@ -81,7 +132,11 @@ impl SimStats {
 
 impl fmt::Display for SimStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seeds {}  operations {}  crash points {}", self.seeds, self.operations, self.crash_points)?;
+        writeln!(
+            f,
+            "seeds {}  operations {}  crash points {} (after a clean close {})",
+            self.seeds, self.operations, self.crash_points, self.crashes_after_clean_close
+        )?;
         write!(f, "crash images {}:", self.images())?;
         for (mode, count) in CrashMode::ALL.iter().zip(self.images_by_mode) {
             write!(f, " {} {}", mode.name(), count)?;
@@ -89,14 +144,27 @@ impl fmt::Display for SimStats {
         writeln!(f)?;
         writeln!(
             f,
-            "faults injected: eio {}  enospc {}  (fsyncs among them {})",
-            self.faults_eio, self.faults_enospc, self.faults_fsync
+            "faults injected: eio {}  enospc {}  (fsyncs among them {}); appends refused without poisoning {}",
+            self.faults_eio, self.faults_enospc, self.faults_fsync, self.appends_refused_by_faults
         )?;
-        writeln!(f, "records verified {}", self.records_verified)?;
+        write!(f, "damage after a clean close:")?;
+        for (kind, count) in DAMAGE_KINDS.iter().zip(self.damage_by_kind) {
+            write!(f, " {kind} {count}")?;
+        }
+        writeln!(
+            f,
+            "  (refused by a strict open {}, harmless {}); records dropped by damage {}",
+            self.damage_refused, self.damage_harmless, self.records_dropped_by_damage
+        )?;
+        writeln!(
+            f,
+            "records verified {}  (over the limit of the open that read them {}); appends refused as too large {}",
+            self.records_verified, self.records_over_limit_read, self.appends_too_large
+        )?;
         write!(
             f,
-            "acknowledged records lost {}  corrupt records returned {}  false corruption reports {}",
-            self.acknowledged_lost, self.corrupt_returned, self.false_alarms
+            "acknowledged records lost {}  corrupt records returned {}  false corruption reports {}  lsns reused {}",
+            self.acknowledged_lost, self.corrupt_returned, self.false_alarms, self.lsns_reused
         )
     }
 }
@@ -104,7 +172,7 @@ impl fmt::Display for SimStats {
 /// An oracle property that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimFailure {
-    /// Which property (1 to 10), as named in the module docs.
+    /// Which property (1 to 12), as named in the module docs.
     pub property: &'static str,
     /// What was seen.
     pub detail: String,
@@ -120,6 +188,12 @@ fn fail<T>(property: &'static str, detail: impl Into<String>) -> Result<T, SimFa
     Err(SimFailure { property, detail: detail.into() })
 }
 
+/// A simulated file-system call that the simulator itself made failed: a
+/// bug in the simulator, not in the engine.
+fn sim_error(what: &str, error: std::io::Error) -> SimFailure {
+    SimFailure { property: "simulator", detail: format!("{what}: {error}") }
+}
+
 /// One record as the model knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ModelRecord {
@@ -128,6 +202,25 @@ struct ModelRecord {
     seq: u64,
     kind: RecordKind,
     payload: Vec<u8>,
+}
+
+impl ModelRecord {
+    /// Bytes of the record's body as a single operation (the limit's measure).
+    fn body_bytes(&self) -> usize {
+        OP_HEADER_BYTES + self.stream.len() + self.payload.len()
+    }
+
+    /// A short description for failure reports (payloads can be large).
+    fn describe(&self) -> String {
+        format!(
+            "lsn {} {:?} stream {:?} seq {} payload {} bytes",
+            self.lsn,
+            self.kind,
+            String::from_utf8_lossy(&self.stream[..self.stream.len().min(16)]),
+            self.seq,
+            self.payload.len()
+        )
+    }
 }
 
 /// What a stream looks like to a reader.
@@ -144,6 +237,9 @@ struct Model {
     in_doubt: Option<Vec<ModelRecord>>,
     /// A write failed: nothing more may be acknowledged until a reopen.
     poisoned: bool,
+    /// The LSN the log resumed at when it was last opened (past a gap that
+    /// salvage left, say); 0 before the first open.
+    resume: u64,
 }
 
 /// One operation of the workload, as given to the engine and to the model.
@@ -170,7 +266,7 @@ impl Model {
     }
 
     fn next_lsn(&self) -> u64 {
-        self.records.last().map_or(1, |r| r.lsn + 1)
+        self.records.last().map_or(1, |r| r.lsn + 1).max(self.resume)
     }
 
     /// The records `ops` would produce, or `None` if a guard fails.
@@ -200,7 +296,18 @@ impl Model {
     }
 }
 
-/// The simulation's settings, drawn from the seed.
+/// Segment sizes the options are drawn from.
+const SEGMENT_SIZES: [u64; 3] = [4096, 8192, 16384];
+
+/// The largest `record_bytes_max` any drawn options allow. Payloads are
+/// drawn up to it, so that records written under one reopen's options are
+/// over a later reopen's limit.
+fn record_bytes_max_ever() -> usize {
+    Options::record_bytes_max_for(SEGMENT_SIZES[SEGMENT_SIZES.len() - 1])
+}
+
+/// The options of the moment: drawn again at every open, each set valid on
+/// its own.
 struct Setup {
     dir: PathBuf,
     segment_bytes: u64,
@@ -208,15 +315,41 @@ struct Setup {
 }
 
 impl Setup {
-    fn options(&self, fs: &SimFs) -> Options {
+    fn draw(rng: &mut SimRng, dir: PathBuf) -> Setup {
+        let segment_bytes = *rng.pick(&SEGMENT_SIZES);
+        let max = Options::record_bytes_max_for(segment_bytes);
+        let record_bytes_max = match rng.below(5) {
+            0 | 1 => max,
+            2 => rng.range(600, max as u64) as usize,
+            _ => *rng.pick(&[600, 1024, 2048, 4000]),
+        };
+        Setup { dir, segment_bytes, record_bytes_max: record_bytes_max.min(max) }
+    }
+
+    fn options(&self, fs: &SimFs, mode: RecoveryMode) -> Options {
         Options {
             segment_bytes: self.segment_bytes,
             record_bytes_max: self.record_bytes_max,
+            recovery_mode: mode,
             segment_preparation: SegmentPreparation::Inline,
             file_system: Arc::new(fs.clone()),
             ..Options::default()
         }
     }
+}
+
+/// Damage done to a cleanly closed log, and what it allows.
+struct Damage {
+    /// Index into [`DAMAGE_KINDS`].
+    kind: usize,
+    /// What was done, for reports.
+    what: String,
+    /// Every acknowledged record below this LSN lies before the damage:
+    /// salvage must keep it.
+    intact_below: u64,
+    /// The damage destroys nothing the log needs: a strict open must read
+    /// the exact model data.
+    harmless: bool,
 }
 
 /// Runs one seed. Returns its figures, or the first oracle failure.
@@ -237,8 +370,18 @@ struct Simulation {
     fs: SimFs,
     log: Option<Log>,
     model: Model,
+    /// Every record ever acknowledged (or served after a recovery), by LSN,
+    /// including those later dropped by simulated damage: property 11.
+    acknowledged: BTreeMap<u64, ModelRecord>,
+    /// LSNs added to `acknowledged` since the last mark, so that a crash
+    /// image that is not the one the run goes on with can be forgotten.
+    journal: Vec<u64>,
     stats: SimStats,
     streams: Vec<Vec<u8>>,
+    /// The simulator damaged a state slot in this run.
+    state_slot_damaged: bool,
+    /// The fault injected last fails every operation after it.
+    fault_persistent: bool,
     /// Print every step (`ANNALS_SIM_TRACE=1`), to debug a failing seed.
     trace: bool,
 }
@@ -253,16 +396,19 @@ macro_rules! trace {
 
 impl Simulation {
     fn new(mut rng: SimRng, steps: usize) -> Simulation {
-        let segment_bytes = *rng.pick(&[4096u64, 8192, 16384]);
-        let record_bytes_max = Options::record_bytes_max_for(segment_bytes);
+        let setup = Setup::draw(&mut rng, PathBuf::from("/sim/log"));
         let streams = vec![b"a".to_vec(), b"b".to_vec(), b"workflow-7".to_vec(), vec![b'L'; 1024]];
         Simulation {
             rng,
             steps,
-            setup: Setup { dir: PathBuf::from("/sim/log"), segment_bytes, record_bytes_max },
+            setup,
             fs: SimFs::new(),
             log: None,
             model: Model::default(),
+            acknowledged: BTreeMap::new(),
+            journal: Vec::new(),
+            fault_persistent: false,
+            state_slot_damaged: false,
             stats: SimStats { seeds: 1, ..SimStats::default() },
             streams,
             trace: std::env::var_os("ANNALS_SIM_TRACE").is_some(),
@@ -273,13 +419,15 @@ impl Simulation {
         self.open_checked(&self.fs.clone(), false)?;
         for _ in 0..self.steps {
             match self.rng.below(100) {
-                0..=44 => self.single_append()?,
-                45..=54 => self.batch()?,
-                55..=61 => self.snapshot()?,
-                62..=65 => self.clear()?,
-                66..=71 => self.check_reads()?,
-                72..=75 => self.clean_reopen()?,
-                76..=91 => self.crash()?,
+                0..=40 => self.single_append()?,
+                41..=50 => self.batch()?,
+                51..=57 => self.snapshot()?,
+                58..=61 => self.clear()?,
+                62..=66 => self.check_reads()?,
+                67..=70 => self.clean_reopen()?,
+                71..=82 => self.crash()?,
+                83..=86 => self.crash_after_clean_close()?,
+                87..=91 => self.damage_after_clean_close()?,
                 _ => self.fault()?,
             }
         }
@@ -296,10 +444,34 @@ impl Simulation {
         self.stats.faults_fsync += counts.failed_fsyncs;
     }
 
-    fn payload(&mut self) -> Vec<u8> {
+    /// A payload for one operation on a stream of `stream_len` bytes: small
+    /// ones mostly, then sizes at sector and segment boundaries, exactly at
+    /// and just over the limit of the moment, and up to the largest limit
+    /// any options allow (over a later reopen's limit, or over this one's).
+    fn payload(&mut self, stream_len: usize) -> Vec<u8> {
         let max = self.setup.record_bytes_max;
         let segment = self.setup.segment_bytes as usize;
-        let sizes = [0, 1, 511, 512, 513, 4095, 4096, 4097, max - 60, segment - 1, segment + 1];
+        let exact = max.saturating_sub(OP_HEADER_BYTES + stream_len);
+        let ever = record_bytes_max_ever().saturating_sub(OP_HEADER_BYTES + stream_len);
+        let sizes = [
+            0,
+            1,
+            511,
+            512,
+            513,
+            1000,
+            2000,
+            4095,
+            4096,
+            4097,
+            exact,
+            exact + 1,
+            max.saturating_sub(60),
+            ever,
+            ever / 2,
+            segment - 1,
+            segment + 1,
+        ];
         let len = if self.rng.chance(1, 3) { *self.rng.pick(&sizes) } else { self.rng.below(300) as usize };
         self.rng.bytes(len)
     }
@@ -322,7 +494,19 @@ impl Simulation {
     fn single_append(&mut self) -> Result<(), SimFailure> {
         let stream = self.stream();
         let expected = self.expectation(&stream);
-        let payload = self.payload();
+        let payload = self.payload(stream.len());
+        self.submit(vec![(stream, Op::Entry(expected), payload)])
+    }
+
+    /// An append large enough that a few of them fill a segment: rollovers
+    /// come quickly.
+    fn large_append(&mut self) -> Result<(), SimFailure> {
+        let stream = self.stream();
+        let expected = self.expectation(&stream);
+        let limit = self.setup.record_bytes_max.saturating_sub(OP_HEADER_BYTES + stream.len());
+        let target = (self.setup.segment_bytes as usize / 2).min(limit);
+        let len = self.rng.range(target as u64 / 2, target as u64) as usize;
+        let payload = self.rng.bytes(len);
         self.submit(vec![(stream, Op::Entry(expected), payload)])
     }
 
@@ -347,7 +531,7 @@ impl Simulation {
         let stream = self.stream();
         let next = Model::streams(&self.model.records).get(&stream).map_or(0, |s| s.entries.len() as u64);
         let seq = if self.rng.chance(1, 5) { next } else { next.saturating_sub(1 + self.rng.below(2)) };
-        let payload = self.payload();
+        let payload = self.payload(stream.len());
         self.submit(vec![(stream, Op::Snapshot(seq), payload)])
     }
 
@@ -355,6 +539,61 @@ impl Simulation {
         let stream = self.stream();
         let expected = self.expectation(&stream);
         self.submit(vec![(stream, Op::Clear(expected), Vec::new())])
+    }
+
+    /// Property 11: `record` (acknowledged now, or served after a recovery)
+    /// either is the record acknowledged at its LSN before, or has an LSN
+    /// never acknowledged.
+    fn check_lsn(&mut self, record: &ModelRecord, what: &str) -> Result<(), SimFailure> {
+        match self.acknowledged.get(&record.lsn) {
+            Some(known) if known != record => {
+                self.stats.lsns_reused += 1;
+                fail(
+                    "11 no lsn reuse",
+                    format!(
+                        "{what} at an lsn acknowledged before: had {}, now {}",
+                        known.describe(),
+                        record.describe()
+                    ),
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers `record` as acknowledged, for property 11.
+    fn remember(&mut self, record: &ModelRecord) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.acknowledged.entry(record.lsn) {
+            entry.insert(record.clone());
+            self.journal.push(record.lsn);
+        }
+    }
+
+    /// Forgets what was remembered since the journal was cleared: the crash
+    /// image that showed it is not the one the run goes on with.
+    fn forget_journal(&mut self) {
+        for lsn in self.journal.drain(..) {
+            self.acknowledged.remove(&lsn);
+        }
+    }
+
+    /// Property 11 after an open: the log goes on past every LSN ever
+    /// acknowledged, so none of them can be handed out again.
+    fn check_resume(&mut self, log: &Log, what: &str) -> Result<u64, SimFailure> {
+        let resume = log.last_lsn().0 + 1;
+        if let Some((&highest, record)) = self.acknowledged.last_key_value()
+            && resume <= highest
+        {
+            self.stats.lsns_reused += 1;
+            return fail(
+                "11 no lsn reuse",
+                format!(
+                    "{what}: the log resumes at lsn {resume}, but lsn {highest} was acknowledged ({})",
+                    record.describe()
+                ),
+            );
+        }
+        Ok(resume)
     }
 
     /// Gives operations to the engine and checks its answer against the model.
@@ -369,16 +608,36 @@ impl Simulation {
                 Op::Clear(expected) => batch.clear(stream, *expected),
             };
         }
+        let per_op = if ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
+        let body: usize = ops.iter().map(|(s, _, p)| per_op + OP_HEADER_BYTES + s.len() + p.len()).sum();
+        let limit = self.setup.record_bytes_max;
         let predicted = self.model.predict(&ops);
-        let result = log.commit(batch).wait();
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.commit(batch).wait())).map_err(|panic| {
+                SimFailure { property: "9 fail-stop", detail: format!("an append panicked: {}", panic_message(&panic)) }
+            })?;
         trace!(
             self,
             "submit {:?} -> {:?}",
             ops.iter().map(|(s, o, p)| (s.len(), o, p.len())).collect::<Vec<_>>(),
             result.as_ref().map(|a| a.iter().map(|a| a.lsn.0).collect::<Vec<_>>())
         );
+        if body > limit && !matches!(result, Err(Error::TooLarge { .. })) {
+            return fail(
+                "6 guards",
+                format!(
+                    "a record of {body} bytes, over the limit of {limit}, was not refused as too large: {result:?}"
+                ),
+            );
+        }
         match result {
             Ok(appended) => {
+                if let Some(records) = &predicted {
+                    for (ack, record) in appended.iter().zip(records) {
+                        let got = ModelRecord { lsn: ack.lsn.0, seq: ack.seq.0, ..record.clone() };
+                        self.check_lsn(&got, "an append was acknowledged")?;
+                    }
+                }
                 if self.model.poisoned {
                     return fail("9 fail-stop", "an append was acknowledged after a failure, before a reopen");
                 }
@@ -390,6 +649,9 @@ impl Simulation {
                 if got != want {
                     return fail("6 guards", format!("acknowledged at {got:?}, the model expects {want:?}"));
                 }
+                for record in &records {
+                    self.remember(record);
+                }
                 self.model.records.extend(records);
             }
             Err(Error::Conflict { .. } | Error::SnapshotOutOfRange { .. }) => {
@@ -398,11 +660,13 @@ impl Simulation {
                 }
             }
             Err(Error::TooLarge { .. }) => {
-                let per_op = if ops.len() > 1 { 1 } else { 0 };
-                let body: usize = ops.iter().map(|(s, _, p)| per_op + 22 + s.len() + p.len()).sum();
-                if body <= self.setup.record_bytes_max {
-                    return fail("6 guards", format!("a record of {body} bytes was refused as too large"));
+                if body <= limit {
+                    return fail(
+                        "6 guards",
+                        format!("a record of {body} bytes was refused as too large (limit {limit})"),
+                    );
                 }
+                self.stats.appends_too_large += 1;
             }
             Err(Error::Poisoned { .. }) => {
                 if !self.model.poisoned {
@@ -413,7 +677,39 @@ impl Simulation {
             // A segment the append needed could not be prepared or published
             // (a fault on the spare): the append was refused before anything
             // was written, and the log goes on.
-            Err(Error::Io { .. } | Error::DiskFull { .. }) => {}
+            Err(error @ (Error::Io { .. } | Error::DiskFull { .. })) => {
+                if let Err(status) = log.check_open() {
+                    return fail(
+                        "12 resource faults",
+                        format!("an append was refused with \"{error}\", and the log is no longer open: {status}"),
+                    );
+                }
+                self.stats.appends_refused_by_faults += 1;
+                if !self.fault_persistent && !self.fs.has_crashed() {
+                    // A one-off fault: the half-made spare was removed.
+                    let names = self.fs.list(&self.setup.dir).map_err(|e| sim_error("list", e))?;
+                    if let Some(spare) = names.iter().find(|n| n.starts_with(SPARE_PREFIX) && n.ends_with(SPARE_SUFFIX))
+                    {
+                        return fail(
+                            "12 resource faults",
+                            format!("an append refused with \"{error}\" left the spare {spare} behind"),
+                        );
+                    }
+                }
+                if !self.model.poisoned {
+                    let records = read_everything(&log)?;
+                    if records != self.model.records {
+                        return fail(
+                            "12 resource faults",
+                            format!(
+                                "an append refused with \"{error}\" left a trace: {} records readable, {} acknowledged",
+                                records.len(),
+                                self.model.records.len()
+                            ),
+                        );
+                    }
+                }
+            }
             Err(other) => return fail("9 fail-stop", format!("unexpected error from an append: {other}")),
         }
         Ok(())
@@ -430,37 +726,53 @@ impl Simulation {
     }
 
     fn clean_reopen(&mut self) -> Result<(), SimFailure> {
-        trace!(self, "clean reopen");
         if let Some(log) = self.log.take() {
-            let _ = log.close().wait();
+            let closed = close(&log)?;
+            trace!(self, "clean reopen (close: {closed:?})");
         }
         self.fs.clear_fault();
         let fs = self.fs.clone();
         self.open_checked(&fs, false)
     }
 
+    /// Injects ENOSPC or EIO after a random number of operations, reaching
+    /// every step of a rollover: the seal's sync, the spare (create, zeros,
+    /// sync, directory sync), its publication (header, sync, rename,
+    /// directory sync), the state file (write, sync), then the append's own
+    /// write and sync, and the clean close after it (sync, marker, both
+    /// state slots). Large appends make rollovers come every append or two.
     fn fault(&mut self) -> Result<(), SimFailure> {
-        let kind = if self.rng.chance(1, 3) { FaultKind::Enospc } else { FaultKind::Eio };
+        let kind = if self.rng.chance(1, 2) { FaultKind::Enospc } else { FaultKind::Eio };
         let persistent = self.rng.chance(1, 3);
-        let after = self.rng.range(1, 6);
-        trace!(self, "fault {kind:?} after {after} ops, persistent {persistent}");
+        let after = self.rng.range(1, 20);
+        let large = self.rng.chance(1, 2);
+        trace!(self, "fault {kind:?} after {after} ops, persistent {persistent}, large appends {large}");
         self.fs.inject_fault_after(after, kind, persistent);
-        for _ in 0..self.rng.range(1, 4) {
-            self.single_append()?;
+        self.fault_persistent = persistent;
+        for _ in 0..self.rng.range(1, 5) {
+            if large { self.large_append()? } else { self.single_append()? }
         }
         // Reopen on the same disk: the page cache survived, the fault is over.
         self.clean_reopen()
     }
 
-    /// Freezes the disk at a random point of the next few operations, then
-    /// recovers several crash images of it and checks each.
+    /// Freezes the disk at a random point of the next few operations (some
+    /// appends, or a clean close), then recovers several crash images of it
+    /// and checks each.
     fn crash(&mut self) -> Result<(), SimFailure> {
         self.fs.crash_after(self.rng.range(1, 12));
-        for _ in 0..self.rng.range(1, 4) {
-            if self.fs.has_crashed() {
-                break;
+        if self.rng.chance(1, 6) {
+            // A crash inside a clean close: the marker, the state file's slots.
+            if let Some(log) = self.log.clone() {
+                let _ = close(&log)?;
             }
-            self.single_append()?;
+        } else {
+            for _ in 0..self.rng.range(1, 4) {
+                if self.fs.has_crashed() {
+                    break;
+                }
+                self.single_append()?;
+            }
         }
         self.fs.crash_now();
         trace!(self, "crash after {} ops", self.fs.counts().ops);
@@ -468,17 +780,71 @@ impl Simulation {
         if let Some(log) = self.log.take() {
             drop(log); // the process is gone; its writes fail from here on
         }
-        let images = if self.rng.scripted() { 2 } else { 2 + self.rng.below(6) as usize };
-        // The last image recovered is the one the workload goes on with
-        // (`open_checked` records it, or the image of its stability check).
         let crashed = self.fs.clone();
         self.count_faults(&crashed);
+        self.recover_images(&crashed)
+    }
+
+    /// Closes the log cleanly, then recovers crash images of the closed disk.
+    fn crash_after_clean_close(&mut self) -> Result<(), SimFailure> {
+        let Some(log) = self.log.take() else { return Ok(()) };
+        let closed = close(&log)?;
+        drop(log);
+        trace!(self, "crash after a clean close ({closed:?})");
+        self.stats.crash_points += 1;
+        let fs = self.fs.clone();
+        if closed.is_ok() {
+            self.stats.crashes_after_clean_close += 1;
+            self.check_clean(&fs)?;
+        }
+        self.count_faults(&fs);
+        self.recover_images(&fs)
+    }
+
+    /// A cleanly closed log inspects as clean: no torn tail, no problem.
+    fn check_clean(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+        let options = self.setup.options(fs, RecoveryMode::Strict);
+        let dir = self.setup.dir.clone();
+        let reader =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| LogReader::open_with(&dir, &options))) {
+                Ok(Ok(reader)) => reader,
+                Ok(Err(error)) => {
+                    return fail("8 robust open", format!("on a cleanly closed log, LogReader failed: {error}"));
+                }
+                Err(_) => return fail("8 robust open", "on a cleanly closed log, LogReader panicked"),
+            };
+        // A state slot the simulator damaged earlier may still be damaged
+        // (nothing has to rewrite it while the other slot holds): reporting
+        // it is no false alarm.
+        let state_file = dir.join(STATE_FILE_NAME);
+        let problems: Vec<_> =
+            reader.problems().iter().filter(|p| !(self.state_slot_damaged && p.file == state_file)).collect();
+        if reader.report().torn_tail.is_some() || !problems.is_empty() {
+            self.stats.false_alarms += 1;
+            return fail(
+                "10 no false alarms",
+                format!(
+                    "LogReader finds a cleanly closed log damaged: torn tail {:?}, problems {:?}",
+                    reader.report().torn_tail,
+                    problems
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Recovers several crash images of `crashed` and checks each against
+    /// the same model. The last one recovered is the one the workload goes
+    /// on with (`open_checked` records it, or the image of its stability check).
+    fn recover_images(&mut self, crashed: &SimFs) -> Result<(), SimFailure> {
+        let images = if self.rng.scripted() { 2 } else { 2 + self.rng.below(6) as usize };
         for i in 0..images {
             let mode = *self.rng.pick(&CrashMode::ALL);
             let image = crashed.crash_image(mode, &mut self.rng);
             trace!(self, "image {i}: {}", mode.name());
             self.stats.images_by_mode[CrashMode::ALL.iter().position(|m| *m == mode).expect("a mode")] += 1;
             let model = self.model.clone();
+            self.journal.clear();
             self.open_checked(&image, true)?;
             if i + 1 < images {
                 // Check the next image against the same pre-crash model.
@@ -486,22 +852,303 @@ impl Simulation {
                     drop(log);
                 }
                 self.model = model;
+                self.forget_journal();
             }
         }
         Ok(())
     }
 
-    /// Opens the log on `fs`, checks it against the model (acknowledged plus
-    /// maybe the one in doubt), adopts what was recovered, and on a crash
-    /// image also checks that a second crash with no writes changes nothing.
+    /// Closes the log cleanly, damages it as an operator, a backup tool or a
+    /// bad sector would (the last records and the close marker, a segment
+    /// file, the state file), then checks that a strict open refuses it (or
+    /// reads it exactly, if the damage hit nothing acknowledged), that
+    /// `LogReader` reports it, and that salvage keeps a prefix of the
+    /// acknowledged records with everything before the damage, and resumes
+    /// past every LSN that was acknowledged. The run goes on from what
+    /// salvage kept.
+    fn damage_after_clean_close(&mut self) -> Result<(), SimFailure> {
+        let Some(log) = self.log.take() else { return Ok(()) };
+        let closed = close(&log)?;
+        drop(log);
+        let fs = self.fs.clone();
+        self.count_faults(&fs);
+        if closed.is_err() || self.model.poisoned {
+            // Not a clean close: there is no end to hold the damage to. Go on
+            // as after a crash.
+            trace!(self, "damage: the close failed ({closed:?}), recovering as after a crash");
+            self.stats.crash_points += 1;
+            return self.recover_images(&fs);
+        }
+        // Everything is durable after a clean close: every crash image is the same.
+        let mode = *self.rng.pick(&CrashMode::ALL);
+        let damaged = fs.crash_image(mode, &mut self.rng);
+        let damage = self.inflict(&damaged)?;
+        trace!(self, "damage: {}", damage.what);
+        self.stats.damage_by_kind[damage.kind] += 1;
+        let acknowledged = self.model.records.clone();
+
+        // A strict open, on a copy: it must refuse the damage as corruption,
+        // or read exactly what was acknowledged.
+        let copy = damaged.crash_image(CrashMode::Drop, &mut self.rng);
+        let refused = match self.try_open(&copy, RecoveryMode::Strict)? {
+            Err(Error::Corruption(corruption)) => {
+                if damage.harmless {
+                    self.stats.false_alarms += 1;
+                    return fail(
+                        "10 no false alarms",
+                        format!(
+                            "after {}, which leaves the log whole, open reported corruption: {corruption}",
+                            damage.what
+                        ),
+                    );
+                }
+                trace!(self, "strict open refused: {corruption}");
+                if self.trace {
+                    dump(&damaged, &corruption.file, corruption.offset as usize);
+                }
+                self.stats.damage_refused += 1;
+                Some(corruption)
+            }
+            Ok(log) => {
+                let recovered = read_everything(&log)?;
+                trace!(self, "strict open read {} records, report {:?}", recovered.len(), log.recovery_report());
+                if recovered != acknowledged {
+                    let mut failure = self.classify_mismatch(&recovered);
+                    failure.detail = format!("a strict open after {} succeeded: {}", damage.what, failure.detail);
+                    return Err(failure);
+                }
+                self.check_log(&log, &acknowledged)?;
+                self.check_resume(&log, &format!("after a strict open of {}", damage.what))?;
+                self.stats.damage_harmless += 1;
+                None
+            }
+            Err(other) => return fail("8 robust open", format!("after {}, open failed: {other}", damage.what)),
+        };
+
+        // Read-only inspection must report the same damage, and read nothing
+        // that was not acknowledged.
+        let options = self.setup.options(&damaged, RecoveryMode::Strict);
+        let dir = self.setup.dir.clone();
+        let reader = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            LogReader::open_with(&dir, &options)
+        })) {
+            Ok(Ok(reader)) => reader,
+            Ok(Err(error)) => {
+                return fail("8 robust open", format!("after {}, LogReader::open_with failed: {error}", damage.what));
+            }
+            Err(_) => return fail("8 robust open", format!("after {}, LogReader::open_with panicked", damage.what)),
+        };
+        if let Some(corruption) = &refused
+            && reader.problems().is_empty()
+        {
+            return fail(
+                "12 damage reported",
+                format!(
+                    "after {}, open refused the log ({corruption}) but LogReader reports no problem (report {:?})",
+                    damage.what,
+                    reader.report()
+                ),
+            );
+        }
+        let read = reader
+            .read_all(Lsn::ZERO, usize::MAX)
+            .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: format!("LogReader::read_all: {e}") })?;
+        for record in read.iter().map(model_record) {
+            let want = acknowledged.binary_search_by_key(&record.lsn, |r| r.lsn).ok().map(|i| &acknowledged[i]);
+            if want != Some(&record) {
+                self.stats.corrupt_returned += 1;
+                return fail(
+                    "3 no corrupt reads",
+                    format!(
+                        "after {}, LogReader read {} where {} was acknowledged",
+                        damage.what,
+                        record.describe(),
+                        want.map_or("nothing".to_owned(), ModelRecord::describe)
+                    ),
+                );
+            }
+        }
+        drop(reader);
+
+        // Salvage: a prefix of the acknowledged records, with every one
+        // before the damage.
+        let log = match self.try_open(&damaged, RecoveryMode::Salvage)? {
+            Ok(log) => log,
+            Err(error) => {
+                return fail("8 robust open", format!("after {}, a salvage open failed: {error}", damage.what));
+            }
+        };
+        let salvaged = read_everything(&log)?;
+        trace!(
+            self,
+            "salvage kept {} of {} records, report {:?}",
+            salvaged.len(),
+            acknowledged.len(),
+            log.recovery_report()
+        );
+        if salvaged.len() > acknowledged.len() || salvaged[..] != acknowledged[..salvaged.len()] {
+            // A record that differs (3), or one past the acknowledged ones (2).
+            let mut failure = self.classify_mismatch(&salvaged);
+            failure.detail = format!("salvage after {}: {}", damage.what, failure.detail);
+            return Err(failure);
+        }
+        let intact = acknowledged.iter().take_while(|r| r.lsn < damage.intact_below).count();
+        if salvaged.len() < intact {
+            return fail(
+                "12 salvage keeps what is intact",
+                format!(
+                    "after {}, salvage kept {} records, but the first {intact} lie before the damage (report {:?})",
+                    damage.what,
+                    salvaged.len(),
+                    log.recovery_report()
+                ),
+            );
+        }
+        if refused.is_none() && salvaged.len() < acknowledged.len() {
+            return fail(
+                "12 salvage keeps what is intact",
+                format!(
+                    "after {}, a strict open read all {} records, salvage kept {}",
+                    damage.what,
+                    acknowledged.len(),
+                    salvaged.len()
+                ),
+            );
+        }
+        let resume = self.check_resume(&log, &format!("after salvage of {}", damage.what))?;
+        self.stats.records_dropped_by_damage += (acknowledged.len() - salvaged.len()) as u64;
+        self.stats.records_verified += salvaged.len() as u64;
+        self.model = Model { records: salvaged.clone(), in_doubt: None, poisoned: false, resume };
+        self.check_log(&log, &salvaged)?;
+        drop(log);
+
+        // What salvage left is a sound log: a crash now, and a strict open,
+        // read it exactly, and resume at the same LSN or later.
+        let mode = *self.rng.pick(&CrashMode::ALL);
+        let image = damaged.crash_image(mode, &mut self.rng);
+        self.open_checked(&image, true)?;
+        if self.model.next_lsn() < resume {
+            return fail(
+                "4 stability",
+                format!(
+                    "after salvage the log resumed at lsn {resume}; after a crash ({}) at {}",
+                    mode.name(),
+                    self.model.next_lsn()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Damages the cleanly closed log on `fs` (durably: the writes are synced,
+    /// the deletions and the directory too).
+    fn inflict(&mut self, fs: &SimFs) -> Result<Damage, SimFailure> {
+        let dir = self.setup.dir.clone();
+        let names = fs.list(&dir).map_err(|e| sim_error("list", e))?;
+        let mut segments: Vec<(u64, String)> =
+            names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn.0, name.clone()))).collect();
+        segments.sort();
+        let choice = self.rng.below(10);
+        let Some((newest_lsn, newest)) = segments.last().cloned() else {
+            return fail("simulator", "a cleanly closed log without a segment");
+        };
+        match choice {
+            0..=4 => {
+                // Zeros or garbage over a random number of sectors ending
+                // with the one that holds the clean-close marker.
+                let path = dir.join(&newest);
+                let file = fs.open(&path, true).map_err(|e| sim_error("open", e))?;
+                let len = file.len().map_err(|e| sim_error("stat", e))? as usize;
+                let mut bytes = vec![0u8; len];
+                file.read_at(&mut bytes, 0).map_err(|e| sim_error("read", e))?;
+                let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                let marker_sector = end.saturating_sub(1) / 512 * 512;
+                let sectors = if self.rng.chance(1, 2) { self.rng.range(1, 3) } else { self.rng.range(1, 24) } as usize;
+                let to = (marker_sector + 512).min(len);
+                let from = to.saturating_sub(sectors * 512);
+                let garbage = self.rng.chance(1, 2);
+                let fill = if garbage { self.rng.bytes(to - from) } else { vec![0; to - from] };
+                file.write_at(&fill, from as u64).map_err(|e| sim_error("write", e))?;
+                file.sync_data().map_err(|e| sim_error("fdatasync", e))?;
+                let intact_below = first_lsn_reaching(&bytes, from, newest_lsn);
+                Ok(Damage {
+                    kind: 0,
+                    what: format!(
+                        "{} over bytes {from}..{to} of {newest} (marker sector at {marker_sector}, records from lsn {intact_below} hit)",
+                        if garbage { "garbage" } else { "zeros" }
+                    ),
+                    intact_below,
+                    harmless: false,
+                })
+            }
+            5..=6 => {
+                let index = if self.rng.chance(1, 2) {
+                    segments.len() - 1
+                } else {
+                    self.rng.below(segments.len() as u64) as usize
+                };
+                let (first_lsn, name) = segments[index].clone();
+                fs.remove(&dir.join(&name)).map_err(|e| sim_error("remove", e))?;
+                fs.sync_dir(&dir).map_err(|e| sim_error("fsync directory", e))?;
+                Ok(Damage {
+                    kind: 1,
+                    what: format!("deleting segment {name} ({} of {})", index + 1, segments.len()),
+                    intact_below: first_lsn,
+                    harmless: false,
+                })
+            }
+            7 => {
+                fs.remove(&dir.join(STATE_FILE_NAME)).map_err(|e| sim_error("remove", e))?;
+                fs.sync_dir(&dir).map_err(|e| sim_error("fsync directory", e))?;
+                Ok(Damage {
+                    kind: 2,
+                    what: "deleting the state file".to_owned(),
+                    intact_below: u64::MAX,
+                    harmless: false,
+                })
+            }
+            _ => {
+                // One slot. The other one still holds a valid state (unless
+                // earlier damage hit it, which nothing had to repair): the
+                // previous one, or the same, since a clean close writes both.
+                let slot = self.rng.below(2) as usize;
+                let garbage = self.rng.chance(1, 2);
+                let fill = if garbage { self.rng.bytes(STATE_SLOT_BYTES) } else { vec![0; STATE_SLOT_BYTES] };
+                let file = fs.open(&dir.join(STATE_FILE_NAME), true).map_err(|e| sim_error("open", e))?;
+                let mut other = vec![0u8; STATE_SLOT_BYTES];
+                let other_valid = file.len().is_ok_and(|len| len == STATE_FILE_BYTES as u64)
+                    && file.read_at(&mut other, ((1 - slot) * STATE_SLOT_BYTES) as u64).is_ok()
+                    && LogState::decode(&other).is_ok();
+                file.write_at(&fill, (slot * STATE_SLOT_BYTES) as u64).map_err(|e| sim_error("write", e))?;
+                file.sync_data().map_err(|e| sim_error("fdatasync", e))?;
+                self.state_slot_damaged = true;
+                Ok(Damage {
+                    kind: 3,
+                    what: format!(
+                        "{} over state slot {slot} (the other one {})",
+                        if garbage { "garbage" } else { "zeros" },
+                        if other_valid { "valid" } else { "damaged before" }
+                    ),
+                    intact_below: u64::MAX,
+                    harmless: other_valid,
+                })
+            }
+        }
+    }
+
+    /// Opens the log on `fs` (strict), checks it against the model
+    /// (acknowledged plus maybe the one in doubt), adopts what was
+    /// recovered, and on a crash image also checks that a second crash with
+    /// no writes changes nothing.
     fn open_checked(&mut self, fs: &SimFs, after_crash: bool) -> Result<(), SimFailure> {
         let log = self.open(fs)?;
         let recovered = read_everything(&log)?;
         trace!(
             self,
-            "recovered {} records, acknowledged {}, report {:?}",
+            "recovered {} records, acknowledged {}, last lsn {}, report {:?}",
             recovered.len(),
             self.model.records.len(),
+            log.last_lsn().0,
             log.recovery_report()
         );
         let acknowledged = &self.model.records;
@@ -514,15 +1161,27 @@ impl Simulation {
             return fail(
                 "2 prefix",
                 format!(
-                    "recovered {} records beyond the acknowledged ones that were never in flight: {extra:?}",
-                    extra.len()
+                    "recovered {} records beyond the acknowledged ones that were never in flight: {:?}",
+                    extra.len(),
+                    extra.iter().map(ModelRecord::describe).collect::<Vec<_>>()
                 ),
             );
         }
+        let extra = extra.to_vec();
+        for record in &extra {
+            self.check_lsn(record, "recovery returned a record in flight")?;
+        }
+        for record in &extra {
+            self.remember(record);
+        }
+        let resume = self.check_resume(&log, "after recovery")?;
+        let limit = self.setup.record_bytes_max;
+        self.stats.records_over_limit_read += recovered.iter().filter(|r| r.body_bytes() > limit).count() as u64;
         self.stats.records_verified += recovered.len() as u64;
         self.model.records = recovered;
         self.model.in_doubt = None;
         self.model.poisoned = false;
+        self.model.resume = resume;
         let records = self.model.records.clone();
         self.check_log(&log, &records)?;
         if after_crash && self.rng.chance(1, 3) {
@@ -533,6 +1192,17 @@ impl Simulation {
             if read_everything(&log)? != records {
                 return fail("4 stability", format!("a second crash ({}) with no writes changed the log", mode.name()));
             }
+            if log.last_lsn().0 + 1 < resume {
+                return fail(
+                    "4 stability",
+                    format!(
+                        "a second crash ({}) with no writes moved the next lsn back from {resume} to {}",
+                        mode.name(),
+                        log.last_lsn().0 + 1
+                    ),
+                );
+            }
+            self.model.resume = log.last_lsn().0 + 1;
             self.log = Some(log);
             self.fs = again;
             return Ok(());
@@ -542,17 +1212,33 @@ impl Simulation {
         Ok(())
     }
 
-    fn open(&mut self, fs: &SimFs) -> Result<Log, SimFailure> {
-        let options = self.setup.options(fs);
+    /// Opens the log on `fs` with newly drawn options; `Err` only for a panic.
+    fn try_open(&mut self, fs: &SimFs, mode: RecoveryMode) -> Result<Result<Log, Error>, SimFailure> {
+        self.setup = Setup::draw(&mut self.rng, self.setup.dir.clone());
+        trace!(
+            self,
+            "open ({mode:?}) with segment_bytes {} record_bytes_max {}",
+            self.setup.segment_bytes,
+            self.setup.record_bytes_max
+        );
+        let options = self.setup.options(fs, mode);
         let dir = self.setup.dir.clone();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Log::open(&dir, options))) {
-            Ok(Ok(log)) => Ok(log),
-            Ok(Err(Error::Corruption(corruption))) => {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Log::open(&dir, options)))
+            .map_err(|_| SimFailure { property: "8 robust open", detail: format!("open ({mode:?}) panicked") })
+    }
+
+    /// Opens the log strictly where nothing but crashes happened.
+    fn open(&mut self, fs: &SimFs) -> Result<Log, SimFailure> {
+        match self.try_open(fs, RecoveryMode::Strict)? {
+            Ok(log) => Ok(log),
+            Err(Error::Corruption(corruption)) => {
+                if self.trace {
+                    dump(fs, &corruption.file, corruption.offset as usize);
+                }
                 self.stats.false_alarms += 1;
                 fail("10 no false alarms", format!("open reported corruption after a plain crash: {corruption}"))
             }
-            Ok(Err(other)) => fail("8 robust open", format!("open failed: {other}")),
-            Err(_) => fail("8 robust open", "open panicked"),
+            Err(other) => fail("8 robust open", format!("open failed: {other}")),
         }
     }
 
@@ -571,7 +1257,7 @@ impl Simulation {
                     self.stats.corrupt_returned += 1;
                     return SimFailure {
                         property: "3 no corrupt reads",
-                        detail: format!("at lsn {}: read {got:?}, wrote {want:?}", want.lsn),
+                        detail: format!("at lsn {}: read {}, wrote {}", want.lsn, got.describe(), want.describe()),
                     };
                 }
                 Some(_) => {}
@@ -615,20 +1301,93 @@ impl Simulation {
     }
 }
 
+fn model_record(record: &crate::index::Record) -> ModelRecord {
+    ModelRecord {
+        lsn: record.lsn.0,
+        stream: record.stream.to_vec(),
+        seq: record.seq.0,
+        kind: record.kind,
+        payload: record.payload.to_vec(),
+    }
+}
+
 fn read_everything(log: &Log) -> Result<Vec<ModelRecord>, SimFailure> {
     let records = log
         .read_all(Lsn::ZERO, usize::MAX)
         .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: format!("reading the log failed: {e}") })?;
-    Ok(records
-        .into_iter()
-        .map(|r| ModelRecord {
-            lsn: r.lsn.0,
-            stream: r.stream.to_vec(),
-            seq: r.seq.0,
-            kind: r.kind,
-            payload: r.payload.to_vec(),
-        })
-        .collect())
+    Ok(records.iter().map(model_record).collect())
+}
+
+/// The LSN of the first frame of the segment `bytes` (whose first LSN is
+/// `first_lsn`) that reaches `damage_from` or past it: every record below it
+/// lies before the damage. Walks the frames as they were before the damage,
+/// over the zeros that pad a clean-close marker to its sector.
+fn first_lsn_reaching(bytes: &[u8], damage_from: usize, first_lsn: u64) -> u64 {
+    let Ok(header) = SegmentHeader::decode(bytes.get(..SEGMENT_HEADER_BYTES).unwrap_or(&[])) else {
+        return first_lsn;
+    };
+    if damage_from < SEGMENT_HEADER_BYTES {
+        return first_lsn;
+    }
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut next = first_lsn;
+    while offset < bytes.len() {
+        match decode_frame_anywhere(&bytes[offset..], &header.log_id) {
+            Ok(frame) => {
+                if offset + frame.total_bytes() > damage_from {
+                    return frame.meta.lsn.0;
+                }
+                next = frame.next_lsn().0;
+                offset += frame.total_bytes();
+            }
+            Err(_) => {
+                // Padding before a marker, or the end of the data.
+                let boundary = (offset / 512 + 1) * 512;
+                if boundary >= bytes.len() || bytes[offset..boundary].iter().any(|&b| b != 0) {
+                    break;
+                }
+                offset = boundary;
+            }
+        }
+    }
+    next
+}
+
+/// Closes `log`; `Err` only if the close panicked.
+fn close(log: &Log) -> Result<crate::error::Result<()>, SimFailure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.close().wait())).map_err(|panic| SimFailure {
+        property: "9 fail-stop",
+        detail: format!("a close panicked: {}", panic_message(&panic)),
+    })
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Prints the directory and the bytes around `offset` of `file` (tracing a failing seed).
+fn dump(fs: &SimFs, file: &Path, offset: usize) {
+    let dir = sim_dir();
+    for name in fs.list(dir).unwrap_or_default() {
+        let len = fs.open(&dir.join(&name), false).and_then(|f| f.len()).unwrap_or(0);
+        eprintln!("  {name}: {len} bytes");
+    }
+    if let Ok(handle) = fs.open(file, false) {
+        let len = handle.len().unwrap_or(0) as usize;
+        let from = offset.saturating_sub(96).min(len);
+        let to = (offset + 160).min(len);
+        let mut bytes = vec![0u8; to - from];
+        if handle.read_at(&mut bytes, from as u64).is_ok() {
+            for (i, chunk) in bytes.chunks(32).enumerate() {
+                eprintln!("  {:6}: {:02x?}", from + 32 * i, chunk);
+            }
+        }
+    }
 }
 
 /// The seed to replay, from `ANNALS_SIM_SEED`, if set.
