@@ -322,12 +322,19 @@ impl Recovery<'_> {
                 }
             }
         }
-        // A clean close left everything it recorded durable: a reopen that
-        // finds exactly that has nothing to make durable again.
+        // A clean close recorded that everything before its end was durable.
+        // A reopen that finds exactly that end makes only the last frame
+        // durable again (the marker, 40 bytes): it may be a later marker at
+        // the same LSN whose own fsync failed, which no record vouches for.
         let closed_cleanly_here =
             self.state.is_some_and(|state| state.clean_close && state.durable_end_lsn == self.index.next_lsn());
-        if self.access == Access::ReadWrite && !closed_cleanly_here {
-            self.resync_tail()?;
+        if self.access == Access::ReadWrite {
+            let from = if closed_cleanly_here {
+                self.index.segments().last().and_then(|e| e.last_frame_offset())
+            } else {
+                None
+            };
+            self.resync_tail(from)?;
         }
         self.settle_salvage();
         Ok(())
@@ -742,11 +749,11 @@ impl Recovery<'_> {
     /// after the last fdatasync the log recorded: after a failed fsync or a
     /// process crash they may sit in the page cache without being durable,
     /// and nothing may be served, or written after them, until they are.
-    fn resync_tail(&mut self) -> Result<()> {
+    fn resync_tail(&mut self, from: Option<usize>) -> Result<()> {
         let Some(entry) = self.index.segments().last() else {
             return Ok(());
         };
-        let Some(from) = self.index.tail_since_last_sync() else {
+        let Some(from) = from.or_else(|| self.index.tail_since_last_sync()) else {
             return Ok(());
         };
         let segment = &entry.segment;
