@@ -17,7 +17,7 @@ const USAGE: &str = "usage:
   annals load --dir DIR [--streams N] [--records M] [--payload-bytes B] [--concurrency C]
               [--durability sync|flush|periodic] [--ack-log FILE] [--json]
   annals verify DIR [--json]
-  annals dump DIR [--stream ID] [--after LSN] [--limit N] [--salvage]
+  annals dump DIR [--stream ID] [--after LSN] [--limit N] [--salvage] [--decode]
   annals repair DIR --into NEW [--json]";
 
 fn main() -> ExitCode {
@@ -256,13 +256,14 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn dump(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags::parse(args, &["--salvage"], &["--stream", "--after", "--limit"])?;
+    let flags = Flags::parse(args, &["--salvage", "--decode"], &["--stream", "--after", "--limit"])?;
+    let decode = flags.has("--decode");
     let dir = flags.dir(None)?;
     let mut after = Lsn(flags.number("--after", 0)?);
     let mut remaining = flags.number("--limit", u64::MAX)?;
     let stream = flags.value("--stream").map(str::as_bytes);
     if flags.has("--salvage") {
-        return dump_salvage(&dir, after, remaining, stream);
+        return dump_salvage(&dir, after, remaining, stream, decode);
     }
     let reader = LogReader::open(&dir).map_err(|e| e.to_string())?;
     if let Some(problem) = reader.problems().first() {
@@ -285,7 +286,7 @@ fn dump(args: &[String]) -> Result<ExitCode, String> {
         if stream.is_some_and(|s| s != record.stream.as_ref()) {
             continue;
         }
-        let line = record_line(record.lsn, &record.stream, record.seq, record.kind, record.payload.len());
+        let line = record_line(record.lsn, &record.stream, record.seq, record.kind, &record.payload, decode);
         if writeln!(out, "{line}").is_err() {
             break; // the reader went away (a closed pipe)
         }
@@ -300,13 +301,36 @@ fn record_line(
     stream: &[u8],
     seq: annals::StreamSeq,
     kind: annals::RecordKind,
-    len: usize,
+    payload: &[u8],
+    decode: bool,
 ) -> serde_json::Value {
-    serde_json::json!({ "lsn": lsn, "stream": display_stream(stream), "seq": seq, "kind": kind.name(), "len": len })
+    let mut line = serde_json::json!({
+        "lsn": lsn, "stream": display_stream(stream), "seq": seq, "kind": kind.name(), "len": payload.len(),
+    });
+    if decode {
+        // A typed store's value (MessagePack behind the stores' envelope) as
+        // JSON; anything else is shown as not decoded.
+        let decoded = annals::stores::codec::split_envelope(payload)
+            .and_then(|(schema, body)| Some((schema, rmp_serde::from_slice::<serde_json::Value>(body).ok()?)));
+        match decoded {
+            Some((schema, value)) => {
+                line["schema"] = schema.into();
+                line["value"] = value;
+            }
+            None => line["value"] = serde_json::Value::Null,
+        }
+    }
+    line
 }
 
 /// `dump --salvage`: every intact record, past damage, with the damage on stderr.
-fn dump_salvage(dir: &std::path::Path, after: Lsn, limit: u64, stream: Option<&[u8]>) -> Result<ExitCode, String> {
+fn dump_salvage(
+    dir: &std::path::Path,
+    after: Lsn,
+    limit: u64,
+    stream: Option<&[u8]>,
+    decode: bool,
+) -> Result<ExitCode, String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut remaining = limit;
@@ -315,7 +339,7 @@ fn dump_salvage(dir: &std::path::Path, after: Lsn, limit: u64, stream: Option<&[
             if remaining == 0 || op.lsn <= after || stream.is_some_and(|s| s != op.stream) {
                 continue;
             }
-            let line = record_line(op.lsn, op.stream, op.seq, op.kind, op.payload.len());
+            let line = record_line(op.lsn, op.stream, op.seq, op.kind, op.payload, decode);
             if writeln!(out, "{line}").is_err() {
                 remaining = 0; // the reader went away (a closed pipe)
                 return;

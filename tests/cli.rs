@@ -107,3 +107,41 @@ fn verify_reports_a_torn_tail_as_such_and_corruption_with_file_and_offset() {
     assert!(String::from_utf8_lossy(&annals(&["verify", path(image.path())]).stdout).contains("corrupt"));
     assert_eq!(annals(&["verify"]).status.code(), Some(2), "a usage error");
 }
+
+/// `annals dump --decode` shows a typed store's values as JSON (issue 10),
+/// and a raw payload as not decoded.
+#[test]
+fn dump_decode_prints_typed_store_values_as_json() {
+    use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Row {
+        sequence: u64,
+        state: String,
+    }
+    impl SequencedRow for Row {
+        fn sequence(&self) -> u64 {
+            self.sequence
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = std::sync::Arc::new(annals::Log::open(dir.path(), annals::Options::default()).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rows: CheckpointRows<annals::Log, Row> = CheckpointRows::new(log.clone());
+        rt.block_on(rows.append("run-1", Row { sequence: 0, state: "Start".into() })).unwrap();
+        log.append("raw", annals::Expectation::Any, &b"plain bytes"[..]).wait().unwrap();
+        log.close().wait().unwrap();
+    }
+    let out = annals(&["dump", path(dir.path()), "--decode"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["stream"], "rows/run-1");
+    assert_eq!(lines[0]["schema"], 1);
+    assert_eq!(lines[0]["value"]["state"], "Start");
+    assert_eq!(lines[0]["value"]["sequence"], 0);
+    assert_eq!(lines[1]["value"], serde_json::Value::Null);
+}

@@ -42,6 +42,15 @@ pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Re
     Ok(Bytes::from(out))
 }
 
+/// The schema and body of an encoded value, if `bytes` is one (for tools
+/// that show values without knowing their type, such as `annals dump --decode`).
+pub fn split_envelope(bytes: &[u8]) -> Option<(u16, &[u8])> {
+    if bytes.len() < ENVELOPE_BYTES || bytes[0] != ENVELOPE_TAG || bytes[1] != CODEC_MSGPACK_NAMED {
+        return None;
+    }
+    Some((u16::from_le_bytes([bytes[2], bytes[3]]), &bytes[ENVELOPE_BYTES..]))
+}
+
 /// Decodes a value of `stream` at `seq`, written under a schema at most
 /// `schema_max`; returns it with the schema it was written under.
 ///
