@@ -74,6 +74,15 @@ pub struct Appended {
     pub seq: StreamSeq,
 }
 
+/// An operation whose guard held: its sequence, and its stream's next
+/// sequence and latest snapshot after it.
+#[derive(Clone, Copy, Debug)]
+struct CheckedOp {
+    seq: StreamSeq,
+    next_after: u64,
+    snapshot_after: Option<StreamSeq>,
+}
+
 /// Where a request's outcome goes.
 pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>>>;
 
@@ -466,8 +475,8 @@ impl Writer {
             let _ = reply.send(Err(Error::Poisoned { cause }));
             return;
         }
-        let seqs = match self.check_guards(&ops) {
-            Ok(seqs) => seqs,
+        let checked = match self.check_guards(&ops) {
+            Ok(checked) => checked,
             Err(error) => {
                 group.replies.push((reply, Err(error)));
                 return;
@@ -475,18 +484,17 @@ impl Writer {
         };
         let refs: Vec<OpRef<'_>> = ops
             .iter()
-            .zip(&seqs)
+            .zip(&checked)
             .enumerate()
-            .map(|(i, (op, seq))| OpRef {
+            .map(|(i, (op, checked))| OpRef {
                 kind: record_kind(op.kind),
                 stream: &op.stream,
-                seq: *seq,
+                seq: checked.seq,
                 lsn: Lsn(self.next_lsn.0 + i as u64),
                 payload: &op.payload,
             })
             .collect();
-        let kind = if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch };
-        let len = frame_bytes(kind, &refs);
+        let len = frame_bytes(frame_kind_of(&refs), &refs);
         if !self.fits(group.buf.len() + len) {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
@@ -502,7 +510,7 @@ impl Writer {
                 return;
             }
         }
-        self.add_encoded(group, kind, &refs, durability, reply, &ops);
+        self.add_encoded(group, &refs, durability, reply, &ops, &checked);
     }
 
     /// Whether `bytes` more fit in the active segment, with the space every
@@ -519,23 +527,22 @@ impl Writer {
     fn add_encoded(
         &mut self,
         group: &mut Group,
-        kind: FrameKind,
         refs: &[OpRef<'_>],
         durability: Durability,
         reply: Reply,
         ops: &[Op],
+        checked: &[CheckedOp],
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
+        let kind = frame_kind_of(refs);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
-        for (op, op_ref) in ops.iter().zip(refs) {
-            let slot = self.overlay.entry(op.stream.clone()).or_insert((0, None));
-            *slot = match op.kind {
-                OpKind::Entry(_) => (op_ref.seq.0 + 1, slot.1),
-                OpKind::Snapshot(seq) => (slot.0, Some(seq)),
-                OpKind::Clear(_) => (0, None),
-            };
+        // The stream's whole state after each operation, as the guards
+        // computed it from the index and the group: later requests in the
+        // group are checked against it.
+        for (op, checked) in ops.iter().zip(checked) {
+            self.overlay.insert(op.stream.clone(), (checked.next_after, checked.snapshot_after));
         }
         let appended = refs.iter().map(|r| Appended { lsn: r.lsn, seq: r.seq }).collect();
         group.replies.push((reply, Ok(appended)));
@@ -546,8 +553,9 @@ impl Writer {
         }
     }
 
-    /// The sequence each operation gets, or the first guard that fails.
-    fn check_guards(&self, ops: &[Op]) -> Result<Vec<StreamSeq>> {
+    /// The sequence each operation gets and its stream's state after it, or
+    /// the first guard that fails.
+    fn check_guards(&self, ops: &[Op]) -> Result<Vec<CheckedOp>> {
         let index = self.shared.index.read();
         // A batch may touch one stream several times: follow its own effects.
         let batch = ops.len() > 1;
@@ -590,7 +598,7 @@ impl Writer {
                 None if batch => local.push((op.stream.as_ref(), next, snapshot)),
                 None => {}
             }
-            seqs.push(seq);
+            seqs.push(CheckedOp { seq, next_after: next, snapshot_after: snapshot });
         }
         Ok(seqs)
     }
@@ -852,6 +860,11 @@ impl Writer {
         }
         self.state.update(self.active.header.first_lsn, self.durable_lsn, true, StateCopies::Both)
     }
+}
+
+/// The frame that holds these operations: a single one's own kind, or a batch.
+fn frame_kind_of(refs: &[OpRef<'_>]) -> FrameKind {
+    if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch }
 }
 
 fn record_kind(kind: OpKind) -> RecordKind {

@@ -279,3 +279,49 @@ fn a_close_after_a_reopen_records_its_end_again_when_the_last_record_was_not_syn
         assert!(newest.clean_close, "fault at {fault_at}");
     }
 }
+
+/// The writer started a stream that was new to a commit group at "next
+/// sequence 0, no snapshot" when the group's first operation on it was a
+/// snapshot, instead of taking the stream's state from the index. Later
+/// requests in the same group were checked against that: snapshots were
+/// refused as out of range, and an `Any` append was acknowledged at
+/// sequence 0 of a stream at 3, after which the log would not reopen. Found
+/// by the meerkat adapter under the conformance suite's concurrency.
+#[test]
+fn a_snapshot_first_in_a_group_leaves_its_streams_state_for_the_rest_of_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), common::small_options()).unwrap();
+    for i in 0..3u8 {
+        log.append("s", Expectation::Any, vec![i; 8]).wait().unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for _ in 0..20 {
+        let results = rt.block_on(async {
+            let mut pending = Vec::new();
+            for task in 0..32u64 {
+                let log = log.clone();
+                pending.push(tokio::spawn(async move {
+                    if task % 2 == 0 {
+                        log.snapshot("s", StreamSeq(2), &b"state"[..]).await.map(|_| ())
+                    } else {
+                        log.append("s", Expectation::Any, &b"more"[..]).await.map(|_| ())
+                    }
+                }));
+            }
+            let mut results = Vec::new();
+            for task in pending {
+                results.push(task.await.unwrap());
+            }
+            results
+        });
+        for result in results {
+            result.expect("every snapshot and append holds");
+        }
+    }
+    let appended = log.next_seq("s");
+    assert_eq!(appended, StreamSeq(3 + 20 * 16));
+    log.close().wait().unwrap();
+    drop(log);
+    let reopened = Log::open(dir.path(), common::small_options()).expect("the log reopens");
+    assert_eq!(reopened.next_seq("s"), appended);
+}
