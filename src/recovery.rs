@@ -642,17 +642,19 @@ impl Recovery<'_> {
             let path = self.dir.join(name);
             let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
             let len = file.len().map_err(|error| Error::io("stat", &path, error))?;
+            let mut readable = false;
             if let (Some(log_id), Ok(map)) = (self.log_id, file.map()) {
                 let bytes = map.slice(0, map.len());
                 self.cut_lsn_seen = self.cut_lsn_seen.max(highest_lsn_after(&bytes, 0, &log_id));
+                readable = wholly_readable(&bytes, &log_id);
             }
             if let Some(first) = parse_segment_file_name(name) {
-                // Even an empty or unreadable file named for an LSN took it;
-                // the newest may have held as many as its size allows (its
-                // end is recorded nowhere else after a crash).
+                // Even an empty or unreadable file named for an LSN took it.
+                // The newest, if it is not wholly readable, may have held as
+                // many as its size allows: after a crash its end is recorded
+                // nowhere else.
                 let newest = segments.last().is_some_and(|(_, last)| last == name);
-                let size = self.segment_size_of(&file, len);
-                let took = if newest { lsn_capacity(size) } else { 0 };
+                let took = if newest && !readable { lsn_capacity(self.segment_size_of(&file, len)) } else { 0 };
                 self.cut_lsn_seen = self.cut_lsn_seen.max(Some(Lsn((first.0 + took).saturating_sub(1))));
             }
             dropped.push((path, len));
@@ -771,6 +773,29 @@ enum Settled {
     Continue,
     Stop,
     Resync,
+}
+
+/// Whether a segment file reads whole: an intact header of this log, the
+/// length it records, and frames back to back (a clean-close marker after
+/// its padding allowed) up to zeros that run to the end. Then the frames
+/// found in it are all it held.
+fn wholly_readable(bytes: &[u8], log_id: &[u8; 16]) -> bool {
+    let Ok(header) = SegmentHeader::decode(bytes) else { return false };
+    if header.log_id != *log_id || header.segment_bytes != bytes.len() as u64 {
+        return false;
+    }
+    let mut offset = SEGMENT_HEADER_BYTES;
+    while offset < bytes.len() {
+        match decode_frame_anywhere(&bytes[offset..], log_id) {
+            Ok(frame) => offset += frame.total_bytes(),
+            Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => return true,
+            Err(_) => match crate::frame::padded_marker_at(bytes, offset, log_id) {
+                Some((at, frame)) => offset = at + frame.total_bytes(),
+                None => return false,
+            },
+        }
+    }
+    true
 }
 
 /// The most LSNs a segment of `segment_bytes` can hold.
