@@ -23,9 +23,8 @@ use crate::segment::{
 use crate::state::{LogState, STATE_TEMP_FILE_NAME, StateRead, read_state};
 use crate::types::{Lsn, RecoveryMode};
 
-/// The most LSNs one segment can hold: every operation takes at least 24
-/// bytes (a batch's kind byte, the operation header and a one-byte stream id).
-const LSNS_PER_SEGMENT_MAX: u64 = SEGMENT_BYTES_MAX / (BATCH_OP_KIND_BYTES + OP_HEADER_BYTES + 1) as u64;
+/// The most LSNs any segment can hold.
+const LSNS_PER_SEGMENT_MAX: u64 = lsn_capacity(SEGMENT_BYTES_MAX);
 
 /// Whether recovery may change files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,12 +208,8 @@ impl Recovery<'_> {
         let state_read = self.check_state_belongs(state_read, &segments)?;
         let mut damaged_state = None;
         match state_read {
-            StateRead::Found { state, damaged_slot } => {
-                if let Some((slot, why)) = damaged_slot {
-                    // One slot failing is what a torn update leaves; it is
-                    // not corruption, but verify says so.
-                    let _ = (slot, why);
-                }
+            // One slot failing is what a torn update leaves (row 11): not corruption.
+            StateRead::Found { state, .. } => {
                 self.state = Some(state);
                 self.log_id = Some(state.log_id);
                 self.index = Index::new(state.oldest_segment_lsn);
@@ -798,8 +793,10 @@ fn wholly_readable(bytes: &[u8], log_id: &[u8; 16]) -> bool {
     true
 }
 
-/// The most LSNs a segment of `segment_bytes` can hold.
-fn lsn_capacity(segment_bytes: u64) -> u64 {
+/// The most LSNs a segment of `segment_bytes` can hold: every operation
+/// takes at least 24 bytes (a batch's kind byte, the operation header and a
+/// one-byte stream id).
+const fn lsn_capacity(segment_bytes: u64) -> u64 {
     segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64) / (BATCH_OP_KIND_BYTES + OP_HEADER_BYTES + 1) as u64
 }
 

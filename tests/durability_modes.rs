@@ -6,7 +6,9 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use annals::{Durability, Expectation, Log, Options};
+use annals::sim::fs::{CrashMode, SimFs};
+use annals::sim::rng::SimRng;
+use annals::{Durability, Expectation, Log, Lsn, Options, SegmentPreparation};
 use common::FaultyFs;
 
 #[test]
@@ -45,24 +47,23 @@ fn periodic_appends_are_synced_in_the_background() {
     }
 }
 
+/// Small logs on a simulated disk, so that a test can cut the power.
+fn sim_options(fs: &SimFs) -> Options {
+    Options {
+        file_system: std::sync::Arc::new(fs.clone()),
+        segment_preparation: SegmentPreparation::Inline,
+        ..common::small_options()
+    }
+}
+
 /// Issue 9, case 4, for appends acknowledged before they are synced: a
 /// power cut may take `Flush` records (that is their contract), but their
 /// LSNs were acknowledged, so the log must never hand them out again for
 /// other content. The state file's LSN lease makes the log resume past them.
 #[test]
 fn flushed_records_lost_in_a_power_cut_leave_their_lsns_unused() {
-    use annals::sim::fs::{CrashMode, SimFs};
-    use annals::sim::rng::SimRng;
-    use annals::{Lsn, SegmentPreparation};
-    use std::sync::Arc;
-
     let fs = SimFs::new();
-    let options = |fs: &SimFs| Options {
-        file_system: Arc::new(fs.clone()),
-        segment_preparation: SegmentPreparation::Inline,
-        ..common::small_options()
-    };
-    let log = Log::open(annals::sim::sim_dir(), options(&fs)).unwrap();
+    let log = Log::open(annals::sim::sim_dir(), sim_options(&fs)).unwrap();
     let durable = log.append("s", Expectation::Any, &b"synced"[..]).wait().unwrap();
     let mut flushed = Vec::new();
     for i in 0..5u8 {
@@ -71,7 +72,7 @@ fn flushed_records_lost_in_a_power_cut_leave_their_lsns_unused() {
     fs.crash_now();
     drop(log);
     let image = fs.crash_image(CrashMode::Drop, &mut SimRng::new(1));
-    let reopened = Log::open(annals::sim::sim_dir(), options(&image)).unwrap();
+    let reopened = Log::open(annals::sim::sim_dir(), sim_options(&image)).unwrap();
     let kept = reopened.read_all(Lsn::ZERO, usize::MAX).unwrap();
     assert_eq!(kept.len(), 1, "the power cut took the unsynced records (their contract)");
     assert_eq!(kept[0].lsn, durable.lsn);
@@ -84,25 +85,15 @@ fn flushed_records_lost_in_a_power_cut_leave_their_lsns_unused() {
 /// keeps its LSNs dense across a crash.
 #[test]
 fn synced_records_keep_lsns_dense_across_a_crash() {
-    use annals::sim::fs::{CrashMode, SimFs};
-    use annals::sim::rng::SimRng;
-    use annals::{Lsn, SegmentPreparation};
-    use std::sync::Arc;
-
     let fs = SimFs::new();
-    let options = |fs: &SimFs| Options {
-        file_system: Arc::new(fs.clone()),
-        segment_preparation: SegmentPreparation::Inline,
-        ..common::small_options()
-    };
-    let log = Log::open(annals::sim::sim_dir(), options(&fs)).unwrap();
+    let log = Log::open(annals::sim::sim_dir(), sim_options(&fs)).unwrap();
     for _ in 0..3 {
         log.append("s", Expectation::Any, &b"synced"[..]).wait().unwrap();
     }
     fs.crash_now();
     drop(log);
     let image = fs.crash_image(CrashMode::Drop, &mut SimRng::new(2));
-    let reopened = Log::open(annals::sim::sim_dir(), options(&image)).unwrap();
+    let reopened = Log::open(annals::sim::sim_dir(), sim_options(&image)).unwrap();
     assert_eq!(reopened.recovery_report().resumes_at, None);
     assert_eq!(reopened.append("s", Expectation::Any, &b"next"[..]).wait().unwrap().lsn, Lsn(4));
 }
