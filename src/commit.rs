@@ -32,7 +32,7 @@ use crate::frame::{
     decode_own_frame, encode_frame, encode_gap_frame, frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
-use crate::index::Index;
+use crate::index::{Index, StreamCursor};
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{
     FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, discard_spare, next_segment_bytes,
@@ -51,6 +51,22 @@ pub enum OpKind {
     Snapshot(StreamSeq),
     /// Clear the stream if it meets the expectation.
     Clear(Expectation),
+    /// Prune the stream's entries before this sequence (at most its next
+    /// one) and the snapshots the [`PruneSnapshots`] names, if the stream
+    /// meets the expectation.
+    Prune(StreamSeq, PruneSnapshots, Expectation),
+    /// Start a stream that has no state at this sequence: its history
+    /// before it is gone (`annals repair` copying a compacted log).
+    Base(StreamSeq),
+}
+
+/// Which snapshots a prune drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PruneSnapshots {
+    /// Those written before this LSN.
+    Before(Lsn),
+    /// All but the stream's latest one (or none, if it has none).
+    AllButLatest,
 }
 
 /// One operation of a request.
@@ -62,6 +78,9 @@ pub struct Op {
     pub stream: Bytes,
     /// Its payload (empty for a clear).
     pub payload: Bytes,
+    /// The time to record for its frame instead of the clock's, if later
+    /// than the last frame's: `annals repair` keeps each record's time.
+    pub timestamp_ms: Option<u64>,
 }
 
 /// Where an acknowledged operation landed.
@@ -79,8 +98,9 @@ pub struct Appended {
 #[derive(Clone, Copy, Debug)]
 struct CheckedOp {
     seq: StreamSeq,
-    next_after: u64,
-    snapshot_after: Option<StreamSeq>,
+    after: StreamCursor,
+    /// A prune's payload: the LSN before which it drops snapshots.
+    prune_payload: [u8; crate::frame::PRUNE_PAYLOAD_BYTES],
 }
 
 /// Where a request's outcome goes.
@@ -321,7 +341,7 @@ pub(crate) struct Writer {
     /// Streams touched by the group being gathered: next sequence and latest
     /// snapshot. Emptied when the group is committed (the index then says
     /// the same); kept allocated from group to group.
-    overlay: HashMap<Bytes, (u64, Option<StreamSeq>)>,
+    overlay: HashMap<Bytes, StreamCursor>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
@@ -331,6 +351,8 @@ pub(crate) struct Writer {
     sealed: bool,
     /// The next spare was asked for.
     spare_requested: bool,
+    /// The timestamp of the last frame written.
+    last_timestamp_ms: u64,
 }
 
 /// Requests being gathered into one write.
@@ -350,10 +372,10 @@ const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, log_id: [u8; 16], state: StateFile) -> Writer {
-        let (active, offset, next_lsn) = {
+        let (active, offset, next_lsn, last_timestamp_ms) = {
             let index = shared.index.read();
             let entry = index.segments().last().expect("open creates a segment");
-            (entry.segment.clone(), entry.end_offset, index.next_lsn())
+            (entry.segment.clone(), entry.end_offset, index.next_lsn(), index.last_timestamp_ms())
         };
         Writer {
             shared,
@@ -369,6 +391,7 @@ impl Writer {
             closed: false,
             sealed: false,
             spare_requested: false,
+            last_timestamp_ms,
         }
     }
 
@@ -482,6 +505,14 @@ impl Writer {
                 return;
             }
         };
+        // A reader that does not know retention records must refuse the
+        // log, not take one for a torn tail: the state file says so first.
+        if ops.iter().any(|op| matches!(op.kind, OpKind::Prune(..) | OpKind::Base(_)))
+            && let Err(error) = self.state.add_features(crate::state::FEATURE_RETENTION)
+        {
+            group.replies.push((reply, Err(error)));
+            return;
+        }
         let refs: Vec<OpRef<'_>> = ops
             .iter()
             .zip(&checked)
@@ -491,7 +522,7 @@ impl Writer {
                 stream: &op.stream,
                 seq: checked.seq,
                 lsn: Lsn(self.next_lsn.0 + i as u64),
-                payload: &op.payload,
+                payload: if matches!(op.kind, OpKind::Prune(..)) { &checked.prune_payload } else { &op.payload },
             })
             .collect();
         let len = frame_bytes(frame_kind_of(&refs), &refs);
@@ -511,6 +542,13 @@ impl Writer {
             }
         }
         self.add_encoded(group, &refs, durability, reply, &ops, &checked);
+    }
+
+    /// The time for the next frame: the log's clock never goes back, so
+    /// entries can be searched by time.
+    fn timestamp_ms(&mut self) -> u64 {
+        self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
+        self.last_timestamp_ms
     }
 
     /// Whether `bytes` more fit in the active segment, with the space every
@@ -535,14 +573,21 @@ impl Writer {
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         let kind = frame_kind_of(refs);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        let timestamp_ms = match ops.first().and_then(|op| op.timestamp_ms) {
+            Some(kept) => {
+                self.last_timestamp_ms = self.last_timestamp_ms.max(kept);
+                self.last_timestamp_ms
+            }
+            None => self.timestamp_ms(),
+        };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         // The stream's whole state after each operation, as the guards
         // computed it from the index and the group: later requests in the
         // group are checked against it.
         for (op, checked) in ops.iter().zip(checked) {
-            self.overlay.insert(op.stream.clone(), (checked.next_after, checked.snapshot_after));
+            self.overlay.insert(op.stream.clone(), checked.after);
         }
         let appended = refs.iter().map(|r| Appended { lsn: r.lsn, seq: r.seq }).collect();
         group.replies.push((reply, Ok(appended)));
@@ -559,46 +604,60 @@ impl Writer {
         let index = self.shared.index.read();
         // A batch may touch one stream several times: follow its own effects.
         let batch = ops.len() > 1;
-        let mut local: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
+        let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
         let mut seqs = Vec::with_capacity(ops.len());
         for op in ops {
-            let position = local.iter().position(|(stream, _, _)| *stream == op.stream.as_ref());
-            let (next, snapshot) = match position {
-                Some(i) => (local[i].1, local[i].2),
+            let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
+            let cursor = match position {
+                Some(i) => local[i].1,
                 None => match self.overlay.get(&op.stream) {
-                    Some(&state) => state,
-                    None => index.stream(&op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+                    Some(&cursor) => cursor,
+                    None => index.cursor(&op.stream),
                 },
             };
+            let next = cursor.next;
             let conflict = |expected: Expectation| Error::Conflict {
                 stream: display_stream(&op.stream),
                 expected,
                 actual: StreamSeq(next),
             };
-            let (seq, next, snapshot) = match op.kind {
-                OpKind::Entry(expected) if !expected.holds(StreamSeq(next)) => {
+            let seq = match op.kind {
+                OpKind::Entry(expected) | OpKind::Clear(expected) | OpKind::Prune(_, _, expected)
+                    if !expected.holds(StreamSeq(next)) =>
+                {
                     return Err(conflict(expected));
                 }
-                OpKind::Entry(_) => (StreamSeq(next), next + 1, snapshot),
-                OpKind::Clear(expected) if !expected.holds(StreamSeq(next)) => {
-                    return Err(conflict(expected));
-                }
-                OpKind::Clear(_) => (StreamSeq(next), 0, None),
-                OpKind::Snapshot(seq) if seq.0 >= next || snapshot.is_some_and(|s| s > seq) => {
+                OpKind::Entry(_) | OpKind::Clear(_) => StreamSeq(next),
+                OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
                     return Err(Error::SnapshotOutOfRange {
                         stream: display_stream(&op.stream),
                         seq,
                         next_seq: StreamSeq(next),
                     });
                 }
-                OpKind::Snapshot(seq) => (seq, next, Some(seq)),
+                OpKind::Prune(seq, _, _) if seq.0 > next => {
+                    return Err(Error::PruneOutOfRange {
+                        stream: display_stream(&op.stream),
+                        seq,
+                        next_seq: StreamSeq(next),
+                    });
+                }
+                OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
+                OpKind::Snapshot(seq) | OpKind::Prune(seq, _, _) | OpKind::Base(seq) => seq,
+            };
+            let lsn = Lsn(self.next_lsn.0 + seqs.len() as u64);
+            let after = cursor.apply(record_kind(op.kind), seq, lsn).expect("the guards above are the same rules");
+            let snapshots_before = match op.kind {
+                OpKind::Prune(_, PruneSnapshots::Before(lsn), _) => lsn,
+                OpKind::Prune(_, PruneSnapshots::AllButLatest, _) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
+                _ => Lsn(0),
             };
             match position {
-                Some(i) => local[i] = (op.stream.as_ref(), next, snapshot),
-                None if batch => local.push((op.stream.as_ref(), next, snapshot)),
+                Some(i) => local[i] = (op.stream.as_ref(), after),
+                None if batch => local.push((op.stream.as_ref(), after)),
                 None => {}
             }
-            seqs.push(CheckedOp { seq, next_after: next, snapshot_after: snapshot });
+            seqs.push(CheckedOp { seq, after, prune_payload: crate::frame::prune_payload(snapshots_before) });
         }
         Ok(seqs)
     }
@@ -775,7 +834,7 @@ impl Writer {
             self.roll_over(FRAME_HEADER_BYTES + GAP_BODY_BYTES)?;
         }
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES + GAP_BODY_BYTES);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.timestamp_ms() };
         encode_gap_frame(&mut buf, &self.log_id, meta, to);
         self.next_lsn = to;
         let written = self.write_and_sync(&buf, true).and_then(|()| {
@@ -838,7 +897,7 @@ impl Writer {
         self.shared.index.write().skip_padding(at);
         self.offset = at;
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.timestamp_ms() };
         encode_frame(&mut buf, &self.log_id, FrameKind::Marker, meta, &[]);
         let path = &self.active.path;
         self.active.file.write_at(&buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
@@ -872,6 +931,8 @@ fn record_kind(kind: OpKind) -> RecordKind {
         OpKind::Entry(_) => RecordKind::Entry,
         OpKind::Snapshot(_) => RecordKind::Snapshot,
         OpKind::Clear(_) => RecordKind::Tombstone,
+        OpKind::Prune(..) => RecordKind::Prune,
+        OpKind::Base(_) => RecordKind::Base,
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::commit::OpKind;
+use crate::commit::{OpKind, PruneSnapshots};
 use crate::error::{Error, Result};
 use crate::frame::{FrameDefect, FrameView, RecordKind, decode_frame_anywhere, marker_offset, padded_marker_at};
 use crate::fs::FileSystem;
@@ -270,7 +270,12 @@ fn batch_of(frame: &FrameView<'_>) -> Option<Batch> {
             RecordKind::Entry => batch.with(OpKind::Entry(expected), op.stream, op.payload),
             RecordKind::Snapshot => batch.with(OpKind::Snapshot(op.seq), op.stream, op.payload),
             RecordKind::Tombstone => batch.with(OpKind::Clear(expected), op.stream, &[]),
+            RecordKind::Prune => {
+                let snapshots = PruneSnapshots::Before(crate::frame::prune_snapshots_before(op.payload));
+                batch.with(OpKind::Prune(op.seq, snapshots, Expectation::Any), op.stream, &[])
+            }
+            RecordKind::Base => batch.with(OpKind::Base(op.seq), op.stream, &[]),
         };
     }
-    (!batch.is_empty()).then_some(batch)
+    (!batch.is_empty()).then(|| batch.at_time(frame.meta.timestamp_ms))
 }

@@ -47,7 +47,7 @@ pub mod stores;
 mod sync;
 mod types;
 
-pub use commit::Appended;
+pub use commit::{Appended, PruneSnapshots};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
 pub use index::{IndexStats, Record, RecordRef, StreamRead};

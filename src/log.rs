@@ -30,7 +30,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
-use crate::commit::{Appended, Command, Op, OpKind, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms};
+use crate::commit::{
+    Appended, Command, Op, OpKind, PruneSnapshots, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms,
+};
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
 use crate::fs::{DirLock, FileSystem, LockMode};
@@ -220,6 +222,7 @@ impl Batch {
             kind: OpKind::Entry(expected),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
+            timestamp_ms: None,
         });
         self
     }
@@ -230,6 +233,7 @@ impl Batch {
             kind: OpKind::Snapshot(through),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
+            timestamp_ms: None,
         });
         self
     }
@@ -240,13 +244,55 @@ impl Batch {
             kind: OpKind::Clear(expected),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
+            timestamp_ms: None,
         });
         self
     }
 
+    /// Adds a prune of a stream: its entries before `before` (at most its
+    /// next sequence) and the snapshots `snapshots` names stop being live.
+    /// Reads never return them again, a read from below `before` says
+    /// [`Error::Pruned`], and compaction reclaims their bytes.
+    pub fn prune(mut self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Batch {
+        self.ops.push(Op {
+            kind: OpKind::Prune(before, snapshots, Expectation::Any),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: Bytes::new(),
+            timestamp_ms: None,
+        });
+        self
+    }
+
+    /// Adds a snapshot of a stream through sequence `through` and a prune of
+    /// everything it covers: the entries through `through` and every older
+    /// snapshot. Compaction to snapshot checkpoints, in one atomic step.
+    pub fn snapshot_and_prune(self, stream: impl AsRef<[u8]>, through: StreamSeq, payload: impl Into<Bytes>) -> Batch {
+        let stream = stream.as_ref();
+        self.snapshot(stream, through, payload).prune(
+            stream,
+            StreamSeq(through.0.saturating_add(1)),
+            PruneSnapshots::AllButLatest,
+        )
+    }
+
     /// Adds an operation of any kind.
     pub(crate) fn with(mut self, kind: OpKind, stream: &[u8], payload: &[u8]) -> Batch {
-        self.ops.push(Op { kind, stream: Bytes::copy_from_slice(stream), payload: Bytes::copy_from_slice(payload) });
+        self.ops.push(Op {
+            kind,
+            stream: Bytes::copy_from_slice(stream),
+            payload: Bytes::copy_from_slice(payload),
+            timestamp_ms: None,
+        });
+        self
+    }
+
+    /// Records `timestamp_ms` as the batch's time instead of the clock's
+    /// (never earlier than the log's last frame): `annals repair` keeps
+    /// each record's time.
+    pub(crate) fn at_time(mut self, timestamp_ms: u64) -> Batch {
+        if let Some(first) = self.ops.first_mut() {
+            first.timestamp_ms = Some(timestamp_ms);
+        }
         self
     }
 
@@ -438,6 +484,113 @@ impl Log {
         self.append(stream, expected, payload)
     }
 
+    /// Prunes `stream`: its entries before `before` and the snapshots
+    /// `snapshots` names stop being live (see [`Batch::prune`]).
+    ///
+    /// # Errors
+    /// [`Error::PruneOutOfRange`] if `before` is past the stream's next
+    /// sequence; as [`Log::append`] otherwise.
+    pub fn prune(&self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Pending<Appended> {
+        self.single(Batch::new().prune(stream, before, snapshots), self.shared().options.durability)
+    }
+
+    /// Records that the state of `stream` through `through` is `payload` and
+    /// prunes what it covers, atomically (see [`Batch::snapshot_and_prune`]).
+    /// Returns the snapshot's acknowledgement.
+    ///
+    /// # Errors
+    /// As [`Log::snapshot`].
+    pub fn snapshot_and_prune(
+        &self,
+        stream: impl AsRef<[u8]>,
+        through: StreamSeq,
+        payload: impl Into<Bytes>,
+    ) -> Pending<Appended> {
+        let batch = Batch::new().snapshot_and_prune(stream, through, payload);
+        self.write(batch, self.shared().options.durability, |appended| appended[0])
+    }
+
+    /// Keeps the newest `keep` live snapshots of `stream` and prunes the
+    /// older ones with the entries the oldest kept one covers. Writes
+    /// nothing (and returns `None`) if the stream has `keep` snapshots or
+    /// fewer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `keep` 0 (use [`Log::delete_stream`]);
+    /// [`Error::Conflict`] if the stream kept changing under it; as
+    /// [`Log::append`] otherwise.
+    pub fn keep_snapshots(&self, stream: impl AsRef<[u8]>, keep: usize) -> Result<Option<Appended>> {
+        if keep == 0 {
+            return Err(Error::InvalidArgument("keep_snapshots keeps at least one snapshot".to_owned()));
+        }
+        let stream = stream.as_ref();
+        self.prune_resolved(stream, |index, state| {
+            let _ = index;
+            let oldest_kept = state.snapshots().rev().nth(keep - 1)?;
+            Some((StreamSeq(oldest_kept.0.0 + 1).max(state.start_seq()), PruneSnapshots::Before(oldest_kept.1)))
+        })
+    }
+
+    /// Prunes the entries of `stream` written before `timestamp_ms` (ms
+    /// since the Unix epoch, by the log's clock, as [`Record::timestamp_ms`]
+    /// reports). Snapshots are kept. Returns `None` if nothing is older.
+    ///
+    /// # Errors
+    /// As [`Log::keep_snapshots`].
+    pub fn prune_older_than(&self, stream: impl AsRef<[u8]>, timestamp_ms: u64) -> Result<Option<Appended>> {
+        let stream = stream.as_ref();
+        let mut failure = None;
+        let result =
+            self.prune_resolved(stream, |index, state| match index.first_entry_at_or_after(stream, timestamp_ms) {
+                Ok(Some(before)) if before > state.start_seq() => Some((before, PruneSnapshots::Before(Lsn(0)))),
+                Ok(_) => None,
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            });
+        match failure {
+            Some(error) => Err(error),
+            None => result,
+        }
+    }
+
+    /// Deletes `stream`: a clear that does not check where the stream is.
+    /// Its records stop being live at once and compaction reclaims them.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn delete_stream(&self, stream: impl AsRef<[u8]>) -> Pending<Appended> {
+        self.clear(stream, Expectation::Any)
+    }
+
+    /// Writes a prune that `resolve` works out from the stream's state,
+    /// guarded by the stream's next sequence, retrying a few times if the
+    /// stream moves in between.
+    fn prune_resolved(
+        &self,
+        stream: &[u8],
+        mut resolve: impl FnMut(&Index, &crate::index::StreamState) -> Option<(StreamSeq, PruneSnapshots)>,
+    ) -> Result<Option<Appended>> {
+        const ATTEMPTS: usize = 8;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let (before, snapshots, next) = {
+                let index = self.index_for_read()?;
+                let Some(state) = index.stream(stream) else { return Ok(None) };
+                let Some((before, snapshots)) = resolve(&index, state) else { return Ok(None) };
+                (before, snapshots, state.next_seq())
+            };
+            let batch = Batch::new().with(OpKind::Prune(before, snapshots, Expectation::Exact(next)), stream, &[]);
+            match self.single(batch, self.shared().options.durability).wait() {
+                Ok(appended) => return Ok(Some(appended)),
+                Err(error @ Error::Conflict { .. }) => last = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("every attempt conflicted"))
+    }
+
     fn single(&self, batch: Batch, durability: Durability) -> Pending<Appended> {
         self.write(batch, durability, |appended| appended[0])
     }
@@ -582,7 +735,7 @@ impl Log {
     /// As [`Log::read_stream`].
     pub fn latest(&self, stream: impl AsRef<[u8]>) -> Result<Option<Record>> {
         let index = self.index_for_read()?;
-        let Some(next) = index.stream(stream.as_ref()).map(|s| s.next_seq()) else {
+        let Some(next) = index.stream(stream.as_ref()).filter(|s| s.live_entries() > 0).map(|s| s.next_seq()) else {
             return Ok(None);
         };
         Ok(index.read_stream_from(stream.as_ref(), StreamSeq(next.0 - 1))?.pop())
@@ -610,6 +763,19 @@ impl Log {
     /// Sizes of the in-memory index.
     pub fn index_stats(&self) -> IndexStats {
         self.shared().index.read().stats()
+    }
+
+    /// Up to `limit` operations still on disk after `after`, in LSN order,
+    /// live or not: what [`Log::read_all`] returns, and also tombstones,
+    /// prunes, and the records they made dead that compaction has not yet
+    /// reclaimed. For inspection.
+    ///
+    /// # Errors
+    /// As [`Log::read_all`].
+    pub fn read_all_on_disk(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        self.index_for_read()?.read_all_on_disk(after, limit, &mut out)?;
+        Ok(out)
     }
 
     /// Whether the log has been poisoned or closed, as an error; `Ok` if open.
@@ -670,6 +836,9 @@ fn open_state_file(
                 written_ms: now_ms(),
                 clean_close: false,
                 lsn_lease_end: durable_end,
+                features: 0,
+                compaction_generation: 0,
+                compacted_end_lsn: Lsn::ZERO,
             };
             StateFile::create(fs, dir, state)
         }
@@ -758,6 +927,16 @@ impl LogReader {
     pub fn read_all(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
         self.index.read_all(after, limit, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Log::read_all_on_disk`].
+    ///
+    /// # Errors
+    /// As [`Log::read_all`].
+    pub fn read_all_on_disk(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        self.index.read_all_on_disk(after, limit, &mut out)?;
         Ok(out)
     }
 

@@ -448,7 +448,7 @@ impl Recovery<'_> {
             self.index = Index::new(header.first_lsn);
             self.resynced = true;
         }
-        Ok(Ok(Segment { header, path: path.to_owned(), file, map }))
+        Ok(Ok(Segment { header, path: path.to_owned(), file, map, compacted: false }))
     }
 
     /// Whether this recovery reads on past damage it has reported
@@ -736,6 +736,9 @@ impl Recovery<'_> {
             written_ms: crate::commit::now_ms(),
             clean_close: false,
             lsn_lease_end: previous.max(seen).max(end),
+            features: self.state.map_or(0, |state| state.features),
+            compaction_generation: self.state.map_or(0, |state| state.compaction_generation),
+            compacted_end_lsn: self.state.map_or(Lsn::ZERO, |state| state.compacted_end_lsn),
         };
         let file = crate::state::StateFile::create(self.fs, self.dir, state)?;
         self.state = Some(file.current());

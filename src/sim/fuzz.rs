@@ -117,6 +117,9 @@ pub fn open_directory(data: &[u8]) {
                             written_ms: 0,
                             clean_close: rng.chance(1, 2),
                             lsn_lease_end: Lsn(durable_end + *rng.pick(&[0, 1, 1000])),
+                            features: 0,
+                            compaction_generation: 0,
+                            compacted_end_lsn: Lsn::ZERO,
                         };
                         bytes[slot * STATE_SLOT_BYTES..][..STATE_SLOT_BYTES].copy_from_slice(&state.encode());
                     }

@@ -32,6 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::commit::PruneSnapshots;
 use crate::error::Error;
 use crate::frame::{BATCH_OP_KIND_BYTES, OP_HEADER_BYTES, RecordKind, decode_frame_anywhere};
 use crate::fs::FileSystem;
@@ -226,8 +227,33 @@ impl ModelRecord {
 /// What a stream looks like to a reader.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ModelStream {
+    /// The sequence of `entries[0]`: entries before it were pruned.
+    start: u64,
+    /// Live entries: `(lsn, payload)`, sequence `start + i`.
     entries: Vec<(u64, Vec<u8>)>,
-    snapshot: Option<(u64, Vec<u8>)>,
+    /// Live snapshots, oldest first: `(seq, lsn, payload)`.
+    snapshots: Vec<(u64, u64, Vec<u8>)>,
+    /// The highest sequence a snapshot covered since the last clear.
+    snapshot_floor: Option<u64>,
+    /// LSN of the stream's first record since its last clear.
+    since: u64,
+}
+
+impl ModelStream {
+    fn next(&self) -> u64 {
+        self.start + self.entries.len() as u64
+    }
+
+    /// The latest live snapshot, as a reader gets it.
+    fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        self.snapshots.last().map(|(seq, _, payload)| (*seq, payload.clone()))
+    }
+
+    /// The live entries a stream read returns after the latest snapshot.
+    fn entries_after_snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+        let from = self.snapshots.last().map_or(self.start, |(seq, _, _)| (seq + 1).max(self.start));
+        self.entries.get((from - self.start) as usize..).unwrap_or(&[]).to_vec()
+    }
 }
 
 /// The acknowledged log and the one operation whose outcome is unknown.
@@ -248,21 +274,78 @@ enum Op {
     Entry(Expectation),
     Snapshot(u64),
     Clear(Expectation),
+    /// Entries before the sequence; snapshots before the LSN.
+    Prune(u64, u64),
 }
 
 impl Model {
+    /// Applies one record to the streams, as the log's rules say.
+    fn apply(streams: &mut BTreeMap<Vec<u8>, ModelStream>, record: &ModelRecord) {
+        let fresh = |start| ModelStream { start, since: record.lsn, ..ModelStream::default() };
+        match record.kind {
+            RecordKind::Entry => {
+                let stream = streams.entry(record.stream.clone()).or_insert_with(|| fresh(0));
+                stream.entries.push((record.lsn, record.payload.clone()));
+            }
+            RecordKind::Snapshot => {
+                let stream = streams.entry(record.stream.clone()).or_insert_with(|| fresh(0));
+                stream.snapshot_floor = Some(record.seq);
+                stream.snapshots.push((record.seq, record.lsn, record.payload.clone()));
+            }
+            RecordKind::Tombstone => {
+                streams.remove(&record.stream);
+            }
+            RecordKind::Prune => {
+                let Some(stream) = streams.get_mut(&record.stream) else { return };
+                let before = record.seq.min(stream.next());
+                if before > stream.start {
+                    stream.entries.drain(..(before - stream.start) as usize);
+                    stream.start = before;
+                }
+                let snapshots_before = u64::from_le_bytes(record.payload[..8].try_into().expect("eight bytes"));
+                stream.snapshots.retain(|(_, lsn, _)| *lsn >= snapshots_before);
+            }
+            RecordKind::Base => {
+                streams.insert(record.stream.clone(), fresh(record.seq));
+            }
+        }
+    }
+
     fn streams(records: &[ModelRecord]) -> BTreeMap<Vec<u8>, ModelStream> {
         let mut streams: BTreeMap<Vec<u8>, ModelStream> = BTreeMap::new();
         for record in records {
-            let stream = streams.entry(record.stream.clone()).or_default();
-            match record.kind {
-                RecordKind::Entry => stream.entries.push((record.lsn, record.payload.clone())),
-                RecordKind::Snapshot => stream.snapshot = Some((record.seq, record.payload.clone())),
-                RecordKind::Tombstone => *stream = ModelStream::default(),
+            Model::apply(&mut streams, record);
+        }
+        streams
+    }
+
+    /// The live records of `records`, in LSN order: what `read_all` returns.
+    fn live(records: &[ModelRecord]) -> Vec<ModelRecord> {
+        let streams = Model::streams(records);
+        let mut live: Vec<ModelRecord> = Vec::new();
+        for (name, stream) in &streams {
+            for (i, (lsn, payload)) in stream.entries.iter().enumerate() {
+                let seq = stream.start + i as u64;
+                live.push(ModelRecord {
+                    lsn: *lsn,
+                    stream: name.clone(),
+                    seq,
+                    kind: RecordKind::Entry,
+                    payload: payload.clone(),
+                });
+            }
+            for (seq, lsn, payload) in &stream.snapshots {
+                live.push(ModelRecord {
+                    lsn: *lsn,
+                    stream: name.clone(),
+                    seq: *seq,
+                    kind: RecordKind::Snapshot,
+                    payload: payload.clone(),
+                });
             }
         }
-        streams.retain(|_, s| !s.entries.is_empty() || s.snapshot.is_some());
-        streams
+        live.sort_by_key(|record| record.lsn);
+        live
     }
 
     fn next_lsn(&self) -> u64 {
@@ -274,23 +357,23 @@ impl Model {
         let mut streams = Model::streams(&self.records);
         let mut out = Vec::new();
         for (lsn, (name, op, payload)) in (self.next_lsn()..).zip(ops) {
-            let stream = streams.entry(name.clone()).or_default();
-            let next = stream.entries.len() as u64;
-            let (kind, seq) = match op {
-                Op::Entry(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Entry, next),
-                Op::Clear(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Tombstone, next),
-                Op::Snapshot(seq) if *seq < next && stream.snapshot.as_ref().is_none_or(|(s, _)| s <= seq) => {
-                    (RecordKind::Snapshot, *seq)
+            let stream = streams.get(name);
+            let next = stream.map_or(0, ModelStream::next);
+            let floor = stream.and_then(|s| s.snapshot_floor);
+            let (kind, seq, payload) = match op {
+                Op::Entry(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Entry, next, payload.clone()),
+                Op::Clear(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Tombstone, next, Vec::new()),
+                Op::Snapshot(seq) if *seq < next && floor.is_none_or(|s| s <= *seq) => {
+                    (RecordKind::Snapshot, *seq, payload.clone())
+                }
+                Op::Prune(seq, snapshots_before) if *seq <= next => {
+                    (RecordKind::Prune, *seq, snapshots_before.to_le_bytes().to_vec())
                 }
                 _ => return None,
             };
-            match kind {
-                RecordKind::Entry => stream.entries.push((lsn, payload.clone())),
-                RecordKind::Snapshot => stream.snapshot = Some((seq, payload.clone())),
-                RecordKind::Tombstone => *stream = ModelStream::default(),
-            }
-            let payload = if kind == RecordKind::Tombstone { Vec::new() } else { payload.clone() };
-            out.push(ModelRecord { lsn, stream: name.clone(), seq, kind, payload });
+            let record = ModelRecord { lsn, stream: name.clone(), seq, kind, payload };
+            Model::apply(&mut streams, &record);
+            out.push(record);
         }
         Some(out)
     }
@@ -422,7 +505,8 @@ impl Simulation {
                 0..=40 => self.single_append()?,
                 41..=50 => self.batch()?,
                 51..=57 => self.snapshot()?,
-                58..=61 => self.clear()?,
+                58..=59 => self.clear()?,
+                60..=61 => self.prune()?,
                 62..=66 => self.check_reads()?,
                 67..=70 => self.clean_reopen()?,
                 71..=82 => self.crash()?,
@@ -482,7 +566,7 @@ impl Simulation {
     }
 
     fn expectation(&mut self, stream: &[u8]) -> Expectation {
-        let next = Model::streams(&self.model.records).get(stream).map_or(0, |s| s.entries.len() as u64);
+        let next = Model::streams(&self.model.records).get(stream).map_or(0, ModelStream::next);
         match self.rng.below(6) {
             0 => Expectation::Any,
             1 => Expectation::NoStream,
@@ -515,13 +599,14 @@ impl Simulation {
         let mut ops = Vec::new();
         for _ in 0..count {
             let stream = self.stream();
-            let op = match self.rng.below(5) {
+            let op = match self.rng.below(6) {
                 0 => Op::Clear(Expectation::Any),
+                5 => self.prune_op(&stream),
                 1 => Op::Snapshot(self.rng.below(3)),
                 _ => Op::Entry(self.expectation(&stream)),
             };
             let len = self.rng.below(200) as usize;
-            let payload = if matches!(op, Op::Clear(_)) { Vec::new() } else { self.rng.bytes(len) };
+            let payload = if matches!(op, Op::Clear(_) | Op::Prune(..)) { Vec::new() } else { self.rng.bytes(len) };
             ops.push((stream, op, payload));
         }
         self.submit(ops)
@@ -529,10 +614,31 @@ impl Simulation {
 
     fn snapshot(&mut self) -> Result<(), SimFailure> {
         let stream = self.stream();
-        let next = Model::streams(&self.model.records).get(&stream).map_or(0, |s| s.entries.len() as u64);
+        let next = Model::streams(&self.model.records).get(&stream).map_or(0, ModelStream::next);
         let seq = if self.rng.chance(1, 5) { next } else { next.saturating_sub(1 + self.rng.below(2)) };
         let payload = self.payload(stream.len());
         self.submit(vec![(stream, Op::Snapshot(seq), payload)])
+    }
+
+    /// A prune of a stream: mostly within range, sometimes past its next
+    /// sequence (refused); snapshots kept, all dropped, or dropped before
+    /// one of them.
+    fn prune_op(&mut self, stream: &[u8]) -> Op {
+        let streams = Model::streams(&self.model.records);
+        let state = streams.get(stream).cloned().unwrap_or_default();
+        let before = if self.rng.chance(1, 8) { state.next() + 1 } else { self.rng.range(state.start, state.next()) };
+        let snapshots_before = match self.rng.below(4) {
+            0 => 0,
+            1 => self.model.next_lsn(),
+            _ => state.snapshots.get(self.rng.below(state.snapshots.len() as u64 + 1) as usize).map_or(0, |s| s.1),
+        };
+        Op::Prune(before, snapshots_before)
+    }
+
+    fn prune(&mut self) -> Result<(), SimFailure> {
+        let stream = self.stream();
+        let op = self.prune_op(&stream);
+        self.submit(vec![(stream, op, Vec::new())])
     }
 
     fn clear(&mut self) -> Result<(), SimFailure> {
@@ -606,6 +712,9 @@ impl Simulation {
                 Op::Entry(expected) => batch.append(stream, *expected, payload.clone()),
                 Op::Snapshot(seq) => batch.snapshot(stream, StreamSeq(*seq), payload.clone()),
                 Op::Clear(expected) => batch.clear(stream, *expected),
+                Op::Prune(seq, snapshots_before) => {
+                    batch.prune(stream, StreamSeq(*seq), PruneSnapshots::Before(Lsn(*snapshots_before)))
+                }
             };
         }
         let per_op = if ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
@@ -654,7 +763,7 @@ impl Simulation {
                 }
                 self.model.records.extend(records);
             }
-            Err(Error::Conflict { .. } | Error::SnapshotOutOfRange { .. }) => {
+            Err(Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }) => {
                 if predicted.is_some() && !self.model.poisoned {
                     return fail("6 guards", format!("rejected although every guard holds: {ops:?}"));
                 }
@@ -698,7 +807,7 @@ impl Simulation {
                 }
                 if !self.model.poisoned {
                     let records = read_everything(&log)?;
-                    if records != self.model.records {
+                    if records != Model::live(&self.model.records) {
                         return fail(
                             "12 resource faults",
                             format!(
@@ -912,7 +1021,7 @@ impl Simulation {
             Ok(log) => {
                 let recovered = read_everything(&log)?;
                 trace!(self, "strict open read {} records, report {:?}", recovered.len(), log.recovery_report());
-                if recovered != acknowledged {
+                if recovered != Model::live(&acknowledged) {
                     let mut failure = self.classify_mismatch(&recovered);
                     failure.detail = format!("a strict open after {} succeeded: {}", damage.what, failure.detail);
                     return Err(failure);
@@ -986,25 +1095,31 @@ impl Simulation {
             acknowledged.len(),
             log.recovery_report()
         );
-        if salvaged.len() > acknowledged.len() || salvaged[..] != acknowledged[..salvaged.len()] {
+        // Salvage keeps a prefix of what was acknowledged: up to the last
+        // operation it kept on disk.
+        let on_disk = log
+            .read_all_on_disk(Lsn::ZERO, usize::MAX)
+            .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;
+        let cut = on_disk.last().map_or(0, |r| r.lsn.0 + 1);
+        let kept = acknowledged.iter().take_while(|r| r.lsn < cut).count();
+        if Model::live(&acknowledged[..kept]) != salvaged {
             // A record that differs (3), or one past the acknowledged ones (2).
             let mut failure = self.classify_mismatch(&salvaged);
-            failure.detail = format!("salvage after {}: {}", damage.what, failure.detail);
+            failure.detail = format!("salvage after {} (cut at lsn {cut}): {}", damage.what, failure.detail);
             return Err(failure);
         }
         let intact = acknowledged.iter().take_while(|r| r.lsn < damage.intact_below).count();
-        if salvaged.len() < intact {
+        if kept < intact {
             return fail(
                 "12 salvage keeps what is intact",
                 format!(
-                    "after {}, salvage kept {} records, but the first {intact} lie before the damage (report {:?})",
+                    "after {}, salvage kept {kept} records, but the first {intact} lie before the damage (report {:?})",
                     damage.what,
-                    salvaged.len(),
                     log.recovery_report()
                 ),
             );
         }
-        if refused.is_none() && salvaged.len() < acknowledged.len() {
+        if refused.is_none() && salvaged != Model::live(&acknowledged) {
             return fail(
                 "12 salvage keeps what is intact",
                 format!(
@@ -1016,10 +1131,11 @@ impl Simulation {
             );
         }
         let resume = self.check_resume(&log, &format!("after salvage of {}", damage.what))?;
-        self.stats.records_dropped_by_damage += (acknowledged.len() - salvaged.len()) as u64;
+        self.stats.records_dropped_by_damage += (acknowledged.len() - kept) as u64;
         self.stats.records_verified += salvaged.len() as u64;
-        self.model = Model { records: salvaged.clone(), in_doubt: None, poisoned: false, resume };
-        self.check_log(&log, &salvaged)?;
+        let records = acknowledged[..kept].to_vec();
+        self.model = Model { records: records.clone(), in_doubt: None, poisoned: false, resume };
+        self.check_log(&log, &records)?;
         drop(log);
 
         // What salvage left is a sound log: a crash now, and a strict open,
@@ -1152,22 +1268,27 @@ impl Simulation {
             log.recovery_report()
         );
         let acknowledged = &self.model.records;
-        if recovered.len() < acknowledged.len() || !recovered.starts_with(acknowledged) {
+        let in_doubt = self.model.in_doubt.as_deref().unwrap_or(&[]);
+        let with_in_doubt: Vec<ModelRecord> = acknowledged.iter().chain(in_doubt).cloned().collect();
+        let extra = if recovered == Model::live(acknowledged) {
+            Vec::new()
+        } else if !in_doubt.is_empty() && recovered == Model::live(&with_in_doubt) {
+            in_doubt.to_vec()
+        } else {
+            let live = Model::live(acknowledged);
+            if recovered.len() > live.len() && recovered.starts_with(&live) {
+                let extra = &recovered[live.len()..];
+                return fail(
+                    "2 prefix",
+                    format!(
+                        "recovered {} records beyond the acknowledged ones that were never in flight: {:?}",
+                        extra.len(),
+                        extra.iter().map(ModelRecord::describe).collect::<Vec<_>>()
+                    ),
+                );
+            }
             return Err(self.classify_mismatch(&recovered));
-        }
-        let extra = &recovered[acknowledged.len()..];
-        let allowed = self.model.in_doubt.as_deref().unwrap_or(&[]);
-        if !extra.is_empty() && extra != allowed {
-            return fail(
-                "2 prefix",
-                format!(
-                    "recovered {} records beyond the acknowledged ones that were never in flight: {:?}",
-                    extra.len(),
-                    extra.iter().map(ModelRecord::describe).collect::<Vec<_>>()
-                ),
-            );
-        }
-        let extra = extra.to_vec();
+        };
         for record in &extra {
             self.check_lsn(record, "recovery returned a record in flight")?;
         }
@@ -1178,7 +1299,7 @@ impl Simulation {
         let limit = self.setup.record_bytes_max;
         self.stats.records_over_limit_read += recovered.iter().filter(|r| r.body_bytes() > limit).count() as u64;
         self.stats.records_verified += recovered.len() as u64;
-        self.model.records = recovered;
+        self.model.records.extend(extra);
         self.model.in_doubt = None;
         self.model.poisoned = false;
         self.model.resume = resume;
@@ -1189,7 +1310,7 @@ impl Simulation {
             let mode = *self.rng.pick(&CrashMode::ALL);
             let again = fs.crash_image(mode, &mut self.rng);
             let log = self.open(&again)?;
-            if read_everything(&log)? != records {
+            if read_everything(&log)? != Model::live(&records) {
                 return fail("4 stability", format!("a second crash ({}) with no writes changed the log", mode.name()));
             }
             if log.last_lsn().0 + 1 < resume {
@@ -1243,7 +1364,7 @@ impl Simulation {
     }
 
     fn classify_mismatch(&mut self, recovered: &[ModelRecord]) -> SimFailure {
-        let acknowledged = &self.model.records;
+        let acknowledged = &Model::live(&self.model.records);
         for (i, want) in acknowledged.iter().enumerate() {
             match recovered.get(i) {
                 None => {
@@ -1273,10 +1394,9 @@ impl Simulation {
             let want = streams.get(name).cloned().unwrap_or_default();
             let read = log.read_stream(name).map_err(|e| SimFailure { property: "5 index", detail: e.to_string() })?;
             let snapshot = read.snapshot.map(|s| (s.seq.0, s.payload.to_vec()));
-            let from = snapshot.as_ref().map_or(0, |(seq, _)| seq + 1) as usize;
-            let want_entries: Vec<(u64, Vec<u8>)> = want.entries.get(from..).unwrap_or(&[]).to_vec();
+            let want_entries = want.entries_after_snapshot();
             let entries: Vec<(u64, Vec<u8>)> = read.entries.iter().map(|r| (r.lsn.0, r.payload.to_vec())).collect();
-            if snapshot != want.snapshot || entries != want_entries {
+            if snapshot != want.snapshot() || entries != want_entries {
                 return fail(
                     "5 index",
                     format!(
@@ -1285,11 +1405,16 @@ impl Simulation {
                     ),
                 );
             }
-            if log.next_seq(name) != StreamSeq(want.entries.len() as u64) {
+            if log.next_seq(name) != StreamSeq(want.next()) {
                 return fail("5 index", "a stream's next sequence differs from the model");
             }
+            if want.start > 0
+                && !matches!(log.read_stream_from(name, StreamSeq(want.start - 1)), Err(Error::Pruned { .. }))
+            {
+                return fail("5 index", "a read below a pruned stream's start was not answered Pruned");
+            }
         }
-        if let Some(record) = records.last() {
+        if let Some(record) = Model::live(records).last() {
             let by_lsn = log
                 .read_lsn(Lsn(record.lsn))
                 .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;

@@ -26,7 +26,8 @@ fn entry(record: Record) -> Entry {
         kind: match record.kind {
             RecordKind::Entry => EntryKind::Entry,
             RecordKind::Snapshot => EntryKind::Snapshot,
-            RecordKind::Tombstone => EntryKind::Clear,
+            // Reads return only live entries and snapshots.
+            RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => EntryKind::Clear,
         },
         payload: record.payload,
     }
