@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     /// Set once the log is closed: reads of a closed handle fail with
     /// `Closed` rather than serve what may be stale.
     pub closed: AtomicBool,
+    /// Held by a compaction: one at a time.
+    pub compaction: Mutex<()>,
 }
 
 pub(crate) struct Queue {
@@ -551,6 +553,44 @@ impl Writer {
         self.last_timestamp_ms
     }
 
+    /// The compaction generation the state file records.
+    pub(crate) fn compaction_generation(&self) -> u64 {
+        self.state.current().compaction_generation
+    }
+
+    /// `Ok` while the log takes writes.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        match self.shared.status() {
+            Status::Poisoned(cause) => Err(Error::Poisoned { cause }),
+            Status::Closed => Err(Error::Closed),
+            Status::Open => Ok(()),
+        }
+    }
+
+    /// Makes everything written durable before a compaction decides what
+    /// is live. A failure poisons the log (a failed sync of records).
+    pub(crate) fn sync_for_compaction(&mut self) -> Result<()> {
+        if let Err(error) = self.write_and_sync(&[], true) {
+            return Err(Error::Poisoned { cause: self.shared.poison(error) });
+        }
+        Ok(())
+    }
+
+    /// The commit point of a compaction: the state file records that the
+    /// log's compacted segments are those of `generation`, ending at `end`,
+    /// and that the log starts at `oldest`. A failure poisons the log:
+    /// whether the commit reached the disk is unknown until it is reopened.
+    pub(crate) fn commit_compaction(&mut self, oldest: Lsn, generation: u64, end: Lsn) -> Result<()> {
+        if let Err(error) = self.state.record_compaction(oldest, generation, end) {
+            let cause = self.shared.poison(error);
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
+    }
+
     /// Whether `bytes` more fit in the active segment, with the space every
     /// segment keeps for a clean-close marker. The segment's own length
     /// decides, not the options: a log may be reopened with another size.
@@ -646,12 +686,16 @@ impl Writer {
                 OpKind::Snapshot(seq) | OpKind::Prune(seq, _, _) | OpKind::Base(seq) => seq,
             };
             let lsn = Lsn(self.next_lsn.0 + seqs.len() as u64);
-            let after = cursor.apply(record_kind(op.kind), seq, lsn).expect("the guards above are the same rules");
+            // A prune reaches no further than itself: snapshots written
+            // after it are not its business.
             let snapshots_before = match op.kind {
-                OpKind::Prune(_, PruneSnapshots::Before(lsn), _) => lsn,
+                OpKind::Prune(_, PruneSnapshots::Before(before), _) => before.min(lsn),
                 OpKind::Prune(_, PruneSnapshots::AllButLatest, _) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
                 _ => Lsn(0),
             };
+            let after = cursor
+                .apply(record_kind(op.kind), seq, lsn, snapshots_before)
+                .expect("the guards above are the same rules");
             match position {
                 Some(i) => local[i] = (op.stream.as_ref(), after),
                 None if batch => local.push((op.stream.as_ref(), after)),
@@ -834,7 +878,10 @@ impl Writer {
             self.roll_over(FRAME_HEADER_BYTES + GAP_BODY_BYTES)?;
         }
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES + GAP_BODY_BYTES);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.timestamp_ms() };
+        // A gap holds no record: it takes the last frame's time, so that a copy
+        // (`annals repair`) that skips LSNs keeps its records' own times.
+        let meta =
+            FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.last_timestamp_ms };
         encode_gap_frame(&mut buf, &self.log_id, meta, to);
         self.next_lsn = to;
         let written = self.write_and_sync(&buf, true).and_then(|()| {

@@ -25,13 +25,13 @@ use crate::types::{Lsn, StreamSeq, display_stream};
 pub const CHECKPOINT_FRAMES: u32 = 32;
 
 /// Where an operation's header is: a segment number and an offset in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RecordLoc(u64);
 
 const _: () = assert!(std::mem::size_of::<RecordLoc>() == 8);
 
 impl RecordLoc {
-    fn new(segment: usize, offset: usize) -> RecordLoc {
+    pub(crate) fn new(segment: usize, offset: usize) -> RecordLoc {
         let segment = u32::try_from(segment).expect("fewer than 2^32 segments");
         let offset = u32::try_from(offset).expect("segments are at most 4 GiB");
         RecordLoc((u64::from(segment) << 32) | u64::from(offset))
@@ -63,29 +63,16 @@ pub struct StreamState {
     entries: Vec<RecordLoc>,
     /// Live snapshots, oldest first.
     snapshots: Vec<SnapshotLoc>,
-    /// The highest sequence a snapshot covered since the last clear, live
-    /// or not: a later snapshot may not cover less.
-    snapshot_floor: Option<StreamSeq>,
     /// LSN of the stream's first record since its last clear: the stream's
     /// records below it are not live.
     since: Lsn,
     /// The stream's snapshots below this LSN are not live.
     snapshots_before: Lsn,
-    /// The LSN of the latest snapshot since the last clear, live or not.
-    latest_snapshot: Option<Lsn>,
 }
 
 impl StreamState {
     fn new(since: Lsn, start: u64) -> StreamState {
-        StreamState {
-            start,
-            entries: Vec::new(),
-            snapshots: Vec::new(),
-            snapshot_floor: None,
-            since,
-            snapshots_before: Lsn(0),
-            latest_snapshot: None,
-        }
+        StreamState { start, entries: Vec::new(), snapshots: Vec::new(), since, snapshots_before: Lsn(0) }
     }
 
     /// The sequence the next entry gets.
@@ -98,10 +85,10 @@ impl StreamState {
         StreamSeq(self.start)
     }
 
-    /// The highest sequence a snapshot covered since the stream's last
-    /// clear: the guard for the next snapshot.
+    /// The last sequence the latest live snapshot covers: a later snapshot
+    /// may not cover less.
     pub fn snapshot_seq(&self) -> Option<StreamSeq> {
-        self.snapshot_floor
+        self.snapshots.last().map(|s| s.seq)
     }
 
     /// Live snapshots, oldest first: the last sequence each covers, and its LSN.
@@ -126,9 +113,9 @@ impl StreamState {
 pub struct StreamCursor {
     /// The sequence the next entry gets.
     pub next: u64,
-    /// The highest sequence a snapshot covered since the last clear.
+    /// The last sequence the latest live snapshot covers.
     pub snapshot_floor: Option<StreamSeq>,
-    /// The LSN of the latest snapshot since the last clear, live or not.
+    /// The LSN of the latest live snapshot.
     pub latest_snapshot: Option<Lsn>,
     /// Whether the stream has any state (a base needs none).
     pub exists: bool,
@@ -139,8 +126,15 @@ impl StreamCursor {
     pub const EMPTY: StreamCursor =
         StreamCursor { next: 0, snapshot_floor: None, latest_snapshot: None, exists: false };
 
-    /// The state after one operation, or what is wrong with it.
-    pub fn apply(self, kind: RecordKind, seq: StreamSeq, lsn: Lsn) -> Result<StreamCursor, String> {
+    /// The state after one operation at `lsn`, or what is wrong with it.
+    /// `snapshots_before` is a prune's payload (ignored for other kinds).
+    pub fn apply(
+        self,
+        kind: RecordKind,
+        seq: StreamSeq,
+        lsn: Lsn,
+        snapshots_before: Lsn,
+    ) -> Result<StreamCursor, String> {
         let next = self.next;
         match kind {
             RecordKind::Entry if seq.0 != next => Err(format!("entry at sequence {seq} where {next} was next")),
@@ -156,6 +150,10 @@ impl StreamCursor {
             }
             RecordKind::Tombstone => Ok(StreamCursor::EMPTY),
             RecordKind::Prune if seq.0 > next => Err(format!("prune before sequence {seq} where {next} was next")),
+            // A prune that drops the latest snapshot drops every one.
+            RecordKind::Prune if self.latest_snapshot.is_some_and(|latest| latest < snapshots_before) => {
+                Ok(StreamCursor { snapshot_floor: None, latest_snapshot: None, ..self })
+            }
             RecordKind::Prune => Ok(self),
             RecordKind::Base if self.exists => Err(format!("a stream base at sequence {seq} in a stream with history")),
             RecordKind::Base => Ok(StreamCursor { next: seq.0, exists: true, ..StreamCursor::EMPTY }),
@@ -217,6 +215,54 @@ impl SegmentEntry {
             Some((start, end)) if op_offset < end as usize => start as usize,
             _ => op_offset - FRAME_HEADER_BYTES,
         }
+    }
+}
+
+/// One frame of a compacted segment, as compaction wrote it: enough to
+/// index the segment without reading it back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WrittenFrame {
+    /// Where the frame starts in the file.
+    pub offset: usize,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Its time.
+    pub timestamp_ms: u64,
+    /// Its length.
+    pub total_bytes: usize,
+    /// Bytes of its operation, if it is an entry or a snapshot (else 0).
+    pub live_bytes: u64,
+}
+
+impl SegmentEntry {
+    /// A segment with no frame indexed yet, whose written data ends at `end_offset`.
+    fn empty(segment: Segment, end_offset: usize) -> SegmentEntry {
+        SegmentEntry {
+            segment,
+            end_offset,
+            checkpoints: Vec::new(),
+            frames: 0,
+            last_frame_offset: None,
+            batch_frames: Vec::new(),
+            live_bytes: 0,
+            max_timestamp_ms: 0,
+        }
+    }
+
+    /// The entry of a compacted segment compaction just wrote.
+    pub(crate) fn compacted(segment: Segment, frames: &[WrittenFrame]) -> SegmentEntry {
+        let mut entry = SegmentEntry::empty(segment, crate::segment::SEGMENT_HEADER_BYTES);
+        for frame in frames {
+            if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
+                entry.checkpoints.push((frame.lsn, u32::try_from(frame.offset).expect("segments are at most 4 GiB")));
+            }
+            entry.frames += 1;
+            entry.last_frame_offset = Some(frame.offset);
+            entry.end_offset = frame.offset + frame.total_bytes;
+            entry.live_bytes += frame.live_bytes;
+            entry.max_timestamp_ms = entry.max_timestamp_ms.max(frame.timestamp_ms);
+        }
+        entry
     }
 }
 
@@ -408,8 +454,8 @@ impl Index {
     pub fn cursor(&self, stream: &[u8]) -> StreamCursor {
         self.streams.get(stream).map_or(StreamCursor::EMPTY, |state| StreamCursor {
             next: state.next_seq().0,
-            snapshot_floor: state.snapshot_floor,
-            latest_snapshot: state.latest_snapshot,
+            snapshot_floor: state.snapshots.last().map(|s| s.seq),
+            latest_snapshot: state.snapshots.last().map(|s| s.lsn),
             exists: true,
         })
     }
@@ -456,16 +502,56 @@ impl Index {
         if self.segments.is_empty() && !segment.compacted() {
             self.next_lsn = self.next_lsn.max(segment.header.first_lsn);
         }
-        self.segments.push(SegmentEntry {
-            segment,
-            end_offset,
-            checkpoints: Vec::new(),
-            frames: 0,
-            last_frame_offset: None,
-            batch_frames: Vec::new(),
-            live_bytes: 0,
-            max_timestamp_ms: 0,
-        });
+        self.segments.push(SegmentEntry::empty(segment, end_offset));
+    }
+
+    /// Where the record at `loc` is: its segment's position and its offset.
+    pub(crate) fn position_of(&self, loc: RecordLoc) -> (usize, usize) {
+        (loc.segment() - self.first_segment_id, loc.offset())
+    }
+
+    /// Where each live record is, by segment position and offset, for the
+    /// segments before `end` (compaction's check that it keeps them all).
+    pub(crate) fn live_locations_before(&self, end: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for state in self.streams.values() {
+            let locs = state.entries.iter().copied().chain(state.snapshots.iter().map(|s| s.loc));
+            out.extend(locs.map(|loc| self.position_of(loc)).filter(|(segment, _)| *segment < end));
+        }
+        out
+    }
+
+    /// Replaces the oldest `inputs` segments with `outputs` (the commit of a
+    /// compaction), moving every record that was in an input to where
+    /// `moved` says it now is: `(input position, offset)` to `(output
+    /// position, offset)`. The segments after the inputs keep their records.
+    ///
+    /// # Panics
+    /// If a live record in an input has nowhere to go: compaction checks
+    /// that before it commits.
+    pub(crate) fn replace_prefix(
+        &mut self,
+        inputs: usize,
+        outputs: Vec<SegmentEntry>,
+        moved: &HashMap<(usize, usize), (usize, usize)>,
+    ) {
+        let kept = outputs.len();
+        let first = self.first_segment_id;
+        let relocate = |loc: &mut RecordLoc| {
+            let (segment, offset) = (loc.segment() - first, loc.offset());
+            *loc = if segment < inputs {
+                let (to, at) = *moved.get(&(segment, offset)).expect("compaction keeps every live record");
+                RecordLoc::new(to, at)
+            } else {
+                RecordLoc::new(segment - inputs + kept, offset)
+            };
+        };
+        for state in self.streams.values_mut() {
+            state.entries.iter_mut().for_each(relocate);
+            state.snapshots.iter_mut().for_each(|s| relocate(&mut s.loc));
+        }
+        self.segments.splice(..inputs, outputs);
+        self.first_segment_id = 0;
     }
 
     /// Ends a compacted segment: the next segment starts at `end`, the LSN
@@ -487,7 +573,7 @@ impl Index {
                 None => self.cursor(op.stream),
             };
             let after = cursor
-                .apply(op.kind, op.seq, op.lsn)
+                .apply(op.kind, op.seq, op.lsn, prune_reach(&op))
                 .map_err(|what| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what })?;
             match position {
                 Some(i) => touched[i].1 = after,
@@ -540,8 +626,6 @@ impl Index {
                         None => self.streams.entry(Box::from(op.stream)).or_insert_with(|| StreamState::new(op.lsn, 0)),
                     };
                     if op.kind == RecordKind::Snapshot {
-                        state.snapshot_floor = Some(op.seq);
-                        state.latest_snapshot = Some(op.lsn);
                         state.snapshots.push(SnapshotLoc { seq: op.seq, loc, lsn: op.lsn });
                     } else {
                         debug_assert_eq!(op.seq, state.next_seq());
@@ -892,6 +976,11 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// The LSN before which a prune drops snapshots; 0 for any other operation.
+pub(crate) fn prune_reach(op: &crate::frame::OpView<'_>) -> Lsn {
+    if op.kind == RecordKind::Prune { crate::frame::prune_snapshots_before(op.payload) } else { Lsn(0) }
 }
 
 /// What a read by LSN asks for.

@@ -18,7 +18,7 @@ use crate::fs::FileSystem;
 use crate::log::{Batch, Log};
 use crate::options::Options;
 use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, segment_log_ids};
-use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_file_name};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name};
 use crate::state::{STATE_FILE_NAME, StateRead, read_state};
 use crate::types::{Durability, Expectation, Lsn};
 
@@ -77,6 +77,18 @@ pub fn scan_intact(
     let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
     let mut segments: Vec<(Lsn, String)> =
         names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
+    // The compacted segments the state file names, instead of the ordinary
+    // ones they replaced; files a compaction left behind are not the log.
+    if let StateRead::Found { state, .. } = &state
+        && state.compaction_generation > 0
+    {
+        segments.retain(|(lsn, _)| *lsn >= state.compacted_end_lsn);
+        segments.extend(names.iter().filter_map(|name| {
+            parse_compacted_file_name(name)
+                .filter(|(_, generation)| *generation == state.compaction_generation)
+                .map(|(lsn, _)| (lsn, name.clone()))
+        }));
+    }
     segments.sort();
     if segments.is_empty() && state == StateRead::Missing {
         return Err(Error::NotALog { dir: dir.to_owned() });

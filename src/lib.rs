@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod commit;
+mod compact;
 mod error;
 pub mod frame;
 pub mod fs;
@@ -48,6 +49,7 @@ mod sync;
 mod types;
 
 pub use commit::{Appended, PruneSnapshots};
+pub use compact::CompactionReport;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
 pub use index::{IndexStats, Record, RecordRef, StreamRead};

@@ -349,7 +349,10 @@ impl Log {
         fs.sync_dir(&dir).map_err(|error| Error::io("fsync directory", &dir, error))?;
         let Recovered { mut index, log_id, state, report, .. } =
             recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode)?;
-        let log_id = match log_id.filter(|_| !index.segments().is_empty()) {
+        // Appends go into an ordinary segment: a log whose last segment is
+        // compacted (salvage dropped the ordinary ones) gets a new one.
+        let appendable = index.segments().last().is_some_and(|entry| !entry.segment.compacted());
+        let log_id = match log_id.filter(|_| appendable) {
             Some(log_id) => log_id,
             None => create_first_segment(&*fs, &dir, &options, &mut index, log_id.unwrap_or_else(new_log_id))?,
         };
@@ -368,6 +371,7 @@ impl Log {
             queued: Default::default(),
             poisoned: Default::default(),
             closed: Default::default(),
+            compaction: Mutex::new(()),
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -765,6 +769,26 @@ impl Log {
         self.shared().index.read().stats()
     }
 
+    /// Compacts the log now: every sealed segment (all but the one being
+    /// appended to) is rewritten with only its live records, keeping their
+    /// LSNs, and the disk its dead records took is given back. Appends and
+    /// reads go on meanwhile; a record read before keeps its bytes.
+    ///
+    /// It checks every input frame's checksum before copying it, makes its
+    /// output durable, commits the switch in the state file, and only then
+    /// removes the inputs (segments-format.md, section 9.2).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if an input frame is damaged (the log is left
+    /// as it was); [`Error::Io`] or [`Error::DiskFull`] writing the output
+    /// (left as it was); [`Error::Poisoned`] if the commit itself failed
+    /// (reopen the log: it is then either compacted or as it was);
+    /// [`Error::Closed`].
+    pub fn compact(&self) -> Result<crate::compact::CompactionReport> {
+        self.check_open()?;
+        crate::compact::compact(self.shared(), &self.handle.writer)
+    }
+
     /// Up to `limit` operations still on disk after `after`, in LSN order,
     /// live or not: what [`Log::read_all`] returns, and also tombstones,
     /// prunes, and the records they made dead that compaction has not yet
@@ -826,7 +850,7 @@ fn open_state_file(
             file.update(newest, durable_end, false, StateCopies::One)?;
             Ok(file)
         }
-        StateAction::Create => {
+        StateAction::Create { compaction_generation, compacted_end_lsn } => {
             let state = LogState {
                 log_id,
                 generation: 1,
@@ -836,9 +860,9 @@ fn open_state_file(
                 written_ms: now_ms(),
                 clean_close: false,
                 lsn_lease_end: durable_end,
-                features: 0,
-                compaction_generation: 0,
-                compacted_end_lsn: Lsn::ZERO,
+                features: crate::recovery::inferred_features(compaction_generation),
+                compaction_generation,
+                compacted_end_lsn,
             };
             StateFile::create(fs, dir, state)
         }

@@ -152,9 +152,9 @@ pub fn parse_compacted_file_name(name: &str) -> Option<(Lsn, u64)> {
     Some((Lsn(parse_digits(lsn, 20)?), parse_digits(generation, 10)?))
 }
 
-/// Suffix of a compacted segment being written, before it is renamed to
-/// its [`compacted_file_name`]; deleted on open.
-pub const COMPACTING_SUFFIX: &str = ".seg.compacting";
+/// Added to a compacted segment's [`compacted_file_name`] while it is being
+/// written, before it is renamed into place; such files are deleted on open.
+pub const COMPACTING_SUFFIX: &str = ".compacting";
 
 /// An open segment: its file and a view of its bytes.
 #[derive(Debug, Clone)]

@@ -409,6 +409,21 @@ impl StateFile {
     }
 }
 
+/// Writes the state file's bytes again as they read now and syncs them: what
+/// a reader sees may be a write whose fsync failed, still only in the page
+/// cache. Recovery does this before it acts on what the file says.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let path = dir.join(STATE_FILE_NAME);
+    let file = fs.open(&path, true).map_err(|error| Error::io("open", &path, error))?;
+    let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+    let bytes = map.slice(0, map.len());
+    file.write_at(&bytes, 0).map_err(|error| Error::io("write", &path, error))?;
+    file.sync_data().map_err(|error| Error::io("fdatasync", &path, error))
+}
+
 /// Where the slot of a generation starts.
 fn slot_of(generation: u64) -> usize {
     (generation % 2) as usize * STATE_SLOT_BYTES

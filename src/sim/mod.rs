@@ -94,6 +94,14 @@ pub struct SimStats {
     pub false_alarms: u64,
     /// LSNs once acknowledged that were handed out again for other content (must be 0).
     pub lsns_reused: u64,
+    /// Compactions committed.
+    pub compactions: u64,
+    /// Compactions that failed before their commit (a fault), leaving the log as it was.
+    pub compactions_failed: u64,
+    /// Bytes compactions gave back.
+    pub compaction_reclaimed_bytes: u64,
+    /// Prunes acknowledged.
+    pub prunes: u64,
 }
 
 impl SimStats {
@@ -123,6 +131,10 @@ impl SimStats {
         self.corrupt_returned += other.corrupt_returned;
         self.false_alarms += other.false_alarms;
         self.lsns_reused += other.lsns_reused;
+        self.compactions += other.compactions;
+        self.compactions_failed += other.compactions_failed;
+        self.compaction_reclaimed_bytes += other.compaction_reclaimed_bytes;
+        self.prunes += other.prunes;
     }
 
     /// Crash images checked in all modes.
@@ -161,6 +173,11 @@ impl fmt::Display for SimStats {
             f,
             "records verified {}  (over the limit of the open that read them {}); appends refused as too large {}",
             self.records_verified, self.records_over_limit_read, self.appends_too_large
+        )?;
+        writeln!(
+            f,
+            "prunes {}  compactions {} (failed before their commit {}), {} bytes reclaimed",
+            self.prunes, self.compactions, self.compactions_failed, self.compaction_reclaimed_bytes
         )?;
         write!(
             f,
@@ -233,8 +250,6 @@ struct ModelStream {
     entries: Vec<(u64, Vec<u8>)>,
     /// Live snapshots, oldest first: `(seq, lsn, payload)`.
     snapshots: Vec<(u64, u64, Vec<u8>)>,
-    /// The highest sequence a snapshot covered since the last clear.
-    snapshot_floor: Option<u64>,
     /// LSN of the stream's first record since its last clear.
     since: u64,
 }
@@ -289,7 +304,6 @@ impl Model {
             }
             RecordKind::Snapshot => {
                 let stream = streams.entry(record.stream.clone()).or_insert_with(|| fresh(0));
-                stream.snapshot_floor = Some(record.seq);
                 stream.snapshots.push((record.seq, record.lsn, record.payload.clone()));
             }
             RecordKind::Tombstone => {
@@ -359,7 +373,7 @@ impl Model {
         for (lsn, (name, op, payload)) in (self.next_lsn()..).zip(ops) {
             let stream = streams.get(name);
             let next = stream.map_or(0, ModelStream::next);
-            let floor = stream.and_then(|s| s.snapshot_floor);
+            let floor = stream.and_then(|s| s.snapshots.last().map(|(seq, _, _)| *seq));
             let (kind, seq, payload) = match op {
                 Op::Entry(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Entry, next, payload.clone()),
                 Op::Clear(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Tombstone, next, Vec::new()),
@@ -507,7 +521,8 @@ impl Simulation {
                 51..=57 => self.snapshot()?,
                 58..=59 => self.clear()?,
                 60..=61 => self.prune()?,
-                62..=66 => self.check_reads()?,
+                62..=63 => self.check_reads()?,
+                64..=66 => self.compact()?,
                 67..=70 => self.clean_reopen()?,
                 71..=82 => self.crash()?,
                 83..=86 => self.crash_after_clean_close()?,
@@ -761,6 +776,7 @@ impl Simulation {
                 for record in &records {
                     self.remember(record);
                 }
+                self.stats.prunes += records.iter().filter(|r| r.kind == RecordKind::Prune).count() as u64;
                 self.model.records.extend(records);
             }
             Err(Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }) => {
@@ -824,6 +840,63 @@ impl Simulation {
         Ok(())
     }
 
+    /// Compacts the log on demand, then checks that it reads as the model
+    /// says. A fault before the commit leaves the log as it was; one at the
+    /// commit poisons it.
+    fn compact(&mut self) -> Result<(), SimFailure> {
+        let Some(log) = self.log.clone() else { return Ok(()) };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.compact())).map_err(|panic| {
+            SimFailure { property: "9 fail-stop", detail: format!("a compaction panicked: {}", panic_message(&panic)) }
+        })?;
+        trace!(self, "compact -> {result:?}");
+        match result {
+            Ok(report) => {
+                if report.generation > 0 {
+                    self.stats.compactions += 1;
+                    self.stats.compaction_reclaimed_bytes += report.reclaimed_bytes;
+                }
+            }
+            Err(Error::Poisoned { .. }) => {
+                self.model.poisoned = true;
+                return Ok(());
+            }
+            Err(Error::Io { .. } | Error::DiskFull { .. }) => self.stats.compactions_failed += 1,
+            Err(Error::Closed) => return Ok(()),
+            Err(other) => return fail("13 compaction", format!("compaction failed on an undamaged log: {other}")),
+        }
+        if self.model.poisoned {
+            return Ok(());
+        }
+        let records = self.model.records.clone();
+        if read_everything(&log)? != Model::live(&records) {
+            return fail("13 compaction", "after a compaction the log reads differently from the model");
+        }
+        self.check_log(&log, &records)
+    }
+
+    /// Property 14: no file a compaction left (its inputs after its
+    /// commit, its outputs before it, one being written) survives a
+    /// read-write open.
+    fn check_no_leftovers(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+        let dir = &self.setup.dir;
+        let names = fs.list(dir).map_err(|e| sim_error("list", e))?;
+        let state = match crate::state::read_state(fs, dir) {
+            Ok(crate::state::StateRead::Found { state, .. }) => state,
+            _ => return Ok(()),
+        };
+        for name in &names {
+            let leftover = name.ends_with(crate::segment::COMPACTING_SUFFIX)
+                || crate::segment::parse_compacted_file_name(name)
+                    .is_some_and(|(_, generation)| generation != state.compaction_generation)
+                || (state.compaction_generation > 0
+                    && parse_segment_file_name(name).is_some_and(|lsn| lsn < state.compacted_end_lsn));
+            if leftover {
+                return fail("14 no leftovers", format!("{name} survived an open (state {state:?})"));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads back everything without a crash and compares with the model.
     fn check_reads(&mut self) -> Result<(), SimFailure> {
         let Some(log) = self.log.clone() else { return Ok(()) };
@@ -861,6 +934,10 @@ impl Simulation {
         for _ in 0..self.rng.range(1, 5) {
             if large { self.large_append()? } else { self.single_append()? }
         }
+        if self.rng.chance(1, 3) {
+            // Faults on both sides of a compaction's commit.
+            self.compact()?;
+        }
         // Reopen on the same disk: the page cache survived, the fault is over.
         self.clean_reopen()
     }
@@ -874,6 +951,15 @@ impl Simulation {
             // A crash inside a clean close: the marker, the state file's slots.
             if let Some(log) = self.log.clone() {
                 let _ = close(&log)?;
+            }
+        } else if self.rng.chance(1, 4) {
+            // A crash inside a compaction: its reads, its sync, each output
+            // written, synced and renamed, the directory, the commit's two
+            // slots, each unlink.
+            self.fs.crash_after(self.rng.range(1, 30));
+            self.prune()?;
+            if !self.fs.has_crashed() {
+                self.compact()?;
             }
         } else {
             for _ in 0..self.rng.range(1, 4) {
@@ -1096,25 +1182,32 @@ impl Simulation {
             log.recovery_report()
         );
         // Salvage keeps a prefix of what was acknowledged: up to the last
-        // operation it kept on disk.
+        // operation it kept on disk. Compaction may already have dropped
+        // records of that prefix that a later acknowledged record (one
+        // salvage now cut) removed: those stay removed.
         let on_disk = log
             .read_all_on_disk(Lsn::ZERO, usize::MAX)
             .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;
         let cut = on_disk.last().map_or(0, |r| r.lsn.0 + 1);
         let kept = acknowledged.iter().take_while(|r| r.lsn < cut).count();
-        if Model::live(&acknowledged[..kept]) != salvaged {
+        let prefix_live = Model::live(&acknowledged[..kept]);
+        let all_live = Model::live(&acknowledged);
+        let explained = salvaged.iter().all(|r| prefix_live.contains(r))
+            && prefix_live.iter().all(|r| salvaged.contains(r) || !all_live.contains(r));
+        if !explained {
             // A record that differs (3), or one past the acknowledged ones (2).
             let mut failure = self.classify_mismatch(&salvaged);
             failure.detail = format!("salvage after {} (cut at lsn {cut}): {}", damage.what, failure.detail);
             return Err(failure);
         }
-        let intact = acknowledged.iter().take_while(|r| r.lsn < damage.intact_below).count();
-        if kept < intact {
+        // Every live record before the damage is kept.
+        if let Some(missing) = all_live.iter().find(|r| r.lsn < damage.intact_below && !salvaged.contains(r)) {
             return fail(
                 "12 salvage keeps what is intact",
                 format!(
-                    "after {}, salvage kept {kept} records, but the first {intact} lie before the damage (report {:?})",
+                    "after {}, salvage dropped {}, which lies before the damage (report {:?})",
                     damage.what,
+                    missing.describe(),
                     log.recovery_report()
                 ),
             );
@@ -1131,9 +1224,10 @@ impl Simulation {
             );
         }
         let resume = self.check_resume(&log, &format!("after salvage of {}", damage.what))?;
-        self.stats.records_dropped_by_damage += (acknowledged.len() - kept) as u64;
+        self.stats.records_dropped_by_damage += all_live.len().saturating_sub(salvaged.len()) as u64;
         self.stats.records_verified += salvaged.len() as u64;
-        let records = acknowledged[..kept].to_vec();
+        // The log now is what salvage left on disk.
+        let records: Vec<ModelRecord> = on_disk.iter().map(model_record).collect();
         self.model = Model { records: records.clone(), in_doubt: None, poisoned: false, resume };
         self.check_log(&log, &records)?;
         drop(log);
@@ -1258,6 +1352,7 @@ impl Simulation {
     /// no writes changes nothing.
     fn open_checked(&mut self, fs: &SimFs, after_crash: bool) -> Result<(), SimFailure> {
         let log = self.open(fs)?;
+        self.check_no_leftovers(fs)?;
         let recovered = read_everything(&log)?;
         trace!(
             self,
