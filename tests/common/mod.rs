@@ -274,27 +274,6 @@ pub fn damage_written_tail(segment: &Path, garbage: bool) -> usize {
     start
 }
 
-/// Runs the `annals` command built by cargo.
-pub fn run_annals(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_annals")).args(args).output().expect("run annals")
-}
-
-/// The JSON lines `annals dump` printed.
-pub fn dump_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-/// A record as `annals dump` prints it.
-pub fn dump_line_of(record: &annals::Record) -> serde_json::Value {
-    serde_json::json!({
-        "lsn": record.lsn, "stream": annals::display_stream(&record.stream), "seq": record.seq,
-        "kind": record.kind.name(), "len": record.payload.len(),
-    })
-}
-
 /// Panics naming every file added, removed or changed in `dir` since `before`.
 pub fn assert_dir_unchanged(dir: &Path, before: &std::collections::BTreeMap<String, Vec<u8>>, what: &str) {
     let after = dir_snapshot(dir);
