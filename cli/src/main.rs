@@ -1,419 +1,209 @@
 //! The `annals` command: load a log with a synthetic workload; verify, dump
 //! and repair one.
+//!
+//! Each command parses its arguments with clap (validated and bounded before
+//! anything is allocated), reports through a typed struct that is printed as
+//! text or, with `--json`, serialized, and ends with one of the exit codes in
+//! [`failure`].
 
-use std::collections::VecDeque;
-use std::fs::OpenOptions;
-use std::io::Write;
+mod dump;
+mod failure;
+mod latency;
+mod load;
+mod output;
+mod repair;
+mod verify;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use annals::inspect::{Damage, IntactScan, scan_intact};
-use annals::{Durability, Expectation, LogReader, Lsn, Options, display_stream};
-use parking_lot::Mutex;
+use clap::{Args, Parser, Subcommand, ValueEnum, value_parser};
+use serde::Serialize;
 
-const USAGE: &str = "usage:
-  annals load --dir DIR [--streams N] [--records M] [--payload-bytes B] [--concurrency C]
-              [--durability sync|flush|periodic] [--ack-log FILE] [--json]
-  annals verify DIR [--json]
-  annals dump DIR [--stream ID] [--after LSN] [--limit N] [--salvage] [--decode]
-  annals repair DIR --into NEW [--json]";
+use crate::failure::EXIT_CODES_HELP;
+
+/// The most streams `load` spreads its records over. The index keeps about
+/// 116 bytes per stream, so a million take about 116 MB.
+const STREAMS_MAX: u64 = 1_000_000;
+
+/// The largest payload `load` writes: the log's default record limit (16 MiB
+/// of frame body) less 1 KiB, which holds the operation header and the
+/// stream id with room to spare.
+const PAYLOAD_BYTES_MAX: u64 = (16 << 20) - 1024;
+
+/// The most appenders `load` runs at once: the log's request queue holds
+/// 4,096 (`Options::queue_requests_max`), so more would only wait.
+const CONCURRENCY_MAX: u64 = 4096;
+
+/// Load, verify, dump and repair an Annals log.
+#[derive(Parser)]
+#[command(name = "annals", version, propagate_version = true, after_help = EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Append a synthetic workload after whatever the log holds, and print
+    /// what was measured
+    #[command(after_help = EXIT_CODES_HELP)]
+    Load(LoadArgs),
+    /// Check every record of a log without changing or locking anything
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
+    /// Print every record as one JSON object per line, in LSN order
+    #[command(after_help = EXIT_CODES_HELP)]
+    Dump(DumpArgs),
+    /// Copy every intact record of a damaged log into a new log
+    #[command(after_help = EXIT_CODES_HELP)]
+    Repair(RepairArgs),
+}
+
+/// `annals load`.
+#[derive(Args)]
+struct LoadArgs {
+    /// The log's directory, created if it does not exist
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Streams to append to, round-robin (stream-0, stream-1, ...), 1 to 1,000,000
+    #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true, value_parser = value_parser!(u64).range(1..=STREAMS_MAX))]
+    streams: u64,
+    /// Records to append, at least 1 (memory does not grow with it)
+    #[arg(long, value_name = "M", default_value_t = 10_000, allow_negative_numbers = true, value_parser = value_parser!(u64).range(1..))]
+    records: u64,
+    /// Bytes of each payload, 0 to 16,776,192 (16 MiB less 1 KiB for headers)
+    #[arg(long, value_name = "B", default_value_t = 200, allow_negative_numbers = true, value_parser = value_parser!(u64).range(..=PAYLOAD_BYTES_MAX))]
+    payload_bytes: u64,
+    /// Appends in flight at once, 1 to 4,096 (the log queues at most 4,096)
+    #[arg(long, value_name = "C", default_value_t = 1, allow_negative_numbers = true, value_parser = value_parser!(u64).range(1..=CONCURRENCY_MAX))]
+    concurrency: u64,
+    /// When an append is acknowledged
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
+    durability: DurabilityArg,
+    /// Appends `LSN STREAM SEQ` to FILE for every append, once it is acknowledged [default: none]
+    #[arg(long, value_name = "FILE")]
+    ack_log: Option<PathBuf>,
+    /// Prints the summary as one JSON object [default: off]
+    #[arg(long)]
+    json: bool,
+}
+
+/// `Durability`, as `load --durability` names it.
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum DurabilityArg {
+    /// After an fdatasync: survives a power cut
+    Sync,
+    /// Once written to the operating system: survives a crash of the process
+    Flush,
+    /// Once written, synced in the background every 100 ms
+    Periodic,
+}
+
+impl DurabilityArg {
+    fn name(self) -> &'static str {
+        match self {
+            DurabilityArg::Sync => "sync",
+            DurabilityArg::Flush => "flush",
+            DurabilityArg::Periodic => "periodic",
+        }
+    }
+}
+
+impl From<DurabilityArg> for annals::Durability {
+    fn from(arg: DurabilityArg) -> annals::Durability {
+        match arg {
+            DurabilityArg::Sync => annals::Durability::Sync,
+            DurabilityArg::Flush => annals::Durability::Flush,
+            DurabilityArg::Periodic => annals::Durability::Periodic,
+        }
+    }
+}
+
+/// `annals verify`.
+#[derive(Args)]
+struct VerifyArgs {
+    /// The log's directory
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Prints the report as one JSON object [default: off]
+    #[arg(long)]
+    json: bool,
+}
+
+/// `annals dump`.
+#[derive(Args)]
+struct DumpArgs {
+    /// The log's directory
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Prints only the records of stream ID [default: every stream]
+    #[arg(long, value_name = "ID")]
+    stream: Option<String>,
+    /// Prints only records after LSN
+    #[arg(long, value_name = "LSN", default_value_t = 0, allow_negative_numbers = true)]
+    after: u64,
+    /// Prints at most N records [default: no limit]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    limit: Option<u64>,
+    /// Prints every intact record of a damaged log, and the damage on stderr [default: off]
+    #[arg(long)]
+    salvage: bool,
+    /// Shows a typed store's value as JSON (`value`, `schema`) [default: off]
+    #[arg(long)]
+    decode: bool,
+}
+
+/// `annals repair`.
+#[derive(Args)]
+struct RepairArgs {
+    /// The damaged log's directory, only ever read
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// A new directory for the copy, outside DIR (missing or empty)
+    #[arg(long, value_name = "NEW")]
+    into: PathBuf,
+    /// Prints the report as one JSON object [default: off]
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("load") => load(&args[1..]),
-        Some("verify") => verify(&args[1..]),
-        Some("dump") => dump(&args[1..]),
-        Some("repair") => repair(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => Err(format!("expected a command\n{USAGE}")),
+    let cli = Cli::parse(); // a usage error exits 2 here, --help and --version 0
+    let outcome = match cli.command {
+        Command::Load(args) => load::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Dump(args) => dump::run(&args),
+        Command::Repair(args) => repair::run(&args),
     };
-    match result {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("annals: {message}");
-            ExitCode::from(2)
+    match outcome {
+        Ok(outcome) => outcome.exit_code(),
+        Err(failure) => {
+            eprintln!("annals: error: {failure}");
+            failure.exit_code()
         }
     }
 }
 
-/// Command-line flags after the command: `--name value` pairs, `--flag`s and positionals.
-struct Flags {
-    values: Vec<(String, Option<String>)>,
-    positionals: Vec<String>,
-}
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
 
-impl Flags {
-    fn parse(args: &[String], switches: &[&str], valued: &[&str]) -> Result<Flags, String> {
-        let mut flags = Flags { values: Vec::new(), positionals: Vec::new() };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            if switches.contains(&arg.as_str()) {
-                flags.values.push((arg.clone(), None));
-            } else if valued.contains(&arg.as_str()) {
-                let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-                flags.values.push((arg.clone(), Some(value.clone())));
-            } else if arg.starts_with("--") {
-                return Err(format!("unknown option {arg}\n{USAGE}"));
-            } else {
-                flags.positionals.push(arg.clone());
-            }
-        }
-        Ok(flags)
+    use super::*;
+
+    /// clap's own checks of the definitions (conflicting names, bad defaults).
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.values.iter().any(|(n, _)| n == name)
+    /// A payload of the largest size fits a record of the default limit with
+    /// the longest stream id `load` makes.
+    #[test]
+    fn the_largest_payload_fits_a_default_record() {
+        let longest_stream = format!("stream-{}", STREAMS_MAX - 1).len();
+        let body = PAYLOAD_BYTES_MAX as usize + annals::frame::OP_HEADER_BYTES + longest_stream;
+        assert!(body <= annals::Options::default().record_bytes_max);
     }
-
-    fn value(&self, name: &str) -> Option<&str> {
-        self.values.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
-    }
-
-    fn number(&self, name: &str, default: u64) -> Result<u64, String> {
-        match self.value(name) {
-            None => Ok(default),
-            Some(text) => text.parse().map_err(|_| format!("{name} takes a whole number, not {text:?}")),
-        }
-    }
-
-    fn dir(&self, flag: Option<&str>) -> Result<PathBuf, String> {
-        let dir = match flag {
-            Some(flag) => self.value(flag),
-            None => self.positionals.first().map(String::as_str),
-        };
-        dir.map(PathBuf::from).ok_or_else(|| format!("a log directory is required\n{USAGE}"))
-    }
-}
-
-fn load(args: &[String]) -> Result<ExitCode, String> {
-    let valued = ["--dir", "--streams", "--records", "--payload-bytes", "--concurrency", "--durability", "--ack-log"];
-    let flags = Flags::parse(args, &["--json"], &valued)?;
-    let dir = flags.dir(Some("--dir"))?;
-    let streams = flags.number("--streams", 100)?.max(1);
-    let records = flags.number("--records", 10_000)?;
-    let payload_bytes = usize::try_from(flags.number("--payload-bytes", 200)?).map_err(|e| e.to_string())?;
-    let concurrency = flags.number("--concurrency", 1)?.max(1);
-    let durability = match flags.value("--durability").unwrap_or("sync") {
-        "sync" => Durability::Sync,
-        "flush" => Durability::Flush,
-        "periodic" => Durability::Periodic,
-        other => {
-            return Err(format!("--durability takes sync, flush or periodic, not {other:?}"));
-        }
-    };
-    let ack_log = match flags.value("--ack-log") {
-        Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{path}: {e}"))?;
-            Some(Arc::new(Mutex::new(file)))
-        }
-        None => None,
-    };
-    let log = annals::Log::open(&dir, Options { durability, ..Options::default() }).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let payload = bytes::Bytes::from(pseudo_random_bytes(payload_bytes));
-    let started = Instant::now();
-    let latencies = runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for task in 0..concurrency {
-            let (log, payload, ack_log) = (log.clone(), payload.clone(), ack_log.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut k = task;
-                while k < records {
-                    let stream = format!("stream-{}", k % streams);
-                    let begun = Instant::now();
-                    let appended = log.append(&stream, Expectation::Any, payload.clone()).await?;
-                    latencies.push(begun.elapsed());
-                    if let Some(ack_log) = &ack_log {
-                        let line = format!("{} {} {}\n", appended.lsn, stream, appended.seq);
-                        ack_log
-                            .lock()
-                            .write_all(line.as_bytes())
-                            .map_err(|e| annals::Error::InvalidArgument(e.to_string()))?;
-                    }
-                    k += concurrency;
-                }
-                Ok::<_, annals::Error>(latencies)
-            }));
-        }
-        let mut all = Vec::new();
-        for task in tasks {
-            all.extend(task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
-        }
-        Ok::<_, String>(all)
-    })?;
-    let seconds = started.elapsed().as_secs_f64();
-    log.close().wait().map_err(|e| e.to_string())?;
-    print_load(&flags, latencies, seconds);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_load(flags: &Flags, mut latencies: Vec<Duration>, seconds: f64) {
-    latencies.sort();
-    let percentile = |p: f64| -> u64 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
-        u64::try_from(latencies[rank - 1].as_micros()).unwrap_or(u64::MAX)
-    };
-    let records = latencies.len();
-    let rate = if seconds > 0.0 { records as f64 / seconds } else { 0.0 };
-    let (p50, p99) = (percentile(0.50), percentile(0.99));
-    if flags.has("--json") {
-        let out = serde_json::json!({
-            "records": records, "seconds": seconds, "appends_per_sec": rate, "p50_us": p50, "p99_us": p99,
-        });
-        println!("{out}");
-    } else {
-        println!("records {records}\nseconds {seconds:.3}\nappends/s {rate:.0}\np50 {p50} us\np99 {p99} us");
-    }
-}
-
-/// Incompressible bytes from a fixed xorshift sequence.
-fn pseudo_random_bytes(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
-}
-
-fn verify(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags::parse(args, &["--json"], &[])?;
-    let dir = flags.dir(None)?;
-    let reader = LogReader::open(&dir).map_err(|e| e.to_string())?;
-    let report = reader.report();
-    let mut problems = Vec::new();
-    if let Some(torn) = &report.torn_tail {
-        problems.push(serde_json::json!({
-            "kind": "torn_tail", "file": torn.file, "offset": torn.offset, "bytes": torn.bytes,
-            "what": format!("torn tail from lsn {} ({}); open would cut it", torn.from_lsn, torn.reason),
-        }));
-    }
-    for problem in reader.problems() {
-        problems.push(serde_json::json!({
-            "kind": "corruption", "file": problem.file, "offset": problem.offset, "what": problem.kind.to_string(),
-        }));
-    }
-    let corrupt = !reader.problems().is_empty();
-    // Under damage, count what is actually readable: every intact frame,
-    // past the damage too.
-    let (records, streams, last_lsn, damage) = if corrupt {
-        let scan = scan_intact(&annals::fs::RealFs, &dir, |_, _, _| {}).map_err(|e| e.to_string())?;
-        (scan.records, scan.streams, scan.last_lsn, scan.damage)
-    } else {
-        (report.records, reader.stream_count(), reader.last_lsn(), Vec::new())
-    };
-    if flags.has("--json") {
-        let out = serde_json::json!({
-            "segments": report.segments, "streams": streams, "records": records,
-            "bytes": report.bytes, "last_lsn": last_lsn, "format_version": report.format_version,
-            "problems": problems, "damage": damage, "index": reader.index_stats(),
-        });
-        println!("{out}");
-    } else {
-        let readable = if corrupt { "intact " } else { "" };
-        println!(
-            "segments {}\n{readable}streams {streams}\n{readable}records {records}\nbytes {}\nlast lsn {last_lsn}\nformat version {}",
-            report.segments, report.bytes, report.format_version
-        );
-        let index = reader.index_stats();
-        let index_bytes = index.entry_bytes + index.stream_overhead_bytes + index.checkpoint_bytes;
-        println!(
-            "index {index_bytes} bytes for {} entries in {} streams (stream ids {} bytes more)",
-            index.entries, index.streams, index.stream_id_bytes
-        );
-        for problem in &problems {
-            println!(
-                "{} in {} at offset {}: {}",
-                problem["kind"].as_str().unwrap_or(""),
-                problem["file"].as_str().unwrap_or(""),
-                problem["offset"],
-                problem["what"].as_str().unwrap_or("")
-            );
-        }
-        for Damage { file, offset, bytes, what } in &damage {
-            println!("damaged {bytes} bytes in {} at offset {offset}: {what}", file.display());
-        }
-        if corrupt {
-            println!("corrupt: `annals repair {} --into NEW` copies every intact record out", dir.display());
-        } else {
-            println!("clean");
-        }
-    }
-    Ok(if corrupt { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-fn dump(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags::parse(args, &["--salvage", "--decode"], &["--stream", "--after", "--limit"])?;
-    let decode = flags.has("--decode");
-    let dir = flags.dir(None)?;
-    let mut after = Lsn(flags.number("--after", 0)?);
-    let mut remaining = flags.number("--limit", u64::MAX)?;
-    let stream = flags.value("--stream").map(str::as_bytes);
-    if flags.has("--salvage") {
-        return dump_salvage(&dir, after, remaining, stream, decode);
-    }
-    let reader = LogReader::open(&dir).map_err(|e| e.to_string())?;
-    if let Some(problem) = reader.problems().first() {
-        return Err(format!(
-            "{problem}; run `annals verify` for every problem, or `annals dump --salvage` for the intact records"
-        ));
-    }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut page: VecDeque<annals::Record> = VecDeque::new();
-    while remaining > 0 {
-        if page.is_empty() {
-            page.extend(reader.read_all(after, 1024).map_err(|e| e.to_string())?);
-            if page.is_empty() {
-                break;
-            }
-        }
-        let record = page.pop_front().expect("page is not empty");
-        after = record.lsn;
-        if stream.is_some_and(|s| s != record.stream.as_ref()) {
-            continue;
-        }
-        let line = record_line(record.lsn, &record.stream, record.seq, record.kind, &record.payload, decode);
-        if writeln!(out, "{line}").is_err() {
-            break; // the reader went away (a closed pipe)
-        }
-        remaining -= 1;
-    }
-    let _ = out.flush();
-    Ok(ExitCode::SUCCESS)
-}
-
-fn record_line(
-    lsn: Lsn,
-    stream: &[u8],
-    seq: annals::StreamSeq,
-    kind: annals::RecordKind,
-    payload: &[u8],
-    decode: bool,
-) -> serde_json::Value {
-    let mut line = serde_json::json!({
-        "lsn": lsn, "stream": display_stream(stream), "seq": seq, "kind": kind.name(), "len": payload.len(),
-    });
-    if decode {
-        // A typed store's value (MessagePack behind the stores' envelope) as
-        // JSON; anything else is shown as not decoded.
-        let decoded = annals::stores::codec::split_envelope(payload)
-            .and_then(|(schema, body)| Some((schema, rmp_serde::from_slice::<serde_json::Value>(body).ok()?)));
-        match decoded {
-            Some((schema, value)) => {
-                line["schema"] = schema.into();
-                line["value"] = value;
-            }
-            None => line["value"] = serde_json::Value::Null,
-        }
-    }
-    line
-}
-
-/// `dump --salvage`: every intact record, past damage, with the damage on stderr.
-fn dump_salvage(
-    dir: &std::path::Path,
-    after: Lsn,
-    limit: u64,
-    stream: Option<&[u8]>,
-    decode: bool,
-) -> Result<ExitCode, String> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut remaining = limit;
-    let scan = scan_intact(&annals::fs::RealFs, dir, |_, _, frame| {
-        for op in frame.ops() {
-            if remaining == 0 || op.lsn <= after || stream.is_some_and(|s| s != op.stream) {
-                continue;
-            }
-            let line = record_line(op.lsn, op.stream, op.seq, op.kind, op.payload, decode);
-            if writeln!(out, "{line}").is_err() {
-                remaining = 0; // the reader went away (a closed pipe)
-                return;
-            }
-            remaining -= 1;
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    let _ = out.flush();
-    warn_damage(&scan);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn warn_damage(scan: &IntactScan) {
-    if scan.damage.is_empty() {
-        return;
-    }
-    eprintln!("annals: warning: the log is damaged; only intact records were read");
-    for Damage { file, offset, bytes, what } in &scan.damage {
-        eprintln!("annals: damaged {bytes} bytes in {} at offset {offset}: {what}", file.display());
-    }
-}
-
-fn repair(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags::parse(args, &["--json"], &["--into"])?;
-    let from = flags.dir(None)?;
-    let into = flags.dir(Some("--into"))?;
-    if inside(&into, &from) {
-        return Err(format!(
-            "repair never modifies the source: --into must be outside {}, not {}",
-            from.display(),
-            into.display()
-        ));
-    }
-    let report = annals::inspect::repair(&from, &into, Options::default()).map_err(|e| e.to_string())?;
-    if flags.has("--json") {
-        println!("{}", serde_json::to_value(&report).map_err(|e| e.to_string())?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("copied {} records into {}", report.records_copied, into.display());
-    for Damage { file, offset, bytes, what } in &report.scan.damage {
-        println!("dropped {bytes} damaged bytes in {} at offset {offset}: {what}", file.display());
-    }
-    for dropped in &report.records_dropped {
-        println!(
-            "dropped the record at lsn {} ({} at offset {}): {}",
-            dropped.lsn,
-            dropped.file.display(),
-            dropped.offset,
-            dropped.why
-        );
-    }
-    if report.scan.damage.is_empty() && report.records_dropped.is_empty() {
-        println!("nothing was damaged; the copy is complete");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Whether `path` is `dir` or inside it, however either is spelled (`path`
-/// need not exist yet: its nearest existing ancestor is resolved).
-fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else { return false };
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    while existing.canonicalize().is_err() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
-            }
-            _ => return false,
-        }
-    }
-    let mut resolved = existing.canonicalize().unwrap_or(existing);
-    resolved.extend(rest.iter().rev());
-    resolved.starts_with(&dir)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use annals::{Expectation, Log, LogReader, Lsn, Options, Record};
-use support::{Writable, chmod, dump_line_of, dump_lines, path, run_annals, run_annals_as_nobody, text};
+use support::{EXIT_RUNTIME, Writable, chmod, dump_line_of, dump_lines, path, run_annals, run_annals_as_nobody, text};
 
 fn all_records(log: &Log) -> Vec<Record> {
     log.read_all(Lsn::ZERO, usize::MAX).unwrap()
@@ -134,7 +134,8 @@ fn inspection_of_a_read_only_directory_changes_nothing() {
 }
 
 /// Issue 9, case 7, for the command: `annals verify` of an empty directory
-/// printed "clean". Both commands exit 2 saying "not an Annals log".
+/// printed "clean". Both commands fail (exit 3, a runtime failure) saying
+/// "not an Annals log".
 #[test]
 fn annals_verify_and_dump_of_a_directory_without_a_log_say_not_an_annals_log() {
     let empty = tempfile::tempdir().unwrap();
@@ -144,7 +145,7 @@ fn annals_verify_and_dump_of_a_directory_without_a_log_say_not_an_annals_log() {
         let before = common::dir_snapshot(dir);
         for command in ["verify", "dump"] {
             let out = run_annals(&[command, path(dir)]);
-            assert_eq!(out.status.code(), Some(2), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
+            assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
             assert!(text(&out.stderr).contains("not an Annals log"), "{command}: {}", text(&out.stderr));
             assert!(!text(&out.stdout).contains("clean"), "{command}: {}", text(&out.stdout));
         }

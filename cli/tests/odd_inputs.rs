@@ -10,7 +10,9 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use annals::{Error, Log, Lsn, Options, Record};
-use support::{chmod, dump_lines, is_root, path, run_annals, run_annals_as_nobody, stderr_of};
+use support::{
+    EXIT_RUNTIME, EXIT_USAGE, chmod, dump_lines, is_root, path, run_annals, run_annals_as_nobody, stderr_of,
+};
 
 const STATE_FILE: &str = "annals.state";
 
@@ -43,7 +45,7 @@ fn verify_and_dump_on_a_file_a_missing_path_and_an_empty_directory_fail_clearly(
             args.insert(1, path(target));
             let out = run_annals(&args);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(out.status.code(), Some(2), "{args:?}: stdout {stdout} stderr {}", stderr_of(&out));
+            assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "{args:?}: stdout {stdout} stderr {}", stderr_of(&out));
             assert!(!stdout.contains("clean"), "{args:?}: {stdout}");
             assert!(!stderr_of(&out).is_empty(), "{args:?}: no message");
         }
@@ -73,7 +75,7 @@ fn absurd_flags_are_refused_with_exit_2_and_change_nothing() {
     ];
     for args in cases {
         let out = run_annals(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+        assert_eq!(out.status.code(), Some(EXIT_USAGE), "{args:?}: {}", stderr_of(&out));
     }
     // Extreme but valid values.
     let out = run_annals(&["dump", d, "--after", "18446744073709551615", "--limit", "0"]);
@@ -83,7 +85,7 @@ fn absurd_flags_are_refused_with_exit_2_and_change_nothing() {
 }
 
 /// A user who may only read: verify and dump work; with no permission to
-/// read the directory they fail with an error (exit 2), never "clean" nor
+/// read the directory they fail with an error (exit 3, a runtime failure), never "clean" nor
 /// "not an Annals log".
 #[test]
 fn verify_and_dump_as_another_user_with_read_only_or_no_permission() {
@@ -114,7 +116,7 @@ fn verify_and_dump_as_another_user_with_read_only_or_no_permission() {
     for args in [&["verify", path(&dir)][..], &["dump", path(&dir)][..], &["dump", path(&dir), "--salvage"][..]] {
         let out = run_annals_as_nobody(args).unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout} {}", stderr_of(&out));
+        assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "{args:?}: {stdout} {}", stderr_of(&out));
         assert!(!stdout.contains("clean") && !stderr_of(&out).contains("not an Annals log"), "{args:?}");
     }
     // The state file unreadable, the segments readable.
@@ -133,7 +135,7 @@ fn repair_of_an_empty_directory_fails_and_creates_nothing() {
     std::fs::create_dir(&empty).unwrap();
     let into = parent.path().join("into");
     let out = run_annals(&["repair", path(&empty), "--into", path(&into)]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr_of(&out).contains("not an Annals log"), "{}", stderr_of(&out));
     assert!(!into.exists(), "repair created {}", into.display());
 }
@@ -152,7 +154,7 @@ fn repair_into_the_source_itself_is_refused_however_it_is_spelled() {
     ];
     for into in &spellings {
         let out = run_annals(&["repair", &d, "--into", into]);
-        assert_eq!(out.status.code(), Some(2), "--into {into}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(out.status.code(), Some(EXIT_USAGE), "--into {into}: {}", String::from_utf8_lossy(&out.stdout));
     }
     common::assert_dir_unchanged(dir.path(), &before, "repair into itself");
 }
@@ -163,7 +165,7 @@ fn repair_into_a_non_empty_directory_or_an_existing_log_is_refused() {
     let (other, other_records) = closed_multi_segment_log();
     let before = common::dir_snapshot(other.path());
     let out = run_annals(&["repair", path(dir.path()), "--into", path(other.path())]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{}", String::from_utf8_lossy(&out.stdout));
     common::assert_dir_unchanged(other.path(), &before, "repair into an existing log");
     let log = Log::open(other.path(), common::small_options()).unwrap();
     assert_eq!(all_records(&log), other_records);
@@ -171,7 +173,7 @@ fn repair_into_a_non_empty_directory_or_an_existing_log_is_refused() {
     let junk = tempfile::tempdir().unwrap();
     std::fs::write(junk.path().join("notes.txt"), b"keep me").unwrap();
     let out = run_annals(&["repair", path(dir.path()), "--into", path(junk.path())]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(std::fs::read_dir(junk.path()).unwrap().count(), 1);
 }
 
@@ -203,7 +205,7 @@ fn repair_into_a_file_fails_and_leaves_the_file() {
     let file = parent.path().join("file");
     std::fs::write(&file, b"precious").unwrap();
     let out = run_annals(&["repair", path(dir.path()), "--into", path(&file)]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
 }
 
@@ -232,7 +234,7 @@ fn verify_and_dump_beside_a_live_writer_in_another_process_report_false_corrupti
             continue;
         }
         let out = run_annals(&["verify", path(&dir), "--json"]);
-        if out.status.code() == Some(2) && child.try_wait().unwrap().is_some() {
+        if out.status.code() == Some(EXIT_RUNTIME) && child.try_wait().unwrap().is_some() {
             break;
         }
         let stdout = String::from_utf8_lossy(&out.stdout);

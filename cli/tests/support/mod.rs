@@ -5,6 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The documented exit codes (`annals --help`, the README).
+pub const EXIT_CORRUPTION: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_RUNTIME: i32 = 3;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 /// Runs the `annals` command built by cargo.
 pub fn run_annals(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_annals")).args(args).output().expect("run annals")
