@@ -9,9 +9,9 @@ use annals::inspect::{Damage, scan_intact};
 use annals::{LogReader, Lsn, RecordKind, StreamSeq, display_stream};
 use serde::Serialize;
 
-use crate::DumpArgs;
 use crate::failure::{Failure, Outcome};
 use crate::output::ignore_closed_pipe;
+use crate::{DumpArgs, progress};
 
 /// Records read from the log at a time.
 const PAGE_RECORDS: usize = 1024;
@@ -92,6 +92,8 @@ fn dump_intact_log(dir: &Path, mut selection: Selection<'_>, out: &mut impl Writ
             "{problem}; run `annals verify` for every problem, or `annals dump --salvage` for the intact records"
         )));
     }
+    let first = selection.after;
+    let progress = progress::bar(reader.last_lsn().0.saturating_sub(first.0), "dump");
     let mut page: VecDeque<annals::Record> = VecDeque::new();
     while selection.remaining > 0 {
         if page.is_empty() {
@@ -99,6 +101,7 @@ fn dump_intact_log(dir: &Path, mut selection: Selection<'_>, out: &mut impl Writ
         }
         let Some(record) = page.pop_front() else { break };
         selection.after = record.lsn;
+        progress.set_position(record.lsn.0 - first.0);
         if selection.stream.is_some_and(|stream| stream != record.stream.as_ref()) {
             continue;
         }
@@ -109,14 +112,17 @@ fn dump_intact_log(dir: &Path, mut selection: Selection<'_>, out: &mut impl Writ
         }
         selection.remaining -= 1;
     }
+    progress.finish_and_clear();
     Ok(())
 }
 
 /// `dump --salvage`: every selected intact record, past damage, with the
 /// damage on stderr.
 fn dump_salvage(dir: &Path, mut selection: Selection<'_>, out: &mut impl Write) -> Result<(), Failure> {
+    let progress = progress::spinner(format!("salvaging the intact records of {}", dir.display()));
     let mut failure = None;
     let scan = scan_intact(&annals::fs::RealFs, dir, |_, _, frame| {
+        progress.inc(1);
         for op in frame.ops() {
             if selection.remaining == 0 || op.lsn <= selection.after {
                 continue;
@@ -132,6 +138,7 @@ fn dump_salvage(dir: &Path, mut selection: Selection<'_>, out: &mut impl Write) 
             }
         }
     });
+    progress.finish_and_clear();
     let scan = scan?;
     if let Some(failure) = failure {
         return Err(failure);

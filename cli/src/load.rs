@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use annals::{Expectation, Log, Lsn, Options};
 use bytes::Bytes;
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::failure::{EXIT_INTERRUPTED, Failure, Outcome};
 use crate::latency::Histogram;
 use crate::output::{self, Report};
-use crate::{DurabilityArg, LoadArgs};
+use crate::{DurabilityArg, LoadArgs, progress};
 
 /// What `load` measured.
 #[derive(Serialize)]
@@ -78,6 +79,7 @@ struct Workload {
     /// Set by the first appender that fails, to stop the others.
     failed: AtomicBool,
     ack_log: Option<Mutex<File>>,
+    progress: ProgressBar,
 }
 
 pub fn run(args: &LoadArgs) -> Result<Outcome, Failure> {
@@ -100,10 +102,12 @@ pub fn run(args: &LoadArgs) -> Result<Outcome, Failure> {
         interrupted,
         failed: AtomicBool::new(false),
         ack_log,
+        progress: progress::bar(args.records, "load"),
     });
     let started = Instant::now();
     let appended = runtime.block_on(append_all(&workload, args.concurrency));
     let seconds = started.elapsed().as_secs_f64();
+    workload.progress.finish_and_clear();
     let last_lsn = workload.log.last_lsn();
     let closed = workload.log.close().wait();
     let (latencies, failure) = appended;
@@ -198,6 +202,7 @@ impl Workload {
                 return (latencies, Some(failure));
             }
             latencies.record(begun.elapsed());
+            self.progress.inc(1);
         }
         (latencies, None)
     }

@@ -11,6 +11,7 @@ mod failure;
 mod latency;
 mod load;
 mod output;
+mod progress;
 mod repair;
 mod verify;
 

@@ -8,9 +8,9 @@ use annals::Options;
 use annals::inspect::{Damage, RepairReport};
 use serde::Serialize;
 
-use crate::RepairArgs;
 use crate::failure::{Failure, Outcome};
 use crate::output::{self, Report};
+use crate::{RepairArgs, progress};
 
 /// What `repair` copied and dropped.
 #[derive(Serialize)]
@@ -53,7 +53,10 @@ pub fn run(args: &RepairArgs) -> Result<Outcome, Failure> {
             args.into.display()
         )));
     }
+    let spinner =
+        progress::spinner(format!("copying the intact records of {} into {}", args.dir.display(), args.into.display()));
     let report = annals::inspect::repair(&args.dir, &args.into, Options::default());
+    spinner.finish_and_clear();
     let summary = RepairSummary { from: args.dir.clone(), into: args.into.clone(), report: report? };
     output::print(&summary, args.json)?;
     Ok(Outcome::Done)

@@ -8,9 +8,9 @@ use annals::inspect::{Damage, scan_intact};
 use annals::{IndexStats, LogReader, Lsn};
 use serde::Serialize;
 
-use crate::VerifyArgs;
 use crate::failure::{Failure, Outcome};
 use crate::output::{self, Report};
+use crate::{VerifyArgs, progress};
 
 /// What `verify` found.
 #[derive(Serialize)]
@@ -90,7 +90,10 @@ impl Report for VerifyReport {
 }
 
 pub fn run(args: &VerifyArgs) -> Result<Outcome, Failure> {
-    let report = check(args)?;
+    let spinner = progress::spinner(format!("verifying {}", args.dir.display()));
+    let report = check(args);
+    spinner.finish_and_clear();
+    let report = report?;
     output::print(&report, args.json)?;
     Ok(if report.corrupt() { Outcome::CorruptionFound } else { Outcome::Done })
 }

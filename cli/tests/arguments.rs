@@ -8,6 +8,7 @@
 mod common;
 mod support;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{EXIT_CORRUPTION, EXIT_RUNTIME, EXIT_USAGE, path, run_annals, stderr_of, text};
@@ -216,4 +217,30 @@ fn exit_codes_keep_corruption_usage_and_runtime_failure_apart() {
     assert!(stderr_of(&out).starts_with("annals: error: "), "{}", stderr_of(&out));
     let out = run_annals(&["load", "--dir", path(&sealed), "--records", "1"]);
     assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "a file as the log's directory: {}", stderr_of(&out));
+}
+
+/// indicatif draws only to a terminal: with stderr piped nothing is written
+/// there, while under a pseudo-terminal (`script`) the bar is drawn.
+#[test]
+fn progress_bars_are_drawn_on_a_terminal_and_hidden_when_stderr_is_not_one() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("log");
+    let out = load(&dir, &["--records", "3000", "--durability", "flush"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.stderr.is_empty(), "load wrote to a piped stderr: {}", stderr_of(&out));
+    for args in [&["verify", path(&dir)][..], &["dump", path(&dir)], &["dump", path(&dir), "--salvage"]] {
+        let out = run_annals(args);
+        assert!(out.status.success() && out.stderr.is_empty(), "{args:?} wrote to a piped stderr: {}", stderr_of(&out));
+    }
+    let command = format!(
+        "{} load --dir {} --records 20000 --durability flush >/dev/null",
+        env!("CARGO_BIN_EXE_annals"),
+        path(&dir)
+    );
+    let Ok(out) = Command::new("script").args(["-qfec", &command, "/dev/null"]).stdin(Stdio::null()).output() else {
+        println!("skipped the terminal part: `script` is not available");
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("load ["), "no progress bar on a terminal: {:?}", text(&out.stdout));
 }
