@@ -288,17 +288,10 @@ fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
 
-/// A cleanly closed multi-segment log (8 KiB segments) and its records.
-fn closed_multi_segment_log() -> (tempfile::TempDir, Vec<Record>) {
-    let dir = tempfile::tempdir().unwrap();
-    let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
-    (dir, records)
-}
-
 #[test]
 fn one_damaged_state_slot_after_a_clean_close_still_catches_a_damaged_tail() {
     for slot in 0..2usize {
-        let (dir, records) = closed_multi_segment_log();
+        let (dir, records) = common::closed_multi_segment_log();
         let mut state = std::fs::read(state_path(dir.path())).unwrap();
         state[slot * 512 + 70] ^= 0xFF;
         std::fs::write(state_path(dir.path()), &state).unwrap();
@@ -328,7 +321,7 @@ fn one_damaged_state_slot_after_a_clean_close_still_catches_a_damaged_tail() {
 
 #[test]
 fn both_state_slots_damaged_is_corruption_and_salvage_keeps_every_record() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let mut state = std::fs::read(state_path(dir.path())).unwrap();
     state[70] ^= 1;
     state[512 + 70] ^= 1;
@@ -343,7 +336,7 @@ fn both_state_slots_damaged_is_corruption_and_salvage_keeps_every_record() {
 
 #[test]
 fn swapped_state_slots_are_read_by_generation() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let mut state = std::fs::read(state_path(dir.path())).unwrap();
     let (a, b) = state.split_at_mut(512);
     a.swap_with_slice(b);
@@ -375,7 +368,7 @@ fn an_older_state_file_restored_opens_with_every_record() {
 /// Two cleanly closed logs; the state file of the second copied over the
 /// first's. Returns the first log's directory and records.
 fn log_with_a_foreign_state_file() -> (tempfile::TempDir, Vec<Record>, tempfile::TempDir) {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let other = tempfile::tempdir().unwrap();
     common::write_closed_log(other.path(), common::small_options(), 10, 300);
     std::fs::copy(state_path(other.path()), state_path(dir.path())).unwrap();
@@ -510,7 +503,7 @@ fn options_that_change_between_crashed_runs_keep_every_synced_record() {
 /// closed log: corruption, and salvage keeps every record of the log.
 #[test]
 fn a_foreign_segment_named_like_the_next_one_is_corruption_and_salvage_keeps_every_record() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let other = tempfile::tempdir().unwrap();
     common::write_closed_log(other.path(), common::small_options(), 5, 300);
     let stray = dir.path().join(format!("{:020}.seg", records.last().unwrap().lsn.0 + 1));
@@ -527,7 +520,7 @@ fn a_foreign_segment_named_like_the_next_one_is_corruption_and_salvage_keeps_eve
 /// the next segment would have: its header names another first LSN.
 #[test]
 fn an_old_copy_of_a_segment_named_like_the_next_one_is_corruption() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let stray = dir.path().join(format!("{:020}.seg", records.last().unwrap().lsn.0 + 1));
     std::fs::copy(common::segment_files(dir.path()).remove(0), &stray).unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));

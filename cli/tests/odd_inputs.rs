@@ -7,8 +7,6 @@
 mod common;
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use annals::{Error, Log, Lsn, Options, Record};
 use support::{
     EXIT_RUNTIME, EXIT_USAGE, chmod, dump_lines, is_root, path, run_annals, run_annals_as_nobody, stderr_of,
@@ -18,17 +16,6 @@ const STATE_FILE: &str = "annals.state";
 
 fn all_records(log: &Log) -> Vec<Record> {
     log.read_all(Lsn::ZERO, usize::MAX).unwrap()
-}
-
-fn state_path(dir: &Path) -> PathBuf {
-    dir.join(STATE_FILE)
-}
-
-/// A cleanly closed multi-segment log (8 KiB segments) and its records.
-fn closed_multi_segment_log() -> (tempfile::TempDir, Vec<Record>) {
-    let dir = tempfile::tempdir().unwrap();
-    let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
-    (dir, records)
 }
 
 #[test]
@@ -59,7 +46,7 @@ fn verify_and_dump_on_a_file_a_missing_path_and_an_empty_directory_fail_clearly(
 
 #[test]
 fn absurd_flags_are_refused_with_exit_2_and_change_nothing() {
-    let (dir, _records) = closed_multi_segment_log();
+    let (dir, _records) = common::closed_multi_segment_log();
     let before = common::dir_snapshot(dir.path());
     let d = path(dir.path());
     let cases: Vec<Vec<&str>> = vec![
@@ -121,7 +108,7 @@ fn verify_and_dump_as_another_user_with_read_only_or_no_permission() {
     }
     // The state file unreadable, the segments readable.
     chmod(&dir, 0o755);
-    chmod(&state_path(&dir), 0o000);
+    chmod(&dir.join(STATE_FILE), 0o000);
     let out = run_annals_as_nobody(&["verify", path(&dir)]).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && !stdout.contains("clean"), "{stdout} {}", stderr_of(&out));
@@ -143,7 +130,7 @@ fn repair_of_an_empty_directory_fails_and_creates_nothing() {
 /// `--into` naming the source, spelled in other ways: refused, the source unchanged.
 #[test]
 fn repair_into_the_source_itself_is_refused_however_it_is_spelled() {
-    let (dir, _records) = closed_multi_segment_log();
+    let (dir, _records) = common::closed_multi_segment_log();
     let before = common::dir_snapshot(dir.path());
     let d = path(dir.path()).to_owned();
     let spellings = [
@@ -161,8 +148,8 @@ fn repair_into_the_source_itself_is_refused_however_it_is_spelled() {
 
 #[test]
 fn repair_into_a_non_empty_directory_or_an_existing_log_is_refused() {
-    let (dir, _records) = closed_multi_segment_log();
-    let (other, other_records) = closed_multi_segment_log();
+    let (dir, _records) = common::closed_multi_segment_log();
+    let (other, other_records) = common::closed_multi_segment_log();
     let before = common::dir_snapshot(other.path());
     let out = run_annals(&["repair", path(dir.path()), "--into", path(other.path())]);
     assert_eq!(out.status.code(), Some(EXIT_USAGE), "{}", String::from_utf8_lossy(&out.stdout));
@@ -181,7 +168,7 @@ fn repair_into_a_non_empty_directory_or_an_existing_log_is_refused() {
 /// source", yet it creates the copy's directory in it.
 #[test]
 fn repair_into_a_directory_inside_the_source_modifies_the_source() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let into = dir.path().join("copy");
     let out = run_annals(&["repair", path(dir.path()), "--into", path(&into)]);
     let created = into.exists();
@@ -200,7 +187,7 @@ fn repair_into_a_directory_inside_the_source_modifies_the_source() {
 /// A file given as `--into`.
 #[test]
 fn repair_into_a_file_fails_and_leaves_the_file() {
-    let (dir, _records) = closed_multi_segment_log();
+    let (dir, _records) = common::closed_multi_segment_log();
     let parent = tempfile::tempdir().unwrap();
     let file = parent.path().join("file");
     std::fs::write(&file, b"precious").unwrap();

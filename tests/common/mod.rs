@@ -215,6 +215,14 @@ pub fn write_closed_log(dir: &Path, options: Options, count: u64, payload_len: u
     records
 }
 
+/// A cleanly closed log over several 8 KiB segments (80 records of 300
+/// bytes) in a new temporary directory, and its records.
+pub fn closed_multi_segment_log() -> (tempfile::TempDir, Vec<annals::Record>) {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_closed_log(dir.path(), small_options(), 80, 300);
+    (dir, records)
+}
+
 /// Where a record's payload ends in the log's segment files: the file and
 /// the offset just past it (a record's frame ends with its payload).
 pub fn payload_end(dir: &Path, payload: &[u8]) -> Option<(PathBuf, usize)> {
