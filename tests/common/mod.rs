@@ -215,6 +215,14 @@ pub fn write_closed_log(dir: &Path, options: Options, count: u64, payload_len: u
     records
 }
 
+/// A cleanly closed log over several 8 KiB segments (80 records of 300
+/// bytes) in a new temporary directory, and its records.
+pub fn closed_multi_segment_log() -> (tempfile::TempDir, Vec<annals::Record>) {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_closed_log(dir.path(), small_options(), 80, 300);
+    (dir, records)
+}
+
 /// Where a record's payload ends in the log's segment files: the file and
 /// the offset just past it (a record's frame ends with its payload).
 pub fn payload_end(dir: &Path, payload: &[u8]) -> Option<(PathBuf, usize)> {
@@ -272,27 +280,6 @@ pub fn damage_written_tail(segment: &Path, garbage: bool) -> usize {
     }
     std::fs::write(segment, bytes).unwrap();
     start
-}
-
-/// Runs the `annals` command built by cargo.
-pub fn run_annals(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_annals")).args(args).output().expect("run annals")
-}
-
-/// The JSON lines `annals dump` printed.
-pub fn dump_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-/// A record as `annals dump` prints it.
-pub fn dump_line_of(record: &annals::Record) -> serde_json::Value {
-    serde_json::json!({
-        "lsn": record.lsn, "stream": annals::display_stream(&record.stream), "seq": record.seq,
-        "kind": record.kind.name(), "len": record.payload.len(),
-    })
 }
 
 /// Panics naming every file added, removed or changed in `dir` since `before`.
