@@ -53,8 +53,9 @@ pub enum OpKind {
     Clear(Expectation),
     /// Prune the stream's entries before this sequence (at most its next
     /// one) and the snapshots the [`PruneSnapshots`] names, if the stream
-    /// meets the expectation.
-    Prune(StreamSeq, PruneSnapshots, Expectation),
+    /// meets the expectation and (when given) is still the incarnation
+    /// whose first record since its last clear is at this LSN.
+    Prune(StreamSeq, PruneSnapshots, Expectation, Option<Lsn>),
     /// Start a stream that has no state at this sequence: its history
     /// before it is gone (`annals repair` copying a compacted log).
     Base(StreamSeq),
@@ -662,7 +663,7 @@ impl Writer {
                 actual: StreamSeq(next),
             };
             let seq = match op.kind {
-                OpKind::Entry(expected) | OpKind::Clear(expected) | OpKind::Prune(_, _, expected)
+                OpKind::Entry(expected) | OpKind::Clear(expected) | OpKind::Prune(_, _, expected, _)
                     if !expected.holds(StreamSeq(next)) =>
                 {
                     return Err(conflict(expected));
@@ -675,7 +676,12 @@ impl Writer {
                         next_seq: StreamSeq(next),
                     });
                 }
-                OpKind::Prune(seq, _, _) if seq.0 > next => {
+                // Decided on another incarnation of the stream (it was
+                // cleared and refilled since): a conflict, nothing written.
+                OpKind::Prune(_, _, expected, Some(since)) if !cursor.exists || cursor.since != since => {
+                    return Err(conflict(expected));
+                }
+                OpKind::Prune(seq, _, _, _) if seq.0 > next => {
                     return Err(Error::PruneOutOfRange {
                         stream: display_stream(&op.stream),
                         seq,
@@ -683,14 +689,14 @@ impl Writer {
                     });
                 }
                 OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
-                OpKind::Snapshot(seq) | OpKind::Prune(seq, _, _) | OpKind::Base(seq) => seq,
+                OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
             };
             let lsn = Lsn(self.next_lsn.0 + seqs.len() as u64);
             // A prune reaches no further than itself: snapshots written
             // after it are not its business.
             let snapshots_before = match op.kind {
-                OpKind::Prune(_, PruneSnapshots::Before(before), _) => before.min(lsn),
-                OpKind::Prune(_, PruneSnapshots::AllButLatest, _) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
+                OpKind::Prune(_, PruneSnapshots::Before(before), ..) => before.min(lsn),
+                OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
                 _ => Lsn(0),
             };
             let after = cursor

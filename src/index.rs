@@ -119,12 +119,15 @@ pub struct StreamCursor {
     pub latest_snapshot: Option<Lsn>,
     /// Whether the stream has any state (a base needs none).
     pub exists: bool,
+    /// The LSN of the stream's first record since its last clear: which
+    /// incarnation of the stream this is.
+    pub since: Lsn,
 }
 
 impl StreamCursor {
     /// A stream with no state.
     pub const EMPTY: StreamCursor =
-        StreamCursor { next: 0, snapshot_floor: None, latest_snapshot: None, exists: false };
+        StreamCursor { next: 0, snapshot_floor: None, latest_snapshot: None, exists: false, since: Lsn(0) };
 
     /// The state after one operation at `lsn`, or what is wrong with it.
     /// `snapshots_before` is a prune's payload (ignored for other kinds).
@@ -138,7 +141,8 @@ impl StreamCursor {
         let next = self.next;
         match kind {
             RecordKind::Entry if seq.0 != next => Err(format!("entry at sequence {seq} where {next} was next")),
-            RecordKind::Entry => Ok(StreamCursor { next: next + 1, exists: true, ..self }),
+            RecordKind::Entry if !self.exists => Ok(StreamCursor { next: next + 1, exists: true, since: lsn, ..self }),
+            RecordKind::Entry => Ok(StreamCursor { next: next + 1, ..self }),
             RecordKind::Snapshot if seq.0 >= next || self.snapshot_floor.is_some_and(|s| s > seq) => {
                 Err(format!("snapshot through sequence {seq} out of range"))
             }
@@ -156,7 +160,7 @@ impl StreamCursor {
             }
             RecordKind::Prune => Ok(self),
             RecordKind::Base if self.exists => Err(format!("a stream base at sequence {seq} in a stream with history")),
-            RecordKind::Base => Ok(StreamCursor { next: seq.0, exists: true, ..StreamCursor::EMPTY }),
+            RecordKind::Base => Ok(StreamCursor { next: seq.0, exists: true, since: lsn, ..StreamCursor::EMPTY }),
         }
     }
 }
@@ -324,6 +328,8 @@ pub struct StreamRead {
     pub snapshot: Option<Record>,
     /// Entries after the snapshot (all live entries if there is none), in order.
     pub entries: Vec<Record>,
+    /// The sequence the stream's next entry gets, as of the same read.
+    pub next_seq: StreamSeq,
 }
 
 /// The operation at `offset` of `bytes` (a segment, or its part from some
@@ -385,6 +391,8 @@ pub struct Index {
     /// Whether the last frame applied was a clean-close marker.
     ends_with_marker: bool,
     records: u64,
+    /// Prunes and bases applied: the log uses retention records.
+    retention_records: u64,
     /// The highest frame timestamp applied.
     last_timestamp_ms: u64,
 }
@@ -440,6 +448,12 @@ impl Index {
         self.records
     }
 
+    /// Prunes and bases in the log: if any, its state file must say that
+    /// it uses retention records.
+    pub fn retention_records(&self) -> u64 {
+        self.retention_records
+    }
+
     /// The segments, oldest first.
     pub fn segments(&self) -> &[SegmentEntry] {
         &self.segments
@@ -457,6 +471,7 @@ impl Index {
             snapshot_floor: state.snapshots.last().map(|s| s.seq),
             latest_snapshot: state.snapshots.last().map(|s| s.lsn),
             exists: true,
+            since: state.since,
         })
     }
 
@@ -601,6 +616,7 @@ impl Index {
                     }
                 }
                 RecordKind::Prune => {
+                    self.retention_records += 1;
                     let Some(state) = self.streams.get_mut(op.stream) else { continue };
                     let before = op.seq.0.min(state.start + state.entries.len() as u64);
                     let mut dead = Vec::new();
@@ -617,6 +633,7 @@ impl Index {
                     self.forget(dead.into_iter());
                 }
                 RecordKind::Base => {
+                    self.retention_records += 1;
                     self.streams.insert(Box::from(op.stream), StreamState::new(op.lsn, op.seq.0));
                 }
                 RecordKind::Entry | RecordKind::Snapshot => {
@@ -726,7 +743,7 @@ impl Index {
         };
         let from = snapshot.as_ref().map_or(state.start, |s| (s.seq.0 + 1).max(state.start));
         let entries = self.read_entries(stream, state, StreamSeq(from))?;
-        Ok(StreamRead { snapshot, entries })
+        Ok(StreamRead { snapshot, entries, next_seq: state.next_seq() })
     }
 
     /// Live entries of a stream from `from` on, snapshots aside.
@@ -827,9 +844,13 @@ impl Index {
         Ok(seen)
     }
 
-    /// The first live entry of `stream` whose frame was written at or after
-    /// `timestamp_ms` (the log's clock never goes back, so this is a binary
-    /// search), or the stream's next sequence if there is none.
+    /// The first live entry of `stream`, from its start, whose frame was
+    /// written at or after `timestamp_ms`, or the stream's next sequence if
+    /// there is none: every entry before it is older. A scan, not a binary
+    /// search: a log written before the writer's clock was made
+    /// non-decreasing may hold a newer entry before an older one, and an
+    /// entry written at or after the time must never be pruned. It reads
+    /// one frame header per entry it passes, which are the ones pruned.
     ///
     /// # Errors
     /// [`Error::Corruption`] if a record no longer matches the index.
@@ -837,18 +858,13 @@ impl Index {
         let Some(state) = self.streams.get(stream) else {
             return Ok(None);
         };
-        let (mut low, mut high) = (0, state.entries.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            let seq = StreamSeq(state.start + middle as u64);
-            let at = self.with_op(state.entries[middle], RecordKind::Entry, stream, seq, |op| op.timestamp_ms)?;
-            if at < timestamp_ms {
-                low = middle + 1;
-            } else {
-                high = middle;
+        for (i, loc) in state.entries.iter().enumerate() {
+            let seq = StreamSeq(state.start + i as u64);
+            if self.with_op(*loc, RecordKind::Entry, stream, seq, |op| op.timestamp_ms)? >= timestamp_ms {
+                return Ok(Some(seq));
             }
         }
-        Ok(Some(StreamSeq(state.start + low as u64)))
+        Ok(Some(state.next_seq()))
     }
 
     /// Whether an operation of the log is live: an entry or a snapshot that

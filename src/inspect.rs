@@ -257,7 +257,9 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
         let len = batch.len() as u64;
         match log.commit(batch).wait() {
             Ok(_) => report.records_copied += len,
-            Err(error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. })) => {
+            Err(
+                error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }),
+            ) => {
                 report.records_dropped.push(DroppedRecord { file, offset: offset as u64, lsn, why: error.to_string() });
             }
             Err(error) => return Err(error),
@@ -284,7 +286,7 @@ fn batch_of(frame: &FrameView<'_>) -> Option<Batch> {
             RecordKind::Tombstone => batch.with(OpKind::Clear(expected), op.stream, &[]),
             RecordKind::Prune => {
                 let snapshots = PruneSnapshots::Before(crate::frame::prune_snapshots_before(op.payload));
-                batch.with(OpKind::Prune(op.seq, snapshots, Expectation::Any), op.stream, &[])
+                batch.with(OpKind::Prune(op.seq, snapshots, Expectation::Any, None), op.stream, &[])
             }
             RecordKind::Base => batch.with(OpKind::Base(op.seq), op.stream, &[]),
         };

@@ -255,7 +255,7 @@ impl Batch {
     /// [`Error::Pruned`], and compaction reclaims their bytes.
     pub fn prune(mut self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Batch {
         self.ops.push(Op {
-            kind: OpKind::Prune(before, snapshots, Expectation::Any),
+            kind: OpKind::Prune(before, snapshots, Expectation::Any, None),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
@@ -356,7 +356,12 @@ impl Log {
             Some(log_id) => log_id,
             None => create_first_segment(&*fs, &dir, &options, &mut index, log_id.unwrap_or_else(new_log_id))?,
         };
-        let state_file = open_state_file(&*fs, &dir, &index, log_id, state)?;
+        let mut state_file = open_state_file(&*fs, &dir, &index, log_id, state)?;
+        if index.retention_records() > 0 {
+            // A state file rebuilt, or fallen back to an older slot, that
+            // does not say what the log holds says it again.
+            state_file.add_features(crate::state::FEATURE_RETENTION)?;
+        }
         let background = options.segment_preparation == SegmentPreparation::Background;
         let shared = Arc::new(Shared {
             dir,
@@ -528,9 +533,13 @@ impl Log {
             return Err(Error::InvalidArgument("keep_snapshots keeps at least one snapshot".to_owned()));
         }
         let stream = stream.as_ref();
-        self.prune_resolved(stream, |index, state| {
-            let _ = index;
-            let oldest_kept = state.snapshots().rev().nth(keep - 1)?;
+        self.prune_resolved(stream, |_, state| {
+            // With `keep` snapshots or fewer there is nothing to prune.
+            let newest_first: Vec<(StreamSeq, Lsn)> = state.snapshots().rev().take(keep + 1).collect();
+            if newest_first.len() <= keep {
+                return None;
+            }
+            let oldest_kept = newest_first[keep - 1];
             Some((StreamSeq(oldest_kept.0.0 + 1).max(state.start_seq()), PruneSnapshots::Before(oldest_kept.1)))
         })
     }
@@ -579,13 +588,17 @@ impl Log {
         const ATTEMPTS: usize = 8;
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let (before, snapshots, next) = {
+            let (before, snapshots, next, since) = {
                 let index = self.index_for_read()?;
                 let Some(state) = index.stream(stream) else { return Ok(None) };
                 let Some((before, snapshots)) = resolve(&index, state) else { return Ok(None) };
-                (before, snapshots, state.next_seq())
+                (before, snapshots, state.next_seq(), state.since())
             };
-            let batch = Batch::new().with(OpKind::Prune(before, snapshots, Expectation::Exact(next)), stream, &[]);
+            // Guarded by where the stream was and by which incarnation of
+            // it this was: a stream cleared and refilled to the same next
+            // sequence in between is another stream.
+            let kind = OpKind::Prune(before, snapshots, Expectation::Exact(next), Some(since));
+            let batch = Batch::new().with(kind, stream, &[]);
             match self.single(batch, self.shared().options.durability).wait() {
                 Ok(appended) => return Ok(Some(appended)),
                 Err(error @ Error::Conflict { .. }) => last = Some(error),

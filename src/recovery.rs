@@ -977,7 +977,8 @@ impl Recovery<'_> {
             written_ms: crate::commit::now_ms(),
             clean_close: false,
             lsn_lease_end: previous.max(seen).max(end),
-            features: self.state.map_or(inferred_features(inferred_generation), |state| state.features),
+            features: self.state.map_or(inferred_features(inferred_generation), |state| state.features)
+                | if self.index.retention_records() > 0 { crate::state::FEATURE_RETENTION } else { 0 },
             compaction_generation: self.state.map_or(inferred_generation, |state| state.compaction_generation),
             compacted_end_lsn: self.state.map_or(inferred_end, |state| state.compacted_end_lsn),
         };

@@ -357,8 +357,9 @@ impl StateFile {
         self.write(next)
     }
 
-    /// Records that the log uses `features` (one synced slot), before the
-    /// first record that needs them is written.
+    /// Records that the log uses `features` (both slots, each synced, so
+    /// that a torn write of the newer cannot bring back a slot without
+    /// them), before the first record that needs them is written.
     ///
     /// # Errors
     /// As [`StateFile::update`].
@@ -367,6 +368,7 @@ impl StateFile {
             return Ok(());
         }
         let next = LogState { features: self.current.features | features, clean_close: false, ..self.current };
+        self.write(next)?;
         self.write(next)
     }
 
