@@ -147,6 +147,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// Held by a compaction: one at a time.
     pub compaction: Mutex<()>,
+    /// The background compactor's wake-up and stop.
+    pub compactor: crate::compact::Compactor,
 }
 
 pub(crate) struct Queue {
@@ -584,8 +586,8 @@ impl Writer {
     /// log's compacted segments are those of `generation`, ending at `end`,
     /// and that the log starts at `oldest`. A failure poisons the log:
     /// whether the commit reached the disk is unknown until it is reopened.
-    pub(crate) fn commit_compaction(&mut self, oldest: Lsn, generation: u64, end: Lsn) -> Result<()> {
-        if let Err(error) = self.state.record_compaction(oldest, generation, end) {
+    pub(crate) fn commit_compaction(&mut self, oldest: Lsn, generation: u64, end: Lsn, trimmed: Lsn) -> Result<()> {
+        if let Err(error) = self.state.record_compaction(oldest, generation, end, trimmed) {
             let cause = self.shared.poison(error);
             return Err(Error::Poisoned { cause });
         }
@@ -841,6 +843,8 @@ impl Writer {
         // so that appends never wait for one.
         self.spare_requested = false;
         self.request_spare(true);
+        // A segment was sealed: the background compactor looks.
+        self.shared.compactor.poke();
         Ok(())
     }
 
@@ -920,6 +924,7 @@ impl Writer {
         self.shared.wake.notify_all();
         self.shared.permits.close();
         self.shared.spares.shut_down(&self.shared);
+        self.shared.compactor.stop();
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -66,6 +67,134 @@ pub struct CompactionReport {
     /// Input files whose removal failed after the commit: they are no
     /// longer part of the log, and the next open removes them.
     pub leftovers: Vec<PathBuf>,
+    /// Log-wide retention (`max_age_ms`, `max_bytes`): every record below
+    /// this LSN was dropped, live or not (0: none).
+    pub trimmed_before: Lsn,
+}
+
+/// What a compaction is asked to do.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Plan {
+    /// Drop every record below this LSN, live or not: log-wide retention.
+    /// Always the first LSN of a segment, at most the active one's.
+    pub trim_before: Lsn,
+    /// Bytes per second to read and write, at most (0: no limit).
+    pub bytes_per_second: u64,
+}
+
+/// Keeps a compaction to a rate of bytes per second, by sleeping.
+struct Throttle {
+    started: Instant,
+    bytes: u64,
+    rate: u64,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Throttle {
+        Throttle { started: Instant::now(), bytes: 0, rate }
+    }
+
+    /// Counts `bytes` more, and waits until they are within the rate.
+    fn pass(&mut self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// The compaction the log's options call for now, if any: log-wide
+/// retention to apply, or enough dead bytes in the sealed segments.
+pub(crate) fn plan(shared: &Shared, background: bool) -> Option<Plan> {
+    let options = &shared.options;
+    let index = shared.index.read();
+    let segments = index.segments();
+    let sealed = segments.len().checked_sub(1)?;
+    let now = now_ms();
+    // Log-wide retention: whole sealed segments from the oldest on.
+    let mut cut = 0;
+    if let Some(max_age_ms) = options.max_age_ms {
+        let cutoff = now.saturating_sub(max_age_ms);
+        cut = cut.max(segments[..sealed].iter().take_while(|entry| entry.max_timestamp_ms() < cutoff).count());
+    }
+    if let Some(max_bytes) = options.max_bytes {
+        let mut total: u64 = segments.iter().map(|entry| entry.segment.header.segment_bytes).sum();
+        let mut by_size = 0;
+        while total > max_bytes && by_size < sealed {
+            total -= segments[by_size].segment.header.segment_bytes;
+            by_size += 1;
+        }
+        cut = cut.max(by_size);
+    }
+    let trim_before = if cut > 0 { segments[cut].segment.header.first_lsn } else { Lsn(0) };
+    let written: u64 = segments[..sealed].iter().map(|entry| entry.written_bytes()).sum();
+    let live: u64 = segments[..sealed].iter().map(|entry| entry.live_bytes()).sum();
+    let dead = written.saturating_sub(live);
+    let enough_dead = dead as f64 >= options.compaction.dead_ratio * written as f64
+        && dead >= options.segment_bytes.min(crate::segment::FIRST_SEGMENT_BYTES);
+    if cut == 0 && background && !enough_dead {
+        return None;
+    }
+    let bytes_per_second = if background { options.compaction.bytes_per_second } else { 0 };
+    Some(Plan { trim_before, bytes_per_second })
+}
+
+/// Wakes the background compactor (after a rollover) and stops it (at close).
+pub(crate) struct Compactor {
+    state: Mutex<CompactorState>,
+    wake: crate::sync::Condvar,
+}
+
+#[derive(Default)]
+struct CompactorState {
+    poked: bool,
+    stopped: bool,
+}
+
+impl Compactor {
+    pub(crate) fn new() -> Compactor {
+        Compactor { state: Mutex::new(CompactorState::default()), wake: crate::sync::Condvar::new() }
+    }
+
+    /// Asks the compactor to look now: a segment was sealed.
+    pub(crate) fn poke(&self) {
+        self.state.lock().poked = true;
+        self.wake.notify_all();
+    }
+
+    /// Stops the compactor; a compaction under way finds the log closed at
+    /// its commit and leaves it as it was.
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// The background compactor's thread: looks after every rollover and
+    /// every `interval_ms`, and compacts when [`plan`] says so, within the
+    /// I/O budget. A failure waits for the next look (a damaged input, for
+    /// one, fails every try until the log is repaired).
+    pub(crate) fn run(shared: &Shared, writer: &Mutex<Writer>) {
+        let interval = Duration::from_millis(shared.options.compaction.interval_ms);
+        loop {
+            {
+                let mut state = shared.compactor.state.lock();
+                if !state.stopped && !state.poked {
+                    let _ = shared.compactor.wake.wait_until(&mut state, Instant::now() + interval);
+                }
+                if state.stopped {
+                    return;
+                }
+                state.poked = false;
+            }
+            if let Some(plan) = plan(shared, true) {
+                let _ = compact(shared, writer, plan);
+            }
+        }
+    }
 }
 
 /// One operation: of an input, as the first pass found it, or of the
@@ -85,7 +214,7 @@ struct CopiedOp {
 
 /// Compacts every sealed segment of the log: the whole prefix before the
 /// active one. Runs beside appends; only the commit takes the writer.
-pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<CompactionReport> {
+pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Result<CompactionReport> {
     let _one_at_a_time = shared.compaction.lock();
     let inputs: Vec<Segment> = {
         let index = shared.index.read();
@@ -103,7 +232,8 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<Compact
         let index = shared.index.read();
         index.segments()[..inputs.len()].iter().map(|entry| entry.end_offset).collect()
     };
-    let ops = read_inputs(&inputs, &ends)?;
+    let mut throttle = Throttle::new(plan.bytes_per_second);
+    let ops = read_inputs(&inputs, &ends, &mut throttle)?;
     // What is live is decided with the writer held, after a sync: a record
     // is dropped only for a tombstone or prune that is durable (one a power
     // cut can take would otherwise take the record it removed along with
@@ -112,11 +242,12 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<Compact
         let mut writer = writer.lock();
         writer.check_open()?;
         writer.sync_for_compaction()?;
-        let (output, dropped, bases) = decide(shared, &ops)?;
+        let (output, dropped, bases) = decide(shared, &ops, plan.trim_before)?;
         (output, dropped, bases, writer.compaction_generation() + 1)
     };
     let cap = shared.options.segment_bytes.max(inputs.iter().map(|s| s.header.segment_bytes).max().unwrap_or(0));
-    let written = write_outputs(shared, &inputs[0].header.log_id, (generation, next_segment), &output, cap);
+    let written =
+        write_outputs(shared, &inputs[0].header.log_id, (generation, next_segment), &output, cap, &mut throttle);
     let (segments, moved) = match written {
         Ok(written) => written,
         Err(error) => {
@@ -134,6 +265,7 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<Compact
         records_kept: (output.len() as u64) - bases,
         operations_dropped: dropped,
         bases_written: bases,
+        trimmed_before: plan.trim_before,
         ..CompactionReport::default()
     };
     report.reclaimed_bytes = report.input_bytes.saturating_sub(report.output_bytes);
@@ -141,8 +273,10 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<Compact
         let mut writer = writer.lock();
         // Every record live now was live when the output was decided (no
         // record comes back to life), so each is in the output.
+        // Log-wide retention drops the segments below the trim, live records and all.
+        let trimmed = inputs.iter().take_while(|input| input.header.first_lsn < plan.trim_before).count();
         let live = shared.index.read().live_locations_before(inputs.len());
-        if let Some(missing) = live.iter().find(|at| !moved.contains_key(at)) {
+        if let Some(missing) = live.iter().find(|at| at.0 >= trimmed && !moved.contains_key(at)) {
             remove_outputs(shared, generation);
             return Err(Error::corruption(
                 &inputs[missing.0].path,
@@ -157,10 +291,12 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<Compact
         // Whether a failed commit reached the disk is unknown: the log is
         // poisoned, and the next open keeps whichever set the state file
         // names. Nothing is removed here.
-        writer.commit_compaction(oldest, generation, next_segment)?;
+        writer.commit_compaction(oldest, generation, next_segment, plan.trim_before)?;
         let entries: Vec<SegmentEntry> =
             segments.into_iter().map(|(segment, frames)| SegmentEntry::compacted(segment, &frames)).collect();
-        shared.index.write().replace_prefix(inputs.len(), entries, &moved);
+        let mut index = shared.index.write();
+        index.replace_prefix(inputs.len(), entries, &moved);
+        index.trim(plan.trim_before);
     }
     for input in &inputs {
         if shared.fs.remove(&input.path).is_err() {
@@ -173,7 +309,7 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>) -> Result<Compact
 
 /// Reads every frame of the inputs, checking each checksum: a flipped bit
 /// fails the compaction with the file and offset, and changes nothing.
-fn read_inputs(inputs: &[Segment], ends: &[usize]) -> Result<Vec<CopiedOp>> {
+fn read_inputs(inputs: &[Segment], ends: &[usize], throttle: &mut Throttle) -> Result<Vec<CopiedOp>> {
     let mut ops = Vec::new();
     for (position, (segment, &end)) in inputs.iter().zip(ends).enumerate() {
         let bytes = segment.map.slice(0, end);
@@ -193,6 +329,7 @@ fn read_inputs(inputs: &[Segment], ends: &[usize]) -> Result<Vec<CopiedOp>> {
             lsn = frame.next_lsn();
             offset = at + frame.total_bytes();
         }
+        throttle.pass(end as u64);
     }
     Ok(ops)
 }
@@ -224,6 +361,8 @@ struct StreamPass {
     first_dropped: Option<(Lsn, u64)>,
     /// Something of the stream since its last tombstone is kept.
     kept: bool,
+    /// The sequence of the first entry kept since its last tombstone.
+    first_kept_entry: Option<u64>,
     /// Where the output's base for it is, to fill in its sequence.
     base: Option<usize>,
 }
@@ -231,7 +370,7 @@ struct StreamPass {
 /// Decides, under the index's read lock, which operations are kept and
 /// which streams need a base. Returns the output in LSN order, how many
 /// operations were dropped and how many bases were added.
-fn decide(shared: &Shared, ops: &[CopiedOp]) -> Result<(Vec<CopiedOp>, u64, u64)> {
+fn decide(shared: &Shared, ops: &[CopiedOp], trim_before: Lsn) -> Result<(Vec<CopiedOp>, u64, u64)> {
     let index = shared.index.read();
     let mut streams: HashMap<&[u8], StreamPass> = HashMap::new();
     let mut output: Vec<CopiedOp> = Vec::new();
@@ -247,13 +386,16 @@ fn decide(shared: &Shared, ops: &[CopiedOp]) -> Result<(Vec<CopiedOp>, u64, u64)
             *pass = StreamPass { input: pass.input, ..StreamPass::default() };
             continue;
         }
-        let live = op.kind.holds_data() && index.is_live(op.kind, &op.stream, op.seq, op.lsn);
+        let live = op.lsn >= trim_before && op.kind.holds_data() && index.is_live(op.kind, &op.stream, op.seq, op.lsn);
         if !live {
             dropped += 1;
             if !pass.kept && pass.first_dropped.is_none() {
                 pass.first_dropped = Some((op.lsn, op.timestamp_ms));
             }
             continue;
+        }
+        if op.kind == RecordKind::Entry && pass.first_kept_entry.is_none() {
+            pass.first_kept_entry = Some(op.seq.0);
         }
         if !pass.kept {
             pass.kept = true;
@@ -266,17 +408,10 @@ fn decide(shared: &Shared, ops: &[CopiedOp]) -> Result<(Vec<CopiedOp>, u64, u64)
     }
     let mut bases = 0u64;
     for (stream, pass) in &mut streams {
+        // The stream goes on from its first kept entry, or else from where
+        // the inputs left it (its later records, if any, follow there).
         let input_next = pass.input.map_or(0, |cursor| cursor.next);
-        let state = index.stream(stream);
-        let first_dropped = pass.first_dropped.map(|(lsn, _)| lsn);
-        // The stream goes on after the inputs from where they left it; its
-        // start, if it is still this stream, may be further on.
-        let seq = match state {
-            Some(state) if first_dropped.is_some_and(|lsn| lsn >= state.since()) || pass.kept => {
-                state.start_seq().0.min(input_next)
-            }
-            _ => input_next,
-        };
+        let seq = pass.first_kept_entry.unwrap_or(input_next);
         if let Some(at) = pass.base {
             output[at].seq = StreamSeq(seq);
             bases += 1;
@@ -335,6 +470,7 @@ fn write_outputs(
     (generation, end_lsn): (u64, Lsn),
     output: &[CopiedOp],
     cap: u64,
+    throttle: &mut Throttle,
 ) -> Result<Written> {
     let mut segments = Vec::new();
     let mut moved = HashMap::with_capacity(output.len());
@@ -353,8 +489,9 @@ fn write_outputs(
             let offset = SEGMENT_HEADER_BYTES + buf.len();
             let meta = FrameMeta { lsn: op.lsn, durable_lsn: op.lsn, timestamp_ms: op.timestamp_ms };
             encode_frame(&mut buf, log_id, op.kind.frame_kind(), meta, &refs);
-            let live_bytes =
-                if op.kind.holds_data() { (OP_HEADER_BYTES + op.stream.len() + op.payload.len()) as u64 } else { 0 };
+            // A base is as lasting as the records it stands for: counted
+            // live, so that a log of bases never looks worth compacting.
+            let live_bytes = crate::index::op_bytes(op.stream.len(), op.payload.len());
             frames.push(WrittenFrame {
                 offset,
                 lsn: op.lsn,
@@ -379,11 +516,12 @@ fn write_outputs(
                 lsn: after,
                 timestamp_ms: last.timestamp_ms,
                 total_bytes: GAP_FRAME_BYTES,
-                live_bytes: 0,
+                live_bytes: GAP_FRAME_BYTES as u64,
             });
         }
         let first_lsn = output[start].lsn;
         let segment = write_compacted(shared, log_id, generation, first_lsn, &buf)?;
+        throttle.pass(segment.header.segment_bytes);
         segments.push((segment, frames));
         start = end;
     }

@@ -395,11 +395,15 @@ pub struct Index {
     retention_records: u64,
     /// The highest frame timestamp applied.
     last_timestamp_ms: u64,
+    /// Log-wide retention dropped every record below this LSN.
+    trimmed_before: Lsn,
 }
 
-/// Bytes an operation takes in a frame, apart from a batch's kind byte.
-fn op_bytes(stream: usize, payload: usize) -> u64 {
-    (OP_HEADER_BYTES + stream + payload) as u64
+/// Bytes a live record takes in a compacted segment: a frame of its own
+/// (header and operation). The measure of live bytes: what compaction
+/// would write for it.
+pub(crate) fn op_bytes(stream: usize, payload: usize) -> u64 {
+    (FRAME_HEADER_BYTES + OP_HEADER_BYTES + stream + payload) as u64
 }
 
 impl Index {
@@ -413,9 +417,16 @@ impl Index {
         self.next_lsn
     }
 
-    /// The oldest LSN the log still holds: below it, everything was reclaimed.
+    /// The oldest LSN the log still holds: below it, everything was
+    /// reclaimed, or dropped by log-wide retention.
     pub fn oldest_lsn(&self) -> Lsn {
-        self.segments.first().map_or(self.next_lsn, |entry| entry.segment.header.first_lsn)
+        let first = self.segments.first().map_or(self.next_lsn, |entry| entry.segment.header.first_lsn);
+        first.max(self.trimmed_before)
+    }
+
+    /// Records that log-wide retention dropped every record below `lsn`.
+    pub(crate) fn trim(&mut self, lsn: Lsn) {
+        self.trimmed_before = self.trimmed_before.max(lsn);
     }
 
     /// The highest frame timestamp in the log, ms since the Unix epoch.
@@ -552,18 +563,31 @@ impl Index {
     ) {
         let kept = outputs.len();
         let first = self.first_segment_id;
-        let relocate = |loc: &mut RecordLoc| {
+        // Where a record goes: `None` if it was in an input and is not in
+        // the output (dropped by log-wide retention, below the trim).
+        let relocate = |loc: RecordLoc| -> Option<RecordLoc> {
             let (segment, offset) = (loc.segment() - first, loc.offset());
-            *loc = if segment < inputs {
-                let (to, at) = *moved.get(&(segment, offset)).expect("compaction keeps every live record");
-                RecordLoc::new(to, at)
+            if segment < inputs {
+                moved.get(&(segment, offset)).map(|&(to, at)| RecordLoc::new(to, at))
             } else {
-                RecordLoc::new(segment - inputs + kept, offset)
-            };
+                Some(RecordLoc::new(segment - inputs + kept, offset))
+            }
         };
         for state in self.streams.values_mut() {
-            state.entries.iter_mut().for_each(relocate);
-            state.snapshots.iter_mut().for_each(|s| relocate(&mut s.loc));
+            // Trimmed entries are the oldest: the stream now starts after them.
+            let trimmed = state.entries.iter().take_while(|loc| relocate(**loc).is_none()).count();
+            state.entries.drain(..trimmed);
+            state.start += trimmed as u64;
+            for loc in &mut state.entries {
+                *loc = relocate(*loc).expect("compaction keeps every live record after the trim");
+            }
+            state.snapshots.retain_mut(|s| match relocate(s.loc) {
+                Some(loc) => {
+                    s.loc = loc;
+                    true
+                }
+                None => false,
+            });
         }
         self.segments.splice(..inputs, outputs);
         self.first_segment_id = 0;
@@ -634,6 +658,8 @@ impl Index {
                 }
                 RecordKind::Base => {
                     self.retention_records += 1;
+                    // Counted live, as compaction counts it when it writes one.
+                    self.segments[position].live_bytes += size;
                     self.streams.insert(Box::from(op.stream), StreamState::new(op.lsn, op.seq.0));
                 }
                 RecordKind::Entry | RecordKind::Snapshot => {
@@ -686,6 +712,10 @@ impl Index {
         entry.last_frame_offset = Some(frame_offset);
         entry.end_offset = frame_offset + frame.total_bytes();
         entry.max_timestamp_ms = entry.max_timestamp_ms.max(frame.meta.timestamp_ms);
+        if frame.kind == FrameKind::Gap && entry.segment.compacted() {
+            // A compacted segment's closing gap: as lasting as the segment.
+            entry.live_bytes += frame.total_bytes() as u64;
+        }
         self.records += u64::from(frame.lsn_count);
         self.next_lsn = frame.next_lsn();
         self.last_durable_lsn = frame.meta.durable_lsn;

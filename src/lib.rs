@@ -54,7 +54,7 @@ pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
 pub use index::{IndexStats, Record, RecordRef, StreamRead};
 pub use log::{Batch, Log, LogReader, Pending};
-pub use options::{Options, SegmentPreparation};
+pub use options::{CompactionOptions, Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use state::LogState;
 pub use types::{Durability, Expectation, Lsn, RecoveryMode, SegmentId, StreamSeq, display_stream};

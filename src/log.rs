@@ -377,6 +377,7 @@ impl Log {
             poisoned: Default::default(),
             closed: Default::default(),
             compaction: Mutex::new(()),
+            compactor: crate::compact::Compactor::new(),
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -386,6 +387,12 @@ impl Log {
         if background {
             let preparer = shared.clone();
             threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
+        }
+        if shared.options.compaction.background {
+            let (compactor, compactor_writer) = (shared.clone(), writer.clone());
+            threads.push(spawn("annals-compactor", move || {
+                crate::compact::Compactor::run(&compactor, &compactor_writer);
+            })?);
         }
         let log = Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) };
         // With the threads running (a gap that does not fit rolls over, and
@@ -799,7 +806,10 @@ impl Log {
     /// [`Error::Closed`].
     pub fn compact(&self) -> Result<crate::compact::CompactionReport> {
         self.check_open()?;
-        crate::compact::compact(self.shared(), &self.handle.writer)
+        match crate::compact::plan(self.shared(), false) {
+            Some(plan) => crate::compact::compact(self.shared(), &self.handle.writer, plan),
+            None => Ok(crate::compact::CompactionReport::default()),
+        }
     }
 
     /// Up to `limit` operations still on disk after `after`, in LSN order,
@@ -876,6 +886,9 @@ fn open_state_file(
                 features: crate::recovery::inferred_features(compaction_generation),
                 compaction_generation,
                 compacted_end_lsn,
+                // Without a state file, what log-wide retention dropped is
+                // gone: the log starts at the oldest record left.
+                trimmed_lsn: if compaction_generation > 0 { oldest } else { Lsn::ZERO },
             };
             StateFile::create(fs, dir, state)
         }

@@ -253,6 +253,7 @@ impl Recovery<'_> {
                 self.state = Some(state);
                 self.log_id = Some(state.log_id);
                 self.index = Index::new(state.oldest_segment_lsn);
+                self.index.trim(state.trimmed_lsn);
             }
             StateRead::Damaged(problem) => damaged_state = Some(problem),
             StateRead::Missing => {}
@@ -981,6 +982,11 @@ impl Recovery<'_> {
                 | if self.index.retention_records() > 0 { crate::state::FEATURE_RETENTION } else { 0 },
             compaction_generation: self.state.map_or(inferred_generation, |state| state.compaction_generation),
             compacted_end_lsn: self.state.map_or(inferred_end, |state| state.compacted_end_lsn),
+            // Without a state file, what log-wide retention dropped is gone
+            // from the compacted segments: the log starts at the oldest left.
+            trimmed_lsn: self
+                .state
+                .map_or(if inferred_generation > 0 { oldest } else { Lsn::ZERO }, |state| state.trimmed_lsn),
         };
         let file = crate::state::StateFile::create(self.fs, self.dir, state)?;
         self.state = Some(file.current());

@@ -60,10 +60,11 @@ const FLAGS_AT: usize = 80;
 const LSN_LEASE_END_AT: usize = 84;
 const COMPACTION_GENERATION_AT: usize = 92;
 const COMPACTED_END_AT: usize = 100;
+const TRIMMED_AT: usize = 108;
 const CRC_AT: usize = STATE_SLOT_BYTES - 4;
 const FLAG_CLEAN_CLOSE: u32 = 1;
 
-const _: () = assert!(COMPACTED_END_AT + 8 <= CRC_AT);
+const _: () = assert!(TRIMMED_AT + 8 <= CRC_AT);
 
 /// What the state file records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub struct LogState {
     /// starts (0 when `compaction_generation` is 0): ordinary segments
     /// below it were compacted.
     pub compacted_end_lsn: Lsn,
+    /// Log-wide retention dropped every record below this LSN, live or not
+    /// (0: never): a cursor below it is told the log was trimmed.
+    pub trimmed_lsn: Lsn,
 }
 
 impl LogState {
@@ -123,6 +127,7 @@ impl LogState {
         bytes[COMPACTION_GENERATION_AT..COMPACTION_GENERATION_AT + 8]
             .copy_from_slice(&self.compaction_generation.to_le_bytes());
         bytes[COMPACTED_END_AT..COMPACTED_END_AT + 8].copy_from_slice(&self.compacted_end_lsn.0.to_le_bytes());
+        bytes[TRIMMED_AT..TRIMMED_AT + 8].copy_from_slice(&self.trimmed_lsn.0.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -154,7 +159,7 @@ impl LogState {
             return Err(CorruptionKind::UnsupportedFeatures(features & !STATE_FEATURES_KNOWN));
         }
         let flags = u32_at(FLAGS_AT);
-        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[COMPACTED_END_AT + 8..CRC_AT].iter().any(|&b| b != 0) {
+        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[TRIMMED_AT + 8..CRC_AT].iter().any(|&b| b != 0) {
             return Err(bad("flags or reserved bytes are not zero"));
         }
         let state = LogState {
@@ -169,11 +174,13 @@ impl LogState {
             features,
             compaction_generation: u64_at(COMPACTION_GENERATION_AT),
             compacted_end_lsn: Lsn(u64_at(COMPACTED_END_AT)),
+            trimmed_lsn: Lsn(u64_at(TRIMMED_AT)),
         };
         let compaction_consistent = if state.compaction_generation == 0 {
-            state.compacted_end_lsn.0 == 0
+            state.compacted_end_lsn.0 == 0 && state.trimmed_lsn.0 == 0
         } else {
-            features & FEATURE_COMPACTION != 0
+            state.trimmed_lsn <= state.compacted_end_lsn
+                && features & FEATURE_COMPACTION != 0
                 && state.compacted_end_lsn >= state.oldest_segment_lsn
                 && state.compacted_end_lsn <= state.newest_segment_lsn
         };
@@ -385,11 +392,13 @@ impl StateFile {
         oldest_segment_lsn: Lsn,
         generation: u64,
         compacted_end_lsn: Lsn,
+        trimmed_lsn: Lsn,
     ) -> Result<()> {
         let next = LogState {
             oldest_segment_lsn,
             compaction_generation: generation,
             compacted_end_lsn,
+            trimmed_lsn: trimmed_lsn.max(self.current.trimmed_lsn),
             features: self.current.features | FEATURE_COMPACTION,
             clean_close: false,
             ..self.current
@@ -448,6 +457,7 @@ mod tests {
             features: FEATURE_RETENTION | FEATURE_COMPACTION,
             compaction_generation: 2,
             compacted_end_lsn: Lsn(10),
+            trimmed_lsn: Lsn(7),
         }
     }
 
@@ -455,7 +465,13 @@ mod tests {
     /// still decodes, and compaction fields that contradict each other do not.
     #[test]
     fn compaction_fields_are_checked_against_each_other() {
-        let plain = LogState { features: 0, compaction_generation: 0, compacted_end_lsn: Lsn::ZERO, ..state(3) };
+        let plain = LogState {
+            features: 0,
+            compaction_generation: 0,
+            compacted_end_lsn: Lsn::ZERO,
+            trimmed_lsn: Lsn::ZERO,
+            ..state(3)
+        };
         assert_eq!(LogState::decode(&plain.encode()), Ok(plain));
         let without_feature = LogState { features: FEATURE_RETENTION, ..state(3) };
         assert!(LogState::decode(&without_feature.encode()).is_err());

@@ -6,10 +6,16 @@ mod common;
 
 use std::path::Path;
 
-use annals::{Error, Expectation, Log, LogReader, Lsn, Options, PruneSnapshots, Record, StreamSeq};
+use annals::{CompactionOptions, Error, Expectation, Log, LogReader, Lsn, Options, PruneSnapshots, Record, StreamSeq};
 
+/// Small segments, and compaction only when a test asks for it.
 fn options() -> Options {
-    Options { segment_bytes: 8192, record_bytes_max: 2048, ..Options::default() }
+    Options {
+        segment_bytes: 8192,
+        record_bytes_max: 2048,
+        compaction: CompactionOptions { background: false, ..CompactionOptions::default() },
+        ..Options::default()
+    }
 }
 
 fn open(dir: &Path) -> Log {
@@ -197,4 +203,83 @@ fn repair_of_a_compacted_log_reads_like_the_source() {
     assert!(report.records_dropped.is_empty(), "{report:?}");
     let repaired = open(&copy);
     assert_eq!(view(&repaired), before);
+}
+
+/// Waits (up to ten seconds) for `done`, polling: background work.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen within ten seconds");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_background_compactor_gives_back_dead_space_on_its_own_and_reads_stay_the_same() {
+    let quiet = tempfile::tempdir().unwrap();
+    let log = open(quiet.path());
+    churn(&log, 30);
+    log.close().wait().unwrap();
+    let without = disk_bytes(quiet.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let background = CompactionOptions { background: true, interval_ms: 20, ..CompactionOptions::default() };
+    let log = Log::open(dir.path(), Options { compaction: background, ..options() }).unwrap();
+    churn(&log, 30);
+    let before = view(&log);
+    eventually("background compaction", || {
+        names(dir.path()).iter().any(|name| name.contains('-') && name.ends_with(".seg"))
+            && disk_bytes(dir.path()) * 2 < without
+    });
+    assert_eq!(view(&log), before);
+    log.close().wait().unwrap();
+    assert_eq!(view(&open(dir.path())), before);
+}
+
+#[test]
+fn max_bytes_drops_the_oldest_segments_live_records_and_all_and_says_where_the_log_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { max_bytes: Some(64 << 10), ..options() };
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    for i in 0..600u64 {
+        log.append(format!("s{}", i % 3), Expectation::Any, vec![i as u8; 300]).wait().unwrap();
+    }
+    let report = log.compact().unwrap();
+    assert!(report.trimmed_before > Lsn(1), "{report:?}");
+    assert!(disk_bytes(dir.path()) <= (64 << 10) + 16384, "disk {}", disk_bytes(dir.path()));
+    // Every stream now starts after the trim, and says so.
+    let oldest = report.trimmed_before;
+    for stream in ["s0", "s1", "s2"] {
+        let entries = log.read_stream(stream).unwrap().entries;
+        assert!(entries.iter().all(|r| r.lsn >= oldest));
+        let start = entries[0].seq;
+        assert!(matches!(log.read_stream_from(stream, StreamSeq(start.0 - 1)), Err(Error::Pruned { .. })));
+        assert_eq!(log.next_seq(stream), StreamSeq(200));
+    }
+    assert!(matches!(log.read_all(Lsn(1), 10), Err(Error::Trimmed { .. })));
+    let live = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    log.close().wait().unwrap();
+    let log = Log::open(dir.path(), options).unwrap();
+    assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), live, "the same after reopen");
+    assert_eq!(log.append("s0", Expectation::Exact(StreamSeq(200)), &b"next"[..]).wait().unwrap().seq, StreamSeq(200));
+}
+
+#[test]
+fn max_age_drops_segments_whose_every_record_is_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    for i in 0..200u64 {
+        log.append("old", Expectation::Any, vec![i as u8; 300]).wait().unwrap();
+    }
+    drop(log);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = Log::open(dir.path(), Options { max_age_ms: Some(200), ..options() }).unwrap();
+    for i in 0..5u64 {
+        log.append("new", Expectation::Any, vec![i as u8; 300]).wait().unwrap();
+    }
+    let report = log.compact().unwrap();
+    assert!(report.trimmed_before > Lsn(150), "{report:?}");
+    assert_eq!(log.read_stream("new").unwrap().entries.len(), 5);
+    let old = log.read_stream("old").unwrap().entries;
+    assert!(old.len() < 50, "{} old entries left", old.len());
 }

@@ -102,6 +102,8 @@ pub struct SimStats {
     pub compaction_reclaimed_bytes: u64,
     /// Prunes acknowledged.
     pub prunes: u64,
+    /// Compactions that dropped the oldest segments for `max_bytes`.
+    pub trims: u64,
 }
 
 impl SimStats {
@@ -135,6 +137,7 @@ impl SimStats {
         self.compactions_failed += other.compactions_failed;
         self.compaction_reclaimed_bytes += other.compaction_reclaimed_bytes;
         self.prunes += other.prunes;
+        self.trims += other.trims;
     }
 
     /// Crash images checked in all modes.
@@ -176,8 +179,8 @@ impl fmt::Display for SimStats {
         )?;
         writeln!(
             f,
-            "prunes {}  compactions {} (failed before their commit {}), {} bytes reclaimed",
-            self.prunes, self.compactions, self.compactions_failed, self.compaction_reclaimed_bytes
+            "prunes {}  compactions {} (failed before their commit {}; trimming for max_bytes {}), {} bytes reclaimed",
+            self.prunes, self.compactions, self.compactions_failed, self.trims, self.compaction_reclaimed_bytes
         )?;
         write!(
             f,
@@ -281,6 +284,24 @@ struct Model {
     /// The LSN the log resumed at when it was last opened (past a gap that
     /// salvage left, say); 0 before the first open.
     resume: u64,
+    /// Log-wide retention dropped every record below this LSN.
+    trimmed_before: u64,
+    /// Whether the state file's record of log-wide retention is known.
+    trim_in_doubt: TrimDoubt,
+}
+
+/// Why the model does not know how far log-wide retention went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum TrimDoubt {
+    /// It knows.
+    #[default]
+    None,
+    /// A compaction that may have trimmed failed or was cut by a crash:
+    /// whether its trim took is known at the next open, and it only grows.
+    Compaction,
+    /// The state file was damaged or deleted: what it recorded is lost (the
+    /// records retention dropped stay gone; the live views still decide).
+    StateLost,
 }
 
 /// One operation of the workload, as given to the engine and to the model.
@@ -325,17 +346,27 @@ impl Model {
         }
     }
 
-    fn streams(records: &[ModelRecord]) -> BTreeMap<Vec<u8>, ModelStream> {
+    /// The streams after `records`, with every record below `trimmed_before`
+    /// dropped by log-wide retention: the oldest entries of a stream, so
+    /// its start moves past them.
+    fn streams_trimmed(records: &[ModelRecord], trimmed_before: u64) -> BTreeMap<Vec<u8>, ModelStream> {
         let mut streams: BTreeMap<Vec<u8>, ModelStream> = BTreeMap::new();
         for record in records {
             Model::apply(&mut streams, record);
         }
+        for stream in streams.values_mut() {
+            let trimmed = stream.entries.iter().take_while(|(lsn, _)| *lsn < trimmed_before).count();
+            stream.entries.drain(..trimmed);
+            stream.start += trimmed as u64;
+            stream.snapshots.retain(|(_, lsn, _)| *lsn >= trimmed_before);
+        }
         streams
     }
 
-    /// The live records of `records`, in LSN order: what `read_all` returns.
-    fn live(records: &[ModelRecord]) -> Vec<ModelRecord> {
-        let streams = Model::streams(records);
+    /// The live records of `records`, in LSN order (what `read_all` returns),
+    /// after log-wide retention below `trimmed_before`.
+    fn live_trimmed(records: &[ModelRecord], trimmed_before: u64) -> Vec<ModelRecord> {
+        let streams = Model::streams_trimmed(records, trimmed_before);
         let mut live: Vec<ModelRecord> = Vec::new();
         for (name, stream) in &streams {
             for (i, (lsn, payload)) in stream.entries.iter().enumerate() {
@@ -368,7 +399,7 @@ impl Model {
 
     /// The records `ops` would produce, or `None` if a guard fails.
     fn predict(&self, ops: &[(Vec<u8>, Op, Vec<u8>)]) -> Option<Vec<ModelRecord>> {
-        let mut streams = Model::streams(&self.records);
+        let mut streams = Model::streams_trimmed(&self.records, self.trimmed_before);
         let mut out = Vec::new();
         for (lsn, (name, op, payload)) in (self.next_lsn()..).zip(ops) {
             let stream = streams.get(name);
@@ -409,6 +440,9 @@ struct Setup {
     dir: PathBuf,
     segment_bytes: u64,
     record_bytes_max: usize,
+    /// Log-wide retention by size, for some opens: compactions then drop
+    /// the oldest segments, live records and all.
+    max_bytes: Option<u64>,
 }
 
 impl Setup {
@@ -420,7 +454,8 @@ impl Setup {
             2 => rng.range(600, max as u64) as usize,
             _ => *rng.pick(&[600, 1024, 2048, 4000]),
         };
-        Setup { dir, segment_bytes, record_bytes_max: record_bytes_max.min(max) }
+        let max_bytes = rng.chance(1, 4).then(|| segment_bytes * rng.range(3, 8));
+        Setup { dir, segment_bytes, record_bytes_max: record_bytes_max.min(max), max_bytes }
     }
 
     fn options(&self, fs: &SimFs, mode: RecoveryMode) -> Options {
@@ -430,6 +465,9 @@ impl Setup {
             recovery_mode: mode,
             segment_preparation: SegmentPreparation::Inline,
             file_system: Arc::new(fs.clone()),
+            max_bytes: self.max_bytes,
+            // Deterministic: the workload compacts when it chooses to.
+            compaction: crate::options::CompactionOptions { background: false, ..Default::default() },
             ..Options::default()
         }
     }
@@ -492,6 +530,17 @@ macro_rules! trace {
 }
 
 impl Simulation {
+    /// The live records of `records`, after the log-wide retention the
+    /// model knows of.
+    fn live(&self, records: &[ModelRecord]) -> Vec<ModelRecord> {
+        Model::live_trimmed(records, self.model.trimmed_before)
+    }
+
+    /// The streams after `records`, after the model's log-wide retention.
+    fn streams_of(&self, records: &[ModelRecord]) -> BTreeMap<Vec<u8>, ModelStream> {
+        Model::streams_trimmed(records, self.model.trimmed_before)
+    }
+
     fn new(mut rng: SimRng, steps: usize) -> Simulation {
         let setup = Setup::draw(&mut rng, PathBuf::from("/sim/log"));
         let streams = vec![b"a".to_vec(), b"b".to_vec(), b"workflow-7".to_vec(), vec![b'L'; 1024]];
@@ -581,7 +630,7 @@ impl Simulation {
     }
 
     fn expectation(&mut self, stream: &[u8]) -> Expectation {
-        let next = Model::streams(&self.model.records).get(stream).map_or(0, ModelStream::next);
+        let next = self.streams_of(&self.model.records).get(stream).map_or(0, ModelStream::next);
         match self.rng.below(6) {
             0 => Expectation::Any,
             1 => Expectation::NoStream,
@@ -629,7 +678,7 @@ impl Simulation {
 
     fn snapshot(&mut self) -> Result<(), SimFailure> {
         let stream = self.stream();
-        let next = Model::streams(&self.model.records).get(&stream).map_or(0, ModelStream::next);
+        let next = self.streams_of(&self.model.records).get(&stream).map_or(0, ModelStream::next);
         let seq = if self.rng.chance(1, 5) { next } else { next.saturating_sub(1 + self.rng.below(2)) };
         let payload = self.payload(stream.len());
         self.submit(vec![(stream, Op::Snapshot(seq), payload)])
@@ -639,7 +688,7 @@ impl Simulation {
     /// sequence (refused); snapshots kept, all dropped, or dropped before
     /// one of them.
     fn prune_op(&mut self, stream: &[u8]) -> Op {
-        let streams = Model::streams(&self.model.records);
+        let streams = self.streams_of(&self.model.records);
         let state = streams.get(stream).cloned().unwrap_or_default();
         let before = if self.rng.chance(1, 8) { state.next() + 1 } else { self.rng.range(state.start, state.next()) };
         let snapshots_before = match self.rng.below(4) {
@@ -823,7 +872,7 @@ impl Simulation {
                 }
                 if !self.model.poisoned {
                     let records = read_everything(&log)?;
-                    if records != Model::live(&self.model.records) {
+                    if records != self.live(&self.model.records) {
                         return fail(
                             "12 resource faults",
                             format!(
@@ -849,11 +898,19 @@ impl Simulation {
             SimFailure { property: "9 fail-stop", detail: format!("a compaction panicked: {}", panic_message(&panic)) }
         })?;
         trace!(self, "compact -> {result:?}");
+        if result.is_err() && self.setup.max_bytes.is_some() {
+            // It may have dropped the oldest segments before it failed.
+            self.model.trim_in_doubt = TrimDoubt::Compaction;
+        }
         match result {
             Ok(report) => {
                 if report.generation > 0 {
                     self.stats.compactions += 1;
                     self.stats.compaction_reclaimed_bytes += report.reclaimed_bytes;
+                }
+                if report.trimmed_before.0 > self.model.trimmed_before {
+                    self.stats.trims += 1;
+                    self.model.trimmed_before = report.trimmed_before.0;
                 }
             }
             Err(Error::Poisoned { .. }) => {
@@ -868,10 +925,35 @@ impl Simulation {
             return Ok(());
         }
         let records = self.model.records.clone();
-        if read_everything(&log)? != Model::live(&records) {
+        let live = self.live(&records);
+        if read_everything(&log)? != live {
             return fail("13 compaction", "after a compaction the log reads differently from the model");
         }
+        self.check_space(&live)?;
         self.check_log(&log, &records)
+    }
+
+    /// Property 15: right after a compaction the log's files take at most
+    /// twice its live bytes, plus a few segments (the active one, a spare,
+    /// the padding of compacted segments) and the stream bases and state file.
+    fn check_space(&mut self, live: &[ModelRecord]) -> Result<(), SimFailure> {
+        let live_bytes: u64 = live.iter().map(|r| crate::index::op_bytes(r.stream.len(), r.payload.len())).sum();
+        let largest_segment = *SEGMENT_SIZES.iter().max().expect("segment sizes");
+        let bases = self.streams.iter().map(|s| crate::index::op_bytes(s.len(), 0)).sum::<u64>();
+        let allowed = 2 * live_bytes + 4 * largest_segment + bases + STATE_FILE_BYTES as u64;
+        let names = self.fs.list(&self.setup.dir).map_err(|e| sim_error("list", e))?;
+        let mut disk = 0;
+        for name in names {
+            let file = self.fs.open(&self.setup.dir.join(&name), false).map_err(|e| sim_error("open", e))?;
+            disk += file.len().map_err(|e| sim_error("stat", e))?;
+        }
+        if disk > allowed {
+            return fail(
+                "15 space",
+                format!("after a compaction the log takes {disk} bytes, {live_bytes} of them live (allowed {allowed})"),
+            );
+        }
+        Ok(())
     }
 
     /// Property 14: no file a compaction left (its inputs after its
@@ -893,6 +975,36 @@ impl Simulation {
             if leftover {
                 return fail("14 no leftovers", format!("{name} survived an open (state {state:?})"));
             }
+        }
+        Ok(())
+    }
+
+    /// Takes the log-wide retention the log's state file records: the
+    /// model's own, or, after a compaction whose outcome is unknown, at
+    /// least that and at most the newest segment's start.
+    fn settle_trim(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+        let recorded = match crate::state::read_state(fs, &self.setup.dir) {
+            Ok(crate::state::StateRead::Found { state, .. }) => state.trimmed_lsn.0,
+            _ => return Ok(()),
+        };
+        let doubt = std::mem::take(&mut self.model.trim_in_doubt);
+        if doubt != TrimDoubt::None {
+            let backwards = doubt == TrimDoubt::Compaction && recorded < self.model.trimmed_before;
+            if backwards || recorded > self.model.next_lsn() {
+                return fail(
+                    "13 compaction",
+                    format!(
+                        "the log is trimmed before lsn {recorded}, the model at {} ({doubt:?})",
+                        self.model.trimmed_before
+                    ),
+                );
+            }
+            self.model.trimmed_before = recorded;
+        } else if recorded != self.model.trimmed_before {
+            return fail(
+                "13 compaction",
+                format!("the log is trimmed before lsn {recorded}, the model at {}", self.model.trimmed_before),
+            );
         }
         Ok(())
     }
@@ -1080,6 +1192,11 @@ impl Simulation {
         let damage = self.inflict(&damaged)?;
         trace!(self, "damage: {}", damage.what);
         self.stats.damage_by_kind[damage.kind] += 1;
+        if damage.kind >= 2 {
+            // What the state file recorded of log-wide retention may be lost
+            // with it; the records it dropped stay gone.
+            self.model.trim_in_doubt = TrimDoubt::StateLost;
+        }
         let acknowledged = self.model.records.clone();
 
         // A strict open, on a copy: it must refuse the damage as corruption,
@@ -1107,7 +1224,7 @@ impl Simulation {
             Ok(log) => {
                 let recovered = read_everything(&log)?;
                 trace!(self, "strict open read {} records, report {:?}", recovered.len(), log.recovery_report());
-                if recovered != Model::live(&acknowledged) {
+                if recovered != self.live(&acknowledged) {
                     let mut failure = self.classify_mismatch(&recovered);
                     failure.detail = format!("a strict open after {} succeeded: {}", damage.what, failure.detail);
                     return Err(failure);
@@ -1190,8 +1307,8 @@ impl Simulation {
             .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;
         let cut = on_disk.last().map_or(0, |r| r.lsn.0 + 1);
         let kept = acknowledged.iter().take_while(|r| r.lsn < cut).count();
-        let prefix_live = Model::live(&acknowledged[..kept]);
-        let all_live = Model::live(&acknowledged);
+        let prefix_live = self.live(&acknowledged[..kept]);
+        let all_live = self.live(&acknowledged);
         let explained = salvaged.iter().all(|r| prefix_live.contains(r))
             && prefix_live.iter().all(|r| salvaged.contains(r) || !all_live.contains(r));
         if !explained {
@@ -1212,7 +1329,7 @@ impl Simulation {
                 ),
             );
         }
-        if refused.is_none() && salvaged != Model::live(&acknowledged) {
+        if refused.is_none() && salvaged != self.live(&acknowledged) {
             return fail(
                 "12 salvage keeps what is intact",
                 format!(
@@ -1228,7 +1345,9 @@ impl Simulation {
         self.stats.records_verified += salvaged.len() as u64;
         // The log now is what salvage left on disk.
         let records: Vec<ModelRecord> = on_disk.iter().map(model_record).collect();
-        self.model = Model { records: records.clone(), in_doubt: None, poisoned: false, resume };
+        let (trimmed_before, trim_in_doubt) = (self.model.trimmed_before, self.model.trim_in_doubt);
+        self.model =
+            Model { records: records.clone(), in_doubt: None, poisoned: false, resume, trimmed_before, trim_in_doubt };
         self.check_log(&log, &records)?;
         drop(log);
 
@@ -1353,6 +1472,7 @@ impl Simulation {
     fn open_checked(&mut self, fs: &SimFs, after_crash: bool) -> Result<(), SimFailure> {
         let log = self.open(fs)?;
         self.check_no_leftovers(fs)?;
+        self.settle_trim(fs)?;
         let recovered = read_everything(&log)?;
         trace!(
             self,
@@ -1365,12 +1485,12 @@ impl Simulation {
         let acknowledged = &self.model.records;
         let in_doubt = self.model.in_doubt.as_deref().unwrap_or(&[]);
         let with_in_doubt: Vec<ModelRecord> = acknowledged.iter().chain(in_doubt).cloned().collect();
-        let extra = if recovered == Model::live(acknowledged) {
+        let extra = if recovered == self.live(acknowledged) {
             Vec::new()
-        } else if !in_doubt.is_empty() && recovered == Model::live(&with_in_doubt) {
+        } else if !in_doubt.is_empty() && recovered == self.live(&with_in_doubt) {
             in_doubt.to_vec()
         } else {
-            let live = Model::live(acknowledged);
+            let live = self.live(acknowledged);
             if recovered.len() > live.len() && recovered.starts_with(&live) {
                 let extra = &recovered[live.len()..];
                 return fail(
@@ -1405,7 +1525,7 @@ impl Simulation {
             let mode = *self.rng.pick(&CrashMode::ALL);
             let again = fs.crash_image(mode, &mut self.rng);
             let log = self.open(&again)?;
-            if read_everything(&log)? != Model::live(&records) {
+            if read_everything(&log)? != self.live(&records) {
                 return fail("4 stability", format!("a second crash ({}) with no writes changed the log", mode.name()));
             }
             if log.last_lsn().0 + 1 < resume {
@@ -1459,7 +1579,7 @@ impl Simulation {
     }
 
     fn classify_mismatch(&mut self, recovered: &[ModelRecord]) -> SimFailure {
-        let acknowledged = &Model::live(&self.model.records);
+        let acknowledged = &self.live(&self.model.records);
         for (i, want) in acknowledged.iter().enumerate() {
             match recovered.get(i) {
                 None => {
@@ -1484,7 +1604,7 @@ impl Simulation {
 
     /// Checks per-stream reads, the index and reads by LSN against `records`.
     fn check_log(&mut self, log: &Log, records: &[ModelRecord]) -> Result<(), SimFailure> {
-        let streams = Model::streams(records);
+        let streams = self.streams_of(records);
         for name in &self.streams {
             let want = streams.get(name).cloned().unwrap_or_default();
             let read = log.read_stream(name).map_err(|e| SimFailure { property: "5 index", detail: e.to_string() })?;
@@ -1509,7 +1629,7 @@ impl Simulation {
                 return fail("5 index", "a read below a pruned stream's start was not answered Pruned");
             }
         }
-        if let Some(record) = Model::live(records).last() {
+        if let Some(record) = self.live(records).last() {
             let by_lsn = log
                 .read_lsn(Lsn(record.lsn))
                 .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;
