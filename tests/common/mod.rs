@@ -305,13 +305,17 @@ pub fn assert_dir_unchanged(dir: &Path, before: &std::collections::BTreeMap<Stri
 }
 
 /// Writes a log over many 8 KiB segments whose records are mostly dead, and
-/// closes it cleanly: 12 workflows append steps of 120 bytes and fold every
-/// fifth into a snapshot that prunes the steps it covers (`rounds` steps
-/// each), two of them are then deleted, and a batch writes to two more
-/// streams. Returns its live records, in LSN order.
+/// closes it cleanly: three records of a stream left alone ("untouched"),
+/// then 12 workflows append steps of 120 bytes and fold every fifth into a
+/// snapshot that prunes the steps it covers (`rounds` steps each), two of
+/// them are deleted, and a batch writes to two more streams. Returns its
+/// live records, in LSN order.
 pub fn write_churned_log(dir: &Path, rounds: u64) -> Vec<annals::Record> {
     use annals::{Batch, Expectation, Lsn};
     let log = Log::open(dir, small_options()).expect("open");
+    for i in 0..3 {
+        log.append("untouched", Expectation::Any, unique_payload(1_000_000 + i, 200)).wait().unwrap();
+    }
     for round in 0..rounds {
         for workflow in 0..12u64 {
             let stream = format!("wf-{workflow}");
