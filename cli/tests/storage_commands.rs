@@ -217,6 +217,25 @@ fn annals_stats_of_a_read_only_directory_works_and_changes_nothing() {
     }
 }
 
+/// Beside a writer that keeps the log open, stats runs (no lock taken),
+/// counts at least every acknowledged record, and the writer goes on.
+#[test]
+fn annals_stats_beside_a_live_writer_counts_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    for i in 0..30u64 {
+        log.append(format!("stream-{}", i % 3), annals::Expectation::Any, common::unique_payload(i, 300))
+            .wait()
+            .unwrap();
+    }
+    let stats = stats_json(dir.path());
+    assert!(number(&stats["total"], "live_records") >= 30, "{stats}");
+    assert!(stats["problems"].as_array().unwrap().is_empty(), "{stats}");
+    log.append("after", annals::Expectation::Any, &b"the writer goes on"[..]).wait().unwrap();
+    log.close().wait().unwrap();
+    assert_eq!(number(&stats_json(dir.path())["total"], "live_records"), 31);
+}
+
 /// A directory that does not exist is a runtime failure (exit 3) for both
 /// commands, and compact does not make it: the read-write open it uses
 /// would create the directory and a new log in it. (A directory that holds
