@@ -1022,6 +1022,19 @@ impl Index {
         }
         Ok(())
     }
+
+    /// Live entries and snapshots in each segment, in the order of
+    /// [`Index::segments`]: what [`SegmentEntry::live_bytes`] counts the
+    /// bytes of.
+    pub fn live_records_per_segment(&self) -> Vec<u64> {
+        let mut counts = vec![0u64; self.segments.len()];
+        for state in self.streams.values() {
+            for loc in state.entries.iter().chain(state.snapshots.iter().map(|s| &s.loc)) {
+                counts[loc.segment() - self.first_segment_id] += 1;
+            }
+        }
+        counts
+    }
 }
 
 /// The LSN before which a prune drops snapshots; 0 for any other operation.

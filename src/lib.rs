@@ -44,6 +44,7 @@ pub mod recovery;
 pub mod segment;
 pub mod sim;
 pub mod state;
+pub mod stats;
 pub mod stores;
 mod sync;
 mod types;

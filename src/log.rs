@@ -1025,4 +1025,15 @@ impl LogReader {
     pub fn index_stats(&self) -> IndexStats {
         self.index.stats()
     }
+
+    /// Where the log's disk goes, per segment and in total, as the reader
+    /// found it when it opened (see [`crate::stats`]). Worked out from the
+    /// index; the segments are read only from the start of the log to the
+    /// oldest live record, to find its time.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if the oldest live record fails its checks.
+    pub fn stats(&self) -> Result<crate::stats::LogStats> {
+        crate::stats::of_index(&self.index)
+    }
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 /// The command did what was asked (verify: the log is clean).
 pub const EXIT_OK: u8 = 0;
-/// Corruption found: verify found damage, or a command refused a damaged log.
+/// Corruption found: verify or stats found damage, or a command refused a
+/// damaged log.
 pub const EXIT_CORRUPTION: u8 = 1;
 /// Usage error: what clap exits with for an unknown command or flag, a
 /// missing or invalid value; also arguments that cannot work together.
@@ -20,7 +21,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (verify: the log is clean; a torn tail that opening would cut is not corruption)
-  1    corruption found: verify found damage, or dump or load refused a damaged log
+  1    corruption found: verify or stats found damage, or dump, load or compact refused a damaged log
   2    usage error: an unknown command or flag, a missing or invalid value, arguments that cannot work together
   3    runtime failure: the log could not be read or written (no such directory, not an Annals log,
        no permission, an I/O error, a log locked by another process, a full disk)

@@ -1,11 +1,12 @@
-//! The `annals` command: load a log with a synthetic workload; verify, dump
-//! and repair one.
+//! The `annals` command: load a log with a synthetic workload; verify, dump,
+//! repair, measure and compact one.
 //!
 //! Each command parses its arguments with clap (validated and bounded before
 //! anything is allocated), reports through a typed struct that is printed as
 //! text or, with `--json`, serialized, and ends with one of the exit codes in
 //! [`failure`].
 
+mod compact;
 mod dump;
 mod failure;
 mod latency;
@@ -13,6 +14,7 @@ mod load;
 mod output;
 mod progress;
 mod repair;
+mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -36,7 +38,7 @@ const PAYLOAD_BYTES_MAX: u64 = (16 << 20) - 1024;
 /// 4,096 (`Options::queue_requests_max`), so more would only wait.
 const CONCURRENCY_MAX: u64 = 4096;
 
-/// Load, verify, dump and repair an Annals log.
+/// Load, verify, dump, repair, measure and compact an Annals log.
 #[derive(Parser)]
 #[command(name = "annals", version, propagate_version = true, after_help = EXIT_CODES_HELP)]
 struct Cli {
@@ -59,6 +61,14 @@ enum Command {
     /// Copy every intact record of a damaged log into a new log
     #[command(after_help = EXIT_CODES_HELP)]
     Repair(RepairArgs),
+    /// Show where the log's disk goes, per segment and in total, without
+    /// changing or locking anything
+    #[command(after_help = EXIT_CODES_HELP)]
+    Stats(StatsArgs),
+    /// Rewrite the sealed segments with only their live records, and give
+    /// back the disk the others took
+    #[command(after_help = EXIT_CODES_HELP)]
+    Compact(CompactArgs),
 }
 
 /// `annals load`.
@@ -170,6 +180,28 @@ struct RepairArgs {
     json: bool,
 }
 
+/// `annals stats`.
+#[derive(Args)]
+struct StatsArgs {
+    /// The log's directory
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Prints the report as one JSON object [default: off]
+    #[arg(long)]
+    json: bool,
+}
+
+/// `annals compact`.
+#[derive(Args)]
+struct CompactArgs {
+    /// The log's directory (opened for writing: no other process may have it open)
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Prints the report as one JSON object [default: off]
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse(); // a usage error exits 2 here, --help and --version 0
     let outcome = match cli.command {
@@ -177,6 +209,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(&args),
         Command::Dump(args) => dump::run(&args),
         Command::Repair(args) => repair::run(&args),
+        Command::Stats(args) => stats::run(&args),
+        Command::Compact(args) => compact::run(&args),
     };
     match outcome {
         Ok(outcome) => outcome.exit_code(),

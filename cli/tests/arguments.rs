@@ -162,7 +162,7 @@ fn options_of(help: &str) -> Vec<(String, String)> {
 fn every_command_help_shows_each_flag_default_and_the_exit_codes() {
     let required = ["--dir", "--into", "--help", "--version"];
     let mut defaults = Vec::new();
-    for command in ["load", "verify", "dump", "repair"] {
+    for command in ["load", "verify", "dump", "repair", "stats", "compact"] {
         let out = run_annals(&[command, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{command}");
         let help = text(&out.stdout);
@@ -228,7 +228,13 @@ fn progress_bars_are_drawn_on_a_terminal_and_hidden_when_stderr_is_not_one() {
     let out = load(&dir, &["--records", "3000", "--durability", "flush"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(out.stderr.is_empty(), "load wrote to a piped stderr: {}", stderr_of(&out));
-    for args in [&["verify", path(&dir)][..], &["dump", path(&dir)], &["dump", path(&dir), "--salvage"]] {
+    for args in [
+        &["verify", path(&dir)][..],
+        &["dump", path(&dir)],
+        &["dump", path(&dir), "--salvage"],
+        &["stats", path(&dir)],
+        &["compact", path(&dir)],
+    ] {
         let out = run_annals(args);
         assert!(out.status.success() && out.stderr.is_empty(), "{args:?} wrote to a piped stderr: {}", stderr_of(&out));
     }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use annals::{Expectation, Log, LogReader, Lsn, Options, Record};
-use support::{EXIT_RUNTIME, Writable, chmod, dump_line_of, dump_lines, path, run_annals, run_annals_as_nobody, text};
+use support::{
+    EXIT_RUNTIME, chmod, dump_line_of, dump_lines, make_read_only, path, run_annals, run_annals_as_nobody, text,
+};
 
 fn all_records(log: &Log) -> Vec<Record> {
     log.read_all(Lsn::ZERO, usize::MAX).unwrap()
@@ -102,11 +104,7 @@ fn inspection_of_a_read_only_directory_changes_nothing() {
     std::fs::write(dir.join("spare-7.seg.tmp"), vec![0u8; 8192]).unwrap();
 
     chmod(root.path(), 0o755);
-    let _writable = Writable(dir.clone());
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        chmod(&entry.unwrap().path(), 0o444);
-    }
-    chmod(&dir, 0o555);
+    let _writable = make_read_only(&dir);
     let before = common::dir_snapshot(&dir);
 
     let reader = LogReader::open(&dir).expect("the reader opens a read-only directory");
@@ -135,21 +133,22 @@ fn inspection_of_a_read_only_directory_changes_nothing() {
 
 /// Issue 9, case 7, for the command: `annals verify` of an empty directory
 /// printed "clean". Both commands fail (exit 3, a runtime failure) saying
-/// "not an Annals log".
+/// "not an Annals log"; so do `stats` and `compact` (which must not make a
+/// new log there, as the read-write open it uses would).
 #[test]
-fn annals_verify_and_dump_of_a_directory_without_a_log_say_not_an_annals_log() {
+fn annals_commands_on_a_directory_without_a_log_say_not_an_annals_log() {
     let empty = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("notes.txt"), b"not a log").unwrap();
     for dir in [empty.path(), other.path()] {
         let before = common::dir_snapshot(dir);
-        for command in ["verify", "dump"] {
+        for command in ["verify", "dump", "stats", "compact"] {
             let out = run_annals(&[command, path(dir)]);
             assert_eq!(out.status.code(), Some(EXIT_RUNTIME), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
             assert!(text(&out.stderr).contains("not an Annals log"), "{command}: {}", text(&out.stderr));
             assert!(!text(&out.stdout).contains("clean"), "{command}: {}", text(&out.stdout));
         }
-        common::assert_dir_unchanged(dir, &before, "verify or dump");
+        common::assert_dir_unchanged(dir, &before, "verify, dump, stats or compact");
     }
 }
 

@@ -303,3 +303,39 @@ pub fn assert_dir_unchanged(dir: &Path, before: &std::collections::BTreeMap<Stri
     changes.extend(before.keys().filter(|name| !after.contains_key(*name)).map(|name| format!("{name} removed")));
     assert!(changes.is_empty(), "{what} changed the directory: {}", changes.join(", "));
 }
+
+/// Writes a log over many 8 KiB segments whose records are mostly dead, and
+/// closes it cleanly: three records of a stream left alone ("untouched"),
+/// then 12 workflows append steps of 120 bytes and fold every fifth into a
+/// snapshot that prunes the steps it covers (`rounds` steps each), two of
+/// them are deleted, and a batch writes to two more streams. Returns its
+/// live records, in LSN order.
+pub fn write_churned_log(dir: &Path, rounds: u64) -> Vec<annals::Record> {
+    use annals::{Batch, Expectation, Lsn};
+    let log = Log::open(dir, small_options()).expect("open");
+    for i in 0..3 {
+        log.append("untouched", Expectation::Any, unique_payload(1_000_000 + i, 200)).wait().unwrap();
+    }
+    for round in 0..rounds {
+        for workflow in 0..12u64 {
+            let stream = format!("wf-{workflow}");
+            let appended = log.append(&stream, Expectation::Any, unique_payload(round * 100 + workflow, 120));
+            let appended = appended.wait().unwrap();
+            if appended.seq.0 % 5 == 4 {
+                let state = format!("state of {stream} after round {round}").into_bytes();
+                log.snapshot_and_prune(&stream, appended.seq, state).wait().unwrap();
+            }
+        }
+    }
+    log.delete_stream("wf-0").wait().unwrap();
+    log.delete_stream("wf-1").wait().unwrap();
+    let batch = Batch::new().append("batch-a", Expectation::Any, &b"first of a batch"[..]).append(
+        "batch-b",
+        Expectation::Any,
+        &b"second of a batch"[..],
+    );
+    log.commit(batch).wait().unwrap();
+    let live = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    log.close().wait().unwrap();
+    live
+}

@@ -80,6 +80,17 @@ pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Makes a log's directory read-only (0555, its files 0444), as on
+/// read-only media; the guard returned makes them writable again.
+pub fn make_read_only(dir: &Path) -> Writable {
+    let writable = Writable(dir.to_path_buf());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        chmod(&entry.unwrap().path(), 0o444);
+    }
+    chmod(dir, 0o555);
+    writable
+}
+
 /// Restores write permission on a log so the temporary directory can be
 /// removed, also when the test fails.
 pub struct Writable(pub PathBuf);
