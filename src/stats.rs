@@ -9,15 +9,17 @@
 //!   hold), so this is the disk they hold.
 //! - **written bytes**: the frames of a segment, from the end of its
 //!   64-byte header to the end of its last frame.
-//! - **live bytes**: the live entries and snapshots, each counted as its
-//!   operation: the operation header (`frame::OP_HEADER_BYTES`), the stream
-//!   id and the payload. A record is live while [`LogReader::read_all`]
-//!   returns it.
-//! - **dead bytes**: written bytes that are not live: records pruned,
-//!   cleared or superseded that compaction has not reclaimed yet;
-//!   tombstones, prunes, bases, gaps and close markers; and the framing of
-//!   every frame, live ones too (a 40-byte frame header each, and a batch's
-//!   kind bytes). Compaction gives back all but the live records' framing.
+//! - **live bytes**: what the live entries and snapshots would take in a
+//!   compacted segment, a frame each: the frame header
+//!   (`frame::FRAME_HEADER_BYTES`), the operation header
+//!   (`frame::OP_HEADER_BYTES`), the stream id and the payload; and in a
+//!   compacted segment its stream bases and closing gap, which compaction
+//!   keeps. A record is live while [`LogReader::read_all`] returns it.
+//! - **dead bytes**: written bytes that are not live, which compaction
+//!   gives back: records pruned, cleared or superseded that it has not
+//!   reclaimed yet; tombstones, prunes, gaps and close markers in ordinary
+//!   segments; and what batches save in framing over a frame per record
+//!   (counted here against them, so it can be negative: then 0).
 //! - **unused bytes**: the rest of the file: zeros not yet written.
 //! - **space amplification**: file bytes over live bytes; `None` when
 //!   nothing is live.
@@ -32,8 +34,9 @@
 //! log.close().wait()?;
 //! let stats = LogReader::open(dir.path())?.stats()?;
 //! assert_eq!((stats.total.live_records, stats.streams), (1, 1));
-//! // An operation header, 5 bytes of stream id, 6 of payload.
-//! assert_eq!(stats.total.live_bytes, (annals::frame::OP_HEADER_BYTES + 5 + 6) as u64);
+//! // A frame header, an operation header, 5 bytes of stream id, 6 of payload.
+//! let one_record = annals::frame::FRAME_HEADER_BYTES + annals::frame::OP_HEADER_BYTES + 5 + 6;
+//! assert_eq!(stats.total.live_bytes, one_record as u64);
 //! # Ok(())
 //! # }
 //! ```

@@ -9,9 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
 use annals::{Log, Options, SegmentPreparation};
 
-/// Options for small logs: 8 KiB segments so that a test rolls over often.
+/// Options for small logs: 8 KiB segments so that a test rolls over often,
+/// and no background compaction, so that what a test finds on disk is what
+/// it wrote (the compaction tests turn it on themselves).
 pub fn small_options() -> Options {
-    Options { segment_bytes: 8192, record_bytes_max: 4096, ..Options::default() }
+    Options {
+        segment_bytes: 8192,
+        record_bytes_max: 4096,
+        compaction: annals::CompactionOptions { background: false, ..annals::CompactionOptions::default() },
+        ..Options::default()
+    }
 }
 
 pub fn open(dir: &Path) -> Log {
