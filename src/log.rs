@@ -324,11 +324,21 @@ fn new_log_id() -> [u8; 16] {
     id
 }
 
+/// How long an open waits for a lock that is held: a lock released by a
+/// closed log stays held while a process forked at that moment (by any
+/// thread of the program) has not yet run its new program, since the child
+/// shares the lock until then.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn lock_dir(fs: &dyn FileSystem, dir: &Path, mode: LockMode) -> Result<DirLock> {
-    match fs.lock(dir, mode) {
-        Ok(Some(lock)) => Ok(lock),
-        Ok(None) => Err(Error::Locked { dir: dir.to_owned() }),
-        Err(error) => Err(Error::io("lock", dir, error)),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match fs.lock(dir, mode) {
+            Ok(Some(lock)) => return Ok(lock),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Ok(None) => return Err(Error::Locked { dir: dir.to_owned() }),
+            Err(error) => return Err(Error::io("lock", dir, error)),
+        }
     }
 }
 
