@@ -26,10 +26,13 @@ fn row(sequence: u64, state: &str) -> Row {
     Row { sequence, state: state.to_owned(), blob: None }
 }
 
-/// A backend under test: `open` opens the same storage again (a restart).
+/// A backend under test: `open` opens the same storage again (a restart);
+/// `reclaimed_payloads` has the backend give back what retention removed
+/// and lists every payload it still stores.
 trait Factory {
     type B: Backend;
     fn open(&self) -> Arc<Self::B>;
+    fn reclaimed_payloads(&self, backend: &Self::B) -> Vec<Vec<u8>>;
 }
 
 struct LogFactory {
@@ -40,6 +43,15 @@ impl Factory for LogFactory {
     type B = annals::Log;
     fn open(&self) -> Arc<annals::Log> {
         Arc::new(annals::Log::open(self.dir.path(), annals::Options::default()).expect("open the log"))
+    }
+
+    fn reclaimed_payloads(&self, log: &annals::Log) -> Vec<Vec<u8>> {
+        log.compact().expect("compact");
+        log.read_all_on_disk(annals::Lsn::ZERO, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|record| record.payload.to_vec())
+            .collect()
     }
 }
 
@@ -280,6 +292,56 @@ async fn stores_in_different_namespaces_do_not_see_each_other<F: Factory>(factor
     assert_eq!(other.list().await.unwrap(), vec![("a".to_owned(), "text".to_owned())]);
 }
 
+async fn snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates<F: Factory>(factory: &F) {
+    {
+        let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+        for sequence in 0..10 {
+            store.append("run", row(sequence, &format!("step {sequence}"))).await.unwrap();
+        }
+        assert!(!store.snapshot_run("other", 5, &"nothing").await.unwrap(), "an unknown run folds nothing");
+        assert!(store.snapshot_run("run", 6, &"through six".to_owned()).await.unwrap());
+        let rows = store.load_run("run").await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((6, "through six".to_owned())));
+        assert!(matches!(store.append("run", row(3, "again")).await, Err(StoreError::Duplicate { .. })));
+        store.append("run", row(10, "step 10")).await.unwrap();
+    }
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    let rows = store.load_run("run").await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9, 10], "the same after a restart");
+    assert!(matches!(store.append("run", row(6, "again")).await, Err(StoreError::Duplicate { .. })));
+    // Folding again goes further, and the latest fold is the one read.
+    assert!(store.snapshot_run("run", 9, &"through nine".to_owned()).await.unwrap());
+    assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((9, "through nine".to_owned())));
+    assert_eq!(store.load_run("run").await.unwrap(), vec![row(10, "step 10")]);
+    store.clear("run").await.unwrap();
+    assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), None);
+    assert!(store.load_run("run").await.unwrap().is_empty());
+}
+
+async fn rows_a_snapshot_folded_are_given_back_by_the_backend<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(backend.clone());
+    let marked = |sequence: u64| Row { sequence, state: format!("<marked-{sequence}>"), blob: Some(vec![7; 4096]) };
+    for sequence in 0..40 {
+        store.append("run", marked(sequence)).await.unwrap();
+    }
+    store.snapshot_run("run", 34, &"folded".to_owned()).await.unwrap();
+    // Enough more writing that the folded rows' segment is sealed (a new
+    // log's first segment is 1 MiB).
+    for sequence in 40..300 {
+        store.append("other", marked(sequence)).await.unwrap();
+    }
+    let stored = factory.reclaimed_payloads(&backend);
+    let contains = |needle: &[u8]| stored.iter().any(|p| p.windows(needle.len()).any(|w| w == needle));
+    for sequence in 0..=34 {
+        assert!(!contains(format!("<marked-{sequence}>").as_bytes()), "row {sequence} was folded but is still stored");
+    }
+    for sequence in 35..300 {
+        assert!(contains(format!("<marked-{sequence}>").as_bytes()), "row {sequence} is live but was not kept");
+    }
+}
+
 macro_rules! conformance {
     ($factory:expr, $($check:ident),* $(,)?) => {
         $(
@@ -312,5 +374,7 @@ mod embedded_log {
         list_returns_every_run_most_recently_saved_first,
         delete_forgets_one_run_and_an_unknown_run_is_a_no_op,
         stores_in_different_namespaces_do_not_see_each_other,
+        snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates,
+        rows_a_snapshot_folded_are_given_back_by_the_backend,
     );
 }

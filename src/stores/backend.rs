@@ -65,6 +65,14 @@ pub enum Action {
     },
     /// Empties the stream; its sequence restarts at 0.
     Clear(Expect),
+    /// Records that the stream's state through sequence `through` is the
+    /// payload, and removes what it covers: the entries through `through`
+    /// and every older snapshot. The backend reclaims their space (the log:
+    /// by compaction). The stream's next sequence is unchanged.
+    SnapshotAndPrune {
+        /// The last sequence the snapshot covers.
+        through: u64,
+    },
 }
 
 /// One operation of a commit.
@@ -87,6 +95,11 @@ impl StoreOp {
     /// A snapshot of `stream` through `through`.
     pub fn snapshot(stream: impl Into<String>, through: u64, payload: impl Into<Bytes>) -> StoreOp {
         StoreOp { stream: stream.into(), action: Action::Snapshot { through }, payload: payload.into() }
+    }
+
+    /// A snapshot of `stream` through `through` that removes what it covers.
+    pub fn snapshot_and_prune(stream: impl Into<String>, through: u64, payload: impl Into<Bytes>) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::SnapshotAndPrune { through }, payload: payload.into() }
     }
 
     /// A clear of `stream` under `expect`.

@@ -65,12 +65,26 @@ impl Backend for Log {
                 Action::Append(expect) => batch.append(&op.stream, expectation(expect), op.payload.clone()),
                 Action::Snapshot { through } => batch.snapshot(&op.stream, StreamSeq(through), op.payload.clone()),
                 Action::Clear(expect) => batch.clear(&op.stream, expectation(expect)),
+                Action::SnapshotAndPrune { through } => {
+                    batch.snapshot_and_prune(&op.stream, StreamSeq(through), op.payload.clone())
+                }
             };
         }
         let pending = self.commit_with(batch, Durability::Sync);
         async move {
             let appended = pending.await.map_err(|error| store_error(error, &ops))?;
-            Ok(appended.into_iter().map(|a| Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0 }).collect())
+            // One acknowledgement per store operation: a snapshot-and-prune
+            // is two operations of the log, the snapshot's is the one.
+            let mut appended = appended.into_iter();
+            let mut committed = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let a = appended.next().expect("the log acknowledges every operation");
+                if matches!(op.action, Action::SnapshotAndPrune { .. }) {
+                    appended.next();
+                }
+                committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0 });
+            }
+            Ok(committed)
         }
     }
 
