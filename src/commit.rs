@@ -1,7 +1,9 @@
 //! Group commit: queued requests become one write and one fdatasync per group.
 //!
-//! Appenders push a [`WriteRequest`] onto a queue bounded by a semaphore
-//! (back-pressure) and wait for its reply. Whoever holds the writer (a mutex
+//! Appenders push a [`WriteRequest`] onto a bounded queue (back-pressure: a
+//! full queue parks the appender until the writer takes what is queued) and
+//! wait on the request's [`ReplySlot`], which the writer fills and whose
+//! waiting task or thread it wakes. Whoever holds the writer (a mutex
 //! around [`Writer`]) commits: the writer thread for async appenders, or a
 //! blocking appender that finds no one writing and leads the group on its
 //! own thread ([`Writer::lead`], the leader/follower scheme of LevelDB and
@@ -21,10 +23,11 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::frame::{
@@ -83,14 +86,127 @@ struct CheckedOp {
     snapshot_after: Option<StreamSeq>,
 }
 
-/// Where a request's outcome goes.
-pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>>>;
+/// One value or several, with nothing allocated for one: most requests are
+/// a single append, and their operations, guard results and
+/// acknowledgements then live inline.
+#[derive(Clone, Debug)]
+pub(crate) enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// Room for `len` values (allocated only for more than one).
+    pub fn with_capacity(len: usize) -> OneOrMany<T> {
+        OneOrMany::Many(if len > 1 { Vec::with_capacity(len) } else { Vec::new() })
+    }
+
+    /// Appends a value. An empty `Many` with nothing allocated (from
+    /// `with_capacity(1)`) becomes `One`.
+    pub fn push(&mut self, value: T) {
+        match self {
+            OneOrMany::Many(values) if values.capacity() == 0 => *self = OneOrMany::One(value),
+            OneOrMany::Many(values) => values.push(value),
+            OneOrMany::One(_) => {
+                let OneOrMany::One(first) = std::mem::replace(self, OneOrMany::Many(Vec::with_capacity(2))) else {
+                    unreachable!()
+                };
+                if let OneOrMany::Many(values) = self {
+                    values.extend([first, value]);
+                }
+            }
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(value) => std::slice::from_ref(value),
+            OneOrMany::Many(values) => values,
+        }
+    }
+
+    /// The first value; a request is never empty.
+    pub fn into_first(self) -> T {
+        match self {
+            OneOrMany::One(value) => value,
+            OneOrMany::Many(values) => values.into_iter().next().expect("a request has an operation"),
+        }
+    }
+
+    pub fn into_iter(self) -> impl Iterator<Item = T> {
+        let (one, many) = match self {
+            OneOrMany::One(value) => (Some(value), Vec::new()),
+            OneOrMany::Many(values) => (None, values),
+        };
+        one.into_iter().chain(many)
+    }
+
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+/// A request's acknowledgements: one per operation, in order.
+pub(crate) type Acks = OneOrMany<Appended>;
+
+/// Where a request's outcome goes: filled once by the writer, read once by
+/// the request's `Pending`. The writer wakes the waker the `Pending` left
+/// (its async task, or its blocked thread) directly, with no channel between.
+/// Shared by the two (one allocation per request); if the `Pending` was
+/// dropped the outcome is dropped with the slot.
+#[derive(Default)]
+pub(crate) struct ReplySlot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    outcome: Option<Result<Acks>>,
+    /// Set once the outcome was taken: a `Pending` is not polled again.
+    taken: bool,
+    waker: Option<Waker>,
+}
+
+/// The writer's end of a [`ReplySlot`].
+pub(crate) type Reply = Arc<ReplySlot>;
+
+impl ReplySlot {
+    /// Stores the outcome and wakes whoever waits for it.
+    pub fn send(&self, outcome: Result<Acks>) {
+        let waker = {
+            let mut state = self.state.lock();
+            debug_assert!(state.outcome.is_none() && !state.taken, "a request is answered once");
+            state.outcome = Some(outcome);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The outcome, once sent; until then registers `cx`'s waker.
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<Acks>> {
+        let mut state = self.state.lock();
+        if let Some(outcome) = state.outcome.take() {
+            state.taken = true;
+            return Poll::Ready(outcome);
+        }
+        assert!(!state.taken, "a Pending is not polled after it finished");
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
 
 pub(crate) struct WriteRequest {
-    pub ops: Vec<Op>,
+    pub ops: OneOrMany<Op>,
     pub durability: Durability,
     pub reply: Reply,
-    pub permit: OwnedSemaphorePermit,
 }
 
 pub(crate) enum Command {
@@ -113,7 +229,6 @@ pub(crate) struct Shared {
     pub index: RwLock<Index>,
     pub queue: Mutex<Queue>,
     pub wake: Condvar,
-    pub permits: Arc<Semaphore>,
     pub lock: Mutex<Option<DirLock>>,
     pub spares: Spares,
     /// Commands pushed since the writer last drained the queue, readable
@@ -128,6 +243,9 @@ pub(crate) struct Shared {
 
 pub(crate) struct Queue {
     pub commands: VecDeque<Command>,
+    /// Appenders that found the queue full (`queue_requests_max` write
+    /// requests), woken when the writer takes what is queued.
+    pub waiting_for_room: Vec<Waker>,
     pub status: Status,
     /// When written but unsynced `Periodic` appends must be synced by; the
     /// writer thread waits for it without holding the writer.
@@ -154,8 +272,28 @@ impl Shared {
     }
 
     /// Queues a command unless the log is closed, or poisoned and the command is a write.
-    pub fn push(&self, command: Command, wake_writer: bool) -> Result<(), (Command, Error)> {
+    pub fn push(&self, command: Command, wake_writer: bool) -> Result<()> {
+        self.push_or_wait(command, wake_writer, None).map(|_| ())
+    }
+
+    /// Queues a command as [`Shared::push`] does, unless it is a write and
+    /// the queue is full: then hands it back (`Ok(Some)`) and leaves `room`
+    /// to be woken once the writer has taken what is queued.
+    pub fn push_or_wait(&self, command: Command, wake_writer: bool, room: Option<&Waker>) -> Result<Option<Command>> {
         let mut queue = self.queue.lock();
+        if let (Status::Open, Command::Write(_), Some(room)) = (&queue.status, &command, room)
+            && queue.commands.len() >= self.options.queue_requests_max
+        {
+            if !queue.waiting_for_room.iter().any(|waker| waker.will_wake(room)) {
+                queue.waiting_for_room.push(room.clone());
+            }
+            drop(queue);
+            // The queue is full, so it is not empty: make sure someone drains it.
+            if wake_writer {
+                self.wake.notify_one();
+            }
+            return Ok(Some(command));
+        }
         // A poisoned log still takes a close: it releases the lock.
         match (&queue.status, &command) {
             (Status::Open, _) | (Status::Poisoned(_), Command::Close(_)) => {
@@ -165,10 +303,10 @@ impl Shared {
                 if wake_writer {
                     self.wake.notify_one();
                 }
-                Ok(())
+                Ok(None)
             }
-            (Status::Poisoned(cause), _) => Err((command, Error::Poisoned { cause: cause.clone() })),
-            (Status::Closed, _) => Err((command, Error::Closed)),
+            (Status::Poisoned(cause), _) => Err(Error::Poisoned { cause: cause.clone() }),
+            (Status::Closed, _) => Err(Error::Closed),
         }
     }
 }
@@ -337,7 +475,7 @@ pub(crate) struct Writer {
 #[derive(Default)]
 struct Group {
     buf: Vec<u8>,
-    replies: Vec<(Reply, Result<Vec<Appended>>)>,
+    replies: Vec<(Reply, Result<Acks>)>,
     needs_sync: bool,
     needs_periodic: bool,
 }
@@ -436,6 +574,10 @@ impl Writer {
             let mut queue = self.shared.queue.lock();
             self.pending.extend(queue.commands.drain(..));
             self.shared.queued.store(0, Ordering::Release);
+            // The queue has room again for whoever found it full.
+            let room = std::mem::take(&mut queue.waiting_for_room);
+            drop(queue);
+            room.into_iter().for_each(Waker::wake);
         }
         let worked = !self.pending.is_empty();
         while !self.pending.is_empty() {
@@ -467,50 +609,61 @@ impl Writer {
 
     /// Checks a request's guards and, if they hold, encodes it into the group.
     fn add(&mut self, group: &mut Group, request: WriteRequest) {
-        let WriteRequest { ops, durability, reply, permit } = request;
-        drop(permit);
+        let WriteRequest { ops, durability, reply } = request;
         if self.shared.poisoned.load(Ordering::Acquire)
             && let Status::Poisoned(cause) = self.shared.status()
         {
-            let _ = reply.send(Err(Error::Poisoned { cause }));
+            reply.send(Err(Error::Poisoned { cause }));
             return;
         }
-        let checked = match self.check_guards(&ops) {
+        let checked = match self.check_guards(ops.as_slice()) {
             Ok(checked) => checked,
             Err(error) => {
                 group.replies.push((reply, Err(error)));
                 return;
             }
         };
-        let refs: Vec<OpRef<'_>> = ops
-            .iter()
-            .zip(&checked)
-            .enumerate()
-            .map(|(i, (op, checked))| OpRef {
-                kind: record_kind(op.kind),
-                stream: &op.stream,
-                seq: checked.seq,
-                lsn: Lsn(self.next_lsn.0 + i as u64),
-                payload: &op.payload,
-            })
-            .collect();
-        let len = frame_bytes(frame_kind_of(&refs), &refs);
+        fn op_ref<'a>(op: &'a Op, checked: &CheckedOp, lsn: Lsn) -> OpRef<'a> {
+            OpRef { kind: record_kind(op.kind), stream: &op.stream, seq: checked.seq, lsn, payload: &op.payload }
+        }
+        let lsn = |i: usize| Lsn(self.next_lsn.0 + i as u64);
+        // A single operation's reference lives on the stack: no allocation.
+        let (one, many): ([OpRef<'_>; 1], Vec<OpRef<'_>>);
+        let refs: &[OpRef<'_>] = match (&ops, &checked) {
+            (OneOrMany::One(op), OneOrMany::One(checked)) => {
+                one = [op_ref(op, checked, lsn(0))];
+                &one
+            }
+            _ => {
+                let pairs = ops.as_slice().iter().zip(checked.as_slice());
+                many = pairs.enumerate().map(|(i, (op, checked))| op_ref(op, checked, lsn(i))).collect();
+                &many
+            }
+        };
+        let len = frame_bytes(frame_kind_of(refs), refs);
         if !self.fits(group.buf.len() + len) {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
             if let Status::Poisoned(cause) = self.shared.status() {
-                let _ = reply.send(Err(Error::Poisoned { cause }));
+                reply.send(Err(Error::Poisoned { cause }));
                 return;
             }
             if let Err(error) = self.roll_over(len) {
                 // A spare that could not be made or published leaves the log
                 // as it was: only this append fails (a full disk, say).
                 // Anything else has poisoned the log.
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
                 return;
             }
         }
-        self.add_encoded(group, &refs, durability, reply, &ops, &checked);
+        self.add_encoded(group, refs, durability, reply);
+        // The stream's whole state after each operation, as the guards
+        // computed it from the index and the group: later requests in the
+        // group are checked against it. The request's stream ids move into
+        // the overlay rather than being cloned.
+        for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
+            self.overlay.insert(op.stream, (checked.next_after, checked.snapshot_after));
+        }
     }
 
     /// Whether `bytes` more fit in the active segment, with the space every
@@ -524,28 +677,15 @@ impl Writer {
         self.offset + bytes + MARKER_RESERVE_BYTES <= segment_bytes
     }
 
-    fn add_encoded(
-        &mut self,
-        group: &mut Group,
-        refs: &[OpRef<'_>],
-        durability: Durability,
-        reply: Reply,
-        ops: &[Op],
-        checked: &[CheckedOp],
-    ) {
+    fn add_encoded(&mut self, group: &mut Group, refs: &[OpRef<'_>], durability: Durability, reply: Reply) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         let kind = frame_kind_of(refs);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
-        // The stream's whole state after each operation, as the guards
-        // computed it from the index and the group: later requests in the
-        // group are checked against it.
-        for (op, checked) in ops.iter().zip(checked) {
-            self.overlay.insert(op.stream.clone(), (checked.next_after, checked.snapshot_after));
-        }
-        let appended = refs.iter().map(|r| Appended { lsn: r.lsn, seq: r.seq }).collect();
-        group.replies.push((reply, Ok(appended)));
+        let mut acks = Acks::with_capacity(refs.len());
+        refs.iter().for_each(|r| acks.push(Appended { lsn: r.lsn, seq: r.seq }));
+        group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
             Durability::Periodic => group.needs_periodic = true,
@@ -555,12 +695,12 @@ impl Writer {
 
     /// The sequence each operation gets and its stream's state after it, or
     /// the first guard that fails.
-    fn check_guards(&self, ops: &[Op]) -> Result<Vec<CheckedOp>> {
+    fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
         let index = self.shared.index.read();
         // A batch may touch one stream several times: follow its own effects.
         let batch = ops.len() > 1;
         let mut local: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
-        let mut seqs = Vec::with_capacity(ops.len());
+        let mut seqs = OneOrMany::with_capacity(ops.len());
         for op in ops {
             let position = local.iter().position(|(stream, _, _)| *stream == op.stream.as_ref());
             let (next, snapshot) = match position {
@@ -615,7 +755,7 @@ impl Writer {
             if let Err(error) = written {
                 let cause = self.shared.poison(error);
                 for (reply, _) in group.replies {
-                    let _ = reply.send(Err(Error::Poisoned { cause: cause.clone() }));
+                    reply.send(Err(Error::Poisoned { cause: cause.clone() }));
                 }
                 return;
             }
@@ -634,7 +774,7 @@ impl Writer {
             self.request_spare(false);
         }
         for (reply, result) in group.replies {
-            let _ = reply.send(result);
+            reply.send(result);
         }
         if group.buf.capacity() <= SPARE_BUF_BYTES_MAX {
             group.buf.clear();
@@ -798,20 +938,23 @@ impl Writer {
         {
             self.shared.poison(error.clone());
         }
+        let room;
         {
             let mut queue = self.shared.queue.lock();
             queue.status = Status::Closed;
             self.shared.closed.store(true, Ordering::Release);
             self.pending.extend(queue.commands.drain(..));
+            // Appenders waiting for room find the log closed.
+            room = std::mem::take(&mut queue.waiting_for_room);
         }
+        room.into_iter().for_each(Waker::wake);
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
-        self.shared.permits.close();
         self.shared.spares.shut_down(&self.shared);
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {
-                    let _ = request.reply.send(Err(Error::Closed));
+                    request.reply.send(Err(Error::Closed));
                 }
                 Command::Close(reply) => {
                     let _ = reply.send(Ok(()));

@@ -165,3 +165,54 @@ fn blocking_appenders_behind_a_full_queue_are_all_committed() {
         ITERATIONS,
     );
 }
+
+/// Async appenders (each append awaited, the writer thread committing) behind
+/// a queue that holds one request: every append either waits for room, or
+/// is queued and answered through its reply slot, which wakes the awaiting
+/// task directly. Every append is acknowledged once, densely, and a dropped
+/// append that was queued is still committed or not, never half.
+#[test]
+fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
+    shuttle::check_random(
+        || {
+            let fs = SimFs::new();
+            let log =
+                Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(&fs) }).expect("open");
+            let tasks: Vec<_> = (0..3u8)
+                .map(|i| {
+                    let log = log.clone();
+                    shuttle::future::spawn(async move {
+                        let mut seqs = Vec::new();
+                        for n in 0..2u64 {
+                            let appended =
+                                log.append(format!("s{i}"), Expectation::Exact(StreamSeq(n)), vec![i]).await.unwrap();
+                            seqs.push(appended.seq);
+                        }
+                        seqs
+                    })
+                })
+                .collect();
+            // A Pending polled once (queued, or waiting for room) and dropped.
+            let dropped = log.append("dropped", Expectation::Any, vec![9]);
+            let polled = shuttle::future::spawn(async move {
+                let mut dropped = std::pin::pin!(dropped);
+                std::future::poll_fn(|cx| {
+                    let _ = dropped.as_mut().poll(cx);
+                    std::task::Poll::Ready(())
+                })
+                .await;
+            });
+            shuttle::future::block_on(polled).unwrap();
+            for task in tasks {
+                assert_eq!(shuttle::future::block_on(task).unwrap(), vec![StreamSeq(0), StreamSeq(1)]);
+            }
+            log.close().wait().unwrap();
+            let dropped_committed = log.last_lsn() == Lsn(7);
+            assert!(
+                log.last_lsn() == Lsn(6) || dropped_committed,
+                "six acknowledged appends, and the dropped one or not"
+            );
+        },
+        ITERATIONS,
+    );
+}
