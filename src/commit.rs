@@ -460,6 +460,8 @@ pub(crate) struct Writer {
     /// snapshot. Emptied when the group is committed (the index then says
     /// the same); kept allocated from group to group.
     overlay: HashMap<Bytes, (u64, Option<StreamSeq>)>,
+    /// Which streams the overlay may hold; emptied with it.
+    overlay_filter: StreamFilter,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
@@ -503,6 +505,7 @@ impl Writer {
             durable_lsn: next_lsn,
             pending: VecDeque::new(),
             overlay: HashMap::new(),
+            overlay_filter: StreamFilter::default(),
             spare_buf: Vec::new(),
             closed: false,
             sealed: false,
@@ -662,6 +665,7 @@ impl Writer {
         // group are checked against it. The request's stream ids move into
         // the overlay rather than being cloned.
         for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
+            self.overlay_filter.insert(&op.stream);
             self.overlay.insert(op.stream, (checked.next_after, checked.snapshot_after));
         }
     }
@@ -693,6 +697,14 @@ impl Writer {
         }
     }
 
+    /// The state of a stream the group touched, if it did.
+    fn overlay_get(&self, stream: &Bytes) -> Option<&(u64, Option<StreamSeq>)> {
+        if !self.overlay_filter.may_hold(stream) {
+            return None;
+        }
+        self.overlay.get(stream)
+    }
+
     /// The sequence each operation gets and its stream's state after it, or
     /// the first guard that fails.
     fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
@@ -705,7 +717,7 @@ impl Writer {
             let position = local.iter().position(|(stream, _, _)| *stream == op.stream.as_ref());
             let (next, snapshot) = match position {
                 Some(i) => (local[i].1, local[i].2),
-                None => match self.overlay.get(&op.stream) {
+                None => match self.overlay_get(&op.stream) {
                     Some(&state) => state,
                     None => index.stream(&op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
                 },
@@ -749,6 +761,7 @@ impl Writer {
         let mut group = std::mem::take(group);
         // Published or failed, the group's effects are the index's business now.
         self.overlay.clear();
+        self.overlay_filter.clear();
         if !group.buf.is_empty() || seal {
             let written =
                 self.write_and_sync(&group.buf, group.needs_sync || seal).and_then(|()| self.cover_by_lease());
@@ -1005,6 +1018,64 @@ impl Writer {
     }
 }
 
+/// Streams a group touched, by a cheap unkeyed hash of their ids: a clear
+/// bit proves a stream is not in the overlay and saves the overlay's keyed
+/// (SipHash) lookup, which is most of a guard check when groups hold many
+/// streams once each. A set bit only means "maybe": a collision, chance or
+/// chosen, costs that lookup and nothing more, so this needs no key.
+struct StreamFilter {
+    bits: [u64; STREAM_FILTER_WORDS],
+    /// Bits set since the last clear (a group that touched none skips it).
+    set: usize,
+}
+
+const STREAM_FILTER_WORDS: usize = 64;
+
+impl Default for StreamFilter {
+    fn default() -> StreamFilter {
+        StreamFilter { bits: [0; STREAM_FILTER_WORDS], set: 0 }
+    }
+}
+
+impl StreamFilter {
+    fn bit(stream: &[u8]) -> (usize, u64) {
+        // FxHash's mixing over 8-byte words: a few instructions per id.
+        let mix = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+        let mut hash = stream.len() as u64;
+        let mut words = stream.chunks_exact(8);
+        for word in &mut words {
+            hash = mix(hash, u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            hash = mix(hash, rest.iter().rev().fold(0, |word, &byte| word << 8 | u64::from(byte)));
+        }
+        let bit = (hash >> 52) as usize % (STREAM_FILTER_WORDS * 64);
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    fn insert(&mut self, stream: &[u8]) {
+        let (word, mask) = StreamFilter::bit(stream);
+        self.bits[word] |= mask;
+        self.set += 1;
+    }
+
+    fn may_hold(&self, stream: &[u8]) -> bool {
+        if self.set == 0 {
+            return false;
+        }
+        let (word, mask) = StreamFilter::bit(stream);
+        self.bits[word] & mask != 0
+    }
+
+    fn clear(&mut self) {
+        if self.set > 0 {
+            self.bits = [0; STREAM_FILTER_WORDS];
+            self.set = 0;
+        }
+    }
+}
+
 /// The frame that holds these operations: a single one's own kind, or a batch.
 fn frame_kind_of(refs: &[OpRef<'_>]) -> FrameKind {
     if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch }
@@ -1038,4 +1109,26 @@ fn poll_for_work(shared: &Shared) {
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter may say "maybe" for a stream it never saw, never "no" for
+    /// one it did: a "no" skips the overlay, whose answer would be wrong.
+    #[test]
+    fn the_stream_filter_never_denies_a_stream_it_holds() {
+        let mut filter = StreamFilter::default();
+        let streams: Vec<Vec<u8>> =
+            (0..5000u32).map(|i| format!("stream-{i:0width$}", width = (i % 23) as usize).into_bytes()).collect();
+        assert!(streams.iter().all(|s| !filter.may_hold(s)), "an empty filter holds nothing");
+        for stream in &streams {
+            filter.insert(stream);
+            assert!(filter.may_hold(stream));
+        }
+        assert!(streams.iter().all(|s| filter.may_hold(s)));
+        filter.clear();
+        assert!(streams.iter().all(|s| !filter.may_hold(s)), "a cleared filter holds nothing");
+    }
 }
