@@ -19,7 +19,10 @@
 //! Any write or sync error poisons the log: the group's requests and every
 //! later one fail with [`Error::Poisoned`]; the writer never retries a sync.
 
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -459,9 +462,7 @@ pub(crate) struct Writer {
     /// Streams touched by the group being gathered: next sequence and latest
     /// snapshot. Emptied when the group is committed (the index then says
     /// the same); kept allocated from group to group.
-    overlay: HashMap<Bytes, (u64, Option<StreamSeq>)>,
-    /// Which streams the overlay may hold; emptied with it.
-    overlay_filter: StreamFilter,
+    overlay: Overlay<(u64, Option<StreamSeq>)>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
@@ -504,8 +505,7 @@ impl Writer {
             next_lsn,
             durable_lsn: next_lsn,
             pending: VecDeque::new(),
-            overlay: HashMap::new(),
-            overlay_filter: StreamFilter::default(),
+            overlay: Overlay::default(),
             spare_buf: Vec::new(),
             closed: false,
             sealed: false,
@@ -665,7 +665,6 @@ impl Writer {
         // group are checked against it. The request's stream ids move into
         // the overlay rather than being cloned.
         for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-            self.overlay_filter.insert(&op.stream);
             self.overlay.insert(op.stream, (checked.next_after, checked.snapshot_after));
         }
     }
@@ -699,9 +698,6 @@ impl Writer {
 
     /// The state of a stream the group touched, if it did.
     fn overlay_get(&self, stream: &Bytes) -> Option<&(u64, Option<StreamSeq>)> {
-        if !self.overlay_filter.may_hold(stream) {
-            return None;
-        }
         self.overlay.get(stream)
     }
 
@@ -761,7 +757,6 @@ impl Writer {
         let mut group = std::mem::take(group);
         // Published or failed, the group's effects are the index's business now.
         self.overlay.clear();
-        self.overlay_filter.clear();
         if !group.buf.is_empty() || seal {
             let written =
                 self.write_and_sync(&group.buf, group.needs_sync || seal).and_then(|()| self.cover_by_lease());
@@ -1018,6 +1013,95 @@ impl Writer {
     }
 }
 
+/// Streams touched by the group being gathered, each with its state after
+/// the group's operations on it. Most groups touch each stream once: then
+/// nothing is hashed with the keyed hash. A [`StreamFilter`] answers "not
+/// touched" for most lookups; only when it says "maybe" are the touched
+/// streams indexed by SipHash (stream ids are users', so a chosen collision
+/// must not turn lookups into scans), once per group and then kept up to date.
+struct Overlay<V> {
+    /// Each touched stream once, with its state.
+    touched: Vec<(Bytes, V)>,
+    filter: StreamFilter,
+    positions: RefCell<OverlayPositions>,
+}
+
+/// Positions in `touched` by the keyed hash of the stream id.
+#[derive(Default)]
+struct OverlayPositions {
+    hasher: RandomState,
+    /// Positions by hash; several only if two ids share a 64-bit hash.
+    by_hash: HashMap<u64, OneOrMany<usize>, BuildHasherDefault<HashValueHasher>>,
+    /// `touched[..indexed]` is in `by_hash`.
+    indexed: usize,
+}
+
+impl<V> Default for Overlay<V> {
+    fn default() -> Overlay<V> {
+        Overlay { touched: Vec::new(), filter: StreamFilter::default(), positions: RefCell::default() }
+    }
+}
+
+impl<V> Overlay<V> {
+    fn position(&self, stream: &[u8]) -> Option<usize> {
+        if !self.filter.may_hold(stream) {
+            return None;
+        }
+        let mut positions = self.positions.borrow_mut();
+        let OverlayPositions { hasher, by_hash, indexed } = &mut *positions;
+        for (at, (touched, _)) in self.touched.iter().enumerate().skip(*indexed) {
+            by_hash.entry(hasher.hash_one(touched.as_ref())).or_insert_with(|| OneOrMany::with_capacity(1)).push(at);
+        }
+        *indexed = self.touched.len();
+        let candidates = by_hash.get(&hasher.hash_one(stream))?;
+        candidates.as_slice().iter().copied().find(|&at| self.touched[at].0.as_ref() == stream)
+    }
+
+    fn get(&self, stream: &[u8]) -> Option<&V> {
+        self.position(stream).map(|at| &self.touched[at].1)
+    }
+
+    fn insert(&mut self, stream: Bytes, state: V) {
+        match self.position(&stream) {
+            Some(at) => self.touched[at].1 = state,
+            None => {
+                self.filter.insert(&stream);
+                self.touched.push((stream, state));
+            }
+        }
+    }
+
+    /// Forgets every stream, keeping the allocations.
+    fn clear(&mut self) {
+        self.touched.clear();
+        self.filter.clear();
+        let positions = self.positions.get_mut();
+        positions.by_hash.clear();
+        positions.indexed = 0;
+    }
+}
+
+/// Hashes a `u64` that is a hash already (from a keyed hasher) to itself.
+#[derive(Default)]
+struct HashValueHasher(u64);
+
+impl Hasher for HashValueHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys come here; any other key is folded in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
 /// Streams a group touched, by a cheap unkeyed hash of their ids: a clear
 /// bit proves a stream is not in the overlay and saves the overlay's keyed
 /// (SipHash) lookup, which is most of a guard check when groups hold many
@@ -1114,6 +1198,30 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The overlay answers for every stream it holds, with its latest state,
+    /// and for none it does not, however many the filter cannot tell apart.
+    #[test]
+    fn the_overlay_holds_each_stream_once_with_its_latest_state() {
+        let mut overlay = Overlay::default();
+        let stream = |i: u32| Bytes::from(format!("s-{i}"));
+        for round in 0..3u32 {
+            for i in 0..3000 {
+                if i % 3 >= round {
+                    overlay.insert(stream(i), (i, round));
+                }
+            }
+            for i in 0..3000 {
+                assert_eq!(overlay.get(&stream(i)), Some(&(i, round.min(i % 3))));
+                assert_eq!(overlay.get(&stream(i + 3000)), None);
+            }
+        }
+        assert_eq!(overlay.touched.len(), 3000, "an update does not add a stream twice");
+        overlay.clear();
+        assert!((0..3000).all(|i| overlay.get(&stream(i)).is_none()));
+        overlay.insert(stream(7), (7, 9));
+        assert_eq!(overlay.get(&stream(7)), Some(&(7, 9)));
+    }
 
     /// The filter may say "maybe" for a stream it never saw, never "no" for
     /// one it did: a "no" skips the overlay, whose answer would be wrong.
