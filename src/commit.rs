@@ -287,9 +287,10 @@ impl Shared {
         if let (Status::Open, Command::Write(_), Some(room)) = (&queue.status, &command, room)
             && queue.commands.len() >= self.options.queue_requests_max
         {
-            if !queue.waiting_for_room.iter().any(|waker| waker.will_wake(room)) {
-                queue.waiting_for_room.push(room.clone());
-            }
+            // No search for a waker already there: with thousands waiting it
+            // would be quadratic. A waiter polled twice while the queue stays
+            // full is woken twice, harmlessly.
+            queue.waiting_for_room.push(room.clone());
             drop(queue);
             // The queue is full, so it is not empty: make sure someone drains it.
             if wake_writer {
