@@ -27,6 +27,11 @@ fn open(fs: &SimFs) -> Log {
     Log::open(annals::sim::sim_dir(), options(fs)).expect("open")
 }
 
+/// A log whose queue holds one request: appenders wait for room.
+fn open_with_a_queue_of_one(fs: &SimFs) -> Log {
+    Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(fs) }).expect("open")
+}
+
 type Results = Vec<annals::Result<annals::Appended>>;
 
 /// `threads` appenders, each making three blocking appends to its own stream.
@@ -153,9 +158,7 @@ fn close_racing_appends_answers_every_append_and_keeps_every_ack() {
 fn blocking_appenders_behind_a_full_queue_are_all_committed() {
     shuttle::check_random(
         || {
-            let fs = SimFs::new();
-            let log =
-                Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(&fs) }).expect("open");
+            let log = open_with_a_queue_of_one(&SimFs::new());
             let threads = appenders(&log, 3);
             for thread in threads {
                 assert!(thread.join().unwrap().iter().all(Result::is_ok));
@@ -175,9 +178,7 @@ fn blocking_appenders_behind_a_full_queue_are_all_committed() {
 fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
     shuttle::check_random(
         || {
-            let fs = SimFs::new();
-            let log =
-                Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(&fs) }).expect("open");
+            let log = open_with_a_queue_of_one(&SimFs::new());
             let tasks: Vec<_> = (0..3u8)
                 .map(|i| {
                     let log = log.clone();
