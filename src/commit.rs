@@ -38,7 +38,7 @@ use crate::frame::{
     decode_own_frame, encode_frame, encode_gap_frame, frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
-use crate::index::Index;
+use crate::index::{Index, StreamCursor};
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{
     FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, discard_spare, next_segment_bytes,
@@ -57,6 +57,23 @@ pub enum OpKind {
     Snapshot(StreamSeq),
     /// Clear the stream if it meets the expectation.
     Clear(Expectation),
+    /// Prune the stream's entries before this sequence (at most its next
+    /// one) and the snapshots the [`PruneSnapshots`] names, if the stream
+    /// meets the expectation and (when given) is still the incarnation
+    /// whose first record since its last clear is at this LSN.
+    Prune(StreamSeq, PruneSnapshots, Expectation, Option<Lsn>),
+    /// Start a stream that has no state at this sequence: its history
+    /// before it is gone (`annals repair` copying a compacted log).
+    Base(StreamSeq),
+}
+
+/// Which snapshots a prune drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PruneSnapshots {
+    /// Those written before this LSN.
+    Before(Lsn),
+    /// All but the stream's latest one (or none, if it has none).
+    AllButLatest,
 }
 
 /// One operation of a request.
@@ -68,6 +85,9 @@ pub struct Op {
     pub stream: Bytes,
     /// Its payload (empty for a clear).
     pub payload: Bytes,
+    /// The time to record for its frame instead of the clock's, if later
+    /// than the last frame's: `annals repair` keeps each record's time.
+    pub timestamp_ms: Option<u64>,
 }
 
 /// Where an acknowledged operation landed.
@@ -85,8 +105,9 @@ pub struct Appended {
 #[derive(Clone, Copy, Debug)]
 struct CheckedOp {
     seq: StreamSeq,
-    next_after: u64,
-    snapshot_after: Option<StreamSeq>,
+    after: StreamCursor,
+    /// A prune's payload: the LSN before which it drops snapshots.
+    prune_payload: [u8; crate::frame::PRUNE_PAYLOAD_BYTES],
 }
 
 /// One value or several, with nothing allocated for one: most requests are
@@ -242,6 +263,10 @@ pub(crate) struct Shared {
     /// Set once the log is closed: reads of a closed handle fail with
     /// `Closed` rather than serve what may be stale.
     pub closed: AtomicBool,
+    /// Held by a compaction: one at a time.
+    pub compaction: Mutex<()>,
+    /// The background compactor's wake-up and stop.
+    pub compactor: crate::compact::Compactor,
 }
 
 pub(crate) struct Queue {
@@ -463,7 +488,7 @@ pub(crate) struct Writer {
     /// Streams touched by the group being gathered: next sequence and latest
     /// snapshot. Emptied when the group is committed (the index then says
     /// the same); kept allocated from group to group.
-    overlay: Overlay<(u64, Option<StreamSeq>)>,
+    overlay: Overlay<StreamCursor>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
@@ -473,6 +498,8 @@ pub(crate) struct Writer {
     sealed: bool,
     /// The next spare was asked for.
     spare_requested: bool,
+    /// The timestamp of the last frame written.
+    last_timestamp_ms: u64,
 }
 
 /// Requests being gathered into one write.
@@ -492,10 +519,10 @@ const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, log_id: [u8; 16], state: StateFile) -> Writer {
-        let (active, offset, next_lsn) = {
+        let (active, offset, next_lsn, last_timestamp_ms) = {
             let index = shared.index.read();
             let entry = index.segments().last().expect("open creates a segment");
-            (entry.segment.clone(), entry.end_offset, index.next_lsn())
+            (entry.segment.clone(), entry.end_offset, index.next_lsn(), index.last_timestamp_ms())
         };
         Writer {
             shared,
@@ -511,6 +538,7 @@ impl Writer {
             closed: false,
             sealed: false,
             spare_requested: false,
+            last_timestamp_ms,
         }
     }
 
@@ -627,8 +655,19 @@ impl Writer {
                 return;
             }
         };
-        fn op_ref<'a>(op: &'a Op, checked: &CheckedOp, lsn: Lsn) -> OpRef<'a> {
-            OpRef { kind: record_kind(op.kind), stream: &op.stream, seq: checked.seq, lsn, payload: &op.payload }
+        // A reader that does not know retention records must refuse the
+        // log, not take one for a torn tail: the state file says so first.
+        if ops.as_slice().iter().any(|op| matches!(op.kind, OpKind::Prune(..) | OpKind::Base(_)))
+            && let Err(error) = self.state.add_features(crate::state::FEATURE_RETENTION)
+        {
+            group.replies.push((reply, Err(error)));
+            return;
+        }
+        fn op_ref<'a>(op: &'a Op, checked: &'a CheckedOp, lsn: Lsn) -> OpRef<'a> {
+            // A prune's payload is the one its guard check worked out.
+            let payload =
+                if matches!(op.kind, OpKind::Prune(..)) { &checked.prune_payload[..] } else { &op.payload[..] };
+            OpRef { kind: record_kind(op.kind), stream: &op.stream, seq: checked.seq, lsn, payload }
         }
         let lsn = |i: usize| Lsn(self.next_lsn.0 + i as u64);
         // A single operation's reference lives on the stack: no allocation.
@@ -660,14 +699,60 @@ impl Writer {
                 return;
             }
         }
-        self.add_encoded(group, refs, durability, reply);
+        let kept_time = ops.as_slice().first().and_then(|op| op.timestamp_ms);
+        self.add_encoded(group, refs, kept_time, durability, reply);
         // The stream's whole state after each operation, as the guards
         // computed it from the index and the group: later requests in the
         // group are checked against it. The request's stream ids move into
         // the overlay rather than being cloned.
         for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-            self.overlay.insert(op.stream, (checked.next_after, checked.snapshot_after));
+            self.overlay.insert(op.stream, checked.after);
         }
+    }
+
+    /// The time for the next frame: the log's clock never goes back, so
+    /// entries can be searched by time.
+    fn timestamp_ms(&mut self) -> u64 {
+        self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
+        self.last_timestamp_ms
+    }
+
+    /// The compaction generation the state file records.
+    pub(crate) fn compaction_generation(&self) -> u64 {
+        self.state.current().compaction_generation
+    }
+
+    /// `Ok` while the log takes writes.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        match self.shared.status() {
+            Status::Poisoned(cause) => Err(Error::Poisoned { cause }),
+            Status::Closed => Err(Error::Closed),
+            Status::Open => Ok(()),
+        }
+    }
+
+    /// Makes everything written durable before a compaction decides what
+    /// is live. A failure poisons the log (a failed sync of records).
+    pub(crate) fn sync_for_compaction(&mut self) -> Result<()> {
+        if let Err(error) = self.write_and_sync(&[], true) {
+            return Err(Error::Poisoned { cause: self.shared.poison(error) });
+        }
+        Ok(())
+    }
+
+    /// The commit point of a compaction: the state file records that the
+    /// log's compacted segments are those of `generation`, ending at `end`,
+    /// and that the log starts at `oldest`. A failure poisons the log:
+    /// whether the commit reached the disk is unknown until it is reopened.
+    pub(crate) fn commit_compaction(&mut self, oldest: Lsn, generation: u64, end: Lsn, trimmed: Lsn) -> Result<()> {
+        if let Err(error) = self.state.record_compaction(oldest, generation, end, trimmed) {
+            let cause = self.shared.poison(error);
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
     }
 
     /// Whether `bytes` more fit in the active segment, with the space every
@@ -681,10 +766,26 @@ impl Writer {
         self.offset + bytes + MARKER_RESERVE_BYTES <= segment_bytes
     }
 
-    fn add_encoded(&mut self, group: &mut Group, refs: &[OpRef<'_>], durability: Durability, reply: Reply) {
+    /// Encodes a checked request's frame into the group. `kept_time` is the
+    /// time its first operation asks to keep (`annals repair`), if any.
+    fn add_encoded(
+        &mut self,
+        group: &mut Group,
+        refs: &[OpRef<'_>],
+        kept_time: Option<u64>,
+        durability: Durability,
+        reply: Reply,
+    ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         let kind = frame_kind_of(refs);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        let timestamp_ms = match kept_time {
+            Some(kept) => {
+                self.last_timestamp_ms = self.last_timestamp_ms.max(kept);
+                self.last_timestamp_ms
+            }
+            None => self.timestamp_ms(),
+        };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         let mut acks = Acks::with_capacity(refs.len());
@@ -698,7 +799,7 @@ impl Writer {
     }
 
     /// The state of a stream the group touched, if it did.
-    fn overlay_get(&self, stream: &Bytes) -> Option<&(u64, Option<StreamSeq>)> {
+    fn overlay_get(&self, stream: &Bytes) -> Option<&StreamCursor> {
         self.overlay.get(stream)
     }
 
@@ -708,46 +809,69 @@ impl Writer {
         let index = self.shared.index.read();
         // A batch may touch one stream several times: follow its own effects.
         let batch = ops.len() > 1;
-        let mut local: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
+        let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
         let mut seqs = OneOrMany::with_capacity(ops.len());
-        for op in ops {
-            let position = local.iter().position(|(stream, _, _)| *stream == op.stream.as_ref());
-            let (next, snapshot) = match position {
-                Some(i) => (local[i].1, local[i].2),
+        for (at, op) in ops.iter().enumerate() {
+            let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
+            let cursor = match position {
+                Some(i) => local[i].1,
                 None => match self.overlay_get(&op.stream) {
-                    Some(&state) => state,
-                    None => index.stream(&op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+                    Some(&cursor) => cursor,
+                    None => index.cursor(&op.stream),
                 },
             };
+            let next = cursor.next;
             let conflict = |expected: Expectation| Error::Conflict {
                 stream: display_stream(&op.stream),
                 expected,
                 actual: StreamSeq(next),
             };
-            let (seq, next, snapshot) = match op.kind {
-                OpKind::Entry(expected) if !expected.holds(StreamSeq(next)) => {
+            let seq = match op.kind {
+                OpKind::Entry(expected) | OpKind::Clear(expected) | OpKind::Prune(_, _, expected, _)
+                    if !expected.holds(StreamSeq(next)) =>
+                {
                     return Err(conflict(expected));
                 }
-                OpKind::Entry(_) => (StreamSeq(next), next + 1, snapshot),
-                OpKind::Clear(expected) if !expected.holds(StreamSeq(next)) => {
-                    return Err(conflict(expected));
-                }
-                OpKind::Clear(_) => (StreamSeq(next), 0, None),
-                OpKind::Snapshot(seq) if seq.0 >= next || snapshot.is_some_and(|s| s > seq) => {
+                OpKind::Entry(_) | OpKind::Clear(_) => StreamSeq(next),
+                OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
                     return Err(Error::SnapshotOutOfRange {
                         stream: display_stream(&op.stream),
                         seq,
                         next_seq: StreamSeq(next),
                     });
                 }
-                OpKind::Snapshot(seq) => (seq, next, Some(seq)),
+                // Decided on another incarnation of the stream (it was
+                // cleared and refilled since): a conflict, nothing written.
+                OpKind::Prune(_, _, expected, Some(since)) if !cursor.exists || cursor.since != since => {
+                    return Err(conflict(expected));
+                }
+                OpKind::Prune(seq, _, _, _) if seq.0 > next => {
+                    return Err(Error::PruneOutOfRange {
+                        stream: display_stream(&op.stream),
+                        seq,
+                        next_seq: StreamSeq(next),
+                    });
+                }
+                OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
+                OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
             };
+            let lsn = Lsn(self.next_lsn.0 + at as u64);
+            // A prune reaches no further than itself: snapshots written
+            // after it are not its business.
+            let snapshots_before = match op.kind {
+                OpKind::Prune(_, PruneSnapshots::Before(before), ..) => before.min(lsn),
+                OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
+                _ => Lsn(0),
+            };
+            let after = cursor
+                .apply(record_kind(op.kind), seq, lsn, snapshots_before)
+                .expect("the guards above are the same rules");
             match position {
-                Some(i) => local[i] = (op.stream.as_ref(), next, snapshot),
-                None if batch => local.push((op.stream.as_ref(), next, snapshot)),
+                Some(i) => local[i] = (op.stream.as_ref(), after),
+                None if batch => local.push((op.stream.as_ref(), after)),
                 None => {}
             }
-            seqs.push(CheckedOp { seq, next_after: next, snapshot_after: snapshot });
+            seqs.push(CheckedOp { seq, after, prune_payload: crate::frame::prune_payload(snapshots_before) });
         }
         Ok(seqs)
     }
@@ -881,6 +1005,8 @@ impl Writer {
         // so that appends never wait for one.
         self.spare_requested = false;
         self.request_spare(true);
+        // A segment was sealed: the background compactor looks.
+        self.shared.compactor.poke();
         Ok(())
     }
 
@@ -924,7 +1050,10 @@ impl Writer {
             self.roll_over(FRAME_HEADER_BYTES + GAP_BODY_BYTES)?;
         }
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES + GAP_BODY_BYTES);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        // A gap holds no record: it takes the last frame's time, so that a copy
+        // (`annals repair`) that skips LSNs keeps its records' own times.
+        let meta =
+            FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.last_timestamp_ms };
         encode_gap_frame(&mut buf, &self.log_id, meta, to);
         self.next_lsn = to;
         let written = self.write_and_sync(&buf, true).and_then(|()| {
@@ -960,6 +1089,7 @@ impl Writer {
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
         self.shared.spares.shut_down(&self.shared);
+        self.shared.compactor.stop();
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {
@@ -990,7 +1120,7 @@ impl Writer {
         self.shared.index.write().skip_padding(at);
         self.offset = at;
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: now_ms() };
+        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.timestamp_ms() };
         encode_frame(&mut buf, &self.log_id, FrameKind::Marker, meta, &[]);
         let path = &self.active.path;
         self.active.file.write_at(&buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
@@ -1171,6 +1301,8 @@ fn record_kind(kind: OpKind) -> RecordKind {
         OpKind::Entry(_) => RecordKind::Entry,
         OpKind::Snapshot(_) => RecordKind::Snapshot,
         OpKind::Clear(_) => RecordKind::Tombstone,
+        OpKind::Prune(..) => RecordKind::Prune,
+        OpKind::Base(_) => RecordKind::Base,
     }
 }
 

@@ -43,6 +43,36 @@ pub enum Error {
         /// The stream's next sequence.
         next_seq: StreamSeq,
     },
+    /// A prune named a sequence past the stream's next one; nothing was written.
+    #[error("prune of stream {stream} before sequence {seq} is out of range (next sequence {next_seq})")]
+    PruneOutOfRange {
+        /// The stream, rendered for display.
+        stream: String,
+        /// The sequence the prune named.
+        seq: StreamSeq,
+        /// The stream's next sequence.
+        next_seq: StreamSeq,
+    },
+    /// A read asked for entries that retention removed: the stream now
+    /// starts at `start`.
+    #[error("stream {stream} was pruned: sequence {from} was asked for, the stream now starts at {start}")]
+    Pruned {
+        /// The stream, rendered for display.
+        stream: String,
+        /// The first sequence asked for.
+        from: StreamSeq,
+        /// The stream's first live sequence.
+        start: StreamSeq,
+    },
+    /// A read after `after` asked for records that compaction reclaimed:
+    /// the log now starts at `oldest`.
+    #[error("the log was trimmed: records after lsn {after} were asked for, the log now starts at lsn {oldest}")]
+    Trimmed {
+        /// The position asked for.
+        after: Lsn,
+        /// The oldest LSN the log holds.
+        oldest: Lsn,
+    },
     /// An input is over one of the log's limits; nothing was written.
     #[error("{what} is {len} bytes, over the limit of {max}")]
     TooLarge {

@@ -61,6 +61,13 @@ pub enum FrameKind {
     /// records whose LSNs may have been acknowledged, so that no LSN is ever
     /// handed out twice. Its body is the LSN after the range.
     Gap = 6,
+    /// One prune of a stream: its entries before a sequence, and its
+    /// snapshots before an LSN, stop being live.
+    Prune = 7,
+    /// One stream base, written only by compaction into a compacted
+    /// segment: the stream's history before it was reclaimed, and it
+    /// continues at a sequence.
+    Base = 8,
 }
 
 impl FrameKind {
@@ -72,6 +79,8 @@ impl FrameKind {
             4 => Some(FrameKind::Batch),
             5 => Some(FrameKind::Marker),
             6 => Some(FrameKind::Gap),
+            7 => Some(FrameKind::Prune),
+            8 => Some(FrameKind::Base),
             _ => None,
         }
     }
@@ -87,6 +96,26 @@ pub enum RecordKind {
     Snapshot,
     /// The stream was cleared: it reads empty and its sequence restarts at 0.
     Tombstone,
+    /// The stream's entries before a sequence (its `seq`) and its snapshots
+    /// before an LSN (its payload, [`PRUNE_PAYLOAD_BYTES`]) stopped being live.
+    Prune,
+    /// Written by compaction only: what came before in the stream was
+    /// reclaimed, and the stream continues at its `seq`.
+    Base,
+}
+
+/// Bytes in a prune's payload: the LSN before which the stream's snapshots
+/// stop being live.
+pub const PRUNE_PAYLOAD_BYTES: usize = 8;
+
+/// The payload of a prune that drops the stream's snapshots before `lsn`.
+pub fn prune_payload(snapshots_before: Lsn) -> [u8; PRUNE_PAYLOAD_BYTES] {
+    snapshots_before.0.to_le_bytes()
+}
+
+/// The LSN before which a prune drops snapshots, from its checked payload.
+pub fn prune_snapshots_before(payload: &[u8]) -> Lsn {
+    Lsn(read_u64(payload, 0))
 }
 
 impl RecordKind {
@@ -96,7 +125,15 @@ impl RecordKind {
             RecordKind::Entry => FrameKind::Entry,
             RecordKind::Snapshot => FrameKind::Snapshot,
             RecordKind::Tombstone => FrameKind::Tombstone,
+            RecordKind::Prune => FrameKind::Prune,
+            RecordKind::Base => FrameKind::Base,
         }
+    }
+
+    /// Whether the operation carries caller data (an entry or a snapshot),
+    /// rather than saying what is live.
+    pub fn holds_data(self) -> bool {
+        matches!(self, RecordKind::Entry | RecordKind::Snapshot)
     }
 
     fn from_byte(byte: u8) -> Option<RecordKind> {
@@ -104,6 +141,8 @@ impl RecordKind {
             FrameKind::Entry => Some(RecordKind::Entry),
             FrameKind::Snapshot => Some(RecordKind::Snapshot),
             FrameKind::Tombstone => Some(RecordKind::Tombstone),
+            FrameKind::Prune => Some(RecordKind::Prune),
+            FrameKind::Base => Some(RecordKind::Base),
             FrameKind::Batch | FrameKind::Marker | FrameKind::Gap => None,
         }
     }
@@ -114,6 +153,8 @@ impl RecordKind {
             RecordKind::Entry => "entry",
             RecordKind::Snapshot => "snapshot",
             RecordKind::Tombstone => "tombstone",
+            RecordKind::Prune => "prune",
+            RecordKind::Base => "base",
         }
     }
 }
@@ -380,8 +421,15 @@ fn parse_op(kind: FrameKind, body: &[u8], offset: usize) -> Result<(OpView<'_>, 
     if end > body.len() {
         return Err("operation runs past the body");
     }
-    if op_kind == RecordKind::Tombstone && payload_bytes != 0 {
-        return Err("tombstone with a payload");
+    match op_kind {
+        RecordKind::Tombstone | RecordKind::Base if payload_bytes != 0 => {
+            return Err("tombstone or base with a payload");
+        }
+        RecordKind::Prune if payload_bytes != PRUNE_PAYLOAD_BYTES => {
+            return Err("prune whose payload is not one lsn");
+        }
+        RecordKind::Base if kind == FrameKind::Batch => return Err("base inside a batch"),
+        _ => {}
     }
     let op = OpView {
         kind: op_kind,
@@ -532,7 +580,9 @@ fn check_frame_fields(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
         FrameKind::Batch if count == 0 || count > BATCH_OPS_MAX => {
             return Err(malformed("batch count out of range"));
         }
-        FrameKind::Entry | FrameKind::Snapshot | FrameKind::Tombstone if count != 1 => {
+        FrameKind::Entry | FrameKind::Snapshot | FrameKind::Tombstone | FrameKind::Prune | FrameKind::Base
+            if count != 1 =>
+        {
             return Err(malformed("single operation frame with a count other than one"));
         }
         _ => {}

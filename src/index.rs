@@ -25,13 +25,13 @@ use crate::types::{Lsn, StreamSeq, display_stream};
 pub const CHECKPOINT_FRAMES: u32 = 32;
 
 /// Where an operation's header is: a segment number and an offset in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RecordLoc(u64);
 
 const _: () = assert!(std::mem::size_of::<RecordLoc>() == 8);
 
 impl RecordLoc {
-    fn new(segment: usize, offset: usize) -> RecordLoc {
+    pub(crate) fn new(segment: usize, offset: usize) -> RecordLoc {
         let segment = u32::try_from(segment).expect("fewer than 2^32 segments");
         let offset = u32::try_from(offset).expect("segments are at most 4 GiB");
         RecordLoc((u64::from(segment) << 32) | u64::from(offset))
@@ -46,24 +46,122 @@ impl RecordLoc {
     }
 }
 
-/// What the index knows of one stream.
-#[derive(Debug, Default)]
+/// A live snapshot: the last sequence it covers, where it is, and its LSN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SnapshotLoc {
+    seq: StreamSeq,
+    loc: RecordLoc,
+    lsn: Lsn,
+}
+
+/// What the index knows of one stream since its last clear.
+#[derive(Debug)]
 pub struct StreamState {
-    /// Live entries: `entries[i]` is sequence `i`.
+    /// The sequence of `entries[0]`: entries before it were pruned.
+    start: u64,
+    /// Live entries: `entries[i]` is sequence `start + i`.
     entries: Vec<RecordLoc>,
-    /// The latest snapshot: the last sequence it covers, and where it is.
-    snapshot: Option<(StreamSeq, RecordLoc)>,
+    /// Live snapshots, oldest first.
+    snapshots: Vec<SnapshotLoc>,
+    /// LSN of the stream's first record since its last clear: the stream's
+    /// records below it are not live.
+    since: Lsn,
+    /// The stream's snapshots below this LSN are not live.
+    snapshots_before: Lsn,
 }
 
 impl StreamState {
-    /// The sequence the next entry gets.
-    pub fn next_seq(&self) -> StreamSeq {
-        StreamSeq(self.entries.len() as u64)
+    fn new(since: Lsn, start: u64) -> StreamState {
+        StreamState { start, entries: Vec::new(), snapshots: Vec::new(), since, snapshots_before: Lsn(0) }
     }
 
-    /// The last sequence the latest snapshot covers.
+    /// The sequence the next entry gets.
+    pub fn next_seq(&self) -> StreamSeq {
+        StreamSeq(self.start + self.entries.len() as u64)
+    }
+
+    /// The first sequence still live: entries before it were pruned.
+    pub fn start_seq(&self) -> StreamSeq {
+        StreamSeq(self.start)
+    }
+
+    /// The last sequence the latest live snapshot covers: a later snapshot
+    /// may not cover less.
     pub fn snapshot_seq(&self) -> Option<StreamSeq> {
-        self.snapshot.map(|(seq, _)| seq)
+        self.snapshots.last().map(|s| s.seq)
+    }
+
+    /// Live snapshots, oldest first: the last sequence each covers, and its LSN.
+    pub fn snapshots(&self) -> impl DoubleEndedIterator<Item = (StreamSeq, Lsn)> + '_ {
+        self.snapshots.iter().map(|s| (s.seq, s.lsn))
+    }
+
+    /// Live entries.
+    pub fn live_entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// LSN of the stream's first record since its last clear.
+    pub fn since(&self) -> Lsn {
+        self.since
+    }
+}
+
+/// The state of a stream after an operation, as both the writer's guards
+/// and recovery's checks follow it: its next sequence and snapshot floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamCursor {
+    /// The sequence the next entry gets.
+    pub next: u64,
+    /// The last sequence the latest live snapshot covers.
+    pub snapshot_floor: Option<StreamSeq>,
+    /// The LSN of the latest live snapshot.
+    pub latest_snapshot: Option<Lsn>,
+    /// Whether the stream has any state (a base needs none).
+    pub exists: bool,
+    /// The LSN of the stream's first record since its last clear: which
+    /// incarnation of the stream this is.
+    pub since: Lsn,
+}
+
+impl StreamCursor {
+    /// A stream with no state.
+    pub const EMPTY: StreamCursor =
+        StreamCursor { next: 0, snapshot_floor: None, latest_snapshot: None, exists: false, since: Lsn(0) };
+
+    /// The state after one operation at `lsn`, or what is wrong with it.
+    /// `snapshots_before` is a prune's payload (ignored for other kinds).
+    pub fn apply(
+        self,
+        kind: RecordKind,
+        seq: StreamSeq,
+        lsn: Lsn,
+        snapshots_before: Lsn,
+    ) -> Result<StreamCursor, String> {
+        let next = self.next;
+        match kind {
+            RecordKind::Entry if seq.0 != next => Err(format!("entry at sequence {seq} where {next} was next")),
+            RecordKind::Entry if !self.exists => Ok(StreamCursor { next: next + 1, exists: true, since: lsn, ..self }),
+            RecordKind::Entry => Ok(StreamCursor { next: next + 1, ..self }),
+            RecordKind::Snapshot if seq.0 >= next || self.snapshot_floor.is_some_and(|s| s > seq) => {
+                Err(format!("snapshot through sequence {seq} out of range"))
+            }
+            RecordKind::Snapshot => {
+                Ok(StreamCursor { snapshot_floor: Some(seq), latest_snapshot: Some(lsn), exists: true, ..self })
+            }
+            RecordKind::Tombstone if seq.0 != next => {
+                Err(format!("tombstone after sequence {seq} where {next} was next"))
+            }
+            RecordKind::Tombstone => Ok(StreamCursor::EMPTY),
+            RecordKind::Prune if seq.0 > next => Err(format!("prune before sequence {seq} where {next} was next")),
+            // A prune that drops the latest snapshot drops every one.
+            RecordKind::Prune if self.latest_snapshot.is_some_and(|latest| latest < snapshots_before) => {
+                Ok(StreamCursor { snapshot_floor: None, latest_snapshot: None, ..self })
+            }
+            RecordKind::Prune => Ok(self),
+            RecordKind::Base if self.exists => Err(format!("a stream base at sequence {seq} in a stream with history")),
+            RecordKind::Base => Ok(StreamCursor { next: seq.0, exists: true, since: lsn, ..StreamCursor::EMPTY }),
+        }
     }
 }
 
@@ -78,6 +176,14 @@ pub struct SegmentEntry {
     checkpoints: Vec<(Lsn, u32)>,
     frames: u32,
     last_frame_offset: Option<usize>,
+    /// `(start, end)` offsets of every batch frame, so that a batch
+    /// operation's frame header (and timestamp) can be found.
+    batch_frames: Vec<(u32, u32)>,
+    /// Bytes of live entries and snapshots (operation headers, stream ids
+    /// and payloads) in the segment.
+    live_bytes: u64,
+    /// The highest frame timestamp in the segment.
+    max_timestamp_ms: u64,
 }
 
 impl SegmentEntry {
@@ -89,6 +195,78 @@ impl SegmentEntry {
     /// Frames in the segment.
     pub fn frames(&self) -> u32 {
         self.frames
+    }
+
+    /// Bytes of live entries and snapshots in the segment.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Bytes of frames in the segment (its written length after the header).
+    pub fn written_bytes(&self) -> u64 {
+        self.end_offset.saturating_sub(crate::segment::SEGMENT_HEADER_BYTES) as u64
+    }
+
+    /// The highest frame timestamp in the segment, ms since the Unix epoch.
+    pub fn max_timestamp_ms(&self) -> u64 {
+        self.max_timestamp_ms
+    }
+
+    /// Where the frame holding the operation at `op_offset` starts.
+    fn frame_start_of(&self, op_offset: usize) -> usize {
+        let i = self.batch_frames.partition_point(|&(start, _)| (start as usize) < op_offset);
+        match i.checked_sub(1).map(|i| self.batch_frames[i]) {
+            Some((start, end)) if op_offset < end as usize => start as usize,
+            _ => op_offset - FRAME_HEADER_BYTES,
+        }
+    }
+}
+
+/// One frame of a compacted segment, as compaction wrote it: enough to
+/// index the segment without reading it back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WrittenFrame {
+    /// Where the frame starts in the file.
+    pub offset: usize,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Its time.
+    pub timestamp_ms: u64,
+    /// Its length.
+    pub total_bytes: usize,
+    /// Bytes of its operation, if it is an entry or a snapshot (else 0).
+    pub live_bytes: u64,
+}
+
+impl SegmentEntry {
+    /// A segment with no frame indexed yet, whose written data ends at `end_offset`.
+    fn empty(segment: Segment, end_offset: usize) -> SegmentEntry {
+        SegmentEntry {
+            segment,
+            end_offset,
+            checkpoints: Vec::new(),
+            frames: 0,
+            last_frame_offset: None,
+            batch_frames: Vec::new(),
+            live_bytes: 0,
+            max_timestamp_ms: 0,
+        }
+    }
+
+    /// The entry of a compacted segment compaction just wrote.
+    pub(crate) fn compacted(segment: Segment, frames: &[WrittenFrame]) -> SegmentEntry {
+        let mut entry = SegmentEntry::empty(segment, crate::segment::SEGMENT_HEADER_BYTES);
+        for frame in frames {
+            if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
+                entry.checkpoints.push((frame.lsn, u32::try_from(frame.offset).expect("segments are at most 4 GiB")));
+            }
+            entry.frames += 1;
+            entry.last_frame_offset = Some(frame.offset);
+            entry.end_offset = frame.offset + frame.total_bytes;
+            entry.live_bytes += frame.live_bytes;
+            entry.max_timestamp_ms = entry.max_timestamp_ms.max(frame.timestamp_ms);
+        }
+        entry
     }
 }
 
@@ -104,6 +282,9 @@ pub struct Record {
     pub seq: StreamSeq,
     /// What it is.
     pub kind: RecordKind,
+    /// When its frame was written, ms since the Unix epoch, by the log's
+    /// clock (never earlier than the record before it).
+    pub timestamp_ms: u64,
     /// The caller's bytes.
     pub payload: Bytes,
 }
@@ -120,6 +301,8 @@ pub struct RecordRef<'a> {
     pub seq: StreamSeq,
     /// What it is.
     pub kind: RecordKind,
+    /// As [`Record::timestamp_ms`].
+    pub timestamp_ms: u64,
     /// The caller's bytes.
     pub payload: &'a [u8],
 }
@@ -132,6 +315,7 @@ impl RecordRef<'_> {
             stream: Bytes::copy_from_slice(self.stream),
             seq: self.seq,
             kind: self.kind,
+            timestamp_ms: self.timestamp_ms,
             payload: Bytes::copy_from_slice(self.payload),
         }
     }
@@ -144,6 +328,8 @@ pub struct StreamRead {
     pub snapshot: Option<Record>,
     /// Entries after the snapshot (all live entries if there is none), in order.
     pub entries: Vec<Record>,
+    /// The sequence the stream's next entry gets, as of the same read.
+    pub next_seq: StreamSeq,
 }
 
 /// The operation at `offset` of `bytes` (a segment, or its part from some
@@ -195,6 +381,9 @@ pub struct IndexStats {
 #[derive(Debug, Default)]
 pub struct Index {
     segments: Vec<SegmentEntry>,
+    /// The id of `segments[0]`: a [`RecordLoc`] names a segment by id, and
+    /// ids stay put when compaction replaces the oldest segments.
+    first_segment_id: usize,
     streams: HashMap<Box<[u8]>, StreamState>,
     next_lsn: Lsn,
     /// The `durable_lsn` of the last frame applied.
@@ -202,6 +391,19 @@ pub struct Index {
     /// Whether the last frame applied was a clean-close marker.
     ends_with_marker: bool,
     records: u64,
+    /// Prunes and bases applied: the log uses retention records.
+    retention_records: u64,
+    /// The highest frame timestamp applied.
+    last_timestamp_ms: u64,
+    /// Log-wide retention dropped every record below this LSN.
+    trimmed_before: Lsn,
+}
+
+/// Bytes a live record takes in a compacted segment: a frame of its own
+/// (header and operation). The measure of live bytes: what compaction
+/// would write for it.
+pub(crate) fn op_bytes(stream: usize, payload: usize) -> u64 {
+    (FRAME_HEADER_BYTES + OP_HEADER_BYTES + stream + payload) as u64
 }
 
 impl Index {
@@ -213,6 +415,23 @@ impl Index {
     /// The LSN the next record gets; everything below it is acknowledged.
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
+    }
+
+    /// The oldest LSN the log still holds: below it, everything was
+    /// reclaimed, or dropped by log-wide retention.
+    pub fn oldest_lsn(&self) -> Lsn {
+        let first = self.segments.first().map_or(self.next_lsn, |entry| entry.segment.header.first_lsn);
+        first.max(self.trimmed_before)
+    }
+
+    /// Records that log-wide retention dropped every record below `lsn`.
+    pub(crate) fn trim(&mut self, lsn: Lsn) {
+        self.trimmed_before = self.trimmed_before.max(lsn);
+    }
+
+    /// The highest frame timestamp in the log, ms since the Unix epoch.
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last_timestamp_ms
     }
 
     /// Offset in the last segment from which frames may not be durable: the
@@ -240,6 +459,12 @@ impl Index {
         self.records
     }
 
+    /// Prunes and bases in the log: if any, its state file must say that
+    /// it uses retention records.
+    pub fn retention_records(&self) -> u64 {
+        self.retention_records
+    }
+
     /// The segments, oldest first.
     pub fn segments(&self) -> &[SegmentEntry] {
         &self.segments
@@ -250,9 +475,25 @@ impl Index {
         self.streams.get(stream)
     }
 
+    /// The stream's state as the guards and checks follow it.
+    pub fn cursor(&self, stream: &[u8]) -> StreamCursor {
+        self.streams.get(stream).map_or(StreamCursor::EMPTY, |state| StreamCursor {
+            next: state.next_seq().0,
+            snapshot_floor: state.snapshots.last().map(|s| s.seq),
+            latest_snapshot: state.snapshots.last().map(|s| s.lsn),
+            exists: true,
+            since: state.since,
+        })
+    }
+
     /// Number of streams the index holds.
     pub fn stream_count(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Every stream with its state, in no particular order.
+    pub fn stream_states(&self) -> impl Iterator<Item = (&[u8], &StreamState)> {
+        self.streams.iter().map(|(id, state)| (id.as_ref(), state))
     }
 
     /// The streams whose id starts with `prefix`, with their next sequence,
@@ -268,6 +509,10 @@ impl Index {
         streams
     }
 
+    fn entry(&self, loc: RecordLoc) -> &SegmentEntry {
+        &self.segments[loc.segment() - self.first_segment_id]
+    }
+
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
     /// A segment that starts where the last one does replaces it: the last
     /// took no LSN (it holds no record, at most a clean-close marker), and
@@ -275,49 +520,103 @@ impl Index {
     pub fn push_segment(&mut self, segment: Segment, end_offset: usize) {
         if let Some(last) = self.segments.last()
             && last.segment.header.first_lsn == segment.header.first_lsn
+            && !last.segment.compacted()
         {
             assert_eq!(self.next_lsn, segment.header.first_lsn, "only a segment that took no lsn is replaced");
             self.segments.pop();
         }
-        self.segments.push(SegmentEntry {
-            segment,
-            end_offset,
-            checkpoints: Vec::new(),
-            frames: 0,
-            last_frame_offset: None,
-        });
+        if self.segments.is_empty() && !segment.compacted() {
+            self.next_lsn = self.next_lsn.max(segment.header.first_lsn);
+        }
+        self.segments.push(SegmentEntry::empty(segment, end_offset));
+    }
+
+    /// Where the record at `loc` is: its segment's position and its offset.
+    pub(crate) fn position_of(&self, loc: RecordLoc) -> (usize, usize) {
+        (loc.segment() - self.first_segment_id, loc.offset())
+    }
+
+    /// Where each live record is, by segment position and offset, for the
+    /// segments before `end` (compaction's check that it keeps them all).
+    pub(crate) fn live_locations_before(&self, end: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for state in self.streams.values() {
+            let locs = state.entries.iter().copied().chain(state.snapshots.iter().map(|s| s.loc));
+            out.extend(locs.map(|loc| self.position_of(loc)).filter(|(segment, _)| *segment < end));
+        }
+        out
+    }
+
+    /// Replaces the oldest `inputs` segments with `outputs` (the commit of a
+    /// compaction), moving every record that was in an input to where
+    /// `moved` says it now is: `(input position, offset)` to `(output
+    /// position, offset)`. The segments after the inputs keep their records.
+    ///
+    /// # Panics
+    /// If a live record in an input has nowhere to go: compaction checks
+    /// that before it commits.
+    pub(crate) fn replace_prefix(
+        &mut self,
+        inputs: usize,
+        outputs: Vec<SegmentEntry>,
+        moved: &HashMap<(usize, usize), (usize, usize)>,
+    ) {
+        let kept = outputs.len();
+        let first = self.first_segment_id;
+        // Where a record goes: `None` if it was in an input and is not in
+        // the output (dropped by log-wide retention, below the trim).
+        let relocate = |loc: RecordLoc| -> Option<RecordLoc> {
+            let (segment, offset) = (loc.segment() - first, loc.offset());
+            if segment < inputs {
+                moved.get(&(segment, offset)).map(|&(to, at)| RecordLoc::new(to, at))
+            } else {
+                Some(RecordLoc::new(segment - inputs + kept, offset))
+            }
+        };
+        for state in self.streams.values_mut() {
+            // Trimmed entries are the oldest: the stream now starts after them.
+            let trimmed = state.entries.iter().take_while(|loc| relocate(**loc).is_none()).count();
+            state.entries.drain(..trimmed);
+            state.start += trimmed as u64;
+            for loc in &mut state.entries {
+                *loc = relocate(*loc).expect("compaction keeps every live record after the trim");
+            }
+            state.snapshots.retain_mut(|s| match relocate(s.loc) {
+                Some(loc) => {
+                    s.loc = loc;
+                    true
+                }
+                None => false,
+            });
+        }
+        self.segments.splice(..inputs, outputs);
+        self.first_segment_id = 0;
+    }
+
+    /// Ends a compacted segment: the next segment starts at `end`, the LSN
+    /// after the range the compacted one covers.
+    pub fn end_compacted(&mut self, end: Lsn) {
+        assert!(end >= self.next_lsn, "a compacted segment ends after its frames");
+        self.next_lsn = end;
     }
 
     /// Checks that a frame fits the streams it touches, without changing anything.
     /// Recovery reports a failure as corruption; the writer never builds such a frame.
     pub fn check_frame(&self, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
         // A batch may touch one stream several times, so follow its effects in order.
-        let mut touched: Vec<(&[u8], u64, Option<StreamSeq>)> = Vec::new();
+        let mut touched: Vec<(&[u8], StreamCursor)> = Vec::new();
         for op in frame.ops() {
-            let position = touched.iter().position(|(stream, _, _)| *stream == op.stream);
-            let (next, snapshot) = match position {
-                Some(i) => (touched[i].1, touched[i].2),
-                None => self.streams.get(op.stream).map_or((0, None), |s| (s.next_seq().0, s.snapshot_seq())),
+            let position = touched.iter().position(|(stream, _)| *stream == op.stream);
+            let cursor = match position {
+                Some(i) => touched[i].1,
+                None => self.cursor(op.stream),
             };
-            let inconsistent =
-                |what: String| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what };
-            let (next, snapshot) = match op.kind {
-                RecordKind::Entry if op.seq.0 != next => {
-                    return Err(inconsistent(format!("entry at sequence {} where {next} was next", op.seq)));
-                }
-                RecordKind::Entry => (next + 1, snapshot),
-                RecordKind::Snapshot if op.seq.0 >= next || snapshot.is_some_and(|s| s > op.seq) => {
-                    return Err(inconsistent(format!("snapshot through sequence {} out of range", op.seq)));
-                }
-                RecordKind::Snapshot => (next, Some(op.seq)),
-                RecordKind::Tombstone if op.seq.0 != next => {
-                    return Err(inconsistent(format!("tombstone after sequence {} where {next} was next", op.seq)));
-                }
-                RecordKind::Tombstone => (0, None),
-            };
+            let after = cursor
+                .apply(op.kind, op.seq, op.lsn, prune_reach(&op))
+                .map_err(|what| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what })?;
             match position {
-                Some(i) => touched[i] = (op.stream, next, snapshot),
-                None => touched.push((op.stream, next, snapshot)),
+                Some(i) => touched[i].1 = after,
+                None => touched.push((op.stream, after)),
             }
         }
         Ok(())
@@ -328,24 +627,64 @@ impl Index {
     /// [`Index::check_frame`] and follow the visible end.
     pub fn apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
         self.place_frame(frame_offset, frame);
-        let segment_number = self.segments.len() - 1;
+        let position = self.segments.len() - 1;
+        let segment_id = self.first_segment_id + position;
         let body_offset = frame_offset + FRAME_HEADER_BYTES;
         for op in frame.ops() {
-            let loc = RecordLoc::new(segment_number, body_offset + op.offset_in_body);
-            if op.kind == RecordKind::Tombstone {
-                self.streams.remove(op.stream);
-                continue;
+            let loc = RecordLoc::new(segment_id, body_offset + op.offset_in_body);
+            let size = op_bytes(op.stream.len(), op.payload.len());
+            match op.kind {
+                RecordKind::Tombstone => {
+                    if let Some(state) = self.streams.remove(op.stream) {
+                        self.forget(state.entries.iter().copied().chain(state.snapshots.iter().map(|s| s.loc)));
+                    }
+                }
+                RecordKind::Prune => {
+                    self.retention_records += 1;
+                    let Some(state) = self.streams.get_mut(op.stream) else { continue };
+                    let before = op.seq.0.min(state.start + state.entries.len() as u64);
+                    let mut dead = Vec::new();
+                    if before > state.start {
+                        dead.extend(state.entries.drain(..(before - state.start) as usize));
+                        state.start = before;
+                    }
+                    let snapshots_before = crate::frame::prune_snapshots_before(op.payload);
+                    if snapshots_before > state.snapshots_before {
+                        state.snapshots_before = snapshots_before;
+                        let keep = state.snapshots.partition_point(|s| s.lsn < snapshots_before);
+                        dead.extend(state.snapshots.drain(..keep).map(|s| s.loc));
+                    }
+                    self.forget(dead.into_iter());
+                }
+                RecordKind::Base => {
+                    self.retention_records += 1;
+                    // Counted live, as compaction counts it when it writes one.
+                    self.segments[position].live_bytes += size;
+                    self.streams.insert(Box::from(op.stream), StreamState::new(op.lsn, op.seq.0));
+                }
+                RecordKind::Entry | RecordKind::Snapshot => {
+                    self.segments[position].live_bytes += size;
+                    let state = match self.streams.get_mut(op.stream) {
+                        Some(state) => state,
+                        None => self.streams.entry(Box::from(op.stream)).or_insert_with(|| StreamState::new(op.lsn, 0)),
+                    };
+                    if op.kind == RecordKind::Snapshot {
+                        state.snapshots.push(SnapshotLoc { seq: op.seq, loc, lsn: op.lsn });
+                    } else {
+                        debug_assert_eq!(op.seq, state.next_seq());
+                        state.entries.push(loc);
+                    }
+                }
             }
-            let state = match self.streams.get_mut(op.stream) {
-                Some(state) => state,
-                None => self.streams.entry(Box::from(op.stream)).or_default(),
-            };
-            if op.kind == RecordKind::Snapshot {
-                state.snapshot = Some((op.seq, loc));
-            } else {
-                debug_assert_eq!(op.seq, state.next_seq());
-                state.entries.push(loc);
-            }
+        }
+    }
+
+    /// Takes records that stopped being live off their segments' live bytes.
+    fn forget(&mut self, locs: impl Iterator<Item = RecordLoc>) {
+        for loc in locs {
+            let entry = &mut self.segments[loc.segment() - self.first_segment_id];
+            let size = op_size_at(entry, loc.offset());
+            entry.live_bytes = entry.live_bytes.saturating_sub(size);
         }
     }
 
@@ -354,20 +693,34 @@ impl Index {
     /// The read-only verifier uses it alone after corruption, when the
     /// streams' history before the damage is unknown.
     pub fn place_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
-        assert_eq!(frame.meta.lsn, self.next_lsn, "frames are applied in lsn order");
         let entry = self.segments.last_mut().expect("a segment to apply into");
+        if entry.segment.compacted() {
+            assert!(frame.meta.lsn >= self.next_lsn, "frames are applied in lsn order");
+        } else {
+            assert_eq!(frame.meta.lsn, self.next_lsn, "frames are applied in lsn order");
+        }
         assert_eq!(frame_offset, entry.end_offset, "frames are applied in file order");
+        let offset = u32::try_from(frame_offset).expect("segments are at most 4 GiB");
         if entry.frames.is_multiple_of(CHECKPOINT_FRAMES) {
-            let offset = u32::try_from(frame_offset).expect("segments are at most 4 GiB");
             entry.checkpoints.push((frame.meta.lsn, offset));
+        }
+        if frame.kind == FrameKind::Batch {
+            let end = u32::try_from(frame_offset + frame.total_bytes()).expect("segments are at most 4 GiB");
+            entry.batch_frames.push((offset, end));
         }
         entry.frames += 1;
         entry.last_frame_offset = Some(frame_offset);
         entry.end_offset = frame_offset + frame.total_bytes();
+        entry.max_timestamp_ms = entry.max_timestamp_ms.max(frame.meta.timestamp_ms);
+        if frame.kind == FrameKind::Gap && entry.segment.compacted() {
+            // A compacted segment's closing gap: as lasting as the segment.
+            entry.live_bytes += frame.total_bytes() as u64;
+        }
         self.records += u64::from(frame.lsn_count);
         self.next_lsn = frame.next_lsn();
         self.last_durable_lsn = frame.meta.durable_lsn;
         self.ends_with_marker = frame.kind == FrameKind::Marker;
+        self.last_timestamp_ms = self.last_timestamp_ms.max(frame.meta.timestamp_ms);
     }
 
     /// Moves the end of the last segment over the zero padding before a
@@ -382,6 +735,7 @@ impl Index {
     pub fn shrink_to_fit(&mut self) {
         for state in self.streams.values_mut() {
             state.entries.shrink_to_fit();
+            state.snapshots.shrink_to_fit();
         }
         self.streams.shrink_to_fit();
     }
@@ -391,43 +745,57 @@ impl Index {
         let mut stats = IndexStats { streams: self.streams.len(), ..IndexStats::default() };
         for (stream, state) in &self.streams {
             stats.entries += state.entries.len() as u64;
-            stats.entry_bytes += state.entries.capacity() * std::mem::size_of::<RecordLoc>();
+            stats.entry_bytes += state.entries.capacity() * std::mem::size_of::<RecordLoc>()
+                + state.snapshots.capacity() * std::mem::size_of::<SnapshotLoc>();
             stats.stream_id_bytes += stream.len();
         }
         let per_stream = std::mem::size_of::<(Box<[u8]>, StreamState)>() + 1;
         stats.stream_overhead_bytes = self.streams.capacity() * per_stream;
-        stats.checkpoint_bytes =
-            self.segments.iter().map(|s| s.checkpoints.capacity() * std::mem::size_of::<(Lsn, u32)>()).sum();
+        stats.checkpoint_bytes = self
+            .segments
+            .iter()
+            .map(|s| {
+                s.checkpoints.capacity() * std::mem::size_of::<(Lsn, u32)>()
+                    + s.batch_frames.capacity() * std::mem::size_of::<(u32, u32)>()
+            })
+            .sum();
         stats
     }
 
-    /// The latest snapshot of a stream and the live entries after it.
+    /// The latest live snapshot of a stream and the live entries after it.
     pub fn read_stream(&self, stream: &[u8]) -> Result<StreamRead> {
         let Some(state) = self.streams.get(stream) else {
             return Ok(StreamRead::default());
         };
-        let snapshot = match state.snapshot {
-            Some((seq, loc)) => Some(self.read_op(loc, RecordKind::Snapshot, stream, seq)?),
+        let snapshot = match state.snapshots.last() {
+            Some(s) => Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq)?),
             None => None,
         };
-        let from = snapshot.as_ref().map_or(0, |s| s.seq.0 + 1);
+        let from = snapshot.as_ref().map_or(state.start, |s| (s.seq.0 + 1).max(state.start));
         let entries = self.read_entries(stream, state, StreamSeq(from))?;
-        Ok(StreamRead { snapshot, entries })
+        Ok(StreamRead { snapshot, entries, next_seq: state.next_seq() })
     }
 
     /// Live entries of a stream from `from` on, snapshots aside.
+    ///
+    /// # Errors
+    /// [`Error::Pruned`] if `from` is below the stream's first live sequence.
     pub fn read_stream_from(&self, stream: &[u8], from: StreamSeq) -> Result<Vec<Record>> {
         match self.streams.get(stream) {
+            Some(state) if from.0 < state.start => {
+                Err(Error::Pruned { stream: display_stream(stream), from, start: StreamSeq(state.start) })
+            }
             Some(state) => self.read_entries(stream, state, from),
             None => Ok(Vec::new()),
         }
     }
 
     fn read_entries(&self, stream: &[u8], state: &StreamState, from: StreamSeq) -> Result<Vec<Record>> {
-        let start = usize::try_from(from.0).unwrap_or(usize::MAX).min(state.entries.len());
-        let mut records = Vec::with_capacity(state.entries.len() - start);
-        for (i, loc) in state.entries[start..].iter().enumerate() {
-            records.push(self.read_op(*loc, RecordKind::Entry, stream, StreamSeq((start + i) as u64))?);
+        let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(state.entries.len());
+        let mut records = Vec::with_capacity(state.entries.len() - skip);
+        for (i, loc) in state.entries[skip..].iter().enumerate() {
+            let seq = StreamSeq(state.start + (skip + i) as u64);
+            records.push(self.read_op(*loc, RecordKind::Entry, stream, seq)?);
         }
         Ok(records)
     }
@@ -435,7 +803,7 @@ impl Index {
     /// Reads the operation at `loc` and checks that it is the one the index
     /// expects there (paired with the checks made before it was written).
     fn read_op(&self, loc: RecordLoc, kind: RecordKind, stream: &[u8], seq: StreamSeq) -> Result<Record> {
-        let entry = &self.segments[loc.segment()];
+        let entry = self.entry(loc);
         self.with_op(loc, kind, stream, seq, |op| {
             let stream_start = loc.offset() + OP_HEADER_BYTES;
             Record {
@@ -443,6 +811,7 @@ impl Index {
                 stream: entry.segment.map.slice(stream_start, op.stream.len()),
                 seq,
                 kind,
+                timestamp_ms: op.timestamp_ms,
                 payload: entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
             }
         })
@@ -459,8 +828,9 @@ impl Index {
         seq: StreamSeq,
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<R> {
-        let entry = &self.segments[loc.segment()];
-        let (offset, end) = (loc.offset(), entry.end_offset);
+        let entry = self.entry(loc);
+        let frame_start = entry.frame_start_of(loc.offset());
+        let (offset, end) = (frame_start, entry.end_offset);
         let owned;
         let (bytes, base) = match entry.segment.map.as_slice() {
             Some(map) => (map, 0),
@@ -469,46 +839,114 @@ impl Index {
                 (owned.as_ref(), offset)
             }
         };
-        match op_at(bytes, offset - base, end - base, stream, seq) {
-            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, payload })),
+        let timestamp_ms = bytes
+            .get(frame_start - base + 24..frame_start - base + 32)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
+        match op_at(bytes, loc.offset() - base, end - base, stream, seq) {
+            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, timestamp_ms, payload })),
             Err(what) => Err(Error::corruption(
                 &entry.segment.path,
-                offset as u64,
+                loc.offset() as u64,
                 CorruptionKind::IndexMismatch(what.to_owned()),
             )),
         }
     }
 
-    /// Calls `f` on the stream's latest snapshot, if any, then on each entry
-    /// after it, in order. Returns how many records `f` saw.
+    /// Calls `f` on the stream's latest live snapshot, if any, then on each
+    /// live entry after it, in order. Returns how many records `f` saw.
     pub fn visit_stream(&self, stream: &[u8], mut f: impl FnMut(RecordRef<'_>)) -> Result<usize> {
         let Some(state) = self.streams.get(stream) else {
             return Ok(0);
         };
         let mut seen = 0;
-        let mut from = 0;
-        if let Some((seq, loc)) = state.snapshot {
-            self.with_op(loc, RecordKind::Snapshot, stream, seq, &mut f)?;
+        let mut from = state.start;
+        if let Some(s) = state.snapshots.last() {
+            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, &mut f)?;
             seen += 1;
-            from = usize::try_from(seq.0 + 1).unwrap_or(usize::MAX).min(state.entries.len());
+            from = from.max(s.seq.0 + 1);
         }
-        for (i, loc) in state.entries[from..].iter().enumerate() {
-            self.with_op(*loc, RecordKind::Entry, stream, StreamSeq((from + i) as u64), &mut f)?;
+        let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(state.entries.len());
+        for (i, loc) in state.entries[skip..].iter().enumerate() {
+            let seq = StreamSeq(state.start + (skip + i) as u64);
+            self.with_op(*loc, RecordKind::Entry, stream, seq, &mut f)?;
             seen += 1;
         }
         Ok(seen)
     }
 
-    /// The record at `lsn`, if it is in the log.
+    /// The first live entry of `stream`, from its start, whose frame was
+    /// written at or after `timestamp_ms`, or the stream's next sequence if
+    /// there is none: every entry before it is older. A scan, not a binary
+    /// search: a log written before the writer's clock was made
+    /// non-decreasing may hold a newer entry before an older one, and an
+    /// entry written at or after the time must never be pruned. It reads
+    /// one frame header per entry it passes, which are the ones pruned.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a record no longer matches the index.
+    pub fn first_entry_at_or_after(&self, stream: &[u8], timestamp_ms: u64) -> Result<Option<StreamSeq>> {
+        let Some(state) = self.streams.get(stream) else {
+            return Ok(None);
+        };
+        for (i, loc) in state.entries.iter().enumerate() {
+            let seq = StreamSeq(state.start + i as u64);
+            if self.with_op(*loc, RecordKind::Entry, stream, seq, |op| op.timestamp_ms)? >= timestamp_ms {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(Some(state.next_seq()))
+    }
+
+    /// Whether an operation of the log is live: an entry or a snapshot that
+    /// no clear, prune or compaction has removed. Retention records and
+    /// tombstones are not: they say what is live, and compaction folds them.
+    pub fn is_live(&self, kind: RecordKind, stream: &[u8], seq: StreamSeq, lsn: Lsn) -> bool {
+        let Some(state) = self.streams.get(stream) else {
+            return false;
+        };
+        if lsn < state.since {
+            return false;
+        }
+        match kind {
+            RecordKind::Entry => seq.0 >= state.start && seq < state.next_seq(),
+            RecordKind::Snapshot => state.snapshots.binary_search_by_key(&lsn, |s| s.lsn).is_ok(),
+            RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => false,
+        }
+    }
+
+    /// The live record at `lsn`, if there is one.
+    ///
+    /// # Errors
+    /// [`Error::Trimmed`] if `lsn` is below the oldest LSN the log holds.
     pub fn read_lsn(&self, lsn: Lsn) -> Result<Option<Record>> {
         let mut out = Vec::new();
         self.read_all(Lsn(lsn.0.saturating_sub(1)), 1, &mut out)?;
         Ok(out.pop().filter(|record| record.lsn == lsn))
     }
 
-    /// Appends to `out` up to `limit` records after `after`, in LSN order.
+    /// Appends to `out` up to `limit` live records after `after`, in LSN order.
+    ///
+    /// # Errors
+    /// [`Error::Trimmed`] if records after `after` were reclaimed: the log
+    /// now starts past `after + 1`. `after` 0 means from the oldest record
+    /// there is, and is never trimmed.
     pub fn read_all(&self, after: Lsn, limit: usize, out: &mut Vec<Record>) -> Result<()> {
+        self.read_all_filtered(after, limit, true, out)
+    }
+
+    /// [`Index::read_all`] with retention records, tombstones and records
+    /// that are no longer live too: every operation on disk. For the crash
+    /// simulator and the inspection tools.
+    pub fn read_all_on_disk(&self, after: Lsn, limit: usize, out: &mut Vec<Record>) -> Result<()> {
+        self.read_all_filtered(after, limit, false, out)
+    }
+
+    fn read_all_filtered(&self, after: Lsn, limit: usize, live_only: bool, out: &mut Vec<Record>) -> Result<()> {
         let want = Lsn(after.0.saturating_add(1));
+        let oldest = self.oldest_lsn();
+        if after.0 > 0 && want < oldest {
+            return Err(Error::Trimmed { after, oldest });
+        }
         if limit == 0 || want >= self.next_lsn || self.segments.is_empty() {
             return Ok(());
         }
@@ -518,7 +956,8 @@ impl Index {
             let Some(&(lsn, offset)) = entry.checkpoints.get(checkpoint) else {
                 continue;
             };
-            self.read_frames(entry, lsn, offset as usize, want, limit, out)?;
+            let wanted = Wanted { from: want, limit, live_only };
+            self.read_frames(entry, (lsn, offset as usize), &wanted, out)?;
             if out.len() >= limit {
                 break;
             }
@@ -526,20 +965,36 @@ impl Index {
         Ok(())
     }
 
+    /// Reads `wanted` records of one segment into `out`, walking frames
+    /// from `start`, an LSN checkpoint: `(lsn, offset)`.
     fn read_frames(
         &self,
         entry: &SegmentEntry,
-        mut lsn: Lsn,
-        mut offset: usize,
-        want: Lsn,
-        limit: usize,
+        start: (Lsn, usize),
+        wanted: &Wanted,
         out: &mut Vec<Record>,
     ) -> Result<()> {
+        let Wanted { from: want, limit, live_only } = *wanted;
+        let (mut lsn, mut offset) = start;
         // From the segment's start, so that offsets (and marker alignment) are absolute.
         let region = entry.segment.map.slice(0, entry.end_offset);
         let log_id = entry.segment.header.log_id;
+        let compacted = entry.segment.compacted();
         while offset < entry.end_offset && out.len() < limit {
-            let (at, frame) = decode_frame_at(&region, offset, &log_id, lsn).map_err(|defect| {
+            let decoded = if compacted {
+                crate::frame::decode_frame_anywhere(&region[offset..], &log_id)
+                    .and_then(|frame| {
+                        if frame.meta.lsn < lsn {
+                            Err(crate::frame::FrameDefect::UnexpectedLsn { expected: lsn, found: frame.meta.lsn })
+                        } else {
+                            Ok(frame)
+                        }
+                    })
+                    .map(|frame| (offset, frame))
+            } else {
+                decode_frame_at(&region, offset, &log_id, lsn)
+            };
+            let (at, frame) = decoded.map_err(|defect| {
                 Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
             })?;
             offset = at;
@@ -548,6 +1003,9 @@ impl Index {
                 if out.len() >= limit {
                     break;
                 }
+                if live_only && !self.is_live(op.kind, op.stream, op.seq, op.lsn) {
+                    continue;
+                }
                 let stream_start = body_start + op.offset_in_body + OP_HEADER_BYTES;
                 let payload_start = body_start + op.payload_offset_in_body;
                 out.push(Record {
@@ -555,6 +1013,7 @@ impl Index {
                     stream: region.slice(stream_start..stream_start + op.stream.len()),
                     seq: op.seq,
                     kind: op.kind,
+                    timestamp_ms: frame.meta.timestamp_ms,
                     payload: region.slice(payload_start..payload_start + op.payload.len()),
                 });
             }
@@ -562,6 +1021,48 @@ impl Index {
             offset += frame.total_bytes();
         }
         Ok(())
+    }
+
+    /// Live entries and snapshots in each segment, in the order of
+    /// [`Index::segments`]: what [`SegmentEntry::live_bytes`] counts the
+    /// bytes of.
+    pub fn live_records_per_segment(&self) -> Vec<u64> {
+        let mut counts = vec![0u64; self.segments.len()];
+        for state in self.streams.values() {
+            for loc in state.entries.iter().chain(state.snapshots.iter().map(|s| &s.loc)) {
+                counts[loc.segment() - self.first_segment_id] += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// The LSN before which a prune drops snapshots; 0 for any other operation.
+pub(crate) fn prune_reach(op: &crate::frame::OpView<'_>) -> Lsn {
+    if op.kind == RecordKind::Prune { crate::frame::prune_snapshots_before(op.payload) } else { Lsn(0) }
+}
+
+/// What a read by LSN asks for.
+#[derive(Clone, Copy)]
+struct Wanted {
+    /// The first LSN wanted.
+    from: Lsn,
+    /// How many records, at most.
+    limit: usize,
+    /// Live records only, or every operation on disk.
+    live_only: bool,
+}
+
+/// Bytes of the operation whose header is at `offset` of the segment, as
+/// counted in its live bytes; 0 if the map cannot say.
+fn op_size_at(entry: &SegmentEntry, offset: usize) -> u64 {
+    let head = entry.segment.map.slice(offset, OP_HEADER_BYTES);
+    match <&[u8; OP_HEADER_BYTES]>::try_from(head.as_ref()) {
+        Ok(head) => {
+            let header = decode_op_header(head);
+            op_bytes(header.stream_bytes, header.payload_bytes)
+        }
+        Err(_) => 0,
     }
 }
 
@@ -581,7 +1082,7 @@ mod tests {
             segment_bytes: 4096,
             created_ms: 0,
         };
-        Segment { header, path, map: file.map().unwrap(), file }
+        Segment { header, path, map: file.map().unwrap(), file, compacted: false }
     }
 
     /// A segment that holds only a clean-close marker took no LSN, so the

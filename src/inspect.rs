@@ -11,14 +11,14 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::commit::OpKind;
+use crate::commit::{OpKind, PruneSnapshots};
 use crate::error::{Error, Result};
 use crate::frame::{FrameDefect, FrameView, RecordKind, decode_frame_anywhere, marker_offset, padded_marker_at};
 use crate::fs::FileSystem;
 use crate::log::{Batch, Log};
 use crate::options::Options;
 use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, segment_log_ids};
-use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_file_name};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name};
 use crate::state::{STATE_FILE_NAME, StateRead, read_state};
 use crate::types::{Durability, Expectation, Lsn};
 
@@ -77,6 +77,18 @@ pub fn scan_intact(
     let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
     let mut segments: Vec<(Lsn, String)> =
         names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
+    // The compacted segments the state file names, instead of the ordinary
+    // ones they replaced; files a compaction left behind are not the log.
+    if let StateRead::Found { state, .. } = &state
+        && state.compaction_generation > 0
+    {
+        segments.retain(|(lsn, _)| *lsn >= state.compacted_end_lsn);
+        segments.extend(names.iter().filter_map(|name| {
+            parse_compacted_file_name(name)
+                .filter(|(_, generation)| *generation == state.compaction_generation)
+                .map(|(lsn, _)| (lsn, name.clone()))
+        }));
+    }
     segments.sort();
     if segments.is_empty() && state == StateRead::Missing {
         return Err(Error::NotALog { dir: dir.to_owned() });
@@ -245,7 +257,9 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
         let len = batch.len() as u64;
         match log.commit(batch).wait() {
             Ok(_) => report.records_copied += len,
-            Err(error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. })) => {
+            Err(
+                error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }),
+            ) => {
                 report.records_dropped.push(DroppedRecord { file, offset: offset as u64, lsn, why: error.to_string() });
             }
             Err(error) => return Err(error),
@@ -270,7 +284,12 @@ fn batch_of(frame: &FrameView<'_>) -> Option<Batch> {
             RecordKind::Entry => batch.with(OpKind::Entry(expected), op.stream, op.payload),
             RecordKind::Snapshot => batch.with(OpKind::Snapshot(op.seq), op.stream, op.payload),
             RecordKind::Tombstone => batch.with(OpKind::Clear(expected), op.stream, &[]),
+            RecordKind::Prune => {
+                let snapshots = PruneSnapshots::Before(crate::frame::prune_snapshots_before(op.payload));
+                batch.with(OpKind::Prune(op.seq, snapshots, Expectation::Any, None), op.stream, &[])
+            }
+            RecordKind::Base => batch.with(OpKind::Base(op.seq), op.stream, &[]),
         };
     }
-    (!batch.is_empty()).then_some(batch)
+    (!batch.is_empty()).then(|| batch.at_time(frame.meta.timestamp_ms))
 }

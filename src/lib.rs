@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod commit;
+mod compact;
 mod error;
 pub mod frame;
 pub mod fs;
@@ -43,16 +44,18 @@ pub mod recovery;
 pub mod segment;
 pub mod sim;
 pub mod state;
+pub mod stats;
 pub mod stores;
 mod sync;
 mod types;
 
-pub use commit::Appended;
+pub use commit::{Appended, PruneSnapshots};
+pub use compact::CompactionReport;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
 pub use index::{IndexStats, Record, RecordRef, StreamRead};
 pub use log::{Batch, Log, LogReader, Pending};
-pub use options::{Options, SegmentPreparation};
+pub use options::{CompactionOptions, Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use state::LogState;
 pub use types::{Durability, Expectation, Lsn, RecoveryMode, SegmentId, StreamSeq, display_stream};

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::commit::{
-    Acks, Appended, Command, OneOrMany, Op, OpKind, Queue, ReplySlot, Shared, Spares, Status, WriteRequest, Writer,
-    now_ms,
+    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status,
+    WriteRequest, Writer, now_ms,
 };
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
@@ -215,6 +215,7 @@ impl Batch {
             kind: OpKind::Entry(expected),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
+            timestamp_ms: None,
         });
         self
     }
@@ -225,6 +226,7 @@ impl Batch {
             kind: OpKind::Snapshot(through),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
+            timestamp_ms: None,
         });
         self
     }
@@ -235,13 +237,55 @@ impl Batch {
             kind: OpKind::Clear(expected),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
+            timestamp_ms: None,
         });
         self
     }
 
+    /// Adds a prune of a stream: its entries before `before` (at most its
+    /// next sequence) and the snapshots `snapshots` names stop being live.
+    /// Reads never return them again, a read from below `before` says
+    /// [`Error::Pruned`], and compaction reclaims their bytes.
+    pub fn prune(mut self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Batch {
+        self.ops.push(Op {
+            kind: OpKind::Prune(before, snapshots, Expectation::Any, None),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: Bytes::new(),
+            timestamp_ms: None,
+        });
+        self
+    }
+
+    /// Adds a snapshot of a stream through sequence `through` and a prune of
+    /// everything it covers: the entries through `through` and every older
+    /// snapshot. Compaction to snapshot checkpoints, in one atomic step.
+    pub fn snapshot_and_prune(self, stream: impl AsRef<[u8]>, through: StreamSeq, payload: impl Into<Bytes>) -> Batch {
+        let stream = stream.as_ref();
+        self.snapshot(stream, through, payload).prune(
+            stream,
+            StreamSeq(through.0.saturating_add(1)),
+            PruneSnapshots::AllButLatest,
+        )
+    }
+
     /// Adds an operation of any kind.
     pub(crate) fn with(mut self, kind: OpKind, stream: &[u8], payload: &[u8]) -> Batch {
-        self.ops.push(Op { kind, stream: Bytes::copy_from_slice(stream), payload: Bytes::copy_from_slice(payload) });
+        self.ops.push(Op {
+            kind,
+            stream: Bytes::copy_from_slice(stream),
+            payload: Bytes::copy_from_slice(payload),
+            timestamp_ms: None,
+        });
+        self
+    }
+
+    /// Records `timestamp_ms` as the batch's time instead of the clock's
+    /// (never earlier than the log's last frame): `annals repair` keeps
+    /// each record's time.
+    pub(crate) fn at_time(mut self, timestamp_ms: u64) -> Batch {
+        if let Some(first) = self.ops.first_mut() {
+            first.timestamp_ms = Some(timestamp_ms);
+        }
         self
     }
 
@@ -273,11 +317,21 @@ fn new_log_id() -> [u8; 16] {
     id
 }
 
+/// How long an open waits for a lock that is held: a lock released by a
+/// closed log stays held while a process forked at that moment (by any
+/// thread of the program) has not yet run its new program, since the child
+/// shares the lock until then.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn lock_dir(fs: &dyn FileSystem, dir: &Path, mode: LockMode) -> Result<DirLock> {
-    match fs.lock(dir, mode) {
-        Ok(Some(lock)) => Ok(lock),
-        Ok(None) => Err(Error::Locked { dir: dir.to_owned() }),
-        Err(error) => Err(Error::io("lock", dir, error)),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match fs.lock(dir, mode) {
+            Ok(Some(lock)) => return Ok(lock),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Ok(None) => return Err(Error::Locked { dir: dir.to_owned() }),
+            Err(error) => return Err(Error::io("lock", dir, error)),
+        }
     }
 }
 
@@ -298,11 +352,19 @@ impl Log {
         fs.sync_dir(&dir).map_err(|error| Error::io("fsync directory", &dir, error))?;
         let Recovered { mut index, log_id, state, report, .. } =
             recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode)?;
-        let log_id = match log_id.filter(|_| !index.segments().is_empty()) {
+        // Appends go into an ordinary segment: a log whose last segment is
+        // compacted (salvage dropped the ordinary ones) gets a new one.
+        let appendable = index.segments().last().is_some_and(|entry| !entry.segment.compacted());
+        let log_id = match log_id.filter(|_| appendable) {
             Some(log_id) => log_id,
             None => create_first_segment(&*fs, &dir, &options, &mut index, log_id.unwrap_or_else(new_log_id))?,
         };
-        let state_file = open_state_file(&*fs, &dir, &index, log_id, state)?;
+        let mut state_file = open_state_file(&*fs, &dir, &index, log_id, state)?;
+        if index.retention_records() > 0 {
+            // A state file rebuilt, or fallen back to an older slot, that
+            // does not say what the log holds says it again.
+            state_file.add_features(crate::state::FEATURE_RETENTION)?;
+        }
         let background = options.segment_preparation == SegmentPreparation::Background;
         let shared = Arc::new(Shared {
             dir,
@@ -321,6 +383,8 @@ impl Log {
             queued: Default::default(),
             poisoned: Default::default(),
             closed: Default::default(),
+            compaction: Mutex::new(()),
+            compactor: crate::compact::Compactor::new(),
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -330,6 +394,12 @@ impl Log {
         if background {
             let preparer = shared.clone();
             threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
+        }
+        if shared.options.compaction.background {
+            let (compactor, compactor_writer) = (shared.clone(), writer.clone());
+            threads.push(spawn("annals-compactor", move || {
+                crate::compact::Compactor::run(&compactor, &compactor_writer);
+            })?);
         }
         let log = Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) };
         // With the threads running (a gap that does not fit rolls over, and
@@ -396,6 +466,7 @@ impl Log {
             kind: OpKind::Entry(expected),
             stream: Bytes::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
+            timestamp_ms: None,
         };
         self.write_ops(OneOrMany::One(op), durability, OneOrMany::into_first)
     }
@@ -440,6 +511,121 @@ impl Log {
             Some(seq) => Expectation::Exact(StreamSeq(seq.0.saturating_add(1))),
         };
         self.append(stream, expected, payload)
+    }
+
+    /// Prunes `stream`: its entries before `before` and the snapshots
+    /// `snapshots` names stop being live (see [`Batch::prune`]).
+    ///
+    /// # Errors
+    /// [`Error::PruneOutOfRange`] if `before` is past the stream's next
+    /// sequence; as [`Log::append`] otherwise.
+    pub fn prune(&self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Pending<Appended> {
+        self.single(Batch::new().prune(stream, before, snapshots), self.shared().options.durability)
+    }
+
+    /// Records that the state of `stream` through `through` is `payload` and
+    /// prunes what it covers, atomically (see [`Batch::snapshot_and_prune`]).
+    /// Returns the snapshot's acknowledgement.
+    ///
+    /// # Errors
+    /// As [`Log::snapshot`].
+    pub fn snapshot_and_prune(
+        &self,
+        stream: impl AsRef<[u8]>,
+        through: StreamSeq,
+        payload: impl Into<Bytes>,
+    ) -> Pending<Appended> {
+        let batch = Batch::new().snapshot_and_prune(stream, through, payload);
+        self.write(batch, self.shared().options.durability, OneOrMany::into_first)
+    }
+
+    /// Keeps the newest `keep` live snapshots of `stream` and prunes the
+    /// older ones with the entries the oldest kept one covers. Writes
+    /// nothing (and returns `None`) if the stream has `keep` snapshots or
+    /// fewer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `keep` 0 (use [`Log::delete_stream`]);
+    /// [`Error::Conflict`] if the stream kept changing under it; as
+    /// [`Log::append`] otherwise.
+    pub fn keep_snapshots(&self, stream: impl AsRef<[u8]>, keep: usize) -> Result<Option<Appended>> {
+        if keep == 0 {
+            return Err(Error::InvalidArgument("keep_snapshots keeps at least one snapshot".to_owned()));
+        }
+        let stream = stream.as_ref();
+        self.prune_resolved(stream, |_, state| {
+            // With `keep` snapshots or fewer there is nothing to prune.
+            let newest_first: Vec<(StreamSeq, Lsn)> = state.snapshots().rev().take(keep + 1).collect();
+            if newest_first.len() <= keep {
+                return None;
+            }
+            let oldest_kept = newest_first[keep - 1];
+            Some((StreamSeq(oldest_kept.0.0 + 1).max(state.start_seq()), PruneSnapshots::Before(oldest_kept.1)))
+        })
+    }
+
+    /// Prunes the entries of `stream` written before `timestamp_ms` (ms
+    /// since the Unix epoch, by the log's clock, as [`Record::timestamp_ms`]
+    /// reports). Snapshots are kept. Returns `None` if nothing is older.
+    ///
+    /// # Errors
+    /// As [`Log::keep_snapshots`].
+    pub fn prune_older_than(&self, stream: impl AsRef<[u8]>, timestamp_ms: u64) -> Result<Option<Appended>> {
+        let stream = stream.as_ref();
+        let mut failure = None;
+        let result =
+            self.prune_resolved(stream, |index, state| match index.first_entry_at_or_after(stream, timestamp_ms) {
+                Ok(Some(before)) if before > state.start_seq() => Some((before, PruneSnapshots::Before(Lsn(0)))),
+                Ok(_) => None,
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            });
+        match failure {
+            Some(error) => Err(error),
+            None => result,
+        }
+    }
+
+    /// Deletes `stream`: a clear that does not check where the stream is.
+    /// Its records stop being live at once and compaction reclaims them.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn delete_stream(&self, stream: impl AsRef<[u8]>) -> Pending<Appended> {
+        self.clear(stream, Expectation::Any)
+    }
+
+    /// Writes a prune that `resolve` works out from the stream's state,
+    /// guarded by the stream's next sequence, retrying a few times if the
+    /// stream moves in between.
+    fn prune_resolved(
+        &self,
+        stream: &[u8],
+        mut resolve: impl FnMut(&Index, &crate::index::StreamState) -> Option<(StreamSeq, PruneSnapshots)>,
+    ) -> Result<Option<Appended>> {
+        const ATTEMPTS: usize = 8;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let (before, snapshots, next, since) = {
+                let index = self.index_for_read()?;
+                let Some(state) = index.stream(stream) else { return Ok(None) };
+                let Some((before, snapshots)) = resolve(&index, state) else { return Ok(None) };
+                (before, snapshots, state.next_seq(), state.since())
+            };
+            // Guarded by where the stream was and by which incarnation of
+            // it this was: a stream cleared and refilled to the same next
+            // sequence in between is another stream.
+            let kind = OpKind::Prune(before, snapshots, Expectation::Exact(next), Some(since));
+            let batch = Batch::new().with(kind, stream, &[]);
+            match self.single(batch, self.shared().options.durability).wait() {
+                Ok(appended) => return Ok(Some(appended)),
+                Err(error @ Error::Conflict { .. }) => last = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("every attempt conflicted"))
     }
 
     fn single(&self, batch: Batch, durability: Durability) -> Pending<Appended> {
@@ -590,7 +776,7 @@ impl Log {
     /// As [`Log::read_stream`].
     pub fn latest(&self, stream: impl AsRef<[u8]>) -> Result<Option<Record>> {
         let index = self.index_for_read()?;
-        let Some(next) = index.stream(stream.as_ref()).map(|s| s.next_seq()) else {
+        let Some(next) = index.stream(stream.as_ref()).filter(|s| s.live_entries() > 0).map(|s| s.next_seq()) else {
             return Ok(None);
         };
         Ok(index.read_stream_from(stream.as_ref(), StreamSeq(next.0 - 1))?.pop())
@@ -618,6 +804,42 @@ impl Log {
     /// Sizes of the in-memory index.
     pub fn index_stats(&self) -> IndexStats {
         self.shared().index.read().stats()
+    }
+
+    /// Compacts the log now: every sealed segment (all but the one being
+    /// appended to) is rewritten with only its live records, keeping their
+    /// LSNs, and the disk its dead records took is given back. Appends and
+    /// reads go on meanwhile; a record read before keeps its bytes.
+    ///
+    /// It checks every input frame's checksum before copying it, makes its
+    /// output durable, commits the switch in the state file, and only then
+    /// removes the inputs (segments-format.md, section 9.2).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if an input frame is damaged (the log is left
+    /// as it was); [`Error::Io`] or [`Error::DiskFull`] writing the output
+    /// (left as it was); [`Error::Poisoned`] if the commit itself failed
+    /// (reopen the log: it is then either compacted or as it was);
+    /// [`Error::Closed`].
+    pub fn compact(&self) -> Result<crate::compact::CompactionReport> {
+        self.check_open()?;
+        match crate::compact::plan(self.shared(), false) {
+            Some(plan) => crate::compact::compact(self.shared(), &self.handle.writer, plan),
+            None => Ok(crate::compact::CompactionReport::default()),
+        }
+    }
+
+    /// Up to `limit` operations still on disk after `after`, in LSN order,
+    /// live or not: what [`Log::read_all`] returns, and also tombstones,
+    /// prunes, and the records they made dead that compaction has not yet
+    /// reclaimed. For inspection.
+    ///
+    /// # Errors
+    /// As [`Log::read_all`].
+    pub fn read_all_on_disk(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        self.index_for_read()?.read_all_on_disk(after, limit, &mut out)?;
+        Ok(out)
     }
 
     /// Whether the log has been poisoned or closed, as an error; `Ok` if open.
@@ -661,7 +883,7 @@ fn open_state_file(
             file.update(newest, durable_end, false, StateCopies::One)?;
             Ok(file)
         }
-        StateAction::Create => {
+        StateAction::Create { compaction_generation, compacted_end_lsn } => {
             let state = LogState {
                 log_id,
                 generation: 1,
@@ -671,6 +893,12 @@ fn open_state_file(
                 written_ms: now_ms(),
                 clean_close: false,
                 lsn_lease_end: durable_end,
+                features: crate::recovery::inferred_features(compaction_generation),
+                compaction_generation,
+                compacted_end_lsn,
+                // Without a state file, what log-wide retention dropped is
+                // gone: the log starts at the oldest record left.
+                trimmed_lsn: if compaction_generation > 0 { oldest } else { Lsn::ZERO },
             };
             StateFile::create(fs, dir, state)
         }
@@ -762,6 +990,16 @@ impl LogReader {
         Ok(out)
     }
 
+    /// As [`Log::read_all_on_disk`].
+    ///
+    /// # Errors
+    /// As [`Log::read_all`].
+    pub fn read_all_on_disk(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        self.index.read_all_on_disk(after, limit, &mut out)?;
+        Ok(out)
+    }
+
     /// The latest snapshot of `stream` and the live entries after it, as
     /// [`Log::read_stream`].
     ///
@@ -796,5 +1034,16 @@ impl LogReader {
     /// Sizes of the index.
     pub fn index_stats(&self) -> IndexStats {
         self.index.stats()
+    }
+
+    /// Where the log's disk goes, per segment and in total, as the reader
+    /// found it when it opened (see [`crate::stats`]). Worked out from the
+    /// index; the segments are read only from the start of the log to the
+    /// oldest live record, to find its time.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if the oldest live record fails its checks.
+    pub fn stats(&self) -> Result<crate::stats::LogStats> {
+        crate::stats::of_index(&self.index)
     }
 }

@@ -22,6 +22,31 @@ pub enum SegmentPreparation {
     Inline,
 }
 
+/// When and how fast compaction runs in the background (see
+/// [`Log::compact`](crate::Log::compact) for what it does).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompactionOptions {
+    /// Compact in the background at all. Default true.
+    pub background: bool,
+    /// Compact once the dead bytes of the sealed segments (what compaction
+    /// would give back) are at least this share of their written bytes,
+    /// and at least a segment's worth. Default 0.5: at quiescence the log
+    /// takes at most about twice its live bytes, plus a few segments.
+    pub dead_ratio: f64,
+    /// Bytes per second background compaction reads and writes, at most;
+    /// 0 for no limit. Default 64 MiB/s, so appends keep the disk.
+    pub bytes_per_second: u64,
+    /// How often the background compactor looks, in milliseconds, besides
+    /// after every rollover. Default 1,000.
+    pub interval_ms: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> CompactionOptions {
+        CompactionOptions { background: true, dead_ratio: 0.5, bytes_per_second: 64 << 20, interval_ms: 1000 }
+    }
+}
+
 /// Options for [`Log::open`](crate::Log::open).
 #[derive(Clone)]
 pub struct Options {
@@ -47,6 +72,16 @@ pub struct Options {
     pub segment_preparation: SegmentPreparation,
     /// The file system. Default the operating system's; tests substitute a simulated one.
     pub file_system: Arc<dyn FileSystem>,
+    /// Background compaction. Default on (see [`CompactionOptions`]).
+    pub compaction: CompactionOptions,
+    /// Log-wide retention by age: sealed segments whose every record is
+    /// older than this many milliseconds (by the log's clock) are dropped
+    /// by the next compaction, live records and all. Default none.
+    pub max_age_ms: Option<u64>,
+    /// Log-wide retention by size: while the log's files take more than
+    /// this many bytes, its oldest sealed segments are dropped by the next
+    /// compaction, live records and all. Default none.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -61,6 +96,9 @@ impl Default for Options {
             recovery_mode: RecoveryMode::Strict,
             segment_preparation: SegmentPreparation::Background,
             file_system: Arc::new(RealFs),
+            compaction: CompactionOptions::default(),
+            max_age_ms: None,
+            max_bytes: None,
         }
     }
 }
@@ -77,6 +115,9 @@ impl fmt::Debug for Options {
             .field("recovery_mode", &self.recovery_mode)
             .field("segment_preparation", &self.segment_preparation)
             .field("file_system", &self.file_system)
+            .field("compaction", &self.compaction)
+            .field("max_age_ms", &self.max_age_ms)
+            .field("max_bytes", &self.max_bytes)
             .finish()
     }
 }
@@ -113,6 +154,15 @@ impl Options {
         }
         if self.group_bytes_max == 0 {
             return invalid("group_bytes_max must be at least 1".to_owned());
+        }
+        if !(self.compaction.dead_ratio > 0.0 && self.compaction.dead_ratio <= 1.0) {
+            return invalid("compaction.dead_ratio must be above 0 and at most 1".to_owned());
+        }
+        if self.compaction.interval_ms == 0 {
+            return invalid("compaction.interval_ms must be at least 1".to_owned());
+        }
+        if self.max_age_ms == Some(0) || self.max_bytes == Some(0) {
+            return invalid("max_age_ms and max_bytes must be at least 1 when set".to_owned());
         }
         Ok(())
     }

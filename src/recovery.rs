@@ -17,8 +17,8 @@ use crate::frame::{
 use crate::fs::{File, FileSystem, MappedFile};
 use crate::index::Index;
 use crate::segment::{
-    FORMAT_VERSION, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SPARE_PREFIX, SPARE_SUFFIX, Segment,
-    SegmentHeader, parse_segment_file_name,
+    COMPACTING_SUFFIX, FORMAT_VERSION, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SPARE_PREFIX,
+    SPARE_SUFFIX, Segment, SegmentHeader, parse_compacted_file_name, parse_segment_file_name,
 };
 use crate::state::{LogState, STATE_TEMP_FILE_NAME, StateRead, read_state};
 use crate::types::{Lsn, RecoveryMode};
@@ -60,6 +60,13 @@ pub struct RecoveryReport {
     /// record gets this LSN, past every one of them, and a gap frame records
     /// the skip (segments-format.md, "Gap").
     pub resumes_at: Option<Lsn>,
+    /// Compacted segments opened (those of the state file's compaction
+    /// generation).
+    pub compacted_segments: usize,
+    /// Files a compaction left that are not part of the log (its inputs
+    /// after it committed, its outputs if it did not): removed by a
+    /// read-write open, ignored by a read-only one.
+    pub superseded_removed: usize,
 }
 
 /// A range of a file that recovery cut or deleted.
@@ -89,7 +96,13 @@ pub enum StateAction {
     Update(LogState),
     /// Write a new state file: a version-1 log being upgraded, a log whose
     /// creation crashed before its state file was written, or a salvaged one.
-    Create,
+    Create {
+        /// The compacted segments found without a state file: their
+        /// generation and end (0 and LSN 0 if none).
+        compaction_generation: u64,
+        /// Where they end.
+        compacted_end_lsn: Lsn,
+    },
 }
 
 /// The result of recovery.
@@ -105,6 +118,19 @@ pub struct Recovered {
     pub report: RecoveryReport,
     /// Read-only: every corruption found. Read-write: empty (the first one fails the open).
     pub problems: Vec<Corruption>,
+}
+
+/// The features a log whose compacted segments were found without a state
+/// file uses: compaction, and the bases it writes.
+pub(crate) fn inferred_features(compaction_generation: u64) -> u64 {
+    if compaction_generation == 0 { 0 } else { crate::state::FEATURE_RETENTION | crate::state::FEATURE_COMPACTION }
+}
+
+/// The format version in a segment's header, or 0 if it cannot be read.
+fn segment_version(fs: &dyn FileSystem, path: &Path) -> u32 {
+    let Ok(file) = fs.open(path, false) else { return 0 };
+    let Ok(map) = file.map() else { return 0 };
+    SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES.min(map.len()))).map_or(0, |header| header.version)
 }
 
 /// How one segment's frames ended.
@@ -131,6 +157,9 @@ struct Recovery<'a> {
     resynced: bool,
     /// Salvage cut the log: the highest LSN any frame past the cut claimed.
     cut_lsn_seen: Option<Lsn>,
+    /// Without a state file: the generation of the newest compacted
+    /// segments found, and where they end (their last frame says).
+    inferred_compaction: Option<(u64, Lsn)>,
 }
 
 /// Opens every segment in `dir`, checks it against the state file and
@@ -180,6 +209,7 @@ fn recover_once(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryM
         problems: Vec::new(),
         resynced: false,
         cut_lsn_seen: None,
+        inferred_compaction: None,
     };
     let state = recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -201,10 +231,20 @@ impl Recovery<'_> {
         let mut segments: Vec<(Lsn, String)> =
             names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
         segments.sort();
-        if segments.is_empty() && state_read == StateRead::Missing && self.access == Access::ReadOnly {
+        let mut compacted: Vec<(Lsn, u64, String)> = names
+            .iter()
+            .filter_map(|name| parse_compacted_file_name(name).map(|(lsn, generation)| (lsn, generation, name.clone())))
+            .collect();
+        compacted.sort();
+        if segments.is_empty()
+            && compacted.is_empty()
+            && state_read == StateRead::Missing
+            && self.access == Access::ReadOnly
+        {
             return Err(Error::NotALog { dir: self.dir.to_owned() });
         }
         self.remove_spares(&names)?;
+        let compacted = self.set_superseded_aside(&state_read, &names, &mut segments, compacted)?;
         let state_read = self.check_state_belongs(state_read, &segments)?;
         let mut damaged_state = None;
         match state_read {
@@ -213,9 +253,19 @@ impl Recovery<'_> {
                 self.state = Some(state);
                 self.log_id = Some(state.log_id);
                 self.index = Index::new(state.oldest_segment_lsn);
+                self.index.trim(state.trimmed_lsn);
             }
             StateRead::Damaged(problem) => damaged_state = Some(problem),
             StateRead::Missing => {}
+        }
+        if self.state.is_none()
+            && let Some((first, name)) = segments.first()
+            && segment_version(self.fs, &self.dir.join(name)) >= 2
+        {
+            // Without a state file, a version-2 log starts at its oldest
+            // segment: compaction may have reclaimed the ones before it.
+            // (A version-1 log, which has no state file, starts at 1.)
+            self.index = Index::new(*first);
         }
         if let Some(state) = self.state {
             let newest = segments.last().map_or(Lsn::ZERO, |(lsn, _)| *lsn);
@@ -233,8 +283,198 @@ impl Recovery<'_> {
                 self.corruption_at(&[], problem, 0)?;
             }
         }
+        self.scan_compacted(&compacted)?;
+        if let Some((_, end)) = self.inferred_compaction {
+            segments.retain(|(lsn, _)| *lsn >= end);
+        }
         self.scan_segments(&segments)?;
         self.settle_state(damaged_state)
+    }
+
+    /// Takes out of `segments` and `compacted` the files that a compaction
+    /// left and that are not part of the log (row 16): ordinary segments
+    /// below the state file's `compacted_end_lsn`, compacted segments of
+    /// another generation, and compacted segments still being written. A
+    /// read-write open removes them; a read-only one leaves them. Returns
+    /// the compacted segments that are part of the log, oldest first.
+    fn set_superseded_aside(
+        &mut self,
+        state_read: &StateRead,
+        names: &[String],
+        segments: &mut Vec<(Lsn, String)>,
+        compacted: Vec<(Lsn, u64, String)>,
+    ) -> Result<Vec<(Lsn, String)>> {
+        let (generation, end) = match state_read {
+            StateRead::Found { state, .. } => (state.compaction_generation, state.compacted_end_lsn),
+            // Without a state file, the newest compacted segments are taken
+            // as the log's (read-only and salvage; a strict open refuses the
+            // missing state file), and the ordinary segments they replaced
+            // are set aside once their end is known.
+            _ => {
+                let newest = compacted.iter().map(|(_, generation, _)| *generation).max();
+                return Ok(compacted
+                    .into_iter()
+                    .filter(|(_, generation, _)| Some(*generation) == newest)
+                    .map(|(lsn, generation, name)| {
+                        self.inferred_compaction = Some((generation, Lsn::ZERO));
+                        (lsn, name)
+                    })
+                    .collect());
+            }
+        };
+        let mut superseded: Vec<String> =
+            names.iter().filter(|name| name.ends_with(COMPACTING_SUFFIX)).cloned().collect();
+        if generation > 0 {
+            superseded.extend(segments.iter().filter(|(lsn, _)| *lsn < end).map(|(_, name)| name.clone()));
+            segments.retain(|(lsn, _)| *lsn >= end);
+        }
+        let (ours, others): (Vec<_>, Vec<_>) = compacted.into_iter().partition(|(_, g, _)| *g == generation);
+        superseded.extend(others.into_iter().map(|(_, _, name)| name));
+        if self.access == Access::ReadWrite && !superseded.is_empty() {
+            // The state file read may be a slot whose fsync failed (a
+            // compaction's commit that poisoned the log), in the page cache
+            // only: written again and synced before anything it makes
+            // obsolete is deleted.
+            crate::state::resync_state_file(self.fs, self.dir)?;
+            for name in &superseded {
+                let path = self.dir.join(name);
+                self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
+            }
+            self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
+            self.report.superseded_removed = superseded.len();
+        }
+        Ok(ours.into_iter().map(|(lsn, _, name)| (lsn, name)).collect())
+    }
+
+    /// Reads the compacted segments (section 9.2 of the format): each
+    /// sealed, checked in full, with sparse LSNs below the state file's
+    /// `compacted_end_lsn`. Any damage in them is corruption, never a torn
+    /// tail; salvage cannot cut them (`annals repair` copies what is intact).
+    fn scan_compacted(&mut self, compacted: &[(Lsn, String)]) -> Result<()> {
+        let (oldest, end) = match self.state {
+            Some(state) if state.compaction_generation == 0 => return Ok(()),
+            Some(state) => (state.oldest_segment_lsn, state.compacted_end_lsn),
+            None => {
+                let Some((first, name)) = compacted.first() else { return Ok(()) };
+                // Row 10 (reported once the scan is done): the state file
+                // is missing. What it recorded of the compaction is read
+                // back from the compacted segments themselves: the newest
+                // generation, ending where its last frame (a gap) says.
+                let _ = name;
+                self.index = Index::new(*first);
+                (*first, Lsn(u64::MAX))
+            }
+        };
+        let mut expected = oldest;
+        for (name_lsn, name) in compacted {
+            let path = self.dir.join(name);
+            match self.open_compacted(&path, *name_lsn, expected, end)? {
+                Ok(segment) => {
+                    self.index.push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+                    self.report.compacted_segments += 1;
+                    if let Err(problem) = self.scan_compacted_segment(&segment, end) {
+                        self.hard_corruption(problem)?;
+                        return Ok(());
+                    }
+                    expected = self.index.next_lsn();
+                }
+                Err(problem) => {
+                    self.hard_corruption(problem)?;
+                    return Ok(());
+                }
+            }
+        }
+        if compacted.is_empty() && oldest < end {
+            let kind = CorruptionKind::MissingSegment { end: oldest, next_first: end };
+            self.hard_corruption(Corruption { file: self.dir.to_owned(), offset: 0, kind })?;
+        }
+        if let Some((generation, _)) = self.inferred_compaction {
+            self.inferred_compaction = Some((generation, self.index.next_lsn()));
+        } else if self.index.next_lsn() <= end {
+            self.index.end_compacted(end);
+        }
+        Ok(())
+    }
+
+    /// Damage where no torn tail can be: reported by a read-only open,
+    /// refused by any other (salvage included).
+    fn hard_corruption(&mut self, problem: Corruption) -> Result<()> {
+        if self.access == Access::ReadOnly {
+            self.problems.push(problem);
+            return Ok(());
+        }
+        Err(Error::Corruption(Box::new(problem)))
+    }
+
+    /// Opens a compacted segment and checks its header against its name,
+    /// the log, and the LSN the compacted segments have reached.
+    fn open_compacted(
+        &mut self,
+        path: &Path,
+        name_lsn: Lsn,
+        expected: Lsn,
+        end: Lsn,
+    ) -> Result<Result<Segment, Corruption>> {
+        let corrupt = |offset: u64, kind| Ok(Err(Corruption { file: path.to_owned(), offset, kind }));
+        let file = self.fs.open(path, false).map_err(|error| Error::io("open", path, error))?;
+        let len = file.len().map_err(|error| Error::io("stat", path, error))?;
+        let map = file.map().map_err(|error| Error::io("mmap", path, error))?;
+        let header = match SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES.min(map.len()))) {
+            Ok(header) => header,
+            Err(kind) => return corrupt(0, kind),
+        };
+        if header.first_lsn != name_lsn {
+            return corrupt(32, CorruptionKind::BadHeader("first lsn differs from the file name"));
+        }
+        match self.log_id {
+            Some(log_id) if log_id != header.log_id => return corrupt(16, CorruptionKind::ForeignSegment),
+            _ => self.log_id = Some(header.log_id),
+        }
+        if len != header.segment_bytes {
+            let kind = CorruptionKind::SegmentLength { expected: header.segment_bytes, found: len };
+            return corrupt(len.min(header.segment_bytes), kind);
+        }
+        let first_expected = expected == self.state.map_or(Lsn::ZERO, |state| state.oldest_segment_lsn)
+            && self.index.segments().is_empty();
+        if (first_expected && header.first_lsn != expected) || header.first_lsn < expected || header.first_lsn >= end {
+            let kind = CorruptionKind::MissingSegment { end: expected, next_first: header.first_lsn };
+            return corrupt(0, kind);
+        }
+        Ok(Ok(Segment { header, path: path.to_owned(), file, map, compacted: true }))
+    }
+
+    /// Reads every frame of a compacted segment: whole, checksummed, single
+    /// entries, snapshots and bases at increasing LSNs below `end`, then
+    /// zeros to the end of the file.
+    fn scan_compacted_segment(&mut self, segment: &Segment, end: Lsn) -> Result<(), Corruption> {
+        let bytes = segment.map.slice(0, segment.map.len());
+        let log_id = segment.header.log_id;
+        let mut offset = SEGMENT_HEADER_BYTES;
+        let problem = |offset: usize, kind| Corruption { file: segment.path.clone(), offset: offset as u64, kind };
+        while offset < bytes.len() {
+            let frame = match decode_frame_anywhere(&bytes[offset..], &log_id) {
+                Ok(frame) => frame,
+                Err(FrameDefect::Zeroed) if bytes[offset..].iter().all(|&b| b == 0) => return Ok(()),
+                Err(defect) => return Err(problem(offset, CorruptionKind::BadRecord(defect.describe()))),
+            };
+            let allowed = matches!(
+                frame.kind,
+                crate::frame::FrameKind::Entry
+                    | crate::frame::FrameKind::Snapshot
+                    | crate::frame::FrameKind::Base
+                    | crate::frame::FrameKind::Gap
+            );
+            if !allowed || frame.meta.lsn < self.index.next_lsn() || frame.meta.lsn >= end || frame.next_lsn() > end {
+                let what = "a compacted segment holds only entries, snapshots, bases and gaps, at increasing lsns below its end";
+                return Err(problem(offset, CorruptionKind::BadRecord(what.to_owned())));
+            }
+            self.index.check_frame(&frame).map_err(|kind| problem(offset, kind))?;
+            self.index.apply_frame(offset, &frame);
+            self.report.records += u64::from(frame.lsn_count);
+            self.report.bytes += frame.total_bytes() as u64;
+            offset += frame.total_bytes();
+        }
+        Ok(())
     }
 
     /// A state file whose log id no segment header shares belongs to another
@@ -276,7 +516,8 @@ impl Recovery<'_> {
             }
             // A version-1 log (upgraded now), or a creation that crashed
             // before its state file was written (nothing was acknowledged).
-            return Ok(StateAction::Create);
+            let (compaction_generation, compacted_end_lsn) = self.inferred_compaction.unwrap_or((0, Lsn::ZERO));
+            return Ok(StateAction::Create { compaction_generation, compacted_end_lsn });
         };
         if state.lsn_lease_end > self.index.next_lsn() && self.report.resumes_at.is_none() {
             // Row 12: records acknowledged before they were synced may be
@@ -448,7 +689,7 @@ impl Recovery<'_> {
             self.index = Index::new(header.first_lsn);
             self.resynced = true;
         }
-        Ok(Ok(Segment { header, path: path.to_owned(), file, map }))
+        Ok(Ok(Segment { header, path: path.to_owned(), file, map, compacted: false }))
     }
 
     /// Whether this recovery reads on past damage it has reported
@@ -723,8 +964,9 @@ impl Recovery<'_> {
             return Ok(()); // no readable segment: no record was acknowledged in one
         };
         let end = self.index.next_lsn();
-        let oldest = self.state.map_or(Lsn::FIRST, |state| state.oldest_segment_lsn);
+        let oldest = self.state.map_or(self.index.oldest_lsn().min(end), |state| state.oldest_segment_lsn);
         let newest = self.index.segments().last().map_or(oldest, |entry| entry.segment.header.first_lsn);
+        let (inferred_generation, inferred_end) = self.inferred_compaction.unwrap_or((0, Lsn::ZERO));
         let previous = self.state.map_or(Lsn::ZERO, |state| state.lsn_lease_end.max(state.durable_end_lsn));
         let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
         let state = LogState {
@@ -736,6 +978,15 @@ impl Recovery<'_> {
             written_ms: crate::commit::now_ms(),
             clean_close: false,
             lsn_lease_end: previous.max(seen).max(end),
+            features: self.state.map_or(inferred_features(inferred_generation), |state| state.features)
+                | if self.index.retention_records() > 0 { crate::state::FEATURE_RETENTION } else { 0 },
+            compaction_generation: self.state.map_or(inferred_generation, |state| state.compaction_generation),
+            compacted_end_lsn: self.state.map_or(inferred_end, |state| state.compacted_end_lsn),
+            // Without a state file, what log-wide retention dropped is gone
+            // from the compacted segments: the log starts at the oldest left.
+            trimmed_lsn: self
+                .state
+                .map_or(if inferred_generation > 0 { oldest } else { Lsn::ZERO }, |state| state.trimmed_lsn),
         };
         let file = crate::state::StateFile::create(self.fs, self.dir, state)?;
         self.state = Some(file.current());

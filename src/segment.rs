@@ -128,11 +128,33 @@ pub fn segment_file_name(first_lsn: Lsn) -> String {
 /// The first LSN a segment file name stands for, if it is one.
 pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    parse_digits(digits, 20).map(Lsn)
+}
+
+fn parse_digits(digits: &str, len: usize) -> Option<u64> {
+    if digits.len() != len || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().map(Lsn)
+    digits.parse().ok()
 }
+
+/// The file name of a compacted segment of compaction generation
+/// `generation` whose first record is at `first_lsn`.
+pub fn compacted_file_name(first_lsn: Lsn, generation: u64) -> String {
+    format!("{:020}-{generation:010}{SEGMENT_SUFFIX}", first_lsn.0)
+}
+
+/// The first LSN and compaction generation a compacted segment's file name
+/// stands for, if it is one.
+pub fn parse_compacted_file_name(name: &str) -> Option<(Lsn, u64)> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    let (lsn, generation) = stem.split_once('-')?;
+    Some((Lsn(parse_digits(lsn, 20)?), parse_digits(generation, 10)?))
+}
+
+/// Added to a compacted segment's [`compacted_file_name`] while it is being
+/// written, before it is renamed into place; such files are deleted on open.
+pub const COMPACTING_SUFFIX: &str = ".compacting";
 
 /// An open segment: its file and a view of its bytes.
 #[derive(Debug, Clone)]
@@ -145,6 +167,16 @@ pub struct Segment {
     pub file: Arc<dyn File>,
     /// A view of the whole file.
     pub map: Arc<dyn MappedFile>,
+    /// Written by compaction: it holds the live records of a range of LSNs,
+    /// sparse, and takes no more frames.
+    pub compacted: bool,
+}
+
+impl Segment {
+    /// Whether compaction wrote it.
+    pub fn compacted(&self) -> bool {
+        self.compacted
+    }
 }
 
 /// A spare segment: zeros, synced, not yet published.
@@ -221,7 +253,7 @@ pub fn publish_spare(fs: &dyn FileSystem, dir: &Path, spare: Spare, header: Segm
     }
     fs.sync_dir(dir).map_err(|error| Error::io_or_full("fsync directory", dir, error))?;
     let map = spare.map().map_err(|error| Error::io("mmap", &path, error))?;
-    Ok(Segment { header, path, file: spare, map })
+    Ok(Segment { header, path, file: spare, map, compacted: false })
 }
 
 /// Removes every spare file in `dir` but `keep`: spares whose preparation
@@ -281,5 +313,9 @@ mod tests {
         assert_eq!(parse_segment_file_name("00000000000000000017.seg.tmp"), None);
         assert_eq!(parse_segment_file_name("17.seg"), None);
         assert_eq!(parse_segment_file_name("LOCK"), None);
+        assert_eq!(parse_compacted_file_name(&compacted_file_name(Lsn(17), 3)), Some((Lsn(17), 3)));
+        assert_eq!(parse_segment_file_name(&compacted_file_name(Lsn(17), 3)), None);
+        assert_eq!(parse_compacted_file_name(&segment_file_name(Lsn(17))), None);
+        assert_eq!(parse_compacted_file_name("00000000000000000017-3.seg"), None);
     }
 }

@@ -36,8 +36,14 @@ pub const STATE_SLOT_BYTES: usize = 512;
 pub const STATE_FILE_BYTES: usize = 2 * STATE_SLOT_BYTES;
 /// The first eight bytes of every slot.
 pub const STATE_MAGIC: [u8; 8] = *b"ANNALSST";
+/// Feature bit: the log may hold retention records (prunes and stream
+/// bases, frame kinds 7 and 8). Set before the first one is written.
+pub const FEATURE_RETENTION: u64 = 1;
+/// Feature bit: the log may hold compacted segments, and the slot's
+/// `compaction_generation` and `compacted_end_lsn` say which.
+pub const FEATURE_COMPACTION: u64 = 2;
 /// Feature bits this build understands; a slot with any other bit set is refused.
-pub const STATE_FEATURES_KNOWN: u64 = 0;
+pub const STATE_FEATURES_KNOWN: u64 = FEATURE_RETENTION | FEATURE_COMPACTION;
 
 // Named offsets of the slot's fields (segments-format.md, "The state file").
 const MAGIC_AT: usize = 0;
@@ -52,10 +58,13 @@ const DURABLE_END_AT: usize = 64;
 const WRITTEN_MS_AT: usize = 72;
 const FLAGS_AT: usize = 80;
 const LSN_LEASE_END_AT: usize = 84;
+const COMPACTION_GENERATION_AT: usize = 92;
+const COMPACTED_END_AT: usize = 100;
+const TRIMMED_AT: usize = 108;
 const CRC_AT: usize = STATE_SLOT_BYTES - 4;
 const FLAG_CLEAN_CLOSE: u32 = 1;
 
-const _: () = assert!(LSN_LEASE_END_AT + 8 <= CRC_AT);
+const _: () = assert!(TRIMMED_AT + 8 <= CRC_AT);
 
 /// What the state file records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +91,20 @@ pub struct LogState {
     /// may be lost in a power cut; their LSNs were acknowledged all the
     /// same, so the log resumes past them, never at them.
     pub lsn_lease_end: Lsn,
+    /// Bits of the features the log uses ([`FEATURE_RETENTION`],
+    /// [`FEATURE_COMPACTION`]).
+    pub features: u64,
+    /// The generation of the compacted segments that are part of the log
+    /// (0: none). Compacted segments of any other generation are leftovers
+    /// of a compaction that did not commit, or was superseded.
+    pub compaction_generation: u64,
+    /// Where the compacted segments end and the first ordinary segment
+    /// starts (0 when `compaction_generation` is 0): ordinary segments
+    /// below it were compacted.
+    pub compacted_end_lsn: Lsn,
+    /// Log-wide retention dropped every record below this LSN, live or not
+    /// (0: never): a cursor below it is told the log was trimmed.
+    pub trimmed_lsn: Lsn,
 }
 
 impl LogState {
@@ -93,7 +116,7 @@ impl LogState {
         bytes[SLOT_BYTES_AT..SLOT_BYTES_AT + 4].copy_from_slice(&(STATE_SLOT_BYTES as u32).to_le_bytes());
         bytes[LOG_ID_AT..LOG_ID_AT + 16].copy_from_slice(&self.log_id);
         bytes[GENERATION_AT..GENERATION_AT + 8].copy_from_slice(&self.generation.to_le_bytes());
-        bytes[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&0u64.to_le_bytes());
+        bytes[FEATURES_AT..FEATURES_AT + 8].copy_from_slice(&self.features.to_le_bytes());
         bytes[OLDEST_SEGMENT_AT..OLDEST_SEGMENT_AT + 8].copy_from_slice(&self.oldest_segment_lsn.0.to_le_bytes());
         bytes[NEWEST_SEGMENT_AT..NEWEST_SEGMENT_AT + 8].copy_from_slice(&self.newest_segment_lsn.0.to_le_bytes());
         bytes[DURABLE_END_AT..DURABLE_END_AT + 8].copy_from_slice(&self.durable_end_lsn.0.to_le_bytes());
@@ -101,6 +124,10 @@ impl LogState {
         let flags = if self.clean_close { FLAG_CLEAN_CLOSE } else { 0 };
         bytes[FLAGS_AT..FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
         bytes[LSN_LEASE_END_AT..LSN_LEASE_END_AT + 8].copy_from_slice(&self.lsn_lease_end.0.to_le_bytes());
+        bytes[COMPACTION_GENERATION_AT..COMPACTION_GENERATION_AT + 8]
+            .copy_from_slice(&self.compaction_generation.to_le_bytes());
+        bytes[COMPACTED_END_AT..COMPACTED_END_AT + 8].copy_from_slice(&self.compacted_end_lsn.0.to_le_bytes());
+        bytes[TRIMMED_AT..TRIMMED_AT + 8].copy_from_slice(&self.trimmed_lsn.0.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -132,7 +159,7 @@ impl LogState {
             return Err(CorruptionKind::UnsupportedFeatures(features & !STATE_FEATURES_KNOWN));
         }
         let flags = u32_at(FLAGS_AT);
-        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[LSN_LEASE_END_AT + 8..CRC_AT].iter().any(|&b| b != 0) {
+        if flags & !FLAG_CLEAN_CLOSE != 0 || bytes[TRIMMED_AT + 8..CRC_AT].iter().any(|&b| b != 0) {
             return Err(bad("flags or reserved bytes are not zero"));
         }
         let state = LogState {
@@ -144,7 +171,22 @@ impl LogState {
             written_ms: u64_at(WRITTEN_MS_AT),
             clean_close: flags & FLAG_CLEAN_CLOSE != 0,
             lsn_lease_end: Lsn(u64_at(LSN_LEASE_END_AT)),
+            features,
+            compaction_generation: u64_at(COMPACTION_GENERATION_AT),
+            compacted_end_lsn: Lsn(u64_at(COMPACTED_END_AT)),
+            trimmed_lsn: Lsn(u64_at(TRIMMED_AT)),
         };
+        let compaction_consistent = if state.compaction_generation == 0 {
+            state.compacted_end_lsn.0 == 0 && state.trimmed_lsn.0 == 0
+        } else {
+            state.trimmed_lsn <= state.compacted_end_lsn
+                && features & FEATURE_COMPACTION != 0
+                && state.compacted_end_lsn >= state.oldest_segment_lsn
+                && state.compacted_end_lsn <= state.newest_segment_lsn
+        };
+        if !compaction_consistent {
+            return Err(bad("compaction fields out of order"));
+        }
         if state.generation == 0
             || state.oldest_segment_lsn.0 == 0
             || state.newest_segment_lsn < state.oldest_segment_lsn
@@ -322,6 +364,49 @@ impl StateFile {
         self.write(next)
     }
 
+    /// Records that the log uses `features` (both slots, each synced, so
+    /// that a torn write of the newer cannot bring back a slot without
+    /// them), before the first record that needs them is written.
+    ///
+    /// # Errors
+    /// As [`StateFile::update`].
+    pub fn add_features(&mut self, features: u64) -> Result<()> {
+        if self.current.features & features == features {
+            return Ok(());
+        }
+        let next = LogState { features: self.current.features | features, clean_close: false, ..self.current };
+        self.write(next)?;
+        self.write(next)
+    }
+
+    /// Records a committed compaction: the log's oldest segment starts at
+    /// `oldest_segment_lsn`, its compacted segments are those of
+    /// `generation` and end at `compacted_end_lsn`. Both slots are written
+    /// and synced, so one damaged sector still leaves a copy: from here on
+    /// the compaction's inputs are not part of the log.
+    ///
+    /// # Errors
+    /// As [`StateFile::update`].
+    pub fn record_compaction(
+        &mut self,
+        oldest_segment_lsn: Lsn,
+        generation: u64,
+        compacted_end_lsn: Lsn,
+        trimmed_lsn: Lsn,
+    ) -> Result<()> {
+        let next = LogState {
+            oldest_segment_lsn,
+            compaction_generation: generation,
+            compacted_end_lsn,
+            trimmed_lsn: trimmed_lsn.max(self.current.trimmed_lsn),
+            features: self.current.features | FEATURE_COMPACTION,
+            clean_close: false,
+            ..self.current
+        };
+        self.write(next)?;
+        self.write(next)
+    }
+
     /// Writes `state` as the next generation into its slot and syncs it.
     fn write(&mut self, state: LogState) -> Result<()> {
         let next = LogState { generation: self.current.generation + 1, written_ms: crate::commit::now_ms(), ..state };
@@ -333,6 +418,21 @@ impl StateFile {
         self.synced_here = true;
         Ok(())
     }
+}
+
+/// Writes the state file's bytes again as they read now and syncs them: what
+/// a reader sees may be a write whose fsync failed, still only in the page
+/// cache. Recovery does this before it acts on what the file says.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let path = dir.join(STATE_FILE_NAME);
+    let file = fs.open(&path, true).map_err(|error| Error::io("open", &path, error))?;
+    let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+    let bytes = map.slice(0, map.len());
+    file.write_at(&bytes, 0).map_err(|error| Error::io("write", &path, error))?;
+    file.sync_data().map_err(|error| Error::io("fdatasync", &path, error))
 }
 
 /// Where the slot of a generation starts.
@@ -354,7 +454,33 @@ mod tests {
             written_ms: 1_700_000_000_000,
             clean_close: true,
             lsn_lease_end: Lsn(1 << 20),
+            features: FEATURE_RETENTION | FEATURE_COMPACTION,
+            compaction_generation: 2,
+            compacted_end_lsn: Lsn(10),
+            trimmed_lsn: Lsn(7),
         }
+    }
+
+    /// A slot written before the lifecycle fields existed (zeros there)
+    /// still decodes, and compaction fields that contradict each other do not.
+    #[test]
+    fn compaction_fields_are_checked_against_each_other() {
+        let plain = LogState {
+            features: 0,
+            compaction_generation: 0,
+            compacted_end_lsn: Lsn::ZERO,
+            trimmed_lsn: Lsn::ZERO,
+            ..state(3)
+        };
+        assert_eq!(LogState::decode(&plain.encode()), Ok(plain));
+        let without_feature = LogState { features: FEATURE_RETENTION, ..state(3) };
+        assert!(LogState::decode(&without_feature.encode()).is_err());
+        let end_without_generation = LogState { compaction_generation: 0, ..state(3) };
+        assert!(LogState::decode(&end_without_generation.encode()).is_err());
+        let end_past_newest = LogState { compacted_end_lsn: Lsn(1000), ..state(3) };
+        assert!(LogState::decode(&end_past_newest.encode()).is_err());
+        let unknown = LogState { features: 4 | FEATURE_COMPACTION, ..state(3) };
+        assert!(matches!(LogState::decode(&unknown.encode()), Err(CorruptionKind::UnsupportedFeatures(4))));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Adversarial tests of the issue-9 fixes (format version 2): options that
 //! change between runs, damage after a clean close and after a crash, files
 //! deleted, added, renamed or replaced, salvage followed by more appends and
-//! crashes, `annals repair` and the inspection commands on odd inputs, full
-//! disks and a second process. Each test checks that no acknowledged record
-//! vanishes silently, that no LSN is handed out twice, and that inspection
-//! changes nothing.
+//! crashes, repair, and full disks. Each test checks that no acknowledged
+//! record vanishes silently, that no LSN is handed out twice, and that
+//! inspection changes nothing. The `annals` command on odd inputs and beside
+//! a writer in another process is tested in the command's crate
+//! (`cli/tests/inspection.rs`).
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use annals::fs::RealFs;
+use annals::inspect::scan_intact;
 use annals::sim::fs::{CrashMode, SimFs};
 use annals::sim::rng::SimRng;
 use annals::{Durability, Error, Expectation, Log, LogReader, Lsn, Options, Record, RecoveryMode, SegmentPreparation};
@@ -25,8 +28,11 @@ fn salvage(options: Options) -> Options {
     Options { recovery_mode: RecoveryMode::Salvage, ..options }
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap()
+/// What `annals verify` reports as corruption (its exit 1): the reader
+/// opens and finds problems.
+fn assert_reader_reports_corruption(dir: &Path) {
+    let reader = LogReader::open(dir).unwrap_or_else(|e| panic!("the reader failed to open: {e}"));
+    assert!(!reader.problems().is_empty(), "the reader found no problem");
 }
 
 /// Appends `count` records of `len` bytes over three streams; returns them.
@@ -107,8 +113,7 @@ fn repair_of_a_log_with_a_damaged_tail_hands_out_its_acknowledged_lsns_again() {
     let last_acknowledged = records.last().unwrap().lsn;
     let into = tempfile::tempdir().unwrap();
     let copy = into.path().join("copy");
-    let out = common::run_annals(&["repair", path_str(source.path()), "--into", path_str(&copy)]);
-    assert!(out.status.success(), "repair: {}", String::from_utf8_lossy(&out.stderr));
+    annals::inspect::repair(source.path(), &copy, Options::default()).expect("repair");
     let log = Log::open(&copy, Options::default()).unwrap();
     let copied = all_records(&log);
     assert!(copied.len() < records.len(), "the damage took some records");
@@ -136,8 +141,7 @@ fn repair_of_a_salvaged_log_drops_its_trailing_gap_and_hands_out_lsns_again() {
     drop(log);
     let into = tempfile::tempdir().unwrap();
     let copy = into.path().join("copy");
-    let out = common::run_annals(&["repair", path_str(source.path()), "--into", path_str(&copy)]);
-    assert!(out.status.success(), "repair: {}", String::from_utf8_lossy(&out.stderr));
+    annals::inspect::repair(source.path(), &copy, Options::default()).expect("repair");
     let log = Log::open(&copy, options).unwrap();
     let appended = log.append("new", Expectation::Any, &b"new"[..]).wait().unwrap();
     assert!(
@@ -284,17 +288,10 @@ fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
 
-/// A cleanly closed multi-segment log (8 KiB segments) and its records.
-fn closed_multi_segment_log() -> (tempfile::TempDir, Vec<Record>) {
-    let dir = tempfile::tempdir().unwrap();
-    let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
-    (dir, records)
-}
-
 #[test]
 fn one_damaged_state_slot_after_a_clean_close_still_catches_a_damaged_tail() {
     for slot in 0..2usize {
-        let (dir, records) = closed_multi_segment_log();
+        let (dir, records) = common::closed_multi_segment_log();
         let mut state = std::fs::read(state_path(dir.path())).unwrap();
         state[slot * 512 + 70] ^= 0xFF;
         std::fs::write(state_path(dir.path()), &state).unwrap();
@@ -324,14 +321,13 @@ fn one_damaged_state_slot_after_a_clean_close_still_catches_a_damaged_tail() {
 
 #[test]
 fn both_state_slots_damaged_is_corruption_and_salvage_keeps_every_record() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let mut state = std::fs::read(state_path(dir.path())).unwrap();
     state[70] ^= 1;
     state[512 + 70] ^= 1;
     std::fs::write(state_path(dir.path()), &state).unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
-    let out = common::run_annals(&["verify", path_str(dir.path())]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_reader_reports_corruption(dir.path());
     let log = Log::open(dir.path(), salvage(common::small_options())).unwrap();
     assert_eq!(all_records(&log), records);
     let appended = log.append("x", Expectation::Any, &b"x"[..]).wait().unwrap();
@@ -340,7 +336,7 @@ fn both_state_slots_damaged_is_corruption_and_salvage_keeps_every_record() {
 
 #[test]
 fn swapped_state_slots_are_read_by_generation() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let mut state = std::fs::read(state_path(dir.path())).unwrap();
     let (a, b) = state.split_at_mut(512);
     a.swap_with_slice(b);
@@ -372,7 +368,7 @@ fn an_older_state_file_restored_opens_with_every_record() {
 /// Two cleanly closed logs; the state file of the second copied over the
 /// first's. Returns the first log's directory and records.
 fn log_with_a_foreign_state_file() -> (tempfile::TempDir, Vec<Record>, tempfile::TempDir) {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let other = tempfile::tempdir().unwrap();
     common::write_closed_log(other.path(), common::small_options(), 10, 300);
     std::fs::copy(state_path(other.path()), state_path(dir.path())).unwrap();
@@ -383,23 +379,21 @@ fn log_with_a_foreign_state_file() -> (tempfile::TempDir, Vec<Record>, tempfile:
 fn a_state_file_from_another_log_is_corruption() {
     let (dir, _records, _other) = log_with_a_foreign_state_file();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
-    let out = common::run_annals(&["verify", path_str(dir.path())]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_reader_reports_corruption(dir.path());
 }
 
 /// One foreign file (the state file of another log) hides every intact
-/// record of the log from `dump --salvage` and `repair`: they take the
-/// log's id from the state file and call every segment "another log's".
+/// record of the log from the scan under `dump --salvage` and from
+/// `repair`: they take the log's id from the state file and call every
+/// segment "another log's".
 #[test]
 fn dump_salvage_and_repair_with_a_foreign_state_file_lose_every_intact_record() {
     let (dir, records, _other) = log_with_a_foreign_state_file();
-    let out = common::run_annals(&["dump", path_str(dir.path()), "--salvage"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dumped = common::dump_lines(&out);
+    let mut dumped = Vec::new();
+    scan_intact(&RealFs, dir.path(), |_, _, frame| dumped.extend(frame.ops().map(|op| op.lsn))).unwrap();
     let into = tempfile::tempdir().unwrap();
     let copy = into.path().join("copy");
-    let out = common::run_annals(&["repair", path_str(dir.path()), "--into", path_str(&copy)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    annals::inspect::repair(dir.path(), &copy, Options::default()).expect("repair");
     let copied = all_records(&Log::open(&copy, common::small_options()).unwrap());
     assert_eq!(
         (dumped.len(), copied.len()),
@@ -509,14 +503,13 @@ fn options_that_change_between_crashed_runs_keep_every_synced_record() {
 /// closed log: corruption, and salvage keeps every record of the log.
 #[test]
 fn a_foreign_segment_named_like_the_next_one_is_corruption_and_salvage_keeps_every_record() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let other = tempfile::tempdir().unwrap();
     common::write_closed_log(other.path(), common::small_options(), 5, 300);
     let stray = dir.path().join(format!("{:020}.seg", records.last().unwrap().lsn.0 + 1));
     std::fs::copy(common::segment_files(other.path()).remove(0), &stray).unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
-    let out = common::run_annals(&["verify", path_str(dir.path())]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_reader_reports_corruption(dir.path());
     let log = Log::open(dir.path(), salvage(common::small_options())).unwrap();
     assert_eq!(all_records(&log), records);
     let appended = log.append("x", Expectation::Any, &b"x"[..]).wait().unwrap();
@@ -527,7 +520,7 @@ fn a_foreign_segment_named_like_the_next_one_is_corruption_and_salvage_keeps_eve
 /// the next segment would have: its header names another first LSN.
 #[test]
 fn an_old_copy_of_a_segment_named_like_the_next_one_is_corruption() {
-    let (dir, records) = closed_multi_segment_log();
+    let (dir, records) = common::closed_multi_segment_log();
     let stray = dir.path().join(format!("{:020}.seg", records.last().unwrap().lsn.0 + 1));
     std::fs::copy(common::segment_files(dir.path()).remove(0), &stray).unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
@@ -550,8 +543,7 @@ fn an_older_copy_of_the_newest_segment_after_a_clean_close_is_corruption() {
     drop(log);
     std::fs::write(&newest, &old_copy).unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
-    let out = common::run_annals(&["verify", path_str(dir.path())]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_reader_reports_corruption(dir.path());
     let lsn = salvage_and_append(dir.path(), common::small_options()).unwrap();
     assert!(lsn > records.last().unwrap().lsn);
 }
@@ -567,8 +559,7 @@ fn two_segments_with_swapped_names_are_corruption_and_salvage_reuses_no_lsn() {
     std::fs::rename(b, a).unwrap();
     std::fs::rename(&tmp, b).unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
-    let out = common::run_annals(&["verify", path_str(dir.path())]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_reader_reports_corruption(dir.path());
     let lsn = salvage_and_append(dir.path(), common::small_options()).unwrap();
     assert!(lsn > records.last().unwrap().lsn, "salvage handed out lsn {lsn} again");
 }
@@ -595,8 +586,7 @@ fn salvage_of_a_deleted_newest_segment_masked_by_a_stray_later_name_hands_out_ac
     std::fs::remove_file(&newest).unwrap();
     std::fs::write(stray, b"").unwrap();
     assert!(matches!(Log::open(dir.path(), common::small_options()), Err(Error::Corruption(_))));
-    let out = common::run_annals(&["verify", path_str(dir.path())]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_reader_reports_corruption(dir.path());
     let lsn = salvage_and_append(dir.path(), common::small_options()).unwrap();
     assert!(lsn > records.last().unwrap().lsn, "salvage handed out lsn {lsn}, acknowledged before");
 }
@@ -695,214 +685,6 @@ fn reading_a_closed_log_whose_marker_padding_is_short_fails_with_corruption() {
 }
 
 // ===========================================================================
-// The commands on odd inputs.
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[test]
-fn verify_and_dump_on_a_file_a_missing_path_and_an_empty_directory_fail_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("file");
-    std::fs::write(&file, b"not a log").unwrap();
-    let missing = dir.path().join("missing");
-    let empty = dir.path().join("empty");
-    std::fs::create_dir(&empty).unwrap();
-    for target in [&file, &missing, &empty] {
-        for command in [&["verify"][..], &["dump"][..], &["dump", "--salvage"][..]] {
-            let mut args = command.to_vec();
-            args.insert(1, path_str(target));
-            let out = common::run_annals(&args);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(out.status.code(), Some(2), "{args:?}: stdout {stdout} stderr {}", stderr_of(&out));
-            assert!(!stdout.contains("clean"), "{args:?}: {stdout}");
-            assert!(!stderr_of(&out).is_empty(), "{args:?}: no message");
-        }
-    }
-    // Nothing was created.
-    assert!(!missing.exists());
-    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
-    let out = common::run_annals(&["verify", path_str(&empty)]);
-    assert!(stderr_of(&out).contains("not an Annals log"), "{}", stderr_of(&out));
-}
-
-#[test]
-fn absurd_flags_are_refused_with_exit_2_and_change_nothing() {
-    let (dir, _records) = closed_multi_segment_log();
-    let before = common::dir_snapshot(dir.path());
-    let d = path_str(dir.path());
-    let cases: Vec<Vec<&str>> = vec![
-        vec!["verify"],
-        vec!["verify", d, "--bogus"],
-        vec!["dump", d, "--limit", "-1"],
-        vec!["dump", d, "--after", "18446744073709551616"],
-        vec!["dump", d, "--limit"],
-        vec!["repair", d],
-        vec!["repair", "--into", d],
-        vec!["frobnicate", d],
-        vec![],
-    ];
-    for args in cases {
-        let out = common::run_annals(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
-    }
-    // Extreme but valid values.
-    let out = common::run_annals(&["dump", d, "--after", "18446744073709551615", "--limit", "0"]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(out.stdout.is_empty());
-    common::assert_dir_unchanged(dir.path(), &before, "the commands");
-}
-
-/// Runs the command as user `nobody`.
-fn run_annals_as_nobody(args: &[&str]) -> Option<std::process::Output> {
-    let mut command = std::process::Command::new("setpriv");
-    command.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_annals")]);
-    command.args(args);
-    command.output().ok()
-}
-
-fn chmod(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A user who may only read: verify and dump work; with no permission to
-/// read the directory they fail with an error (exit 2), never "clean" nor
-/// "not an Annals log".
-#[test]
-fn verify_and_dump_as_another_user_with_read_only_or_no_permission() {
-    if unsafe_is_not_root() {
-        println!("skipped: not root");
-        return;
-    }
-    let parent = tempfile::tempdir().unwrap();
-    chmod(parent.path(), 0o755);
-    let dir = parent.path().join("log");
-    let records = common::write_closed_log(&dir, common::small_options(), 40, 100);
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        chmod(&entry.unwrap().path(), 0o444);
-    }
-    chmod(&dir, 0o555);
-    let before = common::dir_snapshot(&dir);
-    let Some(out) = run_annals_as_nobody(&["verify", path_str(&dir)]) else {
-        println!("skipped: no setpriv");
-        return;
-    };
-    assert!(out.status.success(), "read-only verify: {} {}", String::from_utf8_lossy(&out.stdout), stderr_of(&out));
-    let out = run_annals_as_nobody(&["dump", path_str(&dir)]).unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    assert_eq!(common::dump_lines(&out).len(), records.len());
-    common::assert_dir_unchanged(&dir, &before, "read-only inspection");
-    // No permission at all on the directory.
-    chmod(&dir, 0o700);
-    for args in
-        [&["verify", path_str(&dir)][..], &["dump", path_str(&dir)][..], &["dump", path_str(&dir), "--salvage"][..]]
-    {
-        let out = run_annals_as_nobody(args).unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout} {}", stderr_of(&out));
-        assert!(!stdout.contains("clean") && !stderr_of(&out).contains("not an Annals log"), "{args:?}");
-    }
-    // The state file unreadable, the segments readable.
-    chmod(&dir, 0o755);
-    chmod(&state_path(&dir), 0o000);
-    let out = run_annals_as_nobody(&["verify", path_str(&dir)]).unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && !stdout.contains("clean"), "{stdout} {}", stderr_of(&out));
-    chmod(&dir, 0o755);
-}
-
-fn unsafe_is_not_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim() != "0")
-        .unwrap_or(true)
-}
-
-#[test]
-fn repair_of_an_empty_directory_fails_and_creates_nothing() {
-    let parent = tempfile::tempdir().unwrap();
-    let empty = parent.path().join("empty");
-    std::fs::create_dir(&empty).unwrap();
-    let into = parent.path().join("into");
-    let out = common::run_annals(&["repair", path_str(&empty), "--into", path_str(&into)]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(stderr_of(&out).contains("not an Annals log"), "{}", stderr_of(&out));
-    assert!(!into.exists(), "repair created {}", into.display());
-}
-
-/// `--into` naming the source, spelled in other ways: refused, the source unchanged.
-#[test]
-fn repair_into_the_source_itself_is_refused_however_it_is_spelled() {
-    let (dir, _records) = closed_multi_segment_log();
-    let before = common::dir_snapshot(dir.path());
-    let d = path_str(dir.path()).to_owned();
-    let spellings = [
-        d.clone(),
-        format!("{d}/"),
-        format!("{d}/."),
-        format!("{d}/../{}", dir.path().file_name().unwrap().to_str().unwrap()),
-    ];
-    for into in &spellings {
-        let out = common::run_annals(&["repair", &d, "--into", into]);
-        assert_eq!(out.status.code(), Some(2), "--into {into}: {}", String::from_utf8_lossy(&out.stdout));
-    }
-    common::assert_dir_unchanged(dir.path(), &before, "repair into itself");
-}
-
-#[test]
-fn repair_into_a_non_empty_directory_or_an_existing_log_is_refused() {
-    let (dir, _records) = closed_multi_segment_log();
-    let (other, other_records) = closed_multi_segment_log();
-    let before = common::dir_snapshot(other.path());
-    let out = common::run_annals(&["repair", path_str(dir.path()), "--into", path_str(other.path())]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
-    common::assert_dir_unchanged(other.path(), &before, "repair into an existing log");
-    let log = Log::open(other.path(), common::small_options()).unwrap();
-    assert_eq!(all_records(&log), other_records);
-    // A directory with one unrelated file.
-    let junk = tempfile::tempdir().unwrap();
-    std::fs::write(junk.path().join("notes.txt"), b"keep me").unwrap();
-    let out = common::run_annals(&["repair", path_str(dir.path()), "--into", path_str(junk.path())]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(std::fs::read_dir(junk.path()).unwrap().count(), 1);
-}
-
-/// `--into` a new directory inside the source: repair "never modifies the
-/// source", yet it creates the copy's directory in it.
-#[test]
-fn repair_into_a_directory_inside_the_source_modifies_the_source() {
-    let (dir, records) = closed_multi_segment_log();
-    let into = dir.path().join("copy");
-    let out = common::run_annals(&["repair", path_str(dir.path()), "--into", path_str(&into)]);
-    let created = into.exists();
-    // Whatever repair did, the source still opens with every record.
-    let log = Log::open(dir.path(), common::small_options()).unwrap();
-    assert_eq!(all_records(&log), records);
-    drop(log);
-    assert!(
-        !out.status.success() && !created,
-        "repair wrote its copy inside the source directory (exit {:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-/// A file given as `--into`.
-#[test]
-fn repair_into_a_file_fails_and_leaves_the_file() {
-    let (dir, _records) = closed_multi_segment_log();
-    let parent = tempfile::tempdir().unwrap();
-    let file = parent.path().join("file");
-    std::fs::write(&file, b"precious").unwrap();
-    let out = common::run_annals(&["repair", path_str(dir.path()), "--into", path_str(&file)]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
-}
-
-// ===========================================================================
 // A full disk on a real tmpfs, during creation and close.
 
 struct Unmount(PathBuf);
@@ -955,9 +737,10 @@ fn a_full_tmpfs_during_creation_and_close_loses_nothing_and_leaves_no_spare() {
     let names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!names.iter().any(|n| n.starts_with("spare-") || n.ends_with(".tmp")), "left behind: {names:?}");
-    // Inspection of what the failed creation left.
-    let out = common::run_annals(&["verify", path_str(&dir)]);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("corrupt"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Inspection of what the failed creation left reports no corruption.
+    if let Ok(reader) = LogReader::open(&dir) {
+        assert!(reader.problems().is_empty(), "{:?}", reader.problems());
+    }
     // Room for one segment and a spare that does not fit.
     std::fs::write(&filler, vec![0xA5u8; 1000 << 10]).unwrap();
     let log = Log::open(&dir, options.clone()).expect("creation once space is freed");
@@ -982,71 +765,4 @@ fn a_full_tmpfs_during_creation_and_close_loses_nothing_and_leaves_no_spare() {
     let got: Vec<(Lsn, Vec<u8>)> = all_records(&log).into_iter().map(|r| (r.lsn, r.payload.to_vec())).collect();
     assert_eq!(got, acked);
     log.close().wait().unwrap();
-}
-
-// ===========================================================================
-// A second process beside a live writer.
-
-fn release_binary() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_annals"));
-    path.exists().then_some(path)
-}
-
-/// `annals load` writes in another process while this one inspects the log
-/// again and again and tries to open it: verify never reports corruption,
-/// dump never fails, a second writer gets `Locked`, and nothing the reader
-/// does disturbs the writer; after it finishes every acknowledged LSN (its
-/// ack log) reads back.
-#[test]
-fn verify_and_dump_beside_a_live_writer_in_another_process_report_false_corruption() {
-    let Some(binary) = release_binary() else { return };
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("log");
-    let ack = parent.path().join("acks");
-    let mut child = std::process::Command::new(&binary)
-        .args(["load", "--dir", path_str(&dir), "--records", "15000", "--payload-bytes", "3000"])
-        .args(["--concurrency", "8", "--streams", "5", "--ack-log", path_str(&ack)])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut inspections = 0;
-    let mut locked = 0;
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() && started.elapsed() < std::time::Duration::from_secs(20) {
-        if !dir.join(STATE_FILE).exists() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            continue;
-        }
-        let out = common::run_annals(&["verify", path_str(&dir), "--json"]);
-        if out.status.code() == Some(2) && child.try_wait().unwrap().is_some() {
-            break;
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "verify beside a writer: {stdout} {}", stderr_of(&out));
-        let out = common::run_annals(&["dump", path_str(&dir), "--limit", "5"]);
-        assert!(out.status.success(), "dump beside a writer: {}", stderr_of(&out));
-        match Log::open(&dir, Options::default()) {
-            Err(Error::Locked { .. }) => locked += 1,
-            Err(other) => panic!("a second opener got {other}"),
-            Ok(_) if child.try_wait().unwrap().is_some() => {}
-            Ok(_) => panic!("a second writer opened the log beside a live one"),
-        }
-        assert!(!dir.join("LOCK.tmp").exists());
-        inspections += 1;
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the writer failed beside the readers");
-    println!("{inspections} inspections, {locked} locked");
-    let log = Log::open(&dir, Options::default()).unwrap();
-    let acks = std::fs::read_to_string(&ack).unwrap();
-    let mut count = 0;
-    for line in acks.lines() {
-        let mut fields = line.split(' ');
-        let lsn = Lsn(fields.next().unwrap().parse().unwrap());
-        let stream = fields.next().unwrap();
-        let record = log.read_lsn(lsn).unwrap().unwrap_or_else(|| panic!("acknowledged lsn {lsn} is missing"));
-        assert_eq!(record.stream.as_ref(), stream.as_bytes());
-        count += 1;
-    }
-    assert_eq!(count, 15000);
 }

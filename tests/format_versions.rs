@@ -51,7 +51,7 @@ fn a_version_1_log_reads_back_every_record_without_being_changed() {
     let reader = LogReader::open(dir.path()).unwrap();
     assert!(reader.problems().is_empty(), "{:?}", reader.problems());
     assert_eq!(reader.report().format_version, 1);
-    let got: Vec<String> = reader.read_all(Lsn::ZERO, usize::MAX).unwrap().iter().map(line).collect();
+    let got: Vec<String> = reader.read_all_on_disk(Lsn::ZERO, usize::MAX).unwrap().iter().map(line).collect();
     assert_eq!(got, expected);
     assert_eq!(files(dir.path()), before, "reading changes nothing");
 }
@@ -62,7 +62,7 @@ fn a_read_write_open_upgrades_a_version_1_log_and_then_guards_its_end() {
     let dir = copy_of(&fixture);
     let options = || Options { segment_bytes: 4096, record_bytes_max: 2048, ..Options::default() };
     let log = Log::open(dir.path(), options()).unwrap();
-    let got: Vec<String> = log.read_all(Lsn::ZERO, usize::MAX).unwrap().iter().map(line).collect();
+    let got: Vec<String> = log.read_all_on_disk(Lsn::ZERO, usize::MAX).unwrap().iter().map(line).collect();
     assert_eq!(got, expected);
     assert!(dir.path().join("annals.state").exists(), "the upgrade writes the state file");
     let last = Lsn(expected.len() as u64);
@@ -78,7 +78,7 @@ fn a_read_write_open_upgrades_a_version_1_log_and_then_guards_its_end() {
     assert_eq!(version, 2, "new segments are written in the current version");
 
     let reopened = Log::open(dir.path(), options()).unwrap();
-    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap().len(), expected.len() + appended.len());
+    assert_eq!(reopened.read_all_on_disk(Lsn::ZERO, usize::MAX).unwrap().len(), expected.len() + appended.len());
     drop(reopened);
     std::fs::remove_file(&newest).unwrap();
     let error = Log::open(dir.path(), options()).err().expect("the upgraded log notices its newest segment missing");

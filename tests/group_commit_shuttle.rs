@@ -19,6 +19,7 @@ fn options(fs: &SimFs) -> Options {
         record_bytes_max: 1024,
         segment_preparation: SegmentPreparation::Inline,
         file_system: Arc::new(fs.clone()),
+        compaction: annals::CompactionOptions { background: false, ..Default::default() },
         ..Options::default()
     }
 }

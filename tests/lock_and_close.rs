@@ -91,3 +91,28 @@ fn a_reader_reads_streams_and_lists_them_beside_a_live_writer() {
     assert_eq!(listed, vec![(b"run-0".to_vec(), 3), (b"run-1".to_vec(), 2)]);
     assert_eq!(log.streams("").len(), 2);
 }
+
+/// Closing a log and opening it again while another thread of the program
+/// starts processes: a child forked at that moment shares the released
+/// lock until it runs its program, and the reopen got `Locked` (seen in
+/// the command-line tests). The open waits that moment out.
+#[test]
+fn a_reopen_while_another_thread_starts_processes_is_not_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::process::Command::new("true").status();
+            }
+        })
+    };
+    for round in 0..200 {
+        let log = Log::open(dir.path(), common::small_options())
+            .unwrap_or_else(|error| panic!("reopen {round} beside process starts: {error}"));
+        drop(log);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spawner.join().unwrap();
+}

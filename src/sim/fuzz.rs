@@ -117,6 +117,10 @@ pub fn open_directory(data: &[u8]) {
                             written_ms: 0,
                             clean_close: rng.chance(1, 2),
                             lsn_lease_end: Lsn(durable_end + *rng.pick(&[0, 1, 1000])),
+                            features: 0,
+                            compaction_generation: 0,
+                            compacted_end_lsn: Lsn::ZERO,
+                            trimmed_lsn: Lsn::ZERO,
                         };
                         bytes[slot * STATE_SLOT_BYTES..][..STATE_SLOT_BYTES].copy_from_slice(&state.encode());
                     }
@@ -150,6 +154,7 @@ fn open_directory_of(files: &[(String, Vec<u8>)]) {
             recovery_mode: mode,
             segment_preparation: SegmentPreparation::Inline,
             file_system: Arc::new(fs.clone()),
+            compaction: crate::options::CompactionOptions { background: false, ..Default::default() },
             ..Options::default()
         };
         if let Ok(reader) = LogReader::open_with(dir, &options) {

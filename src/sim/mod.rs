@@ -32,6 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::commit::PruneSnapshots;
 use crate::error::Error;
 use crate::frame::{BATCH_OP_KIND_BYTES, OP_HEADER_BYTES, RecordKind, decode_frame_anywhere};
 use crate::fs::FileSystem;
@@ -93,6 +94,16 @@ pub struct SimStats {
     pub false_alarms: u64,
     /// LSNs once acknowledged that were handed out again for other content (must be 0).
     pub lsns_reused: u64,
+    /// Compactions committed.
+    pub compactions: u64,
+    /// Compactions that failed before their commit (a fault), leaving the log as it was.
+    pub compactions_failed: u64,
+    /// Bytes compactions gave back.
+    pub compaction_reclaimed_bytes: u64,
+    /// Prunes acknowledged.
+    pub prunes: u64,
+    /// Compactions that dropped the oldest segments for `max_bytes`.
+    pub trims: u64,
 }
 
 impl SimStats {
@@ -122,6 +133,11 @@ impl SimStats {
         self.corrupt_returned += other.corrupt_returned;
         self.false_alarms += other.false_alarms;
         self.lsns_reused += other.lsns_reused;
+        self.compactions += other.compactions;
+        self.compactions_failed += other.compactions_failed;
+        self.compaction_reclaimed_bytes += other.compaction_reclaimed_bytes;
+        self.prunes += other.prunes;
+        self.trims += other.trims;
     }
 
     /// Crash images checked in all modes.
@@ -160,6 +176,11 @@ impl fmt::Display for SimStats {
             f,
             "records verified {}  (over the limit of the open that read them {}); appends refused as too large {}",
             self.records_verified, self.records_over_limit_read, self.appends_too_large
+        )?;
+        writeln!(
+            f,
+            "prunes {}  compactions {} (failed before their commit {}; trimming for max_bytes {}), {} bytes reclaimed",
+            self.prunes, self.compactions, self.compactions_failed, self.trims, self.compaction_reclaimed_bytes
         )?;
         write!(
             f,
@@ -226,8 +247,31 @@ impl ModelRecord {
 /// What a stream looks like to a reader.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ModelStream {
+    /// The sequence of `entries[0]`: entries before it were pruned.
+    start: u64,
+    /// Live entries: `(lsn, payload)`, sequence `start + i`.
     entries: Vec<(u64, Vec<u8>)>,
-    snapshot: Option<(u64, Vec<u8>)>,
+    /// Live snapshots, oldest first: `(seq, lsn, payload)`.
+    snapshots: Vec<(u64, u64, Vec<u8>)>,
+    /// LSN of the stream's first record since its last clear.
+    since: u64,
+}
+
+impl ModelStream {
+    fn next(&self) -> u64 {
+        self.start + self.entries.len() as u64
+    }
+
+    /// The latest live snapshot, as a reader gets it.
+    fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        self.snapshots.last().map(|(seq, _, payload)| (*seq, payload.clone()))
+    }
+
+    /// The live entries a stream read returns after the latest snapshot.
+    fn entries_after_snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+        let from = self.snapshots.last().map_or(self.start, |(seq, _, _)| (seq + 1).max(self.start));
+        self.entries.get((from - self.start) as usize..).unwrap_or(&[]).to_vec()
+    }
 }
 
 /// The acknowledged log and the one operation whose outcome is unknown.
@@ -240,6 +284,24 @@ struct Model {
     /// The LSN the log resumed at when it was last opened (past a gap that
     /// salvage left, say); 0 before the first open.
     resume: u64,
+    /// Log-wide retention dropped every record below this LSN.
+    trimmed_before: u64,
+    /// Whether the state file's record of log-wide retention is known.
+    trim_in_doubt: TrimDoubt,
+}
+
+/// Why the model does not know how far log-wide retention went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum TrimDoubt {
+    /// It knows.
+    #[default]
+    None,
+    /// A compaction that may have trimmed failed or was cut by a crash:
+    /// whether its trim took is known at the next open, and it only grows.
+    Compaction,
+    /// The state file was damaged or deleted: what it recorded is lost (the
+    /// records retention dropped stay gone; the live views still decide).
+    StateLost,
 }
 
 /// One operation of the workload, as given to the engine and to the model.
@@ -248,21 +310,87 @@ enum Op {
     Entry(Expectation),
     Snapshot(u64),
     Clear(Expectation),
+    /// Entries before the sequence; snapshots before the LSN.
+    Prune(u64, u64),
 }
 
 impl Model {
-    fn streams(records: &[ModelRecord]) -> BTreeMap<Vec<u8>, ModelStream> {
-        let mut streams: BTreeMap<Vec<u8>, ModelStream> = BTreeMap::new();
-        for record in records {
-            let stream = streams.entry(record.stream.clone()).or_default();
-            match record.kind {
-                RecordKind::Entry => stream.entries.push((record.lsn, record.payload.clone())),
-                RecordKind::Snapshot => stream.snapshot = Some((record.seq, record.payload.clone())),
-                RecordKind::Tombstone => *stream = ModelStream::default(),
+    /// Applies one record to the streams, as the log's rules say.
+    fn apply(streams: &mut BTreeMap<Vec<u8>, ModelStream>, record: &ModelRecord) {
+        let fresh = |start| ModelStream { start, since: record.lsn, ..ModelStream::default() };
+        match record.kind {
+            RecordKind::Entry => {
+                let stream = streams.entry(record.stream.clone()).or_insert_with(|| fresh(0));
+                stream.entries.push((record.lsn, record.payload.clone()));
+            }
+            RecordKind::Snapshot => {
+                let stream = streams.entry(record.stream.clone()).or_insert_with(|| fresh(0));
+                stream.snapshots.push((record.seq, record.lsn, record.payload.clone()));
+            }
+            RecordKind::Tombstone => {
+                streams.remove(&record.stream);
+            }
+            RecordKind::Prune => {
+                let Some(stream) = streams.get_mut(&record.stream) else { return };
+                let before = record.seq.min(stream.next());
+                if before > stream.start {
+                    stream.entries.drain(..(before - stream.start) as usize);
+                    stream.start = before;
+                }
+                let snapshots_before = u64::from_le_bytes(record.payload[..8].try_into().expect("eight bytes"));
+                stream.snapshots.retain(|(_, lsn, _)| *lsn >= snapshots_before);
+            }
+            RecordKind::Base => {
+                streams.insert(record.stream.clone(), fresh(record.seq));
             }
         }
-        streams.retain(|_, s| !s.entries.is_empty() || s.snapshot.is_some());
+    }
+
+    /// The streams after `records`, with every record below `trimmed_before`
+    /// dropped by log-wide retention: the oldest entries of a stream, so
+    /// its start moves past them.
+    fn streams_trimmed(records: &[ModelRecord], trimmed_before: u64) -> BTreeMap<Vec<u8>, ModelStream> {
+        let mut streams: BTreeMap<Vec<u8>, ModelStream> = BTreeMap::new();
+        for record in records {
+            Model::apply(&mut streams, record);
+        }
+        for stream in streams.values_mut() {
+            let trimmed = stream.entries.iter().take_while(|(lsn, _)| *lsn < trimmed_before).count();
+            stream.entries.drain(..trimmed);
+            stream.start += trimmed as u64;
+            stream.snapshots.retain(|(_, lsn, _)| *lsn >= trimmed_before);
+        }
         streams
+    }
+
+    /// The live records of `records`, in LSN order (what `read_all` returns),
+    /// after log-wide retention below `trimmed_before`.
+    fn live_trimmed(records: &[ModelRecord], trimmed_before: u64) -> Vec<ModelRecord> {
+        let streams = Model::streams_trimmed(records, trimmed_before);
+        let mut live: Vec<ModelRecord> = Vec::new();
+        for (name, stream) in &streams {
+            for (i, (lsn, payload)) in stream.entries.iter().enumerate() {
+                let seq = stream.start + i as u64;
+                live.push(ModelRecord {
+                    lsn: *lsn,
+                    stream: name.clone(),
+                    seq,
+                    kind: RecordKind::Entry,
+                    payload: payload.clone(),
+                });
+            }
+            for (seq, lsn, payload) in &stream.snapshots {
+                live.push(ModelRecord {
+                    lsn: *lsn,
+                    stream: name.clone(),
+                    seq: *seq,
+                    kind: RecordKind::Snapshot,
+                    payload: payload.clone(),
+                });
+            }
+        }
+        live.sort_by_key(|record| record.lsn);
+        live
     }
 
     fn next_lsn(&self) -> u64 {
@@ -271,26 +399,26 @@ impl Model {
 
     /// The records `ops` would produce, or `None` if a guard fails.
     fn predict(&self, ops: &[(Vec<u8>, Op, Vec<u8>)]) -> Option<Vec<ModelRecord>> {
-        let mut streams = Model::streams(&self.records);
+        let mut streams = Model::streams_trimmed(&self.records, self.trimmed_before);
         let mut out = Vec::new();
         for (lsn, (name, op, payload)) in (self.next_lsn()..).zip(ops) {
-            let stream = streams.entry(name.clone()).or_default();
-            let next = stream.entries.len() as u64;
-            let (kind, seq) = match op {
-                Op::Entry(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Entry, next),
-                Op::Clear(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Tombstone, next),
-                Op::Snapshot(seq) if *seq < next && stream.snapshot.as_ref().is_none_or(|(s, _)| s <= seq) => {
-                    (RecordKind::Snapshot, *seq)
+            let stream = streams.get(name);
+            let next = stream.map_or(0, ModelStream::next);
+            let floor = stream.and_then(|s| s.snapshots.last().map(|(seq, _, _)| *seq));
+            let (kind, seq, payload) = match op {
+                Op::Entry(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Entry, next, payload.clone()),
+                Op::Clear(expected) if expected.holds(StreamSeq(next)) => (RecordKind::Tombstone, next, Vec::new()),
+                Op::Snapshot(seq) if *seq < next && floor.is_none_or(|s| s <= *seq) => {
+                    (RecordKind::Snapshot, *seq, payload.clone())
+                }
+                Op::Prune(seq, snapshots_before) if *seq <= next => {
+                    (RecordKind::Prune, *seq, snapshots_before.to_le_bytes().to_vec())
                 }
                 _ => return None,
             };
-            match kind {
-                RecordKind::Entry => stream.entries.push((lsn, payload.clone())),
-                RecordKind::Snapshot => stream.snapshot = Some((seq, payload.clone())),
-                RecordKind::Tombstone => *stream = ModelStream::default(),
-            }
-            let payload = if kind == RecordKind::Tombstone { Vec::new() } else { payload.clone() };
-            out.push(ModelRecord { lsn, stream: name.clone(), seq, kind, payload });
+            let record = ModelRecord { lsn, stream: name.clone(), seq, kind, payload };
+            Model::apply(&mut streams, &record);
+            out.push(record);
         }
         Some(out)
     }
@@ -312,6 +440,9 @@ struct Setup {
     dir: PathBuf,
     segment_bytes: u64,
     record_bytes_max: usize,
+    /// Log-wide retention by size, for some opens: compactions then drop
+    /// the oldest segments, live records and all.
+    max_bytes: Option<u64>,
 }
 
 impl Setup {
@@ -323,7 +454,8 @@ impl Setup {
             2 => rng.range(600, max as u64) as usize,
             _ => *rng.pick(&[600, 1024, 2048, 4000]),
         };
-        Setup { dir, segment_bytes, record_bytes_max: record_bytes_max.min(max) }
+        let max_bytes = rng.chance(1, 4).then(|| segment_bytes * rng.range(3, 8));
+        Setup { dir, segment_bytes, record_bytes_max: record_bytes_max.min(max), max_bytes }
     }
 
     fn options(&self, fs: &SimFs, mode: RecoveryMode) -> Options {
@@ -333,6 +465,9 @@ impl Setup {
             recovery_mode: mode,
             segment_preparation: SegmentPreparation::Inline,
             file_system: Arc::new(fs.clone()),
+            max_bytes: self.max_bytes,
+            // Deterministic: the workload compacts when it chooses to.
+            compaction: crate::options::CompactionOptions { background: false, ..Default::default() },
             ..Options::default()
         }
     }
@@ -395,6 +530,17 @@ macro_rules! trace {
 }
 
 impl Simulation {
+    /// The live records of `records`, after the log-wide retention the
+    /// model knows of.
+    fn live(&self, records: &[ModelRecord]) -> Vec<ModelRecord> {
+        Model::live_trimmed(records, self.model.trimmed_before)
+    }
+
+    /// The streams after `records`, after the model's log-wide retention.
+    fn streams_of(&self, records: &[ModelRecord]) -> BTreeMap<Vec<u8>, ModelStream> {
+        Model::streams_trimmed(records, self.model.trimmed_before)
+    }
+
     fn new(mut rng: SimRng, steps: usize) -> Simulation {
         let setup = Setup::draw(&mut rng, PathBuf::from("/sim/log"));
         let streams = vec![b"a".to_vec(), b"b".to_vec(), b"workflow-7".to_vec(), vec![b'L'; 1024]];
@@ -422,8 +568,10 @@ impl Simulation {
                 0..=40 => self.single_append()?,
                 41..=50 => self.batch()?,
                 51..=57 => self.snapshot()?,
-                58..=61 => self.clear()?,
-                62..=66 => self.check_reads()?,
+                58..=59 => self.clear()?,
+                60..=61 => self.prune()?,
+                62..=63 => self.check_reads()?,
+                64..=66 => self.compact()?,
                 67..=70 => self.clean_reopen()?,
                 71..=82 => self.crash()?,
                 83..=86 => self.crash_after_clean_close()?,
@@ -482,7 +630,7 @@ impl Simulation {
     }
 
     fn expectation(&mut self, stream: &[u8]) -> Expectation {
-        let next = Model::streams(&self.model.records).get(stream).map_or(0, |s| s.entries.len() as u64);
+        let next = self.streams_of(&self.model.records).get(stream).map_or(0, ModelStream::next);
         match self.rng.below(6) {
             0 => Expectation::Any,
             1 => Expectation::NoStream,
@@ -515,13 +663,14 @@ impl Simulation {
         let mut ops = Vec::new();
         for _ in 0..count {
             let stream = self.stream();
-            let op = match self.rng.below(5) {
+            let op = match self.rng.below(6) {
                 0 => Op::Clear(Expectation::Any),
+                5 => self.prune_op(&stream),
                 1 => Op::Snapshot(self.rng.below(3)),
                 _ => Op::Entry(self.expectation(&stream)),
             };
             let len = self.rng.below(200) as usize;
-            let payload = if matches!(op, Op::Clear(_)) { Vec::new() } else { self.rng.bytes(len) };
+            let payload = if matches!(op, Op::Clear(_) | Op::Prune(..)) { Vec::new() } else { self.rng.bytes(len) };
             ops.push((stream, op, payload));
         }
         self.submit(ops)
@@ -529,10 +678,31 @@ impl Simulation {
 
     fn snapshot(&mut self) -> Result<(), SimFailure> {
         let stream = self.stream();
-        let next = Model::streams(&self.model.records).get(&stream).map_or(0, |s| s.entries.len() as u64);
+        let next = self.streams_of(&self.model.records).get(&stream).map_or(0, ModelStream::next);
         let seq = if self.rng.chance(1, 5) { next } else { next.saturating_sub(1 + self.rng.below(2)) };
         let payload = self.payload(stream.len());
         self.submit(vec![(stream, Op::Snapshot(seq), payload)])
+    }
+
+    /// A prune of a stream: mostly within range, sometimes past its next
+    /// sequence (refused); snapshots kept, all dropped, or dropped before
+    /// one of them.
+    fn prune_op(&mut self, stream: &[u8]) -> Op {
+        let streams = self.streams_of(&self.model.records);
+        let state = streams.get(stream).cloned().unwrap_or_default();
+        let before = if self.rng.chance(1, 8) { state.next() + 1 } else { self.rng.range(state.start, state.next()) };
+        let snapshots_before = match self.rng.below(4) {
+            0 => 0,
+            1 => self.model.next_lsn(),
+            _ => state.snapshots.get(self.rng.below(state.snapshots.len() as u64 + 1) as usize).map_or(0, |s| s.1),
+        };
+        Op::Prune(before, snapshots_before)
+    }
+
+    fn prune(&mut self) -> Result<(), SimFailure> {
+        let stream = self.stream();
+        let op = self.prune_op(&stream);
+        self.submit(vec![(stream, op, Vec::new())])
     }
 
     fn clear(&mut self) -> Result<(), SimFailure> {
@@ -606,6 +776,9 @@ impl Simulation {
                 Op::Entry(expected) => batch.append(stream, *expected, payload.clone()),
                 Op::Snapshot(seq) => batch.snapshot(stream, StreamSeq(*seq), payload.clone()),
                 Op::Clear(expected) => batch.clear(stream, *expected),
+                Op::Prune(seq, snapshots_before) => {
+                    batch.prune(stream, StreamSeq(*seq), PruneSnapshots::Before(Lsn(*snapshots_before)))
+                }
             };
         }
         let per_op = if ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
@@ -652,9 +825,10 @@ impl Simulation {
                 for record in &records {
                     self.remember(record);
                 }
+                self.stats.prunes += records.iter().filter(|r| r.kind == RecordKind::Prune).count() as u64;
                 self.model.records.extend(records);
             }
-            Err(Error::Conflict { .. } | Error::SnapshotOutOfRange { .. }) => {
+            Err(Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }) => {
                 if predicted.is_some() && !self.model.poisoned {
                     return fail("6 guards", format!("rejected although every guard holds: {ops:?}"));
                 }
@@ -698,7 +872,7 @@ impl Simulation {
                 }
                 if !self.model.poisoned {
                     let records = read_everything(&log)?;
-                    if records != self.model.records {
+                    if records != self.live(&self.model.records) {
                         return fail(
                             "12 resource faults",
                             format!(
@@ -711,6 +885,126 @@ impl Simulation {
                 }
             }
             Err(other) => return fail("9 fail-stop", format!("unexpected error from an append: {other}")),
+        }
+        Ok(())
+    }
+
+    /// Compacts the log on demand, then checks that it reads as the model
+    /// says. A fault before the commit leaves the log as it was; one at the
+    /// commit poisons it.
+    fn compact(&mut self) -> Result<(), SimFailure> {
+        let Some(log) = self.log.clone() else { return Ok(()) };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.compact())).map_err(|panic| {
+            SimFailure { property: "9 fail-stop", detail: format!("a compaction panicked: {}", panic_message(&panic)) }
+        })?;
+        trace!(self, "compact -> {result:?}");
+        if result.is_err() && self.setup.max_bytes.is_some() {
+            // It may have dropped the oldest segments before it failed.
+            self.model.trim_in_doubt = TrimDoubt::Compaction;
+        }
+        match result {
+            Ok(report) => {
+                if report.generation > 0 {
+                    self.stats.compactions += 1;
+                    self.stats.compaction_reclaimed_bytes += report.reclaimed_bytes;
+                }
+                if report.trimmed_before.0 > self.model.trimmed_before {
+                    self.stats.trims += 1;
+                    self.model.trimmed_before = report.trimmed_before.0;
+                }
+            }
+            Err(Error::Poisoned { .. }) => {
+                self.model.poisoned = true;
+                return Ok(());
+            }
+            Err(Error::Io { .. } | Error::DiskFull { .. }) => self.stats.compactions_failed += 1,
+            Err(Error::Closed) => return Ok(()),
+            Err(other) => return fail("13 compaction", format!("compaction failed on an undamaged log: {other}")),
+        }
+        if self.model.poisoned {
+            return Ok(());
+        }
+        let records = self.model.records.clone();
+        let live = self.live(&records);
+        if read_everything(&log)? != live {
+            return fail("13 compaction", "after a compaction the log reads differently from the model");
+        }
+        self.check_space(&live)?;
+        self.check_log(&log, &records)
+    }
+
+    /// Property 15: right after a compaction the log's files take at most
+    /// twice its live bytes, plus a few segments (the active one, a spare,
+    /// the padding of compacted segments) and the stream bases and state file.
+    fn check_space(&mut self, live: &[ModelRecord]) -> Result<(), SimFailure> {
+        let live_bytes: u64 = live.iter().map(|r| crate::index::op_bytes(r.stream.len(), r.payload.len())).sum();
+        let largest_segment = *SEGMENT_SIZES.iter().max().expect("segment sizes");
+        let bases = self.streams.iter().map(|s| crate::index::op_bytes(s.len(), 0)).sum::<u64>();
+        let allowed = 2 * live_bytes + 4 * largest_segment + bases + STATE_FILE_BYTES as u64;
+        let names = self.fs.list(&self.setup.dir).map_err(|e| sim_error("list", e))?;
+        let mut disk = 0;
+        for name in names {
+            let file = self.fs.open(&self.setup.dir.join(&name), false).map_err(|e| sim_error("open", e))?;
+            disk += file.len().map_err(|e| sim_error("stat", e))?;
+        }
+        if disk > allowed {
+            return fail(
+                "15 space",
+                format!("after a compaction the log takes {disk} bytes, {live_bytes} of them live (allowed {allowed})"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Property 14: no file a compaction left (its inputs after its
+    /// commit, its outputs before it, one being written) survives a
+    /// read-write open.
+    fn check_no_leftovers(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+        let dir = &self.setup.dir;
+        let names = fs.list(dir).map_err(|e| sim_error("list", e))?;
+        let state = match crate::state::read_state(fs, dir) {
+            Ok(crate::state::StateRead::Found { state, .. }) => state,
+            _ => return Ok(()),
+        };
+        for name in &names {
+            let leftover = name.ends_with(crate::segment::COMPACTING_SUFFIX)
+                || crate::segment::parse_compacted_file_name(name)
+                    .is_some_and(|(_, generation)| generation != state.compaction_generation)
+                || (state.compaction_generation > 0
+                    && parse_segment_file_name(name).is_some_and(|lsn| lsn < state.compacted_end_lsn));
+            if leftover {
+                return fail("14 no leftovers", format!("{name} survived an open (state {state:?})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the log-wide retention the log's state file records: the
+    /// model's own, or, after a compaction whose outcome is unknown, at
+    /// least that and at most the newest segment's start.
+    fn settle_trim(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+        let recorded = match crate::state::read_state(fs, &self.setup.dir) {
+            Ok(crate::state::StateRead::Found { state, .. }) => state.trimmed_lsn.0,
+            _ => return Ok(()),
+        };
+        let doubt = std::mem::take(&mut self.model.trim_in_doubt);
+        if doubt != TrimDoubt::None {
+            let backwards = doubt == TrimDoubt::Compaction && recorded < self.model.trimmed_before;
+            if backwards || recorded > self.model.next_lsn() {
+                return fail(
+                    "13 compaction",
+                    format!(
+                        "the log is trimmed before lsn {recorded}, the model at {} ({doubt:?})",
+                        self.model.trimmed_before
+                    ),
+                );
+            }
+            self.model.trimmed_before = recorded;
+        } else if recorded != self.model.trimmed_before {
+            return fail(
+                "13 compaction",
+                format!("the log is trimmed before lsn {recorded}, the model at {}", self.model.trimmed_before),
+            );
         }
         Ok(())
     }
@@ -752,6 +1046,10 @@ impl Simulation {
         for _ in 0..self.rng.range(1, 5) {
             if large { self.large_append()? } else { self.single_append()? }
         }
+        if self.rng.chance(1, 3) {
+            // Faults on both sides of a compaction's commit.
+            self.compact()?;
+        }
         // Reopen on the same disk: the page cache survived, the fault is over.
         self.clean_reopen()
     }
@@ -765,6 +1063,15 @@ impl Simulation {
             // A crash inside a clean close: the marker, the state file's slots.
             if let Some(log) = self.log.clone() {
                 let _ = close(&log)?;
+            }
+        } else if self.rng.chance(1, 4) {
+            // A crash inside a compaction: its reads, its sync, each output
+            // written, synced and renamed, the directory, the commit's two
+            // slots, each unlink.
+            self.fs.crash_after(self.rng.range(1, 30));
+            self.prune()?;
+            if !self.fs.has_crashed() {
+                self.compact()?;
             }
         } else {
             for _ in 0..self.rng.range(1, 4) {
@@ -885,6 +1192,11 @@ impl Simulation {
         let damage = self.inflict(&damaged)?;
         trace!(self, "damage: {}", damage.what);
         self.stats.damage_by_kind[damage.kind] += 1;
+        if damage.kind >= 2 {
+            // What the state file recorded of log-wide retention may be lost
+            // with it; the records it dropped stay gone.
+            self.model.trim_in_doubt = TrimDoubt::StateLost;
+        }
         let acknowledged = self.model.records.clone();
 
         // A strict open, on a copy: it must refuse the damage as corruption,
@@ -912,7 +1224,7 @@ impl Simulation {
             Ok(log) => {
                 let recovered = read_everything(&log)?;
                 trace!(self, "strict open read {} records, report {:?}", recovered.len(), log.recovery_report());
-                if recovered != acknowledged {
+                if recovered != self.live(&acknowledged) {
                     let mut failure = self.classify_mismatch(&recovered);
                     failure.detail = format!("a strict open after {} succeeded: {}", damage.what, failure.detail);
                     return Err(failure);
@@ -986,25 +1298,38 @@ impl Simulation {
             acknowledged.len(),
             log.recovery_report()
         );
-        if salvaged.len() > acknowledged.len() || salvaged[..] != acknowledged[..salvaged.len()] {
+        // Salvage keeps a prefix of what was acknowledged: up to the last
+        // operation it kept on disk. Compaction may already have dropped
+        // records of that prefix that a later acknowledged record (one
+        // salvage now cut) removed: those stay removed.
+        let on_disk = log
+            .read_all_on_disk(Lsn::ZERO, usize::MAX)
+            .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;
+        let cut = on_disk.last().map_or(0, |r| r.lsn.0 + 1);
+        let kept = acknowledged.iter().take_while(|r| r.lsn < cut).count();
+        let prefix_live = self.live(&acknowledged[..kept]);
+        let all_live = self.live(&acknowledged);
+        let explained = salvaged.iter().all(|r| prefix_live.contains(r))
+            && prefix_live.iter().all(|r| salvaged.contains(r) || !all_live.contains(r));
+        if !explained {
             // A record that differs (3), or one past the acknowledged ones (2).
             let mut failure = self.classify_mismatch(&salvaged);
-            failure.detail = format!("salvage after {}: {}", damage.what, failure.detail);
+            failure.detail = format!("salvage after {} (cut at lsn {cut}): {}", damage.what, failure.detail);
             return Err(failure);
         }
-        let intact = acknowledged.iter().take_while(|r| r.lsn < damage.intact_below).count();
-        if salvaged.len() < intact {
+        // Every live record before the damage is kept.
+        if let Some(missing) = all_live.iter().find(|r| r.lsn < damage.intact_below && !salvaged.contains(r)) {
             return fail(
                 "12 salvage keeps what is intact",
                 format!(
-                    "after {}, salvage kept {} records, but the first {intact} lie before the damage (report {:?})",
+                    "after {}, salvage dropped {}, which lies before the damage (report {:?})",
                     damage.what,
-                    salvaged.len(),
+                    missing.describe(),
                     log.recovery_report()
                 ),
             );
         }
-        if refused.is_none() && salvaged.len() < acknowledged.len() {
+        if refused.is_none() && salvaged != self.live(&acknowledged) {
             return fail(
                 "12 salvage keeps what is intact",
                 format!(
@@ -1016,10 +1341,14 @@ impl Simulation {
             );
         }
         let resume = self.check_resume(&log, &format!("after salvage of {}", damage.what))?;
-        self.stats.records_dropped_by_damage += (acknowledged.len() - salvaged.len()) as u64;
+        self.stats.records_dropped_by_damage += all_live.len().saturating_sub(salvaged.len()) as u64;
         self.stats.records_verified += salvaged.len() as u64;
-        self.model = Model { records: salvaged.clone(), in_doubt: None, poisoned: false, resume };
-        self.check_log(&log, &salvaged)?;
+        // The log now is what salvage left on disk.
+        let records: Vec<ModelRecord> = on_disk.iter().map(model_record).collect();
+        let (trimmed_before, trim_in_doubt) = (self.model.trimmed_before, self.model.trim_in_doubt);
+        self.model =
+            Model { records: records.clone(), in_doubt: None, poisoned: false, resume, trimmed_before, trim_in_doubt };
+        self.check_log(&log, &records)?;
         drop(log);
 
         // What salvage left is a sound log: a crash now, and a strict open,
@@ -1142,6 +1471,8 @@ impl Simulation {
     /// no writes changes nothing.
     fn open_checked(&mut self, fs: &SimFs, after_crash: bool) -> Result<(), SimFailure> {
         let log = self.open(fs)?;
+        self.check_no_leftovers(fs)?;
+        self.settle_trim(fs)?;
         let recovered = read_everything(&log)?;
         trace!(
             self,
@@ -1152,22 +1483,27 @@ impl Simulation {
             log.recovery_report()
         );
         let acknowledged = &self.model.records;
-        if recovered.len() < acknowledged.len() || !recovered.starts_with(acknowledged) {
+        let in_doubt = self.model.in_doubt.as_deref().unwrap_or(&[]);
+        let with_in_doubt: Vec<ModelRecord> = acknowledged.iter().chain(in_doubt).cloned().collect();
+        let extra = if recovered == self.live(acknowledged) {
+            Vec::new()
+        } else if !in_doubt.is_empty() && recovered == self.live(&with_in_doubt) {
+            in_doubt.to_vec()
+        } else {
+            let live = self.live(acknowledged);
+            if recovered.len() > live.len() && recovered.starts_with(&live) {
+                let extra = &recovered[live.len()..];
+                return fail(
+                    "2 prefix",
+                    format!(
+                        "recovered {} records beyond the acknowledged ones that were never in flight: {:?}",
+                        extra.len(),
+                        extra.iter().map(ModelRecord::describe).collect::<Vec<_>>()
+                    ),
+                );
+            }
             return Err(self.classify_mismatch(&recovered));
-        }
-        let extra = &recovered[acknowledged.len()..];
-        let allowed = self.model.in_doubt.as_deref().unwrap_or(&[]);
-        if !extra.is_empty() && extra != allowed {
-            return fail(
-                "2 prefix",
-                format!(
-                    "recovered {} records beyond the acknowledged ones that were never in flight: {:?}",
-                    extra.len(),
-                    extra.iter().map(ModelRecord::describe).collect::<Vec<_>>()
-                ),
-            );
-        }
-        let extra = extra.to_vec();
+        };
         for record in &extra {
             self.check_lsn(record, "recovery returned a record in flight")?;
         }
@@ -1178,7 +1514,7 @@ impl Simulation {
         let limit = self.setup.record_bytes_max;
         self.stats.records_over_limit_read += recovered.iter().filter(|r| r.body_bytes() > limit).count() as u64;
         self.stats.records_verified += recovered.len() as u64;
-        self.model.records = recovered;
+        self.model.records.extend(extra);
         self.model.in_doubt = None;
         self.model.poisoned = false;
         self.model.resume = resume;
@@ -1189,7 +1525,7 @@ impl Simulation {
             let mode = *self.rng.pick(&CrashMode::ALL);
             let again = fs.crash_image(mode, &mut self.rng);
             let log = self.open(&again)?;
-            if read_everything(&log)? != records {
+            if read_everything(&log)? != self.live(&records) {
                 return fail("4 stability", format!("a second crash ({}) with no writes changed the log", mode.name()));
             }
             if log.last_lsn().0 + 1 < resume {
@@ -1243,7 +1579,7 @@ impl Simulation {
     }
 
     fn classify_mismatch(&mut self, recovered: &[ModelRecord]) -> SimFailure {
-        let acknowledged = &self.model.records;
+        let acknowledged = &self.live(&self.model.records);
         for (i, want) in acknowledged.iter().enumerate() {
             match recovered.get(i) {
                 None => {
@@ -1268,15 +1604,14 @@ impl Simulation {
 
     /// Checks per-stream reads, the index and reads by LSN against `records`.
     fn check_log(&mut self, log: &Log, records: &[ModelRecord]) -> Result<(), SimFailure> {
-        let streams = Model::streams(records);
+        let streams = self.streams_of(records);
         for name in &self.streams {
             let want = streams.get(name).cloned().unwrap_or_default();
             let read = log.read_stream(name).map_err(|e| SimFailure { property: "5 index", detail: e.to_string() })?;
             let snapshot = read.snapshot.map(|s| (s.seq.0, s.payload.to_vec()));
-            let from = snapshot.as_ref().map_or(0, |(seq, _)| seq + 1) as usize;
-            let want_entries: Vec<(u64, Vec<u8>)> = want.entries.get(from..).unwrap_or(&[]).to_vec();
+            let want_entries = want.entries_after_snapshot();
             let entries: Vec<(u64, Vec<u8>)> = read.entries.iter().map(|r| (r.lsn.0, r.payload.to_vec())).collect();
-            if snapshot != want.snapshot || entries != want_entries {
+            if snapshot != want.snapshot() || entries != want_entries {
                 return fail(
                     "5 index",
                     format!(
@@ -1285,11 +1620,16 @@ impl Simulation {
                     ),
                 );
             }
-            if log.next_seq(name) != StreamSeq(want.entries.len() as u64) {
+            if log.next_seq(name) != StreamSeq(want.next()) {
                 return fail("5 index", "a stream's next sequence differs from the model");
             }
+            if want.start > 0
+                && !matches!(log.read_stream_from(name, StreamSeq(want.start - 1)), Err(Error::Pruned { .. }))
+            {
+                return fail("5 index", "a read below a pruned stream's start was not answered Pruned");
+            }
         }
-        if let Some(record) = records.last() {
+        if let Some(record) = self.live(records).last() {
             let by_lsn = log
                 .read_lsn(Lsn(record.lsn))
                 .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: e.to_string() })?;

@@ -113,8 +113,6 @@ pub enum EntryKind {
     Entry,
     /// A snapshot.
     Snapshot,
-    /// A clear.
-    Clear,
 }
 
 /// One entry read back.
@@ -215,12 +213,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The latest snapshot of `stream` and its entries after it.
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send;
 
-    /// The streams whose name starts with `prefix` and that hold an entry
-    /// or a snapshot, with their next sequence, in name order.
+    /// The streams whose name starts with `prefix` and that have state (a
+    /// live entry or snapshot, or a next sequence a prune kept), with their
+    /// next sequence, in name order. A cleared stream is not listed.
     fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
 
-    /// Up to `limit` entries of every stream after `after`, in commit order,
-    /// none skipped. Only acknowledged entries are returned; the stores
-    /// commit with durable acknowledgement, so theirs are durable.
+    /// Up to `limit` live entries and snapshots of every stream after
+    /// `after`, in commit order, none skipped: a record that a clear or a
+    /// prune removed is never returned again, and clears and prunes
+    /// themselves are not returned. Only acknowledged entries are returned;
+    /// the stores commit with durable acknowledgement, so theirs are durable.
     fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
 }

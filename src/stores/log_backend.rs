@@ -18,18 +18,21 @@ fn expectation(expect: Expect) -> Expectation {
     }
 }
 
-fn entry(record: Record) -> Entry {
-    Entry {
+/// A record as the stores see it: entries and snapshots (the only records
+/// the log's reads return; anything else is left out).
+fn entry(record: Record) -> Option<Entry> {
+    let kind = match record.kind {
+        RecordKind::Entry => EntryKind::Entry,
+        RecordKind::Snapshot => EntryKind::Snapshot,
+        RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => return None,
+    };
+    Some(Entry {
         stream: String::from_utf8_lossy(&record.stream).into_owned(),
         seq: record.seq.0,
         cursor: Cursor(record.lsn.0),
-        kind: match record.kind {
-            RecordKind::Entry => EntryKind::Entry,
-            RecordKind::Snapshot => EntryKind::Snapshot,
-            RecordKind::Tombstone => EntryKind::Clear,
-        },
+        kind,
         payload: record.payload,
-    }
+    })
 }
 
 fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
@@ -74,11 +77,10 @@ impl Backend for Log {
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
         let read = self.read_stream(stream).map(|read| {
             // From the one read, not a second look that an append could follow.
-            let last = read.entries.last().or(read.snapshot.as_ref()).map(|record| record.seq.0 + 1);
             StreamContents {
-                next_seq: last.unwrap_or(0),
-                snapshot: read.snapshot.map(entry),
-                entries: read.entries.into_iter().map(entry).collect(),
+                next_seq: read.next_seq.0,
+                snapshot: read.snapshot.and_then(entry),
+                entries: read.entries.into_iter().filter_map(entry).collect(),
             }
         });
         std::future::ready(read.map_err(StoreError::Backend))
@@ -93,7 +95,7 @@ impl Backend for Log {
     }
 
     fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
-        let read = self.read_all(Lsn(after.0), limit).map(|records| records.into_iter().map(entry).collect());
+        let read = self.read_all(Lsn(after.0), limit).map(|records| records.into_iter().filter_map(entry).collect());
         std::future::ready(read.map_err(StoreError::Backend))
     }
 }

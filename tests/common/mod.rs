@@ -9,9 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
 use annals::{Log, Options, SegmentPreparation};
 
-/// Options for small logs: 8 KiB segments so that a test rolls over often.
+/// Options for small logs: 8 KiB segments so that a test rolls over often,
+/// and no background compaction, so that what a test finds on disk is what
+/// it wrote (the compaction tests turn it on themselves).
 pub fn small_options() -> Options {
-    Options { segment_bytes: 8192, record_bytes_max: 4096, ..Options::default() }
+    Options {
+        segment_bytes: 8192,
+        record_bytes_max: 4096,
+        compaction: annals::CompactionOptions { background: false, ..annals::CompactionOptions::default() },
+        ..Options::default()
+    }
 }
 
 pub fn open(dir: &Path) -> Log {
@@ -215,6 +222,14 @@ pub fn write_closed_log(dir: &Path, options: Options, count: u64, payload_len: u
     records
 }
 
+/// A cleanly closed log over several 8 KiB segments (80 records of 300
+/// bytes) in a new temporary directory, and its records.
+pub fn closed_multi_segment_log() -> (tempfile::TempDir, Vec<annals::Record>) {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_closed_log(dir.path(), small_options(), 80, 300);
+    (dir, records)
+}
+
 /// Where a record's payload ends in the log's segment files: the file and
 /// the offset just past it (a record's frame ends with its payload).
 pub fn payload_end(dir: &Path, payload: &[u8]) -> Option<(PathBuf, usize)> {
@@ -274,27 +289,6 @@ pub fn damage_written_tail(segment: &Path, garbage: bool) -> usize {
     start
 }
 
-/// Runs the `annals` command built by cargo.
-pub fn run_annals(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_annals")).args(args).output().expect("run annals")
-}
-
-/// The JSON lines `annals dump` printed.
-pub fn dump_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-/// A record as `annals dump` prints it.
-pub fn dump_line_of(record: &annals::Record) -> serde_json::Value {
-    serde_json::json!({
-        "lsn": record.lsn, "stream": annals::display_stream(&record.stream), "seq": record.seq,
-        "kind": record.kind.name(), "len": record.payload.len(),
-    })
-}
-
 /// Panics naming every file added, removed or changed in `dir` since `before`.
 pub fn assert_dir_unchanged(dir: &Path, before: &std::collections::BTreeMap<String, Vec<u8>>, what: &str) {
     let after = dir_snapshot(dir);
@@ -315,4 +309,40 @@ pub fn assert_dir_unchanged(dir: &Path, before: &std::collections::BTreeMap<Stri
     }
     changes.extend(before.keys().filter(|name| !after.contains_key(*name)).map(|name| format!("{name} removed")));
     assert!(changes.is_empty(), "{what} changed the directory: {}", changes.join(", "));
+}
+
+/// Writes a log over many 8 KiB segments whose records are mostly dead, and
+/// closes it cleanly: three records of a stream left alone ("untouched"),
+/// then 12 workflows append steps of 120 bytes and fold every fifth into a
+/// snapshot that prunes the steps it covers (`rounds` steps each), two of
+/// them are deleted, and a batch writes to two more streams. Returns its
+/// live records, in LSN order.
+pub fn write_churned_log(dir: &Path, rounds: u64) -> Vec<annals::Record> {
+    use annals::{Batch, Expectation, Lsn};
+    let log = Log::open(dir, small_options()).expect("open");
+    for i in 0..3 {
+        log.append("untouched", Expectation::Any, unique_payload(1_000_000 + i, 200)).wait().unwrap();
+    }
+    for round in 0..rounds {
+        for workflow in 0..12u64 {
+            let stream = format!("wf-{workflow}");
+            let appended = log.append(&stream, Expectation::Any, unique_payload(round * 100 + workflow, 120));
+            let appended = appended.wait().unwrap();
+            if appended.seq.0 % 5 == 4 {
+                let state = format!("state of {stream} after round {round}").into_bytes();
+                log.snapshot_and_prune(&stream, appended.seq, state).wait().unwrap();
+            }
+        }
+    }
+    log.delete_stream("wf-0").wait().unwrap();
+    log.delete_stream("wf-1").wait().unwrap();
+    let batch = Batch::new().append("batch-a", Expectation::Any, &b"first of a batch"[..]).append(
+        "batch-b",
+        Expectation::Any,
+        &b"second of a batch"[..],
+    );
+    log.commit(batch).wait().unwrap();
+    let live = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    log.close().wait().unwrap();
+    live
 }

@@ -1,6 +1,7 @@
 //! The `annals` command: load appends and logs acknowledgements, verify
 //! tells a torn tail from corruption, dump prints records in LSN order.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -1,0 +1,83 @@
+//! `annals repair`: copies every intact record of a damaged log into a new
+//! log, and reports exactly what it dropped. Never modifies the source.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use annals::Options;
+use annals::inspect::{Damage, RepairReport};
+use serde::Serialize;
+
+use crate::failure::{Failure, Outcome};
+use crate::output::{self, Report};
+use crate::{RepairArgs, progress};
+
+/// What `repair` copied and dropped.
+#[derive(Serialize)]
+struct RepairSummary {
+    from: PathBuf,
+    into: PathBuf,
+    #[serde(flatten)]
+    report: RepairReport,
+}
+
+impl Report for RepairSummary {
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        let report = &self.report;
+        writeln!(out, "copied {} records into {}", report.records_copied, self.into.display())?;
+        for Damage { file, offset, bytes, what } in &report.scan.damage {
+            writeln!(out, "dropped {bytes} damaged bytes in {} at offset {offset}: {what}", file.display())?;
+        }
+        for dropped in &report.records_dropped {
+            writeln!(
+                out,
+                "dropped the record at lsn {} ({} at offset {}): {}",
+                dropped.lsn,
+                dropped.file.display(),
+                dropped.offset,
+                dropped.why
+            )?;
+        }
+        if report.scan.damage.is_empty() && report.records_dropped.is_empty() {
+            writeln!(out, "nothing was damaged; the copy is complete")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: &RepairArgs) -> Result<Outcome, Failure> {
+    if inside(&args.into, &args.dir) {
+        return Err(Failure::Usage(format!(
+            "repair never modifies the source: --into must be outside {}, not {}",
+            args.dir.display(),
+            args.into.display()
+        )));
+    }
+    let spinner =
+        progress::spinner(format!("copying the intact records of {} into {}", args.dir.display(), args.into.display()));
+    let report = annals::inspect::repair(&args.dir, &args.into, Options::default());
+    spinner.finish_and_clear();
+    let summary = RepairSummary { from: args.dir.clone(), into: args.into.clone(), report: report? };
+    output::print(&summary, args.json)?;
+    Ok(Outcome::Done)
+}
+
+/// Whether `path` is `dir` or inside it, however either is spelled (`path`
+/// need not exist yet: its nearest existing ancestor is resolved).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else { return false };
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while existing.canonicalize().is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
+            }
+            _ => return false,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved.starts_with(&dir)
+}

@@ -1,0 +1,581 @@
+//! Compaction: the sealed segments at the head of the log are rewritten with
+//! only their live records, and their disk is reclaimed.
+//!
+//! ```text
+//! inputs: [compacted segments of generation G] [sealed segments ...]   active
+//!            │ 1. read every frame, checksum checked (nothing unlocked)
+//!            │ 2. decide what is live (index read lock), add stream bases
+//!            │ 3. write NNN-(G+1).seg.compacting, sync, rename, sync dir
+//!            │ 4. commit: both slots of the state file name generation G+1
+//!            │ 5. swap the index (write lock), 6. unlink the inputs, sync dir
+//! outputs: [compacted segments of generation G+1]                      active
+//! ```
+//!
+//! Only a prefix is compacted, so every record older than a tombstone or a
+//! prune that is dropped is an input too, and is dropped with it: nothing it
+//! hid can come back. Records keep their LSNs; a stream whose first records
+//! were dropped gets a base (frame kind 8) at the LSN of the first one, so
+//! recovery's stream checks hold on what remains. The commit point is the
+//! state file (segments-format.md, section 9.2): a crash before it leaves the
+//! inputs as the log and the outputs as leftovers; after it, the reverse.
+//! Open deletes whichever set is not the log.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::commit::{Shared, Writer, now_ms};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameMeta, FrameView, OP_HEADER_BYTES, OpRef, RecordKind, decode_frame_anywhere,
+    decode_frame_at, encode_frame,
+};
+use crate::fs::File;
+use crate::index::{SegmentEntry, StreamCursor, WrittenFrame};
+use crate::segment::{
+    COMPACTING_SUFFIX, FORMAT_VERSION, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, Segment, SegmentHeader,
+    compacted_file_name,
+};
+use crate::sync::Mutex;
+use crate::types::{Lsn, StreamSeq};
+
+/// What one compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CompactionReport {
+    /// The compaction generation committed (0: nothing was compacted).
+    pub generation: u64,
+    /// Segments read (compacted and sealed).
+    pub inputs: usize,
+    /// Bytes of those files.
+    pub input_bytes: u64,
+    /// Compacted segments written.
+    pub outputs: usize,
+    /// Bytes of those files.
+    pub output_bytes: u64,
+    /// Live entries and snapshots copied.
+    pub records_kept: u64,
+    /// Operations dropped: records no longer live, tombstones, prunes and
+    /// old bases.
+    pub operations_dropped: u64,
+    /// Stream bases written, for streams whose first records were dropped.
+    pub bases_written: u64,
+    /// Bytes of disk given back: input files less output files.
+    pub reclaimed_bytes: u64,
+    /// Input files whose removal failed after the commit: they are no
+    /// longer part of the log, and the next open removes them.
+    pub leftovers: Vec<PathBuf>,
+    /// Log-wide retention (`max_age_ms`, `max_bytes`): every record below
+    /// this LSN was dropped, live or not (0: none).
+    pub trimmed_before: Lsn,
+}
+
+/// What a compaction is asked to do.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Plan {
+    /// Drop every record below this LSN, live or not: log-wide retention.
+    /// Always the first LSN of a segment, at most the active one's.
+    pub trim_before: Lsn,
+    /// Bytes per second to read and write, at most (0: no limit).
+    pub bytes_per_second: u64,
+}
+
+/// Keeps a compaction to a rate of bytes per second, by sleeping.
+struct Throttle {
+    started: Instant,
+    bytes: u64,
+    rate: u64,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Throttle {
+        Throttle { started: Instant::now(), bytes: 0, rate }
+    }
+
+    /// Counts `bytes` more, and waits until they are within the rate.
+    fn pass(&mut self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// The compaction the log's options call for now, if any: log-wide
+/// retention to apply, or enough dead bytes in the sealed segments.
+pub(crate) fn plan(shared: &Shared, background: bool) -> Option<Plan> {
+    let options = &shared.options;
+    let index = shared.index.read();
+    let segments = index.segments();
+    let sealed = segments.len().checked_sub(1)?;
+    let now = now_ms();
+    // Log-wide retention: whole sealed segments from the oldest on.
+    let mut cut = 0;
+    if let Some(max_age_ms) = options.max_age_ms {
+        let cutoff = now.saturating_sub(max_age_ms);
+        cut = cut.max(segments[..sealed].iter().take_while(|entry| entry.max_timestamp_ms() < cutoff).count());
+    }
+    if let Some(max_bytes) = options.max_bytes {
+        let mut total: u64 = segments.iter().map(|entry| entry.segment.header.segment_bytes).sum();
+        let mut by_size = 0;
+        while total > max_bytes && by_size < sealed {
+            total -= segments[by_size].segment.header.segment_bytes;
+            by_size += 1;
+        }
+        cut = cut.max(by_size);
+    }
+    let trim_before = if cut > 0 { segments[cut].segment.header.first_lsn } else { Lsn(0) };
+    let written: u64 = segments[..sealed].iter().map(|entry| entry.written_bytes()).sum();
+    let live: u64 = segments[..sealed].iter().map(|entry| entry.live_bytes()).sum();
+    let dead = written.saturating_sub(live);
+    let enough_dead = dead as f64 >= options.compaction.dead_ratio * written as f64
+        && dead >= options.segment_bytes.min(crate::segment::FIRST_SEGMENT_BYTES);
+    if cut == 0 && background && !enough_dead {
+        return None;
+    }
+    let bytes_per_second = if background { options.compaction.bytes_per_second } else { 0 };
+    Some(Plan { trim_before, bytes_per_second })
+}
+
+/// Wakes the background compactor (after a rollover) and stops it (at close).
+pub(crate) struct Compactor {
+    state: Mutex<CompactorState>,
+    wake: crate::sync::Condvar,
+}
+
+#[derive(Default)]
+struct CompactorState {
+    poked: bool,
+    stopped: bool,
+}
+
+impl Compactor {
+    pub(crate) fn new() -> Compactor {
+        Compactor { state: Mutex::new(CompactorState::default()), wake: crate::sync::Condvar::new() }
+    }
+
+    /// Asks the compactor to look now: a segment was sealed.
+    pub(crate) fn poke(&self) {
+        self.state.lock().poked = true;
+        self.wake.notify_all();
+    }
+
+    /// Stops the compactor; a compaction under way finds the log closed at
+    /// its commit and leaves it as it was.
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// The background compactor's thread: looks after every rollover and
+    /// every `interval_ms`, and compacts when [`plan`] says so, within the
+    /// I/O budget. A failure waits for the next look (a damaged input, for
+    /// one, fails every try until the log is repaired).
+    pub(crate) fn run(shared: &Shared, writer: &Mutex<Writer>) {
+        let interval = Duration::from_millis(shared.options.compaction.interval_ms);
+        loop {
+            {
+                let mut state = shared.compactor.state.lock();
+                if !state.stopped && !state.poked {
+                    let _ = shared.compactor.wake.wait_until(&mut state, Instant::now() + interval);
+                }
+                if state.stopped {
+                    return;
+                }
+                state.poked = false;
+            }
+            if let Some(plan) = plan(shared, true) {
+                let _ = compact(shared, writer, plan);
+            }
+        }
+    }
+}
+
+/// One operation: of an input, as the first pass found it, or of the
+/// output, in LSN order.
+#[derive(Clone)]
+struct CopiedOp {
+    lsn: Lsn,
+    kind: RecordKind,
+    stream: Bytes,
+    seq: StreamSeq,
+    payload: Bytes,
+    timestamp_ms: u64,
+    /// Where it is in the inputs, by position and offset of its header
+    /// (none for a base compaction adds).
+    from: Option<(usize, usize)>,
+}
+
+/// Compacts every sealed segment of the log: the whole prefix before the
+/// active one. Runs beside appends; only the commit takes the writer.
+pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Result<CompactionReport> {
+    let _one_at_a_time = shared.compaction.lock();
+    let inputs: Vec<Segment> = {
+        let index = shared.index.read();
+        let segments = index.segments();
+        segments[..segments.len().saturating_sub(1)].iter().map(|entry| entry.segment.clone()).collect()
+    };
+    let Some(next_segment) = shared.index.read().segments().get(inputs.len()).map(|e| e.segment.header.first_lsn)
+    else {
+        return Ok(CompactionReport::default());
+    };
+    if inputs.is_empty() {
+        return Ok(CompactionReport::default());
+    }
+    let ends: Vec<usize> = {
+        let index = shared.index.read();
+        index.segments()[..inputs.len()].iter().map(|entry| entry.end_offset).collect()
+    };
+    let mut throttle = Throttle::new(plan.bytes_per_second);
+    let ops = read_inputs(&inputs, &ends, &mut throttle)?;
+    // What is live is decided with the writer held, after a sync: a record
+    // is dropped only for a tombstone or prune that is durable (one a power
+    // cut can take would otherwise take the record it removed along with
+    // it), and nothing changes while the decision is made.
+    let (output, dropped, bases, generation) = {
+        let mut writer = writer.lock();
+        writer.check_open()?;
+        writer.sync_for_compaction()?;
+        let (output, dropped, bases) = decide(shared, &ops, plan.trim_before)?;
+        (output, dropped, bases, writer.compaction_generation() + 1)
+    };
+    let cap = shared.options.segment_bytes.max(inputs.iter().map(|s| s.header.segment_bytes).max().unwrap_or(0));
+    let written =
+        write_outputs(shared, &inputs[0].header.log_id, (generation, next_segment), &output, cap, &mut throttle);
+    let (segments, moved) = match written {
+        Ok(written) => written,
+        Err(error) => {
+            remove_outputs(shared, generation);
+            return Err(error);
+        }
+    };
+    let oldest = segments.first().map_or(next_segment, |(segment, _)| segment.header.first_lsn);
+    let mut report = CompactionReport {
+        generation,
+        inputs: inputs.len(),
+        input_bytes: inputs.iter().map(|s| s.header.segment_bytes).sum(),
+        outputs: segments.len(),
+        output_bytes: segments.iter().map(|(s, _)| s.header.segment_bytes).sum(),
+        records_kept: (output.len() as u64) - bases,
+        operations_dropped: dropped,
+        bases_written: bases,
+        trimmed_before: plan.trim_before,
+        ..CompactionReport::default()
+    };
+    report.reclaimed_bytes = report.input_bytes.saturating_sub(report.output_bytes);
+    {
+        let mut writer = writer.lock();
+        // Every record live now was live when the output was decided (no
+        // record comes back to life), so each is in the output.
+        // Log-wide retention drops the segments below the trim, live records and all.
+        let trimmed = inputs.iter().take_while(|input| input.header.first_lsn < plan.trim_before).count();
+        let live = shared.index.read().live_locations_before(inputs.len());
+        if let Some(missing) = live.iter().find(|at| at.0 >= trimmed && !moved.contains_key(at)) {
+            remove_outputs(shared, generation);
+            return Err(Error::corruption(
+                &inputs[missing.0].path,
+                missing.1 as u64,
+                CorruptionKind::IndexMismatch("compaction would drop a live record".to_owned()),
+            ));
+        }
+        if let Err(error) = writer.check_open() {
+            remove_outputs(shared, generation);
+            return Err(error);
+        }
+        // Whether a failed commit reached the disk is unknown: the log is
+        // poisoned, and the next open keeps whichever set the state file
+        // names. Nothing is removed here.
+        writer.commit_compaction(oldest, generation, next_segment, plan.trim_before)?;
+        let entries: Vec<SegmentEntry> =
+            segments.into_iter().map(|(segment, frames)| SegmentEntry::compacted(segment, &frames)).collect();
+        let mut index = shared.index.write();
+        index.replace_prefix(inputs.len(), entries, &moved);
+        index.trim(plan.trim_before);
+    }
+    for input in &inputs {
+        if shared.fs.remove(&input.path).is_err() {
+            report.leftovers.push(input.path.clone());
+        }
+    }
+    let _ = shared.fs.sync_dir(&shared.dir);
+    Ok(report)
+}
+
+/// Reads every frame of the inputs, checking each checksum: a flipped bit
+/// fails the compaction with the file and offset, and changes nothing.
+fn read_inputs(inputs: &[Segment], ends: &[usize], throttle: &mut Throttle) -> Result<Vec<CopiedOp>> {
+    let mut ops = Vec::new();
+    for (position, (segment, &end)) in inputs.iter().zip(ends).enumerate() {
+        let bytes = segment.map.slice(0, end);
+        let log_id = segment.header.log_id;
+        let mut offset = SEGMENT_HEADER_BYTES;
+        let mut lsn = segment.header.first_lsn;
+        while offset < end {
+            let decoded = if segment.compacted() {
+                decode_frame_anywhere(&bytes[offset..], &log_id).map(|frame| (offset, frame))
+            } else {
+                decode_frame_at(&bytes, offset, &log_id, lsn)
+            };
+            let (at, frame) = decoded.map_err(|defect| {
+                Error::corruption(&segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
+            })?;
+            collect_ops(&bytes, position, at, &frame, &mut ops);
+            lsn = frame.next_lsn();
+            offset = at + frame.total_bytes();
+        }
+        throttle.pass(end as u64);
+    }
+    Ok(ops)
+}
+
+fn collect_ops(bytes: &Bytes, position: usize, at: usize, frame: &FrameView<'_>, ops: &mut Vec<CopiedOp>) {
+    let body = at + FRAME_HEADER_BYTES;
+    for op in frame.ops() {
+        let stream_start = body + op.offset_in_body + OP_HEADER_BYTES;
+        let payload_start = body + op.payload_offset_in_body;
+        ops.push(CopiedOp {
+            lsn: op.lsn,
+            kind: op.kind,
+            stream: bytes.slice(stream_start..stream_start + op.stream.len()),
+            seq: op.seq,
+            payload: bytes.slice(payload_start..payload_start + op.payload.len()),
+            timestamp_ms: frame.meta.timestamp_ms,
+            from: Some((position, body + op.offset_in_body)),
+        });
+    }
+}
+
+/// What each stream looked like in the inputs, and what the output has of it.
+#[derive(Default)]
+struct StreamPass {
+    /// The stream as every input operation left it.
+    input: Option<StreamCursor>,
+    /// The LSN of the first operation dropped since the stream's last
+    /// tombstone, while nothing of it was kept yet.
+    first_dropped: Option<(Lsn, u64)>,
+    /// Something of the stream since its last tombstone is kept.
+    kept: bool,
+    /// The sequence of the first entry kept since its last tombstone.
+    first_kept_entry: Option<u64>,
+    /// Where the output's base for it is, to fill in its sequence.
+    base: Option<usize>,
+}
+
+/// Decides, under the index's read lock, which operations are kept and
+/// which streams need a base. Returns the output in LSN order, how many
+/// operations were dropped and how many bases were added.
+fn decide(shared: &Shared, ops: &[CopiedOp], trim_before: Lsn) -> Result<(Vec<CopiedOp>, u64, u64)> {
+    let index = shared.index.read();
+    let mut streams: HashMap<&[u8], StreamPass> = HashMap::new();
+    let mut output: Vec<CopiedOp> = Vec::new();
+    let mut dropped = 0u64;
+    for op in ops {
+        let pass = streams.entry(op.stream.as_ref()).or_default();
+        let before = pass.input.unwrap_or(StreamCursor::EMPTY);
+        let reach =
+            if op.kind == RecordKind::Prune { crate::frame::prune_snapshots_before(&op.payload) } else { Lsn(0) };
+        pass.input = Some(before.apply(op.kind, op.seq, op.lsn, reach).unwrap_or(before));
+        if op.kind == RecordKind::Tombstone {
+            dropped += 1;
+            *pass = StreamPass { input: pass.input, ..StreamPass::default() };
+            continue;
+        }
+        let live = op.lsn >= trim_before && op.kind.holds_data() && index.is_live(op.kind, &op.stream, op.seq, op.lsn);
+        if !live {
+            dropped += 1;
+            if !pass.kept && pass.first_dropped.is_none() {
+                pass.first_dropped = Some((op.lsn, op.timestamp_ms));
+            }
+            continue;
+        }
+        if op.kind == RecordKind::Entry && pass.first_kept_entry.is_none() {
+            pass.first_kept_entry = Some(op.seq.0);
+        }
+        if !pass.kept {
+            pass.kept = true;
+            if let Some((lsn, timestamp_ms)) = pass.first_dropped {
+                pass.base = Some(output.len());
+                output.push(base(op.stream.clone(), lsn, timestamp_ms));
+            }
+        }
+        output.push(op.clone());
+    }
+    let mut bases = 0u64;
+    for (stream, pass) in &mut streams {
+        // The stream goes on from its first kept entry, or else from where
+        // the inputs left it (its later records, if any, follow there).
+        let input_next = pass.input.map_or(0, |cursor| cursor.next);
+        let seq = pass.first_kept_entry.unwrap_or(input_next);
+        if let Some(at) = pass.base {
+            output[at].seq = StreamSeq(seq);
+            bases += 1;
+        } else if let Some((lsn, timestamp_ms)) = pass.first_dropped
+            && !pass.kept
+            && seq > 0
+        {
+            let mut op = base(Bytes::copy_from_slice(stream), lsn, timestamp_ms);
+            op.seq = StreamSeq(seq);
+            output.push(op);
+            bases += 1;
+        }
+    }
+    drop(index);
+    output.sort_by_key(|op| op.lsn);
+    check_output(shared, &output)?;
+    Ok((output, dropped, bases))
+}
+
+fn base(stream: Bytes, lsn: Lsn, timestamp_ms: u64) -> CopiedOp {
+    CopiedOp { lsn, kind: RecordKind::Base, stream, seq: StreamSeq(0), payload: Bytes::new(), timestamp_ms, from: None }
+}
+
+/// Replays the output by the rules recovery checks, so that a compaction
+/// that would leave a log recovery refuses fails here instead, changing
+/// nothing.
+fn check_output(shared: &Shared, output: &[CopiedOp]) -> Result<()> {
+    let mut streams: HashMap<&[u8], StreamCursor> = HashMap::new();
+    for op in output {
+        let cursor = streams.entry(op.stream.as_ref()).or_insert(StreamCursor::EMPTY);
+        *cursor = cursor.apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(|what| {
+            Error::corruption(
+                &shared.dir,
+                0,
+                CorruptionKind::StreamInconsistent { stream: crate::types::display_stream(&op.stream), what },
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Bytes of a gap frame.
+const GAP_FRAME_BYTES: usize = FRAME_HEADER_BYTES + crate::frame::GAP_BODY_BYTES;
+
+type Written = (Vec<(Segment, Vec<WrittenFrame>)>, HashMap<(usize, usize), (usize, usize)>);
+
+/// Writes the output as compacted segments of `generation`, each at most
+/// `cap` bytes (or one frame), synced, renamed into place, the directory
+/// synced. Each ends with a gap up to where the next one starts (the last:
+/// up to `end`, where the ordinary segments start), so that the segments
+/// alone say what range they cover. Returns the segments with their
+/// frames, and where each input record went.
+fn write_outputs(
+    shared: &Shared,
+    log_id: &[u8; 16],
+    (generation, end_lsn): (u64, Lsn),
+    output: &[CopiedOp],
+    cap: u64,
+    throttle: &mut Throttle,
+) -> Result<Written> {
+    let mut segments = Vec::new();
+    let mut moved = HashMap::with_capacity(output.len());
+    let mut start = 0;
+    while start < output.len() {
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        let mut end = start;
+        while end < output.len() {
+            let op = &output[end];
+            let refs = [OpRef { kind: op.kind, stream: &op.stream, seq: op.seq, lsn: op.lsn, payload: &op.payload }];
+            let len = crate::frame::frame_bytes(op.kind.frame_kind(), &refs);
+            if !frames.is_empty() && (SEGMENT_HEADER_BYTES + buf.len() + len + GAP_FRAME_BYTES) as u64 > cap {
+                break;
+            }
+            let offset = SEGMENT_HEADER_BYTES + buf.len();
+            let meta = FrameMeta { lsn: op.lsn, durable_lsn: op.lsn, timestamp_ms: op.timestamp_ms };
+            encode_frame(&mut buf, log_id, op.kind.frame_kind(), meta, &refs);
+            // A base is as lasting as the records it stands for: counted
+            // live, so that a log of bases never looks worth compacting.
+            let live_bytes = crate::index::op_bytes(op.stream.len(), op.payload.len());
+            frames.push(WrittenFrame {
+                offset,
+                lsn: op.lsn,
+                timestamp_ms: op.timestamp_ms,
+                total_bytes: len,
+                live_bytes,
+            });
+            if let Some(from) = op.from {
+                moved.insert(from, (segments.len(), offset + FRAME_HEADER_BYTES));
+            }
+            end += 1;
+        }
+        let last = &output[end - 1];
+        let covers_to = output.get(end).map_or(end_lsn, |next| next.lsn);
+        if Lsn(last.lsn.0 + 1) < covers_to {
+            let offset = SEGMENT_HEADER_BYTES + buf.len();
+            let after = Lsn(last.lsn.0 + 1);
+            let meta = FrameMeta { lsn: after, durable_lsn: after, timestamp_ms: last.timestamp_ms };
+            crate::frame::encode_gap_frame(&mut buf, log_id, meta, covers_to);
+            frames.push(WrittenFrame {
+                offset,
+                lsn: after,
+                timestamp_ms: last.timestamp_ms,
+                total_bytes: GAP_FRAME_BYTES,
+                live_bytes: GAP_FRAME_BYTES as u64,
+            });
+        }
+        let first_lsn = output[start].lsn;
+        let segment = write_compacted(shared, log_id, generation, first_lsn, &buf)?;
+        throttle.pass(segment.header.segment_bytes);
+        segments.push((segment, frames));
+        start = end;
+    }
+    for (segment, _) in &segments {
+        let temp = temp_path(&segment.path);
+        shared.fs.rename(&temp, &segment.path).map_err(|error| Error::io_or_full("rename", &segment.path, error))?;
+    }
+    shared.fs.sync_dir(&shared.dir).map_err(|error| Error::io_or_full("fsync directory", &shared.dir, error))?;
+    Ok((segments, moved))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().expect("a segment file name").to_os_string();
+    name.push(COMPACTING_SUFFIX);
+    path.with_file_name(name)
+}
+
+/// Writes one compacted segment under its temporary name and syncs it.
+fn write_compacted(
+    shared: &Shared,
+    log_id: &[u8; 16],
+    generation: u64,
+    first_lsn: Lsn,
+    frames: &[u8],
+) -> Result<Segment> {
+    let path = shared.dir.join(compacted_file_name(first_lsn, generation));
+    let temp = temp_path(&path);
+    let len = ((SEGMENT_HEADER_BYTES + frames.len()) as u64).max(SEGMENT_BYTES_MIN);
+    let header =
+        SegmentHeader { version: FORMAT_VERSION, log_id: *log_id, first_lsn, segment_bytes: len, created_ms: now_ms() };
+    let file: Arc<dyn File> = shared.fs.create(&temp).map_err(|error| Error::io_or_full("create", &temp, error))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.extend_from_slice(&header.encode());
+    bytes.extend_from_slice(frames);
+    bytes.resize(len as usize, 0);
+    file.write_at(&bytes, 0).map_err(|error| Error::io_or_full("write", &temp, error))?;
+    file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &temp, error))?;
+    let map = file.map().map_err(|error| Error::io("mmap", &temp, error))?;
+    Ok(Segment { header, path, file, map, compacted: true })
+}
+
+/// Removes what an uncommitted compaction of `generation` wrote; best
+/// effort, since open removes any such file.
+fn remove_outputs(shared: &Shared, generation: u64) {
+    let Ok(names) = shared.fs.list(&shared.dir) else { return };
+    let mut removed = false;
+    for name in names {
+        let ours = crate::segment::parse_compacted_file_name(name.trim_end_matches(COMPACTING_SUFFIX))
+            .is_some_and(|(_, g)| g == generation);
+        if ours && shared.fs.remove(&shared.dir.join(&name)).is_ok() {
+            removed = true;
+        }
+    }
+    if removed {
+        let _ = shared.fs.sync_dir(&shared.dir);
+    }
+}
