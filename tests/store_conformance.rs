@@ -420,6 +420,8 @@ async fn load_by_id_finds_each_checkpoint_and_an_unknown_id_is_none<F: Factory>(
     }
     assert_eq!(store.load("wf/exec", CheckpointId::now_v7()).await.unwrap(), None);
     assert_eq!(store.load("wf/other", ids[0]).await.unwrap(), None, "an id belongs to its key");
+    assert_eq!(store.find(ids[2]).await.unwrap(), Some(("wf/exec".to_owned(), checkpoint(3))), "found by id alone");
+    assert_eq!(store.find(CheckpointId::now_v7()).await.unwrap(), None);
 }
 
 /// A checkpoint whose header is whole but whose body is not a checkpoint.
@@ -429,6 +431,7 @@ fn undecodable_entry(id: CheckpointId) -> Vec<u8> {
     let mut payload = vec![HISTORY_TAG, HISTORY_VERSION, 0, 0];
     payload.extend_from_slice(id.as_bytes());
     payload.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    payload.extend_from_slice(&9u64.to_le_bytes()); // summary
     payload.extend_from_slice(body);
     payload
 }
@@ -439,14 +442,18 @@ async fn list_is_newest_first_with_metadata_and_decodes_no_body<F: Factory>(fact
     let before_ms = now_ms();
     let mut ids = Vec::new();
     for step in 1..=3 {
-        ids.push(store.save("wf/exec", &checkpoint(step)).await.unwrap());
+        ids.push(store.save_with_summary("wf/exec", &checkpoint(step), u64::from(step) * 10).await.unwrap());
     }
     let odd = CheckpointId::now_v7();
     let op = annals::stores::StoreOp::append("history/wf/exec", annals::stores::Expect::Any, undecodable_entry(odd));
     backend.commit(vec![op]).await.unwrap();
     let listed = store.list("wf/exec").await.expect("listing reads headers only");
     assert_eq!(listed.iter().map(|meta| meta.id).collect::<Vec<_>>(), [odd, ids[2], ids[1], ids[0]]);
-    assert_eq!((listed[0].stored_bytes, listed[0].raw_bytes, listed[0].compressed), (16, 16, false));
+    assert_eq!(
+        (listed[0].stored_bytes, listed[0].raw_bytes, listed[0].compressed, listed[0].summary),
+        (16, 16, false, 9)
+    );
+    assert_eq!(listed.iter().map(|meta| meta.summary).collect::<Vec<_>>(), [9, 30, 20, 10]);
     for meta in &listed[1..] {
         assert!(!meta.compressed);
         assert_eq!(meta.stored_bytes, meta.raw_bytes);
@@ -550,10 +557,10 @@ async fn a_damaged_compressed_body_is_a_typed_error_naming_stream_and_sequence<F
     flipped[header..].iter_mut().for_each(|byte| *byte = !*byte);
     damaged.push(flipped); // every body byte flipped
     let mut huge = good.clone();
-    huge[header - 8..header].copy_from_slice(&u64::MAX.to_le_bytes());
+    huge[header - 16..header - 8].copy_from_slice(&u64::MAX.to_le_bytes());
     damaged.push(huge); // a raw size no block can give
     let mut short = good.clone();
-    short[header - 8..header].copy_from_slice(&8u64.to_le_bytes());
+    short[header - 16..header - 8].copy_from_slice(&8u64.to_le_bytes());
     damaged.push(short); // a raw size smaller than the block gives
     for (index, payload) in damaged.into_iter().enumerate() {
         let seq = index as u64 + 1;

@@ -13,7 +13,7 @@
 //! Each key is one stream, `history/<key>`, one entry per checkpoint:
 //!
 //! ```text
-//! // Format: { tag | version | flags | reserved | id | raw_bytes } body
+//! // Format: { tag | version | flags | reserved | id | raw_bytes | summary } body
 //! ```
 //!
 //! | offset | size | field | value |
@@ -24,7 +24,8 @@
 //! | 3 | 1 | reserved | `0` |
 //! | 4 | 16 | id | the [`CheckpointId`], in RFC 9562 byte order |
 //! | 20 | 8 | raw_bytes | the body's length before compression (little-endian) |
-//! | 28 | … | body | the checkpoint in the [`codec`] envelope, compressed if flagged |
+//! | 28 | 8 | summary | a number the caller attached ([`CheckpointHistory::save_with_summary`]; little-endian) |
+//! | 36 | … | body | the checkpoint in the [`codec`] envelope, compressed if flagged |
 //!
 //! The timestamp in [`CheckpointMeta`] is the backend's commit time of the
 //! entry ([`Entry::timestamp_ms`]), not a caller's clock.
@@ -66,9 +67,10 @@ const RESERVED_AT: usize = 3;
 const ID_AT: usize = 4;
 const ID_BYTES: usize = 16;
 const RAW_BYTES_AT: usize = ID_AT + ID_BYTES;
+const SUMMARY_AT: usize = RAW_BYTES_AT + 8;
 /// Bytes before the body.
-pub const HEADER_BYTES: usize = RAW_BYTES_AT + 8;
-const _: () = assert!(HEADER_BYTES == 28);
+pub const HEADER_BYTES: usize = SUMMARY_AT + 8;
+const _: () = assert!(HEADER_BYTES == 36);
 
 /// LZ4's block format expands at most 255 times, so a larger `raw_bytes`
 /// is damage, found before anything is allocated for it.
@@ -104,6 +106,8 @@ pub struct CheckpointMeta {
     pub raw_bytes: u64,
     /// Whether its body is compressed.
     pub compressed: bool,
+    /// The number the caller attached when saving it (0 if none).
+    pub summary: u64,
 }
 
 /// A checkpoint's header, parsed.
@@ -111,6 +115,7 @@ struct Header {
     id: CheckpointId,
     compressed: bool,
     raw_bytes: u64,
+    summary: u64,
 }
 
 fn decode_error(stream: &str, seq: u64, reason: impl Into<String>) -> StoreError {
@@ -135,9 +140,17 @@ fn parse_header(stream: &str, entry: &Entry) -> Result<Header, StoreError> {
     }
     let mut id = [0; ID_BYTES];
     id.copy_from_slice(&bytes[ID_AT..RAW_BYTES_AT]);
-    let mut raw = [0; 8];
-    raw.copy_from_slice(&bytes[RAW_BYTES_AT..HEADER_BYTES]);
-    Ok(Header { id: Uuid::from_bytes(id), compressed: flags & FLAG_LZ4 != 0, raw_bytes: u64::from_le_bytes(raw) })
+    let le_u64 = |at: usize| {
+        let mut word = [0; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    Ok(Header {
+        id: Uuid::from_bytes(id),
+        compressed: flags & FLAG_LZ4 != 0,
+        raw_bytes: le_u64(RAW_BYTES_AT),
+        summary: le_u64(SUMMARY_AT),
+    })
 }
 
 fn meta(stream: &str, entry: &Entry) -> Result<CheckpointMeta, StoreError> {
@@ -148,6 +161,7 @@ fn meta(stream: &str, entry: &Entry) -> Result<CheckpointMeta, StoreError> {
         stored_bytes: (entry.payload.len() - HEADER_BYTES) as u64,
         raw_bytes: header.raw_bytes,
         compressed: header.compressed,
+        summary: header.summary,
     })
 }
 
@@ -223,7 +237,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
         keys.entry(key.to_owned()).or_default().clone()
     }
 
-    fn encode_entry(&self, stream: &str, id: CheckpointId, checkpoint: &C) -> Result<Bytes, StoreError> {
+    fn encode_entry(&self, stream: &str, id: CheckpointId, summary: u64, checkpoint: &C) -> Result<Bytes, StoreError> {
         let body = codec::encode(stream, HISTORY_SCHEMA, checkpoint)?;
         let compressed = match self.compression {
             Compression::Lz4 => Some(lz4_flex::block::compress(&body)).filter(|block| block.len() < body.len()),
@@ -234,6 +248,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
         out.extend_from_slice(&[HISTORY_TAG, HISTORY_VERSION, if compressed.is_some() { FLAG_LZ4 } else { 0 }, 0]);
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&summary.to_le_bytes());
         out.extend_from_slice(stored);
         Ok(Bytes::from(out))
     }
@@ -271,6 +286,16 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
     /// header is damaged; [`StoreError::Contention`] if other writers kept
     /// moving the key; [`StoreError::Backend`].
     pub async fn save(&self, key: &str, checkpoint: &C) -> Result<CheckpointId, StoreError> {
+        self.save_with_summary(key, checkpoint, 0).await
+    }
+
+    /// As [`CheckpointHistory::save`], attaching `summary` to the header,
+    /// where `list` reads it without decoding the body (oxify's adapter
+    /// keeps the completed node count there).
+    ///
+    /// # Errors
+    /// As [`CheckpointHistory::save`].
+    pub async fn save_with_summary(&self, key: &str, checkpoint: &C, summary: u64) -> Result<CheckpointId, StoreError> {
         let stream = self.stream(key);
         let lock = self.key_lock(key);
         let mut known = lock.lock().await;
@@ -284,7 +309,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
                 }
             };
             let id = next_id(last);
-            let payload = self.encode_entry(&stream, id, checkpoint)?;
+            let payload = self.encode_entry(&stream, id, summary, checkpoint)?;
             match self.backend.commit(vec![StoreOp::append(stream.clone(), Expect::Next(next), payload)]).await {
                 Ok(_) => {
                     *known = Some((next + 1, Some(id)));
@@ -325,6 +350,22 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
         for entry in contents.entries.iter().rev() {
             if parse_header(&stream, entry)?.id == id {
                 return Ok(Some(Self::decode_entry(&stream, entry)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The checkpoint `id` under whichever key has it, with that key: reads
+    /// the headers of every key of this store, so it costs a scan (a
+    /// caller that knows the key uses [`CheckpointHistory::load`]).
+    ///
+    /// # Errors
+    /// As [`CheckpointHistory::load_latest`].
+    pub async fn find(&self, id: CheckpointId) -> Result<Option<(String, C)>, StoreError> {
+        for (stream, _) in self.backend.streams(&self.prefix).await? {
+            let key = &stream[self.prefix.len()..];
+            if let Some(checkpoint) = self.load(key, id).await? {
+                return Ok(Some((key.to_owned(), checkpoint)));
             }
         }
         Ok(None)
@@ -405,7 +446,7 @@ mod tests {
             payload: Bytes::from(payload),
         };
         let mut good = vec![HISTORY_TAG, HISTORY_VERSION, FLAG_LZ4, 0];
-        good.extend_from_slice(&[0; 24]);
+        good.extend_from_slice(&[0; HEADER_BYTES - 4]);
         assert!(parse_header("history/k", &entry(good.clone())).is_ok());
         for cut in 0..HEADER_BYTES {
             assert!(parse_header("history/k", &entry(good[..cut].to_vec())).is_err(), "cut at {cut}");
