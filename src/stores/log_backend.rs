@@ -8,7 +8,7 @@ use crate::index::Record;
 use crate::stores::backend::{
     Action, Backend, Committed, Cursor, Entry, EntryKind, Expect, StoreError, StoreOp, StreamContents,
 };
-use crate::{Batch, Durability, Error, Expectation, Log, Lsn, RecordKind, StreamSeq};
+use crate::{Batch, Durability, Error, Expectation, Log, Lsn, PruneSnapshots, RecordKind, StreamSeq};
 
 fn expectation(expect: Expect) -> Expectation {
     match expect {
@@ -31,6 +31,7 @@ fn entry(record: Record) -> Option<Entry> {
         seq: record.seq.0,
         cursor: Cursor(record.lsn.0),
         kind,
+        timestamp_ms: record.timestamp_ms,
         payload: record.payload,
     })
 }
@@ -53,6 +54,7 @@ fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
         Error::SnapshotOutOfRange { stream, seq, next_seq } => StoreError::InvalidArgument(format!(
             "snapshot of {stream} through {seq} is out of range (next sequence {next_seq})"
         )),
+        Error::PruneOutOfRange { .. } => StoreError::InvalidArgument(error.to_string()),
         other => StoreError::Backend(other),
     }
 }
@@ -68,6 +70,8 @@ impl Backend for Log {
                 Action::SnapshotAndPrune { through } => {
                     batch.snapshot_and_prune(&op.stream, StreamSeq(through), op.payload.clone())
                 }
+                // Snapshots stay: none was written before LSN 0.
+                Action::Prune { before } => batch.prune(&op.stream, StreamSeq(before), PruneSnapshots::Before(Lsn(0))),
             };
         }
         let pending = self.commit_with(batch, Durability::Sync);
