@@ -90,6 +90,26 @@ pub trait MappedFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// A file's bytes held in memory: a view of a file as it would read after
+/// a write that has not been made (a read-only open reading a segment
+/// through recovery's synced copy of its tail).
+#[derive(Debug)]
+pub struct OwnedView(pub Bytes);
+
+impl MappedFile for OwnedView {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn slice(&self, offset: usize, len: usize) -> Bytes {
+        self.0.slice(offset..offset + len)
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        Some(&self.0)
+    }
+}
+
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;

@@ -237,6 +237,9 @@ struct Recovery<'a> {
     /// Without a state file: the generation of the newest compacted
     /// segments found, and where they end (their last frame says).
     inferred_compaction: Option<(u64, Lsn)>,
+    /// Read-only: a tail rewrite a crash interrupted, whose synced copy the
+    /// next read-write open writes into its segment; read through it.
+    resync_overlay: Option<ResyncJournal>,
 }
 
 /// Opens every segment in `dir`, checks it against the state file and
@@ -287,6 +290,7 @@ fn recover_once(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryM
         resynced: false,
         cut_lsn_seen: None,
         inferred_compaction: None,
+        resync_overlay: None,
     };
     let state = recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -323,6 +327,9 @@ impl Recovery<'_> {
         self.remove_spares(&names)?;
         if self.access == Access::ReadWrite {
             self.finish_interrupted_resync(&names)?;
+        } else if names.iter().any(|name| name == RESYNC_FILE_NAME) {
+            // Read as the read-write open will leave it: through the copy.
+            self.resync_overlay = ResyncJournal::read(self.fs, self.dir)?;
         }
         let compacted = self.set_superseded_aside(&state_read, &names, &mut segments, compacted)?;
         let state_read = self.check_state_belongs(state_read, &segments)?;
@@ -709,6 +716,14 @@ impl Recovery<'_> {
             return corrupt(0, CorruptionKind::BadHeader("file is shorter than a segment header"));
         }
         let mut map = file.map().map_err(|error| Error::io("mmap", path, error))?;
+        if let Some(journal) = self.resync_overlay.as_ref().filter(|j| j.first_lsn == name_lsn) {
+            let end = journal.offset as usize + journal.bytes.len();
+            if end <= map.len() {
+                let mut bytes = map.slice(0, map.len()).to_vec();
+                bytes[journal.offset as usize..end].copy_from_slice(&journal.bytes);
+                map = std::sync::Arc::new(crate::fs::OwnedView(bytes::Bytes::from(bytes)));
+            }
+        }
         let header = match SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES)) {
             Ok(header) => header,
             Err(kind) => match self.rebuilt_header(&*map, name_lsn, expected, len) {

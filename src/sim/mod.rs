@@ -217,12 +217,12 @@ fn sim_error(what: &str, error: std::io::Error) -> SimFailure {
 
 /// One record as the model knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct ModelRecord {
-    lsn: u64,
-    stream: Vec<u8>,
-    seq: u64,
-    kind: RecordKind,
-    payload: Vec<u8>,
+pub(crate) struct ModelRecord {
+    pub(crate) lsn: u64,
+    pub(crate) stream: Vec<u8>,
+    pub(crate) seq: u64,
+    pub(crate) kind: RecordKind,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl ModelRecord {
@@ -232,7 +232,7 @@ impl ModelRecord {
     }
 
     /// A short description for failure reports (payloads can be large).
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "lsn {} {:?} stream {:?} seq {} payload {} bytes",
             self.lsn,
@@ -246,29 +246,29 @@ impl ModelRecord {
 
 /// What a stream looks like to a reader.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct ModelStream {
+pub(crate) struct ModelStream {
     /// The sequence of `entries[0]`: entries before it were pruned.
-    start: u64,
+    pub(crate) start: u64,
     /// Live entries: `(lsn, payload)`, sequence `start + i`.
-    entries: Vec<(u64, Vec<u8>)>,
+    pub(crate) entries: Vec<(u64, Vec<u8>)>,
     /// Live snapshots, oldest first: `(seq, lsn, payload)`.
-    snapshots: Vec<(u64, u64, Vec<u8>)>,
+    pub(crate) snapshots: Vec<(u64, u64, Vec<u8>)>,
     /// LSN of the stream's first record since its last clear.
-    since: u64,
+    pub(crate) since: u64,
 }
 
 impl ModelStream {
-    fn next(&self) -> u64 {
+    pub(crate) fn next(&self) -> u64 {
         self.start + self.entries.len() as u64
     }
 
     /// The latest live snapshot, as a reader gets it.
-    fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
+    pub(crate) fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
         self.snapshots.last().map(|(seq, _, payload)| (*seq, payload.clone()))
     }
 
     /// The live entries a stream read returns after the latest snapshot.
-    fn entries_after_snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+    pub(crate) fn entries_after_snapshot(&self) -> Vec<(u64, Vec<u8>)> {
         let from = self.snapshots.last().map_or(self.start, |(seq, _, _)| (seq + 1).max(self.start));
         self.entries.get((from - self.start) as usize..).unwrap_or(&[]).to_vec()
     }
@@ -276,7 +276,7 @@ impl ModelStream {
 
 /// The acknowledged log and the one operation whose outcome is unknown.
 #[derive(Clone, Debug, Default)]
-struct Model {
+pub(crate) struct Model {
     records: Vec<ModelRecord>,
     in_doubt: Option<Vec<ModelRecord>>,
     /// A write failed: nothing more may be acknowledged until a reopen.
@@ -316,7 +316,7 @@ enum Op {
 
 impl Model {
     /// Applies one record to the streams, as the log's rules say.
-    fn apply(streams: &mut BTreeMap<Vec<u8>, ModelStream>, record: &ModelRecord) {
+    pub(crate) fn apply(streams: &mut BTreeMap<Vec<u8>, ModelStream>, record: &ModelRecord) {
         let fresh = |start| ModelStream { start, since: record.lsn, ..ModelStream::default() };
         match record.kind {
             RecordKind::Entry => {
@@ -346,10 +346,21 @@ impl Model {
         }
     }
 
+    /// The streams after `records`, no log-wide retention applied.
+    pub(crate) fn streams(records: &[ModelRecord]) -> BTreeMap<Vec<u8>, ModelStream> {
+        Model::streams_trimmed(records, 0)
+    }
+
+    /// The live records of `records`, in LSN order (what `read_all`
+    /// returns), no log-wide retention applied.
+    pub(crate) fn live(records: &[ModelRecord]) -> Vec<ModelRecord> {
+        Model::live_trimmed(records, 0)
+    }
+
     /// The streams after `records`, with every record below `trimmed_before`
     /// dropped by log-wide retention: the oldest entries of a stream, so
     /// its start moves past them.
-    fn streams_trimmed(records: &[ModelRecord], trimmed_before: u64) -> BTreeMap<Vec<u8>, ModelStream> {
+    pub(crate) fn streams_trimmed(records: &[ModelRecord], trimmed_before: u64) -> BTreeMap<Vec<u8>, ModelStream> {
         let mut streams: BTreeMap<Vec<u8>, ModelStream> = BTreeMap::new();
         for record in records {
             Model::apply(&mut streams, record);
@@ -365,7 +376,7 @@ impl Model {
 
     /// The live records of `records`, in LSN order (what `read_all` returns),
     /// after log-wide retention below `trimmed_before`.
-    fn live_trimmed(records: &[ModelRecord], trimmed_before: u64) -> Vec<ModelRecord> {
+    pub(crate) fn live_trimmed(records: &[ModelRecord], trimmed_before: u64) -> Vec<ModelRecord> {
         let streams = Model::streams_trimmed(records, trimmed_before);
         let mut live: Vec<ModelRecord> = Vec::new();
         for (name, stream) in &streams {
@@ -1641,7 +1652,7 @@ impl Simulation {
     }
 }
 
-fn model_record(record: &crate::index::Record) -> ModelRecord {
+pub(crate) fn model_record(record: &crate::index::Record) -> ModelRecord {
     ModelRecord {
         lsn: record.lsn.0,
         stream: record.stream.to_vec(),
