@@ -15,8 +15,9 @@
 //!   disk each takes once closed.
 //!
 //! What criterion does not keep (percentiles, disk, the machine's load) goes
-//! to `target/criterion/annals-lifecycle-<group>.json`; `python3
-//! benches/report.py` turns both into the README's tables and ratios.
+//! to `target/criterion/annals-lifecycle-<group>.json` (`-smoke.json` in a
+//! smoke run); `python3 benches/report.py` turns both into the README's
+//! tables and ratios.
 //!
 //! `ANNALS_BENCH_SMOKE=1 cargo bench --bench lifecycle -- --test` runs every
 //! bench once on tiny data (what CI does).
@@ -59,11 +60,15 @@ fn load_average() -> String {
 }
 
 /// Writes what a group measured beside criterion's results, for the report.
+/// A smoke run writes under another name, so that it never replaces the
+/// figures of a full run that criterion's results go with.
 fn write_figures(group: &str, figures: &impl Serialize) {
     let dir = Path::new("target/criterion");
     let _ = std::fs::create_dir_all(dir);
     let text = serde_json::to_string_pretty(figures).unwrap();
-    std::fs::write(dir.join(format!("annals-lifecycle-{group}.json")), text + "\n").unwrap();
+    let name =
+        if smoke() { format!("annals-lifecycle-{group}-smoke.json") } else { format!("annals-lifecycle-{group}.json") };
+    std::fs::write(dir.join(name), text + "\n").unwrap();
 }
 
 /// Bytes of one operation as `annals::stats` counts live bytes: a frame

@@ -264,6 +264,8 @@ def load_lifecycle_figures():
     a smoke run's figures are left out."""
     figures = {}
     for path in CRITERION.glob("annals-lifecycle-*.json"):
+        if path.stem.endswith("-smoke"):
+            continue
         group = path.stem.removeprefix("annals-lifecycle-")
         data = json.loads(path.read_text())
         smoke = any(item.get("smoke") for item in data) if isinstance(data, list) else data.get("smoke")
