@@ -1,6 +1,6 @@
 //! Workloads W1–W5 of `benches/README.md`, for Annals, redb (also through
-//! cano's own `RedbCheckpointStore`), SQLite and the raw disk, in one run on
-//! the same data. `python3 benches/report.py` turns the results into the
+//! cano's own `RedbCheckpointStore`), SQLite, okaywal and the raw disk, in
+//! one run on the same data. `python3 benches/report.py` turns the results into the
 //! README's table of medians and ratios and the W2 plot.
 //!
 //! `ANNALS_BENCH_SMOKE=1 cargo bench --bench workloads -- --test` runs every
@@ -52,6 +52,23 @@ fn annals_log(dir: &Path, durability: Durability) -> Log {
     let log = Log::open(dir, Options { durability, ..Options::default() }).unwrap();
     settle();
     log
+}
+
+/// okaywal with its default configuration (1 MiB preallocated segments);
+/// checkpointing keeps nothing, as its own benchmarks do.
+fn okaywal_log(dir: &Path) -> okaywal::WriteAheadLog {
+    let wal = okaywal::WriteAheadLog::recover(dir, okaywal::LogVoid).unwrap();
+    settle();
+    wal
+}
+
+/// One okaywal entry holding the workflow id and the row, committed (written
+/// and fsynced, in a group with concurrent committers).
+fn okaywal_append(wal: &okaywal::WriteAheadLog, id: &str, row: &[u8]) {
+    let mut entry = wal.begin_entry().unwrap();
+    entry.write_chunk(id.as_bytes()).unwrap();
+    entry.write_chunk(row).unwrap();
+    entry.commit().unwrap();
 }
 
 /// Benches one writer making W1's appends one at a time with `append`.
@@ -169,6 +186,31 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
     });
     drop(log);
 
+    // The same appends from one tokio task, each awaited: the writer thread
+    // does the I/O and the task is woken with the acknowledgement.
+    let dir = scratch("w1-annals-async");
+    let log = annals_log(&dir, Durability::Sync);
+    let rt = runtime();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    group.bench_function("annals_sync_async", |b| {
+        b.iter_custom(|rounds| {
+            let (log, next) = (log.clone(), next.clone());
+            concurrent(&rt, 1, rounds, move |_, _| {
+                let log = log.clone();
+                let (id, row) = RoundRobin { next: next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }.take();
+                async move {
+                    log.append(id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).await.unwrap();
+                }
+            })
+        })
+    });
+    drop(log);
+
+    let dir = scratch("w1-okaywal");
+    let wal = okaywal_log(&dir);
+    sequential(&mut group, "okaywal", |id, row| okaywal_append(&wal, id, &row.encode()));
+    wal.shutdown().unwrap();
+
     let dir = scratch("w1-redb");
     let db = redb_db(&dir);
     sequential(&mut group, "redb_immediate", |id, row| {
@@ -178,7 +220,6 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
 
     let dir = scratch("w1-cano");
     let store = cano::recovery::RedbCheckpointStore::new(dir.join("cano.redb")).unwrap();
-    let rt = runtime();
     let mut rows = RoundRobin { next: 0 };
     group.bench_function("cano_redb_store", |b| {
         use cano::recovery::CheckpointStore;
@@ -207,6 +248,46 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
                 raw.append(&raw_record(&row), true)
             })
         });
+    }
+
+    // What a hand-off to another thread costs on this machine, with no I/O:
+    // a request and its reply over std channels between two threads, and
+    // from a tokio task to a thread and back over a tokio oneshot (what the
+    // channel group commit pays per append on top of the disk).
+    {
+        let (to_echo, requests) = mpsc::channel::<mpsc::Sender<()>>();
+        let echo = std::thread::spawn(move || {
+            while let Ok(reply) = requests.recv() {
+                let _ = reply.send(());
+            }
+        });
+        group.bench_function("wakeup_round_trip_thread", |b| {
+            b.iter(|| {
+                let (reply, answer) = mpsc::channel();
+                to_echo.send(reply).unwrap();
+                answer.recv().unwrap()
+            })
+        });
+        drop(to_echo);
+        echo.join().unwrap();
+        let (to_echo, requests) = mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+        let echo = std::thread::spawn(move || {
+            while let Ok(reply) = requests.recv() {
+                let _ = reply.send(());
+            }
+        });
+        group.bench_function("wakeup_round_trip_task", |b| {
+            b.iter_custom(|rounds| {
+                let to_echo = to_echo.clone();
+                concurrent(&rt, 1, rounds, move |_, _| {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    to_echo.send(reply).unwrap();
+                    async move { answer.await.unwrap() }
+                })
+            })
+        });
+        drop(to_echo);
+        echo.join().unwrap();
     }
 
     // The physical limit: 64 records per write and fdatasync (time per record).
@@ -309,6 +390,26 @@ fn w2_concurrent_durable_appends(c: &mut Criterion) {
             })
         });
         drop(conn);
+
+        let dir = scratch("w2-okaywal");
+        let wal = Arc::new(okaywal_log(&dir));
+        group.bench_with_input(BenchmarkId::new("okaywal", writers), &writers, |b, &writers| {
+            b.iter_custom(|rounds| {
+                let wal = wal.clone();
+                concurrent(&rt, writers, rounds, move |w, i| {
+                    let wal = wal.clone();
+                    async move {
+                        let row = Row::new(i, w).encode();
+                        tokio::task::spawn_blocking(move || okaywal_append(&wal, &format!("writer-{w}"), &row))
+                            .await
+                            .unwrap()
+                    }
+                })
+            })
+        });
+        if let Some(wal) = Arc::into_inner(wal) {
+            wal.shutdown().unwrap();
+        }
 
         let dir = scratch("w2-channel");
         let channel = Arc::new(ChannelGroupCommit::new(&dir));

@@ -1,7 +1,9 @@
 //! Group commit: queued requests become one write and one fdatasync per group.
 //!
-//! Appenders push a [`WriteRequest`] onto a queue bounded by a semaphore
-//! (back-pressure) and wait for its reply. Whoever holds the writer (a mutex
+//! Appenders push a [`WriteRequest`] onto a bounded queue (back-pressure: a
+//! full queue parks the appender until the writer takes what is queued) and
+//! wait on the request's [`ReplySlot`], which the writer fills and whose
+//! waiting task or thread it wakes. Whoever holds the writer (a mutex
 //! around [`Writer`]) commits: the writer thread for async appenders, or a
 //! blocking appender that finds no one writing and leads the group on its
 //! own thread ([`Writer::lead`], the leader/follower scheme of LevelDB and
@@ -17,14 +19,18 @@
 //! Any write or sync error poisons the log: the group's requests and every
 //! later one fail with [`Error::Poisoned`]; the writer never retries a sync.
 
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::frame::{
@@ -104,14 +110,127 @@ struct CheckedOp {
     prune_payload: [u8; crate::frame::PRUNE_PAYLOAD_BYTES],
 }
 
-/// Where a request's outcome goes.
-pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>>>;
+/// One value or several, with nothing allocated for one: most requests are
+/// a single append, and their operations, guard results and
+/// acknowledgements then live inline.
+#[derive(Clone, Debug)]
+pub(crate) enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// Room for `len` values (allocated only for more than one).
+    pub fn with_capacity(len: usize) -> OneOrMany<T> {
+        OneOrMany::Many(if len > 1 { Vec::with_capacity(len) } else { Vec::new() })
+    }
+
+    /// Appends a value. An empty `Many` with nothing allocated (from
+    /// `with_capacity(1)`) becomes `One`.
+    pub fn push(&mut self, value: T) {
+        match self {
+            OneOrMany::Many(values) if values.capacity() == 0 => *self = OneOrMany::One(value),
+            OneOrMany::Many(values) => values.push(value),
+            OneOrMany::One(_) => {
+                let OneOrMany::One(first) = std::mem::replace(self, OneOrMany::Many(Vec::with_capacity(2))) else {
+                    unreachable!()
+                };
+                if let OneOrMany::Many(values) = self {
+                    values.extend([first, value]);
+                }
+            }
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(value) => std::slice::from_ref(value),
+            OneOrMany::Many(values) => values,
+        }
+    }
+
+    /// The first value; a request is never empty.
+    pub fn into_first(self) -> T {
+        match self {
+            OneOrMany::One(value) => value,
+            OneOrMany::Many(values) => values.into_iter().next().expect("a request has an operation"),
+        }
+    }
+
+    pub fn into_iter(self) -> impl Iterator<Item = T> {
+        let (one, many) = match self {
+            OneOrMany::One(value) => (Some(value), Vec::new()),
+            OneOrMany::Many(values) => (None, values),
+        };
+        one.into_iter().chain(many)
+    }
+
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+/// A request's acknowledgements: one per operation, in order.
+pub(crate) type Acks = OneOrMany<Appended>;
+
+/// Where a request's outcome goes: filled once by the writer, read once by
+/// the request's `Pending`. The writer wakes the waker the `Pending` left
+/// (its async task, or its blocked thread) directly, with no channel between.
+/// Shared by the two (one allocation per request); if the `Pending` was
+/// dropped the outcome is dropped with the slot.
+#[derive(Default)]
+pub(crate) struct ReplySlot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    outcome: Option<Result<Acks>>,
+    /// Set once the outcome was taken: a `Pending` is not polled again.
+    taken: bool,
+    waker: Option<Waker>,
+}
+
+/// The writer's end of a [`ReplySlot`].
+pub(crate) type Reply = Arc<ReplySlot>;
+
+impl ReplySlot {
+    /// Stores the outcome and wakes whoever waits for it.
+    pub fn send(&self, outcome: Result<Acks>) {
+        let waker = {
+            let mut state = self.state.lock();
+            debug_assert!(state.outcome.is_none() && !state.taken, "a request is answered once");
+            state.outcome = Some(outcome);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The outcome, once sent; until then registers `cx`'s waker.
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<Acks>> {
+        let mut state = self.state.lock();
+        if let Some(outcome) = state.outcome.take() {
+            state.taken = true;
+            return Poll::Ready(outcome);
+        }
+        assert!(!state.taken, "a Pending is not polled after it finished");
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
 
 pub(crate) struct WriteRequest {
-    pub ops: Vec<Op>,
+    pub ops: OneOrMany<Op>,
     pub durability: Durability,
     pub reply: Reply,
-    pub permit: OwnedSemaphorePermit,
 }
 
 pub(crate) enum Command {
@@ -134,7 +253,6 @@ pub(crate) struct Shared {
     pub index: RwLock<Index>,
     pub queue: Mutex<Queue>,
     pub wake: Condvar,
-    pub permits: Arc<Semaphore>,
     pub lock: Mutex<Option<DirLock>>,
     pub spares: Spares,
     /// Commands pushed since the writer last drained the queue, readable
@@ -153,6 +271,9 @@ pub(crate) struct Shared {
 
 pub(crate) struct Queue {
     pub commands: VecDeque<Command>,
+    /// Appenders that found the queue full (`queue_requests_max` write
+    /// requests), woken when the writer takes what is queued.
+    pub waiting_for_room: Vec<Waker>,
     pub status: Status,
     /// When written but unsynced `Periodic` appends must be synced by; the
     /// writer thread waits for it without holding the writer.
@@ -179,8 +300,29 @@ impl Shared {
     }
 
     /// Queues a command unless the log is closed, or poisoned and the command is a write.
-    pub fn push(&self, command: Command, wake_writer: bool) -> Result<(), (Command, Error)> {
+    pub fn push(&self, command: Command, wake_writer: bool) -> Result<()> {
+        self.push_or_wait(command, wake_writer, None).map(|_| ())
+    }
+
+    /// Queues a command as [`Shared::push`] does, unless it is a write and
+    /// the queue is full: then hands it back (`Ok(Some)`) and leaves `room`
+    /// to be woken once the writer has taken what is queued.
+    pub fn push_or_wait(&self, command: Command, wake_writer: bool, room: Option<&Waker>) -> Result<Option<Command>> {
         let mut queue = self.queue.lock();
+        if let (Status::Open, Command::Write(_), Some(room)) = (&queue.status, &command, room)
+            && queue.commands.len() >= self.options.queue_requests_max
+        {
+            // No search for a waker already there: with thousands waiting it
+            // would be quadratic. A waiter polled twice while the queue stays
+            // full is woken twice, harmlessly.
+            queue.waiting_for_room.push(room.clone());
+            drop(queue);
+            // The queue is full, so it is not empty: make sure someone drains it.
+            if wake_writer {
+                self.wake.notify_one();
+            }
+            return Ok(Some(command));
+        }
         // A poisoned log still takes a close: it releases the lock.
         match (&queue.status, &command) {
             (Status::Open, _) | (Status::Poisoned(_), Command::Close(_)) => {
@@ -190,10 +332,10 @@ impl Shared {
                 if wake_writer {
                     self.wake.notify_one();
                 }
-                Ok(())
+                Ok(None)
             }
-            (Status::Poisoned(cause), _) => Err((command, Error::Poisoned { cause: cause.clone() })),
-            (Status::Closed, _) => Err((command, Error::Closed)),
+            (Status::Poisoned(cause), _) => Err(Error::Poisoned { cause: cause.clone() }),
+            (Status::Closed, _) => Err(Error::Closed),
         }
     }
 }
@@ -346,7 +488,7 @@ pub(crate) struct Writer {
     /// Streams touched by the group being gathered: next sequence and latest
     /// snapshot. Emptied when the group is committed (the index then says
     /// the same); kept allocated from group to group.
-    overlay: HashMap<Bytes, StreamCursor>,
+    overlay: Overlay<StreamCursor>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
     /// The log was closed: nothing more is written.
@@ -364,7 +506,7 @@ pub(crate) struct Writer {
 #[derive(Default)]
 struct Group {
     buf: Vec<u8>,
-    replies: Vec<(Reply, Result<Vec<Appended>>)>,
+    replies: Vec<(Reply, Result<Acks>)>,
     needs_sync: bool,
     needs_periodic: bool,
 }
@@ -391,7 +533,7 @@ impl Writer {
             next_lsn,
             durable_lsn: next_lsn,
             pending: VecDeque::new(),
-            overlay: HashMap::new(),
+            overlay: Overlay::default(),
             spare_buf: Vec::new(),
             closed: false,
             sealed: false,
@@ -464,6 +606,10 @@ impl Writer {
             let mut queue = self.shared.queue.lock();
             self.pending.extend(queue.commands.drain(..));
             self.shared.queued.store(0, Ordering::Release);
+            // The queue has room again for whoever found it full.
+            let room = std::mem::take(&mut queue.waiting_for_room);
+            drop(queue);
+            room.into_iter().for_each(Waker::wake);
         }
         let worked = !self.pending.is_empty();
         while !self.pending.is_empty() {
@@ -495,15 +641,14 @@ impl Writer {
 
     /// Checks a request's guards and, if they hold, encodes it into the group.
     fn add(&mut self, group: &mut Group, request: WriteRequest) {
-        let WriteRequest { ops, durability, reply, permit } = request;
-        drop(permit);
+        let WriteRequest { ops, durability, reply } = request;
         if self.shared.poisoned.load(Ordering::Acquire)
             && let Status::Poisoned(cause) = self.shared.status()
         {
-            let _ = reply.send(Err(Error::Poisoned { cause }));
+            reply.send(Err(Error::Poisoned { cause }));
             return;
         }
-        let checked = match self.check_guards(&ops) {
+        let checked = match self.check_guards(ops.as_slice()) {
             Ok(checked) => checked,
             Err(error) => {
                 group.replies.push((reply, Err(error)));
@@ -512,41 +657,57 @@ impl Writer {
         };
         // A reader that does not know retention records must refuse the
         // log, not take one for a torn tail: the state file says so first.
-        if ops.iter().any(|op| matches!(op.kind, OpKind::Prune(..) | OpKind::Base(_)))
+        if ops.as_slice().iter().any(|op| matches!(op.kind, OpKind::Prune(..) | OpKind::Base(_)))
             && let Err(error) = self.state.add_features(crate::state::FEATURE_RETENTION)
         {
             group.replies.push((reply, Err(error)));
             return;
         }
-        let refs: Vec<OpRef<'_>> = ops
-            .iter()
-            .zip(&checked)
-            .enumerate()
-            .map(|(i, (op, checked))| OpRef {
-                kind: record_kind(op.kind),
-                stream: &op.stream,
-                seq: checked.seq,
-                lsn: Lsn(self.next_lsn.0 + i as u64),
-                payload: if matches!(op.kind, OpKind::Prune(..)) { &checked.prune_payload } else { &op.payload },
-            })
-            .collect();
-        let len = frame_bytes(frame_kind_of(&refs), &refs);
+        fn op_ref<'a>(op: &'a Op, checked: &'a CheckedOp, lsn: Lsn) -> OpRef<'a> {
+            // A prune's payload is the one its guard check worked out.
+            let payload =
+                if matches!(op.kind, OpKind::Prune(..)) { &checked.prune_payload[..] } else { &op.payload[..] };
+            OpRef { kind: record_kind(op.kind), stream: &op.stream, seq: checked.seq, lsn, payload }
+        }
+        let lsn = |i: usize| Lsn(self.next_lsn.0 + i as u64);
+        // A single operation's reference lives on the stack: no allocation.
+        let (one, many): ([OpRef<'_>; 1], Vec<OpRef<'_>>);
+        let refs: &[OpRef<'_>] = match (&ops, &checked) {
+            (OneOrMany::One(op), OneOrMany::One(checked)) => {
+                one = [op_ref(op, checked, lsn(0))];
+                &one
+            }
+            _ => {
+                let pairs = ops.as_slice().iter().zip(checked.as_slice());
+                many = pairs.enumerate().map(|(i, (op, checked))| op_ref(op, checked, lsn(i))).collect();
+                &many
+            }
+        };
+        let len = frame_bytes(frame_kind_of(refs), refs);
         if !self.fits(group.buf.len() + len) {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
             if let Status::Poisoned(cause) = self.shared.status() {
-                let _ = reply.send(Err(Error::Poisoned { cause }));
+                reply.send(Err(Error::Poisoned { cause }));
                 return;
             }
             if let Err(error) = self.roll_over(len) {
                 // A spare that could not be made or published leaves the log
                 // as it was: only this append fails (a full disk, say).
                 // Anything else has poisoned the log.
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
                 return;
             }
         }
-        self.add_encoded(group, &refs, durability, reply, &ops, &checked);
+        let kept_time = ops.as_slice().first().and_then(|op| op.timestamp_ms);
+        self.add_encoded(group, refs, kept_time, durability, reply);
+        // The stream's whole state after each operation, as the guards
+        // computed it from the index and the group: later requests in the
+        // group are checked against it. The request's stream ids move into
+        // the overlay rather than being cloned.
+        for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
+            self.overlay.insert(op.stream, checked.after);
+        }
     }
 
     /// The time for the next frame: the log's clock never goes back, so
@@ -605,18 +766,19 @@ impl Writer {
         self.offset + bytes + MARKER_RESERVE_BYTES <= segment_bytes
     }
 
+    /// Encodes a checked request's frame into the group. `kept_time` is the
+    /// time its first operation asks to keep (`annals repair`), if any.
     fn add_encoded(
         &mut self,
         group: &mut Group,
         refs: &[OpRef<'_>],
+        kept_time: Option<u64>,
         durability: Durability,
         reply: Reply,
-        ops: &[Op],
-        checked: &[CheckedOp],
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         let kind = frame_kind_of(refs);
-        let timestamp_ms = match ops.first().and_then(|op| op.timestamp_ms) {
+        let timestamp_ms = match kept_time {
             Some(kept) => {
                 self.last_timestamp_ms = self.last_timestamp_ms.max(kept);
                 self.last_timestamp_ms
@@ -626,14 +788,9 @@ impl Writer {
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
         encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
         self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
-        // The stream's whole state after each operation, as the guards
-        // computed it from the index and the group: later requests in the
-        // group are checked against it.
-        for (op, checked) in ops.iter().zip(checked) {
-            self.overlay.insert(op.stream.clone(), checked.after);
-        }
-        let appended = refs.iter().map(|r| Appended { lsn: r.lsn, seq: r.seq }).collect();
-        group.replies.push((reply, Ok(appended)));
+        let mut acks = Acks::with_capacity(refs.len());
+        refs.iter().for_each(|r| acks.push(Appended { lsn: r.lsn, seq: r.seq }));
+        group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
             Durability::Periodic => group.needs_periodic = true,
@@ -641,19 +798,24 @@ impl Writer {
         }
     }
 
+    /// The state of a stream the group touched, if it did.
+    fn overlay_get(&self, stream: &Bytes) -> Option<&StreamCursor> {
+        self.overlay.get(stream)
+    }
+
     /// The sequence each operation gets and its stream's state after it, or
     /// the first guard that fails.
-    fn check_guards(&self, ops: &[Op]) -> Result<Vec<CheckedOp>> {
+    fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
         let index = self.shared.index.read();
         // A batch may touch one stream several times: follow its own effects.
         let batch = ops.len() > 1;
         let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
-        let mut seqs = Vec::with_capacity(ops.len());
-        for op in ops {
+        let mut seqs = OneOrMany::with_capacity(ops.len());
+        for (at, op) in ops.iter().enumerate() {
             let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
             let cursor = match position {
                 Some(i) => local[i].1,
-                None => match self.overlay.get(&op.stream) {
+                None => match self.overlay_get(&op.stream) {
                     Some(&cursor) => cursor,
                     None => index.cursor(&op.stream),
                 },
@@ -693,7 +855,7 @@ impl Writer {
                 OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
                 OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
             };
-            let lsn = Lsn(self.next_lsn.0 + seqs.len() as u64);
+            let lsn = Lsn(self.next_lsn.0 + at as u64);
             // A prune reaches no further than itself: snapshots written
             // after it are not its business.
             let snapshots_before = match op.kind {
@@ -726,7 +888,7 @@ impl Writer {
             if let Err(error) = written {
                 let cause = self.shared.poison(error);
                 for (reply, _) in group.replies {
-                    let _ = reply.send(Err(Error::Poisoned { cause: cause.clone() }));
+                    reply.send(Err(Error::Poisoned { cause: cause.clone() }));
                 }
                 return;
             }
@@ -745,7 +907,7 @@ impl Writer {
             self.request_spare(false);
         }
         for (reply, result) in group.replies {
-            let _ = reply.send(result);
+            reply.send(result);
         }
         if group.buf.capacity() <= SPARE_BUF_BYTES_MAX {
             group.buf.clear();
@@ -914,21 +1076,24 @@ impl Writer {
         {
             self.shared.poison(error.clone());
         }
+        let room;
         {
             let mut queue = self.shared.queue.lock();
             queue.status = Status::Closed;
             self.shared.closed.store(true, Ordering::Release);
             self.pending.extend(queue.commands.drain(..));
+            // Appenders waiting for room find the log closed.
+            room = std::mem::take(&mut queue.waiting_for_room);
         }
+        room.into_iter().for_each(Waker::wake);
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
-        self.shared.permits.close();
         self.shared.spares.shut_down(&self.shared);
         self.shared.compactor.stop();
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {
-                    let _ = request.reply.send(Err(Error::Closed));
+                    request.reply.send(Err(Error::Closed));
                 }
                 Command::Close(reply) => {
                     let _ = reply.send(Ok(()));
@@ -979,6 +1144,153 @@ impl Writer {
     }
 }
 
+/// Streams touched by the group being gathered, each with its state after
+/// the group's operations on it. Most groups touch each stream once: then
+/// nothing is hashed with the keyed hash. A [`StreamFilter`] answers "not
+/// touched" for most lookups; only when it says "maybe" are the touched
+/// streams indexed by SipHash (stream ids are users', so a chosen collision
+/// must not turn lookups into scans), once per group and then kept up to date.
+struct Overlay<V> {
+    /// Each touched stream once, with its state.
+    touched: Vec<(Bytes, V)>,
+    filter: StreamFilter,
+    positions: RefCell<OverlayPositions>,
+}
+
+/// Positions in `touched` by the keyed hash of the stream id.
+#[derive(Default)]
+struct OverlayPositions {
+    hasher: RandomState,
+    /// Positions by hash; several only if two ids share a 64-bit hash.
+    by_hash: HashMap<u64, OneOrMany<usize>, BuildHasherDefault<HashValueHasher>>,
+    /// `touched[..indexed]` is in `by_hash`.
+    indexed: usize,
+}
+
+impl<V> Default for Overlay<V> {
+    fn default() -> Overlay<V> {
+        Overlay { touched: Vec::new(), filter: StreamFilter::default(), positions: RefCell::default() }
+    }
+}
+
+impl<V> Overlay<V> {
+    fn position(&self, stream: &[u8]) -> Option<usize> {
+        if !self.filter.may_hold(stream) {
+            return None;
+        }
+        let mut positions = self.positions.borrow_mut();
+        let OverlayPositions { hasher, by_hash, indexed } = &mut *positions;
+        for (at, (touched, _)) in self.touched.iter().enumerate().skip(*indexed) {
+            by_hash.entry(hasher.hash_one(touched.as_ref())).or_insert_with(|| OneOrMany::with_capacity(1)).push(at);
+        }
+        *indexed = self.touched.len();
+        let candidates = by_hash.get(&hasher.hash_one(stream))?;
+        candidates.as_slice().iter().copied().find(|&at| self.touched[at].0.as_ref() == stream)
+    }
+
+    fn get(&self, stream: &[u8]) -> Option<&V> {
+        self.position(stream).map(|at| &self.touched[at].1)
+    }
+
+    fn insert(&mut self, stream: Bytes, state: V) {
+        match self.position(&stream) {
+            Some(at) => self.touched[at].1 = state,
+            None => {
+                self.filter.insert(&stream);
+                self.touched.push((stream, state));
+            }
+        }
+    }
+
+    /// Forgets every stream, keeping the allocations.
+    fn clear(&mut self) {
+        self.touched.clear();
+        self.filter.clear();
+        let positions = self.positions.get_mut();
+        positions.by_hash.clear();
+        positions.indexed = 0;
+    }
+}
+
+/// Hashes a `u64` that is a hash already (from a keyed hasher) to itself.
+#[derive(Default)]
+struct HashValueHasher(u64);
+
+impl Hasher for HashValueHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys come here; any other key is folded in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// Streams a group touched, by a cheap unkeyed hash of their ids: a clear
+/// bit proves a stream is not in the overlay and saves the overlay's keyed
+/// (SipHash) lookup, which is most of a guard check when groups hold many
+/// streams once each. A set bit only means "maybe": a collision, chance or
+/// chosen, costs that lookup and nothing more, so this needs no key.
+struct StreamFilter {
+    bits: [u64; STREAM_FILTER_WORDS],
+    /// Bits set since the last clear (a group that touched none skips it).
+    set: usize,
+}
+
+const STREAM_FILTER_WORDS: usize = 64;
+
+impl Default for StreamFilter {
+    fn default() -> StreamFilter {
+        StreamFilter { bits: [0; STREAM_FILTER_WORDS], set: 0 }
+    }
+}
+
+impl StreamFilter {
+    fn bit(stream: &[u8]) -> (usize, u64) {
+        // FxHash's mixing over 8-byte words: a few instructions per id.
+        let mix = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+        let mut hash = stream.len() as u64;
+        let mut words = stream.chunks_exact(8);
+        for word in &mut words {
+            hash = mix(hash, u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            hash = mix(hash, rest.iter().rev().fold(0, |word, &byte| word << 8 | u64::from(byte)));
+        }
+        let bit = (hash >> 52) as usize % (STREAM_FILTER_WORDS * 64);
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    fn insert(&mut self, stream: &[u8]) {
+        let (word, mask) = StreamFilter::bit(stream);
+        self.bits[word] |= mask;
+        self.set += 1;
+    }
+
+    fn may_hold(&self, stream: &[u8]) -> bool {
+        if self.set == 0 {
+            return false;
+        }
+        let (word, mask) = StreamFilter::bit(stream);
+        self.bits[word] & mask != 0
+    }
+
+    fn clear(&mut self) {
+        if self.set > 0 {
+            self.bits = [0; STREAM_FILTER_WORDS];
+            self.set = 0;
+        }
+    }
+}
+
 /// The frame that holds these operations: a single one's own kind, or a batch.
 fn frame_kind_of(refs: &[OpRef<'_>]) -> FrameKind {
     if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch }
@@ -1014,4 +1326,50 @@ fn poll_for_work(shared: &Shared) {
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The overlay answers for every stream it holds, with its latest state,
+    /// and for none it does not, however many the filter cannot tell apart.
+    #[test]
+    fn the_overlay_holds_each_stream_once_with_its_latest_state() {
+        let mut overlay = Overlay::default();
+        let stream = |i: u32| Bytes::from(format!("s-{i}"));
+        for round in 0..3u32 {
+            for i in 0..3000 {
+                if i % 3 >= round {
+                    overlay.insert(stream(i), (i, round));
+                }
+            }
+            for i in 0..3000 {
+                assert_eq!(overlay.get(&stream(i)), Some(&(i, round.min(i % 3))));
+                assert_eq!(overlay.get(&stream(i + 3000)), None);
+            }
+        }
+        assert_eq!(overlay.touched.len(), 3000, "an update does not add a stream twice");
+        overlay.clear();
+        assert!((0..3000).all(|i| overlay.get(&stream(i)).is_none()));
+        overlay.insert(stream(7), (7, 9));
+        assert_eq!(overlay.get(&stream(7)), Some(&(7, 9)));
+    }
+
+    /// The filter may say "maybe" for a stream it never saw, never "no" for
+    /// one it did: a "no" skips the overlay, whose answer would be wrong.
+    #[test]
+    fn the_stream_filter_never_denies_a_stream_it_holds() {
+        let mut filter = StreamFilter::default();
+        let streams: Vec<Vec<u8>> =
+            (0..5000u32).map(|i| format!("stream-{i:0width$}", width = (i % 23) as usize).into_bytes()).collect();
+        assert!(streams.iter().all(|s| !filter.may_hold(s)), "an empty filter holds nothing");
+        for stream in &streams {
+            filter.insert(stream);
+            assert!(filter.may_hold(stream));
+        }
+        assert!(streams.iter().all(|s| filter.may_hold(s)));
+        filter.clear();
+        assert!(streams.iter().all(|s| !filter.may_hold(s)), "a cleared filter holds nothing");
+    }
 }

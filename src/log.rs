@@ -12,8 +12,10 @@
 //!
 //! Like any Rust future, a [`Pending`] does nothing until it is first polled
 //! (or [`Pending::wait`] is called): dropped before that, the write never
-//! happens. Once polled it is queued, and dropping it then does not withdraw
-//! it: it may still commit, and the caller will not learn whether it did.
+//! happens. Once polled it is queued (unless the queue is full: then it
+//! waits for room, and dropped while it waits it never happens), and
+//! dropping it then does not withdraw it: it may still commit, and the
+//! caller will not learn whether it did.
 //! A caller that retries after dropping one must use a guard
 //! ([`Expectation::Exact`]) to avoid a duplicate: the retry then either
 //! succeeds (the first never committed) or fails with [`Error::Conflict`]
@@ -28,10 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
+use tokio::sync::oneshot;
 
 use crate::commit::{
-    Appended, Command, Op, OpKind, PruneSnapshots, Queue, Shared, Spares, Status, WriteRequest, Writer, now_ms,
+    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status,
+    WriteRequest, Writer, now_ms,
 };
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
@@ -83,28 +86,24 @@ enum State<T> {
     /// Decided without queueing anything (a rejected batch); taken when polled.
     Ready(Option<Result<T>>),
     /// A write of a batch, then `output` of its acknowledgements.
-    Write(Write, fn(Vec<Appended>) -> T),
+    Write(Write, fn(Acks) -> T),
     /// Anything else (a close).
     Other(Pin<Box<dyn Future<Output = Result<T>> + Send>>),
 }
 
 /// A batch on its way through the queue. Nothing is allocated for it beyond
-/// the reply channel unless the queue is full.
+/// its reply slot (and, for several operations, their list), full queue
+/// or not.
 struct Write {
     handle: Arc<Handle>,
     /// The batch, until it is queued.
-    batch: Option<(Vec<Op>, Durability)>,
-    /// Waiting for room in a full queue.
-    room: Option<Room>,
-    /// The writer's answer, once queued.
-    answer: Option<oneshot::Receiver<Result<Vec<Appended>>>>,
+    batch: Option<(OneOrMany<Op>, Durability)>,
+    /// Where the writer answers, once queued.
+    reply: Option<Arc<ReplySlot>>,
     /// The caller blocks in `wait`: its push does not wake the writer
     /// thread, since the caller will lead.
     blocking: bool,
 }
-
-/// Waiting for a permit of the queue's semaphore.
-type Room = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
 // No field is ever pinned in place: the futures inside are boxed.
 impl<T> Unpin for Pending<T> {}
@@ -154,32 +153,26 @@ impl<T> Pending<T> {
 }
 
 impl Write {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<Appended>>> {
-        loop {
-            if let Some(answer) = &mut self.answer {
-                return Pin::new(answer).poll(cx).map(|answer| answer.unwrap_or(Err(Error::Closed)));
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Acks>> {
+        if let Some(reply) = &self.reply {
+            return reply.poll(cx);
+        }
+        let (ops, durability) = self.batch.take().expect("a Pending is not polled after it finished");
+        let reply = Arc::new(ReplySlot::default());
+        let request = WriteRequest { ops, durability, reply: reply.clone() };
+        match self.handle.shared.push_or_wait(Command::Write(request), !self.blocking, Some(cx.waker())) {
+            Ok(None) => {
+                self.reply = Some(reply);
+                // Registers the waker (the writer may even have answered already).
+                self.poll(cx)
             }
-            let shared = &self.handle.shared;
-            let permit = match &mut self.room {
-                Some(room) => match room.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(permit) => permit.map_err(|_| closed_or_poisoned(shared))?,
-                },
-                None => match shared.permits.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(TryAcquireError::Closed) => return Poll::Ready(Err(closed_or_poisoned(shared))),
-                    Err(TryAcquireError::NoPermits) => {
-                        self.room = Some(Box::pin(shared.permits.clone().acquire_owned()));
-                        continue;
-                    }
-                },
-            };
-            self.room = None;
-            let (ops, durability) = self.batch.take().expect("a Pending is not polled after it finished");
-            let (reply, answer) = oneshot::channel();
-            let request = WriteRequest { ops, durability, reply, permit };
-            shared.push(Command::Write(request), !self.blocking).map_err(|(_, error)| error)?;
-            self.answer = Some(answer);
+            // The queue is full: this is polled again once it has room.
+            Ok(Some(Command::Write(request))) => {
+                self.batch = Some((request.ops, request.durability));
+                Poll::Pending
+            }
+            Ok(Some(Command::Close(_))) => unreachable!("a write was pushed"),
+            Err(error) => Poll::Ready(Err(error)),
         }
     }
 }
@@ -376,10 +369,14 @@ impl Log {
         let shared = Arc::new(Shared {
             dir,
             fs,
-            permits: Arc::new(Semaphore::new(options.queue_requests_max)),
             options,
             index: RwLock::new(index),
-            queue: Mutex::new(Queue { commands: Default::default(), status: Status::Open, periodic_deadline: None }),
+            queue: Mutex::new(Queue {
+                commands: Default::default(),
+                waiting_for_room: Vec::new(),
+                status: Status::Open,
+                periodic_deadline: None,
+            }),
             wake: Condvar::new(),
             lock: Mutex::new(Some(lock)),
             spares: Spares::new(),
@@ -464,8 +461,14 @@ impl Log {
         payload: impl Into<Bytes>,
         durability: Durability,
     ) -> Pending<Appended> {
-        let batch = Batch::new().append(stream, expected, payload);
-        self.single(batch, durability)
+        // One operation, no batch: nothing allocated but its stream id.
+        let op = Op {
+            kind: OpKind::Entry(expected),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: payload.into(),
+            timestamp_ms: None,
+        };
+        self.write_ops(OneOrMany::One(op), durability, OneOrMany::into_first)
     }
 
     /// Records that the state of `stream` through sequence `through` is
@@ -533,7 +536,7 @@ impl Log {
         payload: impl Into<Bytes>,
     ) -> Pending<Appended> {
         let batch = Batch::new().snapshot_and_prune(stream, through, payload);
-        self.write(batch, self.shared().options.durability, |appended| appended[0])
+        self.write(batch, self.shared().options.durability, OneOrMany::into_first)
     }
 
     /// Keeps the newest `keep` live snapshots of `stream` and prunes the
@@ -626,7 +629,7 @@ impl Log {
     }
 
     fn single(&self, batch: Batch, durability: Durability) -> Pending<Appended> {
-        self.write(batch, durability, |appended| appended[0])
+        self.write(batch, durability, OneOrMany::into_first)
     }
 
     /// Commits a batch: every guard holds and every operation becomes durable
@@ -642,35 +645,39 @@ impl Log {
 
     /// [`Log::commit`] with its own durability.
     pub fn commit_with(&self, batch: Batch, durability: Durability) -> Pending<Vec<Appended>> {
-        self.write(batch, durability, |appended| appended)
+        self.write(batch, durability, OneOrMany::into_vec)
     }
 
     /// Queues `batch` when first polled; the caller gets `output` of its
     /// acknowledgements.
-    fn write<T>(&self, batch: Batch, durability: Durability, output: fn(Vec<Appended>) -> T) -> Pending<T> {
-        if let Err(error) = self.check_batch(&batch) {
+    fn write<T>(&self, batch: Batch, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
+        let mut ops = batch.ops;
+        let ops = match ops.len() {
+            1 => OneOrMany::One(ops.pop().expect("one operation")),
+            _ => OneOrMany::Many(ops),
+        };
+        self.write_ops(ops, durability, output)
+    }
+
+    /// Queues `ops` when first polled, as [`Log::write`].
+    fn write_ops<T>(&self, ops: OneOrMany<Op>, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
+        if let Err(error) = self.check_batch(ops.as_slice()) {
             return Pending::ready(Err(error));
         }
-        let write = Write {
-            handle: self.handle.clone(),
-            batch: Some((batch.ops, durability)),
-            room: None,
-            answer: None,
-            blocking: false,
-        };
+        let write = Write { handle: self.handle.clone(), batch: Some((ops, durability)), reply: None, blocking: false };
         Pending { state: State::Write(write, output) }
     }
 
-    fn check_batch(&self, batch: &Batch) -> Result<()> {
-        if batch.ops.is_empty() {
+    fn check_batch(&self, ops: &[Op]) -> Result<()> {
+        if ops.is_empty() {
             return Err(Error::InvalidArgument("empty batch".to_owned()));
         }
-        if batch.ops.len() > BATCH_OPS_MAX {
-            return Err(Error::TooLarge { what: "batch operation count", len: batch.ops.len(), max: BATCH_OPS_MAX });
+        if ops.len() > BATCH_OPS_MAX {
+            return Err(Error::TooLarge { what: "batch operation count", len: ops.len(), max: BATCH_OPS_MAX });
         }
-        let per_op = if batch.ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
+        let per_op = if ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
         let mut body = 0usize;
-        for op in &batch.ops {
+        for op in ops {
             if op.stream.is_empty() {
                 return Err(Error::InvalidArgument("empty stream id".to_owned()));
             }
@@ -845,13 +852,6 @@ impl Log {
             Status::Poisoned(cause) => Err(Error::Poisoned { cause }),
             Status::Closed => Err(Error::Closed),
         }
-    }
-}
-
-fn closed_or_poisoned(shared: &Shared) -> Error {
-    match shared.status() {
-        Status::Poisoned(cause) => Error::Poisoned { cause },
-        _ => Error::Closed,
     }
 }
 

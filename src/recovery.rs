@@ -120,6 +120,83 @@ pub struct Recovered {
     pub problems: Vec<Corruption>,
 }
 
+/// The file that holds a synced copy of a segment's tail while recovery
+/// writes the tail again (segments-format.md, section 7).
+pub const RESYNC_FILE_NAME: &str = "annals.resync";
+const RESYNC_TEMP_FILE_NAME: &str = "annals.resync.tmp";
+const RESYNC_MAGIC: [u8; 8] = *b"ANNALSRS";
+/// Magic, version, log id, first LSN, offset, length, checksum.
+const RESYNC_HEADER_BYTES: usize = 8 + 4 + 16 + 8 + 8 + 8 + 4;
+
+/// A copy of the bytes recovery is about to write again over a segment's
+/// tail: which segment, where, and what.
+struct ResyncJournal {
+    first_lsn: Lsn,
+    offset: u64,
+    bytes: bytes::Bytes,
+}
+
+impl ResyncJournal {
+    fn checksum(log_id: &[u8; 16], header: &[u8], bytes: &[u8]) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(log_id);
+        hasher.update(header);
+        hasher.update(bytes);
+        hasher.finalize()
+    }
+
+    /// Writes the copy under a temporary name, syncs it, renames it into
+    /// place and syncs the directory.
+    fn write(&self, fs: &dyn FileSystem, dir: &Path, log_id: &[u8; 16]) -> Result<()> {
+        let mut out = Vec::with_capacity(RESYNC_HEADER_BYTES + self.bytes.len());
+        out.extend_from_slice(&RESYNC_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(log_id);
+        out.extend_from_slice(&self.first_lsn.0.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&(self.bytes.len() as u64).to_le_bytes());
+        let crc = ResyncJournal::checksum(log_id, &out, &self.bytes);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&self.bytes);
+        let temp = dir.join(RESYNC_TEMP_FILE_NAME);
+        let path = dir.join(RESYNC_FILE_NAME);
+        let _ = fs.remove(&temp);
+        let file = fs.create(&temp).map_err(|error| Error::io_or_full("create", &temp, error))?;
+        file.write_at(&out, 0).map_err(|error| Error::io_or_full("write", &temp, error))?;
+        file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &temp, error))?;
+        fs.rename(&temp, &path).map_err(|error| Error::io_or_full("rename", &path, error))?;
+        fs.sync_dir(dir).map_err(|error| Error::io_or_full("fsync directory", dir, error))
+    }
+
+    /// The copy in `dir`, if it is whole (else `None`: it was being written).
+    fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<ResyncJournal>> {
+        let path = dir.join(RESYNC_FILE_NAME);
+        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+        let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+        let all = map.slice(0, map.len());
+        if all.len() < RESYNC_HEADER_BYTES || all[..8] != RESYNC_MAGIC {
+            return Ok(None);
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(all[at..at + 8].try_into().expect("eight bytes"));
+        let log_id: [u8; 16] = all[12..28].try_into().expect("sixteen bytes");
+        let (first_lsn, offset, len) = (u64_at(28), u64_at(36), u64_at(44));
+        let crc = u32::from_le_bytes(all[52..56].try_into().expect("four bytes"));
+        let body = &all[RESYNC_HEADER_BYTES..];
+        if len != body.len() as u64 || ResyncJournal::checksum(&log_id, &all[..52], body) != crc {
+            return Ok(None);
+        }
+        Ok(Some(ResyncJournal { first_lsn: Lsn(first_lsn), offset, bytes: all.slice(RESYNC_HEADER_BYTES..) }))
+    }
+
+    /// Removes the copy (and any half-written one) and syncs the directory.
+    fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        for name in [RESYNC_FILE_NAME, RESYNC_TEMP_FILE_NAME] {
+            let _ = fs.remove(&dir.join(name));
+        }
+        fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))
+    }
+}
+
 /// The features a log whose compacted segments were found without a state
 /// file uses: compaction, and the bases it writes.
 pub(crate) fn inferred_features(compaction_generation: u64) -> u64 {
@@ -244,6 +321,9 @@ impl Recovery<'_> {
             return Err(Error::NotALog { dir: self.dir.to_owned() });
         }
         self.remove_spares(&names)?;
+        if self.access == Access::ReadWrite {
+            self.finish_interrupted_resync(&names)?;
+        }
         let compacted = self.set_superseded_aside(&state_read, &names, &mut segments, compacted)?;
         let state_read = self.check_state_belongs(state_read, &segments)?;
         let mut damaged_state = None;
@@ -335,7 +415,9 @@ impl Recovery<'_> {
             // compaction's commit that poisoned the log), in the page cache
             // only: written again and synced before anything it makes
             // obsolete is deleted.
-            crate::state::resync_state_file(self.fs, self.dir)?;
+            if let StateRead::Found { state, .. } = state_read {
+                crate::state::resync_state_file(self.fs, self.dir, *state)?;
+            }
             for name in &superseded {
                 let path = self.dir.join(name);
                 self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
@@ -1008,10 +1090,45 @@ impl Recovery<'_> {
         let end = entry.end_offset;
         if from < end {
             let bytes = segment.map.slice(from, end - from);
-            segment.file.write_at(&bytes, from as u64).map_err(|error| Error::io("write", &segment.path, error))?;
+            // The frames may be durable already, and a power cut in the
+            // middle of writing them again could tear them: a synced copy
+            // comes first, so the next open can finish the rewrite.
+            let journal = ResyncJournal { first_lsn: segment.header.first_lsn, offset: from as u64, bytes };
+            journal.write(self.fs, self.dir, &segment.header.log_id)?;
+            segment
+                .file
+                .write_at(&journal.bytes, from as u64)
+                .map_err(|error| Error::io("write", &segment.path, error))?;
+            segment.file.sync_data().map_err(|error| Error::io("fdatasync", &segment.path, error))?;
             self.report.tail_bytes_resynced = (end - from) as u64;
+            return ResyncJournal::remove(self.fs, self.dir);
         }
         segment.file.sync_data().map_err(|error| Error::io("fdatasync", &segment.path, error))
+    }
+
+    /// A rewrite of a segment's tail that a crash interrupted (row 19): its
+    /// synced copy, if whole, is written into the segment again and synced;
+    /// a copy that is not whole was never followed by the rewrite. Then the
+    /// copy is removed.
+    fn finish_interrupted_resync(&mut self, names: &[String]) -> Result<()> {
+        if !names.iter().any(|name| name == RESYNC_FILE_NAME || name == RESYNC_TEMP_FILE_NAME) {
+            return Ok(());
+        }
+        let whole = if names.iter().any(|name| name == RESYNC_FILE_NAME) {
+            ResyncJournal::read(self.fs, self.dir)?
+        } else {
+            None
+        };
+        if let Some(journal) = whole {
+            let path = self.dir.join(crate::segment::segment_file_name(journal.first_lsn));
+            if let Ok(file) = self.fs.open(&path, true)
+                && file.len().is_ok_and(|len| journal.offset + journal.bytes.len() as u64 <= len)
+            {
+                file.write_at(&journal.bytes, journal.offset).map_err(|error| Error::io("write", &path, error))?;
+                file.sync_data().map_err(|error| Error::io("fdatasync", &path, error))?;
+            }
+        }
+        ResyncJournal::remove(self.fs, self.dir)
     }
 }
 

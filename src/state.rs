@@ -420,19 +420,18 @@ impl StateFile {
     }
 }
 
-/// Writes the state file's bytes again as they read now and syncs them: what
-/// a reader sees may be a write whose fsync failed, still only in the page
-/// cache. Recovery does this before it acts on what the file says.
+/// Makes the state `current` (as just read) durable before recovery acts on
+/// it: what was read may be a slot whose fsync failed, still only in the
+/// page cache. It is written again as the next generation, into the other
+/// slot, and synced: the slot it was read from is never rewritten, so a
+/// power cut in the middle leaves it as it was, and the other slot's older
+/// state is only ever replaced by the same state as the current one.
 ///
 /// # Errors
-/// [`Error::Io`].
-pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
-    let path = dir.join(STATE_FILE_NAME);
-    let file = fs.open(&path, true).map_err(|error| Error::io("open", &path, error))?;
-    let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
-    let bytes = map.slice(0, map.len());
-    file.write_at(&bytes, 0).map_err(|error| Error::io("write", &path, error))?;
-    file.sync_data().map_err(|error| Error::io("fdatasync", &path, error))
+/// [`Error::Io`] or [`Error::DiskFull`].
+pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<()> {
+    let mut file = StateFile::open(fs, dir, current)?;
+    file.write(current)
 }
 
 /// Where the slot of a generation starts.

@@ -28,6 +28,11 @@ fn open(fs: &SimFs) -> Log {
     Log::open(annals::sim::sim_dir(), options(fs)).expect("open")
 }
 
+/// A log whose queue holds one request: appenders wait for room.
+fn open_with_a_queue_of_one(fs: &SimFs) -> Log {
+    Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(fs) }).expect("open")
+}
+
 type Results = Vec<annals::Result<annals::Appended>>;
 
 /// `threads` appenders, each making three blocking appends to its own stream.
@@ -154,14 +159,61 @@ fn close_racing_appends_answers_every_append_and_keeps_every_ack() {
 fn blocking_appenders_behind_a_full_queue_are_all_committed() {
     shuttle::check_random(
         || {
-            let fs = SimFs::new();
-            let log =
-                Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(&fs) }).expect("open");
+            let log = open_with_a_queue_of_one(&SimFs::new());
             let threads = appenders(&log, 3);
             for thread in threads {
                 assert!(thread.join().unwrap().iter().all(Result::is_ok));
             }
             assert_eq!(log.last_lsn(), Lsn(9));
+        },
+        ITERATIONS,
+    );
+}
+
+/// Async appenders (each append awaited, the writer thread committing) behind
+/// a queue that holds one request: every append either waits for room, or
+/// is queued and answered through its reply slot, which wakes the awaiting
+/// task directly. Every append is acknowledged once, densely, and a dropped
+/// append that was queued is still committed or not, never half.
+#[test]
+fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
+    shuttle::check_random(
+        || {
+            let log = open_with_a_queue_of_one(&SimFs::new());
+            let tasks: Vec<_> = (0..3u8)
+                .map(|i| {
+                    let log = log.clone();
+                    shuttle::future::spawn(async move {
+                        let mut seqs = Vec::new();
+                        for n in 0..2u64 {
+                            let appended =
+                                log.append(format!("s{i}"), Expectation::Exact(StreamSeq(n)), vec![i]).await.unwrap();
+                            seqs.push(appended.seq);
+                        }
+                        seqs
+                    })
+                })
+                .collect();
+            // A Pending polled once (queued, or waiting for room) and dropped.
+            let dropped = log.append("dropped", Expectation::Any, vec![9]);
+            let polled = shuttle::future::spawn(async move {
+                let mut dropped = std::pin::pin!(dropped);
+                std::future::poll_fn(|cx| {
+                    let _ = dropped.as_mut().poll(cx);
+                    std::task::Poll::Ready(())
+                })
+                .await;
+            });
+            shuttle::future::block_on(polled).unwrap();
+            for task in tasks {
+                assert_eq!(shuttle::future::block_on(task).unwrap(), vec![StreamSeq(0), StreamSeq(1)]);
+            }
+            log.close().wait().unwrap();
+            let dropped_committed = log.last_lsn() == Lsn(7);
+            assert!(
+                log.last_lsn() == Lsn(6) || dropped_committed,
+                "six acknowledged appends, and the dropped one or not"
+            );
         },
         ITERATIONS,
     );

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use annals::stores::checkpoint_history::{CheckpointHistory, CheckpointId, Compression};
 use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
 use annals::stores::whole_checkpoints::WholeCheckpoints;
 use annals::stores::{Backend, StoreError};
@@ -26,10 +27,13 @@ fn row(sequence: u64, state: &str) -> Row {
     Row { sequence, state: state.to_owned(), blob: None }
 }
 
-/// A backend under test: `open` opens the same storage again (a restart).
+/// A backend under test: `open` opens the same storage again (a restart);
+/// `reclaimed_payloads` has the backend give back what retention removed
+/// and lists every payload it still stores.
 trait Factory {
     type B: Backend;
     fn open(&self) -> Arc<Self::B>;
+    fn reclaimed_payloads(&self, backend: &Self::B) -> Vec<Vec<u8>>;
 }
 
 struct LogFactory {
@@ -40,6 +44,15 @@ impl Factory for LogFactory {
     type B = annals::Log;
     fn open(&self) -> Arc<annals::Log> {
         Arc::new(annals::Log::open(self.dir.path(), annals::Options::default()).expect("open the log"))
+    }
+
+    fn reclaimed_payloads(&self, log: &annals::Log) -> Vec<Vec<u8>> {
+        log.compact().expect("compact");
+        log.read_all_on_disk(annals::Lsn::ZERO, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|record| record.payload.to_vec())
+            .collect()
     }
 }
 
@@ -280,6 +293,290 @@ async fn stores_in_different_namespaces_do_not_see_each_other<F: Factory>(factor
     assert_eq!(other.list().await.unwrap(), vec![("a".to_owned(), "text".to_owned())]);
 }
 
+async fn snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates<F: Factory>(factory: &F) {
+    {
+        let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+        for sequence in 0..10 {
+            store.append("run", row(sequence, &format!("step {sequence}"))).await.unwrap();
+        }
+        assert!(!store.snapshot_run("other", 5, &"nothing").await.unwrap(), "an unknown run folds nothing");
+        assert!(store.snapshot_run("run", 6, &"through six".to_owned()).await.unwrap());
+        let rows = store.load_run("run").await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((6, "through six".to_owned())));
+        assert!(matches!(store.append("run", row(3, "again")).await, Err(StoreError::Duplicate { .. })));
+        store.append("run", row(10, "step 10")).await.unwrap();
+    }
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(factory.open());
+    let rows = store.load_run("run").await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9, 10], "the same after a restart");
+    assert!(matches!(store.append("run", row(6, "again")).await, Err(StoreError::Duplicate { .. })));
+    // Folding again goes further, and the latest fold is the one read.
+    assert!(store.snapshot_run("run", 9, &"through nine".to_owned()).await.unwrap());
+    assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((9, "through nine".to_owned())));
+    assert_eq!(store.load_run("run").await.unwrap(), vec![row(10, "step 10")]);
+    store.clear("run").await.unwrap();
+    assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), None);
+    assert!(store.load_run("run").await.unwrap().is_empty());
+}
+
+async fn rows_a_snapshot_folded_are_given_back_by_the_backend<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let store: CheckpointRows<F::B, Row> = CheckpointRows::new(backend.clone());
+    let marked = |sequence: u64| Row { sequence, state: format!("<marked-{sequence}>"), blob: Some(vec![7; 4096]) };
+    for sequence in 0..40 {
+        store.append("run", marked(sequence)).await.unwrap();
+    }
+    store.snapshot_run("run", 34, &"folded".to_owned()).await.unwrap();
+    // Enough more writing that the folded rows' segment is sealed (a new
+    // log's first segment is 1 MiB).
+    for sequence in 40..300 {
+        store.append("other", marked(sequence)).await.unwrap();
+    }
+    let stored = factory.reclaimed_payloads(&backend);
+    let contains = |needle: &[u8]| stored.iter().any(|p| p.windows(needle.len()).any(|w| w == needle));
+    for sequence in 0..=34 {
+        assert!(!contains(format!("<marked-{sequence}>").as_bytes()), "row {sequence} was folded but is still stored");
+    }
+    for sequence in 35..300 {
+        assert!(contains(format!("<marked-{sequence}>").as_bytes()), "row {sequence} is live but was not kept");
+    }
+}
+
+fn history<F: Factory>(backend: Arc<F::B>) -> CheckpointHistory<F::B, Checkpoint> {
+    CheckpointHistory::new(backend)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn id_ms(id: CheckpointId) -> u64 {
+    let (seconds, nanos) = id.get_timestamp().expect("a UUIDv7 has a timestamp").to_unix();
+    seconds * 1000 + u64::from(nanos) / 1_000_000
+}
+
+/// Ids are UUIDv7s carrying the save's time, unique, and within a key
+/// larger in the order the saves were committed, however many race.
+async fn history_ids_are_time_ordered_and_unique_under_concurrent_saves<F: Factory>(factory: &F) {
+    let store = Arc::new(history::<F>(factory.open()));
+    let started_ms = now_ms();
+    let mut tasks = Vec::new();
+    for task in 0..8u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for step in 0..10 {
+                ids.push(store.save("wf/exec", &checkpoint(task * 100 + step)).await.unwrap());
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.extend(task.await.unwrap());
+    }
+    let finished_ms = now_ms();
+    let listed: Vec<CheckpointId> = store.list("wf/exec").await.unwrap().iter().map(|meta| meta.id).collect();
+    assert_eq!(listed.len(), 80);
+    assert!(listed.windows(2).all(|pair| pair[0] > pair[1]), "newest first is largest id first");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 80, "every id unique");
+    assert_eq!(ids, listed.iter().rev().copied().collect::<Vec<_>>());
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        assert!((started_ms..=finished_ms).contains(&id_ms(*id)), "{id} is not from the save's time");
+    }
+}
+
+async fn load_latest_is_the_last_saved_also_after_a_reopen<F: Factory>(factory: &F) {
+    let last = {
+        let store = history::<F>(factory.open());
+        assert_eq!(store.load_latest("wf/exec").await.unwrap(), None);
+        let mut last = None;
+        // Saved within a millisecond or two: the clock cannot tell them apart.
+        for step in 1..=5 {
+            last = Some(store.save("wf/exec", &checkpoint(step)).await.unwrap());
+        }
+        assert_eq!(store.load_latest("wf/exec").await.unwrap(), Some((last.unwrap(), checkpoint(5))));
+        last.unwrap()
+    };
+    let store = history::<F>(factory.open());
+    assert_eq!(store.load_latest("wf/exec").await.unwrap(), Some((last, checkpoint(5))));
+    let after = store.save("wf/exec", &checkpoint(6)).await.unwrap();
+    assert!(after > last, "an id saved after a reopen is larger");
+    assert_eq!(store.load_latest("wf/exec").await.unwrap(), Some((after, checkpoint(6))));
+}
+
+async fn load_by_id_finds_each_checkpoint_and_an_unknown_id_is_none<F: Factory>(factory: &F) {
+    let store = history::<F>(factory.open());
+    let mut ids = Vec::new();
+    for step in 1..=4 {
+        ids.push(store.save("wf/exec", &checkpoint(step)).await.unwrap());
+    }
+    for (step, id) in (1..=4).zip(&ids) {
+        assert_eq!(store.load("wf/exec", *id).await.unwrap(), Some(checkpoint(step)));
+    }
+    assert_eq!(store.load("wf/exec", CheckpointId::now_v7()).await.unwrap(), None);
+    assert_eq!(store.load("wf/other", ids[0]).await.unwrap(), None, "an id belongs to its key");
+    assert_eq!(store.find(ids[2]).await.unwrap(), Some(("wf/exec".to_owned(), checkpoint(3))), "found by id alone");
+    assert_eq!(store.find(CheckpointId::now_v7()).await.unwrap(), None);
+}
+
+/// A checkpoint whose header is whole but whose body is not a checkpoint.
+fn undecodable_entry(id: CheckpointId) -> Vec<u8> {
+    use annals::stores::checkpoint_history::{HISTORY_TAG, HISTORY_VERSION};
+    let body = b"not a checkpoint";
+    let mut payload = vec![HISTORY_TAG, HISTORY_VERSION, 0, 0];
+    payload.extend_from_slice(id.as_bytes());
+    payload.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    payload.extend_from_slice(&9u64.to_le_bytes()); // summary
+    payload.extend_from_slice(body);
+    payload
+}
+
+async fn list_is_newest_first_with_metadata_and_decodes_no_body<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let store = history::<F>(backend.clone());
+    let before_ms = now_ms();
+    let mut ids = Vec::new();
+    for step in 1..=3 {
+        ids.push(store.save_with_summary("wf/exec", &checkpoint(step), u64::from(step) * 10).await.unwrap());
+    }
+    let odd = CheckpointId::now_v7();
+    let op = annals::stores::StoreOp::append("history/wf/exec", annals::stores::Expect::Any, undecodable_entry(odd));
+    backend.commit(vec![op]).await.unwrap();
+    let listed = store.list("wf/exec").await.expect("listing reads headers only");
+    assert_eq!(listed.iter().map(|meta| meta.id).collect::<Vec<_>>(), [odd, ids[2], ids[1], ids[0]]);
+    assert_eq!(
+        (listed[0].stored_bytes, listed[0].raw_bytes, listed[0].compressed, listed[0].summary),
+        (16, 16, false, 9)
+    );
+    assert_eq!(listed.iter().map(|meta| meta.summary).collect::<Vec<_>>(), [9, 30, 20, 10]);
+    for meta in &listed[1..] {
+        assert!(!meta.compressed);
+        assert_eq!(meta.stored_bytes, meta.raw_bytes);
+        assert!(meta.stored_bytes > 100, "a 100-byte state is in the body");
+    }
+    assert!(listed.windows(2).all(|pair| pair[0].timestamp_ms >= pair[1].timestamp_ms));
+    assert!((before_ms..=now_ms()).contains(&listed[3].timestamp_ms), "the timestamp is the commit's");
+    let error = store.load_latest("wf/exec").await.unwrap_err();
+    assert!(matches!(&error, StoreError::Decode { stream, seq: 3, .. } if stream == "history/wf/exec"), "{error}");
+    assert_eq!(store.load("wf/exec", ids[1]).await.unwrap(), Some(checkpoint(2)), "the others still load");
+    assert!(store.list("wf/never").await.unwrap().is_empty());
+}
+
+fn marked(step: u32) -> Checkpoint {
+    let mut state = format!("<history-{step}>").into_bytes();
+    state.resize(4096, 7);
+    Checkpoint { step, state }
+}
+
+async fn prune_keeps_the_newest_and_the_backend_gives_back_the_rest<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let store = history::<F>(backend.clone());
+    let mut ids = Vec::new();
+    for step in 0..5 {
+        ids.push(store.save("wf/exec", &marked(step)).await.unwrap());
+    }
+    assert_eq!(store.prune("wf/exec", 2).await.unwrap(), 3);
+    assert_eq!(store.prune("wf/exec", 2).await.unwrap(), 0, "nothing more to prune");
+    assert_eq!(store.list("wf/exec").await.unwrap().iter().map(|meta| meta.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+    for id in &ids[..3] {
+        assert_eq!(store.load("wf/exec", *id).await.unwrap(), None);
+    }
+    assert_eq!(store.load_latest("wf/exec").await.unwrap(), Some((ids[4], marked(4))));
+    let next = store.save("wf/exec", &marked(5)).await.unwrap();
+    assert!(next > ids[4], "a prune keeps the order");
+    // Enough more writing that the pruned checkpoints' segment is sealed (a
+    // new log's first segment is 1 MiB).
+    for step in 100..400 {
+        store.save("wf/filler", &marked(step)).await.unwrap();
+    }
+    let stored = factory.reclaimed_payloads(&backend);
+    let contains = |needle: &[u8]| stored.iter().any(|p| p.windows(needle.len()).any(|w| w == needle));
+    for step in 0..3 {
+        assert!(!contains(format!("<history-{step}>").as_bytes()), "checkpoint {step} was pruned but is still stored");
+    }
+    for step in (3..6).chain(100..400) {
+        assert!(contains(format!("<history-{step}>").as_bytes()), "checkpoint {step} is live but was not kept");
+    }
+    assert_eq!(store.prune("wf/exec", 0).await.unwrap(), 3, "keep 0 prunes all");
+    assert!(store.list("wf/exec").await.unwrap().is_empty());
+}
+
+async fn history_keys_are_isolated_and_delete_all_forgets_one<F: Factory>(factory: &F) {
+    let store = history::<F>(factory.open());
+    for step in 0..3 {
+        store.save("wf/a", &checkpoint(step)).await.unwrap();
+    }
+    let kept = store.save("wf/b", &checkpoint(10)).await.unwrap();
+    assert_eq!(store.prune("wf/a", 1).await.unwrap(), 2);
+    assert_eq!(store.list("wf/b").await.unwrap().len(), 1, "a prune of one key spares the others");
+    assert_eq!(store.delete_all("wf/a").await.unwrap(), 1);
+    assert_eq!(store.delete_all("wf/never").await.unwrap(), 0);
+    assert_eq!(store.load_latest("wf/a").await.unwrap(), None);
+    assert!(store.list("wf/a").await.unwrap().is_empty());
+    assert_eq!(store.load_latest("wf/b").await.unwrap(), Some((kept, checkpoint(10))));
+    let again = store.save("wf/a", &checkpoint(20)).await.unwrap();
+    assert_eq!(store.load_latest("wf/a").await.unwrap(), Some((again, checkpoint(20))), "a deleted key starts over");
+}
+
+async fn compression_round_trips_and_is_flagged<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let store: CheckpointHistory<F::B, Checkpoint> =
+        CheckpointHistory::in_namespace(backend.clone(), "", Compression::Lz4);
+    let roomy = Checkpoint { step: 1, state: vec![42; 64 * 1024] };
+    let roomy_id = store.save("wf/exec", &roomy).await.unwrap();
+    let tiny = Checkpoint { step: 2, state: vec![] };
+    let tiny_id = store.save("wf/exec", &tiny).await.unwrap();
+    let listed = store.list("wf/exec").await.unwrap();
+    assert_eq!((listed[0].id, listed[0].compressed), (tiny_id, false), "kept as is when compression does not help");
+    assert_eq!((listed[1].id, listed[1].compressed), (roomy_id, true));
+    assert!(listed[1].stored_bytes * 10 < listed[1].raw_bytes, "{:?}", listed[1]);
+    assert_eq!(store.load("wf/exec", roomy_id).await.unwrap(), Some(roomy.clone()));
+    let plain = history::<F>(backend);
+    assert_eq!(plain.load("wf/exec", roomy_id).await.unwrap(), Some(roomy), "any store reads compressed bodies");
+}
+
+async fn a_damaged_compressed_body_is_a_typed_error_naming_stream_and_sequence<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let store: CheckpointHistory<F::B, Checkpoint> =
+        CheckpointHistory::in_namespace(backend.clone(), "", Compression::Lz4);
+    let id = store
+        .save("wf/exec", &Checkpoint { step: 1, state: (0..4096).map(|i| (i % 13) as u8).collect() })
+        .await
+        .unwrap();
+    let good = backend.read("history/wf/exec").await.unwrap().entries[0].payload.to_vec();
+    assert!(store.list("wf/exec").await.unwrap()[0].compressed, "the body this test damages is compressed");
+    let header = annals::stores::checkpoint_history::HEADER_BYTES;
+    let mut damaged = Vec::new();
+    damaged.push(good[..good.len() / 2].to_vec()); // the body cut short
+    let mut flipped = good.clone();
+    flipped[header..].iter_mut().for_each(|byte| *byte = !*byte);
+    damaged.push(flipped); // every body byte flipped
+    let mut huge = good.clone();
+    huge[header - 16..header - 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    damaged.push(huge); // a raw size no block can give
+    let mut short = good.clone();
+    short[header - 16..header - 8].copy_from_slice(&8u64.to_le_bytes());
+    damaged.push(short); // a raw size smaller than the block gives
+    for (index, payload) in damaged.into_iter().enumerate() {
+        let seq = index as u64 + 1;
+        let op = annals::stores::StoreOp::append("history/wf/exec", annals::stores::Expect::Next(seq), payload);
+        backend.commit(vec![op]).await.unwrap();
+        let error = store.load_latest("wf/exec").await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Decode { stream, seq: s, .. } if stream == "history/wf/exec" && *s == seq),
+            "{error}"
+        );
+        let error = store.load("wf/exec", id).await.unwrap_err();
+        assert!(matches!(&error, StoreError::Decode { seq: s, .. } if *s == seq), "{error}");
+    }
+    assert_eq!(store.list("wf/exec").await.unwrap().len(), 5, "damaged bodies still list");
+}
+
 macro_rules! conformance {
     ($factory:expr, $($check:ident),* $(,)?) => {
         $(
@@ -312,5 +609,15 @@ mod embedded_log {
         list_returns_every_run_most_recently_saved_first,
         delete_forgets_one_run_and_an_unknown_run_is_a_no_op,
         stores_in_different_namespaces_do_not_see_each_other,
+        snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates,
+        rows_a_snapshot_folded_are_given_back_by_the_backend,
+        history_ids_are_time_ordered_and_unique_under_concurrent_saves,
+        load_latest_is_the_last_saved_also_after_a_reopen,
+        load_by_id_finds_each_checkpoint_and_an_unknown_id_is_none,
+        list_is_newest_first_with_metadata_and_decodes_no_body,
+        prune_keeps_the_newest_and_the_backend_gives_back_the_rest,
+        history_keys_are_isolated_and_delete_all_forgets_one,
+        compression_round_trips_and_is_flagged,
+        a_damaged_compressed_body_is_a_typed_error_naming_stream_and_sequence,
     );
 }

@@ -69,7 +69,11 @@ impl Report for LoadSummary {
 /// What the appenders share.
 struct Workload {
     log: Log,
-    streams: u64,
+    /// Each stream's id, made once rather than formatted for every append:
+    /// load measures the log, not itself. Only as many as there are
+    /// records (at most `STREAMS_MAX`, a few tens of MB beside the index's
+    /// own hundred).
+    names: Vec<String>,
     records: u64,
     payload: Bytes,
     /// The next record to append, counted from 0.
@@ -95,7 +99,7 @@ pub fn run(args: &LoadArgs) -> Result<Outcome, Failure> {
         .map_err(|_| Failure::Usage(format!("--payload-bytes {} does not fit in memory", args.payload_bytes)))?;
     let workload = Arc::new(Workload {
         log,
-        streams: args.streams,
+        names: (0..args.streams.min(args.records)).map(|i| format!("stream-{i}")).collect(),
         records: args.records,
         payload: Bytes::from(pseudo_random_bytes(payload_bytes)),
         next: AtomicU64::new(0),
@@ -185,6 +189,11 @@ async fn append_all(workload: &Arc<Workload>, concurrency: u64) -> (Histogram, O
 }
 
 impl Workload {
+    /// The streams the records go round-robin over (those they can reach).
+    fn streams(&self) -> u64 {
+        self.names.len() as u64
+    }
+
     fn stopped(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst)
     }
@@ -209,8 +218,10 @@ impl Workload {
 
     /// Appends record `k` to its stream, then logs its acknowledgement.
     async fn append(&self, k: u64) -> Result<(), Failure> {
-        let stream = format!("stream-{}", k % self.streams);
-        let appended = self.log.append(&stream, Expectation::Any, self.payload.clone()).await?;
+        // Records go round-robin over the streams; the names cover every
+        // stream a record can reach (`k` < records).
+        let stream = &self.names[usize::try_from(k % self.streams()).expect("streams are named in memory")];
+        let appended = self.log.append(stream, Expectation::Any, self.payload.clone()).await?;
         if let Some(ack_log) = &self.ack_log {
             let line = format!("{} {} {}\n", appended.lsn, stream, appended.seq);
             let mut file = ack_log.lock().unwrap_or_else(PoisonError::into_inner);

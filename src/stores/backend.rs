@@ -65,6 +65,22 @@ pub enum Action {
     },
     /// Empties the stream; its sequence restarts at 0.
     Clear(Expect),
+    /// Records that the stream's state through sequence `through` is the
+    /// payload, and removes what it covers: the entries through `through`
+    /// and every older snapshot. The backend reclaims their space (the log:
+    /// by compaction). The stream's next sequence is unchanged.
+    SnapshotAndPrune {
+        /// The last sequence the snapshot covers.
+        through: u64,
+    },
+    /// Removes the stream's entries before sequence `before` (at most its
+    /// next sequence); its snapshots are kept and its next sequence is
+    /// unchanged. The backend reclaims their space (the log: by compaction).
+    /// The payload is empty.
+    Prune {
+        /// The first sequence kept.
+        before: u64,
+    },
 }
 
 /// One operation of a commit.
@@ -89,6 +105,16 @@ impl StoreOp {
         StoreOp { stream: stream.into(), action: Action::Snapshot { through }, payload: payload.into() }
     }
 
+    /// A snapshot of `stream` through `through` that removes what it covers.
+    pub fn snapshot_and_prune(stream: impl Into<String>, through: u64, payload: impl Into<Bytes>) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::SnapshotAndPrune { through }, payload: payload.into() }
+    }
+
+    /// A prune of `stream`'s entries before sequence `before`.
+    pub fn prune(stream: impl Into<String>, before: u64) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::Prune { before }, payload: Bytes::new() }
+    }
+
     /// A clear of `stream` under `expect`.
     pub fn clear(stream: impl Into<String>, expect: Expect) -> StoreOp {
         StoreOp { stream: stream.into(), action: Action::Clear(expect), payload: Bytes::new() }
@@ -101,7 +127,8 @@ pub struct Committed {
     /// Its position in commit order.
     pub cursor: Cursor,
     /// Append: its sequence. Snapshot: the last sequence it covers. Clear:
-    /// the stream's next sequence before the clear.
+    /// the stream's next sequence before the clear. Prune: the first
+    /// sequence kept.
     pub seq: u64,
 }
 
@@ -126,6 +153,9 @@ pub struct Entry {
     pub cursor: Cursor,
     /// What it is.
     pub kind: EntryKind,
+    /// When the backend committed it, ms since the Unix epoch, by the
+    /// backend's clock (never earlier than an entry committed before it).
+    pub timestamp_ms: u64,
     /// Its bytes.
     pub payload: Bytes,
 }

@@ -12,6 +12,11 @@
 //! is guarded by the stream's next sequence, so two racing appends of one
 //! sequence cannot both land: the loser reads the run again and finds the
 //! duplicate.
+//!
+//! A long run folds its history into one checkpoint with `snapshot_run`:
+//! a snapshot and a prune of the rows it covers, in one atomic commit, so
+//! the backend gives their space back; `load_snapshot` reads the state,
+//! `load_run` the rows after it, and a folded sequence stays a duplicate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -34,11 +39,23 @@ const APPEND_RETRIES_MAX: usize = 64;
 /// not in use.
 const RUNS_REMEMBERED_MAX: usize = 4096;
 
+/// How far a run's snapshot folded its rows, without decoding its state.
+fn folded_through(stream: &str, snapshot: &crate::stores::backend::Entry) -> Result<u64, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Through {
+        through: u64,
+    }
+    Ok(codec::decode::<Through>(stream, snapshot.seq, RUN_SNAPSHOT_SCHEMA, &snapshot.payload)?.0.through)
+}
+
 /// A row with a caller-chosen position in its run.
 pub trait SequencedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The row's sequence within its run.
     fn sequence(&self) -> u64;
 }
+
+/// The schema version this build writes a run's snapshot under.
+pub const RUN_SNAPSHOT_SCHEMA: u16 = 1;
 
 /// What the store remembers of a run it has read.
 #[derive(Debug, Default)]
@@ -47,6 +64,18 @@ struct RunState {
     next: u64,
     /// The rows' sequences.
     sequences: BTreeSet<u64>,
+    /// The highest row sequence a snapshot folded in: its rows are pruned,
+    /// and a row at or below it is a duplicate.
+    folded_through: Option<u64>,
+}
+
+/// A run's history folded into one checkpoint ([`CheckpointRows::snapshot_run`]).
+#[derive(Serialize, serde::Deserialize)]
+struct RunSnapshot<S> {
+    /// The highest row sequence it covers.
+    through: u64,
+    /// The caller's state.
+    state: S,
 }
 
 /// Checkpoint rows over a backend.
@@ -81,8 +110,10 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         runs.entry(workflow_id.to_owned()).or_default().clone()
     }
 
-    /// Reads a run's rows, decoded, in the order they were appended.
-    async fn read_rows(&self, workflow_id: &str) -> Result<(Vec<R>, u64), StoreError> {
+    /// Reads a run's rows (those no snapshot folded in), decoded, in the
+    /// order they were appended, its next stream sequence, and how far a
+    /// snapshot folded it.
+    async fn read_rows(&self, workflow_id: &str) -> Result<(Vec<R>, u64, Option<u64>), StoreError> {
         let stream = Self::stream(workflow_id);
         let contents = self.backend.read(&stream).await?;
         let mut rows = Vec::with_capacity(contents.entries.len());
@@ -90,7 +121,11 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             let (row, _schema) = codec::decode::<R>(&stream, entry.seq, ROW_SCHEMA, &entry.payload)?;
             rows.push(row);
         }
-        Ok((rows, contents.next_seq))
+        let folded_through = match &contents.snapshot {
+            Some(snapshot) => Some(folded_through(&stream, snapshot)?),
+            None => None,
+        };
+        Ok((rows, contents.next_seq, folded_through))
     }
 
     /// Appends `row` to the run durably.
@@ -109,11 +144,12 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         for _ in 0..APPEND_RETRIES_MAX {
             let fresh = known.is_none();
             if fresh {
-                let (rows, next) = self.read_rows(workflow_id).await?;
-                *known = Some(RunState { next, sequences: rows.iter().map(SequencedRow::sequence).collect() });
+                let (rows, next, folded_through) = self.read_rows(workflow_id).await?;
+                let sequences = rows.iter().map(SequencedRow::sequence).collect();
+                *known = Some(RunState { next, sequences, folded_through });
             }
             let state = known.as_mut().expect("read above");
-            if state.sequences.contains(&sequence) {
+            if state.sequences.contains(&sequence) || state.folded_through.is_some_and(|through| sequence <= through) {
                 if !fresh {
                     // What this store remembers may be stale (another store
                     // over the same backend may have cleared the run): a
@@ -146,9 +182,62 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// [`StoreError::Decode`] naming the run and the row that does not
     /// decode; [`StoreError::Backend`].
     pub async fn load_run(&self, workflow_id: &str) -> Result<Vec<R>, StoreError> {
-        let (mut rows, _) = self.read_rows(workflow_id).await?;
+        let (mut rows, _, _) = self.read_rows(workflow_id).await?;
         rows.sort_by_key(SequencedRow::sequence);
         Ok(rows)
+    }
+
+    /// Folds the run's history through row sequence `through` into `state`,
+    /// durably and atomically: the snapshot is recorded and every row it
+    /// covers (the rows appended before the first one above `through`) is
+    /// pruned, so that the backend reclaims them. Afterwards `load_run`
+    /// returns the rows after it, [`CheckpointRows::load_snapshot`] the
+    /// state, and a row at or below `through` is a duplicate. Returns
+    /// whether anything was folded (`false`: no row is at or below
+    /// `through`).
+    ///
+    /// # Errors
+    /// [`StoreError::Encode`], [`StoreError::Contention`] if other appends
+    /// to the run kept moving it, [`StoreError::Backend`].
+    pub async fn snapshot_run<S: Serialize>(
+        &self,
+        workflow_id: &str,
+        through: u64,
+        state: &S,
+    ) -> Result<bool, StoreError> {
+        let stream = Self::stream(workflow_id);
+        let run = self.run(workflow_id);
+        let mut known = run.lock().await;
+        *known = None;
+        let contents = self.backend.read(&stream).await?;
+        // The rows appended before the first one above `through`: a prefix.
+        let mut last_covered = None;
+        for entry in &contents.entries {
+            let (row, _) = codec::decode::<R>(&stream, entry.seq, ROW_SCHEMA, &entry.payload)?;
+            if row.sequence() > through {
+                break;
+            }
+            last_covered = Some(entry.seq);
+        }
+        let Some(stream_seq) = last_covered else { return Ok(false) };
+        let payload = codec::encode(&stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
+        let op = StoreOp::snapshot_and_prune(stream.clone(), stream_seq, payload);
+        self.backend.commit(vec![op]).await?;
+        Ok(true)
+    }
+
+    /// The run's folded state and the row sequence it reaches, if a
+    /// snapshot folded it ([`CheckpointRows::snapshot_run`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Decode`] naming the run; [`StoreError::Backend`].
+    pub async fn load_snapshot<S: DeserializeOwned>(&self, workflow_id: &str) -> Result<Option<(u64, S)>, StoreError> {
+        let stream = Self::stream(workflow_id);
+        let contents = self.backend.read(&stream).await?;
+        let Some(snapshot) = contents.snapshot else { return Ok(None) };
+        let (folded, _) =
+            codec::decode::<RunSnapshot<S>>(&stream, snapshot.seq, RUN_SNAPSHOT_SCHEMA, &snapshot.payload)?;
+        Ok(Some((folded.through, folded.state)))
     }
 
     /// Forgets the run; an unknown id is a no-op.

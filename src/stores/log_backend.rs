@@ -8,7 +8,7 @@ use crate::index::Record;
 use crate::stores::backend::{
     Action, Backend, Committed, Cursor, Entry, EntryKind, Expect, StoreError, StoreOp, StreamContents,
 };
-use crate::{Batch, Durability, Error, Expectation, Log, Lsn, RecordKind, StreamSeq};
+use crate::{Batch, Durability, Error, Expectation, Log, Lsn, PruneSnapshots, RecordKind, StreamSeq};
 
 fn expectation(expect: Expect) -> Expectation {
     match expect {
@@ -31,6 +31,7 @@ fn entry(record: Record) -> Option<Entry> {
         seq: record.seq.0,
         cursor: Cursor(record.lsn.0),
         kind,
+        timestamp_ms: record.timestamp_ms,
         payload: record.payload,
     })
 }
@@ -53,6 +54,7 @@ fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
         Error::SnapshotOutOfRange { stream, seq, next_seq } => StoreError::InvalidArgument(format!(
             "snapshot of {stream} through {seq} is out of range (next sequence {next_seq})"
         )),
+        Error::PruneOutOfRange { .. } => StoreError::InvalidArgument(error.to_string()),
         other => StoreError::Backend(other),
     }
 }
@@ -65,12 +67,28 @@ impl Backend for Log {
                 Action::Append(expect) => batch.append(&op.stream, expectation(expect), op.payload.clone()),
                 Action::Snapshot { through } => batch.snapshot(&op.stream, StreamSeq(through), op.payload.clone()),
                 Action::Clear(expect) => batch.clear(&op.stream, expectation(expect)),
+                Action::SnapshotAndPrune { through } => {
+                    batch.snapshot_and_prune(&op.stream, StreamSeq(through), op.payload.clone())
+                }
+                // Snapshots stay: none was written before LSN 0.
+                Action::Prune { before } => batch.prune(&op.stream, StreamSeq(before), PruneSnapshots::Before(Lsn(0))),
             };
         }
         let pending = self.commit_with(batch, Durability::Sync);
         async move {
             let appended = pending.await.map_err(|error| store_error(error, &ops))?;
-            Ok(appended.into_iter().map(|a| Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0 }).collect())
+            // One acknowledgement per store operation: a snapshot-and-prune
+            // is two operations of the log, the snapshot's is the one.
+            let mut appended = appended.into_iter();
+            let mut committed = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let a = appended.next().expect("the log acknowledges every operation");
+                if matches!(op.action, Action::SnapshotAndPrune { .. }) {
+                    appended.next();
+                }
+                committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0 });
+            }
+            Ok(committed)
         }
     }
 

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod backend;
+pub mod checkpoint_history;
 pub mod checkpoint_rows;
 pub mod codec;
 mod log_backend;
