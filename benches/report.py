@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Turns criterion's results for benches/workloads.rs into the tables of
-benches/README.md and README.md and the W2 plot (benches/w2-writers.svg).
+benches/README.md and README.md and the W2 plot (benches/w2-writers.svg),
+and those of benches/lifecycle.rs into their "Storage lifecycle" tables.
 
 Run from the repository root after the benches:
 
     cargo bench --bench workloads && python3 benches/report.py
+    cargo bench --bench lifecycle && python3 benches/report.py
+
+Each section is rewritten only when its bench has results.
 
 Standard library only. Medians are criterion's median estimate per
 iteration; throughput divides the iteration's elements (appends) or bytes by
@@ -35,6 +39,10 @@ def load_results():
         size = throughput.get("Bytes") or throughput.get("BytesDecimal")
         results[meta["full_id"]] = {"median_ns": median_ns, "elements": elements, "bytes": size}
     return results
+
+
+def is_workload(group):
+    return re.match(r"w\d_", group) is not None
 
 
 def per_second(result):
@@ -157,6 +165,8 @@ def build(results):
     for key in sorted(results, key=natural):
         result = results[key]
         group, _, bench = key.partition("/")
+        if not is_workload(group):
+            continue
         throughput = per_second(result) if result["elements"] else None
         # W4 states the bytes of Annals' log; only Annals scans them.
         if result["bytes"] and bench.startswith("annals"):
@@ -268,9 +278,196 @@ def svg_plot(results):
     return "\n".join(out)
 
 
-def replace_section(path, text):
+# ------------------------------------------------------------------ lifecycle
+
+
+def load_lifecycle_figures():
+    """What benches/lifecycle.rs writes beside criterion's results, by group;
+    a smoke run's figures are left out."""
+    figures = {}
+    for path in CRITERION.glob("annals-lifecycle-*.json"):
+        if path.stem.endswith("-smoke"):
+            continue
+        group = path.stem.removeprefix("annals-lifecycle-")
+        data = json.loads(path.read_text())
+        smoke = any(item.get("smoke") for item in data) if isinstance(data, list) else data.get("smoke")
+        if not smoke:
+            figures[group] = data
+    return figures
+
+
+def fmt_bytes(value):
+    if value is None:
+        return "–"
+    for unit, size in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]:
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"
+
+
+def check(value, op, target):
+    if op is None:
+        return "no target" if value is not None else "not measurable"
+    if value is None:
+        return "not measured"
+    met = value >= target if op == "≥" else value <= target
+    return "met" if met else "**missed**"
+
+
+def lifecycle_targets(results, figures):
+    """(what, op, target, value, shown) for every target of issue 11's "Show it"."""
+    get = results.get
+    time = lambda key: get(key)["median_ns"] if get(key) else None
+    rate = lambda key: per_second(get(key))
+    out = []
+    churn = {m["background_compaction"]: m for m in figures.get("churn", [])}
+    on, off = churn.get(True), churn.get(False)
+    value = ratio(rate("lifecycle_churn/compaction_on"), rate("lifecycle_churn/compaction_off"))
+    out.append(("Churn: appends per second, background compaction on ÷ off", "≥", 0.9, value, None))
+    if on and off:
+        value = ratio(on["appends"]["p99_us"], off["appends"]["p99_us"])
+        out.append(("Churn: p99 append latency, on ÷ off", "≤", 1.5, value, None))
+        quiescent = on["quiescent"]
+        value = ratio(quiescent["file_bytes"], on["bound_bytes"])
+        shown = f"{value:.2f} ({fmt_bytes(quiescent['file_bytes'])} of {fmt_bytes(on['bound_bytes'])})"
+        out.append(("Churn: disk at quiescence ÷ (2 × live + 3 segments), compaction on", "≤", 1.0, value, shown))
+        value = ratio(on["record_bytes_written"], quiescent["live_bytes"])
+        out.append(("Churn: bytes written ÷ live bytes (the workload's size)", "≥", 10, value, None))
+    for label in ["100k_rows", "1gib"]:
+        for state in ["clean", "crash"]:
+            redb = time(f"lifecycle_open/redb_{label}_{state}")
+            for handle in ["log", "reader"]:
+                value = ratio(time(f"lifecycle_open/annals_{handle}_{label}_{state}"), redb)
+                what = "Log::open" if handle == "log" else "LogReader::open"
+                if value is None:
+                    continue
+                if state == "clean":
+                    out.append((f"Open {label} after a clean close: Annals {what} ÷ redb", "≤", 2.0, value, None))
+                else:
+                    # The issue's target after a crash is the index image plus at
+                    # most one segment's scan; with no image yet, redb's repair is
+                    # shown for scale.
+                    out.append((f"Open {label} after a crash: Annals {what} ÷ redb (repairing)", None, None, value, None))
+    growth = lambda system: ratio(time(f"lifecycle_open/{system}_1gib_clean"), time(f"lifecycle_open/{system}_100k_rows_clean"))
+    annals, redb = growth("annals_log"), growth("redb")
+    if annals and redb:
+        out.append(("Open after a clean close, 1 GiB ÷ 100k rows: Annals Log::open (flat: about 1)", None, None, annals,
+                    f"{annals:.1f} (redb {redb:.1f})"))
+    out.append(("Open after a crash: the index image plus at most one segment's scan", None, None, None,
+                "no index image yet: a full scan"))
+    key = "lifecycle_compaction/annals_compact_warm"
+    if get(key) and get(key)["bytes"]:
+        value = get(key)["bytes"] / get(key)["median_ns"]
+        out.append(("Compaction: Log::compact() on a mostly dead log, GB of input per second", "≥", 1.0, value, None))
+    value = time("lifecycle_small_log/annals")
+    if value is not None:
+        out.append(("Small log: create and acknowledge the first Sync append (ms)", "≤", 50, value / 1e6, None))
+    disks = {d["system"]: d for d in figures.get("small_log", {}).get("disk_after_close", [])}
+    if "annals" in disks:
+        value = disks["annals"]["file_bytes"] / (1 << 20)
+        out.append(("Small log: disk after close (MiB)", "≤", 8, value, None))
+    return out
+
+
+def table_head(*columns):
+    """The first two lines of a markdown table with these columns."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def targets_table(targets):
+    out = table_head("target", "required", "measured", "")
+    for what, op, target, value, shown in targets:
+        shown = shown or ("–" if value is None else f"{value:.2f}")
+        required = "–" if op is None else f"{op} {target:g}"
+        out.append(f"| {what} | {required} | {shown} | {check(value, op, target)} |")
+    return out
+
+
+def lifecycle_markdown(results, figures, facts):
+    get = results.get
+    time = lambda key: get(key)["median_ns"] if get(key) else None
+    out = ["Measured with `cargo bench --bench lifecycle && python3 benches/report.py` on:", ""]
+    for key, value in facts.items():
+        out.append(f"- {key}: {value}")
+    loads = [(group, item) for group, data in sorted(figures.items()) for item in (data if isinstance(data, list) else [data])]
+    for group, item in loads:
+        what = group + (f" {item['label']}" if "label" in item else "")
+        if "background_compaction" in item:
+            what += " on" if item["background_compaction"] else " off"
+        out.append(f"- load average (1, 5, 15 min), {what}: {item['load_before']} before, {item['load_after']} after")
+    out.append("")
+    out.extend(targets_table(lifecycle_targets(results, figures)))
+
+    churn = figures.get("churn", [])
+    if churn:
+        out += ["", "Churn (1,000 workflows, one task each, durability `Sync`, "
+                f"{fmt_bytes(churn[0]['segment_bytes'])} segments, a snapshot-and-prune every "
+                f"{churn[0]['snapshot_every']} steps; latencies of every append of the run):", ""]
+        out += table_head("background compaction", "appends/s", "p50", "p99", "p99.9", "max", "written", "live",
+                          "disk at quiescence", "bound", "compactions", "settled in")
+        for m in churn:
+            mode = "on" if m["background_compaction"] else "off"
+            a, q = m["appends"], m["quiescent"]
+            rate = fmt_rate(per_second(get(f"lifecycle_churn/compaction_{mode}")))
+            settled = f"{m['quiescence_wait_ms'] / 1000:.1f} s" if m["settled"] else "did not settle"
+            if not m["background_compaction"]:
+                settled = "–"
+            out.append(
+                f"| {mode} | {rate} | {a['p50_us'] / 1000:.2f} ms | {a['p99_us'] / 1000:.2f} ms | "
+                f"{a['p999_us'] / 1000:.2f} ms | {a['max_us'] / 1000:.2f} ms | {fmt_bytes(m['record_bytes_written'])} | "
+                f"{fmt_bytes(q['live_bytes'])} | {fmt_bytes(q['file_bytes'])} | {fmt_bytes(m['bound_bytes'])} | "
+                f"{q['compaction_generation']} | {settled} |"
+            )
+            on_demand = m.get("on_demand")
+            if on_demand and on_demand["input_bytes"]:
+                out.append(
+                    f"| off, then `Log::compact()` | – | – | – | – | – | – | {fmt_bytes(on_demand['after']['live_bytes'])} | "
+                    f"{fmt_bytes(on_demand['after']['file_bytes'])} | – | 1 | {on_demand['millis'] / 1000:.2f} s to compact "
+                    f"{fmt_bytes(on_demand['input_bytes'])} |"
+                )
+
+    opens = figures.get("open", [])
+    if opens:
+        out += ["", "Open, median until the first read is served (warm page cache; a crash is a copy of the "
+                "directory taken while the store was open, copied afresh and synced before each timed open):", ""]
+        out += table_head("data", "Annals log", "`Log::open` clean", "`LogReader::open` clean", "redb clean",
+                          "`Log::open` crash", "`LogReader::open` crash", "redb crash")
+        for o in opens:
+            label = o["label"]
+            cell = lambda name, state: fmt_time(time(f"lifecycle_open/{name}_{label}_{state}"))
+            cells = [cell(name, state) for state in ["clean", "crash"] for name in ["annals_log", "annals_reader", "redb"]]
+            data = f"{fmt_bytes(o['annals_log_bytes'])} (redb {fmt_bytes(o['redb_file_bytes'])})"
+            out.append(f"| {label} ({o['rows']:,} rows) | {data} | " + " | ".join(cells) + " |")
+
+    compaction = figures.get("compaction")
+    if compaction:
+        key = "lifecycle_compaction/annals_compact_warm"
+        out += ["", f"Compaction: `Log::compact()` read {compaction['inputs']} sealed segments, "
+                f"{fmt_bytes(compaction['input_bytes'])}, and wrote {fmt_bytes(compaction['output_bytes'])} "
+                f"({compaction['records_kept']:,} records kept; the log's live bytes {fmt_bytes(compaction['live_bytes'])}) "
+                f"in {fmt_time(time(key))}, warm page cache, including its syncs, commit and unlinks."]
+
+    disks = figures.get("small_log", {}).get("disk_after_close", [])
+    if disks:
+        out += ["", "Small log: a new store in a fresh directory, until its first durable write is acknowledged, "
+                "and its disk once closed:", ""]
+        out += table_head("system", "create + first durable write", "file lengths after close", "allocated after close")
+        for d in disks:
+            out.append(f"| {d['system']} | {fmt_time(time('lifecycle_small_log/' + d['system']))} | "
+                       f"{fmt_bytes(d['file_bytes'])} | {fmt_bytes(d['allocated_bytes'])} |")
+    return "\n".join(out)
+
+
+def lifecycle_summary(results, figures):
+    out = ["Measured with `cargo bench --bench lifecycle && python3 benches/report.py` "
+           "(details and run conditions in [`benches/README.md`](benches/README.md#storage-lifecycle)):", ""]
+    out.extend(targets_table(lifecycle_targets(results, figures)))
+    return "\n".join(out)
+
+
+def replace_section(path, text, marker="bench-table"):
     content = path.read_text()
-    start, end = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start not in content:
         return
     head, rest = content.split(start, 1)
@@ -280,16 +477,26 @@ def replace_section(path, text):
 
 def main():
     results = load_results()
-    if not results:
-        raise SystemExit("no criterion results: run `cargo bench --bench workloads` first")
-    rows, targets, memory, notes = build(results)
-    text = markdown(rows, targets, memory, notes, machine_facts())
-    plot = svg_plot(results)
-    if plot:
-        (ROOT / "benches" / "w2-writers.svg").write_text(plot + "\n")
-    replace_section(ROOT / "benches" / "README.md", text)
-    replace_section(ROOT / "README.md", text.replace("(w2-writers.svg)", "(benches/w2-writers.svg)"))
-    print(text)
+    lifecycle_figures = load_lifecycle_figures()
+    workloads = {key: value for key, value in results.items() if is_workload(key.partition("/")[0])}
+    lifecycle = {key: value for key, value in results.items() if key.startswith("lifecycle_")}
+    if not workloads and not lifecycle:
+        raise SystemExit("no criterion results: run `cargo bench --bench workloads` or `--bench lifecycle` first")
+    facts = machine_facts()
+    if workloads:
+        rows, targets, memory, notes = build(results)
+        text = markdown(rows, targets, memory, notes, facts)
+        plot = svg_plot(results)
+        if plot:
+            (ROOT / "benches" / "w2-writers.svg").write_text(plot + "\n")
+        replace_section(ROOT / "benches" / "README.md", text)
+        replace_section(ROOT / "README.md", text.replace("(w2-writers.svg)", "(benches/w2-writers.svg)"))
+        print(text)
+    if lifecycle:
+        text = lifecycle_markdown(lifecycle, lifecycle_figures, facts)
+        replace_section(ROOT / "benches" / "README.md", text, "lifecycle-table")
+        replace_section(ROOT / "README.md", lifecycle_summary(lifecycle, lifecycle_figures), "lifecycle-table")
+        print(text)
 
 
 if __name__ == "__main__":

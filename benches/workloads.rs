@@ -6,120 +6,31 @@
 //! `ANNALS_BENCH_SMOKE=1 cargo bench --bench workloads -- --test` runs every
 //! workload once on tiny data (what CI does).
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals::{Durability, Expectation, Log, Options, StreamSeq};
+use common::{
+    Row, TABLE, WORKFLOWS, annals_first_run, concurrent, disk_use, evict, fill_annals, fill_redb, open_row,
+    redb_append, redb_db, redb_first_run, redb_visit_run, runtime, scratch, settle, smoke, sqlite_append, sqlite_db,
+    timed_each, wanted, workflow,
+};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use redb::{ReadableDatabase, TableDefinition};
 
-const WORKFLOWS: u64 = 1000;
-const BLOB_BYTES: usize = 200;
 const RUN_ROWS: u64 = 20;
-const TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("checkpoints");
-
-fn smoke() -> bool {
-    std::env::var_os("ANNALS_BENCH_SMOKE").is_some()
-}
-
-/// cano's `CheckpointRow` shape: a ~12-byte state, an ~8-byte task id and a
-/// 200-byte incompressible blob. Every system stores it with this codec.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Row {
-    sequence: u64,
-    state: String,
-    task_id: String,
-    blob: Vec<u8>,
-}
 
 impl Row {
-    fn new(sequence: u64, salt: u64) -> Row {
-        let mut state = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sequence;
-        let blob = (0..BLOB_BYTES)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        Row {
-            sequence,
-            state: format!("step-{:07}", sequence % 10_000_000),
-            task_id: format!("task-{:03}", salt % 1000),
-            blob,
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 2 + self.state.len() + 2 + self.task_id.len() + self.blob.len());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
-        for text in [&self.state, &self.task_id] {
-            out.extend_from_slice(&(text.len() as u16).to_le_bytes());
-            out.extend_from_slice(text.as_bytes());
-        }
-        out.extend_from_slice(&self.blob);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Row {
-        let sequence = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-        let mut at = 8;
-        let mut text = || {
-            let len = u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap()) as usize;
-            let value = String::from_utf8(bytes[at + 2..at + 2 + len].to_vec()).unwrap();
-            at += 2 + len;
-            value
-        };
-        let (state, task_id) = (text(), text());
-        Row { sequence, state, task_id, blob: bytes[at..].to_vec() }
-    }
-
     fn cano(&self) -> cano::recovery::CheckpointRow {
         let mut row = cano::recovery::CheckpointRow::new(self.sequence, self.state.clone(), self.task_id.clone());
         row.output_blob = Some(self.blob.clone());
         row
     }
-}
-
-/// Whether the command line's filter can match something in `group`: the
-/// groups build their data sets up front, so one that is filtered out skips
-/// that work too. Filters that name a group, or a bench in it, match it.
-fn wanted(group: &str) -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut filters = Vec::new();
-    let mut skip_value = false;
-    for arg in &args {
-        if skip_value {
-            skip_value = false;
-        } else if arg.starts_with("--") {
-            let takes_value = [
-                "--profile-time",
-                "--save-baseline",
-                "--baseline",
-                "--measurement-time",
-                "--warm-up-time",
-                "--sample-size",
-                "--output-format",
-                "--color",
-            ];
-            skip_value = takes_value.contains(&arg.as_str());
-        } else if !arg.starts_with('-') {
-            filters.push(arg.clone());
-        }
-    }
-    filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| f.starts_with(group) || group.starts_with(f.as_str()) || f.split('/').next() == Some(group))
-}
-
-fn workflow(i: u64) -> String {
-    format!("wf-{:05}", i % WORKFLOWS)
 }
 
 /// The rows of W1 in order: round-robin over the workflows, dense per workflow.
@@ -131,27 +42,8 @@ impl RoundRobin {
     fn take(&mut self) -> (String, Row) {
         let i = self.next;
         self.next += 1;
-        (workflow(i), Row::new(i / WORKFLOWS, i))
+        open_row(i)
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::var_os("ANNALS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/bench-data"));
-    let path = dir.join(name);
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap();
-    path
-}
-
-/// Lets a setup's background work (a spare segment being zeroed, write-back
-/// of preallocated files) finish before anything is measured.
-fn settle() {
-    std::thread::sleep(if smoke() { Duration::ZERO } else { Duration::from_secs(2) });
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 // ---------------------------------------------------------------- systems
@@ -160,45 +52,6 @@ fn annals_log(dir: &Path, durability: Durability) -> Log {
     let log = Log::open(dir, Options { durability, ..Options::default() }).unwrap();
     settle();
     log
-}
-
-fn redb_db(dir: &Path) -> redb::Database {
-    let db = redb::Database::create(dir.join("db.redb")).unwrap();
-    let tx = db.begin_write().unwrap();
-    tx.open_table(TABLE).unwrap();
-    tx.commit().unwrap();
-    db
-}
-
-fn redb_append(db: &redb::Database, id: &str, seq: u64, row: &[u8], durability: redb::Durability) {
-    let mut tx = db.begin_write().unwrap();
-    tx.set_durability(durability).unwrap();
-    {
-        let mut table = tx.open_table(TABLE).unwrap();
-        table.insert((id, seq), row).unwrap();
-    }
-    tx.commit().unwrap();
-}
-
-fn sqlite_db(dir: &Path, synchronous: &str) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(dir.join("db.sqlite")).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", synchronous).unwrap();
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS checkpoints (workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, row BLOB NOT NULL, PRIMARY KEY (workflow_id, seq))",
-        [],
-    )
-    .unwrap();
-    conn
-}
-
-fn sqlite_append(conn: &rusqlite::Connection, id: &str, seq: u64, row: &[u8]) {
-    // One transaction per append, as the seeds do.
-    conn.execute(
-        "INSERT INTO checkpoints (workflow_id, seq, row) VALUES (?1, ?2, ?3)",
-        rusqlite::params![id, seq as i64, row],
-    )
-    .unwrap();
 }
 
 /// okaywal with its default configuration (1 MiB preallocated segments);
@@ -459,32 +312,6 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
 
 // ---------------------------------------------------------------- W2
 
-/// Runs `writers` tasks, each making `per_writer` appends with `append`, and
-/// returns the elapsed time.
-fn concurrent<F, Fut>(rt: &tokio::runtime::Runtime, writers: u64, per_writer: u64, append: F) -> Duration
-where
-    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    rt.block_on(async {
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..writers)
-            .map(|w| {
-                let append = append.clone();
-                tokio::spawn(async move {
-                    for i in 0..per_writer {
-                        append(w, i).await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        started.elapsed()
-    })
-}
-
 fn w2_concurrent_durable_appends(c: &mut Criterion) {
     if !wanted("w2_concurrent_durable_appends") {
         return;
@@ -718,16 +545,6 @@ fn w3_load_a_run(c: &mut Criterion) {
     group.finish();
 }
 
-/// Lends each stored row of `workflow` to `f`, in sequence order, from one
-/// read transaction: redb's counterpart of `Log::visit_stream`.
-fn redb_visit_run(db: &redb::Database, workflow: &str, mut f: impl FnMut(&[u8])) {
-    let tx = db.begin_read().unwrap();
-    let table = tx.open_table(TABLE).unwrap();
-    for entry in table.range((workflow, 0)..=(workflow, u64::MAX)).unwrap() {
-        f(entry.unwrap().1.value());
-    }
-}
-
 /// Index memory of Annals for the W3 data set, for the report.
 fn write_index_memory(log: &Log) {
     let stats = log.index_stats();
@@ -750,22 +567,6 @@ fn write_index_memory(log: &Log) {
 
 // ---------------------------------------------------------------- W4
 
-/// Drops a directory's files from the page cache (they are synced, so their
-/// pages are clean): GNU dd's `iflag=nocache count=0` advises the kernel to
-/// drop a whole file, without root and without `unsafe` here.
-fn evict(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        File::open(&path).unwrap().sync_all().unwrap();
-        let status = std::process::Command::new("dd")
-            .arg(format!("if={}", path.display()))
-            .args(["iflag=nocache", "count=0", "status=none"])
-            .status()
-            .expect("dd from coreutils");
-        assert!(status.success());
-    }
-}
-
 fn w4_open(c: &mut Criterion) {
     if !wanted("w4_open") {
         return;
@@ -777,83 +578,31 @@ fn w4_open(c: &mut Criterion) {
         if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
     for &(label, rows) in sizes {
         let dir = scratch(&format!("w4-annals-{label}"));
-        {
-            let log = annals_log(&dir, Durability::Flush);
-            let log_ref = log.clone();
-            let writers = 64;
-            concurrent(&rt, writers, rows / writers, move |w, i| {
-                let log = log_ref.clone();
-                async move {
-                    let _ = log.append(workflow(w * 977 + i), Expectation::Any, Row::new(i, w).encode()).await;
-                }
-            });
-            log.close().wait().unwrap();
-        }
-        let log_bytes: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        fill_annals(&dir, rows, &rt).close().wait().unwrap();
+        let log_bytes = disk_use(&dir).0;
         group.throughput(Throughput::Bytes(log_bytes));
         for cache in ["warm", "cold"] {
+            let prepare = || {
+                if cache == "cold" {
+                    evict(&dir)
+                }
+            };
             group.bench_function(format!("annals_{label}_{cache}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        if cache == "cold" {
-                            evict(&dir);
-                        }
-                        let started = Instant::now();
-                        let log = Log::open(&dir, Options::default()).unwrap();
-                        let first = log.read_stream(workflow(1)).unwrap();
-                        total += started.elapsed();
-                        std::hint::black_box(first);
-                        drop(log);
-                    }
-                    total
-                })
+                b.iter_custom(|iters| timed_each(iters, prepare, |()| annals_first_run(&dir)))
             });
         }
 
         let dir = scratch(&format!("w4-redb-{label}"));
-        {
-            let db = redb_db(&dir);
-            for chunk in 0..rows.div_ceil(100_000) {
-                let tx = db.begin_write().unwrap();
-                {
-                    let mut table = tx.open_table(TABLE).unwrap();
-                    for i in chunk * 100_000..((chunk + 1) * 100_000).min(rows) {
-                        table
-                            .insert(
-                                (workflow(i).as_str(), i / WORKFLOWS),
-                                Row::new(i / WORKFLOWS, i).encode().as_slice(),
-                            )
-                            .unwrap();
-                    }
-                }
-                tx.commit().unwrap();
-            }
-        }
+        drop(fill_redb(&dir, rows));
         group.throughput(Throughput::Bytes(log_bytes));
         for cache in ["warm", "cold"] {
+            let prepare = || {
+                if cache == "cold" {
+                    evict(&dir)
+                }
+            };
             group.bench_function(format!("redb_{label}_{cache}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        if cache == "cold" {
-                            evict(&dir);
-                        }
-                        let started = Instant::now();
-                        let db = redb::Database::open(dir.join("db.redb")).unwrap();
-                        let tx = db.begin_read().unwrap();
-                        let table = tx.open_table(TABLE).unwrap();
-                        let id = workflow(1);
-                        let first: Vec<Row> = table
-                            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
-                            .unwrap()
-                            .map(|e| Row::decode(e.unwrap().1.value()))
-                            .collect();
-                        total += started.elapsed();
-                        std::hint::black_box(first);
-                    }
-                    total
-                })
+                b.iter_custom(|iters| timed_each(iters, prepare, |()| redb_first_run(&dir.join("db.redb"))))
             });
         }
 
@@ -861,33 +610,31 @@ fn w4_open(c: &mut Criterion) {
         {
             let mut conn = sqlite_db(&dir, "FULL");
             let tx = conn.transaction().unwrap();
-            for i in 0..rows {
-                sqlite_append(&tx, &workflow(i), i / WORKFLOWS, &Row::new(i / WORKFLOWS, i).encode());
+            for k in 0..rows {
+                let (id, row) = open_row(k);
+                sqlite_append(&tx, &id, row.sequence, &row.encode());
             }
             tx.commit().unwrap();
             conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
         }
         for cache in ["warm", "cold"] {
+            let prepare = || {
+                if cache == "cold" {
+                    evict(&dir)
+                }
+            };
             group.bench_function(format!("sqlite_{label}_{cache}"), |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        if cache == "cold" {
-                            evict(&dir);
-                        }
-                        let started = Instant::now();
+                    timed_each(iters, prepare, |()| {
                         let conn = rusqlite::Connection::open(dir.join("db.sqlite")).unwrap();
                         let mut select =
                             conn.prepare("SELECT row FROM checkpoints WHERE workflow_id = ?1 ORDER BY seq").unwrap();
-                        let first: Vec<Row> = select
+                        select
                             .query_map([workflow(1)], |r| r.get::<_, Vec<u8>>(0))
                             .unwrap()
                             .map(|r| Row::decode(&r.unwrap()))
-                            .collect();
-                        total += started.elapsed();
-                        std::hint::black_box(first);
-                    }
-                    total
+                            .collect::<Vec<Row>>()
+                    })
                 })
             });
         }
