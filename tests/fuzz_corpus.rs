@@ -46,3 +46,8 @@ fn operations_corpus() {
 fn open_directory_corpus() {
     assert!(replay("open_directory", annals::sim::fuzz::open_directory) > 0);
 }
+
+#[test]
+fn lifecycle_corpus() {
+    assert!(replay("lifecycle", annals::sim::fuzz::lifecycle) > 0);
+}
