@@ -381,9 +381,6 @@ pub struct IndexStats {
 #[derive(Debug, Default)]
 pub struct Index {
     segments: Vec<SegmentEntry>,
-    /// The id of `segments[0]`: a [`RecordLoc`] names a segment by id, and
-    /// ids stay put when compaction replaces the oldest segments.
-    first_segment_id: usize,
     streams: HashMap<Box<[u8]>, StreamState>,
     next_lsn: Lsn,
     /// The `durable_lsn` of the last frame applied.
@@ -510,7 +507,7 @@ impl Index {
     }
 
     fn entry(&self, loc: RecordLoc) -> &SegmentEntry {
-        &self.segments[loc.segment() - self.first_segment_id]
+        &self.segments[loc.segment()]
     }
 
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
@@ -533,7 +530,7 @@ impl Index {
 
     /// Where the record at `loc` is: its segment's position and its offset.
     pub(crate) fn position_of(&self, loc: RecordLoc) -> (usize, usize) {
-        (loc.segment() - self.first_segment_id, loc.offset())
+        (loc.segment(), loc.offset())
     }
 
     /// Where each live record is, by segment position and offset, for the
@@ -562,11 +559,10 @@ impl Index {
         moved: &HashMap<(usize, usize), (usize, usize)>,
     ) {
         let kept = outputs.len();
-        let first = self.first_segment_id;
         // Where a record goes: `None` if it was in an input and is not in
         // the output (dropped by log-wide retention, below the trim).
         let relocate = |loc: RecordLoc| -> Option<RecordLoc> {
-            let (segment, offset) = (loc.segment() - first, loc.offset());
+            let (segment, offset) = (loc.segment(), loc.offset());
             if segment < inputs {
                 moved.get(&(segment, offset)).map(|&(to, at)| RecordLoc::new(to, at))
             } else {
@@ -590,7 +586,6 @@ impl Index {
             });
         }
         self.segments.splice(..inputs, outputs);
-        self.first_segment_id = 0;
     }
 
     /// Ends a compacted segment: the next segment starts at `end`, the LSN
@@ -628,7 +623,7 @@ impl Index {
     pub fn apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) {
         self.place_frame(frame_offset, frame);
         let position = self.segments.len() - 1;
-        let segment_id = self.first_segment_id + position;
+        let segment_id = position;
         let body_offset = frame_offset + FRAME_HEADER_BYTES;
         for op in frame.ops() {
             let loc = RecordLoc::new(segment_id, body_offset + op.offset_in_body);
@@ -682,7 +677,7 @@ impl Index {
     /// Takes records that stopped being live off their segments' live bytes.
     fn forget(&mut self, locs: impl Iterator<Item = RecordLoc>) {
         for loc in locs {
-            let entry = &mut self.segments[loc.segment() - self.first_segment_id];
+            let entry = &mut self.segments[loc.segment()];
             let size = op_size_at(entry, loc.offset());
             entry.live_bytes = entry.live_bytes.saturating_sub(size);
         }
@@ -1030,7 +1025,7 @@ impl Index {
         let mut counts = vec![0u64; self.segments.len()];
         for state in self.streams.values() {
             for loc in state.entries.iter().chain(state.snapshots.iter().map(|s| &s.loc)) {
-                counts[loc.segment() - self.first_segment_id] += 1;
+                counts[loc.segment()] += 1;
             }
         }
         counts

@@ -444,12 +444,11 @@ impl Recovery<'_> {
             Some(state) if state.compaction_generation == 0 => return Ok(()),
             Some(state) => (state.oldest_segment_lsn, state.compacted_end_lsn),
             None => {
-                let Some((first, name)) = compacted.first() else { return Ok(()) };
+                let Some((first, _)) = compacted.first() else { return Ok(()) };
                 // Row 10 (reported once the scan is done): the state file
                 // is missing. What it recorded of the compaction is read
                 // back from the compacted segments themselves: the newest
                 // generation, ending where its last frame (a gap) says.
-                let _ = name;
                 self.index = Index::new(*first);
                 (*first, Lsn(u64::MAX))
             }

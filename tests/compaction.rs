@@ -283,3 +283,70 @@ fn max_age_drops_segments_whose_every_record_is_older() {
     let old = log.read_stream("old").unwrap().entries;
     assert!(old.len() < 50, "{} old entries left", old.len());
 }
+
+/// Damage after a clean close inside a compacted segment is corruption in
+/// every mode (row 17): a strict open refuses it, salvage refuses it too
+/// (it cannot cut a compacted segment), a reader reports it, and repair
+/// copies every intact record around it. A deleted compacted segment is
+/// corruption too.
+#[test]
+fn damage_to_a_compacted_segment_after_a_clean_close_is_refused_and_repair_copies_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    churn(&log, 30);
+    log.compact().unwrap();
+    let before = view(&log);
+    log.close().wait().unwrap();
+    let compacted: Vec<std::path::PathBuf> = names(dir.path())
+        .iter()
+        .filter(|name| name.contains('-') && name.ends_with(".seg"))
+        .map(|name| dir.path().join(name))
+        .collect();
+    assert!(!compacted.is_empty());
+
+    let damaged = tempfile::tempdir().unwrap();
+    common::crash_image(dir.path(), damaged.path());
+    // A live record's payload inside the compacted segment.
+    let (file, end) = before
+        .all
+        .iter()
+        .filter_map(|r| common::payload_end(damaged.path(), &r.payload))
+        .find(|(file, _)| file.file_name() == compacted[0].file_name())
+        .expect("a live record in the compacted segment");
+    common::flip_bit(&file, end - 1, 3);
+    assert!(matches!(Log::open(damaged.path(), options()), Err(Error::Corruption(c)) if c.file == file));
+    let salvage = Options { recovery_mode: annals::RecoveryMode::Salvage, ..options() };
+    assert!(matches!(Log::open(damaged.path(), salvage), Err(Error::Corruption(_))));
+    assert!(!LogReader::open(damaged.path()).unwrap().problems().is_empty());
+    let copy = tempfile::tempdir().unwrap().keep().join("copy");
+    let report = annals::inspect::repair(damaged.path(), &copy, options()).unwrap();
+    assert!(!report.scan.damage.is_empty());
+    let repaired = view(&open(&copy));
+    // Only records as they were written, with their LSNs, and not the damaged one.
+    assert!(repaired.all.len() < before.all.len(), "{} of {}", repaired.all.len(), before.all.len());
+    assert!(repaired.all.iter().all(|r| before.all.contains(r)));
+    assert!(!repaired.all.is_empty());
+
+    let deleted = tempfile::tempdir().unwrap();
+    common::crash_image(dir.path(), deleted.path());
+    std::fs::remove_file(deleted.path().join(compacted[0].file_name().unwrap())).unwrap();
+    assert!(matches!(Log::open(deleted.path(), options()), Err(Error::Corruption(_))));
+}
+
+#[test]
+fn absurd_compaction_and_retention_options_are_refused_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        Options { compaction: CompactionOptions { dead_ratio: 0.0, ..CompactionOptions::default() }, ..options() },
+        Options { compaction: CompactionOptions { dead_ratio: 1.5, ..CompactionOptions::default() }, ..options() },
+        Options { compaction: CompactionOptions { dead_ratio: f64::NAN, ..CompactionOptions::default() }, ..options() },
+        Options { compaction: CompactionOptions { interval_ms: 0, ..CompactionOptions::default() }, ..options() },
+        Options { max_bytes: Some(0), ..options() },
+        Options { max_age_ms: Some(0), ..options() },
+    ];
+    for options in bad {
+        let what = format!("{options:?}");
+        assert!(matches!(Log::open(dir.path(), options), Err(Error::InvalidArgument(_))), "{what}");
+    }
+    assert!(names(dir.path()).is_empty(), "nothing was created");
+}
