@@ -205,11 +205,13 @@ fn repair_of_a_compacted_log_reads_like_the_source() {
     assert_eq!(view(&repaired), before);
 }
 
-/// Waits (up to ten seconds) for `done`, polling: background work.
+/// Waits for `done`, polling: background work. The deadline is a guard
+/// against a hang, not a measure of speed: generous enough for a loaded
+/// two-core machine.
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not happen within ten seconds");
+        assert!(std::time::Instant::now() < deadline, "{what} never happened (a hang)");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
