@@ -28,7 +28,8 @@ impl Report for CompactSummary {
         if report.generation == 0 {
             return writeln!(
                 out,
-                "nothing to compact in {}: it has no sealed segment (the one being appended to is never compacted)",
+                "nothing to compact in {}: its sealed segments hold nothing dead and nothing to trim \
+                 (the segment being appended to is never compacted)",
                 self.dir.display()
             );
         }
