@@ -502,6 +502,9 @@ pub(crate) struct Writer {
     last_timestamp_ms: u64,
 }
 
+/// Zero bytes between the index's end and the frames published next.
+struct Padding(usize);
+
 /// Requests being gathered into one write.
 #[derive(Default)]
 struct Group {
@@ -944,7 +947,17 @@ impl Writer {
     /// buffer (their fields checked, their checksums only in debug builds:
     /// the writer encoded them moments ago).
     fn publish(&mut self, buf: &[u8]) {
+        self.publish_after(Padding(0), buf);
+    }
+
+    /// [`Writer::publish`] of frames that start `padding` bytes of zeros
+    /// after the index's end (a clean-close marker): the index moves over
+    /// the padding and the frames in one step.
+    fn publish_after(&mut self, Padding(padding): Padding, buf: &[u8]) {
         let mut index = self.shared.index.write();
+        if padding > 0 {
+            index.skip_padding(self.offset);
+        }
         let mut at = 0;
         while at < buf.len() {
             let frame = decode_own_frame(&buf[at..], &self.log_id, index.next_lsn())
@@ -1116,8 +1129,10 @@ impl Writer {
             return self.record_clean_close();
         }
         // The bytes between the last frame and the marker are zeros already:
-        // nothing is ever written past the end of the frames.
-        self.shared.index.write().skip_padding(at);
+        // nothing is ever written past the end of the frames. The index
+        // skips them only with the marker, in one step: a reader that saw
+        // the padding alone would take it for a zeroed frame.
+        let padding = at - self.offset;
         self.offset = at;
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.timestamp_ms() };
@@ -1125,7 +1140,7 @@ impl Writer {
         let path = &self.active.path;
         self.active.file.write_at(&buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
         self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
-        self.publish(&buf);
+        self.publish_after(Padding(padding), &buf);
         self.record_clean_close()
     }
 
