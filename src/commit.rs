@@ -267,6 +267,8 @@ pub(crate) struct Shared {
     pub compaction: Mutex<()>,
     /// The background compactor's wake-up and stop.
     pub compactor: crate::compact::Compactor,
+    /// What is durable and in the index, for subscriptions.
+    pub durable: crate::subscribe::DurableEnd,
 }
 
 pub(crate) struct Queue {
@@ -294,6 +296,9 @@ impl Shared {
                 let cause = Arc::new(cause);
                 queue.status = Status::Poisoned(cause.clone());
                 self.poisoned.store(true, Ordering::Release);
+                drop(queue);
+                // Subscriptions end with the cause.
+                self.durable.wake_all();
                 cause
             }
         }
@@ -939,6 +944,9 @@ impl Writer {
             self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
             self.durable_lsn = self.next_lsn;
             self.shared.queue.lock().periodic_deadline = None;
+            // What of it the index holds already (the rest: once published).
+            let visible = self.shared.index.read().next_lsn();
+            self.shared.durable.advance(self.durable_lsn.min(visible));
         }
         Ok(())
     }
@@ -966,7 +974,11 @@ impl Writer {
             index.apply_frame(self.offset + at, &frame);
             at += frame.total_bytes();
         }
+        let visible = index.next_lsn();
+        drop(index);
         self.offset += buf.len();
+        // Subscriptions see what of it was synced before it was published.
+        self.shared.durable.advance(self.durable_lsn.min(visible));
     }
 
     fn sync_periodic(&mut self) {
@@ -1099,6 +1111,7 @@ impl Writer {
             room = std::mem::take(&mut queue.waiting_for_room);
         }
         room.into_iter().for_each(Waker::wake);
+        self.shared.durable.wake_all();
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
         self.shared.spares.shut_down(&self.shared);

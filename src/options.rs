@@ -82,6 +82,15 @@ pub struct Options {
     /// this many bytes, its oldest sealed segments are dropped by the next
     /// compaction, live records and all. Default none.
     pub max_bytes: Option<u64>,
+    /// How far a named cursor (see [`crate::cursors`]) may lag and still
+    /// hold back log-wide retention (`max_age_ms`, `max_bytes`), in bytes
+    /// of segment files from the one holding the first record it has not
+    /// read to the end of the log. A cursor that lags more is released:
+    /// retention drops what it has not read, and a subscription from it
+    /// gets [`Error::Trimmed`]. Default 1 GiB; 0 releases every cursor
+    /// (they never hold retention back). Cursors are records, so a crash
+    /// changes nothing of this.
+    pub cursor_lag_bytes_max: u64,
 }
 
 impl Default for Options {
@@ -99,6 +108,7 @@ impl Default for Options {
             compaction: CompactionOptions::default(),
             max_age_ms: None,
             max_bytes: None,
+            cursor_lag_bytes_max: 1 << 30,
         }
     }
 }
@@ -118,6 +128,7 @@ impl fmt::Debug for Options {
             .field("compaction", &self.compaction)
             .field("max_age_ms", &self.max_age_ms)
             .field("max_bytes", &self.max_bytes)
+            .field("cursor_lag_bytes_max", &self.cursor_lag_bytes_max)
             .finish()
     }
 }
