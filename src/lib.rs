@@ -56,7 +56,7 @@ pub use compact::CompactionReport;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
 pub use index::{IndexStats, Record, RecordRef, StreamRead};
-pub use log::{Batch, Log, LogReader, Pending};
+pub use log::{Batch, Log, LogReader, Pending, StreamInfo};
 pub use options::{CompactionOptions, Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use state::LogState;

@@ -753,6 +753,19 @@ impl Log {
         user_streams(self.shared().index.read().streams_with_prefix(prefix.as_ref()))
     }
 
+    /// The streams whose id starts with `prefix` (all for an empty one),
+    /// in id order, each with its next sequence and the time of its latest
+    /// live record: what [`Log::streams`] lists, and when each last moved.
+    /// The log's own streams (named cursors) are left out.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the log is closed (a clone of a closed
+    /// handle lists nothing stale); [`Error::Corruption`] if a stream's
+    /// latest record no longer matches the index.
+    pub fn list_streams(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<StreamInfo>> {
+        stream_infos(&*self.index_for_read()?, prefix.as_ref())
+    }
+
     /// Every durable, live record after `after`, in LSN order, then each
     /// new one as it becomes durable: a blocking iterator and an async
     /// stream (see [`crate::subscribe`]). `Lsn::ZERO` starts at the oldest
@@ -980,6 +993,39 @@ impl Log {
 fn reader_durable_end(index: &Index) -> Lsn {
     let sealed_end = index.segments().last().map_or(Lsn::FIRST, |entry| entry.segment.header.first_lsn);
     index.last_durable_lsn().max(sealed_end).min(index.next_lsn())
+}
+
+/// A stream as [`Log::list_streams`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamInfo {
+    /// The stream's id.
+    #[serde(serialize_with = "serialize_stream_id")]
+    pub stream: Bytes,
+    /// The sequence its next entry gets.
+    pub next_seq: StreamSeq,
+    /// When its latest live record (entry, or snapshot if it has no live
+    /// entry) was written, ms since the Unix epoch, by the log's clock.
+    pub last_timestamp_ms: u64,
+}
+
+fn serialize_stream_id<S: serde::Serializer>(stream: &Bytes, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::types::display_stream(stream))
+}
+
+/// Each listed stream's latest live record's time: one record read per stream.
+fn stream_infos(index: &Index, prefix: &[u8]) -> Result<Vec<StreamInfo>> {
+    let mut infos = Vec::new();
+    for (stream, next_seq) in user_streams(index.streams_with_prefix(prefix)) {
+        let latest = match index.stream(&stream) {
+            Some(state) if state.live_entries() > 0 => {
+                index.read_stream_from(&stream, StreamSeq(next_seq.0 - 1))?.pop()
+            }
+            _ => index.read_stream(&stream)?.snapshot,
+        };
+        let last_timestamp_ms = latest.map_or(0, |record| record.timestamp_ms);
+        infos.push(StreamInfo { stream, next_seq, last_timestamp_ms });
+    }
+    Ok(infos)
 }
 
 /// Listed streams less the log's own.
@@ -1270,6 +1316,15 @@ impl LogReader {
     /// as [`Log::streams`].
     pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Vec<(Bytes, StreamSeq)> {
         user_streams(self.index.streams_with_prefix(prefix.as_ref()))
+    }
+
+    /// The streams with their next sequence and the time of their latest
+    /// live record, as [`Log::list_streams`], as the reader last saw them.
+    ///
+    /// # Errors
+    /// As [`Log::list_streams`].
+    pub fn list_streams(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<StreamInfo>> {
+        stream_infos(&self.index, prefix.as_ref())
     }
 
     /// The named cursors and their positions, as [`Log::cursors`].

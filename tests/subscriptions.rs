@@ -430,3 +430,36 @@ fn a_log_reader_follows_a_live_writer_and_returns_only_durable_records() {
     let payloads: Vec<String> = out.iter().map(|r| String::from_utf8(r.payload.to_vec()).unwrap()).collect();
     assert_eq!(payloads, (0..100).map(|i| i.to_string()).collect::<Vec<_>>(), "the close vouches for the rest");
 }
+
+/// Issue 12 point 3: while a writer has the log open, a `LogReader` reads
+/// streams, records by LSN, and lists streams with their next sequence and
+/// last time; `Log` lists the same; after `close()`, a clone's reads and
+/// listings return `Closed`, not what may be stale.
+#[test]
+fn read_only_access_lists_streams_with_next_sequence_and_last_time_beside_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let a0 = log.append("a", Expectation::Any, &b"a0"[..]).wait().unwrap();
+    log.append("b", Expectation::Any, &b"b0"[..]).wait().unwrap();
+    let a1 = log.append("a", Expectation::Any, &b"a1"[..]).wait().unwrap();
+    log.commit_cursor("hidden", a1.lsn).wait().unwrap();
+    let listed = log.list_streams("").unwrap();
+    let reader = LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.list_streams("").unwrap(), listed, "the reader lists what the writer does");
+    assert_eq!(listed.iter().map(|s| (&s.stream[..], s.next_seq.0)).collect::<Vec<_>>(), [(&b"a"[..], 2), (b"b", 1)]);
+    let a_last = reader.read_lsn(a1.lsn).unwrap().unwrap().timestamp_ms;
+    assert_eq!(listed[0].last_timestamp_ms, a_last);
+    assert!(listed[0].last_timestamp_ms >= listed[1].last_timestamp_ms);
+    assert_eq!(log.list_streams("b").unwrap().len(), 1);
+    assert_eq!(reader.read_stream("a").unwrap().entries.len(), 2);
+    assert_eq!(reader.read_lsn(a0.lsn).unwrap().unwrap().payload, &b"a0"[..]);
+    assert_eq!(reader.streams(""), log.streams(""));
+
+    let clone = log.clone();
+    log.close().wait().unwrap();
+    assert!(matches!(clone.list_streams(""), Err(Error::Closed)));
+    assert!(matches!(clone.read_stream("a"), Err(Error::Closed)));
+    assert!(matches!(clone.read_lsn(a0.lsn), Err(Error::Closed)));
+    assert!(matches!(clone.cursor("hidden"), Err(Error::Closed)));
+    assert!(matches!(clone.subscribe(Lsn::ZERO), Err(Error::Closed)));
+}
