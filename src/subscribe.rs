@@ -31,7 +31,7 @@
 //!   log now starts at, and ends. A named cursor holds that back.
 //! - **Ends with the log.** Once the log is closed it yields
 //!   [`Error::Closed`], once poisoned [`Error::Poisoned`], and ends. A
-//!   subscription does not keep the log open: dropping every [`Log`]
+//!   subscription does not keep the log open: dropping every [`Log`](crate::Log)
 //!   handle closes it.
 //!
 //! # Example
@@ -41,7 +41,7 @@
 //!
 //! # fn main() -> annals::Result<()> {
 //! # let dir = tempfile::tempdir().unwrap();
-//! let log = Log::open(dir.path(), Options { segment_bytes: 1 << 20, ..Options::default() })?;
+//! let log = Log::open(dir.path(), Options::default())?;
 //! log.append("orders", Expectation::Any, &b"order 1"[..]).wait()?;
 //! // Resume after the position a consumer committed (none yet: the start).
 //! let after = log.cursor("projection")?.unwrap_or(Lsn::ZERO);
@@ -301,12 +301,12 @@ impl Subscription {
 /// were not live, unless log-wide retention trimmed them: then
 /// [`Error::Trimmed`]. `after` 0 is the start of the log, never trimmed.
 pub(crate) fn read_durable(index: &Index, after: Lsn, durable_end: Lsn, out: &mut VecDeque<Record>) -> Result<Lsn> {
-    let mut from = after;
-    if after.0 > 0 && after.0 + 1 < index.trimmed_before().0 {
+    if after.0 > 0 && after.0.saturating_add(1) < index.trimmed_before().0 {
         return Err(Error::Trimmed { after, oldest: index.oldest_lsn() });
     }
-    // Reclaimed, not trimmed: nothing there was live.
-    from = from.max(Lsn(index.oldest_lsn().0.saturating_sub(1)));
+    // Below the oldest record and above the trim, compaction reclaimed
+    // only records that were not live: nothing there is skipped.
+    let from = after.max(Lsn(index.oldest_lsn().0.saturating_sub(1)));
     let mut records = Vec::new();
     index.read_all(from, BATCH_RECORDS_MAX, &mut records)?;
     let full = records.len() == BATCH_RECORDS_MAX;

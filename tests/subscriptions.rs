@@ -463,3 +463,22 @@ fn read_only_access_lists_streams_with_next_sequence_and_last_time_beside_a_writ
     assert!(matches!(clone.cursor("hidden"), Err(Error::Closed)));
     assert!(matches!(clone.subscribe(Lsn::ZERO), Err(Error::Closed)));
 }
+
+/// A cursor past the end of the log (up to `u64::MAX`) waits, without
+/// overflowing or delivering anything, until the log closes.
+#[test]
+fn a_subscription_after_the_end_of_the_log_waits_and_then_ends_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    log.append("s", Expectation::Any, &b"a"[..]).wait().unwrap();
+    let mut far = log.subscribe(Lsn(u64::MAX)).unwrap();
+    let mut next = log.subscribe(Lsn(1)).unwrap();
+    assert!(poll_now(&mut far).is_pending());
+    assert!(poll_now(&mut next).is_pending());
+    log.append("s", Expectation::Any, &b"b"[..]).wait().unwrap();
+    assert!(poll_now(&mut far).is_pending());
+    assert_eq!(drain_now(&mut next).len(), 1);
+    log.close().wait().unwrap();
+    assert!(matches!(poll_now(&mut far), Poll::Ready(Some(Err(Error::Closed)))));
+    assert!(matches!(poll_now(&mut far), Poll::Ready(None)));
+}
