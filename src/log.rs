@@ -290,6 +290,14 @@ impl Batch {
         self
     }
 
+    /// The batch's operations, with nothing allocated for a single one.
+    fn into_ops(mut self) -> OneOrMany<Op> {
+        match self.ops.len() {
+            1 => OneOrMany::One(self.ops.pop().expect("one operation")),
+            _ => OneOrMany::Many(self.ops),
+        }
+    }
+
     /// Operations in the batch.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -655,12 +663,7 @@ impl Log {
     /// Queues `batch` when first polled; the caller gets `output` of its
     /// acknowledgements.
     fn write<T>(&self, batch: Batch, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
-        let mut ops = batch.ops;
-        let ops = match ops.len() {
-            1 => OneOrMany::One(ops.pop().expect("one operation")),
-            _ => OneOrMany::Many(ops),
-        };
-        self.write_ops(ops, durability, output)
+        self.write_ops(batch.into_ops(), durability, output)
     }
 
     /// Queues `ops` when first polled, as [`Log::write`]; refuses the
@@ -678,12 +681,7 @@ impl Log {
     /// Commits a batch that may touch the log's reserved streams: named
     /// cursors, and `annals repair` copying them.
     pub(crate) fn commit_any(&self, batch: Batch, durability: Durability) -> Pending<Vec<Appended>> {
-        let mut ops = batch.ops;
-        let ops = match ops.len() {
-            1 => OneOrMany::One(ops.pop().expect("one operation")),
-            _ => OneOrMany::Many(ops),
-        };
-        self.write_ops_any(ops, durability, OneOrMany::into_vec)
+        self.write_ops_any(batch.into_ops(), durability, OneOrMany::into_vec)
     }
 
     /// Queues `ops` when first polled, whatever their streams.
@@ -1257,7 +1255,7 @@ impl LogReader {
         &self.problems
     }
 
-    /// Streams with live entries or a snapshot.
+    /// Streams with live entries or a snapshot (named cursors included).
     pub fn stream_count(&self) -> usize {
         self.index.stream_count()
     }
