@@ -43,7 +43,7 @@ use crate::index::{Index, IndexStats, Record, RecordRef, StreamRead};
 use crate::options::{Options, SegmentPreparation};
 use crate::recovery::{Access, Recovered, RecoveryReport, StateAction, recover};
 use crate::segment::{
-    FIRST_SEGMENT_BYTES, FORMAT_VERSION, SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare,
+    FIRST_SEGMENT_BYTES, FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, prepare_spare, publish_spare,
 };
 use crate::state::{LogState, StateCopies, StateFile};
 use crate::subscribe::Subscription;
@@ -1166,11 +1166,41 @@ impl LogReader {
     pub fn refresh(&mut self) -> Result<bool> {
         let before = (self.index.next_lsn(), self.index.last_durable_lsn());
         self.apply_new_frames();
-        if self.segment_files_changed()? {
+        // A rollover adds segments after the newest: those are read alone.
+        // Anything else (a compaction, a file removed) reads the log again.
+        while let Some(newer) = self.segment_files_changed()? {
+            if !newer.is_empty() && self.open_newer_segments(&newer)? {
+                continue;
+            }
             let options = Options { file_system: self.fs.clone(), ..Options::default() };
             *self = LogReader::open_with(&self.dir, &options)?;
+            break;
         }
         Ok((self.index.next_lsn(), self.index.last_durable_lsn()) != before)
+    }
+
+    /// Adds the segments a rollover published after the newest one the
+    /// reader knows, with their frames. `false` (nothing added) if they do
+    /// not follow on from it exactly: the caller reads the log again.
+    fn open_newer_segments(&mut self, newer: &[String]) -> Result<bool> {
+        for name in newer {
+            // The segment before was sealed (wholly written and synced)
+            // before this one was published: every frame of it is there now.
+            self.apply_new_frames();
+            let path = self.dir.join(name);
+            let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+            let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+            let Ok(header) = SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES.min(map.len()))) else {
+                return Ok(false);
+            };
+            let follows = self.index.segments().last().is_some_and(|last| last.segment.header.log_id == header.log_id);
+            if !follows || header.first_lsn != self.index.next_lsn() || map.len() as u64 != header.segment_bytes {
+                return Ok(false);
+            }
+            self.index.push_segment(Segment { header, path, file, map, compacted: false }, SEGMENT_HEADER_BYTES);
+        }
+        self.apply_new_frames();
+        Ok(true)
     }
 
     /// Applies every valid frame past the end of the newest segment, as
@@ -1203,8 +1233,10 @@ impl LogReader {
         }
     }
 
-    /// Whether the directory's segment files differ from the reader's.
-    fn segment_files_changed(&self) -> Result<bool> {
+    /// `None` if the directory's segment files are the reader's; else the
+    /// ordinary segments named after the newest one it knows, in order,
+    /// if the others are all the reader's (else none).
+    fn segment_files_changed(&self) -> Result<Option<Vec<String>>> {
         let names = self.fs.list(&self.dir).map_err(|error| Error::io("list", &self.dir, error))?;
         let mut on_disk: Vec<&str> = names.iter().map(String::as_str).filter(|name| name.ends_with(".seg")).collect();
         on_disk.sort_unstable();
@@ -1215,7 +1247,20 @@ impl LogReader {
             .filter_map(|entry| entry.segment.path.file_name().and_then(|name| name.to_str()))
             .collect();
         known.sort_unstable();
-        Ok(on_disk != known)
+        if on_disk == known {
+            return Ok(None);
+        }
+        let newest = self.index.segments().last().map_or(Lsn::ZERO, |entry| entry.segment.header.first_lsn);
+        let (mut newer, others): (Vec<(Lsn, &str)>, Vec<(Option<Lsn>, &str)>) = {
+            let parsed = on_disk.iter().map(|name| (crate::segment::parse_segment_file_name(name), *name));
+            let (newer, others): (Vec<_>, Vec<_>) = parsed.partition(|(lsn, _)| lsn.is_some_and(|lsn| lsn > newest));
+            (newer.into_iter().map(|(lsn, name)| (lsn.expect("partitioned on it"), name)).collect(), others)
+        };
+        if others.iter().map(|(_, name)| *name).ne(known.iter().copied()) {
+            return Ok(Some(Vec::new()));
+        }
+        newer.sort_unstable();
+        Ok(Some(newer.into_iter().map(|(_, name)| name.to_owned()).collect()))
     }
 
     /// The last LSN known durable (`Lsn::ZERO` if none), by what the log's
