@@ -1251,12 +1251,15 @@ impl LogReader {
             return Ok(None);
         }
         let newest = self.index.segments().last().map_or(Lsn::ZERO, |entry| entry.segment.header.first_lsn);
-        let (mut newer, others): (Vec<(Lsn, &str)>, Vec<(Option<Lsn>, &str)>) = {
-            let parsed = on_disk.iter().map(|name| (crate::segment::parse_segment_file_name(name), *name));
-            let (newer, others): (Vec<_>, Vec<_>) = parsed.partition(|(lsn, _)| lsn.is_some_and(|lsn| lsn > newest));
-            (newer.into_iter().map(|(lsn, name)| (lsn.expect("partitioned on it"), name)).collect(), others)
-        };
-        if others.iter().map(|(_, name)| *name).ne(known.iter().copied()) {
+        let mut newer: Vec<(Lsn, &str)> = Vec::new();
+        let mut others: Vec<&str> = Vec::new();
+        for name in on_disk {
+            match crate::segment::parse_segment_file_name(name) {
+                Some(lsn) if lsn > newest => newer.push((lsn, name)),
+                _ => others.push(name),
+            }
+        }
+        if others != known {
             return Ok(Some(Vec::new()));
         }
         newer.sort_unstable();
