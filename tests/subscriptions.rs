@@ -508,3 +508,21 @@ fn a_subscription_after_the_end_of_the_log_waits_and_then_ends_with_the_log() {
     assert!(matches!(poll_now(&mut far), Poll::Ready(Some(Err(Error::Closed)))));
     assert!(matches!(poll_now(&mut far), Poll::Ready(None)));
 }
+
+/// `cursor_lag_bytes_max` 0 releases every cursor: retention trims past
+/// one that lags at all, as if it were not there (options may differ
+/// between runs; the cursor itself is unchanged).
+#[test]
+fn a_cursor_lag_maximum_of_zero_releases_every_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), retention_options(32 << 10, 1 << 30)).unwrap();
+    fill(&log, 10);
+    log.commit_cursor("slow", Lsn(5)).wait().unwrap();
+    fill(&log, 300);
+    assert_eq!(log.compact().unwrap().trimmed_before, Lsn(0), "held with the default maximum");
+    log.close().wait().unwrap();
+    let log = Log::open(dir.path(), retention_options(32 << 10, 0)).unwrap();
+    assert_eq!(log.cursor("slow").unwrap(), Some(Lsn(5)));
+    assert!(log.compact().unwrap().trimmed_before > Lsn(6), "released with a maximum of 0");
+    assert!(matches!(log.subscribe(Lsn(5)).unwrap().next(), Some(Err(Error::Trimmed { .. }))));
+}

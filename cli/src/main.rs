@@ -39,7 +39,7 @@ const PAYLOAD_BYTES_MAX: u64 = (16 << 20) - 1024;
 /// 4,096 (`Options::queue_requests_max`), so more would only wait.
 const CONCURRENCY_MAX: u64 = 4096;
 
-/// Load, verify, dump, repair, measure and compact an Annals log.
+/// Load, verify, dump, repair, measure, compact and tail an Annals log.
 #[derive(Parser)]
 #[command(name = "annals", version, propagate_version = true, after_help = EXIT_CODES_HELP)]
 struct Cli {

@@ -132,3 +132,24 @@ fn tail_without_follow_prints_what_is_durable_and_selects_by_lsn_and_stream() {
     let missing = run_annals(&["tail", path(&parent.path().join("none"))]);
     assert_eq!(missing.status.code(), Some(support::EXIT_RUNTIME));
 }
+
+/// A damaged log is refused with the corruption exit code, not tailed
+/// past the damage.
+#[test]
+fn tail_refuses_a_damaged_log_with_exit_code_1() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("log");
+    let out = run_annals(&["load", "--dir", path(&dir), "--records", "50", "--streams", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[64 + 60] ^= 0x10; // inside the first frame
+    std::fs::write(&segment, bytes).unwrap();
+    let out = run_annals(&["tail", path(&dir)]);
+    assert_eq!(out.status.code(), Some(support::EXIT_CORRUPTION), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("verify"), "{}", text(&out.stderr));
+}
