@@ -76,11 +76,13 @@ pub struct Options {
     pub compaction: CompactionOptions,
     /// Log-wide retention by age: sealed segments whose every record is
     /// older than this many milliseconds (by the log's clock) are dropped
-    /// by the next compaction, live records and all. Default none.
+    /// by the next compaction, live records and all. Default none. A
+    /// registered named cursor holds it back (see `cursor_lag_bytes_max`).
     pub max_age_ms: Option<u64>,
     /// Log-wide retention by size: while the log's files take more than
     /// this many bytes, its oldest sealed segments are dropped by the next
-    /// compaction, live records and all. Default none.
+    /// compaction, live records and all. Default none. A registered named
+    /// cursor holds it back (see `cursor_lag_bytes_max`).
     pub max_bytes: Option<u64>,
     /// How far a named cursor (see [`crate::cursors`]) may lag and still
     /// hold back log-wide retention (`max_age_ms`, `max_bytes`), in bytes
