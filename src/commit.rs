@@ -267,6 +267,8 @@ pub(crate) struct Shared {
     pub compaction: Mutex<()>,
     /// The background compactor's wake-up and stop.
     pub compactor: crate::compact::Compactor,
+    /// What is durable and in the index, for subscriptions.
+    pub durable: crate::subscribe::DurableEnd,
 }
 
 pub(crate) struct Queue {
@@ -294,6 +296,9 @@ impl Shared {
                 let cause = Arc::new(cause);
                 queue.status = Status::Poisoned(cause.clone());
                 self.poisoned.store(true, Ordering::Release);
+                drop(queue);
+                // Subscriptions end with the cause.
+                self.durable.wake_all();
                 cause
             }
         }
@@ -501,6 +506,9 @@ pub(crate) struct Writer {
     /// The timestamp of the last frame written.
     last_timestamp_ms: u64,
 }
+
+/// Zero bytes between the index's end and the frames published next.
+struct Padding(usize);
 
 /// Requests being gathered into one write.
 #[derive(Default)]
@@ -936,6 +944,9 @@ impl Writer {
             self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
             self.durable_lsn = self.next_lsn;
             self.shared.queue.lock().periodic_deadline = None;
+            // What of it the index holds already (the rest: once published).
+            let visible = self.shared.index.read().next_lsn();
+            self.shared.durable.advance(self.durable_lsn.min(visible));
         }
         Ok(())
     }
@@ -944,7 +955,17 @@ impl Writer {
     /// buffer (their fields checked, their checksums only in debug builds:
     /// the writer encoded them moments ago).
     fn publish(&mut self, buf: &[u8]) {
+        self.publish_after(Padding(0), buf);
+    }
+
+    /// [`Writer::publish`] of frames that start `padding` bytes of zeros
+    /// after the index's end (a clean-close marker): the index moves over
+    /// the padding and the frames in one step.
+    fn publish_after(&mut self, Padding(padding): Padding, buf: &[u8]) {
         let mut index = self.shared.index.write();
+        if padding > 0 {
+            index.skip_padding(self.offset);
+        }
         let mut at = 0;
         while at < buf.len() {
             let frame = decode_own_frame(&buf[at..], &self.log_id, index.next_lsn())
@@ -953,7 +974,11 @@ impl Writer {
             index.apply_frame(self.offset + at, &frame);
             at += frame.total_bytes();
         }
+        let visible = index.next_lsn();
+        drop(index);
         self.offset += buf.len();
+        // Subscriptions see what of it was synced before it was published.
+        self.shared.durable.advance(self.durable_lsn.min(visible));
     }
 
     fn sync_periodic(&mut self) {
@@ -1086,6 +1111,7 @@ impl Writer {
             room = std::mem::take(&mut queue.waiting_for_room);
         }
         room.into_iter().for_each(Waker::wake);
+        self.shared.durable.wake_all();
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
         self.shared.spares.shut_down(&self.shared);
@@ -1116,8 +1142,10 @@ impl Writer {
             return self.record_clean_close();
         }
         // The bytes between the last frame and the marker are zeros already:
-        // nothing is ever written past the end of the frames.
-        self.shared.index.write().skip_padding(at);
+        // nothing is ever written past the end of the frames. The index
+        // skips them only with the marker, in one step: a reader that saw
+        // the padding alone would take it for a zeroed frame.
+        let padding = at - self.offset;
         self.offset = at;
         let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES);
         let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms: self.timestamp_ms() };
@@ -1125,7 +1153,7 @@ impl Writer {
         let path = &self.active.path;
         self.active.file.write_at(&buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
         self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
-        self.publish(&buf);
+        self.publish_after(Padding(padding), &buf);
         self.record_clean_close()
     }
 

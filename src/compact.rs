@@ -130,6 +130,8 @@ pub(crate) fn plan(shared: &Shared, background: bool) -> Option<Plan> {
         }
         cut = cut.max(by_size);
     }
+    // Registered cursors hold back what they have not read (unless released).
+    cut = cut.min(crate::cursors::trim_limit(&index, options.cursor_lag_bytes_max));
     let trim_before = if cut > 0 { segments[cut].segment.header.first_lsn } else { Lsn(0) };
     let written: u64 = segments[..sealed].iter().map(|entry| entry.written_bytes()).sum();
     let live: u64 = segments[..sealed].iter().map(|entry| entry.live_bytes()).sum();

@@ -73,6 +73,17 @@ pub enum Error {
         /// The oldest LSN the log holds.
         oldest: Lsn,
     },
+    /// A named cursor was released (it lagged more than
+    /// `Options::cursor_lag_bytes_max`) and log-wide retention then dropped
+    /// its own record: where it was is no longer known, and everything
+    /// before `oldest` is gone.
+    #[error("cursor {name} was released and trimmed: the log now starts at lsn {oldest}")]
+    CursorTrimmed {
+        /// The cursor's name.
+        name: String,
+        /// The oldest LSN the log holds.
+        oldest: Lsn,
+    },
     /// An input is over one of the log's limits; nothing was written.
     #[error("{what} is {len} bytes, over the limit of {max}")]
     TooLarge {

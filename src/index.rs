@@ -434,6 +434,17 @@ impl Index {
         first.max(self.trimmed_before)
     }
 
+    /// Log-wide retention dropped every record below this LSN (0: none).
+    pub fn trimmed_before(&self) -> Lsn {
+        self.trimmed_before
+    }
+
+    /// The `durable_lsn` of the last frame applied: every LSN below it was
+    /// durable when that frame was written.
+    pub fn last_durable_lsn(&self) -> Lsn {
+        self.last_durable_lsn
+    }
+
     /// Records that log-wide retention dropped every record below `lsn`.
     pub(crate) fn trim(&mut self, lsn: Lsn) {
         self.trimmed_before = self.trimmed_before.max(lsn);
@@ -1006,7 +1017,10 @@ impl Index {
                 if out.len() >= limit {
                     break;
                 }
-                if live_only && !self.is_live(op.kind, op.stream, op.seq, op.lsn) {
+                // The live view leaves out the log's own streams (named cursors).
+                if live_only
+                    && (!self.is_live(op.kind, op.stream, op.seq, op.lsn) || crate::cursors::is_reserved(op.stream))
+                {
                     continue;
                 }
                 let stream_start = body_start + op.offset_in_body + OP_HEADER_BYTES;

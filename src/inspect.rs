@@ -255,7 +255,7 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
             log.skip_to(lsn)?;
         }
         let len = batch.len() as u64;
-        match log.commit(batch).wait() {
+        match log.commit_any(batch, Durability::Flush).wait() {
             Ok(_) => report.records_copied += len,
             Err(
                 error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }),

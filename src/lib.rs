@@ -33,6 +33,7 @@
 
 mod commit;
 mod compact;
+pub mod cursors;
 mod error;
 pub mod frame;
 pub mod fs;
@@ -46,6 +47,7 @@ pub mod sim;
 pub mod state;
 pub mod stats;
 pub mod stores;
+pub mod subscribe;
 mod sync;
 mod types;
 
@@ -54,10 +56,11 @@ pub use compact::CompactionReport;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::RecordKind;
 pub use index::{IndexStats, Record, RecordRef, StreamRead};
-pub use log::{Batch, Log, LogReader, Pending};
+pub use log::{Batch, Log, LogReader, Pending, StreamInfo};
 pub use options::{CompactionOptions, Options, SegmentPreparation};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use state::LogState;
+pub use subscribe::Subscription;
 pub use types::{Durability, Expectation, Lsn, RecoveryMode, SegmentId, StreamSeq, display_stream};
 
 /// The README's example runs as a doctest, so it cannot drift from the API.

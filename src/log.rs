@@ -43,9 +43,10 @@ use crate::index::{Index, IndexStats, Record, RecordRef, StreamRead};
 use crate::options::{Options, SegmentPreparation};
 use crate::recovery::{Access, Recovered, RecoveryReport, StateAction, recover};
 use crate::segment::{
-    FIRST_SEGMENT_BYTES, FORMAT_VERSION, SEGMENT_HEADER_BYTES, SegmentHeader, prepare_spare, publish_spare,
+    FIRST_SEGMENT_BYTES, FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, prepare_spare, publish_spare,
 };
 use crate::state::{LogState, StateCopies, StateFile};
+use crate::subscribe::Subscription;
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Condvar, Mutex, RwLock};
 use crate::types::{Durability, Expectation, Lsn, RecoveryMode, StreamSeq};
@@ -289,6 +290,14 @@ impl Batch {
         self
     }
 
+    /// The batch's operations, with nothing allocated for a single one.
+    fn into_ops(mut self) -> OneOrMany<Op> {
+        match self.ops.len() {
+            1 => OneOrMany::One(self.ops.pop().expect("one operation")),
+            _ => OneOrMany::Many(self.ops),
+        }
+    }
+
     /// Operations in the batch.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -366,6 +375,8 @@ impl Log {
             state_file.add_features(crate::state::FEATURE_RETENTION)?;
         }
         let background = options.segment_preparation == SegmentPreparation::Background;
+        // Recovery made everything it kept durable.
+        let durable = crate::subscribe::DurableEnd::new(index.next_lsn());
         let shared = Arc::new(Shared {
             dir,
             fs,
@@ -385,6 +396,7 @@ impl Log {
             closed: Default::default(),
             compaction: Mutex::new(()),
             compactor: crate::compact::Compactor::new(),
+            durable,
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -651,16 +663,29 @@ impl Log {
     /// Queues `batch` when first polled; the caller gets `output` of its
     /// acknowledgements.
     fn write<T>(&self, batch: Batch, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
-        let mut ops = batch.ops;
-        let ops = match ops.len() {
-            1 => OneOrMany::One(ops.pop().expect("one operation")),
-            _ => OneOrMany::Many(ops),
-        };
-        self.write_ops(ops, durability, output)
+        self.write_ops(batch.into_ops(), durability, output)
     }
 
-    /// Queues `ops` when first polled, as [`Log::write`].
+    /// Queues `ops` when first polled, as [`Log::write`]; refuses the
+    /// log's reserved streams (see [`crate::cursors`]).
     fn write_ops<T>(&self, ops: OneOrMany<Op>, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
+        if let Some(op) = ops.as_slice().iter().find(|op| crate::cursors::is_reserved(&op.stream)) {
+            return Pending::ready(Err(Error::InvalidArgument(format!(
+                "stream {} is in the namespace the log reserves for itself (ids starting with 0xff 'annals/')",
+                crate::types::display_stream(&op.stream)
+            ))));
+        }
+        self.write_ops_any(ops, durability, output)
+    }
+
+    /// Commits a batch that may touch the log's reserved streams: named
+    /// cursors, and `annals repair` copying them.
+    pub(crate) fn commit_any(&self, batch: Batch, durability: Durability) -> Pending<Vec<Appended>> {
+        self.write_ops_any(batch.into_ops(), durability, OneOrMany::into_vec)
+    }
+
+    /// Queues `ops` when first polled, whatever their streams.
+    fn write_ops_any<T>(&self, ops: OneOrMany<Op>, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
         if let Err(error) = self.check_batch(ops.as_slice()) {
             return Pending::ready(Err(error));
         }
@@ -721,8 +746,113 @@ impl Log {
     /// The streams with live entries or a snapshot whose id starts with
     /// `prefix` (all of them for an empty prefix), with their next
     /// sequence, in id order.
+    /// The log's own streams (named cursors) are left out.
     pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Vec<(Bytes, StreamSeq)> {
-        self.shared().index.read().streams_with_prefix(prefix.as_ref())
+        user_streams(self.shared().index.read().streams_with_prefix(prefix.as_ref()))
+    }
+
+    /// The streams whose id starts with `prefix` (all for an empty one),
+    /// in id order, each with its next sequence and the time of its latest
+    /// live record: what [`Log::streams`] lists, and when each last moved.
+    /// The log's own streams (named cursors) are left out.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the log is closed (a clone of a closed
+    /// handle lists nothing stale); [`Error::Corruption`] if a stream's
+    /// latest record no longer matches the index.
+    pub fn list_streams(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<StreamInfo>> {
+        stream_infos(&*self.index_for_read()?, prefix.as_ref())
+    }
+
+    /// Every durable, live record after `after`, in LSN order, then each
+    /// new one as it becomes durable: a blocking iterator and an async
+    /// stream (see [`crate::subscribe`]). `Lsn::ZERO` starts at the oldest
+    /// record. It ends with [`Error::Trimmed`] if log-wide retention drops
+    /// records before it delivered them, and with [`Error::Closed`] or
+    /// [`Error::Poisoned`] when the log stops.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] or [`Error::Poisoned`] if the log is already.
+    pub fn subscribe(&self, after: Lsn) -> Result<Subscription> {
+        self.check_open()?;
+        Ok(Subscription::new(self.handle.shared.clone(), after))
+    }
+
+    /// The last durable LSN: every record at or below it survives a power
+    /// cut (`Lsn::ZERO` if none). Subscriptions deliver up to here.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared().durable.get().0.saturating_sub(1))
+    }
+
+    /// Records, durably (always synced, whatever the log's durability),
+    /// that the consumer `name` has processed every record up to `lsn`,
+    /// replacing its previous position. The position is kept in the log
+    /// itself (see [`crate::cursors`]); while registered it holds back
+    /// log-wide retention.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty name or an `lsn` past the
+    /// log's last one; [`Error::TooLarge`] for a name over
+    /// [`crate::cursors::CURSOR_NAME_BYTES_MAX`] bytes; [`Error::Trimmed`]
+    /// if log-wide retention already dropped records after `lsn`; as
+    /// [`Log::append`] otherwise.
+    pub fn commit_cursor(&self, name: &str, lsn: Lsn) -> Pending<()> {
+        let checked = self.index_for_read().and_then(|index| {
+            let stream = crate::cursors::stream_of(name)?;
+            if lsn >= index.next_lsn() {
+                let last = index.next_lsn().0 - 1;
+                return Err(Error::InvalidArgument(format!(
+                    "cursor {name} at lsn {lsn} is past the log's last lsn {last}"
+                )));
+            }
+            if lsn.0.saturating_add(1) < index.trimmed_before().0 {
+                return Err(Error::Trimmed { after: lsn, oldest: index.oldest_lsn() });
+            }
+            Ok(stream)
+        });
+        let stream = match checked {
+            Ok(stream) => stream,
+            Err(error) => return Pending::ready(Err(error)),
+        };
+        let batch = Batch::new().clear(&stream, Expectation::Any).with(
+            OpKind::Entry(Expectation::Any),
+            &stream,
+            &crate::cursors::encode(lsn),
+        );
+        let written = self.commit_any(batch, Durability::Sync);
+        Pending::other(async move { written.await.map(|_| ()) })
+    }
+
+    /// Where the consumer `name` committed its position, if it did (see
+    /// [`Log::commit_cursor`]).
+    ///
+    /// # Errors
+    /// [`Error::CursorTrimmed`] if the cursor was released and log-wide
+    /// retention dropped it; [`Error::InvalidArgument`] for an empty name;
+    /// [`Error::Closed`].
+    pub fn cursor(&self, name: &str) -> Result<Option<Lsn>> {
+        crate::cursors::read(&*self.index_for_read()?, name)
+    }
+
+    /// Every named cursor with its position, in name order.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn cursors(&self) -> Result<Vec<(String, Lsn)>> {
+        Ok(crate::cursors::list(&*self.index_for_read()?))
+    }
+
+    /// Forgets the cursor `name`: it no longer holds back retention.
+    ///
+    /// # Errors
+    /// As [`Log::commit_cursor`].
+    pub fn delete_cursor(&self, name: &str) -> Pending<()> {
+        let stream = match crate::cursors::stream_of(name) {
+            Ok(stream) => stream,
+            Err(error) => return Pending::ready(Err(error)),
+        };
+        let written = self.commit_any(Batch::new().clear(&stream, Expectation::Any), Durability::Sync);
+        Pending::other(async move { written.await.map(|_| ()) })
     }
 
     /// The next sequence of `stream` (0 if it has no live entries).
@@ -855,6 +985,53 @@ impl Log {
     }
 }
 
+/// Every LSN below the returned one is known durable from the log's files
+/// alone: the `durable_lsn` of the last frame, and every segment before the
+/// newest (sealed segments are wholly durable).
+fn reader_durable_end(index: &Index) -> Lsn {
+    let sealed_end = index.segments().last().map_or(Lsn::FIRST, |entry| entry.segment.header.first_lsn);
+    index.last_durable_lsn().max(sealed_end).min(index.next_lsn())
+}
+
+/// A stream as [`Log::list_streams`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamInfo {
+    /// The stream's id.
+    #[serde(serialize_with = "serialize_stream_id")]
+    pub stream: Bytes,
+    /// The sequence its next entry gets.
+    pub next_seq: StreamSeq,
+    /// When its latest live record (entry, or snapshot if it has no live
+    /// entry) was written, ms since the Unix epoch, by the log's clock.
+    pub last_timestamp_ms: u64,
+}
+
+fn serialize_stream_id<S: serde::Serializer>(stream: &Bytes, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::types::display_stream(stream))
+}
+
+/// Each listed stream's latest live record's time: one record read per stream.
+fn stream_infos(index: &Index, prefix: &[u8]) -> Result<Vec<StreamInfo>> {
+    let mut infos = Vec::new();
+    for (stream, next_seq) in user_streams(index.streams_with_prefix(prefix)) {
+        let latest = match index.stream(&stream) {
+            Some(state) if state.live_entries() > 0 => {
+                index.read_stream_from(&stream, StreamSeq(next_seq.0 - 1))?.pop()
+            }
+            _ => index.read_stream(&stream)?.snapshot,
+        };
+        let last_timestamp_ms = latest.map_or(0, |record| record.timestamp_ms);
+        infos.push(StreamInfo { stream, next_seq, last_timestamp_ms });
+    }
+    Ok(infos)
+}
+
+/// Listed streams less the log's own.
+fn user_streams(mut streams: Vec<(Bytes, StreamSeq)>) -> Vec<(Bytes, StreamSeq)> {
+    streams.retain(|(stream, _)| !crate::cursors::is_reserved(stream));
+    streams
+}
+
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(name.to_owned())
@@ -931,10 +1108,26 @@ fn create_first_segment(
 /// only read, and beside a live writer. Beside a writer it sees what was
 /// written when it opened; the last records of an in-flight group may show
 /// as a torn tail, which is not corruption.
+///
+/// # Following a live writer
+///
+/// [`LogReader::refresh`] reads what the writer appended since (new frames
+/// at the end of the newest segment; after a rollover or a compaction, the
+/// log again from the start), and [`LogReader::read_durable`] returns only
+/// records that a power cut cannot take. A reader in another process
+/// cannot see the writer's fdatasync, so it goes by what the frames say:
+/// every frame records the writer's durable end when it was written
+/// (`durable_lsn`), a sealed segment is wholly durable, and a clean-close
+/// marker vouches for everything before it. So a record is known durable
+/// once a later frame (the next group, the close) says so: while the
+/// writer is idle, its last group waits for its next write or its close.
+/// `annals tail --follow` works this way.
 pub struct LogReader {
     index: Index,
     report: RecoveryReport,
     problems: Vec<crate::error::Corruption>,
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
 }
 
 impl LogReader {
@@ -957,7 +1150,147 @@ impl LogReader {
         let dir = dir.as_ref();
         let fs = &*options.file_system;
         let Recovered { index, report, problems, .. } = recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict)?;
-        Ok(LogReader { index, report, problems })
+        Ok(LogReader { index, report, problems, dir: dir.to_owned(), fs: options.file_system.clone() })
+    }
+
+    /// Catches up with a writer that has the log open (in this process or
+    /// another): applies the frames appended at the end of the newest
+    /// segment since the reader opened or last refreshed, and, if the
+    /// log's segment files changed (a rollover, a compaction), reads the
+    /// log again from the start. A frame still being written (a torn tail)
+    /// is left for the next refresh. Returns whether the reader now sees
+    /// more of the log.
+    ///
+    /// # Errors
+    /// As [`LogReader::open`] when the log is read again.
+    pub fn refresh(&mut self) -> Result<bool> {
+        let before = (self.index.next_lsn(), self.index.last_durable_lsn());
+        self.apply_new_frames();
+        // A rollover adds segments after the newest: those are read alone.
+        // Anything else (a compaction, a file removed) reads the log again.
+        while let Some(newer) = self.segment_files_changed()? {
+            if !newer.is_empty() && self.open_newer_segments(&newer)? {
+                continue;
+            }
+            let options = Options { file_system: self.fs.clone(), ..Options::default() };
+            *self = LogReader::open_with(&self.dir, &options)?;
+            break;
+        }
+        Ok((self.index.next_lsn(), self.index.last_durable_lsn()) != before)
+    }
+
+    /// Adds the segments a rollover published after the newest one the
+    /// reader knows, with their frames. `false` (nothing added) if they do
+    /// not follow on from it exactly: the caller reads the log again.
+    fn open_newer_segments(&mut self, newer: &[String]) -> Result<bool> {
+        for name in newer {
+            // The segment before was sealed (wholly written and synced)
+            // before this one was published: every frame of it is there now.
+            self.apply_new_frames();
+            let path = self.dir.join(name);
+            let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+            let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+            let Ok(header) = SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES.min(map.len()))) else {
+                return Ok(false);
+            };
+            let follows = self.index.segments().last().is_some_and(|last| last.segment.header.log_id == header.log_id);
+            if !follows || header.first_lsn != self.index.next_lsn() || map.len() as u64 != header.segment_bytes {
+                return Ok(false);
+            }
+            self.index.push_segment(Segment { header, path, file, map, compacted: false }, SEGMENT_HEADER_BYTES);
+        }
+        self.apply_new_frames();
+        Ok(true)
+    }
+
+    /// Applies every valid frame past the end of the newest segment, as
+    /// recovery does; stops quietly at the first one that is not (yet) whole.
+    fn apply_new_frames(&mut self) {
+        let Some(entry) = self.index.segments().last() else { return };
+        if entry.segment.compacted() {
+            return;
+        }
+        let segment = entry.segment.clone();
+        let bytes = segment.map.slice(0, segment.map.len());
+        let mut offset = entry.end_offset;
+        while offset < bytes.len() {
+            let expected = self.index.next_lsn();
+            let Ok((at, frame)) = crate::frame::decode_frame_at(&bytes, offset, &segment.header.log_id, expected)
+            else {
+                return;
+            };
+            if self.index.check_frame(&frame).is_err() {
+                // Open again to see it as corruption; here it only stops.
+                return;
+            }
+            if at != offset {
+                self.index.skip_padding(at);
+            }
+            self.index.apply_frame(at, &frame);
+            self.report.records += u64::from(frame.lsn_count);
+            self.report.bytes += frame.total_bytes() as u64;
+            offset = at + frame.total_bytes();
+        }
+    }
+
+    /// `None` if the directory's segment files are the reader's; else the
+    /// ordinary segments named after the newest one it knows, in order,
+    /// if the others are all the reader's (else none).
+    fn segment_files_changed(&self) -> Result<Option<Vec<String>>> {
+        let names = self.fs.list(&self.dir).map_err(|error| Error::io("list", &self.dir, error))?;
+        let mut on_disk: Vec<&str> = names.iter().map(String::as_str).filter(|name| name.ends_with(".seg")).collect();
+        on_disk.sort_unstable();
+        let mut known: Vec<&str> = self
+            .index
+            .segments()
+            .iter()
+            .filter_map(|entry| entry.segment.path.file_name().and_then(|name| name.to_str()))
+            .collect();
+        known.sort_unstable();
+        if on_disk == known {
+            return Ok(None);
+        }
+        let newest = self.index.segments().last().map_or(Lsn::ZERO, |entry| entry.segment.header.first_lsn);
+        let mut newer: Vec<(Lsn, &str)> = Vec::new();
+        let mut others: Vec<&str> = Vec::new();
+        for name in on_disk {
+            match crate::segment::parse_segment_file_name(name) {
+                Some(lsn) if lsn > newest => newer.push((lsn, name)),
+                _ => others.push(name),
+            }
+        }
+        if others != known {
+            return Ok(Some(Vec::new()));
+        }
+        newer.sort_unstable();
+        Ok(Some(newer.into_iter().map(|(_, name)| name.to_owned()).collect()))
+    }
+
+    /// The last LSN known durable (`Lsn::ZERO` if none), by what the log's
+    /// frames say (see [Following a live writer](LogReader#following-a-live-writer)).
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(reader_durable_end(&self.index).0 - 1)
+    }
+
+    /// Reads into `out` at most [`crate::subscribe::BATCH_RECORDS_MAX`]
+    /// live records after `after` that are known durable, in LSN order, and
+    /// returns the position to read after next time (past records that are
+    /// not live, too). With [`LogReader::refresh`] in between, a loop of
+    /// these delivers every durable live record once, as
+    /// [`Log::subscribe`] does.
+    ///
+    /// # Errors
+    /// [`Error::Trimmed`] if log-wide retention dropped records after
+    /// `after`; [`Error::Corruption`] if a frame fails its checks.
+    pub fn read_durable(&self, after: Lsn, out: &mut Vec<Record>) -> Result<Lsn> {
+        let durable_end = reader_durable_end(&self.index);
+        if durable_end.0 <= after.0.saturating_add(1) {
+            return Ok(after);
+        }
+        let mut batch = std::collections::VecDeque::new();
+        let read_to = crate::subscribe::read_durable(&self.index, after, durable_end, &mut batch)?;
+        out.extend(batch);
+        Ok(read_to)
     }
 
     /// What a read-write open would find and do (nothing was done).
@@ -970,7 +1303,7 @@ impl LogReader {
         &self.problems
     }
 
-    /// Streams with live entries or a snapshot.
+    /// Streams with live entries or a snapshot (named cursors included).
     pub fn stream_count(&self) -> usize {
         self.index.stream_count()
     }
@@ -1028,7 +1361,21 @@ impl LogReader {
     /// The streams whose id starts with `prefix`, with their next sequence,
     /// as [`Log::streams`].
     pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Vec<(Bytes, StreamSeq)> {
-        self.index.streams_with_prefix(prefix.as_ref())
+        user_streams(self.index.streams_with_prefix(prefix.as_ref()))
+    }
+
+    /// The streams with their next sequence and the time of their latest
+    /// live record, as [`Log::list_streams`], as the reader last saw them.
+    ///
+    /// # Errors
+    /// As [`Log::list_streams`].
+    pub fn list_streams(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<StreamInfo>> {
+        stream_infos(&self.index, prefix.as_ref())
+    }
+
+    /// The named cursors and their positions, as [`Log::cursors`].
+    pub fn cursors(&self) -> Vec<(String, Lsn)> {
+        crate::cursors::list(&self.index)
     }
 
     /// Sizes of the index.

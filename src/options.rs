@@ -76,12 +76,23 @@ pub struct Options {
     pub compaction: CompactionOptions,
     /// Log-wide retention by age: sealed segments whose every record is
     /// older than this many milliseconds (by the log's clock) are dropped
-    /// by the next compaction, live records and all. Default none.
+    /// by the next compaction, live records and all. Default none. A
+    /// registered named cursor holds it back (see `cursor_lag_bytes_max`).
     pub max_age_ms: Option<u64>,
     /// Log-wide retention by size: while the log's files take more than
     /// this many bytes, its oldest sealed segments are dropped by the next
-    /// compaction, live records and all. Default none.
+    /// compaction, live records and all. Default none. A registered named
+    /// cursor holds it back (see `cursor_lag_bytes_max`).
     pub max_bytes: Option<u64>,
+    /// How far a named cursor (see [`crate::cursors`]) may lag and still
+    /// hold back log-wide retention (`max_age_ms`, `max_bytes`), in bytes
+    /// of segment files from the one holding the first record it has not
+    /// read to the end of the log. A cursor that lags more is released:
+    /// retention drops what it has not read, and a subscription from it
+    /// gets [`Error::Trimmed`]. Default 1 GiB; 0 releases every cursor
+    /// (they never hold retention back). Cursors are records, so a crash
+    /// changes nothing of this.
+    pub cursor_lag_bytes_max: u64,
 }
 
 impl Default for Options {
@@ -99,6 +110,7 @@ impl Default for Options {
             compaction: CompactionOptions::default(),
             max_age_ms: None,
             max_bytes: None,
+            cursor_lag_bytes_max: 1 << 30,
         }
     }
 }
@@ -118,6 +130,7 @@ impl fmt::Debug for Options {
             .field("compaction", &self.compaction)
             .field("max_age_ms", &self.max_age_ms)
             .field("max_bytes", &self.max_bytes)
+            .field("cursor_lag_bytes_max", &self.cursor_lag_bytes_max)
             .finish()
     }
 }

@@ -325,3 +325,29 @@ fn a_snapshot_first_in_a_group_leaves_its_streams_state_for_the_rest_of_the_grou
     let reopened = Log::open(dir.path(), common::small_options()).expect("the log reopens");
     assert_eq!(reopened.next_seq("s"), appended);
 }
+
+/// A close skipped the zero padding before its clean-close marker in the
+/// index, then wrote the marker and published it under a second lock: a
+/// read of the log in between walked into the padding and reported a
+/// "zeroed frame header" as corruption of a healthy log. Found by the
+/// subscription tests, whose subscriber read while the log closed.
+#[test]
+fn a_read_racing_a_close_never_reports_the_markers_padding_as_corruption() {
+    for _ in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = common::open(dir.path());
+        log.append("s", Expectation::Any, &b"a"[..]).wait().unwrap();
+        let reader = log.clone();
+        let reading = std::thread::spawn(move || {
+            loop {
+                match reader.read_all(annals::Lsn::ZERO, 10) {
+                    Ok(records) => assert_eq!(records.len(), 1),
+                    Err(annals::Error::Closed) => return,
+                    Err(error) => panic!("a read beside a close failed: {error}"),
+                }
+            }
+        });
+        log.close().wait().unwrap();
+        reading.join().unwrap();
+    }
+}

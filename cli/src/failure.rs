@@ -14,7 +14,8 @@ pub const EXIT_USAGE: u8 = 2;
 /// Runtime failure: the log could not be read or written.
 pub const EXIT_RUNTIME: u8 = 3;
 /// `load` stopped on SIGINT or SIGTERM, closed the log and printed its
-/// summary (128 + SIGINT, as shells report an interrupted command).
+/// summary; `tail --follow` stopped on one, after printing every durable
+/// record it had read (128 + SIGINT, as shells report an interrupted command).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The exit codes as every `--help` shows them (the README repeats them).
@@ -25,7 +26,8 @@ Exit codes:
   2    usage error: an unknown command or flag, a missing or invalid value, arguments that cannot work together
   3    runtime failure: the log could not be read or written (no such directory, not an Annals log,
        no permission, an I/O error, a log locked by another process, a full disk)
-  130  load was interrupted (SIGINT or SIGTERM): it closed the log cleanly and printed its summary";
+  130  load was interrupted (SIGINT or SIGTERM): it closed the log cleanly and printed its summary;
+       tail --follow was stopped the same way";
 
 /// How a command that ran to its end finished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The `annals` command: load a log with a synthetic workload; verify, dump,
-//! repair, measure and compact one.
+//! repair, measure, compact and tail one.
 //!
 //! Each command parses its arguments with clap (validated and bounded before
 //! anything is allocated), reports through a typed struct that is printed as
@@ -15,6 +15,7 @@ mod output;
 mod progress;
 mod repair;
 mod stats;
+mod tail;
 mod verify;
 
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ const PAYLOAD_BYTES_MAX: u64 = (16 << 20) - 1024;
 /// 4,096 (`Options::queue_requests_max`), so more would only wait.
 const CONCURRENCY_MAX: u64 = 4096;
 
-/// Load, verify, dump, repair, measure and compact an Annals log.
+/// Load, verify, dump, repair, measure, compact and tail an Annals log.
 #[derive(Parser)]
 #[command(name = "annals", version, propagate_version = true, after_help = EXIT_CODES_HELP)]
 struct Cli {
@@ -69,6 +70,10 @@ enum Command {
     /// back the disk the others took
     #[command(after_help = EXIT_CODES_HELP)]
     Compact(CompactArgs),
+    /// Print records as they become durable, beside a writer that has the
+    /// log open; with --follow, keep printing until SIGINT or SIGTERM
+    #[command(after_help = EXIT_CODES_HELP)]
+    Tail(TailArgs),
 }
 
 /// `annals load`.
@@ -202,6 +207,32 @@ struct CompactArgs {
     json: bool,
 }
 
+/// The longest `tail --follow` waits between two looks at the log, in ms.
+const POLL_MS_MAX: u64 = 60_000;
+
+/// `annals tail`.
+#[derive(Args)]
+struct TailArgs {
+    /// The log's directory (only ever read: a writer may have it open)
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Keeps printing records as they become durable, until SIGINT or SIGTERM [default: off]
+    #[arg(long)]
+    follow: bool,
+    /// Prints only records after LSN (0: from the oldest record)
+    #[arg(long, value_name = "LSN", default_value_t = 0, allow_negative_numbers = true)]
+    after: u64,
+    /// Prints only the records of stream ID [default: every stream]
+    #[arg(long, value_name = "ID")]
+    stream: Option<String>,
+    /// With --follow, milliseconds between two looks at the log, 1 to 60,000
+    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true, value_parser = value_parser!(u64).range(1..=POLL_MS_MAX))]
+    poll_ms: u64,
+    /// Prints each record as one JSON object per line [default: off]
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse(); // a usage error exits 2 here, --help and --version 0
     let outcome = match cli.command {
@@ -211,6 +242,7 @@ fn main() -> ExitCode {
         Command::Repair(args) => repair::run(&args),
         Command::Stats(args) => stats::run(&args),
         Command::Compact(args) => compact::run(&args),
+        Command::Tail(args) => tail::run(&args),
     };
     match outcome {
         Ok(outcome) => outcome.exit_code(),
