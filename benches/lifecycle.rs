@@ -355,6 +355,9 @@ impl OpenDataSet {
         let annals = scratch(&format!("lifecycle-open-annals-{label}"));
         let annals_crashed = scratch(&format!("lifecycle-open-annals-{label}-crashed"));
         let log = fill_annals(&annals, rows, rt);
+        // What the background image writer leaves after the last rollover:
+        // the crashed copy has the image of its sealed segments.
+        let _ = log.write_index_image();
         copy_dir(&annals, &annals_crashed);
         log.close().wait().unwrap();
         drop(log);
