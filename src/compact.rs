@@ -30,8 +30,8 @@ use bytes::Bytes;
 use crate::commit::{Shared, Writer, now_ms};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameMeta, FrameView, OP_HEADER_BYTES, OpRef, RecordKind, decode_frame_anywhere,
-    decode_frame_at, encode_frame,
+    FRAME_HEADER_BYTES, FrameMeta, OP_HEADER_BYTES, OpRef, RecordKind, decode_frame_anywhere, decode_frame_at,
+    encode_frame,
 };
 use crate::fs::File;
 use crate::index::{SegmentEntry, StreamCursor, WrittenFrame};
@@ -136,7 +136,9 @@ pub(crate) fn plan(shared: &Shared, background: bool) -> Option<Plan> {
     let dead = written.saturating_sub(live);
     let enough_dead = dead as f64 >= options.compaction.dead_ratio * written as f64
         && dead >= options.segment_bytes.min(crate::segment::FIRST_SEGMENT_BYTES);
-    if cut == 0 && background && !enough_dead {
+    // On demand, anything dead is worth reclaiming; but a prefix with
+    // nothing dead would be rewritten as it is, for nothing.
+    if cut == 0 && (dead == 0 || (background && !enough_dead)) {
         return None;
     }
     let bytes_per_second = if background { options.compaction.bytes_per_second } else { 0 };
@@ -197,21 +199,6 @@ impl Compactor {
     }
 }
 
-/// One operation: of an input, as the first pass found it, or of the
-/// output, in LSN order.
-#[derive(Clone)]
-struct CopiedOp {
-    lsn: Lsn,
-    kind: RecordKind,
-    stream: Bytes,
-    seq: StreamSeq,
-    payload: Bytes,
-    timestamp_ms: u64,
-    /// Where it is in the inputs, by position and offset of its header
-    /// (none for a base compaction adds).
-    from: Option<(usize, usize)>,
-}
-
 /// Compacts every sealed segment of the log: the whole prefix before the
 /// active one. Runs beside appends; only the commit takes the writer.
 pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Result<CompactionReport> {
@@ -228,12 +215,13 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
     if inputs.is_empty() {
         return Ok(CompactionReport::default());
     }
-    let ends: Vec<usize> = {
+    let bytes: Vec<Bytes> = {
         let index = shared.index.read();
-        index.segments()[..inputs.len()].iter().map(|entry| entry.end_offset).collect()
+        let ends = index.segments()[..inputs.len()].iter().map(|entry| entry.end_offset);
+        inputs.iter().zip(ends).map(|(segment, end)| segment.map.slice(0, end)).collect()
     };
     let mut throttle = Throttle::new(plan.bytes_per_second);
-    let ops = read_inputs(&inputs, &ends, &mut throttle)?;
+    let read = read_inputs(&inputs, &bytes, &mut throttle)?;
     // What is live is decided with the writer held, after a sync: a record
     // is dropped only for a tombstone or prune that is durable (one a power
     // cut can take would otherwise take the record it removed along with
@@ -242,12 +230,12 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         let mut writer = writer.lock();
         writer.check_open()?;
         writer.sync_for_compaction()?;
-        let (output, dropped, bases) = decide(shared, &ops, plan.trim_before)?;
+        let (output, dropped, bases) = decide(shared, &read, plan.trim_before)?;
         (output, dropped, bases, writer.compaction_generation() + 1)
     };
     let cap = shared.options.segment_bytes.max(inputs.iter().map(|s| s.header.segment_bytes).max().unwrap_or(0));
-    let written =
-        write_outputs(shared, &inputs[0].header.log_id, (generation, next_segment), &output, cap, &mut throttle);
+    let log_id = &inputs[0].header.log_id;
+    let written = write_outputs(shared, log_id, (generation, next_segment), (&read, &output), cap, &mut throttle);
     let (segments, moved) = match written {
         Ok(written) => written,
         Err(error) => {
@@ -276,7 +264,7 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         // Log-wide retention drops the segments below the trim, live records and all.
         let trimmed = inputs.iter().take_while(|input| input.header.first_lsn < plan.trim_before).count();
         let live = shared.index.read().live_locations_before(inputs.len());
-        if let Some(missing) = live.iter().find(|at| at.0 >= trimmed && !moved.contains_key(at)) {
+        if let Some(missing) = live.iter().find(|at| at.0 >= trimmed && moved.get(**at).is_none()) {
             remove_outputs(shared, generation);
             return Err(Error::corruption(
                 &inputs[missing.0].path,
@@ -295,7 +283,7 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         let entries: Vec<SegmentEntry> =
             segments.into_iter().map(|(segment, frames)| SegmentEntry::compacted(segment, &frames)).collect();
         let mut index = shared.index.write();
-        index.replace_prefix(inputs.len(), entries, &moved);
+        index.replace_prefix(inputs.len(), entries, |from| moved.get(from));
         index.trim(plan.trim_before);
     }
     for input in &inputs {
@@ -309,55 +297,150 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
     Ok(report)
 }
 
+/// One operation of an input, as the first pass found it: where it is and
+/// what the decision needs, without a copy of its bytes (compaction reads
+/// hundreds of megabytes of mostly dead records; each costs this much).
+#[derive(Clone, Copy)]
+struct InputOp {
+    lsn: Lsn,
+    seq: StreamSeq,
+    timestamp_ms: u64,
+    /// The stream, as a number given in the order streams were first seen.
+    stream: u32,
+    /// The input it is in, by position.
+    position: u32,
+    /// Offset of its operation header in that input (after a batch's kind byte).
+    offset: u32,
+    kind: RecordKind,
+}
+
+const _: () = assert!(std::mem::size_of::<InputOp>() <= 40);
+
+/// What the first pass read: every operation of the inputs in LSN order,
+/// their streams, and how the inputs leave each stream.
+struct Inputs<'a> {
+    /// Each input's frames, from its header to its end.
+    bytes: &'a [Bytes],
+    ops: Vec<InputOp>,
+    /// Stream ids, by number.
+    streams: Vec<&'a [u8]>,
+    /// Each stream as every input operation left it, by number.
+    cursors: Vec<StreamCursor>,
+}
+
+impl<'a> Inputs<'a> {
+    /// The payload of an operation the first pass checked.
+    fn payload(&self, op: &InputOp) -> &'a [u8] {
+        let bytes: &'a [u8] = &self.bytes[op.position as usize];
+        let at = op.offset as usize;
+        let stream_bytes = usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+        let payload_bytes = u32::from_le_bytes(bytes[at + 2..at + 6].try_into().expect("four bytes")) as usize;
+        let start = at + OP_HEADER_BYTES + stream_bytes;
+        &bytes[start..start + payload_bytes]
+    }
+}
+
 /// Reads every frame of the inputs, checking each checksum: a flipped bit
 /// fails the compaction with the file and offset, and changes nothing.
-fn read_inputs(inputs: &[Segment], ends: &[usize], throttle: &mut Throttle) -> Result<Vec<CopiedOp>> {
-    let mut ops = Vec::new();
-    for (position, (segment, &end)) in inputs.iter().zip(ends).enumerate() {
-        let bytes = segment.map.slice(0, end);
+fn read_inputs<'a>(inputs: &[Segment], bytes: &'a [Bytes], throttle: &mut Throttle) -> Result<Inputs<'a>> {
+    let mut read = Inputs { bytes, ops: Vec::new(), streams: Vec::new(), cursors: Vec::new() };
+    let mut numbers: HashMap<&'a [u8], u32, foldhash::fast::RandomState> = HashMap::default();
+    for (position, (segment, frames)) in inputs.iter().zip(bytes).enumerate() {
+        let frames: &'a [u8] = frames;
+        let end = frames.len();
         let log_id = segment.header.log_id;
         let mut offset = SEGMENT_HEADER_BYTES;
         let mut lsn = segment.header.first_lsn;
         while offset < end {
             let decoded = if segment.compacted() {
-                decode_frame_anywhere(&bytes[offset..], &log_id).map(|frame| (offset, frame))
+                decode_frame_anywhere(&frames[offset..], &log_id).map(|frame| (offset, frame))
             } else {
-                decode_frame_at(&bytes, offset, &log_id, lsn)
+                decode_frame_at(frames, offset, &log_id, lsn)
             };
             let (at, frame) = decoded.map_err(|defect| {
                 Error::corruption(&segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
             })?;
-            collect_ops(&bytes, position, at, &frame, &mut ops);
+            let body = at + FRAME_HEADER_BYTES;
+            for op in frame.ops() {
+                let next = read.streams.len() as u32;
+                let stream = *numbers.entry(op.stream).or_insert(next);
+                if stream == next {
+                    read.streams.push(op.stream);
+                    read.cursors.push(StreamCursor::EMPTY);
+                }
+                let reach = if op.kind == RecordKind::Prune {
+                    crate::frame::prune_snapshots_before(op.payload)
+                } else {
+                    Lsn(0)
+                };
+                let cursor = &mut read.cursors[stream as usize];
+                *cursor = cursor.apply(op.kind, op.seq, op.lsn, reach).unwrap_or(*cursor);
+                read.ops.push(InputOp {
+                    lsn: op.lsn,
+                    seq: op.seq,
+                    timestamp_ms: frame.meta.timestamp_ms,
+                    stream,
+                    position: position as u32,
+                    offset: (body + op.offset_in_body) as u32,
+                    kind: op.kind,
+                });
+            }
             lsn = frame.next_lsn();
             offset = at + frame.total_bytes();
         }
         throttle.pass(end as u64);
     }
-    Ok(ops)
+    Ok(read)
 }
 
-fn collect_ops(bytes: &Bytes, position: usize, at: usize, frame: &FrameView<'_>, ops: &mut Vec<CopiedOp>) {
-    let body = at + FRAME_HEADER_BYTES;
-    for op in frame.ops() {
-        let stream_start = body + op.offset_in_body + OP_HEADER_BYTES;
-        let payload_start = body + op.payload_offset_in_body;
-        ops.push(CopiedOp {
-            lsn: op.lsn,
-            kind: op.kind,
-            stream: bytes.slice(stream_start..stream_start + op.stream.len()),
-            seq: op.seq,
-            payload: bytes.slice(payload_start..payload_start + op.payload.len()),
-            timestamp_ms: frame.meta.timestamp_ms,
-            from: Some((position, body + op.offset_in_body)),
-        });
+/// One operation of the output, in LSN order: an input's, or a base
+/// compaction adds.
+#[derive(Clone, Copy)]
+enum OutputOp {
+    /// The input operation with this number.
+    Kept(u32),
+    /// A stream base.
+    Base { stream: u32, lsn: Lsn, seq: StreamSeq, timestamp_ms: u64 },
+}
+
+impl OutputOp {
+    /// Its stream's number.
+    fn stream(&self, inputs: &Inputs<'_>) -> u32 {
+        match *self {
+            OutputOp::Kept(at) => inputs.ops[at as usize].stream,
+            OutputOp::Base { stream, .. } => stream,
+        }
+    }
+
+    fn lsn(&self, inputs: &Inputs<'_>) -> Lsn {
+        match *self {
+            OutputOp::Kept(at) => inputs.ops[at as usize].lsn,
+            OutputOp::Base { lsn, .. } => lsn,
+        }
+    }
+
+    /// The operation to encode, its timestamp, and where it was in the
+    /// inputs (none for a base).
+    fn op<'a>(&self, inputs: &Inputs<'a>) -> (OpRef<'a>, u64, Option<(usize, usize)>) {
+        match *self {
+            OutputOp::Kept(at) => {
+                let op = &inputs.ops[at as usize];
+                let stream = inputs.streams[op.stream as usize];
+                let payload = inputs.payload(op);
+                let refs = OpRef { kind: op.kind, stream, seq: op.seq, lsn: op.lsn, payload };
+                (refs, op.timestamp_ms, Some((op.position as usize, op.offset as usize)))
+            }
+            OutputOp::Base { stream, lsn, seq, timestamp_ms } => {
+                let stream = inputs.streams[stream as usize];
+                (OpRef { kind: RecordKind::Base, stream, seq, lsn, payload: &[] }, timestamp_ms, None)
+            }
+        }
     }
 }
 
 /// What each stream looked like in the inputs, and what the output has of it.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct StreamPass {
-    /// The stream as every input operation left it.
-    input: Option<StreamCursor>,
     /// The LSN of the first operation dropped since the stream's last
     /// tombstone, while nothing of it was kept yet.
     first_dropped: Option<(Lsn, u64)>,
@@ -372,23 +455,24 @@ struct StreamPass {
 /// Decides, under the index's read lock, which operations are kept and
 /// which streams need a base. Returns the output in LSN order, how many
 /// operations were dropped and how many bases were added.
-fn decide(shared: &Shared, ops: &[CopiedOp], trim_before: Lsn) -> Result<(Vec<CopiedOp>, u64, u64)> {
+fn decide(shared: &Shared, inputs: &Inputs<'_>, trim_before: Lsn) -> Result<(Vec<OutputOp>, u64, u64)> {
     let index = shared.index.read();
-    let mut streams: HashMap<&[u8], StreamPass> = HashMap::new();
-    let mut output: Vec<CopiedOp> = Vec::new();
+    // Each stream is looked up once; then every operation's liveness is a
+    // comparison or two.
+    let states: Vec<_> = inputs.streams.iter().map(|stream| index.stream_state(stream)).collect();
+    let mut passes = vec![StreamPass::default(); inputs.streams.len()];
+    let mut output: Vec<OutputOp> = Vec::new();
     let mut dropped = 0u64;
-    for op in ops {
-        let pass = streams.entry(op.stream.as_ref()).or_default();
-        let before = pass.input.unwrap_or(StreamCursor::EMPTY);
-        let reach =
-            if op.kind == RecordKind::Prune { crate::frame::prune_snapshots_before(&op.payload) } else { Lsn(0) };
-        pass.input = Some(before.apply(op.kind, op.seq, op.lsn, reach).unwrap_or(before));
+    for (number, op) in inputs.ops.iter().enumerate() {
+        let pass = &mut passes[op.stream as usize];
         if op.kind == RecordKind::Tombstone {
             dropped += 1;
-            *pass = StreamPass { input: pass.input, ..StreamPass::default() };
+            *pass = StreamPass::default();
             continue;
         }
-        let live = op.lsn >= trim_before && op.kind.holds_data() && index.is_live(op.kind, &op.stream, op.seq, op.lsn);
+        let live = op.lsn >= trim_before
+            && op.kind.holds_data()
+            && states[op.stream as usize].is_some_and(|state| state.is_live(op.kind, op.seq, op.lsn));
         if !live {
             dropped += 1;
             if !pass.kept && pass.first_dropped.is_none() {
@@ -403,52 +487,48 @@ fn decide(shared: &Shared, ops: &[CopiedOp], trim_before: Lsn) -> Result<(Vec<Co
             pass.kept = true;
             if let Some((lsn, timestamp_ms)) = pass.first_dropped {
                 pass.base = Some(output.len());
-                output.push(base(op.stream.clone(), lsn, timestamp_ms));
+                output.push(OutputOp::Base { stream: op.stream, lsn, seq: StreamSeq(0), timestamp_ms });
             }
         }
-        output.push(op.clone());
+        output.push(OutputOp::Kept(number as u32));
     }
+    drop(index);
     let mut bases = 0u64;
-    for (stream, pass) in &mut streams {
+    for (stream, pass) in passes.iter().enumerate() {
         // The stream goes on from its first kept entry, or else from where
         // the inputs left it (its later records, if any, follow there).
-        let input_next = pass.input.map_or(0, |cursor| cursor.next);
-        let seq = pass.first_kept_entry.unwrap_or(input_next);
+        let next = pass.first_kept_entry.unwrap_or(inputs.cursors[stream].next);
         if let Some(at) = pass.base {
-            output[at].seq = StreamSeq(seq);
+            if let OutputOp::Base { seq, .. } = &mut output[at] {
+                *seq = StreamSeq(next);
+            }
             bases += 1;
         } else if let Some((lsn, timestamp_ms)) = pass.first_dropped
             && !pass.kept
-            && seq > 0
+            && next > 0
         {
-            let mut op = base(Bytes::copy_from_slice(stream), lsn, timestamp_ms);
-            op.seq = StreamSeq(seq);
-            output.push(op);
+            output.push(OutputOp::Base { stream: stream as u32, lsn, seq: StreamSeq(next), timestamp_ms });
             bases += 1;
         }
     }
-    drop(index);
-    output.sort_by_key(|op| op.lsn);
-    check_output(shared, &output)?;
+    output.sort_by_key(|op| op.lsn(inputs));
+    check_output(shared, inputs, &output)?;
     Ok((output, dropped, bases))
-}
-
-fn base(stream: Bytes, lsn: Lsn, timestamp_ms: u64) -> CopiedOp {
-    CopiedOp { lsn, kind: RecordKind::Base, stream, seq: StreamSeq(0), payload: Bytes::new(), timestamp_ms, from: None }
 }
 
 /// Replays the output by the rules recovery checks, so that a compaction
 /// that would leave a log recovery refuses fails here instead, changing
 /// nothing.
-fn check_output(shared: &Shared, output: &[CopiedOp]) -> Result<()> {
-    let mut streams: HashMap<&[u8], StreamCursor> = HashMap::new();
+fn check_output(shared: &Shared, inputs: &Inputs<'_>, output: &[OutputOp]) -> Result<()> {
+    let mut cursors = vec![StreamCursor::EMPTY; inputs.streams.len()];
     for op in output {
-        let cursor = streams.entry(op.stream.as_ref()).or_insert(StreamCursor::EMPTY);
+        let (stream, (op, _, _)) = (op.stream(inputs), op.op(inputs));
+        let cursor = &mut cursors[stream as usize];
         *cursor = cursor.apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(|what| {
             Error::corruption(
                 &shared.dir,
                 0,
-                CorruptionKind::StreamInconsistent { stream: crate::types::display_stream(&op.stream), what },
+                CorruptionKind::StreamInconsistent { stream: crate::types::display_stream(op.stream), what },
             )
         })?;
     }
@@ -458,7 +538,17 @@ fn check_output(shared: &Shared, output: &[CopiedOp]) -> Result<()> {
 /// Bytes of a gap frame.
 const GAP_FRAME_BYTES: usize = FRAME_HEADER_BYTES + crate::frame::GAP_BODY_BYTES;
 
-type Written = (Vec<(Segment, Vec<WrittenFrame>)>, HashMap<(usize, usize), (usize, usize)>);
+/// Where each record of the inputs that the output keeps went: `(input
+/// position, offset)` to `(output position, offset)`, sorted by where it was.
+struct Moved(Vec<((usize, usize), (usize, usize))>);
+
+impl Moved {
+    fn get(&self, from: (usize, usize)) -> Option<(usize, usize)> {
+        self.0.binary_search_by_key(&from, |(at, _)| *at).ok().map(|found| self.0[found].1)
+    }
+}
+
+type Written = (Vec<(Segment, Vec<WrittenFrame>)>, Moved);
 
 /// Writes the output as compacted segments of `generation`, each at most
 /// `cap` bytes (or one frame), synced, renamed into place, the directory
@@ -470,58 +560,53 @@ fn write_outputs(
     shared: &Shared,
     log_id: &[u8; 16],
     (generation, end_lsn): (u64, Lsn),
-    output: &[CopiedOp],
+    (inputs, output): (&Inputs<'_>, &[OutputOp]),
     cap: u64,
     throttle: &mut Throttle,
 ) -> Result<Written> {
     let mut segments = Vec::new();
-    let mut moved = HashMap::with_capacity(output.len());
+    let mut moved = Vec::with_capacity(output.len());
     let mut start = 0;
     while start < output.len() {
         let mut buf = Vec::new();
         let mut frames = Vec::new();
         let mut end = start;
+        let mut last = (Lsn(0), 0);
         while end < output.len() {
-            let op = &output[end];
-            let refs = [OpRef { kind: op.kind, stream: &op.stream, seq: op.seq, lsn: op.lsn, payload: &op.payload }];
-            let len = crate::frame::frame_bytes(op.kind.frame_kind(), &refs);
+            let (op, timestamp_ms, from) = output[end].op(inputs);
+            let len = crate::frame::frame_bytes(op.kind.frame_kind(), &[op]);
             if !frames.is_empty() && (SEGMENT_HEADER_BYTES + buf.len() + len + GAP_FRAME_BYTES) as u64 > cap {
                 break;
             }
             let offset = SEGMENT_HEADER_BYTES + buf.len();
-            let meta = FrameMeta { lsn: op.lsn, durable_lsn: op.lsn, timestamp_ms: op.timestamp_ms };
-            encode_frame(&mut buf, log_id, op.kind.frame_kind(), meta, &refs);
+            let meta = FrameMeta { lsn: op.lsn, durable_lsn: op.lsn, timestamp_ms };
+            encode_frame(&mut buf, log_id, op.kind.frame_kind(), meta, &[op]);
             // A base is as lasting as the records it stands for: counted
             // live, so that a log of bases never looks worth compacting.
             let live_bytes = crate::index::op_bytes(op.stream.len(), op.payload.len());
-            frames.push(WrittenFrame {
-                offset,
-                lsn: op.lsn,
-                timestamp_ms: op.timestamp_ms,
-                total_bytes: len,
-                live_bytes,
-            });
-            if let Some(from) = op.from {
-                moved.insert(from, (segments.len(), offset + FRAME_HEADER_BYTES));
+            frames.push(WrittenFrame { offset, lsn: op.lsn, timestamp_ms, total_bytes: len, live_bytes });
+            if let Some(from) = from {
+                moved.push((from, (segments.len(), offset + FRAME_HEADER_BYTES)));
             }
+            last = (op.lsn, timestamp_ms);
             end += 1;
         }
-        let last = &output[end - 1];
-        let covers_to = output.get(end).map_or(end_lsn, |next| next.lsn);
-        if Lsn(last.lsn.0 + 1) < covers_to {
+        let (last_lsn, last_timestamp_ms) = last;
+        let covers_to = output.get(end).map_or(end_lsn, |next| next.lsn(inputs));
+        if Lsn(last_lsn.0 + 1) < covers_to {
             let offset = SEGMENT_HEADER_BYTES + buf.len();
-            let after = Lsn(last.lsn.0 + 1);
-            let meta = FrameMeta { lsn: after, durable_lsn: after, timestamp_ms: last.timestamp_ms };
+            let after = Lsn(last_lsn.0 + 1);
+            let meta = FrameMeta { lsn: after, durable_lsn: after, timestamp_ms: last_timestamp_ms };
             crate::frame::encode_gap_frame(&mut buf, log_id, meta, covers_to);
             frames.push(WrittenFrame {
                 offset,
                 lsn: after,
-                timestamp_ms: last.timestamp_ms,
+                timestamp_ms: last_timestamp_ms,
                 total_bytes: GAP_FRAME_BYTES,
                 live_bytes: GAP_FRAME_BYTES as u64,
             });
         }
-        let first_lsn = output[start].lsn;
+        let first_lsn = output[start].lsn(inputs);
         let segment = write_compacted(shared, log_id, generation, first_lsn, &buf)?;
         throttle.pass(segment.header.segment_bytes);
         segments.push((segment, frames));
@@ -532,7 +617,10 @@ fn write_outputs(
         shared.fs.rename(&temp, &segment.path).map_err(|error| Error::io_or_full("rename", &segment.path, error))?;
     }
     shared.fs.sync_dir(&shared.dir).map_err(|error| Error::io_or_full("fsync directory", &shared.dir, error))?;
-    Ok((segments, moved))
+    // The output is in LSN order, and so were the inputs: already sorted
+    // but for what a sort of sorted data costs.
+    moved.sort_unstable_by_key(|(from, _)| *from);
+    Ok((segments, Moved(moved)))
 }
 
 fn temp_path(path: &Path) -> PathBuf {

@@ -105,6 +105,19 @@ impl StreamState {
     pub fn since(&self) -> Lsn {
         self.since
     }
+
+    /// Whether this stream's operation `kind` at `seq` and `lsn` is live
+    /// ([`Index::is_live`] for a stream already looked up).
+    pub(crate) fn is_live(&self, kind: RecordKind, seq: StreamSeq, lsn: Lsn) -> bool {
+        if lsn < self.since {
+            return false;
+        }
+        match kind {
+            RecordKind::Entry => seq.0 >= self.start && seq < self.next_seq(),
+            RecordKind::Snapshot => self.snapshots.binary_search_by_key(&lsn, |s| s.lsn).is_ok(),
+            RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => false,
+        }
+    }
 }
 
 /// The state of a stream after an operation, as both the writer's guards
@@ -562,7 +575,7 @@ impl Index {
         &mut self,
         inputs: usize,
         outputs: Vec<SegmentEntry>,
-        moved: &HashMap<(usize, usize), (usize, usize)>,
+        moved: impl Fn((usize, usize)) -> Option<(usize, usize)>,
     ) {
         let kept = outputs.len();
         // Where a record goes: `None` if it was in an input and is not in
@@ -570,7 +583,7 @@ impl Index {
         let relocate = |loc: RecordLoc| -> Option<RecordLoc> {
             let (segment, offset) = (loc.segment(), loc.offset());
             if segment < inputs {
-                moved.get(&(segment, offset)).map(|&(to, at)| RecordLoc::new(to, at))
+                moved((segment, offset)).map(|(to, at)| RecordLoc::new(to, at))
             } else {
                 Some(RecordLoc::new(segment - inputs + kept, offset))
             }
@@ -955,17 +968,12 @@ impl Index {
     /// no clear, prune or compaction has removed. Retention records and
     /// tombstones are not: they say what is live, and compaction folds them.
     pub fn is_live(&self, kind: RecordKind, stream: &[u8], seq: StreamSeq, lsn: Lsn) -> bool {
-        let Some(state) = self.streams.get(stream) else {
-            return false;
-        };
-        if lsn < state.since {
-            return false;
-        }
-        match kind {
-            RecordKind::Entry => seq.0 >= state.start && seq < state.next_seq(),
-            RecordKind::Snapshot => state.snapshots.binary_search_by_key(&lsn, |s| s.lsn).is_ok(),
-            RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => false,
-        }
+        self.streams.get(stream).is_some_and(|state| state.is_live(kind, seq, lsn))
+    }
+
+    /// What the index knows of `stream`, if it has any state.
+    pub(crate) fn stream_state(&self, stream: &[u8]) -> Option<&StreamState> {
+        self.streams.get(stream)
     }
 
     /// The live record at `lsn`, if there is one.

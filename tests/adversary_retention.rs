@@ -38,7 +38,8 @@ use annals::{
 /// descriptor until it execs, so a reopen right after a drop can see the
 /// lock taken for a moment. Not what these tests are about.
 fn open(dir: &Path) -> Log {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // A guard against a hang, not a measure of speed.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match Log::open(dir, common::small_options()) {
             Err(Error::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
@@ -203,9 +204,10 @@ impl Gate {
     }
 
     fn wait_entered(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A guard against a hang, not a measure of speed.
+        let deadline = Instant::now() + Duration::from_secs(300);
         while !self.entered.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the writer never reached the gate");
+            assert!(Instant::now() < deadline, "the writer never reached the gate (a hang)");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
