@@ -823,24 +823,20 @@ impl Recovery<'_> {
         let mut expected = self.index.next_lsn();
         for (position, (name_lsn, name)) in segments.iter().enumerate() {
             let is_last = position + 1 == segments.len() && self.prefix_end.is_none();
-            if position == 0 && resume_first {
+            let opened = if position == 0 && resume_first {
                 let entry = self.index.segments().last().expect("the image covers this segment");
-                let (segment, from) = (entry.segment.clone(), entry.end_offset);
-                self.report.segments += 1;
-                let end = self.scan_segment(&segment, from);
-                match self.settle_end(&segment, end, is_last)? {
-                    Settled::Continue => expected = self.index.next_lsn(),
-                    Settled::Stop => break,
-                    Settled::Resync => expected = Lsn(u64::MAX),
-                }
-                continue;
-            }
-            let path = self.dir.join(name);
-            match self.open_segment(&path, *name_lsn, expected, is_last)? {
-                Ok(segment) => {
+                Ok((entry.segment.clone(), entry.end_offset))
+            } else {
+                let path = self.dir.join(name);
+                self.open_segment(&path, *name_lsn, expected, is_last)?.map(|segment| {
                     self.index.push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+                    (segment, SEGMENT_HEADER_BYTES)
+                })
+            };
+            match opened {
+                Ok((segment, from)) => {
                     self.report.segments += 1;
-                    let end = self.scan_segment(&segment, SEGMENT_HEADER_BYTES);
+                    let end = self.scan_segment(&segment, from);
                     match self.settle_end(&segment, end, is_last)? {
                         Settled::Continue => expected = self.index.next_lsn(),
                         Settled::Stop => break,
