@@ -325,3 +325,30 @@ fn a_failed_image_write_does_not_poison_the_log() {
     log.check_open().unwrap();
     assert!(log.write_index_image().unwrap().is_some());
 }
+
+/// An image kept from before a salvage covered a clean-close marker; the
+/// salvage cut the log before it and wrote a gap, and the next close wrote
+/// a new marker at the same offset. The image's check that its last frame
+/// was still whole where it said passed, and the open resumed past records
+/// the log no longer held: false corruption ("log ends at lsn 6, but every
+/// lsn below 9 was recorded durable"). The image now also records that
+/// frame's checksum and the LSN it reaches. Found by the simulator at seed
+/// 82, which puts older images back before opens.
+#[test]
+fn an_image_from_before_a_salvage_is_refused_even_where_a_new_marker_sits() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), 10);
+    let older = std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap();
+    let segment = common::segment_files(dir.path()).pop().unwrap();
+    // The last record and the close marker: a salvage cuts them.
+    let end = common::written_end(&segment);
+    common::zero_range(&segment, end - 1500, end);
+    let salvage = Options { recovery_mode: RecoveryMode::Salvage, index_image: IndexImageWrites::Off, ..options() };
+    let log = Log::open(dir.path(), salvage).unwrap();
+    assert!(!log.recovery_report().salvaged.is_empty());
+    log.close().wait().unwrap();
+    std::fs::write(dir.path().join(IMAGE_FILE_NAME), older).unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    assert!(rejected(&log).starts_with("stale image"), "{:?}", log.recovery_report().index_image);
+    assert_same_as_full_scan(&log, dir.path());
+}
