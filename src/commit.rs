@@ -269,6 +269,9 @@ pub(crate) struct Shared {
     pub compactor: crate::compact::Compactor,
     /// What is durable and in the index, for subscriptions.
     pub durable: crate::subscribe::DurableEnd,
+    /// The persisted index image's writer: poked after a rollover and a
+    /// compaction, stopped at close (which writes the last image).
+    pub image: crate::image::ImageWriter,
 }
 
 pub(crate) struct Queue {
@@ -1030,8 +1033,10 @@ impl Writer {
         // so that appends never wait for one.
         self.spare_requested = false;
         self.request_spare(true);
-        // A segment was sealed: the background compactor looks.
+        // A segment was sealed: the background compactor looks, and the
+        // index image may cover it.
         self.shared.compactor.poke();
+        self.shared.image.poke();
         Ok(())
     }
 
@@ -1116,6 +1121,13 @@ impl Writer {
         self.shared.wake.notify_all();
         self.shared.spares.shut_down(&self.shared);
         self.shared.compactor.stop();
+        self.shared.image.stop();
+        if result.is_ok() && self.shared.options.index_image != crate::options::IndexImageWrites::Off {
+            // Still holding the directory's lock. Not user data: a failure
+            // leaves the previous image (or none), and the next open scans more.
+            let shared = &self.shared;
+            let _ = shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Whole);
+        }
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {

@@ -294,6 +294,8 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         }
     }
     let _ = shared.fs.sync_dir(&shared.dir);
+    // An image of the inputs is stale now: the next one covers the outputs.
+    shared.image.poke();
     Ok(report)
 }
 

@@ -26,7 +26,7 @@ pub const CHECKPOINT_FRAMES: u32 = 32;
 
 /// Where an operation's header is: a segment number and an offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RecordLoc(u64);
+pub struct RecordLoc(pub(crate) u64);
 
 const _: () = assert!(std::mem::size_of::<RecordLoc>() == 8);
 
@@ -37,37 +37,37 @@ impl RecordLoc {
         RecordLoc((u64::from(segment) << 32) | u64::from(offset))
     }
 
-    fn segment(self) -> usize {
+    pub(crate) fn segment(self) -> usize {
         (self.0 >> 32) as usize
     }
 
-    fn offset(self) -> usize {
+    pub(crate) fn offset(self) -> usize {
         (self.0 & u64::from(u32::MAX)) as usize
     }
 }
 
 /// A live snapshot: the last sequence it covers, where it is, and its LSN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SnapshotLoc {
-    seq: StreamSeq,
-    loc: RecordLoc,
-    lsn: Lsn,
+pub(crate) struct SnapshotLoc {
+    pub(crate) seq: StreamSeq,
+    pub(crate) loc: RecordLoc,
+    pub(crate) lsn: Lsn,
 }
 
 /// What the index knows of one stream since its last clear.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct StreamState {
     /// The sequence of `entries[0]`: entries before it were pruned.
-    start: u64,
+    pub(crate) start: u64,
     /// Live entries: `entries[i]` is sequence `start + i`.
-    entries: Vec<RecordLoc>,
+    pub(crate) entries: Vec<RecordLoc>,
     /// Live snapshots, oldest first.
-    snapshots: Vec<SnapshotLoc>,
+    pub(crate) snapshots: Vec<SnapshotLoc>,
     /// LSN of the stream's first record since its last clear: the stream's
     /// records below it are not live.
-    since: Lsn,
+    pub(crate) since: Lsn,
     /// The stream's snapshots below this LSN are not live.
-    snapshots_before: Lsn,
+    pub(crate) snapshots_before: Lsn,
 }
 
 impl StreamState {
@@ -186,17 +186,22 @@ pub struct SegmentEntry {
     /// End of the acknowledged frames in it.
     pub end_offset: usize,
     /// `(lsn, offset)` of every [`CHECKPOINT_FRAMES`]th frame, from the first.
-    checkpoints: Vec<(Lsn, u32)>,
-    frames: u32,
-    last_frame_offset: Option<usize>,
+    pub(crate) checkpoints: Vec<(Lsn, u32)>,
+    pub(crate) frames: u32,
+    pub(crate) last_frame_offset: Option<usize>,
     /// `(start, end)` offsets of every batch frame, so that a batch
     /// operation's frame header (and timestamp) can be found.
-    batch_frames: Vec<(u32, u32)>,
+    pub(crate) batch_frames: Vec<(u32, u32)>,
     /// Bytes of live entries and snapshots (operation headers, stream ids
     /// and payloads) in the segment.
-    live_bytes: u64,
+    pub(crate) live_bytes: u64,
     /// The highest frame timestamp in the segment.
-    max_timestamp_ms: u64,
+    pub(crate) max_timestamp_ms: u64,
+    /// Whether every frame of the segment had its checksum checked by this
+    /// process (scanned at open, or written here). A segment whose entry
+    /// came from the persisted index image (`image.rs`) was not: a read of
+    /// one of its records checks the checksum of the record's frame.
+    pub(crate) frames_checked: bool,
 }
 
 impl SegmentEntry {
@@ -263,6 +268,7 @@ impl SegmentEntry {
             batch_frames: Vec::new(),
             live_bytes: 0,
             max_timestamp_ms: 0,
+            frames_checked: true,
         }
     }
 
@@ -393,20 +399,20 @@ pub struct IndexStats {
 /// Segments, streams and the visible end of the log.
 #[derive(Debug, Default)]
 pub struct Index {
-    segments: Vec<SegmentEntry>,
-    streams: HashMap<Box<[u8]>, StreamState>,
-    next_lsn: Lsn,
+    pub(crate) segments: Vec<SegmentEntry>,
+    pub(crate) streams: HashMap<Box<[u8]>, StreamState>,
+    pub(crate) next_lsn: Lsn,
     /// The `durable_lsn` of the last frame applied.
-    last_durable_lsn: Lsn,
+    pub(crate) last_durable_lsn: Lsn,
     /// Whether the last frame applied was a clean-close marker.
-    ends_with_marker: bool,
-    records: u64,
+    pub(crate) ends_with_marker: bool,
+    pub(crate) records: u64,
     /// Prunes and bases applied: the log uses retention records.
-    retention_records: u64,
+    pub(crate) retention_records: u64,
     /// The highest frame timestamp applied.
-    last_timestamp_ms: u64,
+    pub(crate) last_timestamp_ms: u64,
     /// Log-wide retention dropped every record below this LSN.
-    trimmed_before: Lsn,
+    pub(crate) trimmed_before: Lsn,
 }
 
 /// Bytes a live record takes in a compacted segment: a frame of its own
@@ -781,6 +787,56 @@ impl Index {
         stats
     }
 
+    /// How this index differs from `other`, one line per difference (empty
+    /// when they are the same): every field but the open files and whether
+    /// a segment's frames were checked. The crash simulator's oracle that an
+    /// open from the persisted image and the tail equals a full scan.
+    pub fn differences(&self, other: &Index) -> Vec<String> {
+        let mut out = Vec::new();
+        let scalars = |index: &Index| {
+            (
+                index.next_lsn,
+                index.last_durable_lsn,
+                index.ends_with_marker,
+                index.records,
+                index.retention_records,
+                index.last_timestamp_ms,
+                index.trimmed_before,
+            )
+        };
+        if scalars(self) != scalars(other) {
+            out.push(format!("(next lsn, last durable lsn, ends with marker, records, retention records, last time, trimmed) {:?} and {:?}", scalars(self), scalars(other)));
+        }
+        if self.segments.len() != other.segments.len() {
+            out.push(format!("{} segments and {}", self.segments.len(), other.segments.len()));
+        }
+        for (position, (a, b)) in self.segments.iter().zip(&other.segments).enumerate() {
+            let fields = |e: &SegmentEntry| {
+                (
+                    e.segment.header,
+                    e.segment.compacted,
+                    e.end_offset,
+                    e.frames,
+                    e.last_frame_offset,
+                    e.live_bytes,
+                    e.max_timestamp_ms,
+                )
+            };
+            if fields(a) != fields(b) || a.checkpoints != b.checkpoints || a.batch_frames != b.batch_frames {
+                out.push(format!("segment {position}: {:?} and {:?}", fields(a), fields(b)));
+            }
+        }
+        if self.streams.len() != other.streams.len() {
+            out.push(format!("{} streams and {}", self.streams.len(), other.streams.len()));
+        }
+        for (stream, state) in &self.streams {
+            if other.streams.get(stream) != Some(state) {
+                out.push(format!("stream {}: {state:?} and {:?}", display_stream(stream), other.streams.get(stream)));
+            }
+        }
+        out
+    }
+
     /// The latest live snapshot of a stream and the live entries after it.
     pub fn read_stream(&self, stream: &[u8]) -> Result<StreamRead> {
         let Some(state) = self.streams.get(stream) else {
@@ -858,6 +914,9 @@ impl Index {
                 (owned.as_ref(), offset)
             }
         };
+        if !entry.frames_checked {
+            check_frame_holding(entry, bytes, base, frame_start, loc.offset())?;
+        }
         let timestamp_ms = bytes
             .get(frame_start - base + 24..frame_start - base + 32)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
@@ -1068,6 +1127,38 @@ struct Wanted {
     limit: usize,
     /// Live records only, or every operation on disk.
     live_only: bool,
+}
+
+/// Checks the checksum of the frame at `frame_start` of a segment whose
+/// frames recovery did not read (its index came from the persisted image),
+/// and that the frame holds the operation at `op_offset`: a flipped bit in
+/// a record is reported as corruption, never returned. `bytes` is the
+/// segment from offset `base`.
+fn check_frame_holding(
+    entry: &SegmentEntry,
+    bytes: &[u8],
+    base: usize,
+    frame_start: usize,
+    op_offset: usize,
+) -> Result<()> {
+    let end = entry.end_offset.min(bytes.len() + base);
+    let checked = bytes
+        .get(frame_start - base..end - base)
+        .ok_or(crate::frame::FrameDefect::Truncated)
+        .and_then(|frame| crate::frame::decode_frame_anywhere(frame, &entry.segment.header.log_id));
+    match checked {
+        Ok(frame) if op_offset < frame_start + frame.total_bytes() => Ok(()),
+        Ok(_) => Err(Error::corruption(
+            &entry.segment.path,
+            op_offset as u64,
+            CorruptionKind::IndexMismatch("operation outside the frame the index names".to_owned()),
+        )),
+        Err(defect) => Err(Error::corruption(
+            &entry.segment.path,
+            frame_start as u64,
+            CorruptionKind::BadRecord(defect.describe()),
+        )),
+    }
 }
 
 /// Bytes of the operation whose header is at `offset` of the segment, as

@@ -397,6 +397,7 @@ impl Log {
             compaction: Mutex::new(()),
             compactor: crate::compact::Compactor::new(),
             durable,
+            image: crate::image::ImageWriter::new(),
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -412,6 +413,10 @@ impl Log {
             threads.push(spawn("annals-compactor", move || {
                 crate::compact::Compactor::run(&compactor, &compactor_writer);
             })?);
+        }
+        if shared.options.index_image == crate::options::IndexImageWrites::Background {
+            let imager = shared.clone();
+            threads.push(spawn("annals-image", move || imager.image.run(&*imager.fs, &imager.dir))?);
         }
         let log = Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) };
         // With the threads running (a gap that does not fit rolls over, and
@@ -972,6 +977,29 @@ impl Log {
         Ok(out)
     }
 
+    /// Writes the persisted index image of the sealed segments now, as the
+    /// background image writer does after each rollover and compaction
+    /// ([`IndexImageWrites`](crate::IndexImageWrites)); the next open loads
+    /// it and scans only what came after. Returns the LSN it reaches, or
+    /// `None` if it wrote none (there is no sealed segment, the current
+    /// image reaches as far, or the log is closing). Never poisons the log.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Poisoned`]; [`Error::Io`] or
+    /// [`Error::DiskFull`] writing the image (the previous one stays).
+    pub fn write_index_image(&self) -> Result<Option<Lsn>> {
+        self.check_open()?;
+        let shared = self.shared();
+        shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Sealed)
+    }
+
+    /// How the index differs from one rebuilt by scanning every frame (see
+    /// [`Index::differences`](crate::index::Index::differences)); empty
+    /// when they are the same. For the crash simulator and tests.
+    pub fn index_differences(&self, scanned: &Index) -> Vec<String> {
+        self.shared().index.read().differences(scanned)
+    }
+
     /// Whether the log has been poisoned or closed, as an error; `Ok` if open.
     ///
     /// # Errors
@@ -1138,6 +1166,27 @@ impl LogReader {
     /// file; [`Error::Io`] if it cannot be read.
     pub fn open(dir: impl AsRef<Path>) -> Result<LogReader> {
         LogReader::open_with(dir, &Options::default())
+    }
+
+    /// Opens `dir` read-only without the persisted index image: every frame
+    /// of every segment is read and its checksum checked, as `annals verify`
+    /// does. [`LogReader::open_with`] loads a valid image instead and reads
+    /// only the frames after it (a record's checksum is then checked when
+    /// it is read).
+    ///
+    /// # Errors
+    /// As [`LogReader::open`].
+    pub fn open_scanning(dir: impl AsRef<Path>, options: &Options) -> Result<LogReader> {
+        let dir = dir.as_ref();
+        let fs = &*options.file_system;
+        let Recovered { index, report, problems, .. } = crate::recovery::recover_with(
+            fs,
+            dir,
+            Access::ReadOnly,
+            RecoveryMode::Strict,
+            crate::recovery::ImagePolicy::Ignore,
+        )?;
+        Ok(LogReader { index, report, problems, dir: dir.to_owned(), fs: options.file_system.clone() })
     }
 
     /// Opens `dir` read-only with the file system of `options` (its other
@@ -1391,6 +1440,10 @@ impl LogReader {
     /// # Errors
     /// [`Error::Corruption`] if the oldest live record fails its checks.
     pub fn stats(&self) -> Result<crate::stats::LogStats> {
-        crate::stats::of_index(&self.index)
+        let mut stats = crate::stats::of_index(&self.index)?;
+        if let crate::image::ImageUse::Loaded { written_ms, .. } = self.report.index_image {
+            stats.index_image_age_ms = Some(stats.taken_ms.saturating_sub(written_ms));
+        }
+        Ok(stats)
     }
 }

@@ -22,6 +22,23 @@ pub enum SegmentPreparation {
     Inline,
 }
 
+/// When the log writes its persisted index image (`annals.index`), from
+/// which the next open loads the index and scans only the frames after it
+/// (segments-format.md, section 11). An image is never needed: without one,
+/// or with a damaged or stale one, open scans every segment. A crash while
+/// one is written leaves the previous one (or none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexImageWrites {
+    /// At a clean close, and on a background thread after every rollover
+    /// and compaction, never on the append path. The default.
+    Background,
+    /// At a clean close, and when [`Log::write_index_image`](crate::Log::write_index_image)
+    /// asks: no thread. Deterministic: the crash simulator uses it.
+    AtClose,
+    /// Never (an image written before is still loaded while it is valid).
+    Off,
+}
+
 /// When and how fast compaction runs in the background (see
 /// [`Log::compact`](crate::Log::compact) for what it does).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -93,6 +110,8 @@ pub struct Options {
     /// (they never hold retention back). Cursors are records, so a crash
     /// changes nothing of this.
     pub cursor_lag_bytes_max: u64,
+    /// When the index image is written. Default [`IndexImageWrites::Background`].
+    pub index_image: IndexImageWrites,
 }
 
 impl Default for Options {
@@ -111,6 +130,7 @@ impl Default for Options {
             max_age_ms: None,
             max_bytes: None,
             cursor_lag_bytes_max: 1 << 30,
+            index_image: IndexImageWrites::Background,
         }
     }
 }
@@ -131,6 +151,7 @@ impl fmt::Debug for Options {
             .field("max_age_ms", &self.max_age_ms)
             .field("max_bytes", &self.max_bytes)
             .field("cursor_lag_bytes_max", &self.cursor_lag_bytes_max)
+            .field("index_image", &self.index_image)
             .finish()
     }
 }

@@ -67,6 +67,8 @@ pub struct RecoveryReport {
     /// after it committed, its outputs if it did not): removed by a
     /// read-write open, ignored by a read-only one.
     pub superseded_removed: usize,
+    /// What the open did with the persisted index image (`annals.index`).
+    pub index_image: crate::image::ImageUse,
 }
 
 /// A range of a file that recovery cut or deleted.
@@ -240,6 +242,21 @@ struct Recovery<'a> {
     /// Read-only: a tail rewrite a crash interrupted, whose synced copy the
     /// next read-write open writes into its segment; read through it.
     resync_overlay: Option<ResyncJournal>,
+    /// Whether the persisted index image may stand in for the frames it covers.
+    image: ImagePolicy,
+    /// Building an image of the sealed segments: only the ordinary segments
+    /// before this LSN are read, and each must end cleanly.
+    prefix_end: Option<Lsn>,
+}
+
+/// Whether an open may load the persisted index image (`annals.index`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePolicy {
+    /// Load it when it is valid, and scan only the frames after it.
+    Load,
+    /// Scan every frame (`annals verify`); a read-write open still deletes
+    /// an image it cannot use, and a salvage deletes any.
+    Ignore,
 }
 
 /// Opens every segment in `dir`, checks it against the state file and
@@ -249,7 +266,21 @@ struct Recovery<'a> {
 /// [`Error::Corruption`] (read-write, strict); [`Error::NotALog`] (read-only,
 /// on a directory with no segment and no state file); [`Error::Io`].
 pub fn recover(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMode) -> Result<Recovered> {
-    let recovered = recover_once(fs, dir, access, mode)?;
+    recover_with(fs, dir, access, mode, ImagePolicy::Load)
+}
+
+/// [`recover`], loading the persisted index image or not.
+///
+/// # Errors
+/// As [`recover`].
+pub fn recover_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    access: Access,
+    mode: RecoveryMode,
+    image: ImagePolicy,
+) -> Result<Recovered> {
+    let recovered = recover_once(fs, dir, access, mode, image, None)?;
     if access == Access::ReadWrite || recovered.problems.is_empty() {
         return Ok(recovered);
     }
@@ -263,7 +294,7 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMo
     let mut previous = recovered;
     for _ in 0..IN_FLIGHT_REREADS_MAX {
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let again = recover_once(fs, dir, access, mode)?;
+        let again = recover_once(fs, dir, access, mode, image, None)?;
         if again.problems.is_empty() || again.problems == previous.problems {
             return Ok(again);
         }
@@ -276,7 +307,41 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMo
 /// from a group being written.
 const IN_FLIGHT_REREADS_MAX: usize = 20;
 
-fn recover_once(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryMode) -> Result<Recovered> {
+/// The index an image written now holds, and the state it was built
+/// against: a read-only recovery (from the current image, if valid) of the
+/// sealed segments or of the whole log. `None` if it found anything but
+/// whole segments ending cleanly: then no image is written.
+pub(crate) fn recover_for_image(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    coverage: crate::image::Coverage,
+) -> Result<Option<(Index, LogState)>> {
+    let StateRead::Found { state, .. } = read_state(fs, dir)? else {
+        return Ok(None);
+    };
+    let prefix_end = match coverage {
+        crate::image::Coverage::Sealed => Some(state.newest_segment_lsn),
+        crate::image::Coverage::Whole => None,
+    };
+    let recovered = recover_once(fs, dir, Access::ReadOnly, RecoveryMode::Strict, ImagePolicy::Load, prefix_end)?;
+    let clean = recovered.problems.is_empty() && recovered.report.torn_tail.is_none();
+    let state = match recovered.state {
+        StateAction::Keep(state) | StateAction::Update(state) => state,
+        StateAction::Create { .. } => return Ok(None),
+    };
+    let whole = prefix_end.is_none_or(|end| recovered.index.next_lsn() == end);
+    let has_segments = recovered.index.segments().iter().any(|entry| !entry.segment.compacted());
+    Ok((clean && whole && has_segments).then_some((recovered.index, state)))
+}
+
+fn recover_once(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    access: Access,
+    mode: RecoveryMode,
+    image: ImagePolicy,
+    prefix_end: Option<Lsn>,
+) -> Result<Recovered> {
     let mut recovery = Recovery {
         fs,
         dir,
@@ -291,6 +356,8 @@ fn recover_once(fs: &dyn FileSystem, dir: &Path, access: Access, mode: RecoveryM
         cut_lsn_seen: None,
         inferred_compaction: None,
         resync_overlay: None,
+        image,
+        prefix_end,
     };
     let state = recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -326,6 +393,14 @@ impl Recovery<'_> {
         }
         self.remove_spares(&names)?;
         if self.access == Access::ReadWrite {
+            // Salvage may cut or rewrite bytes an image covers: it goes
+            // first (segments-format.md, 11). A temporary is never an image.
+            if self.mode == RecoveryMode::Salvage {
+                crate::image::remove(self.fs, self.dir, &names)?;
+            } else if names.iter().any(|name| name == crate::image::IMAGE_TEMP_FILE_NAME) {
+                let temp = [crate::image::IMAGE_TEMP_FILE_NAME.to_owned()];
+                crate::image::remove(self.fs, self.dir, &temp)?;
+            }
             self.finish_interrupted_resync(&names)?;
         } else if names.iter().any(|name| name == RESYNC_FILE_NAME) {
             // Read as the read-write open will leave it: through the copy.
@@ -354,7 +429,9 @@ impl Recovery<'_> {
             // (A version-1 log, which has no state file, starts at 1.)
             self.index = Index::new(*first);
         }
-        if let Some(state) = self.state {
+        if let Some(end) = self.prefix_end {
+            segments.retain(|(lsn, _)| *lsn < end);
+        } else if let Some(state) = self.state {
             let newest = segments.last().map_or(Lsn::ZERO, |(lsn, _)| *lsn);
             if newest < state.newest_segment_lsn {
                 // Row 8: the newest segment the state file records is gone.
@@ -370,12 +447,129 @@ impl Recovery<'_> {
                 self.corruption_at(&[], problem, 0)?;
             }
         }
-        self.scan_compacted(&compacted)?;
-        if let Some((_, end)) = self.inferred_compaction {
-            segments.retain(|(lsn, _)| *lsn >= end);
+        match self.load_image(&names, &compacted, &segments)? {
+            Some(0) => self.scan_segments(&segments, false)?,
+            // The last segment the image covers is in the index: the scan
+            // goes on from where the image ends in it.
+            Some(ordinary) => self.scan_segments(&segments[ordinary - 1..], true)?,
+            None => {
+                self.scan_compacted(&compacted)?;
+                if let Some((_, end)) = self.inferred_compaction {
+                    segments.retain(|(lsn, _)| *lsn >= end);
+                }
+                self.scan_segments(&segments, false)?;
+            }
         }
-        self.scan_segments(&segments)?;
         self.settle_state(damaged_state)
+    }
+
+    /// Loads the persisted index image when it is whole and describes this
+    /// log (section 11 of the format): the state file's log, compaction and
+    /// trim; every compacted segment and a prefix of the ordinary ones,
+    /// present with the headers it recorded; and its last frame in each
+    /// still there. Returns how many ordinary segments it covers (the index
+    /// then holds them); `None` for a full scan, after deleting an image a
+    /// read-write open cannot use.
+    fn load_image(
+        &mut self,
+        names: &[String],
+        compacted: &[(Lsn, String)],
+        segments: &[(Lsn, String)],
+    ) -> Result<Option<usize>> {
+        if !names.iter().any(|name| name == crate::image::IMAGE_FILE_NAME) {
+            return Ok(None);
+        }
+        let usable = self.image == ImagePolicy::Load
+            && self.mode == RecoveryMode::Strict
+            && self.resync_overlay.is_none()
+            && self.inferred_compaction.is_none();
+        let Some(state) = self.state.filter(|_| usable) else {
+            return Ok(None);
+        };
+        let Some(bytes) = crate::image::read(self.fs, self.dir)? else {
+            return Ok(None);
+        };
+        let loaded = crate::image::decode(&bytes)
+            .and_then(|image| image.header.check_against(&state).map(|()| image))
+            .and_then(|image| {
+                let opened = self.open_covered(&image, compacted, segments)?;
+                Ok((image, opened))
+            });
+        match loaded {
+            Ok((image, opened)) => {
+                let ordinary = image.segments.iter().filter(|s| !s.compacted).count();
+                let (covered_lsn, written_ms) = (image.header.next_lsn, image.header.written_ms);
+                self.index = image.into_index(opened);
+                let covered = self.index.segments().len();
+                self.report.index_image = crate::image::ImageUse::Loaded { covered_lsn, segments: covered, written_ms };
+                self.report.compacted_segments = covered - ordinary;
+                self.report.segments = ordinary.saturating_sub(1);
+                self.report.records = self.index.records();
+                self.report.bytes = self.index.segments().iter().map(|entry| entry.written_bytes()).sum();
+                Ok(Some(ordinary))
+            }
+            Err(defect) => {
+                self.report.index_image = crate::image::ImageUse::Rejected { reason: defect.to_string() };
+                if self.access == Access::ReadWrite {
+                    crate::image::remove(self.fs, self.dir, names)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Opens the segments an image covers, checking each against the image:
+    /// every compacted segment of the log, then a prefix of the ordinary
+    /// ones, each with the header the image recorded, its length, and the
+    /// last frame the image knows of still whole where it was.
+    fn open_covered(
+        &self,
+        image: &crate::image::DecodedImage,
+        compacted: &[(Lsn, String)],
+        segments: &[(Lsn, String)],
+    ) -> Result<Vec<Segment>, crate::image::ImageDefect> {
+        use crate::image::ImageDefect::Stale;
+        let covered_compacted = image.segments.iter().take_while(|s| s.compacted).count();
+        let ordinary = &image.segments[covered_compacted..];
+        if covered_compacted != compacted.len() || ordinary.iter().any(|s| s.compacted) {
+            return Err(Stale("the compacted segments differ"));
+        }
+        if ordinary.len() > segments.len() {
+            return Err(Stale("a segment it covers is missing"));
+        }
+        let files =
+            compacted.iter().map(|(_, name)| (name, true)).chain(segments.iter().map(|(_, name)| (name, false)));
+        let mut opened = Vec::with_capacity(image.segments.len());
+        for (position, (covered, (name, compacted))) in image.segments.iter().zip(files).enumerate() {
+            let path = self.dir.join(name);
+            let writable = self.access == Access::ReadWrite && !compacted;
+            let Ok(file) = self.fs.open(&path, writable) else { return Err(Stale("a segment it covers is missing")) };
+            let header = SegmentHeader::decode(&covered.header).map_err(|_| Stale("a segment header"))?;
+            let mut on_disk = [0u8; SEGMENT_HEADER_BYTES];
+            let same = file.read_at(&mut on_disk, 0).is_ok() && on_disk == covered.header;
+            if !same || file.len().ok() != Some(header.segment_bytes) {
+                return Err(Stale("a segment it covers was replaced"));
+            }
+            let map = file.map().map_err(|_| Stale("a segment it covers cannot be mapped"))?;
+            if let Some(last) = covered.last_frame_offset() {
+                // The same frame (its checksum names it: LSN, time and
+                // bytes), whole, ending where the image says, and reaching
+                // the LSN the next covered segment, or the scan, starts at.
+                let end = covered.end_offset();
+                let reaches = image.segments.get(position + 1).map_or(Ok(image.header.next_lsn), |next| {
+                    SegmentHeader::decode(&next.header).map(|h| h.first_lsn).map_err(|_| Stale("a segment header"))
+                })?;
+                let bytes = map.slice(last, end.saturating_sub(last).min(map.len().saturating_sub(last)));
+                let same = bytes.get(..4).is_some_and(|crc| crc == covered.last_frame_crc.to_le_bytes())
+                    && decode_frame_anywhere(&bytes, &header.log_id)
+                        .is_ok_and(|frame| last + frame.total_bytes() == end && frame.next_lsn() == reaches);
+                if !same {
+                    return Err(Stale("the log no longer holds the last frame it covers"));
+                }
+            }
+            opened.push(Segment { header, path, file, map, compacted });
+        }
+        Ok(opened)
     }
 
     /// Takes out of `segments` and `compacted` the files that a compaction
@@ -622,16 +816,27 @@ impl Recovery<'_> {
         Ok(StateAction::Update(state))
     }
 
-    fn scan_segments(&mut self, segments: &[(Lsn, String)]) -> Result<()> {
+    /// Scans `segments` in order. With `resume_first`, the first is the last
+    /// one the index image covers: it is in the index already, and its scan
+    /// goes on from where the image ends.
+    fn scan_segments(&mut self, segments: &[(Lsn, String)], resume_first: bool) -> Result<()> {
         let mut expected = self.index.next_lsn();
         for (position, (name_lsn, name)) in segments.iter().enumerate() {
-            let is_last = position + 1 == segments.len();
-            let path = self.dir.join(name);
-            match self.open_segment(&path, *name_lsn, expected, is_last)? {
-                Ok(segment) => {
+            let is_last = position + 1 == segments.len() && self.prefix_end.is_none();
+            let opened = if position == 0 && resume_first {
+                let entry = self.index.segments().last().expect("the image covers this segment");
+                Ok((entry.segment.clone(), entry.end_offset))
+            } else {
+                let path = self.dir.join(name);
+                self.open_segment(&path, *name_lsn, expected, is_last)?.map(|segment| {
                     self.index.push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+                    (segment, SEGMENT_HEADER_BYTES)
+                })
+            };
+            match opened {
+                Ok((segment, from)) => {
                     self.report.segments += 1;
-                    let end = self.scan_segment(&segment);
+                    let end = self.scan_segment(&segment, from);
                     match self.settle_end(&segment, end, is_last)? {
                         Settled::Continue => expected = self.index.next_lsn(),
                         Settled::Stop => break,
@@ -844,9 +1049,9 @@ impl Recovery<'_> {
     }
 
     /// Applies every valid frame of a segment to the index; returns where and why they stop.
-    fn scan_segment(&mut self, segment: &Segment) -> ScanEnd {
+    fn scan_segment(&mut self, segment: &Segment, from: usize) -> ScanEnd {
         let bytes = segment.map.slice(0, segment.map.len());
-        let mut offset = SEGMENT_HEADER_BYTES;
+        let mut offset = from;
         loop {
             let expected = self.index.next_lsn();
             let log_id = &segment.header.log_id;

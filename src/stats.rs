@@ -155,9 +155,9 @@ pub struct LogStats {
     pub oldest_record: Option<OldestRecord>,
     /// When these figures were taken, ms since the Unix epoch.
     pub taken_ms: u64,
-    /// The age of the persisted index image. Always `None`: the log has no
-    /// persisted index image yet (open rebuilds the index by scanning every
-    /// segment).
+    /// The age of the persisted index image (`annals.index`) the open
+    /// loaded; `None` if it loaded none (there was none, or it was damaged
+    /// or stale, and the open scanned every segment).
     pub index_image_age_ms: Option<u64>,
 }
 

@@ -14,6 +14,9 @@ fn options() -> Options {
         segment_bytes: 8192,
         record_bytes_max: 2048,
         compaction: CompactionOptions { background: false, ..CompactionOptions::default() },
+        // Opens scan every frame, so that damage a test does is found at
+        // open (tests/index_image.rs tests the image over compacted segments).
+        index_image: annals::IndexImageWrites::Off,
         ..Options::default()
     }
 }

@@ -19,6 +19,9 @@ fn options(fs: &SimFs) -> Options {
         record_bytes_max: 2048,
         segment_preparation: SegmentPreparation::Inline,
         file_system: Arc::new(fs.clone()),
+        // Every frame scanned at open: the sweep is of the scan's decisions
+        // (tests/index_image.rs has damage under an image).
+        index_image: annals::IndexImageWrites::Off,
         ..Options::default()
     }
 }

@@ -58,7 +58,7 @@ impl Report for StatsReport {
         }
         match stats.index_image_age_ms {
             Some(age_ms) => writeln!(out, "index image {} old", age(age_ms))?,
-            None => writeln!(out, "index image none (the log keeps no persisted index image yet)")?,
+            None => writeln!(out, "index image none loaded (open scanned every segment)")?,
         }
         writeln!(out, "directory bytes {}", self.directory_bytes)?;
         for problem in &self.problems {

@@ -67,7 +67,14 @@ pub fn run(args: &TailArgs) -> Result<Outcome, Failure> {
         // Everything durable that the reader sees now.
         loop {
             batch.clear();
-            let read_to = reader.read_durable(after, &mut batch)?;
+            // A record indexed from the persisted image has its checksum
+            // checked as it is read: damage shows here, not at open.
+            let read_to = reader.read_durable(after, &mut batch).map_err(|error| match error {
+                annals::Error::Corruption(_) => {
+                    Failure::Corruption(format!("{error}; run `annals verify` for every problem"))
+                }
+                other => other.into(),
+            })?;
             for record in batch.iter().filter(|record| stream.is_none_or(|id| id == &record.stream[..])) {
                 let line = TailLine::new(record);
                 let written = if args.json {

@@ -99,7 +99,8 @@ pub fn run(args: &VerifyArgs) -> Result<Outcome, Failure> {
 }
 
 fn check(args: &VerifyArgs) -> Result<VerifyReport, Failure> {
-    let reader = LogReader::open(&args.dir)?;
+    // Every frame read and checked: not from the index image.
+    let reader = LogReader::open_scanning(&args.dir, &annals::Options::default())?;
     let recovery = reader.report();
     let mut problems = Vec::new();
     if let Some(torn) = &recovery.torn_tail {

@@ -11,7 +11,12 @@
 //! 1. no loss, 2. prefix, 3. no corrupt reads, 4. stability, 5. index,
 //! 6. guards (and limits), 7. compaction (no compaction yet), 8. robust open,
 //! 9. fail-stop, 10. no false alarms, 11. no LSN reuse,
-//! 12. faults beyond a crash.
+//! 12. faults beyond a crash (13 to 15: compaction, no leftovers, space),
+//! 16. index image.
+//!
+//! Property 16: an open from the persisted index image and the frames after
+//! it builds the index a full scan does, whatever became of the image (a
+//! crash while it was written, damage, an older one put back).
 //!
 //! Property 11: no LSN once acknowledged is handed out again for different
 //! content. Property 12: damage after a clean close is reported (a strict
@@ -104,6 +109,16 @@ pub struct SimStats {
     pub prunes: u64,
     /// Compactions that dropped the oldest segments for `max_bytes`.
     pub trims: u64,
+    /// Index images written (at a clean close, or of the sealed segments).
+    pub index_images_written: u64,
+    /// Opens that loaded an index image and scanned only after it.
+    pub index_images_loaded: u64,
+    /// Opens that found an index image damaged, stale or missing a
+    /// segment, and scanned everything.
+    pub index_images_rejected: u64,
+    /// Index images the simulator damaged, truncated, deleted or replaced
+    /// with an older one before an open.
+    pub index_images_damaged: u64,
 }
 
 impl SimStats {
@@ -138,6 +153,10 @@ impl SimStats {
         self.compaction_reclaimed_bytes += other.compaction_reclaimed_bytes;
         self.prunes += other.prunes;
         self.trims += other.trims;
+        self.index_images_written += other.index_images_written;
+        self.index_images_loaded += other.index_images_loaded;
+        self.index_images_rejected += other.index_images_rejected;
+        self.index_images_damaged += other.index_images_damaged;
     }
 
     /// Crash images checked in all modes.
@@ -181,6 +200,11 @@ impl fmt::Display for SimStats {
             f,
             "prunes {}  compactions {} (failed before their commit {}; trimming for max_bytes {}), {} bytes reclaimed",
             self.prunes, self.compactions, self.compactions_failed, self.trims, self.compaction_reclaimed_bytes
+        )?;
+        writeln!(
+            f,
+            "index images written {}  loaded by an open {}  rejected (full scan) {}  damaged or replaced by the simulator {}",
+            self.index_images_written, self.index_images_loaded, self.index_images_rejected, self.index_images_damaged
         )?;
         write!(
             f,
@@ -479,6 +503,8 @@ impl Setup {
             max_bytes: self.max_bytes,
             // Deterministic: the workload compacts when it chooses to.
             compaction: crate::options::CompactionOptions { background: false, ..Default::default() },
+            // Images at a clean close; of the sealed segments when the workload asks.
+            index_image: crate::options::IndexImageWrites::AtClose,
             ..Options::default()
         }
     }
@@ -530,6 +556,9 @@ struct Simulation {
     fault_persistent: bool,
     /// Print every step (`ANNALS_SIM_TRACE=1`), to debug a failing seed.
     trace: bool,
+    /// An index image the log had earlier, put back before some opens: a
+    /// stale image must be refused, or still describe a prefix.
+    older_index_image: Option<Vec<u8>>,
 }
 
 macro_rules! trace {
@@ -569,6 +598,7 @@ impl Simulation {
             stats: SimStats { seeds: 1, ..SimStats::default() },
             streams,
             trace: std::env::var_os("ANNALS_SIM_TRACE").is_some(),
+            older_index_image: None,
         }
     }
 
@@ -979,6 +1009,7 @@ impl Simulation {
         };
         for name in &names {
             let leftover = name.ends_with(crate::segment::COMPACTING_SUFFIX)
+                || name == crate::image::IMAGE_TEMP_FILE_NAME
                 || crate::segment::parse_compacted_file_name(name)
                     .is_some_and(|(_, generation)| generation != state.compaction_generation)
                 || (state.compaction_generation > 0
@@ -1026,8 +1057,122 @@ impl Simulation {
         if self.model.poisoned {
             return Ok(());
         }
+        if self.rng.chance(1, 2) {
+            self.write_index_image(&log)?;
+        }
         let records = self.model.records.clone();
         self.check_log(&log, &records)
+    }
+
+    /// Writes an index image of the sealed segments, as the background
+    /// image writer does after a rollover. A failure (a fault, a crash) is
+    /// not the log's: it must not poison it.
+    fn write_index_image(&mut self, log: &Log) -> Result<(), SimFailure> {
+        let written =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.write_index_image())).map_err(|panic| {
+                SimFailure {
+                    property: "9 fail-stop",
+                    detail: format!("writing an index image panicked: {}", panic_message(&panic)),
+                }
+            })?;
+        trace!(self, "index image of the sealed segments -> {written:?}");
+        if let Ok(Some(_)) = written {
+            self.stats.index_images_written += 1;
+        }
+        if written.is_err() && !self.fs.has_crashed() && !self.model.poisoned && log.check_open().is_err() {
+            return fail("9 fail-stop", "a failed index image write changed whether the log is poisoned");
+        }
+        Ok(())
+    }
+
+    /// Damages the index image on `fs` before an open, sometimes: a flipped
+    /// bit, a truncation, a deletion, or an older image put back. The open
+    /// must fall back to a full scan or load what is still a valid prefix;
+    /// the oracle compares its index with a full scan either way.
+    fn damage_index_image(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+        let path = self.setup.dir.join(crate::image::IMAGE_FILE_NAME);
+        let current = fs.open(&path, false).ok().and_then(|file| {
+            let len = file.len().ok()? as usize;
+            let mut bytes = vec![0u8; len];
+            file.read_at(&mut bytes, 0).ok()?;
+            Some(bytes)
+        });
+        if let Some(bytes) = &current
+            && self.rng.chance(1, 3)
+        {
+            self.older_index_image = Some(bytes.clone());
+        }
+        if !self.rng.chance(1, 4) {
+            return Ok(());
+        }
+        let replace = |bytes: &[u8]| -> Result<(), SimFailure> {
+            let _ = fs.remove(&path);
+            let file = fs.create(&path).map_err(|e| sim_error("create", e))?;
+            file.write_at(bytes, 0).map_err(|e| sim_error("write", e))?;
+            file.sync_data().map_err(|e| sim_error("fdatasync", e))?;
+            fs.sync_dir(&self.setup.dir).map_err(|e| sim_error("fsync directory", e))
+        };
+        let what = match (self.rng.below(4), &current) {
+            (0, Some(bytes)) if !bytes.is_empty() => {
+                let mut bytes = bytes.clone();
+                let at = self.rng.below(bytes.len() as u64) as usize;
+                bytes[at] ^= 1 << self.rng.below(8);
+                replace(&bytes)?;
+                format!("bit flipped at byte {at}")
+            }
+            (1, Some(bytes)) => {
+                let len = self.rng.below(bytes.len() as u64) as usize;
+                replace(&bytes[..len])?;
+                format!("truncated to {len} bytes")
+            }
+            (2, Some(_)) => {
+                fs.remove(&path).map_err(|e| sim_error("remove", e))?;
+                fs.sync_dir(&self.setup.dir).map_err(|e| sim_error("fsync directory", e))?;
+                "deleted".to_owned()
+            }
+            _ => match self.older_index_image.clone() {
+                Some(older) => {
+                    replace(&older)?;
+                    "replaced with an older one".to_owned()
+                }
+                None => return Ok(()),
+            },
+        };
+        trace!(self, "index image {what}");
+        self.stats.index_images_damaged += 1;
+        Ok(())
+    }
+
+    /// Property 16: the index an open built from the image and the frames
+    /// after it equals the index of a full scan of the same files.
+    fn check_index_against_scan(&mut self, log: &Log, fs: &SimFs) -> Result<(), SimFailure> {
+        match &log.recovery_report().index_image {
+            crate::image::ImageUse::Loaded { .. } => self.stats.index_images_loaded += 1,
+            crate::image::ImageUse::Rejected { .. } => self.stats.index_images_rejected += 1,
+            // The open scanned every frame itself (the oracle's other
+            // properties check what it built).
+            crate::image::ImageUse::None => return Ok(()),
+        }
+        let scanned = crate::recovery::recover_with(
+            fs,
+            &self.setup.dir,
+            crate::recovery::Access::ReadOnly,
+            RecoveryMode::Strict,
+            crate::recovery::ImagePolicy::Ignore,
+        )
+        .map_err(|e| SimFailure { property: "16 index image", detail: format!("a full scan failed: {e}") })?;
+        let differences = log.index_differences(&scanned.index);
+        if !differences.is_empty() {
+            return fail(
+                "16 index image",
+                format!(
+                    "the index after an open ({:?}) differs from a full scan: {}",
+                    log.recovery_report().index_image,
+                    differences.join("; ")
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn clean_reopen(&mut self) -> Result<(), SimFailure> {
@@ -1070,8 +1215,15 @@ impl Simulation {
     /// and checks each.
     fn crash(&mut self) -> Result<(), SimFailure> {
         self.fs.crash_after(self.rng.range(1, 12));
-        if self.rng.chance(1, 6) {
-            // A crash inside a clean close: the marker, the state file's slots.
+        if self.rng.chance(1, 8) {
+            // A crash inside an index image's write: the temporary created,
+            // written, synced, renamed, the directory synced.
+            if let Some(log) = self.log.clone() {
+                self.write_index_image(&log)?;
+            }
+        } else if self.rng.chance(1, 6) {
+            // A crash inside a clean close: the marker, the state file's
+            // slots, the index image.
             if let Some(log) = self.log.clone() {
                 let _ = close(&log)?;
             }
@@ -1481,8 +1633,10 @@ impl Simulation {
     /// recovered, and on a crash image also checks that a second crash with
     /// no writes changes nothing.
     fn open_checked(&mut self, fs: &SimFs, after_crash: bool) -> Result<(), SimFailure> {
+        self.damage_index_image(fs)?;
         let log = self.open(fs)?;
         self.check_no_leftovers(fs)?;
+        self.check_index_against_scan(&log, fs)?;
         self.settle_trim(fs)?;
         let recovered = read_everything(&log)?;
         trace!(

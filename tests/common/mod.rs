@@ -10,13 +10,16 @@ use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
 use annals::{Log, Options, SegmentPreparation};
 
 /// Options for small logs: 8 KiB segments so that a test rolls over often,
-/// and no background compaction, so that what a test finds on disk is what
-/// it wrote (the compaction tests turn it on themselves).
+/// no background compaction, so that what a test finds on disk is what it
+/// wrote (the compaction tests turn it on themselves), and no index image,
+/// so that an open scans (and checks) every frame a test damaged
+/// (`tests/index_image.rs` tests the image).
 pub fn small_options() -> Options {
     Options {
         segment_bytes: 8192,
         record_bytes_max: 4096,
         compaction: annals::CompactionOptions { background: false, ..annals::CompactionOptions::default() },
+        index_image: annals::IndexImageWrites::Off,
         ..Options::default()
     }
 }

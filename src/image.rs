@@ -1,0 +1,722 @@
+//! The persisted index image: `annals.index`, a checksummed copy of the
+//! index as recovery would build it for a prefix of the log, so that open
+//! loads it and scans only the frames after it (segments-format.md,
+//! section 11).
+//!
+//! An image is never needed: a missing, damaged or stale one makes open
+//! scan every segment, as it always did. Nothing in it is trusted before its
+//! checksums, the state file and the segments present agree with it, and
+//! the bytes it covers are never rewritten (only salvage cuts covered bytes,
+//! and it deletes the image first).
+//!
+//! Every image is a recovery's own result: the writer never serializes its
+//! live index. [`refresh`] runs a read-only recovery (from the current
+//! image, if valid, and the frames after it) of the sealed segments, or of
+//! the whole log at a clean close, and writes what it built. So an open
+//! from an image equals a full scan by construction, and the crash
+//! simulator checks that it does.
+//!
+//! ```text
+//! // Image: { header (96 bytes) | body: scalars | segment table | stream table }
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::fs::{File, FileSystem};
+use crate::index::{Index, RecordLoc, SegmentEntry, SnapshotLoc, StreamState};
+use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
+use crate::state::LogState;
+use crate::sync::{Condvar, Mutex};
+use crate::types::{Lsn, StreamSeq};
+
+/// The image's file name in the log directory.
+pub const IMAGE_FILE_NAME: &str = "annals.index";
+/// An image being written, before it is renamed into place; deleted by a
+/// read-write open, ignored by readers.
+pub const IMAGE_TEMP_FILE_NAME: &str = "annals.index.tmp";
+/// The image's magic.
+pub const IMAGE_MAGIC: [u8; 8] = *b"ANNALSIX";
+/// The image format this build writes and reads.
+pub const IMAGE_VERSION: u32 = 1;
+
+// Header: { magic | image_version | header_bytes | log_id | written_ms | compaction_generation
+//           | compacted_end_lsn | oldest_segment_lsn | trimmed_lsn | next_lsn | body_bytes | body_crc | header_crc }
+const VERSION_AT: usize = 8;
+const HEADER_BYTES_AT: usize = 12;
+const LOG_ID_AT: usize = 16;
+const WRITTEN_AT: usize = 32;
+const GENERATION_AT: usize = 40;
+const COMPACTED_END_AT: usize = 48;
+const OLDEST_AT: usize = 56;
+const TRIMMED_AT: usize = 64;
+const NEXT_LSN_AT: usize = 72;
+const BODY_BYTES_AT: usize = 80;
+const BODY_CRC_AT: usize = 88;
+const HEADER_CRC_AT: usize = 92;
+/// Bytes of the image header.
+pub const IMAGE_HEADER_BYTES: usize = HEADER_CRC_AT + 4;
+const _: () = assert!(IMAGE_HEADER_BYTES == 96);
+
+// Body scalars: { last_durable_lsn | records | retention_records | last_timestamp_ms | flags | segments | streams }
+const SCALARS_BYTES: usize = 8 * 4 + 4 + 4 + 8;
+// Segment: { header (64) | flags | frames | end_offset | last_frame_offset | last_frame_crc | live_bytes
+//            | max_timestamp_ms | checkpoints | batch_frames } checkpoints (lsn, offset) batch_frames (start, end)
+const SEGMENT_FIXED_BYTES: usize = SEGMENT_HEADER_BYTES + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 4 + 4;
+const CHECKPOINT_BYTES: usize = 8 + 4;
+const BATCH_FRAME_BYTES: usize = 4 + 4;
+// Stream: { stream_bytes | snapshots | entries | start | since | snapshots_before } stream entries snapshots
+const STREAM_FIXED_BYTES: usize = 2 + 4 + 8 * 4;
+const ENTRY_BYTES: usize = 8;
+const SNAPSHOT_BYTES: usize = 8 * 3;
+
+const FLAG_ENDS_WITH_MARKER: u32 = 1;
+const SEGMENT_FLAG_COMPACTED: u32 = 1;
+const SEGMENT_FLAG_HAS_LAST_FRAME: u32 = 2;
+
+/// Why an image was not used: open scanned instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageDefect {
+    /// Shorter than its header, or than its header says.
+    Truncated,
+    /// Not an image: the magic differs.
+    BadMagic,
+    /// An image version this build does not read.
+    UnsupportedVersion(u32),
+    /// A checksum does not match (damage).
+    Checksum,
+    /// A field out of range although the checksums matched.
+    Malformed(&'static str),
+    /// Written for another log.
+    ForeignLog,
+    /// The log changed in a way the image does not cover (a compaction, a
+    /// trim, a segment replaced or missing): it describes an older log.
+    Stale(&'static str),
+}
+
+impl std::fmt::Display for ImageDefect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageDefect::Truncated => write!(f, "image is truncated"),
+            ImageDefect::BadMagic => write!(f, "not an index image"),
+            ImageDefect::UnsupportedVersion(version) => write!(f, "unsupported image version {version}"),
+            ImageDefect::Checksum => write!(f, "image checksum mismatch"),
+            ImageDefect::Malformed(what) => write!(f, "malformed image: {what}"),
+            ImageDefect::ForeignLog => write!(f, "image of another log"),
+            ImageDefect::Stale(what) => write!(f, "stale image: {what}"),
+        }
+    }
+}
+
+/// What open did with the index image, in [`crate::RecoveryReport`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum ImageUse {
+    /// There was none (or the open does not read images): a full scan.
+    #[default]
+    None,
+    /// Loaded: the frames before `covered_lsn` were not scanned.
+    Loaded {
+        /// The LSN the image reaches: the scan went on from there.
+        covered_lsn: Lsn,
+        /// Segments it covered.
+        segments: usize,
+        /// When it was written, ms since the Unix epoch.
+        written_ms: u64,
+    },
+    /// Found but not used (damaged, stale or another log's): a full scan;
+    /// a read-write open deleted it.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The header of an image: what it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ImageHeader {
+    pub log_id: [u8; 16],
+    pub written_ms: u64,
+    pub compaction_generation: u64,
+    pub compacted_end_lsn: Lsn,
+    pub oldest_segment_lsn: Lsn,
+    pub trimmed_lsn: Lsn,
+    pub next_lsn: Lsn,
+}
+
+impl ImageHeader {
+    /// Whether the image describes the log the state file records now: the
+    /// same log, compaction and trim. (Appends and rollovers since do not
+    /// matter: the image covers a prefix, and the scan reads the rest.)
+    pub fn check_against(&self, state: &LogState) -> Result<(), ImageDefect> {
+        if self.log_id != state.log_id {
+            return Err(ImageDefect::ForeignLog);
+        }
+        if self.compaction_generation != state.compaction_generation
+            || self.compacted_end_lsn != state.compacted_end_lsn
+            || self.oldest_segment_lsn != state.oldest_segment_lsn
+        {
+            return Err(ImageDefect::Stale("another compaction generation"));
+        }
+        if self.trimmed_lsn != state.trimmed_lsn {
+            return Err(ImageDefect::Stale("another trim"));
+        }
+        Ok(())
+    }
+}
+
+/// One covered segment as the image records it.
+pub(crate) struct ImageSegment {
+    /// The segment's 64 header bytes, as they must still be on disk.
+    pub header: [u8; SEGMENT_HEADER_BYTES],
+    pub compacted: bool,
+    /// The checksum field of its last covered frame: which frame is there.
+    pub last_frame_crc: u32,
+    entry: EntryFields,
+}
+
+struct EntryFields {
+    end_offset: usize,
+    checkpoints: Vec<(Lsn, u32)>,
+    frames: u32,
+    last_frame_offset: Option<usize>,
+    batch_frames: Vec<(u32, u32)>,
+    live_bytes: u64,
+    max_timestamp_ms: u64,
+}
+
+impl ImageSegment {
+    /// End of the covered frames in the segment.
+    pub fn end_offset(&self) -> usize {
+        self.entry.end_offset
+    }
+
+    /// Where the segment's last covered frame starts, if any.
+    pub fn last_frame_offset(&self) -> Option<usize> {
+        self.entry.last_frame_offset
+    }
+}
+
+/// A decoded, checksummed image.
+pub(crate) struct DecodedImage {
+    pub header: ImageHeader,
+    pub segments: Vec<ImageSegment>,
+    streams: HashMap<Box<[u8]>, StreamState>,
+    last_durable_lsn: Lsn,
+    records: u64,
+    retention_records: u64,
+    last_timestamp_ms: u64,
+    ends_with_marker: bool,
+}
+
+impl DecodedImage {
+    /// The index the image holds, over the covered segments, opened.
+    /// `segments` are in the image's order, each checked against its header.
+    pub fn into_index(self, segments: Vec<Segment>) -> Index {
+        debug_assert_eq!(segments.len(), self.segments.len());
+        let entries = self
+            .segments
+            .into_iter()
+            .zip(segments)
+            .map(|(image, segment)| SegmentEntry {
+                segment,
+                end_offset: image.entry.end_offset,
+                checkpoints: image.entry.checkpoints,
+                frames: image.entry.frames,
+                last_frame_offset: image.entry.last_frame_offset,
+                batch_frames: image.entry.batch_frames,
+                live_bytes: image.entry.live_bytes,
+                max_timestamp_ms: image.entry.max_timestamp_ms,
+                frames_checked: false,
+            })
+            .collect();
+        Index {
+            segments: entries,
+            streams: self.streams,
+            next_lsn: self.header.next_lsn,
+            last_durable_lsn: self.last_durable_lsn,
+            ends_with_marker: self.ends_with_marker,
+            records: self.records,
+            retention_records: self.retention_records,
+            last_timestamp_ms: self.last_timestamp_ms,
+            trimmed_before: self.header.trimmed_lsn,
+        }
+    }
+}
+
+fn crc(log_id: &[u8; 16], bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(log_id);
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// Encodes `index` (a recovery's result, every segment of it covered) as an
+/// image of the log `state` describes.
+pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_u64(&mut body, index.last_durable_lsn.0);
+    put_u64(&mut body, index.records);
+    put_u64(&mut body, index.retention_records);
+    put_u64(&mut body, index.last_timestamp_ms);
+    put_u32(&mut body, if index.ends_with_marker { FLAG_ENDS_WITH_MARKER } else { 0 });
+    put_u32(&mut body, u32::try_from(index.segments.len()).expect("fewer than 2^32 segments"));
+    put_u64(&mut body, index.streams.len() as u64);
+    for entry in &index.segments {
+        body.extend_from_slice(&entry.segment.header.encode());
+        let mut flags = if entry.segment.compacted { SEGMENT_FLAG_COMPACTED } else { 0 };
+        if entry.last_frame_offset.is_some() {
+            flags |= SEGMENT_FLAG_HAS_LAST_FRAME;
+        }
+        put_u32(&mut body, flags);
+        put_u32(&mut body, entry.frames);
+        put_u64(&mut body, entry.end_offset as u64);
+        put_u64(&mut body, entry.last_frame_offset.unwrap_or(0) as u64);
+        let last_frame_crc = entry.last_frame_offset.map_or(0, |at| {
+            let crc = entry.segment.map.slice(at, 4);
+            u32::from_le_bytes(crc.as_ref().try_into().expect("a frame starts with its checksum"))
+        });
+        put_u32(&mut body, last_frame_crc);
+        put_u64(&mut body, entry.live_bytes);
+        put_u64(&mut body, entry.max_timestamp_ms);
+        put_u32(&mut body, u32::try_from(entry.checkpoints.len()).expect("checkpoints fit a segment"));
+        put_u32(&mut body, u32::try_from(entry.batch_frames.len()).expect("batch frames fit a segment"));
+        for (lsn, offset) in &entry.checkpoints {
+            put_u64(&mut body, lsn.0);
+            put_u32(&mut body, *offset);
+        }
+        for (start, end) in &entry.batch_frames {
+            put_u32(&mut body, *start);
+            put_u32(&mut body, *end);
+        }
+    }
+    for (stream, state) in &index.streams {
+        body.extend_from_slice(&u16::try_from(stream.len()).expect("stream ids are at most 1,024 bytes").to_le_bytes());
+        put_u32(&mut body, u32::try_from(state.snapshots.len()).expect("snapshots fit in the log"));
+        put_u64(&mut body, state.entries.len() as u64);
+        put_u64(&mut body, state.start);
+        put_u64(&mut body, state.since.0);
+        put_u64(&mut body, state.snapshots_before.0);
+        body.extend_from_slice(stream);
+        for loc in &state.entries {
+            put_u64(&mut body, loc.0);
+        }
+        for snapshot in &state.snapshots {
+            put_u64(&mut body, snapshot.seq.0);
+            put_u64(&mut body, snapshot.loc.0);
+            put_u64(&mut body, snapshot.lsn.0);
+        }
+    }
+    let mut out = Vec::with_capacity(IMAGE_HEADER_BYTES + body.len());
+    out.extend_from_slice(&IMAGE_MAGIC);
+    put_u32(&mut out, IMAGE_VERSION);
+    put_u32(&mut out, IMAGE_HEADER_BYTES as u32);
+    out.extend_from_slice(&state.log_id);
+    put_u64(&mut out, written_ms);
+    put_u64(&mut out, state.compaction_generation);
+    put_u64(&mut out, state.compacted_end_lsn.0);
+    put_u64(&mut out, state.oldest_segment_lsn.0);
+    put_u64(&mut out, state.trimmed_lsn.0);
+    put_u64(&mut out, index.next_lsn.0);
+    put_u64(&mut out, body.len() as u64);
+    put_u32(&mut out, crc(&state.log_id, &body));
+    let header_crc = crc(&state.log_id, &out[..HEADER_CRC_AT]);
+    put_u32(&mut out, header_crc);
+    debug_assert_eq!(out.len(), IMAGE_HEADER_BYTES);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads little-endian fields off a checked byte slice, each bounded by
+/// what is left.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], ImageDefect> {
+        let end = self.at.checked_add(len).filter(|end| *end <= self.bytes.len()).ok_or(ImageDefect::Truncated)?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, ImageDefect> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("two bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, ImageDefect> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("four bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, ImageDefect> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("eight bytes")))
+    }
+
+    /// A count of items of `item_bytes` each, refused if they cannot all fit
+    /// in what is left: no allocation is sized by an unchecked length.
+    fn count(&mut self, count: u64, item_bytes: usize) -> Result<usize, ImageDefect> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if count.saturating_mul(item_bytes as u64) > left {
+            return Err(ImageDefect::Malformed("a count runs past the end of the image"));
+        }
+        Ok(count as usize)
+    }
+}
+
+fn header_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// Decodes and checks the image header alone.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<ImageHeader, ImageDefect> {
+    if bytes.len() < IMAGE_HEADER_BYTES {
+        return Err(ImageDefect::Truncated);
+    }
+    if bytes[..8] != IMAGE_MAGIC {
+        return Err(ImageDefect::BadMagic);
+    }
+    let log_id: [u8; 16] = bytes[LOG_ID_AT..LOG_ID_AT + 16].try_into().expect("sixteen bytes");
+    let stored = u32::from_le_bytes(bytes[HEADER_CRC_AT..IMAGE_HEADER_BYTES].try_into().expect("four bytes"));
+    if crc(&log_id, &bytes[..HEADER_CRC_AT]) != stored {
+        return Err(ImageDefect::Checksum);
+    }
+    let version = u32::from_le_bytes(bytes[VERSION_AT..VERSION_AT + 4].try_into().expect("four bytes"));
+    if version != IMAGE_VERSION {
+        return Err(ImageDefect::UnsupportedVersion(version));
+    }
+    let header_bytes = u32::from_le_bytes(bytes[HEADER_BYTES_AT..HEADER_BYTES_AT + 4].try_into().expect("four bytes"));
+    if header_bytes as usize != IMAGE_HEADER_BYTES {
+        return Err(ImageDefect::Malformed("header length"));
+    }
+    Ok(ImageHeader {
+        log_id,
+        written_ms: header_u64(bytes, WRITTEN_AT),
+        compaction_generation: header_u64(bytes, GENERATION_AT),
+        compacted_end_lsn: Lsn(header_u64(bytes, COMPACTED_END_AT)),
+        oldest_segment_lsn: Lsn(header_u64(bytes, OLDEST_AT)),
+        trimmed_lsn: Lsn(header_u64(bytes, TRIMMED_AT)),
+        next_lsn: Lsn(header_u64(bytes, NEXT_LSN_AT)),
+    })
+}
+
+/// Decodes and checks a whole image: both checksums, every length against
+/// what is left, and every position against the segments it names.
+pub(crate) fn decode(bytes: &[u8]) -> Result<DecodedImage, ImageDefect> {
+    let header = decode_header(bytes)?;
+    let body_bytes = header_u64(bytes, BODY_BYTES_AT);
+    if body_bytes != (bytes.len() - IMAGE_HEADER_BYTES) as u64 {
+        return Err(ImageDefect::Truncated);
+    }
+    let body = &bytes[IMAGE_HEADER_BYTES..];
+    let stored = u32::from_le_bytes(bytes[BODY_CRC_AT..BODY_CRC_AT + 4].try_into().expect("four bytes"));
+    if crc(&header.log_id, body) != stored {
+        return Err(ImageDefect::Checksum);
+    }
+    let mut cursor = Cursor { bytes: body, at: 0 };
+    let scalars = cursor.take(SCALARS_BYTES)?;
+    let mut fields = Cursor { bytes: scalars, at: 0 };
+    let last_durable_lsn = Lsn(fields.u64()?);
+    let records = fields.u64()?;
+    let retention_records = fields.u64()?;
+    let last_timestamp_ms = fields.u64()?;
+    let flags = fields.u32()?;
+    let segment_count = fields.u32()?;
+    let stream_count = fields.u64()?;
+    let segment_count = cursor.count(u64::from(segment_count), SEGMENT_FIXED_BYTES)?;
+    let mut segments = Vec::with_capacity(segment_count);
+    for _ in 0..segment_count {
+        segments.push(decode_segment(&mut cursor)?);
+    }
+    let stream_count = cursor.count(stream_count, STREAM_FIXED_BYTES)?;
+    let mut streams = HashMap::with_capacity(stream_count);
+    for _ in 0..stream_count {
+        let (id, state) = decode_stream(&mut cursor, &segments)?;
+        if streams.insert(id, state).is_some() {
+            return Err(ImageDefect::Malformed("a stream twice"));
+        }
+    }
+    if cursor.at != body.len() {
+        return Err(ImageDefect::Malformed("bytes after the stream table"));
+    }
+    Ok(DecodedImage {
+        header,
+        segments,
+        streams,
+        last_durable_lsn,
+        records,
+        retention_records,
+        last_timestamp_ms,
+        ends_with_marker: flags & FLAG_ENDS_WITH_MARKER != 0,
+    })
+}
+
+fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> {
+    let header: [u8; SEGMENT_HEADER_BYTES] = cursor.take(SEGMENT_HEADER_BYTES)?.try_into().expect("a header");
+    let flags = cursor.u32()?;
+    let frames = cursor.u32()?;
+    let end_offset = cursor.u64()?;
+    let last_frame_offset = cursor.u64()?;
+    let last_frame_crc = cursor.u32()?;
+    let live_bytes = cursor.u64()?;
+    let max_timestamp_ms = cursor.u64()?;
+    let checkpoints = cursor.u32()?;
+    let batch_frames = cursor.u32()?;
+    if end_offset > u64::from(u32::MAX) || end_offset < SEGMENT_HEADER_BYTES as u64 {
+        return Err(ImageDefect::Malformed("a segment's end"));
+    }
+    let end_offset = end_offset as usize;
+    let has_last = flags & SEGMENT_FLAG_HAS_LAST_FRAME != 0;
+    if has_last && last_frame_offset as usize >= end_offset {
+        return Err(ImageDefect::Malformed("a segment's last frame"));
+    }
+    let checkpoint_count = cursor.count(u64::from(checkpoints), CHECKPOINT_BYTES)?;
+    let mut checkpoints = Vec::with_capacity(checkpoint_count);
+    for _ in 0..checkpoint_count {
+        let lsn = Lsn(cursor.u64()?);
+        let offset = cursor.u32()?;
+        if offset as usize >= end_offset {
+            return Err(ImageDefect::Malformed("a checkpoint past a segment's end"));
+        }
+        checkpoints.push((lsn, offset));
+    }
+    let batch_count = cursor.count(u64::from(batch_frames), BATCH_FRAME_BYTES)?;
+    let mut batch_frames = Vec::with_capacity(batch_count);
+    for _ in 0..batch_count {
+        let (start, end) = (cursor.u32()?, cursor.u32()?);
+        if start >= end || end as usize > end_offset {
+            return Err(ImageDefect::Malformed("a batch frame past a segment's end"));
+        }
+        batch_frames.push((start, end));
+    }
+    let entry = EntryFields {
+        end_offset,
+        checkpoints,
+        frames,
+        last_frame_offset: has_last.then_some(last_frame_offset as usize),
+        batch_frames,
+        live_bytes,
+        max_timestamp_ms,
+    };
+    Ok(ImageSegment { header, compacted: flags & SEGMENT_FLAG_COMPACTED != 0, last_frame_crc, entry })
+}
+
+fn decode_stream(cursor: &mut Cursor<'_>, segments: &[ImageSegment]) -> Result<(Box<[u8]>, StreamState), ImageDefect> {
+    let stream_bytes = cursor.u16()?;
+    let snapshots = cursor.u32()?;
+    let entries = cursor.u64()?;
+    let start = cursor.u64()?;
+    let since = Lsn(cursor.u64()?);
+    let snapshots_before = Lsn(cursor.u64()?);
+    if !(1..=crate::frame::STREAM_ID_BYTES_MAX as u16).contains(&stream_bytes) {
+        return Err(ImageDefect::Malformed("a stream id's length"));
+    }
+    let id: Box<[u8]> = cursor.take(usize::from(stream_bytes))?.into();
+    let check = |loc: RecordLoc| -> Result<RecordLoc, ImageDefect> {
+        match segments.get(loc.segment()) {
+            Some(segment) if loc.offset() < segment.entry.end_offset => Ok(loc),
+            _ => Err(ImageDefect::Malformed("a record position outside the covered segments")),
+        }
+    };
+    let entry_count = cursor.count(entries, ENTRY_BYTES)?;
+    let mut locs = Vec::with_capacity(entry_count);
+    for _ in 0..entry_count {
+        locs.push(check(RecordLoc(cursor.u64()?))?);
+    }
+    let snapshot_count = cursor.count(u64::from(snapshots), SNAPSHOT_BYTES)?;
+    let mut snapshot_locs: Vec<SnapshotLoc> = Vec::with_capacity(snapshot_count);
+    for _ in 0..snapshot_count {
+        let seq = StreamSeq(cursor.u64()?);
+        let loc = check(RecordLoc(cursor.u64()?))?;
+        let lsn = Lsn(cursor.u64()?);
+        if snapshot_locs.last().is_some_and(|last| last.lsn >= lsn) {
+            return Err(ImageDefect::Malformed("snapshots out of lsn order"));
+        }
+        snapshot_locs.push(SnapshotLoc { seq, loc, lsn });
+    }
+    if start.checked_add(entries).is_none() {
+        return Err(ImageDefect::Malformed("a stream's sequences overflow"));
+    }
+    Ok((id, StreamState { start, entries: locs, snapshots: snapshot_locs, since, snapshots_before }))
+}
+
+/// The image in `dir`: `None` if there is none.
+///
+/// # Errors
+/// [`Error::Io`] if it exists but cannot be read.
+pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<bytes::Bytes>> {
+    let path = dir.join(IMAGE_FILE_NAME);
+    let file = match fs.open(&path, false) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io("open", &path, error)),
+    };
+    let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+    Ok(Some(map.slice(0, map.len())))
+}
+
+/// Writes `image` atomically: under [`IMAGE_TEMP_FILE_NAME`], fdatasync,
+/// renamed over [`IMAGE_FILE_NAME`], directory synced.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::DiskFull`]; the previous image (if any) stays.
+pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, image: &[u8]) -> Result<()> {
+    let temp = dir.join(IMAGE_TEMP_FILE_NAME);
+    let path = dir.join(IMAGE_FILE_NAME);
+    let _ = fs.remove(&temp);
+    let written = (|| {
+        let file: Arc<dyn File> = fs.create(&temp).map_err(|error| Error::io_or_full("create", &temp, error))?;
+        file.write_at(image, 0).map_err(|error| Error::io_or_full("write", &temp, error))?;
+        file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &temp, error))?;
+        fs.rename(&temp, &path).map_err(|error| Error::io_or_full("rename", &path, error))?;
+        fs.sync_dir(dir).map_err(|error| Error::io_or_full("fsync directory", dir, error))
+    })();
+    if written.is_err() {
+        let _ = fs.remove(&temp);
+    }
+    written
+}
+
+/// Deletes the image and any temporary, and syncs the directory if there
+/// was one: before anything rewrites bytes an image may cover (salvage),
+/// and when an open finds it unusable.
+///
+/// # Errors
+/// [`Error::Io`].
+pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path, names: &[String]) -> Result<bool> {
+    let mut removed = false;
+    for name in [IMAGE_FILE_NAME, IMAGE_TEMP_FILE_NAME] {
+        if names.iter().any(|n| n == name) {
+            let path = dir.join(name);
+            match fs.remove(&path) {
+                Ok(()) => removed = true,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("remove", &path, error)),
+            }
+        }
+    }
+    if removed {
+        fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
+    }
+    Ok(removed)
+}
+
+/// How much of the log an image written now covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Coverage {
+    /// The sealed segments: every ordinary segment before the newest one the
+    /// state file records. Wholly durable, written beside a live writer.
+    Sealed,
+    /// Every segment: at a clean close, once the writer wrote its last byte.
+    Whole,
+}
+
+/// Writes a new image of `dir`'s log: a read-only recovery of what
+/// `coverage` says (from the current image and the frames after it), then
+/// [`write`]. Writes nothing if that recovery found anything but a whole,
+/// clean prefix, or if the current image already covers as much.
+///
+/// # Errors
+/// [`Error::Io`] and [`Error::DiskFull`] from writing it; never poisons.
+pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Result<Option<Lsn>> {
+    if let crate::state::StateRead::Found { state, .. } = crate::state::read_state(fs, dir)?
+        && let Some(current) = read(fs, dir)?
+        && let Ok(header) = decode_header(&current)
+        && header.check_against(&state).is_ok()
+    {
+        // The current image reaches as far already: the newest segment
+        // (sealed), or the end a clean close recorded (a reopen that wrote
+        // nothing, whose close wrote no second marker).
+        let reach = match coverage {
+            Coverage::Sealed => state.newest_segment_lsn,
+            Coverage::Whole if state.clean_close => state.durable_end_lsn,
+            Coverage::Whole => Lsn(u64::MAX),
+        };
+        if header.next_lsn >= reach {
+            return Ok(None);
+        }
+    }
+    let Some((index, state)) = crate::recovery::recover_for_image(fs, dir, coverage)? else {
+        return Ok(None);
+    };
+    let image = encode(&index, &state, crate::commit::now_ms());
+    write(fs, dir, &image)?;
+    Ok(Some(index.next_lsn))
+}
+
+/// The background image writer: refreshes the sealed prefix's image after
+/// each rollover and each compaction, off the append path; stopped (and
+/// waited for) at close, which writes the last one.
+pub(crate) struct ImageWriter {
+    state: Mutex<ImageWriterState>,
+    wake: Condvar,
+    /// Held while an image is built and written: one at a time.
+    writing: Mutex<()>,
+}
+
+#[derive(Default)]
+struct ImageWriterState {
+    poked: bool,
+    stopped: bool,
+}
+
+impl ImageWriter {
+    pub(crate) fn new() -> ImageWriter {
+        ImageWriter { state: Mutex::new(ImageWriterState::default()), wake: Condvar::new(), writing: Mutex::new(()) }
+    }
+
+    /// Asks for a new image of the sealed prefix (a segment was sealed, or
+    /// a compaction committed).
+    pub(crate) fn poke(&self) {
+        self.state.lock().poked = true;
+        self.wake.notify_all();
+    }
+
+    /// Stops the background writer; returns once no image is being written.
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
+        drop(self.writing.lock());
+    }
+
+    /// Writes an image now, unless stopped; one at a time. A failure is not
+    /// the log's: it is returned to whoever asked, and the next open scans
+    /// more.
+    pub(crate) fn write_now(&self, fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Result<Option<Lsn>> {
+        let _one_at_a_time = self.writing.lock();
+        if coverage == Coverage::Sealed && self.state.lock().stopped {
+            return Ok(None);
+        }
+        refresh(fs, dir, coverage)
+    }
+
+    /// The thread's loop: an image of the sealed prefix after every poke.
+    pub(crate) fn run(&self, fs: &dyn FileSystem, dir: &Path) {
+        loop {
+            {
+                let mut state = self.state.lock();
+                while !state.stopped && !state.poked {
+                    self.wake.wait(&mut state);
+                }
+                if state.stopped {
+                    return;
+                }
+                state.poked = false;
+            }
+            // Not user data: a failure leaves the previous image, and the
+            // next open scans a little more.
+            let _ = self.write_now(fs, dir, Coverage::Sealed);
+        }
+    }
+}
