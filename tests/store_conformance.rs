@@ -255,11 +255,14 @@ impl<B: Backend> Backend for DefaultVisit<B> {
     }
 }
 
-/// Everything `visit` lends, owned: (sequence, kind, timestamp, payload).
-async fn visited<B: Backend>(backend: &B, stream: &str) -> Vec<(u64, EntryKind, u64, Vec<u8>)> {
+/// What `visit` lends, owned.
+type Lent = (u64, Cursor, EntryKind, u64, Vec<u8>);
+
+/// Everything `visit` lends of `stream`.
+async fn visited<B: Backend>(backend: &B, stream: &str) -> Vec<Lent> {
     let mut seen = Vec::new();
     let collect = |entry: EntryRef<'_>| {
-        seen.push((entry.seq, entry.kind, entry.timestamp_ms, entry.payload.to_vec()));
+        seen.push((entry.seq, entry.cursor, entry.kind, entry.timestamp_ms, entry.payload.to_vec()));
         Ok(())
     };
     backend.visit(stream, collect).await.unwrap();
@@ -278,9 +281,9 @@ async fn visit_lends_what_read_returns_and_stops_at_the_first_error<F: Factory>(
         .snapshot
         .iter()
         .chain(&read.entries)
-        .map(|entry| (entry.seq, entry.kind, entry.timestamp_ms, entry.payload.to_vec()))
+        .map(|entry| (entry.seq, entry.cursor, entry.kind, entry.timestamp_ms, entry.payload.to_vec()))
         .collect();
-    let payloads: Vec<&[u8]> = expected.iter().map(|(_, _, _, payload)| &payload[..]).collect();
+    let payloads: Vec<&[u8]> = expected.iter().map(|(_, _, _, _, payload)| &payload[..]).collect();
     assert_eq!(payloads, [&b"through b"[..], b"c", b"d"], "the snapshot, then the entries after it");
     let by_default = DefaultVisit(Arc::clone(&backend));
     for seen in [visited(&*backend, "s").await, visited(&by_default, "s").await] {

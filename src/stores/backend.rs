@@ -166,6 +166,8 @@ pub struct Entry {
 pub struct EntryRef<'a> {
     /// Its sequence (see [`Committed::seq`]).
     pub seq: u64,
+    /// Its position in commit order.
+    pub cursor: Cursor,
     /// What it is.
     pub kind: EntryKind,
     /// As [`Entry::timestamp_ms`].
@@ -275,6 +277,7 @@ pub trait Backend: Send + Sync + 'static {
             for entry in contents.snapshot.iter().chain(&contents.entries) {
                 let lent = EntryRef {
                     seq: entry.seq,
+                    cursor: entry.cursor,
                     kind: entry.kind,
                     timestamp_ms: entry.timestamp_ms,
                     payload: &entry.payload,

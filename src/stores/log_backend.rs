@@ -118,8 +118,13 @@ impl Backend for Log {
                 RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => return,
             };
             if failed.is_none() {
-                let lent =
-                    EntryRef { seq: record.seq.0, kind, timestamp_ms: record.timestamp_ms, payload: record.payload };
+                let lent = EntryRef {
+                    seq: record.seq.0,
+                    cursor: Cursor(record.lsn.0),
+                    kind,
+                    timestamp_ms: record.timestamp_ms,
+                    payload: record.payload,
+                };
                 failed = f(lent).err();
             }
         });
