@@ -59,13 +59,15 @@ fn checkpoint(run_id: Uuid, step: u64) -> WorkflowCheckpoint {
     }
 }
 
+/// A system compared, by name.
+type Named = (&'static str, Arc<dyn CheckpointStore>);
+
 /// The systems compared, each holding the same `runs` checkpoints, and the
 /// run ids.
-fn stores(name: &str, runs: usize) -> (Vec<(&'static str, Arc<dyn CheckpointStore>)>, Vec<Uuid>) {
+fn stores(name: &str, runs: usize) -> (Vec<Named>, Vec<Uuid>) {
     let annals = AnnalsCheckpointStore::open(scratch(&format!("{name}-annals"))).unwrap();
     let redb = RedbCheckpointStore::new(scratch(&format!("{name}-redb")).join("blazen.redb")).unwrap();
-    let stores: Vec<(&'static str, Arc<dyn CheckpointStore>)> =
-        vec![("annals_blazen", Arc::new(annals)), ("blazen_redb_store", Arc::new(redb))];
+    let stores: Vec<Named> = vec![("annals_blazen", Arc::new(annals)), ("blazen_redb_store", Arc::new(redb))];
     let run_ids: Vec<Uuid> = (0..runs as u128).map(|i| Uuid::from_u128(0x5EED_0000 + i)).collect();
     let rt = runtime();
     for (_, store) in &stores {
