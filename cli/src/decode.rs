@@ -357,6 +357,39 @@ mod tests {
         }
     }
 
+    /// A compressed checkpoint history entry, as the store writes it.
+    fn history_entry_bytes() -> Vec<u8> {
+        use annals::stores::checkpoint_history::{CheckpointHistory, Compression};
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(annals::Log::open(dir.path(), annals::Options::default()).unwrap());
+        let history: CheckpointHistory<annals::Log, Vec<String>> =
+            CheckpointHistory::in_namespace(log.clone(), "", Compression::Lz4);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        runtime.block_on(history.save("key", &vec!["same words ".repeat(20); 4])).unwrap();
+        let record = log.read_all(annals::Lsn::ZERO, 1).unwrap().remove(0);
+        record.payload.to_vec()
+    }
+
+    #[test]
+    fn every_cut_and_flip_of_a_compressed_history_entry_decodes_or_is_reported() {
+        let bytes = history_entry_bytes();
+        let whole = decode(&bytes);
+        assert_eq!(whole.history.as_ref().unwrap()["compressed"], json!(true), "the test needs a compressed body");
+        assert_eq!(whole.value.unwrap(), json!(vec!["same words ".repeat(20); 4]));
+        for cut in 1..bytes.len() {
+            let decoded = decode(&bytes[..cut]);
+            assert!(decoded.decode_error.is_some() && decoded.bytes.is_some(), "cut at {cut} decoded");
+        }
+        for at in 0..bytes.len() {
+            for bit in [0x01, 0x20, 0x80] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= bit;
+                let decoded = decode(&damaged);
+                assert_eq!(decoded.value.is_some(), decoded.bytes.is_none(), "byte {at} ^ {bit:#x}");
+            }
+        }
+    }
+
     #[test]
     fn absurd_lengths_and_nesting_are_refused_before_allocating() {
         let mut huge_list = vec![ENVELOPE_TAG, CODEC_MSGPACK_NAMED, 1, 0, 0xdd];
