@@ -8,7 +8,9 @@ use std::sync::Arc;
 use annals::stores::checkpoint_history::{CheckpointHistory, CheckpointId, Compression};
 use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
 use annals::stores::whole_checkpoints::WholeCheckpoints;
-use annals::stores::{Backend, StoreError};
+use annals::stores::{
+    Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Row {
@@ -229,6 +231,82 @@ async fn a_value_that_does_not_decode_is_a_typed_error_naming_the_run<F: Factory
     let store: CheckpointRows<F::B, Row> = CheckpointRows::new(backend);
     let error = store.load_run("broken").await.unwrap_err();
     assert!(matches!(&error, StoreError::Decode { stream, seq: 0, .. } if stream == "rows/broken"), "{error}");
+}
+
+/// A backend that keeps `visit` to the trait's default (a `read`, lent),
+/// so the default is held to the same contract as the backend's own.
+struct DefaultVisit<B>(Arc<B>);
+
+impl<B: Backend> Backend for DefaultVisit<B> {
+    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
+        self.0.commit(ops)
+    }
+
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
+        self.0.read(stream)
+    }
+
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        self.0.streams(prefix)
+    }
+
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        self.0.read_after(after, limit)
+    }
+}
+
+/// What `visit` lends, owned.
+type Lent = (u64, Cursor, EntryKind, u64, Vec<u8>);
+
+/// Everything `visit` lends of `stream`.
+async fn visited<B: Backend>(backend: &B, stream: &str) -> Vec<Lent> {
+    let mut seen = Vec::new();
+    let collect = |entry: EntryRef<'_>| {
+        seen.push((entry.seq, entry.cursor, entry.kind, entry.timestamp_ms, entry.payload.to_vec()));
+        Ok(())
+    };
+    backend.visit(stream, collect).await.unwrap();
+    seen
+}
+
+async fn visit_lends_what_read_returns_and_stops_at_the_first_error<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let append = |payload: &'static [u8]| StoreOp::append("s", Expect::Any, payload);
+    backend.commit(vec![append(b"a"), append(b"b"), append(b"c")]).await.unwrap();
+    backend.commit(vec![StoreOp::snapshot("s", 1, &b"through b"[..]), append(b"d")]).await.unwrap();
+    backend.commit(vec![StoreOp::append("other", Expect::Any, &b"x"[..])]).await.unwrap();
+    backend.commit(vec![StoreOp::clear("other", Expect::Any)]).await.unwrap();
+    let read = backend.read("s").await.unwrap();
+    let expected: Vec<_> = read
+        .snapshot
+        .iter()
+        .chain(&read.entries)
+        .map(|entry| (entry.seq, entry.cursor, entry.kind, entry.timestamp_ms, entry.payload.to_vec()))
+        .collect();
+    let payloads: Vec<&[u8]> = expected.iter().map(|(_, _, _, _, payload)| &payload[..]).collect();
+    assert_eq!(payloads, [&b"through b"[..], b"c", b"d"], "the snapshot, then the entries after it");
+    let by_default = DefaultVisit(Arc::clone(&backend));
+    for seen in [visited(&*backend, "s").await, visited(&by_default, "s").await] {
+        assert_eq!(seen, expected);
+    }
+    assert!(visited(&*backend, "other").await.is_empty(), "a cleared stream lends nothing");
+    assert!(visited(&*backend, "unknown").await.is_empty());
+    for calls in [visit_until_the_second_fails(&*backend).await, visit_until_the_second_fails(&by_default).await] {
+        assert_eq!(calls, 2, "nothing after the error");
+    }
+}
+
+/// Visits `s` with a callback that fails on its second call; returns how
+/// often it was called, after checking that its error is the result.
+async fn visit_until_the_second_fails<B: Backend>(backend: &B) -> usize {
+    let mut calls = 0;
+    let fail_second = |_: EntryRef<'_>| {
+        calls += 1;
+        if calls == 2 { Err(StoreError::InvalidArgument("stop".to_owned())) } else { Ok(()) }
+    };
+    let result = backend.visit("s", fail_second).await;
+    assert!(matches!(&result, Err(StoreError::InvalidArgument(reason)) if reason == "stop"), "{result:?}");
+    calls
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -604,6 +682,7 @@ mod embedded_log {
         concurrent_runs_are_isolated,
         a_large_blob_round_trips,
         a_value_that_does_not_decode_is_a_typed_error_naming_the_run,
+        visit_lends_what_read_returns_and_stops_at_the_first_error,
         a_saved_checkpoint_loads_and_a_missing_one_is_none,
         save_overwrites_and_survives_a_reopen,
         list_returns_every_run_most_recently_saved_first,

@@ -9,6 +9,7 @@ use annals::inspect::{Damage, scan_intact};
 use annals::{LogReader, Lsn, RecordKind, StreamSeq, display_stream};
 use serde::Serialize;
 
+use crate::decode::Decoded;
 use crate::failure::{Failure, Outcome};
 use crate::output::ignore_closed_pipe;
 use crate::{DumpArgs, progress};
@@ -24,37 +25,23 @@ struct DumpLine {
     seq: StreamSeq,
     kind: &'static str,
     len: usize,
-    /// With `--decode`, the schema of a typed store's value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    schema: Option<u16>,
-    /// With `--decode`, a typed store's value as JSON, or null for a
-    /// payload that is not one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<serde_json::Value>,
+    /// With `--decode`, what the payload holds ([`crate::decode`]).
+    #[serde(flatten)]
+    decoded: Option<Decoded>,
 }
 
 impl DumpLine {
     fn new(lsn: Lsn, stream: &[u8], seq: StreamSeq, kind: RecordKind, payload: &[u8], decode: bool) -> DumpLine {
-        let mut line = DumpLine {
+        // Only entries and snapshots carry a caller's value.
+        let carries_value = matches!(kind, RecordKind::Entry | RecordKind::Snapshot);
+        DumpLine {
             lsn,
             stream: display_stream(stream),
             seq,
             kind: kind.name(),
             len: payload.len(),
-            schema: None,
-            value: None,
-        };
-        if decode {
-            // A typed store's value (MessagePack behind the stores'
-            // envelope) as JSON; anything else is shown as not decoded.
-            let decoded = annals::stores::codec::split_envelope(payload)
-                .and_then(|(schema, body)| Some((schema, rmp_serde::from_slice::<serde_json::Value>(body).ok()?)));
-            line.value = Some(serde_json::Value::Null);
-            if let Some((schema, value)) = decoded {
-                (line.schema, line.value) = (Some(schema), Some(value));
-            }
+            decoded: (decode && carries_value).then(|| crate::decode::decode(payload)),
         }
-        line
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`failure`].
 
 mod compact;
+mod decode;
 mod dump;
 mod failure;
 mod latency;
@@ -166,7 +167,7 @@ struct DumpArgs {
     /// Prints every intact record of a damaged log, and the damage on stderr [default: off]
     #[arg(long)]
     salvage: bool,
-    /// Shows a typed store's value as JSON (`value`, `schema`) [default: off]
+    /// Shows what each payload holds: a typed store's value as JSON (`value`, `schema`, `history`), other bytes escaped (`bytes`), a value that does not decode with its reason (`decode_error`) [default: off]
     #[arg(long)]
     decode: bool,
 }

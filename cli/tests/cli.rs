@@ -109,11 +109,17 @@ fn verify_reports_a_torn_tail_as_such_and_corruption_with_file_and_offset() {
     assert_eq!(annals(&["verify"]).status.code(), Some(2), "a usage error");
 }
 
-/// `annals dump --decode` shows a typed store's values as JSON (issue 10),
-/// and a raw payload as not decoded.
+/// `annals dump --decode` shows the typed stores' values as JSON (issue 10):
+/// checkpoint rows, whole checkpoints, checkpoint history (compressed or
+/// not, with its header); a raw payload as its escaped bytes; a payload in
+/// the stores' envelope that does not decode as a `decode_error` on its
+/// own record, the dump going on.
 #[test]
 fn dump_decode_prints_typed_store_values_as_json() {
+    use annals::stores::checkpoint_history::{CheckpointHistory, Compression};
     use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+    use annals::stores::whole_checkpoints::WholeCheckpoints;
+    use serde_json::json;
 
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Row {
@@ -132,17 +138,39 @@ fn dump_decode_prints_typed_store_values_as_json() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let rows: CheckpointRows<annals::Log, Row> = CheckpointRows::new(log.clone());
         rt.block_on(rows.append("run-1", Row { sequence: 0, state: "Start".into() })).unwrap();
-        log.append("raw", annals::Expectation::Any, &b"plain bytes"[..]).wait().unwrap();
+        log.append("raw", annals::Expectation::Any, &b"plain\x00bytes"[..]).wait().unwrap();
+        let whole: WholeCheckpoints<annals::Log, Vec<u32>> = WholeCheckpoints::new(log.clone());
+        rt.block_on(whole.save("run-2", &vec![1, 2, 3])).unwrap();
+        let history: CheckpointHistory<annals::Log, String> =
+            CheckpointHistory::in_namespace(log.clone(), "", Compression::Lz4);
+        let id = rt.block_on(history.save_with_summary("exec", &"x".repeat(500), 7)).unwrap();
+        // The stores' tag and codec, then a body that is not MessagePack.
+        log.append("damaged", annals::Expectation::Any, &[0xA5, 1, 1, 0, 0xC1][..]).wait().unwrap();
         log.close().wait().unwrap();
+        std::fs::write(dir.path().join("history-id"), id.to_string()).unwrap();
     }
     let out = annals(&["dump", path(dir.path()), "--decode"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["stream"], "rows/run-1");
-    assert_eq!(lines[0]["schema"], 1);
-    assert_eq!(lines[0]["value"]["state"], "Start");
-    assert_eq!(lines[0]["value"]["sequence"], 0);
-    assert_eq!(lines[1]["value"], serde_json::Value::Null);
+    let of = |stream: &str| lines.iter().find(|line| line["stream"] == stream).unwrap().clone();
+    let row = of("rows/run-1");
+    assert_eq!((row["schema"].clone(), row["value"].clone()), (json!(1), json!({ "sequence": 0, "state": "Start" })));
+    assert!(row.get("bytes").is_none() && row.get("decode_error").is_none(), "{row}");
+    let raw = of("raw");
+    assert_eq!(raw["bytes"], "plain\\x00bytes");
+    assert!(raw.get("value").is_none(), "{raw}");
+    assert_eq!(of("checkpoint/run-2")["value"], json!([1, 2, 3]));
+    let history = of("history/exec");
+    let id = std::fs::read_to_string(dir.path().join("history-id")).unwrap();
+    assert_eq!(history["value"], json!("x".repeat(500)));
+    assert_eq!(history["history"]["id"], json!(id));
+    assert_eq!(history["history"]["compressed"], json!(true), "{history}");
+    assert_eq!(history["history"]["summary"], json!(7));
+    let damaged = of("damaged");
+    assert!(damaged["decode_error"].as_str().unwrap().contains("0xc1"), "{damaged}");
+    assert_eq!(damaged["bytes"], "\\xa5\\x01\\x01\\x00\\xc1");
+    // Without --decode, none of it.
+    let plain = annals(&["dump", path(dir.path())]);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("\"value\""));
 }

@@ -160,6 +160,22 @@ pub struct Entry {
     pub payload: Bytes,
 }
 
+/// One entry lent to the caller of [`Backend::visit`]: what [`Entry`] holds
+/// of it, with the bytes borrowed rather than owned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// Its sequence (see [`Committed::seq`]).
+    pub seq: u64,
+    /// Its position in commit order.
+    pub cursor: Cursor,
+    /// What it is.
+    pub kind: EntryKind,
+    /// As [`Entry::timestamp_ms`].
+    pub timestamp_ms: u64,
+    /// Its bytes, valid for the call.
+    pub payload: &'a [u8],
+}
+
 /// A stream as read back: its latest snapshot and the entries after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamContents {
@@ -242,6 +258,35 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The latest snapshot of `stream` and its entries after it.
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send;
+
+    /// Calls `f` on what [`Backend::read`] returns of `stream` (its latest
+    /// snapshot, if any, then each entry after it, in sequence order), with
+    /// the bytes lent rather than copied: a store that decodes every entry
+    /// at once reads without an owned copy of each. The first error `f`
+    /// returns is the result, and `f` sees nothing after it.
+    ///
+    /// `f` may run while the backend holds a lock its writers need (the
+    /// log: its index's read lock), so it decodes or copies and nothing
+    /// else. The default reads the stream and lends what it read.
+    fn visit<F>(&self, stream: &str, mut f: F) -> impl Future<Output = Result<(), StoreError>> + Send
+    where
+        F: FnMut(EntryRef<'_>) -> Result<(), StoreError> + Send,
+    {
+        async move {
+            let contents = self.read(stream).await?;
+            for entry in contents.snapshot.iter().chain(&contents.entries) {
+                let lent = EntryRef {
+                    seq: entry.seq,
+                    cursor: entry.cursor,
+                    kind: entry.kind,
+                    timestamp_ms: entry.timestamp_ms,
+                    payload: &entry.payload,
+                };
+                f(lent)?;
+            }
+            Ok(())
+        }
+    }
 
     /// The streams whose name starts with `prefix` and that have state (a
     /// live entry or snapshot, or a next sequence a prune kept), with their

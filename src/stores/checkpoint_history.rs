@@ -123,20 +123,22 @@ fn decode_error(stream: &str, seq: u64, reason: impl Into<String>) -> StoreError
 }
 
 fn parse_header(stream: &str, entry: &Entry) -> Result<Header, StoreError> {
-    let bytes = &entry.payload[..];
-    let fail = |reason: String| decode_error(stream, entry.seq, reason);
+    parse_header_bytes(&entry.payload).map_err(|reason| decode_error(stream, entry.seq, reason))
+}
+
+fn parse_header_bytes(bytes: &[u8]) -> Result<Header, String> {
     if bytes.len() < HEADER_BYTES {
-        return Err(fail(format!("{} bytes is shorter than a checkpoint header", bytes.len())));
+        return Err(format!("{} bytes is shorter than a checkpoint header", bytes.len()));
     }
     if bytes[TAG_AT] != HISTORY_TAG {
-        return Err(fail("not a checkpoint history entry".to_owned()));
+        return Err("not a checkpoint history entry".to_owned());
     }
     if bytes[VERSION_AT] != HISTORY_VERSION {
-        return Err(fail(format!("unknown entry version {}", bytes[VERSION_AT])));
+        return Err(format!("unknown entry version {}", bytes[VERSION_AT]));
     }
     let flags = bytes[FLAGS_AT];
     if flags & !FLAG_LZ4 != 0 || bytes[RESERVED_AT] != 0 {
-        return Err(fail(format!("unknown flags {flags:#04x}")));
+        return Err(format!("unknown flags {flags:#04x}"));
     }
     let mut id = [0; ID_BYTES];
     id.copy_from_slice(&bytes[ID_AT..RAW_BYTES_AT]);
@@ -150,6 +152,58 @@ fn parse_header(stream: &str, entry: &Entry) -> Result<Header, StoreError> {
         compressed: flags & FLAG_LZ4 != 0,
         raw_bytes: le_u64(RAW_BYTES_AT),
         summary: le_u64(SUMMARY_AT),
+    })
+}
+
+/// The body after `header`: `stored` itself, or decompressed if flagged,
+/// checked against the header's `raw_bytes` before anything is allocated.
+fn body<'a>(header: &Header, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    if !header.compressed {
+        return Ok(std::borrow::Cow::Borrowed(stored));
+    }
+    if header.raw_bytes > (stored.len() as u64).saturating_mul(LZ4_EXPANSION_MAX) {
+        return Err(format!("{} raw bytes cannot come from {} compressed", header.raw_bytes, stored.len()));
+    }
+    let raw =
+        lz4_flex::block::decompress(stored, header.raw_bytes as usize).map_err(|error| format!("lz4 body: {error}"))?;
+    if raw.len() as u64 != header.raw_bytes {
+        return Err(format!("lz4 body gave {} bytes, the header says {}", raw.len(), header.raw_bytes));
+    }
+    Ok(std::borrow::Cow::Owned(raw))
+}
+
+/// A history entry opened without knowing its checkpoint type (for tools
+/// such as `annals dump --decode`): its header and its body, decompressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedEntry {
+    /// The checkpoint's id.
+    pub id: CheckpointId,
+    /// Whether the body was stored compressed.
+    pub compressed: bool,
+    /// The body's length before compression.
+    pub raw_bytes: u64,
+    /// The number the caller attached.
+    pub summary: u64,
+    /// The checkpoint in the [`codec`] envelope.
+    pub body: Vec<u8>,
+}
+
+/// Opens a history entry's bytes: checks its header and decompresses its
+/// body, bounded by the header and the bytes given.
+///
+/// # Errors
+/// Why the bytes are not an intact history entry: too short, another tag,
+/// an unknown version or flags, a compressed body that does not inflate
+/// to the size its header says.
+pub fn open_entry(payload: &[u8]) -> Result<OpenedEntry, String> {
+    let header = parse_header_bytes(payload)?;
+    let body = body(&header, &payload[HEADER_BYTES..])?.into_owned();
+    Ok(OpenedEntry {
+        id: header.id,
+        compressed: header.compressed,
+        raw_bytes: header.raw_bytes,
+        summary: header.summary,
+        body,
     })
 }
 
@@ -255,27 +309,9 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
 
     fn decode_entry(stream: &str, entry: &Entry) -> Result<C, StoreError> {
         let header = parse_header(stream, entry)?;
-        let stored = &entry.payload[HEADER_BYTES..];
-        if !header.compressed {
-            return Ok(codec::decode(stream, entry.seq, HISTORY_SCHEMA, stored)?.0);
-        }
-        if header.raw_bytes > (stored.len() as u64).saturating_mul(LZ4_EXPANSION_MAX) {
-            return Err(decode_error(
-                stream,
-                entry.seq,
-                format!("{} raw bytes cannot come from {} compressed", header.raw_bytes, stored.len()),
-            ));
-        }
-        let raw = lz4_flex::block::decompress(stored, header.raw_bytes as usize)
-            .map_err(|error| decode_error(stream, entry.seq, format!("lz4 body: {error}")))?;
-        if raw.len() as u64 != header.raw_bytes {
-            return Err(decode_error(
-                stream,
-                entry.seq,
-                format!("lz4 body gave {} bytes, the header says {}", raw.len(), header.raw_bytes),
-            ));
-        }
-        Ok(codec::decode(stream, entry.seq, HISTORY_SCHEMA, &raw)?.0)
+        let body =
+            body(&header, &entry.payload[HEADER_BYTES..]).map_err(|reason| decode_error(stream, entry.seq, reason))?;
+        Ok(codec::decode(stream, entry.seq, HISTORY_SCHEMA, &body)?.0)
     }
 
     /// Saves `checkpoint` as the key's newest, durably, and returns its id:

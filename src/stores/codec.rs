@@ -63,6 +63,31 @@ pub fn decode<T: DeserializeOwned>(
     schema_max: u16,
     bytes: &[u8],
 ) -> Result<(T, u16), StoreError> {
+    decode_with(stream, seq, schema_max, bytes, decode_body)
+}
+
+/// Decodes a body (what follows the envelope) with serde: what [`decode`]
+/// does inside the envelope, for a type that decodes some bodies itself
+/// ([`decode_with`]) and leaves the rest to serde.
+///
+/// # Errors
+/// Why the body does not decode as a `T`.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(body).map_err(|error| error.to_string())
+}
+
+/// As [`decode`], with the body decoded by `body` instead of serde: the
+/// envelope checks and the error naming the stream and sequence are the same.
+///
+/// # Errors
+/// As [`decode`]; `body`'s error is the reason.
+pub fn decode_with<T>(
+    stream: &str,
+    seq: u64,
+    schema_max: u16,
+    bytes: &[u8],
+    body: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<(T, u16), StoreError> {
     let fail = |reason: String| StoreError::Decode { stream: stream.to_owned(), seq, reason };
     if bytes.len() < ENVELOPE_BYTES || bytes[0] != ENVELOPE_TAG {
         return Err(fail("not an Annals store value".to_owned()));
@@ -74,7 +99,7 @@ pub fn decode<T: DeserializeOwned>(
     if schema > schema_max {
         return Err(fail(format!("written under schema {schema}, newer than this build's {schema_max}")));
     }
-    let value = rmp_serde::from_slice(&bytes[ENVELOPE_BYTES..]).map_err(|error| fail(error.to_string()))?;
+    let value = body(&bytes[ENVELOPE_BYTES..]).map_err(fail)?;
     Ok((value, schema))
 }
 

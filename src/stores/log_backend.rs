@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::index::Record;
 use crate::stores::backend::{
-    Action, Backend, Committed, Cursor, Entry, EntryKind, Expect, StoreError, StoreOp, StreamContents,
+    Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
 };
 use crate::{Batch, Durability, Error, Expectation, Log, Lsn, PruneSnapshots, RecordKind, StreamSeq};
 
@@ -102,6 +102,38 @@ impl Backend for Log {
             }
         });
         std::future::ready(read.map_err(StoreError::Backend))
+    }
+
+    fn visit<F>(&self, stream: &str, mut f: F) -> impl Future<Output = Result<(), StoreError>> + Send
+    where
+        F: FnMut(EntryRef<'_>) -> Result<(), StoreError> + Send,
+    {
+        // Straight from the memory map: no record, stream name or payload
+        // handle is made per entry.
+        let mut failed = None;
+        let visited = self.visit_stream(stream, |record| {
+            let kind = match record.kind {
+                RecordKind::Entry => EntryKind::Entry,
+                RecordKind::Snapshot => EntryKind::Snapshot,
+                RecordKind::Tombstone | RecordKind::Prune | RecordKind::Base => return,
+            };
+            if failed.is_none() {
+                let lent = EntryRef {
+                    seq: record.seq.0,
+                    cursor: Cursor(record.lsn.0),
+                    kind,
+                    timestamp_ms: record.timestamp_ms,
+                    payload: record.payload,
+                };
+                failed = f(lent).err();
+            }
+        });
+        let result = match (visited, failed) {
+            (Err(error), _) => Err(StoreError::Backend(error)),
+            (Ok(_), Some(error)) => Err(error),
+            (Ok(_), None) => Ok(()),
+        };
+        std::future::ready(result)
     }
 
     fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {

@@ -35,4 +35,6 @@ pub mod codec;
 mod log_backend;
 pub mod whole_checkpoints;
 
-pub use backend::{Action, Backend, Committed, Cursor, Entry, EntryKind, Expect, StoreError, StoreOp, StreamContents};
+pub use backend::{
+    Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
+};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::stores::backend::{Backend, Expect, StoreError, StoreOp};
+use crate::stores::backend::{Backend, Cursor, EntryKind, EntryRef, Expect, StoreError, StoreOp};
 use crate::stores::codec;
 
 /// The schema version this build writes checkpoints under.
@@ -72,12 +72,23 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
     /// # Errors
     /// [`StoreError::Decode`] naming the run; [`StoreError::Backend`].
     pub async fn load(&self, run_id: &str) -> Result<Option<C>, StoreError> {
-        let stream = self.stream(run_id);
-        let contents = self.backend.read(&stream).await?;
-        match contents.entries.last() {
-            None => Ok(None),
-            Some(entry) => Ok(Some(codec::decode(&stream, entry.seq, CHECKPOINT_SCHEMA, &entry.payload)?.0)),
-        }
+        Ok(self.load_stream(&self.stream(run_id)).await?.map(|(_, checkpoint)| checkpoint))
+    }
+
+    /// The checkpoint of `stream` and where it was committed, decoded from the
+    /// backend's own bytes ([`Backend::visit`]). A save leaves one entry;
+    /// the last is the checkpoint.
+    async fn load_stream(&self, stream: &str) -> Result<Option<(Cursor, C)>, StoreError> {
+        let mut last = None;
+        let decode = |entry: EntryRef<'_>| {
+            if entry.kind == EntryKind::Entry {
+                let checkpoint = codec::decode(stream, entry.seq, CHECKPOINT_SCHEMA, entry.payload)?.0;
+                last = Some((entry.cursor, checkpoint));
+            }
+            Ok(())
+        };
+        self.backend.visit(stream, decode).await?;
+        Ok(last)
     }
 
     /// Every run's checkpoint with its run id, the most recently saved first.
@@ -89,12 +100,8 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
     pub async fn list(&self) -> Result<Vec<(String, C)>, StoreError> {
         let mut found = Vec::new();
         for (stream, _) in self.backend.streams(&self.prefix).await? {
-            let run_id = &stream[self.prefix.len()..];
-            let contents = self.backend.read(&stream).await?;
-            if let Some(entry) = contents.entries.last() {
-                let (checkpoint, _) = codec::decode(&stream, entry.seq, CHECKPOINT_SCHEMA, &entry.payload)?;
-                let run_id = run_id.to_owned();
-                found.push((entry.cursor, run_id, checkpoint));
+            if let Some((cursor, checkpoint)) = self.load_stream(&stream).await? {
+                found.push((cursor, stream[self.prefix.len()..].to_owned(), checkpoint));
             }
         }
         found.sort_by_key(|(cursor, _, _)| std::cmp::Reverse(*cursor));

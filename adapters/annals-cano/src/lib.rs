@@ -82,6 +82,8 @@
 //! `Arc<dyn CheckpointStore>`) or build several over one log with
 //! [`AnnalsCheckpointStore::from_log`].
 
+mod row_body;
+
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -233,6 +235,10 @@ struct StoredRow {
 impl SequencedRow for StoredRow {
     fn sequence(&self) -> u64 {
         self.sequence
+    }
+
+    fn decode_body(body: &[u8]) -> Result<StoredRow, String> {
+        row_body::decode(body)
     }
 }
 

@@ -1,0 +1,288 @@
+//! A decoder of the row bodies this adapter writes, for `load_run`.
+//!
+//! `rmp_serde` validates every field name as UTF-8, walks each value
+//! through serde's generic visitors, and is most of what loading a run
+//! costs (profiled on the W3 bench). A row written by
+//! [`crate::StoredRow`]'s `Serialize` is a MessagePack map of at most six
+//! known fields with string names, so this reads that shape directly from
+//! the bytes, into the same row, and hands every body it does not
+//! recognise (an unknown, missing or repeated field, another integer or
+//! string form, trailing bytes, a kind a later cano adds, damage) to serde
+//! unchanged: it returns a row only where serde returns the same row, and
+//! every error is serde's.
+//!
+//! ```text
+//! // Format (the subset read here): fixmap | map16 | map32 of
+//! //   { str name | value }, names from StoredRow, values:
+//! //   sequence, workflow_version: positive fixint | uint8..uint64
+//! //   state, task_id, kind: fixstr | str8 | str16 | str32
+//! //   output_blob: nil | bin8 | bin16 | bin32
+//! ```
+
+use cano::recovery::RowKind;
+
+use crate::StoredRow;
+
+/// Decodes a row body: directly if it has the shape this adapter writes,
+/// otherwise with serde.
+///
+/// # Errors
+/// serde's reason, for a body that does not decode as a row.
+pub(crate) fn decode(body: &[u8]) -> Result<StoredRow, String> {
+    match decode_known_shape(body) {
+        Some(row) => Ok(row),
+        None => annals::stores::codec::decode_body(body),
+    }
+}
+
+/// The row, if `body` is exactly a map of known fields in the forms
+/// `Serialize` writes; `None` for anything else, decided by serde.
+fn decode_known_shape(body: &[u8]) -> Option<StoredRow> {
+    let mut reader = Reader { rest: body };
+    let fields = reader.map_len()?;
+    let (mut sequence, mut state, mut task_id) = (None, None, None);
+    let (mut output_blob, mut kind, mut workflow_version) = (None, None, None);
+    // A repeated or unknown field returns, so this runs at most six times
+    // whatever length the map claims.
+    for _ in 0..fields {
+        match reader.str_bytes()? {
+            b"sequence" if sequence.is_none() => sequence = Some(reader.uint()?),
+            b"state" if state.is_none() => state = Some(reader.string()?),
+            b"task_id" if task_id.is_none() => task_id = Some(reader.string()?),
+            b"output_blob" if output_blob.is_none() => output_blob = Some(reader.optional_bin()?),
+            b"kind" if kind.is_none() => kind = Some(row_kind(reader.str_bytes()?)?),
+            b"workflow_version" if workflow_version.is_none() => {
+                workflow_version = Some(u32::try_from(reader.uint()?).ok()?)
+            }
+            _ => return None,
+        }
+    }
+    if !reader.rest.is_empty() {
+        return None;
+    }
+    Some(StoredRow {
+        sequence: sequence?,
+        state: state?,
+        task_id: task_id?,
+        output_blob: output_blob.unwrap_or(None),
+        kind: kind.unwrap_or_default(),
+        workflow_version: workflow_version.unwrap_or(0),
+    })
+}
+
+/// cano's serde form of a [`RowKind`]: its variant name.
+fn row_kind(name: &[u8]) -> Option<RowKind> {
+    match name {
+        b"StateEntry" => Some(RowKind::StateEntry),
+        b"CompensationCompletion" => Some(RowKind::CompensationCompletion),
+        b"StepCursor" => Some(RowKind::StepCursor),
+        _ => None,
+    }
+}
+
+/// The unread bytes of a body; every read is bounded by them.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        if len > self.rest.len() {
+            return None;
+        }
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some(taken)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    /// A big-endian unsigned integer of `N` bytes.
+    fn be<const N: usize>(&mut self) -> Option<u64> {
+        Some(self.take(N)?.iter().fold(0u64, |value, &byte| value << 8 | u64::from(byte)))
+    }
+
+    fn len<const N: usize>(&mut self) -> Option<usize> {
+        usize::try_from(self.be::<N>()?).ok()
+    }
+
+    fn map_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            marker @ 0x80..=0x8f => Some(usize::from(marker & 0x0f)),
+            0xde => self.len::<2>(),
+            0xdf => self.len::<4>(),
+            _ => None,
+        }
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            marker @ 0x00..=0x7f => Some(u64::from(marker)),
+            0xcc => self.be::<1>(),
+            0xcd => self.be::<2>(),
+            0xce => self.be::<4>(),
+            0xcf => self.be::<8>(),
+            _ => None,
+        }
+    }
+
+    fn str_bytes(&mut self) -> Option<&'a [u8]> {
+        let len = match self.byte()? {
+            marker @ 0xa0..=0xbf => usize::from(marker & 0x1f),
+            0xd9 => self.len::<1>()?,
+            0xda => self.len::<2>()?,
+            0xdb => self.len::<4>()?,
+            _ => return None,
+        };
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        Some(std::str::from_utf8(self.str_bytes()?).ok()?.to_owned())
+    }
+
+    fn optional_bin(&mut self) -> Option<Option<Vec<u8>>> {
+        let len = match self.byte()? {
+            0xc0 => return Some(None),
+            0xc4 => self.len::<1>()?,
+            0xc5 => self.len::<2>()?,
+            0xc6 => self.len::<4>()?,
+            _ => return None,
+        };
+        Some(Some(self.take(len)?.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cano::recovery::CheckpointRow;
+
+    use super::*;
+
+    /// What serde makes of `body`, as cano's row, or its error.
+    fn by_serde(body: &[u8]) -> Result<CheckpointRow, String> {
+        annals::stores::codec::decode_body::<StoredRow>(body).map(CheckpointRow::from)
+    }
+
+    fn body_of<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        let bytes = annals::stores::codec::encode("rows/t", 1, value).unwrap();
+        bytes[annals::stores::codec::ENVELOPE_BYTES..].to_vec()
+    }
+
+    /// A small deterministic generator: the test needs variety, not secrecy.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn text(&mut self) -> String {
+            let len = [0, 1, 5, 31, 32, 255, 256, 70_000][self.next() as usize % 8];
+            let alphabet = ['a', 'Z', '0', '-', 'é', '✓', '𝄞'];
+            (0..len).map(|_| alphabet[self.next() as usize % alphabet.len()]).collect()
+        }
+
+        fn row(&mut self) -> CheckpointRow {
+            let sequence = [0, 1, 127, 128, 255, 256, 65_535, 65_536, u64::from(u32::MAX) + 1, u64::MAX]
+                [self.next() as usize % 10];
+            let mut row = CheckpointRow::new(sequence, self.text(), self.text());
+            row.kind =
+                [RowKind::StateEntry, RowKind::CompensationCompletion, RowKind::StepCursor][self.next() as usize % 3];
+            row.workflow_version = [0, 1, 200, 70_000, u32::MAX][self.next() as usize % 5];
+            row.output_blob = match self.next() % 4 {
+                0 => None,
+                1 => Some(Vec::new()),
+                2 => Some(vec![0xC1; 300]),
+                _ => Some((0..70_000).map(|i| i as u8).collect()),
+            };
+            row
+        }
+    }
+
+    #[test]
+    fn every_row_this_adapter_writes_decodes_directly_to_what_serde_decodes() {
+        let mut rng = Rng(0x5EED);
+        for _ in 0..500 {
+            let row = rng.row();
+            let body = body_of(&StoredRow::from(row.clone()));
+            let direct = decode_known_shape(&body).expect("the shape this adapter writes");
+            assert_eq!(CheckpointRow::from(direct), row);
+            assert_eq!(by_serde(&body), Ok(row));
+        }
+    }
+
+    #[test]
+    fn damaged_and_cut_bodies_decode_as_serde_decodes_them_and_never_panic() {
+        let mut rng = Rng(0xDA4A6E);
+        for _ in 0..40 {
+            let mut row = rng.row();
+            row.state = row.state.chars().take(12).collect();
+            row.task_id = row.task_id.chars().take(12).collect();
+            row.output_blob = row.output_blob.map(|blob| blob[..blob.len().min(40)].to_vec());
+            let body = body_of(&StoredRow::from(row));
+            for cut in 0..body.len() {
+                assert_eq!(decode(&body[..cut]).map(CheckpointRow::from), by_serde(&body[..cut]), "cut at {cut}");
+            }
+            for at in 0..body.len() {
+                for bit in [0x01, 0x10, 0x80] {
+                    let mut damaged = body.clone();
+                    damaged[at] ^= bit;
+                    if let Some(direct) = decode_known_shape(&damaged) {
+                        assert_eq!(Ok(CheckpointRow::from(direct)), by_serde(&damaged), "byte {at} ^ {bit:#x}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_serde() {
+        #[derive(serde::Serialize)]
+        struct Minimal {
+            sequence: u64,
+            state: &'static str,
+            task_id: &'static str,
+        }
+        #[derive(serde::Serialize)]
+        struct BlobAsNumbers {
+            sequence: u64,
+            state: &'static str,
+            task_id: &'static str,
+            output_blob: Vec<u8>,
+        }
+        #[derive(serde::Serialize)]
+        struct Extra {
+            sequence: u64,
+            state: &'static str,
+            task_id: &'static str,
+            later_field: bool,
+        }
+        #[derive(serde::Serialize)]
+        struct LaterKind {
+            sequence: u64,
+            state: &'static str,
+            task_id: &'static str,
+            kind: &'static str,
+        }
+        let minimal = body_of(&Minimal { sequence: 3, state: "S", task_id: "t" });
+        assert_eq!(decode_known_shape(&minimal).map(CheckpointRow::from), Some(CheckpointRow::new(3, "S", "t")));
+        let as_numbers = body_of(&BlobAsNumbers { sequence: 3, state: "S", task_id: "t", output_blob: vec![1, 2] });
+        let extra = body_of(&Extra { sequence: 3, state: "S", task_id: "t", later_field: true });
+        let later_kind = body_of(&LaterKind { sequence: 3, state: "S", task_id: "t", kind: "Unknown" });
+        let mut repeated = body_of(&Minimal { sequence: 3, state: "S", task_id: "t" });
+        repeated[0] += 1; // one more field: `sequence` again
+        repeated.extend_from_slice(&body_of(&Minimal { sequence: 4, state: "S", task_id: "t" })[1..10]);
+        for body in [&as_numbers, &extra, &later_kind, &repeated, &vec![0x93, 1, 2, 3]] {
+            assert!(decode_known_shape(body).is_none());
+            assert_eq!(decode(body).map(CheckpointRow::from), by_serde(body));
+        }
+        assert_eq!(decode(&as_numbers).unwrap().output_blob, Some(vec![1, 2]));
+        assert!(decode(&later_kind).is_err(), "a kind this cano does not know is serde's error");
+    }
+}
