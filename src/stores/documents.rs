@@ -40,6 +40,19 @@ impl DocumentState {
         self.next_seq + 1
     }
 
+    /// Whether the document is at `expected` (`None`: any revision), as a
+    /// [`StoreError::RevisionConflict`] naming `key` if it is not.
+    pub(crate) fn expect_revision(&self, key: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        match expected {
+            Some(expected) if expected != self.revision() => Err(StoreError::RevisionConflict {
+                key: key.to_owned(),
+                expected: Some(expected),
+                actual: self.revision(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// A check that the document is still as read.
     pub(crate) fn check(&self, stream: &str) -> StoreOp {
         StoreOp::check(stream, Expect::Next(self.next_seq))
@@ -58,6 +71,19 @@ impl DocumentState {
     pub(crate) fn delete(&self, stream: &str, ops: &mut Vec<StoreOp>) {
         ops.push(StoreOp::append(stream, Expect::Next(self.next_seq), Bytes::new()));
         ops.push(StoreOp::prune(stream, self.next_seq + 1));
+    }
+}
+
+/// Commits `ops`: `true` if they landed, `false` if a stream moved since
+/// it was read (the caller reads again and decides again).
+///
+/// # Errors
+/// Any other failure of the commit.
+pub(crate) async fn commit_planned<B: Backend>(backend: &B, ops: Vec<StoreOp>) -> Result<bool, StoreError> {
+    match backend.commit(ops).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. }) => Ok(false),
+        Err(error) => Err(error),
     }
 }
 

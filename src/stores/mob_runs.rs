@@ -185,10 +185,8 @@ impl<B: Backend> MobRuns<B> {
             }
             let mut ops = Vec::with_capacity(1);
             state.write(&stream, payload.clone(), &mut ops);
-            match self.backend.commit(ops).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            if documents::commit_planned(&*self.backend, ops).await? {
+                return Ok(());
             }
         }
         Err(StoreError::Contention { stream, attempts: ATTEMPTS_MAX })
@@ -265,10 +263,8 @@ impl<B: Backend> MobRuns<B> {
             change(&mut current.value);
             let mut ops = Vec::with_capacity(2);
             state.write(&stream, codec::encode(&stream, RUN_SCHEMA, &current.value)?, &mut ops);
-            match self.backend.commit(ops).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            if documents::commit_planned(&*self.backend, ops).await? {
+                return Ok(true);
             }
         }
         Err(StoreError::Contention { stream, attempts: ATTEMPTS_MAX })
@@ -400,14 +396,10 @@ impl<B: Backend> MobRuns<B> {
                     },
                 }
             }
-            match self.backend.commit(ops).await {
-                Ok(_) => {
-                    revisions.sort_unstable();
-                    return Ok(Some(revisions.into_iter().map(|(_, revision)| revision).collect()));
-                }
-                // Something moved: its expectation is checked again.
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            // Something moved: its expectation is checked again.
+            if documents::commit_planned(&*self.backend, ops).await? {
+                revisions.sort_unstable();
+                return Ok(Some(revisions.into_iter().map(|(_, revision)| revision).collect()));
             }
         }
         Err(StoreError::Contention { stream: self.run_prefix(run_id), attempts: ATTEMPTS_MAX })
@@ -486,10 +478,8 @@ impl<B: Backend> MobRuns<B> {
                 }
             };
             let ops = vec![run.check(&run_stream), StoreOp::append(&stream, expect, payload.clone())];
-            match self.backend.commit(ops).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            if documents::commit_planned(&*self.backend, ops).await? {
+                return Ok(true);
             }
         }
         Err(StoreError::Contention { stream, attempts: ATTEMPTS_MAX })
@@ -543,10 +533,8 @@ impl<B: Backend> MobRuns<B> {
             let output = documents::load(&*self.backend, &stream).await?;
             let mut ops = vec![run.check(&run_stream)];
             output.write(&stream, payload.clone(), &mut ops);
-            match self.backend.commit(ops).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            if documents::commit_planned(&*self.backend, ops).await? {
+                return Ok(());
             }
         }
         Err(StoreError::Contention { stream, attempts: ATTEMPTS_MAX })

@@ -58,7 +58,7 @@ impl<B: Backend, S: Serialize + DeserializeOwned + Send + Sync + 'static> MobSpe
     }
 
     /// Writes `definition` as the spec of `id`, durably, if `expected` is
-    /// its revision (0 or `Some(0)`: absent; `None`: whatever it is), and
+    /// its revision (`Some(0)`: absent; `None`: whatever it is), and
     /// returns the new revision.
     ///
     /// # Errors
@@ -70,22 +70,12 @@ impl<B: Backend, S: Serialize + DeserializeOwned + Send + Sync + 'static> MobSpe
         let payload = codec::encode(&stream, SPEC_SCHEMA, definition)?;
         for _ in 0..ATTEMPTS_MAX {
             let state = documents::load(&*self.backend, &stream).await?;
-            if let Some(expected) = expected
-                && expected != state.revision()
-            {
-                return Err(StoreError::RevisionConflict {
-                    key: id.to_owned(),
-                    expected: Some(expected),
-                    actual: state.revision(),
-                });
-            }
+            state.expect_revision(id, expected)?;
             let mut ops = Vec::with_capacity(2);
             state.write(&stream, payload.clone(), &mut ops);
-            match self.backend.commit(ops).await {
-                Ok(_) => return Ok(state.next_revision()),
-                // Moved since the read: read again (and report the new revision).
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            // Moved since the read: read again (and report the new revision).
+            if documents::commit_planned(&*self.backend, ops).await? {
+                return Ok(state.next_revision());
             }
         }
         Err(StoreError::Contention { stream, attempts: ATTEMPTS_MAX })
@@ -140,21 +130,11 @@ impl<B: Backend, S: Serialize + DeserializeOwned + Send + Sync + 'static> MobSpe
             if state.entry.is_none() {
                 return Ok(false);
             }
-            if let Some(expected) = expected
-                && expected != state.revision()
-            {
-                return Err(StoreError::RevisionConflict {
-                    key: id.to_owned(),
-                    expected: Some(expected),
-                    actual: state.revision(),
-                });
-            }
+            state.expect_revision(id, expected)?;
             let mut ops = Vec::with_capacity(2);
             state.delete(&stream, &mut ops);
-            match self.backend.commit(ops).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error),
+            if documents::commit_planned(&*self.backend, ops).await? {
+                return Ok(true);
             }
         }
         Err(StoreError::Contention { stream, attempts: ATTEMPTS_MAX })
