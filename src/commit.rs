@@ -65,6 +65,10 @@ pub enum OpKind {
     /// Start a stream that has no state at this sequence: its history
     /// before it is gone (`annals repair` copying a compacted log).
     Base(StreamSeq),
+    /// Only check that the stream meets the expectation: nothing is
+    /// written and no LSN is taken, but the batch it is in commits only if
+    /// it holds, checked at the same point as the batch's other guards.
+    Check(Expectation),
 }
 
 /// Which snapshots a prune drops.
@@ -96,8 +100,12 @@ pub struct Appended {
     /// Its LSN.
     pub lsn: Lsn,
     /// Entry: its sequence. Snapshot: the last sequence it covers.
-    /// Clear: the stream's next sequence before the clear.
+    /// Clear: the stream's next sequence before the clear. Check: the
+    /// stream's next sequence it found.
     pub seq: StreamSeq,
+    /// When its frame was written, ms since the Unix epoch, by the log's
+    /// clock (as [`crate::index::Record::timestamp_ms`]); a check's is its batch's.
+    pub timestamp_ms: u64,
 }
 
 /// An operation whose guard held: its sequence, and its stream's next
@@ -105,6 +113,9 @@ pub struct Appended {
 #[derive(Clone, Copy, Debug)]
 struct CheckedOp {
     seq: StreamSeq,
+    /// Its LSN; a check, which takes none: the LSN before the next one
+    /// taken (every record it saw is at or before it).
+    lsn: Lsn,
     after: StreamCursor,
     /// A prune's payload: the LSN before which it drops snapshots.
     prune_payload: [u8; crate::frame::PRUNE_PAYLOAD_BYTES],
@@ -674,28 +685,34 @@ impl Writer {
             group.replies.push((reply, Err(error)));
             return;
         }
-        fn op_ref<'a>(op: &'a Op, checked: &'a CheckedOp, lsn: Lsn) -> OpRef<'a> {
+        fn op_ref<'a>(op: &'a Op, checked: &'a CheckedOp) -> Option<OpRef<'a>> {
             // A prune's payload is the one its guard check worked out.
             let payload =
                 if matches!(op.kind, OpKind::Prune(..)) { &checked.prune_payload[..] } else { &op.payload[..] };
-            OpRef { kind: record_kind(op.kind), stream: &op.stream, seq: checked.seq, lsn, payload }
+            let kind = record_kind(op.kind)?;
+            Some(OpRef { kind, stream: &op.stream, seq: checked.seq, lsn: checked.lsn, payload })
         }
-        let lsn = |i: usize| Lsn(self.next_lsn.0 + i as u64);
         // A single operation's reference lives on the stack: no allocation.
         let (one, many): ([OpRef<'_>; 1], Vec<OpRef<'_>>);
-        let refs: &[OpRef<'_>] = match (&ops, &checked) {
-            (OneOrMany::One(op), OneOrMany::One(checked)) => {
-                one = [op_ref(op, checked, lsn(0))];
+        let single = match (&ops, &checked) {
+            (OneOrMany::One(op), OneOrMany::One(checked)) => op_ref(op, checked),
+            _ => None,
+        };
+        let refs: &[OpRef<'_>] = match single {
+            Some(written) => {
+                one = [written];
                 &one
             }
-            _ => {
+            None => {
                 let pairs = ops.as_slice().iter().zip(checked.as_slice());
-                many = pairs.enumerate().map(|(i, (op, checked))| op_ref(op, checked, lsn(i))).collect();
+                many = pairs.filter_map(|(op, checked)| op_ref(op, checked)).collect();
                 &many
             }
         };
-        let len = frame_bytes(frame_kind_of(refs), refs);
-        if !self.fits(group.buf.len() + len) {
+        // Only checks: nothing to write, and the reply waits for the group
+        // (whose writes the checks may have seen) to be synced.
+        let len = if refs.is_empty() { 0 } else { frame_bytes(frame_kind_of(refs), refs) };
+        if len > 0 && !self.fits(group.buf.len() + len) {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
             if let Status::Poisoned(cause) = self.shared.status() {
@@ -711,7 +728,7 @@ impl Writer {
             }
         }
         let kept_time = ops.as_slice().first().and_then(|op| op.timestamp_ms);
-        self.add_encoded(group, refs, kept_time, durability, reply);
+        self.add_encoded(group, refs, checked.as_slice(), kept_time, durability, reply);
         // The stream's whole state after each operation, as the guards
         // computed it from the index and the group: later requests in the
         // group are checked against it. The request's stream ids move into
@@ -783,12 +800,12 @@ impl Writer {
         &mut self,
         group: &mut Group,
         refs: &[OpRef<'_>],
+        checked: &[CheckedOp],
         kept_time: Option<u64>,
         durability: Durability,
         reply: Reply,
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
-        let kind = frame_kind_of(refs);
         let timestamp_ms = match kept_time {
             Some(kept) => {
                 self.last_timestamp_ms = self.last_timestamp_ms.max(kept);
@@ -796,11 +813,13 @@ impl Writer {
             }
             None => self.timestamp_ms(),
         };
-        let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
-        encode_frame(&mut group.buf, &self.log_id, kind, meta, refs);
-        self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
-        let mut acks = Acks::with_capacity(refs.len());
-        refs.iter().for_each(|r| acks.push(Appended { lsn: r.lsn, seq: r.seq }));
+        if !refs.is_empty() {
+            let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
+            encode_frame(&mut group.buf, &self.log_id, frame_kind_of(refs), meta, refs);
+            self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
+        }
+        let mut acks = Acks::with_capacity(checked.len());
+        checked.iter().for_each(|c| acks.push(Appended { lsn: c.lsn, seq: c.seq, timestamp_ms }));
         group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
@@ -822,7 +841,9 @@ impl Writer {
         let batch = ops.len() > 1;
         let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
         let mut seqs = OneOrMany::with_capacity(ops.len());
-        for (at, op) in ops.iter().enumerate() {
+        // Operations written so far: a check takes no LSN.
+        let mut written = 0u64;
+        for op in ops {
             let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
             let cursor = match position {
                 Some(i) => local[i].1,
@@ -838,12 +859,15 @@ impl Writer {
                 actual: StreamSeq(next),
             };
             let seq = match op.kind {
-                OpKind::Entry(expected) | OpKind::Clear(expected) | OpKind::Prune(_, _, expected, _)
+                OpKind::Entry(expected)
+                | OpKind::Clear(expected)
+                | OpKind::Prune(_, _, expected, _)
+                | OpKind::Check(expected)
                     if !expected.holds(StreamSeq(next)) =>
                 {
                     return Err(conflict(expected));
                 }
-                OpKind::Entry(_) | OpKind::Clear(_) => StreamSeq(next),
+                OpKind::Entry(_) | OpKind::Clear(_) | OpKind::Check(_) => StreamSeq(next),
                 OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
                     return Err(Error::SnapshotOutOfRange {
                         stream: display_stream(&op.stream),
@@ -866,7 +890,14 @@ impl Writer {
                 OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
                 OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
             };
-            let lsn = Lsn(self.next_lsn.0 + at as u64);
+            let lsn = Lsn(self.next_lsn.0 + written);
+            let Some(kind) = record_kind(op.kind) else {
+                // A check changes nothing: the LSN before the next one taken.
+                let prune_payload = crate::frame::prune_payload(Lsn(0));
+                seqs.push(CheckedOp { seq, lsn: Lsn(lsn.0.saturating_sub(1)), after: cursor, prune_payload });
+                continue;
+            };
+            written += 1;
             // A prune reaches no further than itself: snapshots written
             // after it are not its business.
             let snapshots_before = match op.kind {
@@ -874,15 +905,13 @@ impl Writer {
                 OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
                 _ => Lsn(0),
             };
-            let after = cursor
-                .apply(record_kind(op.kind), seq, lsn, snapshots_before)
-                .expect("the guards above are the same rules");
+            let after = cursor.apply(kind, seq, lsn, snapshots_before).expect("the guards above are the same rules");
             match position {
                 Some(i) => local[i] = (op.stream.as_ref(), after),
                 None if batch => local.push((op.stream.as_ref(), after)),
                 None => {}
             }
-            seqs.push(CheckedOp { seq, after, prune_payload: crate::frame::prune_payload(snapshots_before) });
+            seqs.push(CheckedOp { seq, lsn, after, prune_payload: crate::frame::prune_payload(snapshots_before) });
         }
         Ok(seqs)
     }
@@ -1336,14 +1365,16 @@ fn frame_kind_of(refs: &[OpRef<'_>]) -> FrameKind {
     if refs.len() == 1 { refs[0].kind.frame_kind() } else { FrameKind::Batch }
 }
 
-fn record_kind(kind: OpKind) -> RecordKind {
-    match kind {
+/// The record an operation writes; `None` for a check, which writes nothing.
+fn record_kind(kind: OpKind) -> Option<RecordKind> {
+    Some(match kind {
         OpKind::Entry(_) => RecordKind::Entry,
         OpKind::Snapshot(_) => RecordKind::Snapshot,
         OpKind::Clear(_) => RecordKind::Tombstone,
         OpKind::Prune(..) => RecordKind::Prune,
         OpKind::Base(_) => RecordKind::Base,
-    }
+        OpKind::Check(_) => return None,
+    })
 }
 
 /// After a round that had work, the writer thread looks for the next

@@ -865,10 +865,60 @@ impl Index {
         }
     }
 
+    /// Up to `limit` live entries of a stream from `from` on, snapshots
+    /// aside: [`Index::read_stream_from`] with a limit.
+    ///
+    /// # Errors
+    /// As [`Index::read_stream_from`].
+    pub fn read_stream_range(&self, stream: &[u8], from: StreamSeq, limit: usize) -> Result<Vec<Record>> {
+        match self.streams.get(stream) {
+            Some(state) if from.0 < state.start => {
+                Err(Error::Pruned { stream: display_stream(stream), from, start: StreamSeq(state.start) })
+            }
+            Some(state) => self.read_entries_limited(stream, state, from, limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Up to `limit` live entries of a stream written after `after`, in
+    /// order, snapshots aside. A stream's live entries have increasing
+    /// LSNs, so the first one is found by a binary search that reads one
+    /// operation header per step.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a record no longer matches the index.
+    pub fn read_stream_after(&self, stream: &[u8], after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        let Some(state) = self.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let (mut low, mut high) = (0, state.entries.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let seq = StreamSeq(state.start + mid as u64);
+            if self.with_op(state.entries[mid], RecordKind::Entry, stream, seq, |op| op.lsn)? <= after {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        self.read_entries_limited(stream, state, StreamSeq(state.start + low as u64), limit)
+    }
+
     fn read_entries(&self, stream: &[u8], state: &StreamState, from: StreamSeq) -> Result<Vec<Record>> {
+        self.read_entries_limited(stream, state, from, usize::MAX)
+    }
+
+    fn read_entries_limited(
+        &self,
+        stream: &[u8],
+        state: &StreamState,
+        from: StreamSeq,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
         let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(state.entries.len());
-        let mut records = Vec::with_capacity(state.entries.len() - skip);
-        for (i, loc) in state.entries[skip..].iter().enumerate() {
+        let take = (state.entries.len() - skip).min(limit);
+        let mut records = Vec::with_capacity(take);
+        for (i, loc) in state.entries[skip..skip + take].iter().enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
             records.push(self.read_op(*loc, RecordKind::Entry, stream, seq)?);
         }

@@ -269,6 +269,20 @@ impl Batch {
         )
     }
 
+    /// Adds a check that `stream` meets `expected`: it writes nothing and
+    /// takes no LSN, but the batch commits only if it holds, checked at the
+    /// same point as the batch's other guards (and seeing the effects of
+    /// the operations before it).
+    pub fn check(mut self, stream: impl AsRef<[u8]>, expected: Expectation) -> Batch {
+        self.ops.push(Op {
+            kind: OpKind::Check(expected),
+            stream: Bytes::copy_from_slice(stream.as_ref()),
+            payload: Bytes::new(),
+            timestamp_ms: None,
+        });
+        self
+    }
+
     /// Adds an operation of any kind.
     pub(crate) fn with(mut self, kind: OpKind, stream: &[u8], payload: &[u8]) -> Batch {
         self.ops.push(Op {
@@ -903,6 +917,24 @@ impl Log {
     /// As [`Log::read_stream`].
     pub fn read_stream_from(&self, stream: impl AsRef<[u8]>, from: StreamSeq) -> Result<Vec<Record>> {
         self.index_for_read()?.read_stream_from(stream.as_ref(), from)
+    }
+
+    /// Up to `limit` live entries of `stream` from sequence `from` on,
+    /// ignoring snapshots.
+    ///
+    /// # Errors
+    /// As [`Log::read_stream_from`].
+    pub fn read_stream_range(&self, stream: impl AsRef<[u8]>, from: StreamSeq, limit: usize) -> Result<Vec<Record>> {
+        self.index_for_read()?.read_stream_range(stream.as_ref(), from, limit)
+    }
+
+    /// Up to `limit` live entries of `stream` written after `after`, in
+    /// order, ignoring snapshots: a cursor for tailing one stream.
+    ///
+    /// # Errors
+    /// As [`Log::read_stream`].
+    pub fn read_stream_after(&self, stream: impl AsRef<[u8]>, after: Lsn, limit: usize) -> Result<Vec<Record>> {
+        self.index_for_read()?.read_stream_after(stream.as_ref(), after, limit)
     }
 
     /// The latest entry of `stream`, if any.

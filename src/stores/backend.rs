@@ -81,6 +81,11 @@ pub enum Action {
         /// The first sequence kept.
         before: u64,
     },
+    /// Only checks that the stream meets the expectation, at the same point
+    /// as the commit's other operations: nothing is written, but the commit
+    /// lands only if it holds (a compare-and-swap that reads one stream and
+    /// writes others). The payload is empty.
+    Check(Expect),
 }
 
 /// One operation of a commit.
@@ -119,17 +124,26 @@ impl StoreOp {
     pub fn clear(stream: impl Into<String>, expect: Expect) -> StoreOp {
         StoreOp { stream: stream.into(), action: Action::Clear(expect), payload: Bytes::new() }
     }
+
+    /// A check that `stream` meets `expect`, writing nothing.
+    pub fn check(stream: impl Into<String>, expect: Expect) -> StoreOp {
+        StoreOp { stream: stream.into(), action: Action::Check(expect), payload: Bytes::new() }
+    }
 }
 
 /// Where a committed operation landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Committed {
-    /// Its position in commit order.
+    /// Its position in commit order. A check, which writes nothing: the
+    /// position of the last entry committed before it.
     pub cursor: Cursor,
     /// Append: its sequence. Snapshot: the last sequence it covers. Clear:
     /// the stream's next sequence before the clear. Prune: the first
-    /// sequence kept.
+    /// sequence kept. Check: the stream's next sequence it found.
     pub seq: u64,
+    /// When the backend committed it, ms since the Unix epoch, by the
+    /// backend's clock (as [`Entry::timestamp_ms`] reads it back).
+    pub timestamp_ms: u64,
 }
 
 /// What an entry read back is.
@@ -210,6 +224,13 @@ pub enum StoreError {
         /// What is duplicated.
         what: String,
     },
+    /// What an operation needs does not exist (a run, say); nothing was
+    /// written.
+    #[error("{key} does not exist; nothing was written")]
+    NotFound {
+        /// What is missing.
+        key: String,
+    },
     /// A stored value does not decode.
     #[error("cannot decode the value at sequence {seq} of {stream}: {reason}")]
     Decode {
@@ -236,6 +257,32 @@ pub enum StoreError {
         stream: String,
         /// Why.
         reason: String,
+    },
+    /// A revision a caller expected is not the stored one; nothing was
+    /// written.
+    #[error("revision conflict on {key}: expected {}, found {actual}", expected.map_or_else(|| "any".to_owned(), |r| r.to_string()))]
+    RevisionConflict {
+        /// The document.
+        key: String,
+        /// The revision the caller expected (0: absent).
+        expected: Option<u64>,
+        /// The stored revision (0: absent).
+        actual: u64,
+    },
+    /// A snapshot or prune names a sequence the stream does not have: a
+    /// snapshot through a sequence at or past the stream's next one (or
+    /// below its latest snapshot's), or a prune past the next one; nothing
+    /// was written.
+    #[error("{action} of {stream} through sequence {seq} is out of range: the stream's next sequence is {next_seq}")]
+    OutOfRange {
+        /// The stream.
+        stream: String,
+        /// `"snapshot"` or `"prune"`.
+        action: &'static str,
+        /// The sequence asked for.
+        seq: u64,
+        /// The stream's next sequence.
+        next_seq: u64,
     },
     /// An argument is out of range.
     #[error("invalid argument: {0}")]
@@ -287,6 +334,28 @@ pub trait Backend: Send + Sync + 'static {
             Ok(())
         }
     }
+
+    /// Up to `limit` live entries of `stream` from sequence `from` on, in
+    /// sequence order, snapshots aside: a page of a long stream.
+    ///
+    /// An error of [`StoreError::Backend`] if `from` is below the stream's
+    /// first live sequence (a prune removed it).
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
+
+    /// Up to `limit` live entries of `stream` committed after `after`, in
+    /// commit order, snapshots aside, none skipped: one stream's tail.
+    /// Only acknowledged entries are returned (see [`Backend::read_after`]).
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
 
     /// The streams whose name starts with `prefix` and that have state (a
     /// live entry or snapshot, or a next sequence a prune kept), with their

@@ -36,6 +36,13 @@ fn entry(record: Record) -> Option<Entry> {
     })
 }
 
+/// The log renders stream ids for display; give back the caller's own.
+fn own_stream(displayed: String, ops: &[StoreOp]) -> String {
+    ops.iter()
+        .find(|op| crate::display_stream(op.stream.as_bytes()) == displayed)
+        .map_or(displayed, |op| op.stream.clone())
+}
+
 fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
     match error {
         Error::Conflict { stream, expected, actual } => {
@@ -44,17 +51,20 @@ fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
                 Expectation::NoStream => Expect::Empty,
                 Expectation::Exact(seq) => Expect::Next(seq.0),
             };
-            // The log renders stream ids for display; give back the caller's own.
-            let stream = ops
-                .iter()
-                .find(|op| crate::display_stream(op.stream.as_bytes()) == stream)
-                .map_or(stream, |op| op.stream.clone());
-            StoreError::Conflict { stream, expected, actual: actual.0 }
+            StoreError::Conflict { stream: own_stream(stream, ops), expected, actual: actual.0 }
         }
-        Error::SnapshotOutOfRange { stream, seq, next_seq } => StoreError::InvalidArgument(format!(
-            "snapshot of {stream} through {seq} is out of range (next sequence {next_seq})"
-        )),
-        Error::PruneOutOfRange { .. } => StoreError::InvalidArgument(error.to_string()),
+        Error::SnapshotOutOfRange { stream, seq, next_seq } => StoreError::OutOfRange {
+            stream: own_stream(stream, ops),
+            action: "snapshot",
+            seq: seq.0,
+            next_seq: next_seq.0,
+        },
+        Error::PruneOutOfRange { stream, seq, next_seq } => StoreError::OutOfRange {
+            stream: own_stream(stream, ops),
+            action: "prune",
+            seq: seq.0,
+            next_seq: next_seq.0,
+        },
         other => StoreError::Backend(other),
     }
 }
@@ -72,6 +82,7 @@ impl Backend for Log {
                 }
                 // Snapshots stay: none was written before LSN 0.
                 Action::Prune { before } => batch.prune(&op.stream, StreamSeq(before), PruneSnapshots::Before(Lsn(0))),
+                Action::Check(expect) => batch.check(&op.stream, expectation(expect)),
             };
         }
         let pending = self.commit_with(batch, Durability::Sync);
@@ -86,7 +97,7 @@ impl Backend for Log {
                 if matches!(op.action, Action::SnapshotAndPrune { .. }) {
                     appended.next();
                 }
-                committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0 });
+                committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0, timestamp_ms: a.timestamp_ms });
             }
             Ok(committed)
         }
@@ -134,6 +145,30 @@ impl Backend for Log {
             (Ok(_), None) => Ok(()),
         };
         std::future::ready(result)
+    }
+
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        let read = self.read_stream_range(stream, StreamSeq(from), limit);
+        std::future::ready(
+            read.map(|records| records.into_iter().filter_map(entry).collect()).map_err(StoreError::Backend),
+        )
+    }
+
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        let read = Log::read_stream_after(self, stream, Lsn(after.0), limit);
+        std::future::ready(
+            read.map(|records| records.into_iter().filter_map(entry).collect()).map_err(StoreError::Backend),
+        )
     }
 
     fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {

@@ -32,7 +32,11 @@ pub mod backend;
 pub mod checkpoint_history;
 pub mod checkpoint_rows;
 pub mod codec;
+mod documents;
 mod log_backend;
+pub mod mob_events;
+pub mod mob_runs;
+pub mod mob_specs;
 pub mod whole_checkpoints;
 
 pub use backend::{
