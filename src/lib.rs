@@ -34,20 +34,39 @@
 mod commit;
 mod compact;
 mod error;
-pub mod frame;
-pub mod fs;
 mod index;
 pub mod inspect;
 mod log;
 mod options;
-pub mod recovery;
-pub mod segment;
-pub mod sim;
-pub mod state;
 pub mod stats;
 pub mod stores;
 mod sync;
 mod types;
+
+/// The internal modules: public only with the `internals` feature (for this
+/// workspace's command, benches and tests), never a stable API.
+macro_rules! internal_modules {
+    ($($name:ident;)*) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal_modules! {
+    frame;
+    fs;
+    recovery;
+    segment;
+    state;
+}
+
+/// The crash simulator, with the `sim` feature: the real engine on a
+/// simulated file system, its workloads and oracle, and the fuzz targets'
+/// bodies. For this workspace's tests and fuzz targets; not a stable API.
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use commit::{Appended, PruneSnapshots};
 pub use compact::CompactionReport;
