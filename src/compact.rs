@@ -190,8 +190,10 @@ impl Compactor {
                 }
                 state.poked = false;
             }
-            if let Some(plan) = plan(shared, true) {
-                let _ = compact(shared, writer, plan);
+            if let Some(plan) = plan(shared, true)
+                && let Err(error) = compact(shared, writer, plan)
+            {
+                crate::telemetry::background_compaction_failed(&error);
             }
         }
     }
@@ -216,6 +218,7 @@ struct CopiedOp {
 /// active one. Runs beside appends; only the commit takes the writer.
 pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Result<CompactionReport> {
     let _one_at_a_time = shared.compaction.lock();
+    let started = Instant::now();
     let inputs: Vec<Segment> = {
         let index = shared.index.read();
         let segments = index.segments();
@@ -304,6 +307,8 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         }
     }
     let _ = shared.fs.sync_dir(&shared.dir);
+    crate::telemetry::compacted(&report, started.elapsed());
+    shared.disk_bytes.set(|| crate::telemetry::log_file_bytes(&shared.index.read()));
     Ok(report)
 }
 

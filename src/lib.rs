@@ -41,6 +41,10 @@ mod options;
 pub mod stats;
 pub mod stores;
 mod sync;
+#[cfg(feature = "metrics")]
+pub mod telemetry;
+#[cfg(not(feature = "metrics"))]
+mod telemetry;
 mod types;
 
 /// The internal modules: public only with the `internals` feature (for this
