@@ -60,53 +60,41 @@ use crate::compact::CompactionReport;
 use crate::error::Error;
 use crate::recovery::RecoveryReport;
 
-/// Counter: records (operations) committed.
-pub const APPENDS_TOTAL: &str = "annals_appends_total";
-/// Counter: requests refused because a guard failed.
-pub const CONFLICTS_TOTAL: &str = "annals_conflicts_total";
-/// Histogram: records per group commit.
-pub const GROUP_RECORDS: &str = "annals_group_records";
-/// Histogram: bytes per group write.
-pub const GROUP_BYTES: &str = "annals_group_bytes";
-/// Histogram: seconds per fdatasync of a segment.
-pub const FSYNC_SECONDS: &str = "annals_fsync_seconds";
-/// Gauge: requests the writer found queued when it last took the queue.
-pub const QUEUE_DEPTH: &str = "annals_queue_depth";
-/// Gauge: bytes of the open logs' segment and state files.
-pub const DISK_BYTES: &str = "annals_disk_bytes";
-/// Counter: rollovers to a new segment.
-pub const ROLLOVERS_TOTAL: &str = "annals_rollovers_total";
-/// Counter: logs poisoned.
-pub const POISONED_TOTAL: &str = "annals_poisoned_total";
-/// Counter: compactions committed.
-pub const COMPACTION_RUNS_TOTAL: &str = "annals_compaction_runs_total";
-/// Counter: bytes of disk compactions gave back.
-pub const COMPACTION_RECLAIMED_BYTES_TOTAL: &str = "annals_compaction_reclaimed_bytes_total";
-/// Histogram: seconds per committed compaction.
-pub const COMPACTION_SECONDS: &str = "annals_compaction_seconds";
-/// Histogram: records a subscriber was behind the durable end when it took a batch.
-pub const SUBSCRIBER_LAG_RECORDS: &str = "annals_subscriber_lag_records";
+/// Declares each metric's name as a constant, documented with its help
+/// text, and [`describe`], which gives the recorder the same help and unit.
+macro_rules! metrics_table {
+    ($($name:ident = $text:literal, $describe:ident, $unit:ident, $help:literal;)*) => {
+        $(
+            #[doc = concat!("`", $text, "`: ", $help, ".")]
+            pub const $name: &str = $text;
+        )*
 
-/// Describes every metric (unit and help text) to the installed recorder.
-/// Called at each open, so a recorder installed after the first one gets them.
-pub(crate) fn describe() {
-    #[cfg(feature = "metrics")]
-    {
-        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-        describe_counter!(APPENDS_TOTAL, Unit::Count, "records (operations) committed");
-        describe_counter!(CONFLICTS_TOTAL, Unit::Count, "appends and batches refused because a guard failed");
-        describe_histogram!(GROUP_RECORDS, Unit::Count, "records per group commit");
-        describe_histogram!(GROUP_BYTES, Unit::Bytes, "bytes per group write");
-        describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "each fdatasync of a segment");
-        describe_gauge!(QUEUE_DEPTH, Unit::Count, "requests the writer found queued when it last took the queue");
-        describe_gauge!(DISK_BYTES, Unit::Bytes, "segment and state files of the open logs");
-        describe_counter!(ROLLOVERS_TOTAL, Unit::Count, "rollovers to a new segment");
-        describe_counter!(POISONED_TOTAL, Unit::Count, "logs poisoned by a failed write or sync");
-        describe_counter!(COMPACTION_RUNS_TOTAL, Unit::Count, "compactions committed");
-        describe_counter!(COMPACTION_RECLAIMED_BYTES_TOTAL, Unit::Bytes, "disk given back by compactions");
-        describe_histogram!(COMPACTION_SECONDS, Unit::Seconds, "each committed compaction");
-        describe_histogram!(SUBSCRIBER_LAG_RECORDS, Unit::Count, "records a subscriber was behind the durable end");
-    }
+        /// Describes every metric (unit and help text) to the installed
+        /// recorder. Called at each open, so that a recorder installed after
+        /// the first one gets them too.
+        pub(crate) fn describe() {
+            #[cfg(feature = "metrics")]
+            {
+                $(metrics::$describe!($name, metrics::Unit::$unit, $help);)*
+            }
+        }
+    };
+}
+
+metrics_table! {
+    APPENDS_TOTAL = "annals_appends_total", describe_counter, Count, "records (operations) committed";
+    CONFLICTS_TOTAL = "annals_conflicts_total", describe_counter, Count, "appends and batches refused because a guard failed";
+    GROUP_RECORDS = "annals_group_records", describe_histogram, Count, "records per group commit";
+    GROUP_BYTES = "annals_group_bytes", describe_histogram, Bytes, "bytes per group write";
+    FSYNC_SECONDS = "annals_fsync_seconds", describe_histogram, Seconds, "each fdatasync of a segment";
+    QUEUE_DEPTH = "annals_queue_depth", describe_gauge, Count, "requests the writer found queued when it last took the queue";
+    DISK_BYTES = "annals_disk_bytes", describe_gauge, Bytes, "segment and state files of the open logs";
+    ROLLOVERS_TOTAL = "annals_rollovers_total", describe_counter, Count, "rollovers to a new segment";
+    POISONED_TOTAL = "annals_poisoned_total", describe_counter, Count, "logs poisoned by a failed write or sync";
+    COMPACTION_RUNS_TOTAL = "annals_compaction_runs_total", describe_counter, Count, "compactions committed";
+    COMPACTION_RECLAIMED_BYTES_TOTAL = "annals_compaction_reclaimed_bytes_total", describe_counter, Bytes, "disk given back by compactions";
+    COMPACTION_SECONDS = "annals_compaction_seconds", describe_histogram, Seconds, "each committed compaction";
+    SUBSCRIBER_LAG_RECORDS = "annals_subscriber_lag_records", describe_histogram, Count, "records a subscriber was behind the durable end when it took a batch";
 }
 
 /// Whether [`group_committed`] would record anything: the writer counts a
