@@ -67,8 +67,8 @@ fn load_average() -> String {
 /// A smoke run writes under another name, so that it never replaces the
 /// figures of a full run that criterion's results go with.
 fn write_figures(group: &str, figures: &impl Serialize) {
-    let dir = Path::new("target/criterion");
-    let _ = std::fs::create_dir_all(dir);
+    let dir = common::target_dir().join("criterion");
+    let _ = std::fs::create_dir_all(&dir);
     let text = serde_json::to_string_pretty(figures).unwrap();
     let name =
         if smoke() { format!("annals-lifecycle-{group}-smoke.json") } else { format!("annals-lifecycle-{group}.json") };

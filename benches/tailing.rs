@@ -23,7 +23,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,8 +56,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Writes what a group measured beside criterion's results.
 fn write_figures(group: &str, figures: &impl Serialize) {
-    let dir = Path::new("target/criterion");
-    let _ = std::fs::create_dir_all(dir);
+    let dir = common::target_dir().join("criterion");
+    let _ = std::fs::create_dir_all(&dir);
     let name =
         if smoke() { format!("annals-tailing-{group}-smoke.json") } else { format!("annals-tailing-{group}.json") };
     std::fs::write(dir.join(name), serde_json::to_string_pretty(figures).unwrap() + "\n").unwrap();

@@ -559,8 +559,8 @@ fn write_index_memory(log: &Log) {
         stats.stream_id_bytes,
         beyond_ids as f64 / stats.entries.max(1) as f64
     );
-    let path = Path::new("target/criterion");
-    let _ = std::fs::create_dir_all(path);
+    let path = common::target_dir().join("criterion");
+    let _ = std::fs::create_dir_all(&path);
     let _ =
         std::fs::File::create(path.join("annals-index-memory.json")).and_then(|mut f| f.write_all(report.as_bytes()));
 }

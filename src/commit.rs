@@ -283,6 +283,8 @@ pub(crate) struct Shared {
     /// The persisted index image's writer: poked after a rollover and a
     /// compaction, stopped at close (which writes the last image).
     pub image: crate::image::ImageWriter,
+    /// This log's share of the `annals_disk_bytes` gauge.
+    pub disk_bytes: crate::telemetry::DiskBytes,
 }
 
 pub(crate) struct Queue {
@@ -310,6 +312,7 @@ impl Shared {
                 let cause = Arc::new(cause);
                 queue.status = Status::Poisoned(cause.clone());
                 self.poisoned.store(true, Ordering::Release);
+                crate::telemetry::poisoned(&self.dir, &cause);
                 drop(queue);
                 // Subscriptions end with the cause.
                 self.durable.wake_all();
@@ -626,6 +629,7 @@ impl Writer {
         }
         if self.pending.is_empty() {
             let mut queue = self.shared.queue.lock();
+            crate::telemetry::queue_taken(queue.commands.len());
             self.pending.extend(queue.commands.drain(..));
             self.shared.queued.store(0, Ordering::Release);
             // The queue has room again for whoever found it full.
@@ -922,7 +926,9 @@ impl Writer {
         let mut group = std::mem::take(group);
         // Published or failed, the group's effects are the index's business now.
         self.overlay.clear();
+        let mut write_took = Duration::ZERO;
         if !group.buf.is_empty() || seal {
+            let started = Instant::now();
             let written =
                 self.write_and_sync(&group.buf, group.needs_sync || seal).and_then(|()| self.cover_by_lease());
             if let Err(error) = written {
@@ -932,6 +938,7 @@ impl Writer {
                 }
                 return;
             }
+            write_took = started.elapsed();
             if group.needs_periodic && self.durable_lsn < self.next_lsn {
                 let interval = Duration::from_millis(self.shared.options.fsync_interval_ms);
                 let mut queue = self.shared.queue.lock();
@@ -945,6 +952,9 @@ impl Writer {
             }
             self.publish(&group.buf);
             self.request_spare(false);
+        }
+        if crate::telemetry::group_wanted() && !group.replies.is_empty() {
+            group_committed(&group, write_took, group.needs_sync || seal);
         }
         for (reply, result) in group.replies {
             reply.send(result);
@@ -973,7 +983,9 @@ impl Writer {
             self.active.file.write_at(buf, self.offset as u64).map_err(|error| Error::io("write", path, error))?;
         }
         if sync && self.durable_lsn < self.next_lsn {
+            let started = Instant::now();
             self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
+            crate::telemetry::fsynced(started.elapsed());
             self.durable_lsn = self.next_lsn;
             self.shared.queue.lock().periodic_deadline = None;
             // What of it the index holds already (the rest: once published).
@@ -1055,6 +1067,8 @@ impl Writer {
         // holds the old record or the new one, each true.
         self.state.update(header.first_lsn, self.durable_lsn, false, StateCopies::One)?;
         self.shared.index.write().push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
+        crate::telemetry::rolled_over(&segment.path, header.first_lsn.0, header.segment_bytes);
+        self.shared.disk_bytes.set(|| crate::telemetry::log_file_bytes(&self.shared.index.read()));
         self.active = segment;
         self.offset = SEGMENT_HEADER_BYTES;
         self.sealed = false;
@@ -1358,6 +1372,23 @@ impl StreamFilter {
             self.set = 0;
         }
     }
+}
+
+/// Reports a group to telemetry: its replies say what it committed and
+/// what guards refused (a failed write has poisoned the log, and says so).
+fn group_committed(group: &Group, write: Duration, synced: bool) {
+    let (mut records, mut conflicts) = (0, 0);
+    for (_, result) in &group.replies {
+        match result {
+            Ok(acks) => records += acks.as_slice().len() as u64,
+            Err(Error::Conflict { .. }) => conflicts += 1,
+            Err(_) => {}
+        }
+    }
+    let requests = group.replies.len();
+    let figures =
+        crate::telemetry::GroupFigures { requests, records, conflicts, bytes: group.buf.len(), synced, write };
+    crate::telemetry::group_committed(&figures);
 }
 
 /// The frame that holds these operations: a single one's own kind, or a batch.

@@ -194,8 +194,10 @@ impl Compactor {
                 }
                 state.poked = false;
             }
-            if let Some(plan) = plan(shared, true) {
-                let _ = compact(shared, writer, plan);
+            if let Some(plan) = plan(shared, true)
+                && let Err(error) = compact(shared, writer, plan)
+            {
+                crate::telemetry::background_compaction_failed(&error);
             }
         }
     }
@@ -205,6 +207,7 @@ impl Compactor {
 /// active one. Runs beside appends; only the commit takes the writer.
 pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Result<CompactionReport> {
     let _one_at_a_time = shared.compaction.lock();
+    let started = Instant::now();
     let inputs: Vec<Segment> = {
         let index = shared.index.read();
         let segments = index.segments();
@@ -296,6 +299,8 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
     let _ = shared.fs.sync_dir(&shared.dir);
     // An image of the inputs is stale now: the next one covers the outputs.
     shared.image.poke();
+    crate::telemetry::compacted(&report, started.elapsed());
+    shared.disk_bytes.set(|| crate::telemetry::log_file_bytes(&shared.index.read()));
     Ok(report)
 }
 

@@ -97,7 +97,7 @@ pub enum RecordKind {
     /// The stream was cleared: it reads empty and its sequence restarts at 0.
     Tombstone,
     /// The stream's entries before a sequence (its `seq`) and its snapshots
-    /// before an LSN (its payload, [`PRUNE_PAYLOAD_BYTES`]) stopped being live.
+    /// before an LSN (its payload, an 8-byte LSN) stopped being live.
     Prune,
     /// Written by compaction only: what came before in the stream was
     /// reclaimed, and the stream continues at its `seq`.

@@ -10,7 +10,7 @@
 //! and it deletes the image first).
 //!
 //! Every image is a recovery's own result: the writer never serializes its
-//! live index. [`refresh`] runs a read-only recovery (from the current
+//! live index. `refresh` runs a read-only recovery (from the current
 //! image, if valid, and the frames after it) of the sealed segments, or of
 //! the whole log at a clean close, and writes what it built. So an open
 //! from an image equals a full scan by construction, and the crash

@@ -87,6 +87,7 @@ impl StreamState {
 
     /// The last sequence the latest live snapshot covers: a later snapshot
     /// may not cover less.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // only outside the crate
     pub fn snapshot_seq(&self) -> Option<StreamSeq> {
         self.snapshots.last().map(|s| s.seq)
     }
@@ -519,6 +520,7 @@ impl Index {
     }
 
     /// Every stream with its state, in no particular order.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // only outside the crate
     pub fn stream_states(&self) -> impl Iterator<Item = (&[u8], &StreamState)> {
         self.streams.iter().map(|(id, state)| (id.as_ref(), state))
     }

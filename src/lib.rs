@@ -26,8 +26,56 @@
 //! # }
 //! ```
 //!
-//! See `ARCHITECTURE.md` for the module map and `segments-format.md` for the
-//! on-disk format.
+//! # The durability contract
+//!
+//! - **An acknowledged write is never lost.** An `Ok` from a write with
+//!   [`Durability::Sync`] (the default) means its bytes survived an
+//!   fdatasync: a process crash or a power cut keeps it. [`Durability::Flush`]
+//!   acknowledges once the write reached the operating system (it survives a
+//!   process crash, not a power cut); [`Durability::Periodic`] also syncs in
+//!   the background every [`Options::fsync_interval_ms`], which bounds what a
+//!   power cut can take.
+//! - **Nothing corrupt is ever returned, nothing vanishes silently.** Every
+//!   frame's checksum is checked when a log is opened. Recovery cuts only a
+//!   torn tail (damage past what was recorded as durable that no later frame
+//!   confirms), reports it in [`Log::recovery_report`] and emits a `tracing`
+//!   warning; any other damage fails the open with [`Error::Corruption`]
+//!   naming the file and offset, unless [`RecoveryMode::Salvage`] is asked
+//!   for, which reports exactly what it drops.
+//! - **No LSN is handed out twice**, across crashes and salvage: a cursor
+//!   saved at an LSN never silently points at another record.
+//! - **Atomic batches:** every guard of a [`Batch`] holds and all of it
+//!   becomes durable and visible together, or none of it is written.
+//! - **Fail-stop:** after a failed write or fsync of records the log is
+//!   poisoned: every later write fails with [`Error::Poisoned`] until it is
+//!   reopened, and an fsync is never retried.
+//! - **Reads never see an unacknowledged write**, and never wait behind an
+//!   fsync.
+//! - **Dropping a [`Pending`] does not withdraw its write**: once polled (or
+//!   waited on) it may still commit. Retry with an [`Expectation::Exact`]
+//!   guard, which either commits or fails with a conflict showing the
+//!   stream moved.
+//!
+//! `segments-format.md` specifies the on-disk format and the recovery
+//! decision table; `ARCHITECTURE.md` maps the modules.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `metrics` | off | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade, named in the `telemetry` module's table |
+//! | `internals` | off | the internal modules `frame`, `fs`, `segment`, `state` and `recovery` made public, for this workspace's command, benches and tests: no stable API |
+//! | `sim` | off | `internals` and the crash simulator (`sim`), for this workspace's tests and fuzz targets: no stable API |
+//! | `shuttle` | off | the group-commit hand-off on shuttle's primitives, for its model-checking test |
+//!
+//! # Telemetry
+//!
+//! The engine emits `tracing` events (targets `annals::open`,
+//! `annals::recovery`, `annals::commit`, `annals::compact`): a warning when
+//! recovery cuts a torn tail or salvage drops data, an error when the log is
+//! poisoned, one trace event per group commit and per fsync. None carries a
+//! payload or a stream id. The `telemetry` module's documentation (built
+//! with the `metrics` feature) tables every event and metric.
 
 #![warn(missing_docs)]
 
@@ -35,22 +83,45 @@ mod commit;
 mod compact;
 pub mod cursors;
 mod error;
-pub mod frame;
-pub mod fs;
 pub mod image;
 mod index;
 pub mod inspect;
 mod log;
 mod options;
-pub mod recovery;
-pub mod segment;
-pub mod sim;
-pub mod state;
 pub mod stats;
 pub mod stores;
 pub mod subscribe;
 mod sync;
+#[cfg(feature = "metrics")]
+pub mod telemetry;
+#[cfg(not(feature = "metrics"))]
+mod telemetry;
 mod types;
+
+/// The internal modules: public only with the `internals` feature (for this
+/// workspace's command, benches and tests), never a stable API.
+macro_rules! internal_modules {
+    ($($name:ident;)*) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal_modules! {
+    frame;
+    fs;
+    recovery;
+    segment;
+    state;
+}
+
+/// The crash simulator, with the `sim` feature: the real engine on a
+/// simulated file system, its workloads and oracle, and the fuzz targets'
+/// bodies. For this workspace's tests and fuzz targets; not a stable API.
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use commit::{Appended, PruneSnapshots};
 pub use compact::CompactionReport;

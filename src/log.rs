@@ -369,12 +369,17 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         options.validate()?;
         let dir = dir.as_ref().to_owned();
+        let _span =
+            tracing::info_span!(target: "annals::open", "open", dir = %dir.display(), access = "read-write").entered();
+        let started = std::time::Instant::now();
+        crate::telemetry::describe();
         let fs = options.file_system.clone();
         fs.create_dir_all(&dir).map_err(|error| Error::io("create directory", &dir, error))?;
         let lock = lock_dir(&*fs, &dir, LockMode::Exclusive)?;
         fs.sync_dir(&dir).map_err(|error| Error::io("fsync directory", &dir, error))?;
         let Recovered { mut index, log_id, state, report, .. } =
             recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode)?;
+        crate::telemetry::recovered("read-write", &report, started.elapsed());
         // Appends go into an ordinary segment: a log whose last segment is
         // compacted (salvage dropped the ordinary ones) gets a new one.
         let appendable = index.segments().last().is_some_and(|entry| !entry.segment.compacted());
@@ -412,6 +417,7 @@ impl Log {
             compactor: crate::compact::Compactor::new(),
             durable,
             image: crate::image::ImageWriter::new(),
+            disk_bytes: Default::default(),
         });
         let mut threads = Vec::new();
         let resume = report.resumes_at;
@@ -442,6 +448,7 @@ impl Log {
         // A log reopened past the middle of its active segment is busy: its
         // spare is made now. Any other open writes no spare.
         log.handle.writer.lock().request_spare(false);
+        log.shared().disk_bytes.set(|| crate::telemetry::log_file_bytes(&log.shared().index.read()));
         Ok(log)
     }
 
@@ -1026,7 +1033,7 @@ impl Log {
     }
 
     /// How the index differs from one rebuilt by scanning every frame (see
-    /// [`Index::differences`](crate::index::Index::differences)); empty
+    /// `Index::differences`); empty
     /// when they are the same. For the crash simulator and tests.
     pub fn index_differences(&self, scanned: &Index) -> Vec<String> {
         self.shared().index.read().differences(scanned)
@@ -1229,8 +1236,12 @@ impl LogReader {
     /// As [`LogReader::open`].
     pub fn open_with(dir: impl AsRef<Path>, options: &Options) -> Result<LogReader> {
         let dir = dir.as_ref();
+        let _span =
+            tracing::info_span!(target: "annals::open", "open", dir = %dir.display(), access = "read-only").entered();
+        let started = std::time::Instant::now();
         let fs = &*options.file_system;
         let Recovered { index, report, problems, .. } = recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict)?;
+        crate::telemetry::recovered("read-only", &report, started.elapsed());
         Ok(LogReader { index, report, problems, dir: dir.to_owned(), fs: options.file_system.clone() })
     }
 

@@ -91,8 +91,8 @@ pub struct LogState {
     /// may be lost in a power cut; their LSNs were acknowledged all the
     /// same, so the log resumes past them, never at them.
     pub lsn_lease_end: Lsn,
-    /// Bits of the features the log uses ([`FEATURE_RETENTION`],
-    /// [`FEATURE_COMPACTION`]).
+    /// Bits of the features the log uses (bit 0: retention records, bit 1:
+    /// compacted segments; segments-format.md, section 5).
     pub features: u64,
     /// The generation of the compacted segments that are part of the log
     /// (0: none). Compacted segments of any other generation are leftovers

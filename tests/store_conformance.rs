@@ -253,6 +253,24 @@ impl<B: Backend> Backend for DefaultVisit<B> {
     fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
         self.0.read_after(after, limit)
     }
+
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        self.0.read_range(stream, from, limit)
+    }
+
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        self.0.read_stream_after(stream, after, limit)
+    }
 }
 
 /// What `visit` lends, owned.

@@ -111,11 +111,22 @@ pub fn workflow(i: u64) -> String {
     format!("wf-{:05}", i % WORKFLOWS)
 }
 
+/// The workspace's target directory, where criterion writes too: cargo runs
+/// a bench in its package's directory (`benches/`), so a relative `target`
+/// would not be it. The bench binary is `<target>/<profile>/deps/<name>`.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
+}
+
 /// A new, empty directory `name` under `ANNALS_BENCH_DIR` (default
-/// `target/bench-data`).
+/// `bench-data` in the target directory).
 pub fn scratch(name: &str) -> PathBuf {
     let dir =
-        std::env::var_os("ANNALS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/bench-data"));
+        std::env::var_os("ANNALS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| target_dir().join("bench-data"));
     let path = dir.join(name);
     let _ = std::fs::remove_dir_all(&path);
     std::fs::create_dir_all(&path).unwrap();
