@@ -287,6 +287,9 @@ impl Subscription {
         if durable_end.0 <= self.scanned.0.saturating_add(1) {
             return Ok(false);
         }
+        // How far behind the durable end this batch starts, in LSNs (one
+        // per record).
+        crate::telemetry::subscriber_lag(durable_end.0 - 1 - self.scanned.0);
         let index = self.shared.index.read();
         self.scanned = read_durable(&index, self.scanned, durable_end, &mut self.batch)?;
         Ok(true)

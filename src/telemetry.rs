@@ -48,7 +48,7 @@
 //! | `annals_compaction_runs_total` | counter | runs | compactions committed (background and `Log::compact`) |
 //! | `annals_compaction_reclaimed_bytes_total` | counter | bytes | disk given back by compactions: input files less output files |
 //! | `annals_compaction_seconds` | histogram | seconds | each committed compaction, from start to the inputs' removal |
-//! | `annals_subscriber_lag_records` | histogram | records | how far behind the durable end a subscriber was when it took a batch (a hook: nothing records it until subscriptions call `subscriber_lag`) |
+//! | `annals_subscriber_lag_records` | histogram | records | how far behind the durable end a subscriber was when it took a batch, in LSNs (one per record) |
 #![cfg_attr(not(feature = "metrics"), allow(dead_code))]
 
 use std::path::Path;

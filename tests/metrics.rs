@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 
 use annals::telemetry;
-use annals::{Batch, Expectation, Log, StreamSeq};
+use annals::{Batch, Expectation, Log, Lsn, StreamSeq};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// Every metric recorded since the last snapshot, by name (a snapshot drains
@@ -108,6 +108,15 @@ fn the_main_metrics_are_emitted_to_an_installed_recorder() {
     assert_eq!(histogram(&compacted, telemetry::COMPACTION_SECONDS).len(), 1);
     let after = bytes_on_disk(dir.path());
     assert_eq!(gauge(&compacted, telemetry::DISK_BYTES), after as f64 - before as f64, "the gauge follows the files");
+
+    // A subscriber from the start is as far behind as the log is long.
+    let end = log.last_lsn().0;
+    let mut subscription = log.subscribe(Lsn::ZERO).unwrap();
+    let first = subscription.next_blocking().unwrap().unwrap();
+    assert_eq!(&first.payload[..], b"1", "the cleared streams' records are not live");
+    let lags = histogram(&take(&snapshotter), telemetry::SUBSCRIBER_LAG_RECORDS);
+    assert_eq!(lags.first().copied(), Some(end as f64), "behind by every LSN of the log: {lags:?}");
+    drop(subscription);
 
     // Closing the log takes its share of the gauge back.
     log.close().wait().unwrap();
