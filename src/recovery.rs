@@ -374,7 +374,7 @@ impl Recovery<'_> {
     fn run(&mut self) -> Result<StateAction> {
         // The state file first, then the segments: beside a live writer, the
         // state read is then no newer than the segments listed after it.
-        let state_read = read_state(self.fs, self.dir)?;
+        let mut state_read = read_state(self.fs, self.dir)?;
         let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
         let mut segments: Vec<(Lsn, String)> =
             names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
@@ -406,7 +406,7 @@ impl Recovery<'_> {
             // Read as the read-write open will leave it: through the copy.
             self.resync_overlay = ResyncJournal::read(self.fs, self.dir)?;
         }
-        let compacted = self.set_superseded_aside(&state_read, &names, &mut segments, compacted)?;
+        let compacted = self.set_superseded_aside(&mut state_read, &names, &mut segments, compacted)?;
         let state_read = self.check_state_belongs(state_read, &segments)?;
         let mut damaged_state = None;
         match state_read {
@@ -580,12 +580,12 @@ impl Recovery<'_> {
     /// the compacted segments that are part of the log, oldest first.
     fn set_superseded_aside(
         &mut self,
-        state_read: &StateRead,
+        state_read: &mut StateRead,
         names: &[String],
         segments: &mut Vec<(Lsn, String)>,
         compacted: Vec<(Lsn, u64, String)>,
     ) -> Result<Vec<(Lsn, String)>> {
-        let (generation, end) = match state_read {
+        let (generation, end) = match &*state_read {
             StateRead::Found { state, .. } => (state.compaction_generation, state.compacted_end_lsn),
             // Without a state file, the newest compacted segments are taken
             // as the log's (read-only and salvage; a strict open refuses the
@@ -616,8 +616,11 @@ impl Recovery<'_> {
             // compaction's commit that poisoned the log), in the page cache
             // only: written again and synced before anything it makes
             // obsolete is deleted.
+            // The writer goes on from the generation written here: its next
+            // write then goes to the other slot, the one that may not be
+            // durable, never over this one (simulator seed 100376).
             if let StateRead::Found { state, .. } = state_read {
-                crate::state::resync_state_file(self.fs, self.dir, *state)?;
+                *state = crate::state::resync_state_file(self.fs, self.dir, *state)?;
             }
             for name in &superseded {
                 let path = self.dir.join(name);

@@ -427,11 +427,17 @@ impl StateFile {
 /// power cut in the middle leaves it as it was, and the other slot's older
 /// state is only ever replaced by the same state as the current one.
 ///
+/// Returns the state as written: the same but for its generation (and
+/// time), which whoever writes the file next must go on from, so that its
+/// next write goes to the other slot and never over this one (a write torn
+/// there would leave only the slot that may not be durable).
+///
 /// # Errors
 /// [`Error::Io`] or [`Error::DiskFull`].
-pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<()> {
+pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<LogState> {
     let mut file = StateFile::open(fs, dir, current)?;
-    file.write(current)
+    file.write(current)?;
+    Ok(file.current())
 }
 
 /// Where the slot of a generation starts.

@@ -66,3 +66,20 @@ fn an_older_index_image_put_back_after_a_salvage_is_refused() {
         panic!("seed 82: {failure}");
     }
 }
+
+/// A compaction's commit wrote its first state slot and synced it, then the
+/// second slot's fdatasync failed (the log poisoned). The reopen read the
+/// second slot (visible, not durable), wrote it again into the first slot
+/// as the next generation, synced, and removed the compaction's inputs; but
+/// the writer went on from the generation it had read, so its next state
+/// write went over that first slot, the only durable copy of the commit. A
+/// power cut tearing that write left the slot from before the compaction:
+/// the open took the compacted segment for a leftover and removed it (found
+/// as corruption, the inputs being gone). Found by the 30-minute soak at
+/// seed 100376.
+#[test]
+fn the_writer_goes_on_from_the_state_generation_recovery_resynced() {
+    if let Err(failure) = run_seed(100_376, STEPS_PER_SEED) {
+        panic!("seed 100376: {failure}");
+    }
+}
