@@ -946,6 +946,11 @@ impl Simulation {
         // Inputs whose removal failed after the commit: no longer the log,
         // removed by the next open (property 14), not counted by property 15.
         let leftovers = result.as_ref().map(|report| report.leftovers.clone()).unwrap_or_default();
+        // A failed compaction may leave its outputs behind when removing
+        // them fails too (a crash point): the next open removes them
+        // (property 14); the space bound is for one that committed (soak
+        // seed 144958).
+        let committed = result.is_ok();
         match result {
             Ok(report) => {
                 if report.generation > 0 {
@@ -973,7 +978,9 @@ impl Simulation {
         if read_everything(&log)? != live {
             return fail("13 compaction", "after a compaction the log reads differently from the model");
         }
-        self.check_space(&live, &leftovers)?;
+        if committed {
+            self.check_space(&live, &leftovers)?;
+        }
         self.check_log(&log, &records)
     }
 
