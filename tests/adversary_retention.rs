@@ -204,10 +204,9 @@ impl Gate {
     }
 
     fn wait_entered(&self) {
-        // A guard against a hang, not a measure of speed.
-        let deadline = Instant::now() + Duration::from_secs(300);
+        // No deadline: a writer that never reaches the gate hangs the
+        // test, which the test run's own limit reports.
         while !self.entered.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the writer never reached the gate (a hang)");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
