@@ -745,7 +745,7 @@ impl Writer {
     /// The time for the next frame: the log's clock never goes back, so
     /// entries can be searched by time.
     fn timestamp_ms(&mut self) -> u64 {
-        self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
+        self.last_timestamp_ms = self.last_timestamp_ms.max(self.shared.fs.now_ms());
         self.last_timestamp_ms
     }
 
@@ -1054,7 +1054,7 @@ impl Writer {
             log_id: self.log_id,
             first_lsn: self.next_lsn,
             segment_bytes: spare.bytes,
-            created_ms: now_ms(),
+            created_ms: self.shared.fs.now_ms(),
         };
         // From here on the active segment takes no more frames, whatever
         // happens: a segment published under the next name may exist.

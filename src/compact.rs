@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::commit::{Shared, Writer, now_ms};
+use crate::commit::{Shared, Writer};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{
     FRAME_HEADER_BYTES, FrameMeta, OP_HEADER_BYTES, OpRef, RecordKind, decode_frame_anywhere, decode_frame_at,
@@ -114,7 +114,7 @@ pub(crate) fn plan(shared: &Shared, background: bool) -> Option<Plan> {
     let index = shared.index.read();
     let segments = index.segments();
     let sealed = segments.len().checked_sub(1)?;
-    let now = now_ms();
+    let now = shared.fs.now_ms();
     // Log-wide retention: whole sealed segments from the oldest on.
     let mut cut = 0;
     if let Some(max_age_ms) = options.max_age_ms {
@@ -647,8 +647,13 @@ fn write_compacted(
     let path = shared.dir.join(compacted_file_name(first_lsn, generation));
     let temp = temp_path(&path);
     let len = ((SEGMENT_HEADER_BYTES + frames.len()) as u64).max(SEGMENT_BYTES_MIN);
-    let header =
-        SegmentHeader { version: FORMAT_VERSION, log_id: *log_id, first_lsn, segment_bytes: len, created_ms: now_ms() };
+    let header = SegmentHeader {
+        version: FORMAT_VERSION,
+        log_id: *log_id,
+        first_lsn,
+        segment_bytes: len,
+        created_ms: shared.fs.now_ms(),
+    };
     let file: Arc<dyn File> = shared.fs.create(&temp).map_err(|error| Error::io_or_full("create", &temp, error))?;
     let mut bytes = Vec::with_capacity(len as usize);
     bytes.extend_from_slice(&header.encode());

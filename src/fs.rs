@@ -53,6 +53,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
         let _ = dir;
         Ok(false)
     }
+    /// Milliseconds since the Unix epoch by this machine's clock: the time
+    /// stamped on frames, segment headers and the index image, and the
+    /// "now" of time-based retention. The simulator's clock is its own, so
+    /// that a seed replays the same bytes.
+    fn now_ms(&self) -> u64 {
+        crate::commit::now_ms()
+    }
 }
 
 /// An open file.

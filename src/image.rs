@@ -650,7 +650,7 @@ pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Re
     let Some((index, state)) = crate::recovery::recover_for_image(fs, dir, coverage)? else {
         return Ok(None);
     };
-    let image = encode(&index, &state, crate::commit::now_ms());
+    let image = encode(&index, &state, fs.now_ms());
     write(fs, dir, &image)?;
     Ok(Some(index.next_lsn))
 }

@@ -1134,7 +1134,7 @@ fn open_state_file(
                 oldest_segment_lsn: oldest,
                 newest_segment_lsn: newest,
                 durable_end_lsn: durable_end,
-                written_ms: now_ms(),
+                written_ms: fs.now_ms(),
                 clean_close: false,
                 lsn_lease_end: durable_end,
                 features: crate::recovery::inferred_features(compaction_generation),
@@ -1163,7 +1163,7 @@ fn create_first_segment(
         log_id,
         first_lsn: index.next_lsn(),
         segment_bytes,
-        created_ms: now_ms(),
+        created_ms: fs.now_ms(),
     };
     let segment = publish_spare(fs, dir, spare, header)?;
     index.push_segment(segment, SEGMENT_HEADER_BYTES);

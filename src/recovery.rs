@@ -236,6 +236,10 @@ struct Recovery<'a> {
     resynced: bool,
     /// Salvage cut the log: the highest LSN any frame past the cut claimed.
     cut_lsn_seen: Option<Lsn>,
+    /// Salvage: every LSN the history it replaces can have mentioned is
+    /// below this one (the state file's lease and durable end as found,
+    /// before salvage wrote its own).
+    replaced_history_end: Option<Lsn>,
     /// Without a state file: the generation of the newest compacted
     /// segments found, and where they end (their last frame says).
     inferred_compaction: Option<(u64, Lsn)>,
@@ -354,6 +358,7 @@ fn recover_once(
         problems: Vec::new(),
         resynced: false,
         cut_lsn_seen: None,
+        replaced_history_end: None,
         inferred_compaction: None,
         resync_overlay: None,
         image,
@@ -881,11 +886,31 @@ impl Recovery<'_> {
         }
         let next = self.index.next_lsn();
         let lease_end = self.state.map_or(Lsn::ZERO, |state| state.lsn_lease_end);
-        let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
-        let resume = lease_end.max(seen);
+        let resume = lease_end.max(self.salvage_resume(next));
         if resume > next {
             self.report.resumes_at = Some(resume);
         }
+    }
+
+    /// Where a log that salvage cut at `end` resumes: past every LSN the
+    /// state file (as found) had handed out and past every frame found
+    /// beyond the cut. When that leaves a gap, also **one past** every LSN
+    /// value the replaced history can have mentioned, a clean-close
+    /// marker's included (a marker takes no LSN: it names the next one, and
+    /// that can equal the resume point). So no frame written from the cut
+    /// on is byte for byte a frame of the history it replaces at the same
+    /// offset, and a persisted index image of that history is told apart by
+    /// its last covered frame (section 11.2). Found by the simulator, seed
+    /// 113492: a marker of the new history, at the old marker's aligned
+    /// offset with the same LSN and millisecond, made an old image load.
+    fn salvage_resume(&mut self, end: Lsn) -> Lsn {
+        let state = self.state;
+        let replaced = *self
+            .replaced_history_end
+            .get_or_insert_with(|| state.map_or(Lsn::ZERO, |state| state.lsn_lease_end.max(state.durable_end_lsn)));
+        let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
+        let resume = replaced.max(seen).max(end);
+        if resume > end { resume.max(Lsn(replaced.0.saturating_add(1))) } else { resume }
     }
 
     /// Spares were never published: nothing in them was acknowledged.
@@ -1271,17 +1296,16 @@ impl Recovery<'_> {
         let oldest = self.state.map_or(self.index.oldest_lsn().min(end), |state| state.oldest_segment_lsn);
         let newest = self.index.segments().last().map_or(oldest, |entry| entry.segment.header.first_lsn);
         let (inferred_generation, inferred_end) = self.inferred_compaction.unwrap_or((0, Lsn::ZERO));
-        let previous = self.state.map_or(Lsn::ZERO, |state| state.lsn_lease_end.max(state.durable_end_lsn));
-        let seen = self.cut_lsn_seen.map_or(Lsn::ZERO, |lsn| Lsn(lsn.0.saturating_add(1)));
+        let resume = self.salvage_resume(end);
         let state = LogState {
             log_id,
             generation: self.state.map_or(1, |state| state.generation + 1),
             oldest_segment_lsn: oldest,
             newest_segment_lsn: newest.min(end),
             durable_end_lsn: end,
-            written_ms: crate::commit::now_ms(),
+            written_ms: self.fs.now_ms(),
             clean_close: false,
-            lsn_lease_end: previous.max(seen).max(end),
+            lsn_lease_end: resume,
             features: self.state.map_or(inferred_features(inferred_generation), |state| state.features)
                 | if self.index.retention_records() > 0 { crate::state::FEATURE_RETENTION } else { 0 },
             compaction_generation: self.state.map_or(inferred_generation, |state| state.compaction_generation),

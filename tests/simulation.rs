@@ -119,3 +119,18 @@ fn the_space_bound_is_checked_only_after_a_compaction_that_committed() {
         panic!("seed 144958: {failure}");
     }
 }
+
+/// Salvage cut a log and resumed at the LSN its old clean-close marker had
+/// named; the next close wrote a marker with that LSN, in the same
+/// millisecond, at the same aligned offset: byte for byte the old one. An
+/// index image of the history salvage had replaced (put back by the
+/// simulator) then passed the check of its last covered frame and loaded a
+/// snapshot the log no longer held. Salvage now resumes one past every LSN
+/// the replaced history can have named. Found by the soak at seed 113492;
+/// it replays exactly since the simulator has its own clock.
+#[test]
+fn salvage_never_writes_a_frame_that_repeats_one_of_the_history_it_replaced() {
+    if let Err(failure) = run_seed(113_492, STEPS_PER_SEED) {
+        panic!("seed 113492: {failure}");
+    }
+}

@@ -136,7 +136,13 @@ struct State {
     crash_after: Option<u64>,
     /// The disk as the crash left it; from then on every mutation fails.
     frozen: Option<Disk>,
+    /// The machine's clock: milliseconds after [`SIM_EPOCH_MS`], moved only
+    /// by [`SimFs::move_clock`], so that a seed replays the same bytes.
+    clock_ms: u64,
 }
+
+/// What the simulated clock reads before it is moved (2027-01-15).
+pub const SIM_EPOCH_MS: u64 = 1_800_000_000_000;
 
 /// The simulated file system. Clones share one disk.
 #[derive(Clone, Debug, Default)]
@@ -218,6 +224,13 @@ impl SimFs {
         state.fault = Some(Fault { at, kind, persistent });
     }
 
+    /// Moves the clock by `delta_ms`, back too (a clock set back), never
+    /// below [`SIM_EPOCH_MS`].
+    pub fn move_clock(&self, delta_ms: i64) {
+        let mut state = self.state.lock();
+        state.clock_ms = state.clock_ms.saturating_add_signed(delta_ms);
+    }
+
     /// Stops injecting faults.
     pub fn clear_fault(&self) {
         self.state.lock().fault = None;
@@ -260,7 +273,14 @@ impl SimFs {
         let state = self.state.lock();
         let disk = state.frozen.as_ref().unwrap_or(&state.disk);
         let image = build_image(disk, mode, rng);
-        SimFs { state: Arc::new(Mutex::new(State { disk: image, dirs: state.dirs.clone(), ..State::default() })) }
+        SimFs {
+            state: Arc::new(Mutex::new(State {
+                disk: image,
+                dirs: state.dirs.clone(),
+                clock_ms: state.clock_ms,
+                ..State::default()
+            })),
+        }
     }
 
     /// The durable bytes of every file, by name (for tests and reports).
@@ -445,6 +465,10 @@ impl Drop for SimLock {
 }
 
 impl FileSystem for SimFs {
+    fn now_ms(&self) -> u64 {
+        SIM_EPOCH_MS + self.state.lock().clock_ms
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.state.lock().dirs.insert(dir.to_owned());
         Ok(())
