@@ -251,7 +251,7 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     let log = Log::open(into, Options { durability: Durability::Flush, ..options })?;
     let mut report = RepairReport { scan, ..RepairReport::default() };
     for (file, offset, lsn, batch) in frames {
-        if lsn > Lsn(log.last_lsn().0 + 1) {
+        if lsn > Lsn(log.last_lsn()?.0 + 1) {
             log.skip_to(lsn)?;
         }
         let len = batch.len() as u64;
@@ -267,7 +267,7 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     }
     // The source may have acknowledged LSNs past its last intact record
     // (lost to the damage, or a gap): the copy never hands them out again.
-    if report.scan.end_lsn > Lsn(log.last_lsn().0 + 1) {
+    if report.scan.end_lsn > Lsn(log.last_lsn()?.0 + 1) {
         log.skip_to(report.scan.end_lsn)?;
     }
     log.close().wait()?;

@@ -773,8 +773,12 @@ impl Log {
     /// `prefix` (all of them for an empty prefix), with their next
     /// sequence, in id order.
     /// The log's own streams (named cursors) are left out.
-    pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Vec<(Bytes, StreamSeq)> {
-        user_streams(self.shared().index.read().streams_with_prefix(prefix.as_ref()))
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the log is closed: a clone of a closed handle
+    /// lists nothing stale.
+    pub fn streams(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<(Bytes, StreamSeq)>> {
+        Ok(user_streams(self.index_for_read()?.streams_with_prefix(prefix.as_ref())))
     }
 
     /// The streams whose id starts with `prefix` (all for an empty one),
@@ -882,14 +886,20 @@ impl Log {
     }
 
     /// The next sequence of `stream` (0 if it has no live entries).
-    pub fn next_seq(&self, stream: impl AsRef<[u8]>) -> StreamSeq {
-        self.shared().index.read().stream(stream.as_ref()).map_or(StreamSeq(0), |s| s.next_seq())
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the log is closed.
+    pub fn next_seq(&self, stream: impl AsRef<[u8]>) -> Result<StreamSeq> {
+        Ok(self.index_for_read()?.stream(stream.as_ref()).map_or(StreamSeq(0), |s| s.next_seq()))
     }
 
     /// The last LSN taken (`Lsn::ZERO` if none): by the last acknowledged
     /// record, or by a gap that salvage wrote past LSNs it could not keep.
-    pub fn last_lsn(&self) -> Lsn {
-        Lsn(self.shared().index.read().next_lsn().0 - 1)
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the log is closed.
+    pub fn last_lsn(&self) -> Result<Lsn> {
+        Ok(Lsn(self.index_for_read()?.next_lsn().0 - 1))
     }
 
     /// The latest snapshot of `stream` and the live entries after it.

@@ -111,7 +111,7 @@ fn observe(log: &Log, names: &[&str]) -> Observed {
             let read = log.read_stream(name).unwrap();
             (
                 name.as_bytes().to_vec(),
-                log.next_seq(name).0,
+                log.next_seq(name).unwrap().0,
                 read.snapshot.as_ref().map(|s| s.seq.0),
                 seqs(&read.entries),
                 Some(start_of(log, name.as_bytes())),
@@ -537,7 +537,7 @@ fn a_batch_that_appends_prunes_appends_and_snapshots_one_stream_reads_the_same_e
             "{what}"
         );
         assert_eq!(start_of(log, b"wf"), 4, "{what}");
-        assert_eq!(log.next_seq("wf"), StreamSeq(6), "{what}");
+        assert_eq!(log.next_seq("wf").unwrap(), StreamSeq(6), "{what}");
         let on_disk = log.read_all_on_disk(Lsn::ZERO, usize::MAX).unwrap();
         let batch_times: Vec<u64> =
             on_disk.iter().filter(|r| acks.iter().any(|a| a.lsn == r.lsn)).map(|r| r.timestamp_ms).collect();
@@ -560,7 +560,7 @@ fn a_batch_refused_by_its_last_prune_leaves_the_stream_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     append_n(&log, "wf", 3);
-    let before = log.last_lsn();
+    let before = log.last_lsn().unwrap();
     let batch = Batch::new()
         .append("wf", Expectation::Any, &b"3"[..])
         .prune("wf", StreamSeq(4), PruneSnapshots::AllButLatest)
@@ -568,7 +568,7 @@ fn a_batch_refused_by_its_last_prune_leaves_the_stream_untouched() {
         .prune("wf", StreamSeq(1), PruneSnapshots::AllButLatest);
     let refused = log.commit(batch).wait();
     assert!(matches!(refused, Err(Error::PruneOutOfRange { next_seq: StreamSeq(0), .. })), "{refused:?}");
-    assert_eq!(log.last_lsn(), before);
+    assert_eq!(log.last_lsn().unwrap(), before);
     assert_eq!(seqs(&log.read_stream("wf").unwrap().entries), vec![0, 1, 2]);
 }
 
@@ -588,8 +588,8 @@ fn a_prune_of_a_stream_that_does_not_exist_creates_nothing() {
         Err(Error::PruneOutOfRange { next_seq: StreamSeq(0), .. })
     ));
     let check = |log: &Log| {
-        assert!(log.streams("").is_empty());
-        assert_eq!(log.next_seq("ghost"), StreamSeq(0));
+        assert!(log.streams("").unwrap().is_empty());
+        assert_eq!(log.next_seq("ghost").unwrap(), StreamSeq(0));
         assert!(log.read_stream_from("ghost", StreamSeq(0)).unwrap().is_empty());
         assert!(all_live(log).is_empty());
     };
@@ -697,19 +697,19 @@ fn churned_log(log: &Log) -> Vec<&'static str> {
         for (i, stream) in streams.iter().enumerate() {
             append_n(log, stream, 3 + (round + i as u64) % 3);
         }
-        let next = log.next_seq("a").0;
+        let next = log.next_seq("a").unwrap().0;
         log.snapshot_and_prune("a", StreamSeq(next - 1), format!("a{round}").into_bytes()).wait().unwrap();
-        let next = log.next_seq("b").0;
+        let next = log.next_seq("b").unwrap().0;
         log.prune("b", StreamSeq(next - 1), PruneSnapshots::AllButLatest).wait().unwrap();
         if round % 4 == 3 {
             log.delete_stream("c").wait().unwrap();
         }
-        let next = log.next_seq("d").0;
+        let next = log.next_seq("d").unwrap().0;
         log.snapshot("d", StreamSeq(next - 1), format!("d{round}").into_bytes()).wait().unwrap();
         log.keep_snapshots("d", 2).unwrap();
         let batch = Batch::new()
             .append("e", Expectation::Any, &b"e"[..])
-            .prune("e", StreamSeq(log.next_seq("e").0), PruneSnapshots::AllButLatest)
+            .prune("e", StreamSeq(log.next_seq("e").unwrap().0), PruneSnapshots::AllButLatest)
             .append("e", Expectation::Any, &b"e"[..]);
         log.commit(batch).wait().unwrap();
     }
@@ -754,7 +754,7 @@ fn cursor_loops_of_any_limit_see_every_live_record_once_in_order() {
             .collect();
         assert_eq!(from_cursor, entries, "stream {stream}");
     }
-    let last = log.last_lsn().0;
+    let last = log.last_lsn().unwrap().0;
     let by_lsn: Vec<Record> = (1..=last).filter_map(|l| log.read_lsn(Lsn(l)).unwrap()).collect();
     assert_eq!(by_lsn, everything, "read_lsn over every lsn finds exactly the live records");
     log.close().wait().unwrap();
@@ -795,7 +795,7 @@ fn prunes_racing_appends_from_many_threads_keep_every_entry_from_the_start_on() 
             let mut round = 0u64;
             while !done.load(Ordering::SeqCst) {
                 round += 1;
-                let next = log.next_seq("hot").0;
+                let next = log.next_seq("hot").unwrap().0;
                 if next == 0 {
                     std::thread::yield_now();
                     continue;
@@ -833,7 +833,7 @@ fn prunes_racing_appends_from_many_threads_keep_every_entry_from_the_start_on() 
         for (a, _) in acked.iter().filter(|(a, _)| a.seq.0 < start) {
             assert_eq!(log.read_lsn(a.lsn).unwrap(), None, "pruned seq {} read by lsn ({what})", a.seq);
         }
-        assert_eq!(log.next_seq("hot"), StreamSeq(600), "{what}");
+        assert_eq!(log.next_seq("hot").unwrap(), StreamSeq(600), "{what}");
     };
     check(&log, "live");
     let image = tempfile::tempdir().unwrap();
@@ -898,7 +898,7 @@ fn async_tasks_pruning_by_time_and_keeping_snapshots_beside_appends_leave_a_cons
     });
     let names = ["s0", "s1", "s2"];
     for name in names {
-        assert_eq!(log.next_seq(name), StreamSeq(120));
+        assert_eq!(log.next_seq(name).unwrap(), StreamSeq(120));
         let start = start_of(&log, name.as_bytes());
         let entries = log.read_stream_from(name, StreamSeq(start)).unwrap();
         assert_eq!(seqs(&entries), (start..120).collect::<Vec<_>>());
@@ -922,9 +922,9 @@ fn prunes_survive_a_crash_and_a_reopen_with_other_options() {
     for round in 0..20u64 {
         append_n(&log, "a", 5);
         append_n(&log, "b", 3);
-        let next = log.next_seq("a").0;
+        let next = log.next_seq("a").unwrap().0;
         log.snapshot_and_prune("a", StreamSeq(next - 2), vec![b'x'; 500]).wait().unwrap();
-        log.prune("b", StreamSeq(log.next_seq("b").0 - 1), PruneSnapshots::AllButLatest).wait().unwrap();
+        log.prune("b", StreamSeq(log.next_seq("b").unwrap().0 - 1), PruneSnapshots::AllButLatest).wait().unwrap();
         if round % 7 == 6 {
             log.delete_stream("b").wait().unwrap();
         }
@@ -962,13 +962,13 @@ fn a_prune_whose_feature_bit_cannot_be_recorded_writes_nothing_and_poisons_nothi
     let fs = common::FaultyFs::default();
     let log = Log::open(dir.path(), fs.options()).unwrap();
     append_n(&log, "wf", 4);
-    let before = log.last_lsn();
+    let before = log.last_lsn().unwrap();
     fs.faults.fail_syncs.store(true, Ordering::SeqCst);
     let failed = log.prune("wf", StreamSeq(2), PruneSnapshots::AllButLatest).wait();
     fs.faults.fail_syncs.store(false, Ordering::SeqCst);
     assert!(matches!(failed, Err(Error::Io { .. } | Error::DiskFull { .. })), "{failed:?}");
     log.check_open().expect("a failed state write does not poison the log");
-    assert_eq!(log.last_lsn(), before, "nothing was written");
+    assert_eq!(log.last_lsn().unwrap(), before, "nothing was written");
     assert_eq!(seqs(&log.read_stream("wf").unwrap().entries), vec![0, 1, 2, 3]);
     log.prune("wf", StreamSeq(2), PruneSnapshots::AllButLatest).wait().unwrap();
     assert_eq!(state_features(dir.path()) & 1, 1);
@@ -996,7 +996,7 @@ fn a_prune_whose_fsync_fails_is_whole_or_absent_after_reopen() {
     let log = open(dir.path());
     let got = seqs(&log.read_stream("wf").unwrap().entries);
     assert!(got == vec![1, 2, 3, 4, 5] || got == vec![4, 5, 6], "a partial batch: {got:?}");
-    assert_eq!(log.next_seq("wf").0, if got.len() == 3 { 7 } else { 6 });
+    assert_eq!(log.next_seq("wf").unwrap().0, if got.len() == 3 { 7 } else { 6 });
 }
 
 /// BUG. A log holding prunes whose state file is lost, opened in salvage
@@ -1074,7 +1074,7 @@ fn the_snapshot_guard_follows_the_live_snapshots_in_the_writer_in_recovery_and_a
     let refused =
         |log: &Log| matches!(log.snapshot("wf", StreamSeq(5), &b"5"[..]).wait(), Err(Error::SnapshotOutOfRange { .. }));
     assert!(refused(&log), "a snapshot covering less than the live latest one");
-    log.prune("wf", StreamSeq(8), PruneSnapshots::Before(Lsn(log.last_lsn().0 + 1))).wait().unwrap();
+    log.prune("wf", StreamSeq(8), PruneSnapshots::Before(Lsn(log.last_lsn().unwrap().0 + 1))).wait().unwrap();
     assert!(live_snapshots_of(&log, "wf").is_empty());
     drop(log);
     let log = open(dir.path());
@@ -1106,7 +1106,7 @@ fn record_times_never_decrease_across_reopen_and_read_the_same_everywhere() {
         log.commit(Batch::new().append("wf", Expectation::Any, &b"b"[..]).append("other", Expectation::Any, &b"o"[..]))
             .wait()
             .unwrap();
-        log.snapshot_and_prune("wf", StreamSeq(log.next_seq("wf").0 - 3), &b"s"[..]).wait().unwrap();
+        log.snapshot_and_prune("wf", StreamSeq(log.next_seq("wf").unwrap().0 - 3), &b"s"[..]).wait().unwrap();
         if round % 2 == 0 {
             log.close().wait().unwrap();
         } else {
@@ -1199,15 +1199,15 @@ fn prune_older_than_and_keep_snapshots_at_the_extremes() {
     let log = open(dir.path());
     append_n(&log, "wf", 5);
     log.snapshot("wf", StreamSeq(2), &b"s"[..]).wait().unwrap();
-    let last = log.last_lsn();
+    let last = log.last_lsn().unwrap();
     assert_eq!(log.prune_older_than("wf", 0).unwrap(), None);
     assert_eq!(log.keep_snapshots("wf", usize::MAX).unwrap(), None);
     assert_eq!(log.keep_snapshots("wf", 2).unwrap(), None);
-    assert_eq!(log.last_lsn(), last, "nothing was written");
+    assert_eq!(log.last_lsn().unwrap(), last, "nothing was written");
     assert_eq!(log.prune_older_than("wf", u64::MAX).unwrap().map(|a| a.seq), Some(StreamSeq(5)));
     assert!(log.read_stream("wf").unwrap().entries.is_empty());
     assert_eq!(live_snapshots_of(&log, "wf"), vec![2], "prune_older_than keeps snapshots");
-    assert_eq!(log.next_seq("wf"), StreamSeq(5));
+    assert_eq!(log.next_seq("wf").unwrap(), StreamSeq(5));
     assert_eq!(log.prune_older_than("wf", u64::MAX).unwrap(), None, "nothing is left to prune");
 }
 
@@ -1226,13 +1226,13 @@ fn keep_snapshots_writes_a_prune_on_every_call_when_the_stream_has_exactly_keep_
     let log = open(dir.path());
     append_n(&log, "wf", 5);
     log.snapshot("wf", StreamSeq(2), &b"s"[..]).wait().unwrap();
-    let last = log.last_lsn();
+    let last = log.last_lsn().unwrap();
     let mut written = Vec::new();
     for _ in 0..3 {
         written.push(log.keep_snapshots("wf", 1).unwrap());
     }
     assert_eq!(
-        (written.clone(), log.last_lsn()),
+        (written.clone(), log.last_lsn().unwrap()),
         (vec![None, None, None], last),
         "one snapshot, keep one: documented to write nothing"
     );
@@ -1384,7 +1384,7 @@ fn a_base_record_is_read_verified_dumped_and_repaired_like_any_other() {
     repair(image.path(), &copy).expect("repair");
     for dir in [image.path(), copy.as_path()] {
         let log = open(dir);
-        assert_eq!(log.next_seq("based"), StreamSeq(100), "{}", dir.display());
+        assert_eq!(log.next_seq("based").unwrap(), StreamSeq(100), "{}", dir.display());
         assert!(matches!(log.read_stream_from("based", StreamSeq(0)), Err(Error::Pruned { .. })));
         assert!(matches!(log.append("based", Expectation::NoStream, &b"x"[..]).wait(), Err(Error::Conflict { .. })));
         assert_eq!(
@@ -1450,7 +1450,9 @@ fn a_read_only_reader_beside_a_live_writer_honours_its_prunes() {
         }
     }
     // The writer goes on pruning; the reader keeps its view.
-    log.prune("a", log.next_seq("a"), PruneSnapshots::Before(Lsn(log.last_lsn().0 + 1))).wait().unwrap();
+    log.prune("a", log.next_seq("a").unwrap(), PruneSnapshots::Before(Lsn(log.last_lsn().unwrap().0 + 1)))
+        .wait()
+        .unwrap();
     assert_eq!(reader.read_all(Lsn::ZERO, usize::MAX).unwrap(), live);
 }
 
@@ -1468,10 +1470,11 @@ fn streams_lists_a_pruned_empty_stream_with_its_next_sequence_and_not_a_deleted_
     log.snapshot("emptied", StreamSeq(1), &b"s"[..]).wait().unwrap();
     append_n(&log, "kept", 1);
     append_n(&log, "deleted", 2);
-    log.prune("emptied", StreamSeq(3), PruneSnapshots::Before(Lsn(log.last_lsn().0 + 1))).wait().unwrap();
+    log.prune("emptied", StreamSeq(3), PruneSnapshots::Before(Lsn(log.last_lsn().unwrap().0 + 1))).wait().unwrap();
     log.delete_stream("deleted").wait().unwrap();
     assert!(live_of(&log, "emptied").is_empty(), "nothing of the stream is live");
-    let listed: Vec<(Vec<u8>, u64)> = log.streams("").into_iter().map(|(id, next)| (id.to_vec(), next.0)).collect();
+    let listed: Vec<(Vec<u8>, u64)> =
+        log.streams("").unwrap().into_iter().map(|(id, next)| (id.to_vec(), next.0)).collect();
     assert_eq!(listed, vec![(b"emptied".to_vec(), 3), (b"kept".to_vec(), 1)]);
 }
 

@@ -67,7 +67,7 @@ fn blocking_appenders_on_plain_threads_share_groups_safely() {
         thread.join().unwrap();
     }
     for t in 0..8u64 {
-        assert_eq!(log.next_seq(format!("own-{t}")), StreamSeq(200));
+        assert_eq!(log.next_seq(format!("own-{t}")).unwrap(), StreamSeq(200));
     }
-    assert_eq!(log.last_lsn(), Lsn(1600));
+    assert_eq!(log.last_lsn().unwrap(), Lsn(1600));
 }

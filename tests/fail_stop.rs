@@ -56,7 +56,7 @@ fn an_injected_write_failure_poisons_the_log() {
     assert!(matches!(log.append("s", Expectation::Any, &b"two"[..]).wait(), Err(Error::Poisoned { .. })));
     fs.faults.fail_writes.store(false, Ordering::SeqCst);
     assert!(matches!(log.append("s", Expectation::Any, &b"three"[..]).wait(), Err(Error::Poisoned { .. })));
-    assert_eq!(log.last_lsn(), Lsn(1));
+    assert_eq!(log.last_lsn().unwrap(), Lsn(1));
 }
 
 /// Preparing a spare segment writes no user data: a failed directory fsync
@@ -88,10 +88,10 @@ fn a_failed_directory_fsync_while_preparing_a_spare_fails_only_the_append() {
     for _ in 0..20 {
         log.append("s", Expectation::Any, vec![1; 1000]).wait().unwrap();
     }
-    assert_eq!(log.last_lsn(), Lsn(acked + 20));
+    assert_eq!(log.last_lsn().unwrap(), Lsn(acked + 20));
     log.close().wait().unwrap();
     let reopened = Log::open(dir.path(), fs.options()).unwrap();
-    assert_eq!(reopened.next_seq("s"), StreamSeq(acked + 20));
+    assert_eq!(reopened.next_seq("s").unwrap(), StreamSeq(acked + 20));
 }
 
 /// Once a new segment is renamed into place, a failed directory fsync
@@ -116,16 +116,16 @@ fn a_failed_directory_fsync_after_publishing_a_segment_fails_the_append_and_writ
         assert!(acked < 100, "a rollover must have happened by now");
     };
     assert!(matches!(failure, Error::Io { .. }), "{failure}");
-    assert_eq!(log.last_lsn(), Lsn(acked), "everything before the rollover was acknowledged, nothing after");
+    assert_eq!(log.last_lsn().unwrap(), Lsn(acked), "everything before the rollover was acknowledged, nothing after");
     let crashed = tempfile::tempdir().unwrap();
     common::crash_image(dir.path(), crashed.path());
     let image = Log::open(crashed.path(), common::small_options()).expect("an empty published segment is harmless");
-    assert_eq!(image.next_seq("s"), StreamSeq(acked));
+    assert_eq!(image.next_seq("s").unwrap(), StreamSeq(acked));
     drop(image);
     log.append("s", Expectation::Any, vec![1; 1000]).wait().expect("the next append publishes a new segment");
     log.close().wait().unwrap();
     let reopened = Log::open(dir.path(), fs.options()).unwrap();
-    assert_eq!(reopened.next_seq("s"), StreamSeq(acked + 1));
+    assert_eq!(reopened.next_seq("s").unwrap(), StreamSeq(acked + 1));
 }
 
 /// Issue 9, case 6: "reopen it" did not help a log poisoned by a full disk

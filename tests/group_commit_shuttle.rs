@@ -209,7 +209,7 @@ fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
                 assert_eq!(shuttle::future::block_on(task).unwrap(), vec![StreamSeq(0), StreamSeq(1)]);
             }
             log.close().wait().unwrap();
-            let dropped_committed = log.last_lsn() == Lsn(7);
+            let dropped_committed = log.last_lsn().unwrap() == Lsn(7);
             assert!(
                 log.last_lsn() == Lsn(6) || dropped_committed,
                 "six acknowledged appends, and the dropped one or not"

@@ -12,7 +12,7 @@ fn every_guard_case_accepts_or_rejects_with_expected_and_actual() {
     log.append("s", Expectation::NoStream, &b"0"[..]).wait().unwrap();
     log.append("s", Expectation::Exact(StreamSeq(1)), &b"1"[..]).wait().unwrap();
     log.append("s", Expectation::Any, &b"2"[..]).wait().unwrap();
-    let before = log.last_lsn();
+    let before = log.last_lsn().unwrap();
     for expected in [Expectation::NoStream, Expectation::Exact(StreamSeq(2)), Expectation::Exact(StreamSeq(4))] {
         match log.append("s", expected, &b"x"[..]).wait() {
             Err(Error::Conflict { stream, expected: e, actual }) => {
@@ -21,7 +21,7 @@ fn every_guard_case_accepts_or_rejects_with_expected_and_actual() {
             other => panic!("expected a conflict for {expected:?}, got {other:?}"),
         }
     }
-    assert_eq!(log.last_lsn(), before, "a rejected append writes nothing");
+    assert_eq!(log.last_lsn().unwrap(), before, "a rejected append writes nothing");
     // A guard on another stream is independent; a cleared stream is "no stream" again.
     log.append("other", Expectation::NoStream, &b"o"[..]).wait().unwrap();
     log.clear("s", Expectation::Exact(StreamSeq(3))).wait().unwrap();

@@ -38,11 +38,11 @@ fn fill(log: &Log, from: u64, count: u64) {
         let stream = format!("stream-{}", i % 3);
         log.append(&stream, Expectation::Any, common::unique_payload(i, 200)).wait().unwrap();
         if i % 17 == 5 {
-            let next = log.next_seq(&stream);
+            let next = log.next_seq(&stream).unwrap();
             log.snapshot(&stream, StreamSeq(next.0 - 1), &b"folded"[..]).wait().unwrap();
         }
         if i % 29 == 7 {
-            let next = log.next_seq(&stream);
+            let next = log.next_seq(&stream).unwrap();
             log.prune(&stream, StreamSeq(next.0 / 2), annals::PruneSnapshots::AllButLatest).wait().unwrap();
         }
         if i % 97 == 50 {
@@ -86,10 +86,10 @@ fn an_open_after_a_clean_close_loads_the_image() {
     closed_log(dir.path(), 300);
     assert!(dir.path().join(IMAGE_FILE_NAME).exists());
     let log = Log::open(dir.path(), options()).unwrap();
-    assert_eq!(loaded(&log), Lsn(log.last_lsn().0 + 1), "it covers the close marker");
+    assert_eq!(loaded(&log), Lsn(log.last_lsn().unwrap().0 + 1), "it covers the close marker");
     assert_same_as_full_scan(&log, dir.path());
     // The writer goes on from the image: guards and sequences hold.
-    let next = log.next_seq("stream-0");
+    let next = log.next_seq("stream-0").unwrap();
     log.append("stream-0", Expectation::Exact(next), &b"after"[..]).wait().unwrap();
     fill(&log, 300, 50);
     log.close().wait().unwrap();

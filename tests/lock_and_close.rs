@@ -55,7 +55,7 @@ async fn a_reader_opens_beside_a_live_writer_and_a_writer_beside_a_reader() {
     log.append("s", Expectation::Any, &b"y"[..]).await.unwrap();
     log.close().await.unwrap();
     let reopened = Log::open(dir.path(), common::small_options()).expect("a reader keeps no writer out");
-    assert_eq!(reopened.next_seq("s"), annals::StreamSeq(2));
+    assert_eq!(reopened.next_seq("s").unwrap(), annals::StreamSeq(2));
 }
 
 /// A clone's reads after `close()` served the closed log's index, which
@@ -72,6 +72,28 @@ fn reads_of_a_closed_log_fail_with_closed() {
     assert!(matches!(clone.read_all(annals::Lsn::ZERO, 10), Err(Error::Closed)));
     assert!(matches!(clone.read_lsn(annals::Lsn(1)), Err(Error::Closed)));
     assert!(matches!(clone.latest("s"), Err(Error::Closed)));
+    assert!(matches!(clone.read_stream_from("s", annals::StreamSeq(0)), Err(Error::Closed)));
+    assert!(matches!(clone.list_streams(""), Err(Error::Closed)));
+    assert!(matches!(clone.cursors(), Err(Error::Closed)));
+}
+
+/// The index's other answers, the streams with their next sequence and the
+/// last LSN, were plain values: a clone of a closed log still gave the
+/// figures of the moment it closed, which another process may have moved
+/// on since. They fail with `Closed` too.
+#[test]
+fn listing_streams_and_lsns_of_a_closed_log_fail_with_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let clone = log.clone();
+    log.append("s", Expectation::Any, &b"x"[..]).wait().unwrap();
+    assert_eq!(clone.next_seq("s").unwrap(), annals::StreamSeq(1));
+    assert_eq!(clone.last_lsn().unwrap(), annals::Lsn(1));
+    assert_eq!(clone.streams("").unwrap().len(), 1);
+    log.close().wait().unwrap();
+    assert!(matches!(clone.next_seq("s"), Err(Error::Closed)));
+    assert!(matches!(clone.last_lsn(), Err(Error::Closed)));
+    assert!(matches!(clone.streams(""), Err(Error::Closed)));
 }
 
 /// The read-only handle reads streams, records by LSN and lists streams
@@ -89,7 +111,7 @@ fn a_reader_reads_streams_and_lists_them_beside_a_live_writer() {
     assert_eq!(reader.read_lsn(annals::Lsn(2)).unwrap().unwrap().stream, &b"run-1"[..]);
     let listed: Vec<(Vec<u8>, u64)> = reader.streams("run-").into_iter().map(|(s, n)| (s.to_vec(), n.0)).collect();
     assert_eq!(listed, vec![(b"run-0".to_vec(), 3), (b"run-1".to_vec(), 2)]);
-    assert_eq!(log.streams("").len(), 2);
+    assert_eq!(log.streams("").unwrap().len(), 2);
 }
 
 /// Closing a log and opening it again while another thread of the program

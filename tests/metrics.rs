@@ -110,7 +110,7 @@ fn the_main_metrics_are_emitted_to_an_installed_recorder() {
     assert_eq!(gauge(&compacted, telemetry::DISK_BYTES), after as f64 - before as f64, "the gauge follows the files");
 
     // A subscriber from the start is as far behind as the log is long.
-    let end = log.last_lsn().0;
+    let end = log.last_lsn().unwrap().0;
     let mut subscription = log.subscribe(Lsn::ZERO).unwrap();
     let first = subscription.next_blocking().unwrap().unwrap();
     assert_eq!(&first.payload[..], b"1", "the cleared streams' records are not live");

@@ -82,7 +82,7 @@ fn log_reader_beside_a_live_writer_sees_every_acknowledged_record_and_the_writer
     }
     log.close().wait().unwrap();
     let reopened = Log::open(dir.path(), common::small_options()).unwrap();
-    assert_eq!(reopened.last_lsn(), after.lsn);
+    assert_eq!(reopened.last_lsn().unwrap(), after.lsn);
     assert_eq!(all_records(&reopened), all);
 }
 

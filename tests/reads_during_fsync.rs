@@ -132,5 +132,5 @@ async fn a_one_slot_queue_holds_appenders_back_without_losing_any() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(log.last_lsn(), Lsn(320));
+    assert_eq!(log.last_lsn().unwrap(), Lsn(320));
 }

@@ -24,7 +24,7 @@ fn entries_read_back_by_stream_lsn_and_cursor() {
     assert!(log.read_lsn(Lsn(4)).unwrap().is_none());
     let all = log.read_all(Lsn(1), 10).unwrap();
     assert_eq!(all.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![Lsn(2), Lsn(3)]);
-    assert_eq!(log.last_lsn(), Lsn(3));
+    assert_eq!(log.last_lsn().unwrap(), Lsn(3));
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn snapshot_tombstone_and_batch_round_trip_across_reopen() {
     assert_eq!(s.entries.iter().map(|r| r.seq.0).collect::<Vec<_>>(), vec![2, 3]);
     assert_eq!(log.read_stream_from("s", StreamSeq(0)).unwrap().len(), 4, "entries before a snapshot stay readable");
     assert_eq!(log.read_stream("t").unwrap().entries.len(), 0);
-    assert_eq!(log.next_seq("t"), StreamSeq(0));
+    assert_eq!(log.next_seq("t").unwrap(), StreamSeq(0));
     let u = log.read_stream("u").unwrap();
     assert_eq!(u.snapshot.unwrap().payload, &b"u-state"[..]);
     assert!(u.entries.is_empty());
@@ -111,7 +111,7 @@ fn rollover_across_many_small_segments_keeps_order() {
     }
     log.close().wait().unwrap();
     let log = common::open(dir.path());
-    assert_eq!(log.next_seq("one"), StreamSeq(400));
+    assert_eq!(log.next_seq("one").unwrap(), StreamSeq(400));
     assert!(log.read_stream("one").unwrap().entries.iter().all(|r| r.payload == payload));
 }
 

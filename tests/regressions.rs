@@ -20,7 +20,7 @@ fn spare_taken_while_ready_is_not_replaced_before_its_rename() {
     }
     log.close().wait().unwrap();
     let reopened = Log::open(dir.path(), common::small_options()).expect("every rolled-over segment is well formed");
-    assert_eq!(reopened.next_seq("s"), StreamSeq(600));
+    assert_eq!(reopened.next_seq("s").unwrap(), StreamSeq(600));
 }
 
 /// A clean-close marker whose fsync failed the Linux way stayed visible but
@@ -78,7 +78,7 @@ fn closing_again_without_writes_adds_no_marker() {
     assert_eq!(std::fs::metadata(&segments[0]).unwrap().len(), 8192);
     let frames = common::frame_offsets(&segments[0]);
     assert_eq!(frames.len(), 3, "two entries and one marker");
-    assert_eq!(common::open(dir.path()).next_seq("s"), StreamSeq(2));
+    assert_eq!(common::open(dir.path()).next_seq("s").unwrap(), StreamSeq(2));
 }
 
 /// Reads by cursor walk frames from an LSN checkpoint; after a reopen, new
@@ -318,12 +318,12 @@ fn a_snapshot_first_in_a_group_leaves_its_streams_state_for_the_rest_of_the_grou
             result.expect("every snapshot and append holds");
         }
     }
-    let appended = log.next_seq("s");
+    let appended = log.next_seq("s").unwrap();
     assert_eq!(appended, StreamSeq(3 + 20 * 16));
     log.close().wait().unwrap();
     drop(log);
     let reopened = Log::open(dir.path(), common::small_options()).expect("the log reopens");
-    assert_eq!(reopened.next_seq("s"), appended);
+    assert_eq!(reopened.next_seq("s").unwrap(), appended);
 }
 
 /// A close skipped the zero padding before its clean-close marker in the

@@ -77,7 +77,7 @@ fn reopening_a_cleanly_closed_log_writes_nothing_and_closing_it_only_the_state_f
         assert!(files(dir.path()) == before, "round {round}: opening a cleanly closed log changed its files");
         // Only the close marker is made durable again (see recovery.rs).
         assert!(log.recovery_report().tail_bytes_resynced <= 40, "{:?}", log.recovery_report());
-        assert_eq!(log.last_lsn(), Lsn(50));
+        assert_eq!(log.last_lsn().unwrap(), Lsn(50));
         log.close().wait().unwrap();
         drop(log);
         assert!(segments(files(dir.path())) == segments(before), "round {round}: closing changed a segment");
@@ -111,7 +111,7 @@ fn segments_double_from_one_mib_and_a_large_record_gets_a_segment_it_fits_in() {
     assert!(sizes[1] >= (5 << 20) + 64 + 40, "the large record's segment holds it: {sizes:?}");
     assert!(sizes.iter().all(|&len| len <= 8 << 20), "{sizes:?}");
     let reopened = Log::open(dir.path(), options()).unwrap();
-    assert_eq!(reopened.next_seq("s"), annals::StreamSeq(42));
+    assert_eq!(reopened.next_seq("s").unwrap(), annals::StreamSeq(42));
     drop(reopened);
 
     let empty_first = tempfile::tempdir().unwrap();

@@ -112,7 +112,9 @@ pub fn run(args: &LoadArgs) -> Result<Outcome, Failure> {
     let appended = runtime.block_on(append_all(&workload, args.concurrency));
     let seconds = started.elapsed().as_secs_f64();
     workload.progress.finish_and_clear();
-    let last_lsn = workload.log.last_lsn();
+    // The log is open until the close below: a handle that is not closed
+    // always has a last LSN.
+    let last_lsn = workload.log.last_lsn()?;
     let closed = workload.log.close().wait();
     let (latencies, failure) = appended;
     let records = latencies.len();

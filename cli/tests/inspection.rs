@@ -50,7 +50,7 @@ fn annals_verify_and_dump_beside_a_live_writer_work_and_do_not_disturb_it() {
     };
     let mut dumps = Vec::new();
     for _ in 0..3 {
-        let acked = log.last_lsn().0;
+        let acked = log.last_lsn().unwrap().0;
         let out = run_annals(&["verify", path(dir.path()), "--json"]);
         assert_eq!(out.status.code(), Some(0), "verify beside a writer: {}{}", text(&out.stdout), text(&out.stderr));
         let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -58,7 +58,7 @@ fn annals_verify_and_dump_beside_a_live_writer_work_and_do_not_disturb_it() {
         let corruption = verified["problems"].as_array().unwrap().iter().filter(|p| p["kind"] == "corruption").count();
         assert_eq!(corruption, 0, "{verified}");
 
-        let acked = log.last_lsn().0;
+        let acked = log.last_lsn().unwrap().0;
         let out = run_annals(&["dump", path(dir.path())]);
         assert!(out.status.success(), "dump beside a writer: {}", text(&out.stderr));
         let lines = dump_lines(&out);

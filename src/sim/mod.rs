@@ -241,6 +241,13 @@ fn fail<T>(property: &'static str, detail: impl Into<String>) -> Result<T, SimFa
 
 /// A simulated file-system call that the simulator itself made failed: a
 /// bug in the simulator, not in the engine.
+/// The LSN an open log hands out next.
+fn next_lsn_of(log: &Log) -> Result<u64, SimFailure> {
+    log.last_lsn()
+        .map(|last| last.0 + 1)
+        .map_err(|e| SimFailure { property: "simulator", detail: format!("last lsn: {e}") })
+}
+
 fn sim_error(what: &str, error: std::io::Error) -> SimFailure {
     SimFailure { property: "simulator", detail: format!("{what}: {error}") }
 }
@@ -822,7 +829,7 @@ impl Simulation {
     /// Property 11 after an open: the log goes on past every LSN ever
     /// acknowledged, so none of them can be handed out again.
     fn check_resume(&mut self, log: &Log, what: &str) -> Result<u64, SimFailure> {
-        let resume = log.last_lsn().0 + 1;
+        let resume = next_lsn_of(log)?;
         if let Some((&highest, record)) = self.acknowledged.last_key_value()
             && resume <= highest
         {
@@ -1700,7 +1707,7 @@ impl Simulation {
             "recovered {} records, acknowledged {}, last lsn {}, report {:?}",
             recovered.len(),
             self.model.records.len(),
-            log.last_lsn().0,
+            log.last_lsn().map_or(0, |lsn| lsn.0),
             log.recovery_report()
         );
         let acknowledged = &self.model.records;
@@ -1749,17 +1756,18 @@ impl Simulation {
             if read_everything(&log)? != self.live(&records) {
                 return fail("4 stability", format!("a second crash ({}) with no writes changed the log", mode.name()));
             }
-            if log.last_lsn().0 + 1 < resume {
+            let next = next_lsn_of(&log)?;
+            if next < resume {
                 return fail(
                     "4 stability",
                     format!(
                         "a second crash ({}) with no writes moved the next lsn back from {resume} to {}",
                         mode.name(),
-                        log.last_lsn().0 + 1
+                        next
                     ),
                 );
             }
-            self.model.resume = log.last_lsn().0 + 1;
+            self.model.resume = next;
             self.log = Some(log);
             self.fs = again;
             return Ok(());
@@ -1841,7 +1849,7 @@ impl Simulation {
                     ),
                 );
             }
-            if log.next_seq(name) != StreamSeq(want.next()) {
+            if log.next_seq(name).ok() != Some(StreamSeq(want.next())) {
                 return fail("5 index", "a stream's next sequence differs from the model");
             }
             if want.start > 0

@@ -173,10 +173,11 @@ impl Backend for Log {
 
     fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
         let streams = Log::streams(self, prefix)
-            .into_iter()
-            .map(|(id, next)| (String::from_utf8_lossy(&id).into_owned(), next.0))
-            .collect();
-        std::future::ready(Ok(streams))
+            .map(|streams| {
+                streams.into_iter().map(|(id, next)| (String::from_utf8_lossy(&id).into_owned(), next.0)).collect()
+            })
+            .map_err(StoreError::Backend);
+        std::future::ready(streams)
     }
 
     fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
