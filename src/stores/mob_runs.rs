@@ -358,10 +358,12 @@ impl<B: Backend> MobRuns<B> {
                 None => None,
             });
         }
-        let mut names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
-        for write in writes {
-            if !names.contains(&write.name.as_str()) {
-                names.push(&write.name);
+        // Each document once: one planned operation (and one guard) per
+        // stream, however often `expected` names it.
+        let mut names: Vec<&str> = Vec::with_capacity(expected.len() + writes.len());
+        for name in expected.iter().map(|e| e.name.as_str()).chain(writes.iter().map(|w| w.name.as_str())) {
+            if !names.contains(&name) {
+                names.push(name);
             }
         }
         for _ in 0..ATTEMPTS_MAX {

@@ -1,0 +1,150 @@
+//! Review of the mob stores (issue 10 point 7) on the embedded log: CAS
+//! edge cases, decode errors, and event polling and pruning at the edges.
+//! Each test names the behaviour it holds; the ones a bug was found with
+//! say so.
+
+use std::sync::Arc;
+
+use annals::stores::mob_events::{MobEvents, NewMobEvent};
+use annals::stores::mob_runs::{DocumentExpectation, DocumentWrite, MobRuns, RUN_DOCUMENT, Versioned};
+use annals::stores::mob_specs::MobSpecs;
+use annals::stores::{Cursor, StoreError};
+use annals::{Expectation, Log, Options};
+
+fn run<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+fn open(dir: &std::path::Path) -> Arc<Log> {
+    Arc::new(Log::open(dir, Options::default()).unwrap())
+}
+
+fn expect(name: &str, revision: u64) -> DocumentExpectation {
+    DocumentExpectation { name: name.into(), revision }
+}
+
+fn put(name: &str, value: u32) -> DocumentWrite<u32> {
+    DocumentWrite { name: name.into(), value: Some(value) }
+}
+
+/// A document named twice in `expected` (with the same revision) and
+/// written: the expectations hold, so the write lands once, with one
+/// revision back per write. Found in review: each repeated name planned
+/// its write again, so the batch appended twice under one guard, always
+/// conflicted with itself, and the call failed with `Contention`.
+#[test]
+fn multi_document_cas_with_a_document_expected_twice_writes_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = MobRuns::new(open(dir.path()));
+    run(async {
+        runs.create_run("r", &0u32).await.unwrap();
+        let written = runs
+            .cas_documents("r", &[expect("frame", 0), expect(RUN_DOCUMENT, 1), expect("frame", 0)], &[put("frame", 7)])
+            .await
+            .unwrap();
+        assert_eq!(written, Some(vec![1]));
+        assert_eq!(runs.get_document::<u32>("r", "frame").await.unwrap(), Some(Versioned { value: 7, revision: 1 }));
+        // Named twice with two different revisions: one of them cannot hold.
+        let refused = runs.cas_documents("r", &[expect("frame", 1), expect("frame", 2)], &[put("frame", 8)]).await;
+        assert_eq!(refused.unwrap(), None);
+        let refused = runs.cas_documents("r", &[expect("frame", 2), expect("frame", 1)], &[put("frame", 8)]).await;
+        assert_eq!(refused.unwrap(), None);
+        assert_eq!(
+            runs.get_document::<u32>("r", "frame").await.unwrap(),
+            Some(Versioned { value: 7, revision: 1 }),
+            "nothing written"
+        );
+    });
+}
+
+/// CAS on a run that does not exist answers `false` and creates nothing.
+#[test]
+fn run_cas_on_a_missing_run_is_false_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let runs = MobRuns::new(log.clone());
+    run(async {
+        assert!(!runs.update_run_if::<u32>("nope", |_| true, |v| *v += 1).await.unwrap());
+        assert!(runs.get_run::<u32>("nope").await.unwrap().is_none());
+        assert!(log.streams("").unwrap().is_empty(), "{:?}", log.streams(""));
+        let error = runs.append_step("nope", &1u32).await.unwrap_err();
+        assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+        let error = runs.put_step_output("nope", "s", &1u32).await.unwrap_err();
+        assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+        assert!(log.streams("").unwrap().is_empty(), "{:?}", log.streams(""));
+    });
+}
+
+/// An event that does not decode is a typed error naming its stream and
+/// sequence, from `poll`, `replay_all` and `prune`; the events before it
+/// still poll.
+#[test]
+fn an_event_that_does_not_decode_is_a_typed_error_naming_stream_and_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let events: MobEvents<Log, u32> = MobEvents::new(log.clone());
+    run(async {
+        let first = events.append(NewMobEvent { event: 1, timestamp_ms: Some(1) }).await.unwrap();
+        log.append("mob-events", Expectation::Any, &b"not msgpack"[..]).wait().unwrap();
+        let polled = events.poll(Cursor::START, 1).await.unwrap();
+        assert_eq!(polled.len(), 1);
+        for error in [
+            events.poll(first.cursor, 10).await.unwrap_err(),
+            events.replay_all().await.unwrap_err(),
+            events.prune(u64::MAX).await.unwrap_err(),
+        ] {
+            assert!(matches!(&error, StoreError::Decode { stream, seq: 1, .. } if stream == "mob-events"), "{error}");
+        }
+        assert_eq!(events.poll(Cursor::START, 0).await.unwrap(), []);
+    });
+}
+
+/// A spec id or namespace with `/`, `%` or `@` stays in its own streams:
+/// specs of one namespace are not listed in another, nor in the default.
+#[test]
+fn spec_namespaces_and_ids_do_not_reach_into_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let plain: MobSpecs<Log, String> = MobSpecs::new(log.clone());
+    let a: MobSpecs<Log, String> = MobSpecs::in_namespace(log.clone(), "a");
+    let a_slash: MobSpecs<Log, String> = MobSpecs::in_namespace(log.clone(), "a/b");
+    run(async {
+        plain.put_spec("x", &"plain".to_owned(), Some(0)).await.unwrap();
+        a.put_spec("b/x", &"a".to_owned(), Some(0)).await.unwrap();
+        a_slash.put_spec("x", &"a/b".to_owned(), Some(0)).await.unwrap();
+        a.put_spec("@a/x", &"at".to_owned(), Some(0)).await.unwrap();
+        assert_eq!(plain.list_specs().await.unwrap(), ["x"]);
+        assert_eq!(a.list_specs().await.unwrap(), ["@a/x", "b/x"]);
+        assert_eq!(a_slash.list_specs().await.unwrap(), ["x"]);
+        assert_eq!(a_slash.get_spec("x").await.unwrap(), Some(("a/b".to_owned(), 1)));
+        let error = a.put_spec("b/x", &"again".to_owned(), Some(0)).await.unwrap_err();
+        assert!(matches!(&error, StoreError::RevisionConflict { expected: Some(0), actual: 1, .. }), "{error}");
+        assert!(!a.delete_spec("missing", Some(3)).await.unwrap());
+        let error = a.delete_spec("b/x", Some(2)).await.unwrap_err();
+        assert!(matches!(&error, StoreError::RevisionConflict { expected: Some(2), actual: 1, .. }), "{error}");
+        assert!(a.delete_spec("b/x", Some(1)).await.unwrap());
+        assert_eq!(a.list_specs().await.unwrap(), ["@a/x"]);
+    });
+}
+
+/// `prune(older_than)` counts what it removed: a second prune with the
+/// same bound removes and counts nothing, and the count across prunes is
+/// the number of events gone.
+#[test]
+fn event_prune_counts_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: MobEvents<Log, u32> = MobEvents::new(open(dir.path()));
+    run(async {
+        for n in 0..10u32 {
+            events.append(NewMobEvent { event: n, timestamp_ms: Some(100 + u64::from(n)) }).await.unwrap();
+        }
+        assert_eq!(events.prune(105).await.unwrap(), 5);
+        assert_eq!(events.prune(105).await.unwrap(), 0);
+        assert_eq!(events.prune(0).await.unwrap(), 0);
+        assert_eq!(events.prune(u64::MAX).await.unwrap(), 5);
+        assert_eq!(events.replay_all().await.unwrap(), []);
+        assert_eq!(events.prune(u64::MAX).await.unwrap(), 0);
+        let next = events.append(NewMobEvent { event: 99, timestamp_ms: None }).await.unwrap();
+        assert_eq!(events.poll(Cursor::START, 10).await.unwrap(), [next]);
+    });
+}
