@@ -3,12 +3,13 @@
 //! Each test names the behaviour it holds; the ones a bug was found with
 //! say so.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use annals::stores::mob_events::{MobEvents, NewMobEvent};
-use annals::stores::mob_runs::{DocumentExpectation, DocumentWrite, MobRuns, RUN_DOCUMENT, Versioned};
+use annals::stores::mob_runs::{DocumentExpectation, DocumentWrite, MobRuns, RUN_DOCUMENT, RUN_SCHEMA, Versioned};
 use annals::stores::mob_specs::MobSpecs;
-use annals::stores::{Cursor, StoreError};
+use annals::stores::{Backend, Committed, Cursor, Entry, StoreError, StoreOp, StreamContents};
 use annals::{Expectation, Log, Options};
 
 fn run<F: std::future::Future>(future: F) -> F::Output {
@@ -146,5 +147,78 @@ fn event_prune_counts_each_event_once() {
         assert_eq!(events.prune(u64::MAX).await.unwrap(), 0);
         let next = events.append(NewMobEvent { event: 99, timestamp_ms: None }).await.unwrap();
         assert_eq!(events.poll(Cursor::START, 10).await.unwrap(), [next]);
+    });
+}
+
+/// The log as a backend, that runs `after_listing` (once) right after it
+/// lists streams and before it answers: another writer's commit landing
+/// between a store's listing and its commit, with no race to arrange.
+struct ListingRace {
+    log: Arc<Log>,
+    after_listing: std::sync::Mutex<Option<Box<dyn FnOnce(&Log) + Send>>>,
+}
+
+impl Backend for ListingRace {
+    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
+        Backend::commit(&*self.log, ops)
+    }
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
+        Backend::read(&*self.log, stream)
+    }
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_range(&*self.log, stream, from, limit)
+    }
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_stream_after(&*self.log, stream, after, limit)
+    }
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        let listed = Backend::streams(&*self.log, prefix);
+        let log = self.log.clone();
+        let after_listing = self.after_listing.lock().unwrap().take();
+        async move {
+            let listed = listed.await;
+            if let Some(after_listing) = after_listing {
+                after_listing(&log);
+            }
+            listed
+        }
+    }
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_after(&*self.log, after, limit)
+    }
+}
+
+/// `delete_run` forgets every stream of the run, also one that another
+/// writer created after the run's streams were listed (here the first
+/// step of its ledger). Found in review: the clear covered only the
+/// streams listed, so that step outlived the delete and showed in the
+/// ledger of a run created again under the same id.
+#[test]
+fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let racing = Arc::new(ListingRace { log: log.clone(), after_listing: std::sync::Mutex::new(None) });
+    let runs = MobRuns::new(racing.clone());
+    run(async {
+        runs.create_run("r", &1u32).await.unwrap();
+        *racing.after_listing.lock().unwrap() = Some(Box::new(|log: &Log| {
+            let stream = "mob-run/r/steps";
+            let payload = annals::stores::codec::encode(stream, RUN_SCHEMA, &"late step").unwrap();
+            log.append(stream, Expectation::Any, payload).wait().unwrap();
+        }));
+        assert!(runs.delete_run("r").await.unwrap());
+        assert!(log.streams("mob-run/r/").unwrap().is_empty(), "{:?}", log.streams("mob-run/r/"));
+        runs.create_run("r", &2u32).await.unwrap();
+        assert_eq!(runs.step_ledger::<String>("r").await.unwrap(), Vec::<String>::new());
     });
 }
