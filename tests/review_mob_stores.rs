@@ -150,12 +150,16 @@ fn event_prune_counts_each_event_once() {
     });
 }
 
+type Hook = std::sync::Mutex<Option<Box<dyn FnOnce(&Log) + Send>>>;
+
 /// The log as a backend, that runs `after_listing` (once) right after it
-/// lists streams and before it answers: another writer's commit landing
-/// between a store's listing and its commit, with no race to arrange.
+/// lists streams and before it answers, and `after_reading` right after
+/// it reads a stream's tail: another writer's commit landing between a
+/// store's read and its commit, with no race to arrange.
 struct ListingRace {
     log: Arc<Log>,
-    after_listing: std::sync::Mutex<Option<Box<dyn FnOnce(&Log) + Send>>>,
+    after_listing: Hook,
+    after_reading: Hook,
 }
 
 impl Backend for ListingRace {
@@ -179,7 +183,16 @@ impl Backend for ListingRace {
         after: Cursor,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
-        Backend::read_stream_after(&*self.log, stream, after, limit)
+        let read = Backend::read_stream_after(&*self.log, stream, after, limit);
+        let log = self.log.clone();
+        let after_reading = self.after_reading.lock().unwrap().take();
+        async move {
+            let read = read.await;
+            if let Some(after_reading) = after_reading {
+                after_reading(&log);
+            }
+            read
+        }
     }
     fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
         let listed = Backend::streams(&*self.log, prefix);
@@ -207,7 +220,8 @@ impl Backend for ListingRace {
 fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    let racing = Arc::new(ListingRace { log: log.clone(), after_listing: std::sync::Mutex::new(None) });
+    let racing =
+        Arc::new(ListingRace { log: log.clone(), after_listing: Hook::default(), after_reading: Hook::default() });
     let runs = MobRuns::new(racing.clone());
     run(async {
         runs.create_run("r", &1u32).await.unwrap();
@@ -220,5 +234,39 @@ fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
         assert!(log.streams("mob-run/r/").unwrap().is_empty(), "{:?}", log.streams("mob-run/r/"));
         runs.create_run("r", &2u32).await.unwrap();
         assert_eq!(runs.step_ledger::<String>("r").await.unwrap(), Vec::<String>::new());
+    });
+}
+
+/// Two prunes racing with one bound remove each event once, and their
+/// counts add up to the events removed. Found in review, not fixed: each
+/// prune counts what it read before its commit, and a prune of the
+/// backend seam neither says how many it removed nor can be guarded on
+/// the stream's first live sequence, so a prune that another one
+/// overtook between its read and its commit reports the events again
+/// (here 5 + 5 for 5 removed). A fix: the seam reports or guards the
+/// floor (src/stores/backend.rs, log_backend.rs), or the store moves a
+/// guarded marker stream in each prune and clear commit so that racing
+/// ones conflict and count again (a layout change to the event store).
+#[test]
+#[ignore = "review: racing event prunes both count the same events; the seam cannot report or guard the prune floor"]
+fn racing_event_prunes_count_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let racing =
+        Arc::new(ListingRace { log: log.clone(), after_listing: Hook::default(), after_reading: Hook::default() });
+    let events: MobEvents<ListingRace, u32> = MobEvents::new(racing.clone());
+    run(async {
+        for n in 0..10u32 {
+            events.append(NewMobEvent { event: n, timestamp_ms: Some(100 + u64::from(n)) }).await.unwrap();
+        }
+        // The other prune, as the store would commit it for the same bound.
+        *racing.after_reading.lock().unwrap() = Some(Box::new(|log: &Log| {
+            let other: MobEvents<Log, u32> = MobEvents::new(Arc::new(log.clone()));
+            let counted = std::thread::scope(|scope| scope.spawn(|| run(other.prune(105))).join());
+            assert_eq!(counted.unwrap().unwrap(), 5);
+        }));
+        let counted = events.prune(105).await.unwrap();
+        assert_eq!(events.replay_all().await.unwrap().len(), 5);
+        assert_eq!(counted, 0, "the other prune removed those 5 events");
     });
 }
