@@ -277,3 +277,26 @@ fn records_only_the_close_made_durable_are_delivered_after_the_reopen() {
     log.close().wait().unwrap();
     assert!(matches!(resumed.next(), Some(Err(Error::Closed))), "and nothing more");
 }
+
+/// A subscription and a reader from a cursor inside a multi-record batch
+/// deliver the rest of the batch, nothing before it, each record once.
+#[test]
+fn a_cursor_inside_a_batch_resumes_with_the_rest_of_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let batch = annals::Batch::new()
+        .append("a", Expectation::Any, &b"0"[..])
+        .append("b", Expectation::Any, &b"1"[..])
+        .append("a", Expectation::Any, &b"2"[..])
+        .append("c", Expectation::Any, &b"3"[..]);
+    let acks = log.commit(batch).wait().unwrap();
+    log.append("a", Expectation::Any, &b"4"[..]).wait().unwrap();
+    let mut subscription = log.subscribe(acks[1].lsn).unwrap();
+    let got: Vec<Record> = (&mut subscription).take(3).map(Result::unwrap).collect();
+    assert_eq!(payloads(&got), ["2", "3", "4"]);
+    log.close().wait().unwrap();
+    let reader = LogReader::open(dir.path()).unwrap();
+    let mut out = Vec::new();
+    reader.read_durable(acks[1].lsn, &mut out).unwrap();
+    assert_eq!(payloads(&out), ["2", "3", "4"]);
+}
