@@ -162,6 +162,20 @@ struct ListingRace {
     after_reading: Hook,
 }
 
+/// `answer`, with `hook` (if still set) run once it is ready and before
+/// it is returned.
+fn then_run<T>(hook: &Hook, log: &Arc<Log>, answer: impl Future<Output = T> + Send) -> impl Future<Output = T> + Send {
+    let log = log.clone();
+    let hook = hook.lock().unwrap().take();
+    async move {
+        let answer = answer.await;
+        if let Some(hook) = hook {
+            hook(&log);
+        }
+        answer
+    }
+}
+
 impl Backend for ListingRace {
     fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
         Backend::commit(&*self.log, ops)
@@ -183,28 +197,11 @@ impl Backend for ListingRace {
         after: Cursor,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
-        let read = Backend::read_stream_after(&*self.log, stream, after, limit);
-        let log = self.log.clone();
-        let after_reading = self.after_reading.lock().unwrap().take();
-        async move {
-            let read = read.await;
-            if let Some(after_reading) = after_reading {
-                after_reading(&log);
-            }
-            read
-        }
+        then_run(&self.after_reading, &self.log, Backend::read_stream_after(&*self.log, stream, after, limit))
     }
+
     fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
-        let listed = Backend::streams(&*self.log, prefix);
-        let log = self.log.clone();
-        let after_listing = self.after_listing.lock().unwrap().take();
-        async move {
-            let listed = listed.await;
-            if let Some(after_listing) = after_listing {
-                after_listing(&log);
-            }
-            listed
-        }
+        then_run(&self.after_listing, &self.log, Backend::streams(&*self.log, prefix))
     }
     fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
         Backend::read_after(&*self.log, after, limit)

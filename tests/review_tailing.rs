@@ -6,12 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use annals::fs::{DirLock, File, FileSystem, LockMode, RealFs};
 use annals::{Durability, Error, Expectation, Log, LogReader, Lsn, Options, Record};
 
 /// Every durable record the reader sees after `after`, through `refresh`
@@ -163,46 +161,6 @@ fn a_clone_of_a_closed_log_answers_closed_for_cursors_and_subscriptions() {
     assert!(matches!(clone.list_streams(""), Err(Error::Closed)));
 }
 
-/// The real file system, where the next segment file opened is not found
-/// once `vanish` is set: a segment listed and then removed before it was
-/// opened, as a writer's compaction or retention does under a reader
-/// (the file is still there when the reader lists the directory again,
-/// which a test can arrange with no race).
-#[derive(Debug, Default, Clone)]
-struct VanishingFs {
-    vanish: Arc<AtomicBool>,
-}
-
-impl FileSystem for VanishingFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        RealFs.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        RealFs.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
-        RealFs.create(path)
-    }
-    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
-        if path.extension().is_some_and(|extension| extension == "seg") && self.vanish.swap(false, Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "removed after it was listed"));
-        }
-        RealFs.open(path, writable)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealFs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealFs.sync_dir(dir)
-    }
-    fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
-        RealFs.lock(dir, mode)
-    }
-}
-
 fn file_names(dir: &Path) -> BTreeSet<String> {
     common::segment_files(dir).iter().map(|path| path.file_name().unwrap().to_str().unwrap().to_owned()).collect()
 }
@@ -213,6 +171,8 @@ fn file_names(dir: &Path) -> BTreeSet<String> {
 /// `LogReader::open` failed with `Io` (no such file), which ended `annals
 /// tail --follow` with exit code 3 beside any compacting writer (12
 /// failures in 400,000 refreshes beside a writer compacting in a loop).
+/// The file system loses the next segment opened, once: the file is still
+/// there when the reader lists the directory again, so there is no race.
 #[test]
 fn a_log_reader_reads_again_when_a_listed_segment_is_removed_before_it_opens_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +183,7 @@ fn a_log_reader_reads_again_when_a_listed_segment_is_removed_before_it_opens_it(
         payload.resize(700, b'.');
         log.append(stream, Expectation::Any, payload).wait().unwrap();
     }
-    let fs = VanishingFs::default();
+    let fs = common::FaultyFs::default();
     let options = Options { file_system: Arc::new(fs.clone()), ..Options::default() };
     let mut reader = LogReader::open_with(dir.path(), &options).unwrap();
     let (mut after, mut seen) = (Lsn::ZERO, Vec::new());
@@ -236,13 +196,13 @@ fn a_log_reader_reads_again_when_a_listed_segment_is_removed_before_it_opens_it(
     log.append("live", Expectation::Any, &b"after the compaction"[..]).wait().unwrap();
     log.close().wait().unwrap();
 
-    fs.vanish.store(true, Ordering::SeqCst);
+    fs.faults.vanish_next_segment_open.store(true, Ordering::SeqCst);
     follow(&mut reader, &mut after, &mut seen);
     let live = log_payloads_of(&seen, "live");
     assert_eq!(live.last().map(String::as_str), Some("after the compaction"));
     assert_eq!(live.len(), 16, "{live:?}");
 
-    fs.vanish.store(true, Ordering::SeqCst);
+    fs.faults.vanish_next_segment_open.store(true, Ordering::SeqCst);
     let reader = LogReader::open_with(dir.path(), &options).unwrap();
     assert_eq!(reader.streams("").len(), 1);
 }
