@@ -267,3 +267,25 @@ fn racing_event_prunes_count_each_event_once() {
         assert_eq!(counted, 0, "the other prune removed those 5 events");
     });
 }
+
+/// `poll` from the cursor of an event inside a batch returns the rest of
+/// the batch and what follows, each once; an empty batch writes nothing;
+/// a batch with one event over the backend's limits writes none of it.
+#[test]
+fn poll_from_inside_a_batch_and_batches_at_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options { record_bytes_max: 4096, ..Options::default() }).unwrap());
+    let events: MobEvents<Log, String> = MobEvents::new(log.clone());
+    let new = |text: &str| NewMobEvent { event: text.to_owned(), timestamp_ms: None };
+    run(async {
+        assert_eq!(events.append_batch(Vec::new()).await.unwrap(), []);
+        let batch = events.append_batch(["a", "b", "c", "d"].map(new).to_vec()).await.unwrap();
+        events.append(new("e")).await.unwrap();
+        let rest: Vec<String> =
+            events.poll(batch[1].cursor, 10).await.unwrap().into_iter().map(|event| event.event).collect();
+        assert_eq!(rest, ["c", "d", "e"]);
+        let error = events.append_batch(vec![new("f"), new(&"x".repeat(8192))]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Backend(_)), "{error}");
+        assert_eq!(events.replay_all().await.unwrap().len(), 5, "nothing of the refused batch");
+    });
+}
