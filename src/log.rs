@@ -1070,6 +1070,28 @@ fn reader_durable_end(index: &Index) -> Lsn {
     index.last_durable_lsn().max(sealed_end).min(index.next_lsn())
 }
 
+/// How often a read-only open reads the log again when a segment file it
+/// listed was gone when it opened it (a writer removed it meanwhile).
+const READ_ONLY_OPEN_ATTEMPTS_MAX: usize = 16;
+
+/// A read-only recovery, made again while it fails on a segment file it
+/// listed and then did not find: beside a live writer, one its compaction
+/// or retention removed meanwhile, a change to read again (a file missing
+/// for good fails every attempt).
+fn recover_read_only(recover: impl Fn() -> Result<Recovered>) -> Result<Recovered> {
+    let mut attempts = 1;
+    loop {
+        match recover() {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempts < READ_ONLY_OPEN_ATTEMPTS_MAX =>
+            {
+                attempts += 1;
+            }
+            recovered => return recovered,
+        }
+    }
+}
+
 /// A stream as [`Log::list_streams`] lists it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StreamInfo {
@@ -1228,13 +1250,15 @@ impl LogReader {
     pub fn open_scanning(dir: impl AsRef<Path>, options: &Options) -> Result<LogReader> {
         let dir = dir.as_ref();
         let fs = &*options.file_system;
-        let Recovered { index, report, problems, .. } = crate::recovery::recover_with(
-            fs,
-            dir,
-            Access::ReadOnly,
-            RecoveryMode::Strict,
-            crate::recovery::ImagePolicy::Ignore,
-        )?;
+        let Recovered { index, report, problems, .. } = recover_read_only(|| {
+            crate::recovery::recover_with(
+                fs,
+                dir,
+                Access::ReadOnly,
+                RecoveryMode::Strict,
+                crate::recovery::ImagePolicy::Ignore,
+            )
+        })?;
         Ok(LogReader { index, report, problems, dir: dir.to_owned(), fs: options.file_system.clone() })
     }
 
@@ -1250,7 +1274,8 @@ impl LogReader {
             tracing::info_span!(target: "annals::open", "open", dir = %dir.display(), access = "read-only").entered();
         let started = std::time::Instant::now();
         let fs = &*options.file_system;
-        let Recovered { index, report, problems, .. } = recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict)?;
+        let Recovered { index, report, problems, .. } =
+            recover_read_only(|| recover(fs, dir, Access::ReadOnly, RecoveryMode::Strict))?;
         crate::telemetry::recovered("read-only", &report, started.elapsed());
         Ok(LogReader { index, report, problems, dir: dir.to_owned(), fs: options.file_system.clone() })
     }
@@ -1290,7 +1315,12 @@ impl LogReader {
             // before this one was published: every frame of it is there now.
             self.apply_new_frames();
             let path = self.dir.join(name);
-            let file = self.fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+            let file = match self.fs.open(&path, false) {
+                Ok(file) => file,
+                // Removed since it was listed: the log is read again.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(error) => return Err(Error::io("open", &path, error)),
+            };
             let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
             let Ok(header) = SegmentHeader::decode(&map.slice(0, SEGMENT_HEADER_BYTES.min(map.len()))) else {
                 return Ok(false);

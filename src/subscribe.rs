@@ -14,7 +14,9 @@
 //!   covers it has returned: the writer publishes a *durable end* after each
 //!   one (and at open, where everything recovered is durable). A log
 //!   written only with `Flush` delivers at its next sync: a `Sync` append,
-//!   a `Periodic` deadline, a rollover, a compaction or the close.
+//!   a `Periodic` deadline, a rollover or a compaction. The close syncs
+//!   too, but it ends subscriptions: what only the close made durable is
+//!   delivered by a subscription from the same cursor after the reopen.
 //! - **Gap-free, exactly once, in order.** Every live record in
 //!   `(after, durable end]` is delivered once, in LSN order, read through
 //!   the index in batches of at most [`BATCH_RECORDS_MAX`] records (nothing

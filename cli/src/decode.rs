@@ -7,7 +7,8 @@
 //! payload is shown as its bytes, escaped. A payload that starts like one of
 //! the two but does not decode is reported on its record, with the reason
 //! and its bytes; nothing in a payload can make this panic or allocate more
-//! than the payload's size.
+//! than the values the payload holds (memory grows with each value read,
+//! every one at least a byte of it).
 //!
 //! MessagePack is shown as JSON this way: nil, booleans, integers, strings,
 //! arrays and maps as themselves (a map key that is not a string as its
@@ -224,10 +225,14 @@ impl<'a> Reader<'a> {
     }
 
     /// `len` values; each takes at least a byte, so a length larger than
-    /// what is left fails before anything is allocated for it.
+    /// what is left fails before anything is read. Nothing is reserved for
+    /// the values claimed: the list grows with the values read, so that
+    /// nested lists each claiming every byte left (one reservation per
+    /// level, of about 70 bytes a value) cannot reserve more than the
+    /// values the payload holds.
     fn list(&mut self, len: usize, depth: usize) -> Result<Value, String> {
         self.check_room(len)?;
-        let mut items = Vec::with_capacity(len);
+        let mut items = Vec::new();
         for _ in 0..len {
             items.push(self.value(depth + 1)?);
         }

@@ -22,7 +22,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (verify: the log is clean; a torn tail that opening would cut is not corruption)
-  1    corruption found: verify or stats found damage, or dump, load or compact refused a damaged log
+  1    corruption found: verify or stats found damage, or dump, load, compact or tail refused a damaged log
   2    usage error: an unknown command or flag, a missing or invalid value, arguments that cannot work together
   3    runtime failure: the log could not be read or written (no such directory, not an Annals log,
        no permission, an I/O error, a log locked by another process, a full disk)

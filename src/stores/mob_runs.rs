@@ -358,10 +358,12 @@ impl<B: Backend> MobRuns<B> {
                 None => None,
             });
         }
-        let mut names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
-        for write in writes {
-            if !names.contains(&write.name.as_str()) {
-                names.push(&write.name);
+        // Each document once: one planned operation (and one guard) per
+        // stream, however often `expected` names it.
+        let mut names: Vec<&str> = Vec::with_capacity(expected.len() + writes.len());
+        for name in expected.iter().map(|e| e.name.as_str()).chain(writes.iter().map(|w| w.name.as_str())) {
+            if !names.contains(&name) {
+                names.push(name);
             }
         }
         for _ in 0..ATTEMPTS_MAX {
@@ -559,20 +561,31 @@ impl<B: Backend> MobRuns<B> {
     }
 
     /// Forgets the run: every stream of it is deleted through the backend
-    /// (which reclaims their space), in one atomic commit. Returns `false`
+    /// (which reclaims their space), in one atomic commit, then any stream
+    /// another writer started while they were listed. Returns `false`
     /// if the run had nothing. A run created again afterwards starts over,
     /// its revisions from 1: delete a run only once nothing holds a
     /// revision of it.
     ///
     /// # Errors
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Contention`] if other writers kept starting streams of
+    /// the run as it cleared them; [`StoreError::Backend`].
     pub async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
-        let streams = self.backend.streams(&self.run_prefix(run_id)).await?;
-        if streams.is_empty() {
-            return Ok(false);
+        let prefix = self.run_prefix(run_id);
+        let mut deleted = false;
+        for _ in 0..ATTEMPTS_MAX {
+            // A stream another writer started after the listing (a first
+            // step, a first output) outlives the clear: list again. Once the
+            // run document is cleared, no ledger or output write planned
+            // before lands (each checks the run document in its commit).
+            let streams = self.backend.streams(&prefix).await?;
+            if streams.is_empty() {
+                return Ok(deleted);
+            }
+            let ops = streams.into_iter().map(|(stream, _)| StoreOp::clear(stream, Expect::Any)).collect();
+            self.backend.commit(ops).await?;
+            deleted = true;
         }
-        let ops = streams.into_iter().map(|(stream, _)| StoreOp::clear(stream, Expect::Any)).collect();
-        self.backend.commit(ops).await?;
-        Ok(true)
+        Err(StoreError::Contention { stream: prefix, attempts: ATTEMPTS_MAX })
     }
 }

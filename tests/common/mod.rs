@@ -97,6 +97,10 @@ pub struct Faults {
     pub fail_dir_sync_number: AtomicU64,
     pub syncs: AtomicU64,
     pub dir_syncs: AtomicU64,
+    /// The next segment file opened is not found (once): one listed and
+    /// then removed before it was opened, as a writer's compaction or
+    /// retention does under a reader.
+    pub vanish_next_segment_open: AtomicBool,
 }
 
 /// The real file system, failing what [`Faults`] says.
@@ -141,6 +145,11 @@ impl FileSystem for FaultyFs {
         Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone() }))
     }
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
+        if path.extension().is_some_and(|extension| extension == "seg")
+            && self.faults.vanish_next_segment_open.swap(false, Ordering::SeqCst)
+        {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "injected: removed after it was listed"));
+        }
         Ok(Arc::new(FaultyFile { inner: RealFs.open(path, writable)?, fs: self.faults.clone() }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -1,0 +1,291 @@
+//! Review of the mob stores (issue 10 point 7) on the embedded log: CAS
+//! edge cases, decode errors, and event polling and pruning at the edges.
+//! Each test names the behaviour it holds; the ones a bug was found with
+//! say so.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use annals::stores::mob_events::{MobEvents, NewMobEvent};
+use annals::stores::mob_runs::{DocumentExpectation, DocumentWrite, MobRuns, RUN_DOCUMENT, RUN_SCHEMA, Versioned};
+use annals::stores::mob_specs::MobSpecs;
+use annals::stores::{Backend, Committed, Cursor, Entry, StoreError, StoreOp, StreamContents};
+use annals::{Expectation, Log, Options};
+
+fn run<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+fn open(dir: &std::path::Path) -> Arc<Log> {
+    Arc::new(Log::open(dir, Options::default()).unwrap())
+}
+
+fn expect(name: &str, revision: u64) -> DocumentExpectation {
+    DocumentExpectation { name: name.into(), revision }
+}
+
+fn put(name: &str, value: u32) -> DocumentWrite<u32> {
+    DocumentWrite { name: name.into(), value: Some(value) }
+}
+
+/// A document named twice in `expected` (with the same revision) and
+/// written: the expectations hold, so the write lands once, with one
+/// revision back per write. Found in review: each repeated name planned
+/// its write again, so the batch appended twice under one guard, always
+/// conflicted with itself, and the call failed with `Contention`.
+#[test]
+fn multi_document_cas_with_a_document_expected_twice_writes_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = MobRuns::new(open(dir.path()));
+    run(async {
+        runs.create_run("r", &0u32).await.unwrap();
+        let written = runs
+            .cas_documents("r", &[expect("frame", 0), expect(RUN_DOCUMENT, 1), expect("frame", 0)], &[put("frame", 7)])
+            .await
+            .unwrap();
+        assert_eq!(written, Some(vec![1]));
+        assert_eq!(runs.get_document::<u32>("r", "frame").await.unwrap(), Some(Versioned { value: 7, revision: 1 }));
+        // Named twice with two different revisions: one of them cannot hold.
+        let refused = runs.cas_documents("r", &[expect("frame", 1), expect("frame", 2)], &[put("frame", 8)]).await;
+        assert_eq!(refused.unwrap(), None);
+        let refused = runs.cas_documents("r", &[expect("frame", 2), expect("frame", 1)], &[put("frame", 8)]).await;
+        assert_eq!(refused.unwrap(), None);
+        assert_eq!(
+            runs.get_document::<u32>("r", "frame").await.unwrap(),
+            Some(Versioned { value: 7, revision: 1 }),
+            "nothing written"
+        );
+    });
+}
+
+/// CAS on a run that does not exist answers `false` and creates nothing.
+#[test]
+fn run_cas_on_a_missing_run_is_false_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let runs = MobRuns::new(log.clone());
+    run(async {
+        assert!(!runs.update_run_if::<u32>("nope", |_| true, |v| *v += 1).await.unwrap());
+        assert!(runs.get_run::<u32>("nope").await.unwrap().is_none());
+        assert!(log.streams("").unwrap().is_empty(), "{:?}", log.streams(""));
+        let error = runs.append_step("nope", &1u32).await.unwrap_err();
+        assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+        let error = runs.put_step_output("nope", "s", &1u32).await.unwrap_err();
+        assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+        assert!(log.streams("").unwrap().is_empty(), "{:?}", log.streams(""));
+    });
+}
+
+/// An event that does not decode is a typed error naming its stream and
+/// sequence, from `poll`, `replay_all` and `prune`; the events before it
+/// still poll.
+#[test]
+fn an_event_that_does_not_decode_is_a_typed_error_naming_stream_and_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let events: MobEvents<Log, u32> = MobEvents::new(log.clone());
+    run(async {
+        let first = events.append(NewMobEvent { event: 1, timestamp_ms: Some(1) }).await.unwrap();
+        log.append("mob-events", Expectation::Any, &b"not msgpack"[..]).wait().unwrap();
+        let polled = events.poll(Cursor::START, 1).await.unwrap();
+        assert_eq!(polled.len(), 1);
+        for error in [
+            events.poll(first.cursor, 10).await.unwrap_err(),
+            events.replay_all().await.unwrap_err(),
+            events.prune(u64::MAX).await.unwrap_err(),
+        ] {
+            assert!(matches!(&error, StoreError::Decode { stream, seq: 1, .. } if stream == "mob-events"), "{error}");
+        }
+        assert_eq!(events.poll(Cursor::START, 0).await.unwrap(), []);
+    });
+}
+
+/// A spec id or namespace with `/`, `%` or `@` stays in its own streams:
+/// specs of one namespace are not listed in another, nor in the default.
+#[test]
+fn spec_namespaces_and_ids_do_not_reach_into_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let plain: MobSpecs<Log, String> = MobSpecs::new(log.clone());
+    let a: MobSpecs<Log, String> = MobSpecs::in_namespace(log.clone(), "a");
+    let a_slash: MobSpecs<Log, String> = MobSpecs::in_namespace(log.clone(), "a/b");
+    run(async {
+        plain.put_spec("x", &"plain".to_owned(), Some(0)).await.unwrap();
+        a.put_spec("b/x", &"a".to_owned(), Some(0)).await.unwrap();
+        a_slash.put_spec("x", &"a/b".to_owned(), Some(0)).await.unwrap();
+        a.put_spec("@a/x", &"at".to_owned(), Some(0)).await.unwrap();
+        assert_eq!(plain.list_specs().await.unwrap(), ["x"]);
+        assert_eq!(a.list_specs().await.unwrap(), ["@a/x", "b/x"]);
+        assert_eq!(a_slash.list_specs().await.unwrap(), ["x"]);
+        assert_eq!(a_slash.get_spec("x").await.unwrap(), Some(("a/b".to_owned(), 1)));
+        let error = a.put_spec("b/x", &"again".to_owned(), Some(0)).await.unwrap_err();
+        assert!(matches!(&error, StoreError::RevisionConflict { expected: Some(0), actual: 1, .. }), "{error}");
+        assert!(!a.delete_spec("missing", Some(3)).await.unwrap());
+        let error = a.delete_spec("b/x", Some(2)).await.unwrap_err();
+        assert!(matches!(&error, StoreError::RevisionConflict { expected: Some(2), actual: 1, .. }), "{error}");
+        assert!(a.delete_spec("b/x", Some(1)).await.unwrap());
+        assert_eq!(a.list_specs().await.unwrap(), ["@a/x"]);
+    });
+}
+
+/// `prune(older_than)` counts what it removed: a second prune with the
+/// same bound removes and counts nothing, and the count across prunes is
+/// the number of events gone.
+#[test]
+fn event_prune_counts_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: MobEvents<Log, u32> = MobEvents::new(open(dir.path()));
+    run(async {
+        for n in 0..10u32 {
+            events.append(NewMobEvent { event: n, timestamp_ms: Some(100 + u64::from(n)) }).await.unwrap();
+        }
+        assert_eq!(events.prune(105).await.unwrap(), 5);
+        assert_eq!(events.prune(105).await.unwrap(), 0);
+        assert_eq!(events.prune(0).await.unwrap(), 0);
+        assert_eq!(events.prune(u64::MAX).await.unwrap(), 5);
+        assert_eq!(events.replay_all().await.unwrap(), []);
+        assert_eq!(events.prune(u64::MAX).await.unwrap(), 0);
+        let next = events.append(NewMobEvent { event: 99, timestamp_ms: None }).await.unwrap();
+        assert_eq!(events.poll(Cursor::START, 10).await.unwrap(), [next]);
+    });
+}
+
+type Hook = std::sync::Mutex<Option<Box<dyn FnOnce(&Log) + Send>>>;
+
+/// The log as a backend, that runs `after_listing` (once) right after it
+/// lists streams and before it answers, and `after_reading` right after
+/// it reads a stream's tail: another writer's commit landing between a
+/// store's read and its commit, with no race to arrange.
+struct ListingRace {
+    log: Arc<Log>,
+    after_listing: Hook,
+    after_reading: Hook,
+}
+
+/// `answer`, with `hook` (if still set) run once it is ready and before
+/// it is returned.
+fn then_run<T>(hook: &Hook, log: &Arc<Log>, answer: impl Future<Output = T> + Send) -> impl Future<Output = T> + Send {
+    let log = log.clone();
+    let hook = hook.lock().unwrap().take();
+    async move {
+        let answer = answer.await;
+        if let Some(hook) = hook {
+            hook(&log);
+        }
+        answer
+    }
+}
+
+impl Backend for ListingRace {
+    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
+        Backend::commit(&*self.log, ops)
+    }
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
+        Backend::read(&*self.log, stream)
+    }
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_range(&*self.log, stream, from, limit)
+    }
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        then_run(&self.after_reading, &self.log, Backend::read_stream_after(&*self.log, stream, after, limit))
+    }
+
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        then_run(&self.after_listing, &self.log, Backend::streams(&*self.log, prefix))
+    }
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_after(&*self.log, after, limit)
+    }
+}
+
+/// `delete_run` forgets every stream of the run, also one that another
+/// writer created after the run's streams were listed (here the first
+/// step of its ledger). Found in review: the clear covered only the
+/// streams listed, so that step outlived the delete and showed in the
+/// ledger of a run created again under the same id.
+#[test]
+fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let racing =
+        Arc::new(ListingRace { log: log.clone(), after_listing: Hook::default(), after_reading: Hook::default() });
+    let runs = MobRuns::new(racing.clone());
+    run(async {
+        runs.create_run("r", &1u32).await.unwrap();
+        *racing.after_listing.lock().unwrap() = Some(Box::new(|log: &Log| {
+            let stream = "mob-run/r/steps";
+            let payload = annals::stores::codec::encode(stream, RUN_SCHEMA, &"late step").unwrap();
+            log.append(stream, Expectation::Any, payload).wait().unwrap();
+        }));
+        assert!(runs.delete_run("r").await.unwrap());
+        assert!(log.streams("mob-run/r/").unwrap().is_empty(), "{:?}", log.streams("mob-run/r/"));
+        runs.create_run("r", &2u32).await.unwrap();
+        assert_eq!(runs.step_ledger::<String>("r").await.unwrap(), Vec::<String>::new());
+    });
+}
+
+/// Two prunes racing with one bound remove each event once, and their
+/// counts add up to the events removed. Found in review, not fixed: each
+/// prune counts what it read before its commit, and a prune of the
+/// backend seam neither says how many it removed nor can be guarded on
+/// the stream's first live sequence, so a prune that another one
+/// overtook between its read and its commit reports the events again
+/// (here 5 + 5 for 5 removed). A fix: the seam reports or guards the
+/// floor (src/stores/backend.rs, log_backend.rs), or the store moves a
+/// guarded marker stream in each prune and clear commit so that racing
+/// ones conflict and count again (a layout change to the event store).
+#[test]
+#[ignore = "review: racing event prunes both count the same events; the seam cannot report or guard the prune floor"]
+fn racing_event_prunes_count_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let racing =
+        Arc::new(ListingRace { log: log.clone(), after_listing: Hook::default(), after_reading: Hook::default() });
+    let events: MobEvents<ListingRace, u32> = MobEvents::new(racing.clone());
+    run(async {
+        for n in 0..10u32 {
+            events.append(NewMobEvent { event: n, timestamp_ms: Some(100 + u64::from(n)) }).await.unwrap();
+        }
+        // The other prune, as the store would commit it for the same bound.
+        *racing.after_reading.lock().unwrap() = Some(Box::new(|log: &Log| {
+            let other: MobEvents<Log, u32> = MobEvents::new(Arc::new(log.clone()));
+            let counted = std::thread::scope(|scope| scope.spawn(|| run(other.prune(105))).join());
+            assert_eq!(counted.unwrap().unwrap(), 5);
+        }));
+        let counted = events.prune(105).await.unwrap();
+        assert_eq!(events.replay_all().await.unwrap().len(), 5);
+        assert_eq!(counted, 0, "the other prune removed those 5 events");
+    });
+}
+
+/// `poll` from the cursor of an event inside a batch returns the rest of
+/// the batch and what follows, each once; an empty batch writes nothing;
+/// a batch with one event over the backend's limits writes none of it.
+#[test]
+fn poll_from_inside_a_batch_and_batches_at_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options { record_bytes_max: 4096, ..Options::default() }).unwrap());
+    let events: MobEvents<Log, String> = MobEvents::new(log.clone());
+    let new = |text: &str| NewMobEvent { event: text.to_owned(), timestamp_ms: None };
+    run(async {
+        assert_eq!(events.append_batch(Vec::new()).await.unwrap(), []);
+        let batch = events.append_batch(["a", "b", "c", "d"].map(new).to_vec()).await.unwrap();
+        events.append(new("e")).await.unwrap();
+        let rest: Vec<String> =
+            events.poll(batch[1].cursor, 10).await.unwrap().into_iter().map(|event| event.event).collect();
+        assert_eq!(rest, ["c", "d", "e"]);
+        let error = events.append_batch(vec![new("f"), new(&"x".repeat(8192))]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Backend(_)), "{error}");
+        assert_eq!(events.replay_all().await.unwrap().len(), 5, "nothing of the refused batch");
+    });
+}
