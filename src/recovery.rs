@@ -251,6 +251,9 @@ struct Recovery<'a> {
     /// Building an image of the sealed segments: only the ordinary segments
     /// before this LSN are read, and each must end cleanly.
     prefix_end: Option<Lsn>,
+    /// The loaded image's end: the position of the last segment it covers
+    /// in the index, and where its covered frames end in that segment.
+    image_end: Option<(usize, usize)>,
 }
 
 /// Whether an open may load the persisted index image (`annals.index`).
@@ -361,6 +364,7 @@ fn recover_once(
         replaced_history_end: None,
         inferred_compaction: None,
         resync_overlay: None,
+        image_end: None,
         image,
         prefix_end,
     };
@@ -506,6 +510,7 @@ impl Recovery<'_> {
                 let (covered_lsn, written_ms) = (image.header.next_lsn, image.header.written_ms);
                 self.index = image.into_index(opened);
                 let covered = self.index.segments().len();
+                self.image_end = self.index.segments().last().map(|entry| (covered - 1, entry.end_offset));
                 self.report.index_image = crate::image::ImageUse::Loaded { covered_lsn, segments: covered, written_ms };
                 self.report.compacted_segments = covered - ordinary;
                 self.report.segments = ordinary.saturating_sub(1);
@@ -865,7 +870,7 @@ impl Recovery<'_> {
         // the same LSN whose own fsync failed, which no record vouches for.
         let closed_cleanly_here =
             self.state.is_some_and(|state| state.clean_close && state.durable_end_lsn == self.index.next_lsn());
-        if self.access == Access::ReadWrite {
+        if self.access == Access::ReadWrite && !self.tail_covered_by_image() {
             let from = if closed_cleanly_here {
                 self.index.segments().last().and_then(|e| e.last_frame_offset())
             } else {
@@ -875,6 +880,19 @@ impl Recovery<'_> {
         }
         self.settle_salvage();
         Ok(())
+    }
+
+    /// Whether the loaded image covers the log's last frame, and so every
+    /// frame the tail resync would write again: every frame an image covers
+    /// was durable when it was written (it covers sealed segments, which a
+    /// rollover syncs before it records the next one, or the whole log after
+    /// a clean close synced its marker), and the image's checks found its
+    /// last frame where it was. Nothing was scanned after it.
+    fn tail_covered_by_image(&self) -> bool {
+        let segments = self.index.segments();
+        self.image_end.is_some_and(|(position, end)| {
+            position + 1 == segments.len() && segments[position].end_offset == end
+        })
     }
 
     /// After salvage cut the log, the next record must get an LSN past every
