@@ -352,3 +352,130 @@ fn an_image_from_before_a_salvage_is_refused_even_where_a_new_marker_sits() {
     assert!(rejected(&log).starts_with("stale image"), "{:?}", log.recovery_report().index_image);
     assert_same_as_full_scan(&log, dir.path());
 }
+
+/// `index_image` changed between runs: a run with `Background` leaves an
+/// image, the next runs with `Off` write none and go on appending, pruning,
+/// clearing and compacting past it. Whatever the image still covers, the
+/// open after them loads it only where it is still true (else falls back
+/// to a full scan), and reads as a full scan would: an image a run did not
+/// keep up to date never gives a wrong answer.
+#[test]
+fn an_image_left_by_an_earlier_run_with_images_off_since_never_gives_a_wrong_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let background = Options { index_image: IndexImageWrites::Background, ..options() };
+    let off = Options { index_image: IndexImageWrites::Off, ..options() };
+    let log = Log::open(dir.path(), background.clone()).unwrap();
+    fill(&log, 0, 300);
+    log.close().wait().unwrap();
+    drop(log);
+    let kept = std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap();
+    // Appends, prunes and clears past the image: it covers a prefix.
+    let log = Log::open(dir.path(), off.clone()).unwrap();
+    loaded(&log);
+    fill(&log, 300, 200);
+    log.close().wait().unwrap();
+    drop(log);
+    assert_eq!(std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap(), kept, "a run with images off writes none");
+    let log = Log::open(dir.path(), background.clone()).unwrap();
+    assert!(loaded(&log) < Lsn(log.last_lsn().unwrap().0 + 1), "the image covers a prefix; the rest was scanned");
+    assert_same_as_full_scan(&log, dir.path());
+    log.close().wait().unwrap();
+    drop(log);
+    // A compaction in a run with images off: the image now describes
+    // another compaction generation.
+    std::fs::write(dir.path().join(IMAGE_FILE_NAME), &kept).unwrap();
+    let log = Log::open(dir.path(), off).unwrap();
+    fill(&log, 500, 100);
+    for stream in ["stream-0", "stream-1", "stream-2"] {
+        log.delete_stream(stream).wait().unwrap();
+    }
+    fill(&log, 600, 100);
+    assert!(log.compact().unwrap().generation > 0, "a compaction committed");
+    log.close().wait().unwrap();
+    drop(log);
+    std::fs::write(dir.path().join(IMAGE_FILE_NAME), &kept).unwrap();
+    let log = Log::open(dir.path(), background).unwrap();
+    assert!(rejected(&log).starts_with("stale image"), "{:?}", log.recovery_report().index_image);
+    assert_same_as_full_scan(&log, dir.path());
+}
+
+/// The disk fills up at each step of writing an image (create, write,
+/// fdatasync, rename, directory sync): the write fails with a typed error
+/// and poisons nothing, the log goes on appending, and the next open (after
+/// a close, or after a crash in every mode) either loads the image that is
+/// there, old or new, or falls back to a full scan, and reads as one would.
+#[test]
+fn a_full_disk_while_an_image_is_written_leaves_a_usable_or_no_image() {
+    let mut full = 0;
+    for step in 1..=6 {
+        let fs = SimFs::new();
+        let dir = Path::new("/image/full");
+        let log = Log::open(dir, sim_options(&fs)).unwrap();
+        fill(&log, 0, 200);
+        log.write_index_image().unwrap().expect("sealed segments to cover");
+        fill(&log, 200, 200);
+        fs.inject_fault_after(step, annals::sim::fs::FaultKind::Enospc, true);
+        let written = log.write_index_image();
+        fs.clear_fault();
+        match written {
+            Ok(_) => {}
+            Err(Error::DiskFull { .. }) => full += 1,
+            Err(other) => panic!("step {step}: a full disk is reported as such, got {other}"),
+        }
+        log.append("stream-0", Expectation::Any, &b"still appending"[..]).wait().unwrap();
+        log.check_open().unwrap();
+        fill(&log, 400, 30);
+        fs.crash_now();
+        drop(log);
+        let mut rng = SimRng::new(step);
+        for mode in CrashMode::ALL {
+            let image = fs.crash_image(mode, &mut rng);
+            let log = Log::open(dir, sim_options(&image)).unwrap();
+            assert_eq!(differences_from_scan(&log, &image, dir), Vec::<String>::new(), "step {step}, {}", mode.name());
+            let names = annals::fs::FileSystem::list(&image, dir).unwrap();
+            assert!(
+                !names.iter().any(|name| name == IMAGE_TEMP_FILE_NAME),
+                "step {step}: a writer deletes the temporary"
+            );
+            log.close().wait().unwrap();
+            drop(log);
+            let log = Log::open(dir, sim_options(&image)).unwrap();
+            loaded(&log);
+            assert_eq!(differences_from_scan(&log, &image, dir), Vec::<String>::new(), "step {step}, {}", mode.name());
+        }
+    }
+    assert!(full >= 4, "the disk filled up at every step of the write: {full} failed");
+}
+
+/// A reopen after a clean close writes nothing (issue 11, point 4): the
+/// image written at the close covers the close marker, which that close
+/// synced, so the open does not write the tail again (it used to copy the
+/// marker into `annals.resync`, write it back and sync three times).
+#[test]
+fn a_reopen_after_a_clean_close_syncs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let with_fs = || Options {
+        file_system: fs.options().file_system,
+        segment_preparation: SegmentPreparation::Inline,
+        ..options()
+    };
+    let log = Log::open(dir.path(), with_fs()).unwrap();
+    fill(&log, 0, 300);
+    log.close().wait().unwrap();
+    drop(log);
+    let syncs = fs.faults.syncs.load(std::sync::atomic::Ordering::SeqCst);
+    let log = Log::open(dir.path(), with_fs()).unwrap();
+    loaded(&log);
+    assert_eq!(log.recovery_report().tail_bytes_resynced, 0);
+    assert_eq!(fs.faults.syncs.load(std::sync::atomic::Ordering::SeqCst), syncs, "no file was synced");
+    assert!(!dir.path().join(annals::recovery::RESYNC_FILE_NAME).exists());
+    assert_same_as_full_scan(&log, dir.path());
+    // Without an image, the open cannot tell that the marker is durable: it
+    // writes it again, as before.
+    log.close().wait().unwrap();
+    drop(log);
+    std::fs::remove_file(dir.path().join(IMAGE_FILE_NAME)).unwrap();
+    let log = Log::open(dir.path(), with_fs()).unwrap();
+    assert!(log.recovery_report().tail_bytes_resynced > 0);
+}
