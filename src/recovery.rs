@@ -1448,11 +1448,12 @@ pub(crate) fn segment_log_ids(fs: &dyn FileSystem, dir: &Path, segments: &[(Lsn,
     Ok(ids)
 }
 
-/// Whether every byte is zero, eight at a time.
+/// Whether every byte is zero.
 pub(crate) fn is_zero(bytes: &[u8]) -> bool {
-    let words = bytes.chunks_exact(8);
-    let rest = words.remainder();
-    rest.iter().all(|&b| b == 0) && words.into_iter().all(|w| w == [0; 8])
+    // A page at a time, each folded without an early exit so that it
+    // vectorizes: the rest of a preallocated active segment (up to 64 MiB)
+    // is read at every open.
+    bytes.chunks(4096).all(|page| page.iter().fold(0u8, |any, byte| any | byte) == 0)
 }
 
 /// The end of the last non-zero byte at or after `from` (at least `from`).
@@ -1530,4 +1531,25 @@ fn zero_range(file: &dyn File, path: &Path, from: usize, to: usize) -> Result<()
         offset += len;
     }
     file.sync_data().map_err(|error| Error::io("fdatasync", path, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_zero;
+
+    /// `is_zero` folds a page at a time: one non-zero byte anywhere, in a
+    /// whole page or in the short last one, is found.
+    #[test]
+    fn is_zero_finds_one_non_zero_byte_anywhere() {
+        assert!(is_zero(&[]));
+        for len in [1, 7, 4095, 4096, 4097, 3 * 4096 + 5] {
+            let mut bytes = vec![0u8; len];
+            assert!(is_zero(&bytes), "{len}");
+            for at in [0, len / 2, len - 1] {
+                bytes[at] = 0x80;
+                assert!(!is_zero(&bytes), "{len}, {at}");
+                bytes[at] = 0;
+            }
+        }
+    }
 }
