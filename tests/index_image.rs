@@ -479,3 +479,56 @@ fn a_reopen_after_a_clean_close_syncs_nothing() {
     let log = Log::open(dir.path(), with_fs()).unwrap();
     assert!(log.recovery_report().tail_bytes_resynced > 0);
 }
+
+/// The image's entry positions are no longer checked one by one at open:
+/// a read checks the one it uses. An image whose checksums hold but whose
+/// first stream's first position names a segment the image does not cover,
+/// or an offset where no such record is, makes reads of that stream fail
+/// with a typed corruption error: never a panic, never another record.
+#[test]
+fn a_position_in_the_image_that_names_no_record_is_an_error_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), 200);
+    let path = dir.path().join(IMAGE_FILE_NAME);
+    let good = std::fs::read(&path).unwrap();
+    let u32_at = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |bytes: &[u8], at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    // segments-format.md 11.1: the header, the body's scalars, each segment.
+    let (header, scalars) = (96, 48);
+    let segments = u32_at(&good, header + 36);
+    let mut at = header + scalars;
+    for _ in 0..segments {
+        let (checkpoints, batch_frames) = (u32_at(&good, at + 108), u32_at(&good, at + 112));
+        at += 116 + checkpoints * 12 + batch_frames * 8;
+    }
+    // The first stream: its fixed fields, its id, then its positions.
+    let (stream_bytes, entries) = (u16::from_le_bytes([good[at], good[at + 1]]) as usize, u64_at(&good, at + 6));
+    assert!(entries > 0, "the first stream has entries");
+    let start = u64_at(&good, at + 14) as u64;
+    let stream = String::from_utf8(good[at + 38..at + 38 + stream_bytes].to_vec()).unwrap();
+    let first = at + 38 + stream_bytes;
+    let segment_of = |position: u64| position >> 32;
+    let original = u64_at(&good, first) as u64;
+    for position in [(999u64 << 32) | 100, original + 1, (segment_of(original) << 32) | 8] {
+        let mut bad = good.clone();
+        bad[first..first + 8].copy_from_slice(&position.to_le_bytes());
+        let log_id: [u8; 16] = bad[16..32].try_into().unwrap();
+        let crc = |bytes: &[u8]| {
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&log_id);
+            hasher.update(bytes);
+            hasher.finalize()
+        };
+        let body_crc = crc(&bad[header..]);
+        bad[88..92].copy_from_slice(&body_crc.to_le_bytes());
+        let header_crc = crc(&bad[..92]);
+        bad[92..96].copy_from_slice(&header_crc.to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        let reader = LogReader::open(dir.path()).unwrap();
+        assert!(matches!(reader.report().index_image, ImageUse::Loaded { .. }), "the checksums hold");
+        match reader.read_stream_from(&stream, StreamSeq(start)) {
+            Err(Error::Corruption(_)) => {}
+            other => panic!("position {position:#x} read as {other:?}"),
+        }
+    }
+}
