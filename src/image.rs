@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fs::{File, FileSystem};
-use crate::index::{Index, RecordLoc, SegmentEntry, SnapshotLoc, StreamState};
+use crate::index::{Index, Locs, RecordLoc, SegmentEntry, SnapshotLoc, StreamState};
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::state::LogState;
 use crate::sync::{Condvar, Mutex};
@@ -308,7 +308,7 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Vec<u8
         put_u64(&mut body, state.since.0);
         put_u64(&mut body, state.snapshots_before.0);
         body.extend_from_slice(stream);
-        for loc in &state.entries {
+        for loc in state.entries.iter() {
             put_u64(&mut body, loc.0);
         }
         for snapshot in &state.snapshots {
@@ -412,8 +412,13 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<ImageHeader, ImageDefect> {
 }
 
 /// Decodes and checks a whole image: both checksums, every length against
-/// what is left, and every position against the segments it names.
-pub(crate) fn decode(bytes: &[u8]) -> Result<DecodedImage, ImageDefect> {
+/// what is left, and every snapshot's position against the segments it
+/// names. The streams' entry positions stay in `image` (its array per
+/// stream is the index's own layout, [`crate::index::Locs`]): open costs a
+/// checksum pass over them, not a decode of each, and a read checks the
+/// position it uses.
+pub(crate) fn decode(image: &bytes::Bytes) -> Result<DecodedImage, ImageDefect> {
+    let bytes: &[u8] = image;
     let header = decode_header(bytes)?;
     let body_bytes = header_u64(bytes, BODY_BYTES_AT);
     if body_bytes != (bytes.len() - IMAGE_HEADER_BYTES) as u64 {
@@ -442,7 +447,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<DecodedImage, ImageDefect> {
     let stream_count = cursor.count(stream_count, STREAM_FIXED_BYTES)?;
     let mut streams = HashMap::with_capacity(stream_count);
     for _ in 0..stream_count {
-        let (id, state) = decode_stream(&mut cursor, &segments)?;
+        let (id, state) = decode_stream(&mut cursor, &segments, image, IMAGE_HEADER_BYTES)?;
         if streams.insert(id, state).is_some() {
             return Err(ImageDefect::Malformed("a stream twice"));
         }
@@ -512,7 +517,13 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     Ok(ImageSegment { header, compacted: flags & SEGMENT_FLAG_COMPACTED != 0, last_frame_crc, entry })
 }
 
-fn decode_stream(cursor: &mut Cursor<'_>, segments: &[ImageSegment]) -> Result<(Box<[u8]>, StreamState), ImageDefect> {
+/// One stream of the table; `image` holds the body at `body_at`.
+fn decode_stream(
+    cursor: &mut Cursor<'_>,
+    segments: &[ImageSegment],
+    image: &bytes::Bytes,
+    body_at: usize,
+) -> Result<(Box<[u8]>, StreamState), ImageDefect> {
     let stream_bytes = cursor.u16()?;
     let snapshots = cursor.u32()?;
     let entries = cursor.u64()?;
@@ -530,10 +541,9 @@ fn decode_stream(cursor: &mut Cursor<'_>, segments: &[ImageSegment]) -> Result<(
         }
     };
     let entry_count = cursor.count(entries, ENTRY_BYTES)?;
-    let mut locs = Vec::with_capacity(entry_count);
-    for _ in 0..entry_count {
-        locs.push(check(RecordLoc(cursor.u64()?))?);
-    }
+    let entries_at = body_at + cursor.at;
+    cursor.take(entry_count * ENTRY_BYTES)?;
+    let locs = Locs::mapped(image.slice(entries_at..entries_at + entry_count * ENTRY_BYTES));
     let snapshot_count = cursor.count(u64::from(snapshots), SNAPSHOT_BYTES)?;
     let mut snapshot_locs: Vec<SnapshotLoc> = Vec::with_capacity(snapshot_count);
     for _ in 0..snapshot_count {

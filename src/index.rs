@@ -54,13 +54,116 @@ pub(crate) struct SnapshotLoc {
     pub(crate) lsn: Lsn,
 }
 
+/// The positions of a stream's live entries, in sequence order: in memory,
+/// or still in the persisted index image (`image.rs`) that open loaded, as
+/// its array of little-endian `u64` positions. Open leaves a stream's
+/// positions where the image has them (its checksum was checked over the
+/// whole image), so that it costs nothing per record; the first change to
+/// the stream copies them into memory.
+#[derive(Clone)]
+pub(crate) enum Locs {
+    /// In memory.
+    Owned(Vec<RecordLoc>),
+    /// In the image's bytes: `ENTRY_BYTES` per position.
+    Mapped(Bytes),
+}
+
+impl Default for Locs {
+    fn default() -> Locs {
+        Locs::Owned(Vec::new())
+    }
+}
+
+const LOC_BYTES: usize = std::mem::size_of::<u64>();
+
+fn mapped_loc(bytes: &[u8], i: usize) -> RecordLoc {
+    RecordLoc(u64::from_le_bytes(bytes[i * LOC_BYTES..][..LOC_BYTES].try_into().expect("eight bytes")))
+}
+
+impl Locs {
+    /// Positions held in `bytes`, `LOC_BYTES` each (the image's layout).
+    pub(crate) fn mapped(bytes: Bytes) -> Locs {
+        debug_assert!(bytes.len().is_multiple_of(LOC_BYTES));
+        Locs::Mapped(bytes)
+    }
+
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Locs::Owned(locs) => locs.len(),
+            Locs::Mapped(bytes) => bytes.len() / LOC_BYTES,
+        }
+    }
+
+    /// The `i`th; `None` past the end.
+    pub(crate) fn get(&self, i: usize) -> Option<RecordLoc> {
+        match self {
+            Locs::Owned(locs) => locs.get(i).copied(),
+            Locs::Mapped(bytes) => (i < bytes.len() / LOC_BYTES).then(|| mapped_loc(bytes, i)),
+        }
+    }
+
+    /// Every position from the `skip`th on, in order.
+    pub(crate) fn iter_from(&self, skip: usize) -> impl Iterator<Item = RecordLoc> + '_ {
+        (skip.min(self.len())..self.len()).map(move |i| match self {
+            Locs::Owned(locs) => locs[i],
+            Locs::Mapped(bytes) => mapped_loc(bytes, i),
+        })
+    }
+
+    /// Every position, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = RecordLoc> + '_ {
+        self.iter_from(0)
+    }
+
+    /// The positions in memory, copied out of the image first if they are
+    /// still there: what every change goes through.
+    pub(crate) fn to_mut(&mut self) -> &mut Vec<RecordLoc> {
+        if let Locs::Mapped(_) = self {
+            *self = Locs::Owned(self.iter().collect());
+        }
+        match self {
+            Locs::Owned(locs) => locs,
+            Locs::Mapped(_) => unreachable!("copied into memory above"),
+        }
+    }
+
+    /// Bytes of memory held for positions (none while they are in the image).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        match self {
+            Locs::Owned(locs) => locs.capacity() * std::mem::size_of::<RecordLoc>(),
+            Locs::Mapped(_) => 0,
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        if let Locs::Owned(locs) = self {
+            locs.shrink_to_fit();
+        }
+    }
+}
+
+impl PartialEq for Locs {
+    fn eq(&self, other: &Locs) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Locs {}
+
+impl std::fmt::Debug for Locs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// What the index knows of one stream since its last clear.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StreamState {
     /// The sequence of `entries[0]`: entries before it were pruned.
     pub(crate) start: u64,
     /// Live entries: `entries[i]` is sequence `start + i`.
-    pub(crate) entries: Vec<RecordLoc>,
+    pub(crate) entries: Locs,
     /// Live snapshots, oldest first.
     pub(crate) snapshots: Vec<SnapshotLoc>,
     /// LSN of the stream's first record since its last clear: the stream's
@@ -72,7 +175,7 @@ pub struct StreamState {
 
 impl StreamState {
     fn new(since: Lsn, start: u64) -> StreamState {
-        StreamState { start, entries: Vec::new(), snapshots: Vec::new(), since, snapshots_before: Lsn(0) }
+        StreamState { start, entries: Locs::default(), snapshots: Vec::new(), since, snapshots_before: Lsn(0) }
     }
 
     /// The sequence the next entry gets.
@@ -538,8 +641,19 @@ impl Index {
         streams
     }
 
-    fn entry(&self, loc: RecordLoc) -> &SegmentEntry {
-        &self.segments[loc.segment()]
+    /// The segment holding the record at `loc`, checked to hold the
+    /// position: a position read from the persisted image is checked here,
+    /// where it is used, rather than all of them at open.
+    fn entry(&self, loc: RecordLoc) -> Result<&SegmentEntry> {
+        let first_op = crate::segment::SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES;
+        match self.segments.get(loc.segment()) {
+            Some(entry) if (first_op..entry.end_offset).contains(&loc.offset()) => Ok(entry),
+            found => Err(Error::corruption(
+                found.map_or(std::path::Path::new(crate::image::IMAGE_FILE_NAME), |entry| &entry.segment.path),
+                loc.offset() as u64,
+                CorruptionKind::IndexMismatch(format!("no record can be at position {:#x}", loc.0)),
+            )),
+        }
     }
 
     /// Adds a segment at the end; its frames follow with [`Index::apply_frame`].
@@ -570,7 +684,7 @@ impl Index {
     pub(crate) fn live_locations_before(&self, end: usize) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         for state in self.streams.values() {
-            let locs = state.entries.iter().copied().chain(state.snapshots.iter().map(|s| s.loc));
+            let locs = state.entries.iter().chain(state.snapshots.iter().map(|s| s.loc));
             out.extend(locs.map(|loc| self.position_of(loc)).filter(|(segment, _)| *segment < end));
         }
         out
@@ -603,10 +717,11 @@ impl Index {
         };
         for state in self.streams.values_mut() {
             // Trimmed entries are the oldest: the stream now starts after them.
-            let trimmed = state.entries.iter().take_while(|loc| relocate(**loc).is_none()).count();
-            state.entries.drain(..trimmed);
+            let entries = state.entries.to_mut();
+            let trimmed = entries.iter().take_while(|loc| relocate(**loc).is_none()).count();
+            entries.drain(..trimmed);
             state.start += trimmed as u64;
-            for loc in &mut state.entries {
+            for loc in entries {
                 *loc = relocate(*loc).expect("compaction keeps every live record after the trim");
             }
             state.snapshots.retain_mut(|s| match relocate(s.loc) {
@@ -663,7 +778,7 @@ impl Index {
             match op.kind {
                 RecordKind::Tombstone => {
                     if let Some(state) = self.streams.remove(op.stream) {
-                        self.forget(state.entries.iter().copied().chain(state.snapshots.iter().map(|s| s.loc)));
+                        self.forget(state.entries.iter().chain(state.snapshots.iter().map(|s| s.loc)));
                     }
                 }
                 RecordKind::Prune => {
@@ -672,7 +787,7 @@ impl Index {
                     let before = op.seq.0.min(state.start + state.entries.len() as u64);
                     let mut dead = Vec::new();
                     if before > state.start {
-                        dead.extend(state.entries.drain(..(before - state.start) as usize));
+                        dead.extend(state.entries.to_mut().drain(..(before - state.start) as usize));
                         state.start = before;
                     }
                     let snapshots_before = crate::frame::prune_snapshots_before(op.payload);
@@ -699,7 +814,7 @@ impl Index {
                         state.snapshots.push(SnapshotLoc { seq: op.seq, loc, lsn: op.lsn });
                     } else {
                         debug_assert_eq!(op.seq, state.next_seq());
-                        state.entries.push(loc);
+                        state.entries.to_mut().push(loc);
                     }
                 }
             }
@@ -709,7 +824,12 @@ impl Index {
     /// Takes records that stopped being live off their segments' live bytes.
     fn forget(&mut self, locs: impl Iterator<Item = RecordLoc>) {
         for loc in locs {
-            let entry = &mut self.segments[loc.segment()];
+            // A position that names no segment (from a damaged image whose
+            // checksum still held) counts nothing: reads report it.
+            let Some(entry) = self.segments.get_mut(loc.segment()) else { continue };
+            if loc.offset().saturating_add(OP_HEADER_BYTES) > entry.end_offset {
+                continue;
+            }
             let size = op_size_at(entry, loc.offset());
             entry.live_bytes = entry.live_bytes.saturating_sub(size);
         }
@@ -772,8 +892,8 @@ impl Index {
         let mut stats = IndexStats { streams: self.streams.len(), ..IndexStats::default() };
         for (stream, state) in &self.streams {
             stats.entries += state.entries.len() as u64;
-            stats.entry_bytes += state.entries.capacity() * std::mem::size_of::<RecordLoc>()
-                + state.snapshots.capacity() * std::mem::size_of::<SnapshotLoc>();
+            stats.entry_bytes +=
+                state.entries.capacity_bytes() + state.snapshots.capacity() * std::mem::size_of::<SnapshotLoc>();
             stats.stream_id_bytes += stream.len();
         }
         let per_stream = std::mem::size_of::<(Box<[u8]>, StreamState)>() + 1;
@@ -897,7 +1017,8 @@ impl Index {
         while low < high {
             let mid = low + (high - low) / 2;
             let seq = StreamSeq(state.start + mid as u64);
-            if self.with_op(state.entries[mid], RecordKind::Entry, stream, seq, |op| op.lsn)? <= after {
+            let loc = state.entries.get(mid).expect("mid is below the length");
+            if self.with_op(loc, RecordKind::Entry, stream, seq, |op| op.lsn)? <= after {
                 low = mid + 1;
             } else {
                 high = mid;
@@ -920,9 +1041,9 @@ impl Index {
         let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(state.entries.len());
         let take = (state.entries.len() - skip).min(limit);
         let mut records = Vec::with_capacity(take);
-        for (i, loc) in state.entries[skip..skip + take].iter().enumerate() {
+        for (i, loc) in state.entries.iter_from(skip).take(take).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            records.push(self.read_op(*loc, RecordKind::Entry, stream, seq)?);
+            records.push(self.read_op(loc, RecordKind::Entry, stream, seq)?);
         }
         Ok(records)
     }
@@ -930,7 +1051,7 @@ impl Index {
     /// Reads the operation at `loc` and checks that it is the one the index
     /// expects there (paired with the checks made before it was written).
     fn read_op(&self, loc: RecordLoc, kind: RecordKind, stream: &[u8], seq: StreamSeq) -> Result<Record> {
-        let entry = self.entry(loc);
+        let entry = self.entry(loc)?;
         self.with_op(loc, kind, stream, seq, |op| {
             let stream_start = loc.offset() + OP_HEADER_BYTES;
             Record {
@@ -955,7 +1076,7 @@ impl Index {
         seq: StreamSeq,
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<R> {
-        let entry = self.entry(loc);
+        let entry = self.entry(loc)?;
         let frame_start = entry.frame_start_of(loc.offset());
         let (offset, end) = (frame_start, entry.end_offset);
         let owned;
@@ -996,9 +1117,9 @@ impl Index {
             from = from.max(s.seq.0 + 1);
         }
         let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(state.entries.len());
-        for (i, loc) in state.entries[skip..].iter().enumerate() {
+        for (i, loc) in state.entries.iter_from(skip).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            self.with_op(*loc, RecordKind::Entry, stream, seq, &mut f)?;
+            self.with_op(loc, RecordKind::Entry, stream, seq, &mut f)?;
             seen += 1;
         }
         Ok(seen)
@@ -1020,7 +1141,7 @@ impl Index {
         };
         for (i, loc) in state.entries.iter().enumerate() {
             let seq = StreamSeq(state.start + i as u64);
-            if self.with_op(*loc, RecordKind::Entry, stream, seq, |op| op.timestamp_ms)? >= timestamp_ms {
+            if self.with_op(loc, RecordKind::Entry, stream, seq, |op| op.timestamp_ms)? >= timestamp_ms {
                 return Ok(Some(seq));
             }
         }
@@ -1157,8 +1278,10 @@ impl Index {
     pub fn live_records_per_segment(&self) -> Vec<u64> {
         let mut counts = vec![0u64; self.segments.len()];
         for state in self.streams.values() {
-            for loc in state.entries.iter().chain(state.snapshots.iter().map(|s| &s.loc)) {
-                counts[loc.segment()] += 1;
+            for loc in state.entries.iter().chain(state.snapshots.iter().map(|s| s.loc)) {
+                if let Some(count) = counts.get_mut(loc.segment()) {
+                    *count += 1;
+                }
             }
         }
         counts

@@ -445,9 +445,9 @@ impl Log {
         if let Some(resume) = resume {
             log.skip_to(resume)?;
         }
-        // A log reopened past the middle of its active segment is busy: its
-        // spare is made now. Any other open writes no spare.
-        log.handle.writer.lock().request_spare(false);
+        // No spare is made at open, even past the middle of the active
+        // segment: the writer asks for one after its first group (as after
+        // every group), so that a reopen that only reads writes nothing.
         log.shared().disk_bytes.set(|| crate::telemetry::log_file_bytes(&log.shared().index.read()));
         Ok(log)
     }
