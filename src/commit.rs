@@ -209,6 +209,12 @@ struct SlotState {
 pub(crate) type Reply = Arc<ReplySlot>;
 
 impl ReplySlot {
+    /// A slot that will wake `waker`: registered before the request is
+    /// queued, so the appender takes no lock for it.
+    pub fn waking(waker: &Waker) -> ReplySlot {
+        ReplySlot { state: Mutex::new(SlotState { outcome: None, taken: false, waker: Some(waker.clone()) }) }
+    }
+
     /// Stores the outcome and wakes whoever waits for it.
     pub fn send(&self, outcome: Result<Acks>) {
         let waker = {
@@ -534,6 +540,9 @@ struct Group {
     replies: Vec<(Reply, Result<Acks>)>,
     needs_sync: bool,
     needs_periodic: bool,
+    /// The clock, read once for the group's first frame: every frame of a
+    /// group is written by the same `write`.
+    now_ms: Option<u64>,
 }
 
 /// LSNs one extension of the state file's LSN lease covers.
@@ -810,13 +819,10 @@ impl Writer {
         reply: Reply,
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
-        let timestamp_ms = match kept_time {
-            Some(kept) => {
-                self.last_timestamp_ms = self.last_timestamp_ms.max(kept);
-                self.last_timestamp_ms
-            }
-            None => self.timestamp_ms(),
-        };
+        // The log's clock never goes back, so entries can be searched by time.
+        let time = kept_time.unwrap_or_else(|| *group.now_ms.get_or_insert_with(now_ms));
+        self.last_timestamp_ms = self.last_timestamp_ms.max(time);
+        let timestamp_ms = self.last_timestamp_ms;
         if !refs.is_empty() {
             let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
             encode_frame(&mut group.buf, &self.log_id, frame_kind_of(refs), meta, refs);

@@ -159,13 +159,14 @@ impl Write {
             return reply.poll(cx);
         }
         let (ops, durability) = self.batch.take().expect("a Pending is not polled after it finished");
-        let reply = Arc::new(ReplySlot::default());
+        // The slot holds the waker before the writer can see it: an answer
+        // that comes before this returns wakes the task, which polls again.
+        let reply = Arc::new(ReplySlot::waking(cx.waker()));
         let request = WriteRequest { ops, durability, reply: reply.clone() };
         match self.handle.shared.push_or_wait(Command::Write(request), !self.blocking, Some(cx.waker())) {
             Ok(None) => {
                 self.reply = Some(reply);
-                // Registers the waker (the writer may even have answered already).
-                self.poll(cx)
+                Poll::Pending
             }
             // The queue is full: this is polled again once it has room.
             Ok(Some(Command::Write(request))) => {
