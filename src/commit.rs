@@ -34,8 +34,8 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameMeta, GAP_BODY_BYTES, MARKER_RESERVE_BYTES, OpRef, RecordKind,
-    decode_own_frame, encode_frame, encode_gap_frame, frame_bytes, marker_offset,
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, GAP_BODY_BYTES, LogIdChecksum, MARKER_RESERVE_BYTES, OpRef, RecordKind,
+    decode_own_frame, encode_frame, encode_frame_from, encode_gap_frame, frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
 use crate::index::{Index, StreamCursor};
@@ -500,6 +500,8 @@ impl Spares {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     log_id: [u8; 16],
+    /// The CRC of `log_id`, where every frame's checksum starts.
+    log_id_checksum: LogIdChecksum,
     /// The state file: the newest segment and the durable end, recorded at
     /// every rollover and at a clean close.
     state: StateFile,
@@ -561,6 +563,7 @@ impl Writer {
         Writer {
             shared,
             log_id,
+            log_id_checksum: LogIdChecksum::of(&log_id),
             state,
             active,
             offset,
@@ -825,7 +828,7 @@ impl Writer {
         let timestamp_ms = self.last_timestamp_ms;
         if !refs.is_empty() {
             let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
-            encode_frame(&mut group.buf, &self.log_id, frame_kind_of(refs), meta, refs);
+            encode_frame_from(&mut group.buf, self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
         let mut acks = Acks::with_capacity(checked.len());
