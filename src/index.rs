@@ -638,7 +638,9 @@ impl Index {
     /// Checks that a frame fits the streams it touches, without changing anything.
     /// Recovery reports a failure as corruption; the writer never builds such a frame.
     pub fn check_frame(&self, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
-        // A batch may touch one stream several times, so follow its effects in order.
+        // A batch may touch one stream several times, so follow its effects
+        // in order; a frame of one operation needs no list (nothing allocated).
+        let batch = frame.kind == FrameKind::Batch;
         let mut touched: Vec<(&[u8], StreamCursor)> = Vec::new();
         for op in frame.ops() {
             let position = touched.iter().position(|(stream, _)| *stream == op.stream);
@@ -651,7 +653,8 @@ impl Index {
                 .map_err(|what| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what })?;
             match position {
                 Some(i) => touched[i].1 = after,
-                None => touched.push((op.stream, after)),
+                None if batch => touched.push((op.stream, after)),
+                None => {}
             }
         }
         Ok(())
@@ -1271,6 +1274,35 @@ mod tests {
         index.push_segment(segment(&fs, 7, "b"), crate::segment::SEGMENT_HEADER_BYTES);
         assert_eq!(index.segments().len(), 1);
         assert_eq!(index.segments()[0].segment.path, std::path::PathBuf::from("/index/b"));
+    }
+
+    /// `check_frame` follows a batch's own effects on a stream in a list and
+    /// skips the list for a frame of one operation: both must still refuse
+    /// a frame whose checksum holds but whose sequence does not follow.
+    #[test]
+    fn check_frame_refuses_a_sequence_that_does_not_follow_in_one_operation_or_a_batch() {
+        use crate::frame::{OpRef, decode_frame, encode_frame};
+        let check = |kind: FrameKind, seqs: &[u64]| {
+            let ops: Vec<OpRef<'_>> = (0..seqs.len())
+                .map(|i| OpRef {
+                    kind: RecordKind::Entry,
+                    stream: b"s",
+                    seq: StreamSeq(seqs[i]),
+                    lsn: Lsn(1 + i as u64),
+                    payload: b"",
+                })
+                .collect();
+            let mut buf = Vec::new();
+            let meta = crate::frame::FrameMeta { lsn: Lsn(1), durable_lsn: Lsn(1), timestamp_ms: 0 };
+            encode_frame(&mut buf, &[1; 16], kind, meta, &ops);
+            Index::new(Lsn(1)).check_frame(&decode_frame(&buf, &[1; 16], Lsn(1)).unwrap())
+        };
+        assert_eq!(check(FrameKind::Entry, &[0]), Ok(()));
+        assert!(matches!(check(FrameKind::Entry, &[1]), Err(CorruptionKind::StreamInconsistent { .. })));
+        assert_eq!(check(FrameKind::Batch, &[0]), Ok(()));
+        assert_eq!(check(FrameKind::Batch, &[0, 1, 2]), Ok(()));
+        assert!(matches!(check(FrameKind::Batch, &[0, 1, 1]), Err(CorruptionKind::StreamInconsistent { .. })));
+        assert!(matches!(check(FrameKind::Batch, &[0, 0]), Err(CorruptionKind::StreamInconsistent { .. })));
     }
 
     #[test]
