@@ -521,6 +521,8 @@ pub(crate) struct Writer {
     overlay: Overlay<StreamCursor>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
+    /// The last group's list of replies, emptied, for the next one.
+    spare_replies: Vec<(Reply, Result<Acks>)>,
     /// The log was closed: nothing more is written.
     closed: bool,
     /// A rollover began and failed: the active segment takes no more frames
@@ -553,6 +555,10 @@ pub(crate) const LSN_LEASE_LSNS: u64 = 1 << 20;
 /// The largest group buffer kept for reuse; a larger one is freed.
 const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
+/// The most replies a list kept for reuse has room for (a full queue's
+/// worth, by default); a larger one is freed.
+const SPARE_REPLIES_MAX: usize = 4096;
+
 impl Writer {
     pub fn new(shared: Arc<Shared>, log_id: [u8; 16], state: StateFile) -> Writer {
         let (active, offset, next_lsn, last_timestamp_ms) = {
@@ -572,6 +578,7 @@ impl Writer {
             pending: VecDeque::new(),
             overlay: Overlay::default(),
             spare_buf: Vec::new(),
+            spare_replies: Vec::new(),
             closed: false,
             sealed: false,
             spare_requested: false,
@@ -651,7 +658,11 @@ impl Writer {
         }
         let worked = !self.pending.is_empty();
         while !self.pending.is_empty() {
-            let mut group = Group { buf: std::mem::take(&mut self.spare_buf), ..Group::default() };
+            let mut group = Group {
+                buf: std::mem::take(&mut self.spare_buf),
+                replies: std::mem::take(&mut self.spare_replies),
+                ..Group::default()
+            };
             while let Some(command) = self.pending.pop_front() {
                 match command {
                     Command::Write(request) => {
@@ -942,9 +953,10 @@ impl Writer {
                 self.write_and_sync(&group.buf, group.needs_sync || seal).and_then(|()| self.cover_by_lease());
             if let Err(error) = written {
                 let cause = self.shared.poison(error);
-                for (reply, _) in group.replies {
+                for (reply, _) in group.replies.drain(..) {
                     reply.send(Err(Error::Poisoned { cause: cause.clone() }));
                 }
+                self.keep_for_reuse(group);
                 return;
             }
             write_took = started.elapsed();
@@ -965,12 +977,22 @@ impl Writer {
         if crate::telemetry::group_wanted() && !group.replies.is_empty() {
             group_committed(&group, write_took, group.needs_sync || seal);
         }
-        for (reply, result) in group.replies {
+        for (reply, result) in group.replies.drain(..) {
             reply.send(result);
         }
+        self.keep_for_reuse(group);
+    }
+
+    /// Keeps a committed group's buffer and list of replies, emptied, for
+    /// the next group, unless they grew past what is worth keeping.
+    fn keep_for_reuse(&mut self, mut group: Group) {
         if group.buf.capacity() <= SPARE_BUF_BYTES_MAX {
             group.buf.clear();
             self.spare_buf = group.buf;
+        }
+        if group.replies.capacity() <= SPARE_REPLIES_MAX {
+            group.replies.clear();
+            self.spare_replies = group.replies;
         }
     }
 
