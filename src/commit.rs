@@ -86,12 +86,62 @@ pub struct Op {
     /// What it does.
     pub kind: OpKind,
     /// Its stream.
-    pub stream: Bytes,
+    pub stream: StreamId,
     /// Its payload (empty for a clear).
     pub payload: Bytes,
     /// The time to record for its frame instead of the clock's, if later
     /// than the last frame's: `annals repair` keeps each record's time.
     pub timestamp_ms: Option<u64>,
+}
+
+/// A request's stream id: inline when it is short (most are: a name, a
+/// UUID), so that queueing an append allocates nothing for it; a longer one
+/// is copied once into shared bytes.
+#[derive(Clone)]
+pub(crate) enum StreamId {
+    Inline { len: u8, bytes: [u8; STREAM_ID_INLINE_BYTES] },
+    Shared(Bytes),
+}
+
+/// The longest stream id held inline: the enum is then 48 bytes, as large
+/// as the 32 of `Bytes` plus its own 16.
+const STREAM_ID_INLINE_BYTES: usize = 46;
+
+impl StreamId {
+    /// A copy of `stream`.
+    pub fn copy_from_slice(stream: &[u8]) -> StreamId {
+        match u8::try_from(stream.len()) {
+            Ok(len) if stream.len() <= STREAM_ID_INLINE_BYTES => {
+                let mut bytes = [0; STREAM_ID_INLINE_BYTES];
+                bytes[..stream.len()].copy_from_slice(stream);
+                StreamId::Inline { len, bytes }
+            }
+            _ => StreamId::Shared(Bytes::copy_from_slice(stream)),
+        }
+    }
+}
+
+impl std::ops::Deref for StreamId {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            StreamId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StreamId::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for StreamId {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&display_stream(self))
+    }
 }
 
 /// Where an acknowledged operation landed.
@@ -853,7 +903,7 @@ impl Writer {
     }
 
     /// The state of a stream the group touched, if it did.
-    fn overlay_get(&self, stream: &Bytes) -> Option<&StreamCursor> {
+    fn overlay_get(&self, stream: &[u8]) -> Option<&StreamCursor> {
         self.overlay.get(stream)
     }
 
@@ -1266,7 +1316,7 @@ impl Writer {
 /// must not turn lookups into scans), once per group and then kept up to date.
 struct Overlay<V> {
     /// Each touched stream once, with its state.
-    touched: Vec<(Bytes, V)>,
+    touched: Vec<(StreamId, V)>,
     filter: StreamFilter,
     positions: RefCell<OverlayPositions>,
 }
@@ -1306,7 +1356,7 @@ impl<V> Overlay<V> {
         self.position(stream).map(|at| &self.touched[at].1)
     }
 
-    fn insert(&mut self, stream: Bytes, state: V) {
+    fn insert(&mut self, stream: StreamId, state: V) {
         match self.position(&stream) {
             Some(at) => self.touched[at].1 = state,
             None => {
@@ -1470,7 +1520,7 @@ mod tests {
     #[test]
     fn the_overlay_holds_each_stream_once_with_its_latest_state() {
         let mut overlay = Overlay::default();
-        let stream = |i: u32| Bytes::from(format!("s-{i}"));
+        let stream = |i: u32| StreamId::copy_from_slice(format!("s-{i}").as_bytes());
         for round in 0..3u32 {
             for i in 0..3000 {
                 if i % 3 >= round {
@@ -1487,6 +1537,21 @@ mod tests {
         assert!((0..3000).all(|i| overlay.get(&stream(i)).is_none()));
         overlay.insert(stream(7), (7, 9));
         assert_eq!(overlay.get(&stream(7)), Some(&(7, 9)));
+    }
+
+    /// A stream id is held inline up to its limit and shared beyond it, and
+    /// reads back as the same bytes either way.
+    #[test]
+    fn a_stream_id_reads_back_inline_or_shared() {
+        let long = crate::frame::STREAM_ID_BYTES_MAX;
+        for len in
+            [1, 2, STREAM_ID_INLINE_BYTES - 1, STREAM_ID_INLINE_BYTES, STREAM_ID_INLINE_BYTES + 1, 255, 256, long]
+        {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let id = StreamId::copy_from_slice(&bytes);
+            assert_eq!(&*id, &bytes[..], "{len} bytes");
+            assert_eq!(matches!(id, StreamId::Inline { .. }), len <= STREAM_ID_INLINE_BYTES, "{len} bytes");
+        }
     }
 
     /// The filter may say "maybe" for a stream it never saw, never "no" for

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::commit::{
-    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status,
+    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status, StreamId,
     WriteRequest, Writer, now_ms,
 };
 use crate::error::{Error, Result};
@@ -215,7 +215,7 @@ impl Batch {
     pub fn append(mut self, stream: impl AsRef<[u8]>, expected: Expectation, payload: impl Into<Bytes>) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Entry(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
             timestamp_ms: None,
         });
@@ -226,7 +226,7 @@ impl Batch {
     pub fn snapshot(mut self, stream: impl AsRef<[u8]>, through: StreamSeq, payload: impl Into<Bytes>) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Snapshot(through),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
             timestamp_ms: None,
         });
@@ -237,7 +237,7 @@ impl Batch {
     pub fn clear(mut self, stream: impl AsRef<[u8]>, expected: Expectation) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Clear(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
         });
@@ -251,7 +251,7 @@ impl Batch {
     pub fn prune(mut self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Prune(before, snapshots, Expectation::Any, None),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
         });
@@ -277,7 +277,7 @@ impl Batch {
     pub fn check(mut self, stream: impl AsRef<[u8]>, expected: Expectation) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Check(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
         });
@@ -288,7 +288,7 @@ impl Batch {
     pub(crate) fn with(mut self, kind: OpKind, stream: &[u8], payload: &[u8]) -> Batch {
         self.ops.push(Op {
             kind,
-            stream: Bytes::copy_from_slice(stream),
+            stream: StreamId::copy_from_slice(stream),
             payload: Bytes::copy_from_slice(payload),
             timestamp_ms: None,
         });
@@ -503,7 +503,7 @@ impl Log {
         // One operation, no batch: nothing allocated but its stream id.
         let op = Op {
             kind: OpKind::Entry(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
             timestamp_ms: None,
         };
