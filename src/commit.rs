@@ -810,8 +810,13 @@ impl Writer {
         // computed it from the index and the group: later requests in the
         // group are checked against it. The request's stream ids move into
         // the overlay rather than being cloned.
-        for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-            self.overlay.insert(op.stream, checked.after);
+        match (ops, checked) {
+            (OneOrMany::One(op), OneOrMany::One(checked)) => self.overlay.insert(op.stream, checked.after),
+            (ops, checked) => {
+                for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
+                    self.overlay.insert(op.stream, checked.after);
+                }
+            }
         }
     }
 
@@ -892,8 +897,11 @@ impl Writer {
             encode_frame_from(&mut group.buf, self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
-        let mut acks = Acks::with_capacity(checked.len());
-        checked.iter().for_each(|c| acks.push(Appended { lsn: c.lsn, seq: c.seq, timestamp_ms }));
+        let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms };
+        let acks = match checked {
+            [one] => Acks::One(appended(one)),
+            many => Acks::Many(many.iter().map(appended).collect()),
+        };
         group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
@@ -911,83 +919,35 @@ impl Writer {
     /// the first guard that fails.
     fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
         let index = self.shared.index.read();
+        let cursor = |stream: &[u8]| match self.overlay_get(stream) {
+            Some(&cursor) => cursor,
+            None => index.cursor(stream),
+        };
+        if let [op] = ops {
+            return check_op(op, cursor(&op.stream), self.next_lsn).map(OneOrMany::One);
+        }
         // A batch may touch one stream several times: follow its own effects.
-        let batch = ops.len() > 1;
         let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
-        let mut seqs = OneOrMany::with_capacity(ops.len());
+        let mut checked = Vec::with_capacity(ops.len());
         // Operations written so far: a check takes no LSN.
         let mut written = 0u64;
         for op in ops {
             let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
-            let cursor = match position {
+            let before = match position {
                 Some(i) => local[i].1,
-                None => match self.overlay_get(&op.stream) {
-                    Some(&cursor) => cursor,
-                    None => index.cursor(&op.stream),
-                },
+                None => cursor(&op.stream),
             };
-            let next = cursor.next;
-            let conflict = |expected: Expectation| Error::Conflict {
-                stream: display_stream(&op.stream),
-                expected,
-                actual: StreamSeq(next),
-            };
-            let seq = match op.kind {
-                OpKind::Entry(expected)
-                | OpKind::Clear(expected)
-                | OpKind::Prune(_, _, expected, _)
-                | OpKind::Check(expected)
-                    if !expected.holds(StreamSeq(next)) =>
-                {
-                    return Err(conflict(expected));
-                }
-                OpKind::Entry(_) | OpKind::Clear(_) | OpKind::Check(_) => StreamSeq(next),
-                OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
-                    return Err(Error::SnapshotOutOfRange {
-                        stream: display_stream(&op.stream),
-                        seq,
-                        next_seq: StreamSeq(next),
-                    });
-                }
-                // Decided on another incarnation of the stream (it was
-                // cleared and refilled since): a conflict, nothing written.
-                OpKind::Prune(_, _, expected, Some(since)) if !cursor.exists || cursor.since != since => {
-                    return Err(conflict(expected));
-                }
-                OpKind::Prune(seq, _, _, _) if seq.0 > next => {
-                    return Err(Error::PruneOutOfRange {
-                        stream: display_stream(&op.stream),
-                        seq,
-                        next_seq: StreamSeq(next),
-                    });
-                }
-                OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
-                OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
-            };
-            let lsn = Lsn(self.next_lsn.0 + written);
-            let Some(kind) = record_kind(op.kind) else {
-                // A check changes nothing: the LSN before the next one taken.
-                let prune_payload = crate::frame::prune_payload(Lsn(0));
-                seqs.push(CheckedOp { seq, lsn: Lsn(lsn.0.saturating_sub(1)), after: cursor, prune_payload });
-                continue;
-            };
-            written += 1;
-            // A prune reaches no further than itself: snapshots written
-            // after it are not its business.
-            let snapshots_before = match op.kind {
-                OpKind::Prune(_, PruneSnapshots::Before(before), ..) => before.min(lsn),
-                OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
-                _ => Lsn(0),
-            };
-            let after = cursor.apply(kind, seq, lsn, snapshots_before).expect("the guards above are the same rules");
-            match position {
-                Some(i) => local[i] = (op.stream.as_ref(), after),
-                None if batch => local.push((op.stream.as_ref(), after)),
-                None => {}
+            let op_checked = check_op(op, before, Lsn(self.next_lsn.0 + written))?;
+            if record_kind(op.kind).is_some() {
+                written += 1;
             }
-            seqs.push(CheckedOp { seq, lsn, after, prune_payload: crate::frame::prune_payload(snapshots_before) });
+            match position {
+                Some(i) => local[i].1 = op_checked.after,
+                None => local.push((op.stream.as_ref(), op_checked.after)),
+            }
+            checked.push(op_checked);
         }
-        Ok(seqs)
+        Ok(OneOrMany::Many(checked))
     }
 
     /// Writes the group, syncs it if asked (or `seal`), publishes it to the
@@ -1470,6 +1430,60 @@ fn group_committed(group: &Group, write: Duration, synced: bool) {
     let figures =
         crate::telemetry::GroupFigures { requests, records, conflicts, bytes: group.buf.len(), synced, write };
     crate::telemetry::group_committed(&figures);
+}
+
+/// The sequence an operation gets at `lsn` (if it writes a record) and its
+/// stream's state after it, from the state `cursor` before it; or the guard
+/// that fails.
+fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
+    let next = cursor.next;
+    let conflict = |expected: Expectation| Error::Conflict {
+        stream: display_stream(&op.stream),
+        expected,
+        actual: StreamSeq(next),
+    };
+    let seq = match op.kind {
+        OpKind::Entry(expected)
+        | OpKind::Clear(expected)
+        | OpKind::Prune(_, _, expected, _)
+        | OpKind::Check(expected)
+            if !expected.holds(StreamSeq(next)) =>
+        {
+            return Err(conflict(expected));
+        }
+        OpKind::Entry(_) | OpKind::Clear(_) | OpKind::Check(_) => StreamSeq(next),
+        OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
+            return Err(Error::SnapshotOutOfRange {
+                stream: display_stream(&op.stream),
+                seq,
+                next_seq: StreamSeq(next),
+            });
+        }
+        // Decided on another incarnation of the stream (it was
+        // cleared and refilled since): a conflict, nothing written.
+        OpKind::Prune(_, _, expected, Some(since)) if !cursor.exists || cursor.since != since => {
+            return Err(conflict(expected));
+        }
+        OpKind::Prune(seq, _, _, _) if seq.0 > next => {
+            return Err(Error::PruneOutOfRange { stream: display_stream(&op.stream), seq, next_seq: StreamSeq(next) });
+        }
+        OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
+        OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
+    };
+    let Some(kind) = record_kind(op.kind) else {
+        // A check changes nothing: the LSN before the next one taken.
+        let prune_payload = crate::frame::prune_payload(Lsn(0));
+        return Ok(CheckedOp { seq, lsn: Lsn(lsn.0.saturating_sub(1)), after: cursor, prune_payload });
+    };
+    // A prune reaches no further than itself: snapshots written after it
+    // are not its business.
+    let snapshots_before = match op.kind {
+        OpKind::Prune(_, PruneSnapshots::Before(before), ..) => before.min(lsn),
+        OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
+        _ => Lsn(0),
+    };
+    let after = cursor.apply(kind, seq, lsn, snapshots_before).expect("the guards above are the same rules");
+    Ok(CheckedOp { seq, lsn, after, prune_payload: crate::frame::prune_payload(snapshots_before) })
 }
 
 /// The frame that holds these operations: a single one's own kind, or a batch.
