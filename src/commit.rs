@@ -1301,7 +1301,12 @@ impl<V> Default for Overlay<V> {
 
 impl<V> Overlay<V> {
     fn position(&self, stream: &[u8]) -> Option<usize> {
-        if !self.filter.may_hold(stream) {
+        self.position_at(stream, StreamFilter::bit(stream))
+    }
+
+    /// [`Overlay::position`] of a stream whose filter bit is `bit`.
+    fn position_at(&self, stream: &[u8], bit: FilterBit) -> Option<usize> {
+        if !self.filter.may_hold_bit(bit) {
             return None;
         }
         let mut positions = self.positions.borrow_mut();
@@ -1319,10 +1324,11 @@ impl<V> Overlay<V> {
     }
 
     fn insert(&mut self, stream: StreamId, state: V) {
-        match self.position(&stream) {
+        let bit = StreamFilter::bit(&stream);
+        match self.position_at(&stream, bit) {
             Some(at) => self.touched[at].1 = state,
             None => {
-                self.filter.insert(&stream);
+                self.filter.insert_bit(bit);
                 self.touched.push((stream, state));
             }
         }
@@ -1372,6 +1378,13 @@ struct StreamFilter {
 
 const STREAM_FILTER_WORDS: usize = 64;
 
+/// A stream's bit in a [`StreamFilter`]: its word, and the bit in it.
+#[derive(Clone, Copy)]
+struct FilterBit {
+    word: usize,
+    mask: u64,
+}
+
 impl Default for StreamFilter {
     fn default() -> StreamFilter {
         StreamFilter { bits: [0; STREAM_FILTER_WORDS], set: 0 }
@@ -1379,34 +1392,31 @@ impl Default for StreamFilter {
 }
 
 impl StreamFilter {
-    fn bit(stream: &[u8]) -> (usize, u64) {
-        // FxHash's mixing over 8-byte words: a few instructions per id.
-        let mix = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-        let mut hash = stream.len() as u64;
-        let mut words = stream.chunks_exact(8);
-        for word in &mut words {
-            hash = mix(hash, u64::from_le_bytes(word.try_into().expect("eight bytes")));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            hash = mix(hash, rest.iter().rev().fold(0, |word, &byte| word << 8 | u64::from(byte)));
-        }
+    fn bit(stream: &[u8]) -> FilterBit {
+        // foldhash with a fixed seed: a few instructions per short id, and
+        // a filter needs no key (see above).
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one(stream);
         let bit = (hash >> 52) as usize % (STREAM_FILTER_WORDS * 64);
-        (bit / 64, 1 << (bit % 64))
+        FilterBit { word: bit / 64, mask: 1 << (bit % 64) }
     }
 
+    #[cfg(test)]
     fn insert(&mut self, stream: &[u8]) {
-        let (word, mask) = StreamFilter::bit(stream);
-        self.bits[word] |= mask;
+        self.insert_bit(StreamFilter::bit(stream));
+    }
+
+    fn insert_bit(&mut self, bit: FilterBit) {
+        self.bits[bit.word] |= bit.mask;
         self.set += 1;
     }
 
+    #[cfg(test)]
     fn may_hold(&self, stream: &[u8]) -> bool {
-        if self.set == 0 {
-            return false;
-        }
-        let (word, mask) = StreamFilter::bit(stream);
-        self.bits[word] & mask != 0
+        self.may_hold_bit(StreamFilter::bit(stream))
+    }
+
+    fn may_hold_bit(&self, bit: FilterBit) -> bool {
+        self.set > 0 && self.bits[bit.word] & bit.mask != 0
     }
 
     fn clear(&mut self) {
