@@ -245,25 +245,30 @@ pub fn encode_frame_from(
     assert!(body <= FRAME_BODY_BYTES_MAX);
     let start = buf.len();
     buf.reserve(FRAME_HEADER_BYTES + body);
-    buf.extend_from_slice(&[0; 4]); // checksum, filled in below
-    buf.extend_from_slice(&u32::try_from(body).expect("asserted above").to_le_bytes());
-    buf.extend_from_slice(&meta.lsn.0.to_le_bytes());
-    buf.extend_from_slice(&meta.durable_lsn.0.to_le_bytes());
-    buf.extend_from_slice(&meta.timestamp_ms.to_le_bytes());
-    buf.push(kind as u8);
-    buf.push(0); // flags
-    buf.extend_from_slice(&[0; 2]); // reserved
-    buf.extend_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
+    // Each header is laid out in an array and appended whole: one copy
+    // rather than one capacity check and copy per field.
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    // header[0..4]: the checksum, filled in below.
+    header[4..8].copy_from_slice(&u32::try_from(body).expect("asserted above").to_le_bytes());
+    header[8..16].copy_from_slice(&meta.lsn.0.to_le_bytes());
+    header[16..24].copy_from_slice(&meta.durable_lsn.0.to_le_bytes());
+    header[24..32].copy_from_slice(&meta.timestamp_ms.to_le_bytes());
+    header[32] = kind as u8;
+    // header[33]: flags; header[34..36]: reserved.
+    header[36..40].copy_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
+    buf.extend_from_slice(&header);
     for (index, op) in ops.iter().enumerate() {
         assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
         assert_eq!(op.lsn.0, meta.lsn.0 + index as u64);
         if kind == FrameKind::Batch {
             buf.push(op.kind.frame_kind() as u8);
         }
-        buf.extend_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
-        buf.extend_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
-        buf.extend_from_slice(&op.seq.0.to_le_bytes());
-        buf.extend_from_slice(&op.lsn.0.to_le_bytes());
+        let mut op_header = [0u8; OP_HEADER_BYTES];
+        op_header[0..2].copy_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
+        op_header[2..6].copy_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
+        op_header[6..14].copy_from_slice(&op.seq.0.to_le_bytes());
+        op_header[14..22].copy_from_slice(&op.lsn.0.to_le_bytes());
+        buf.extend_from_slice(&op_header);
         buf.extend_from_slice(op.stream);
         buf.extend_from_slice(op.payload);
     }
