@@ -891,7 +891,7 @@ impl Writer {
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         // The log's clock never goes back, so entries can be searched by time.
-        let time = kept_time.unwrap_or_else(|| *group.now_ms.get_or_insert_with(now_ms));
+        let time = kept_time.unwrap_or_else(|| *group.now_ms.get_or_insert_with(|| self.shared.fs.now_ms()));
         self.last_timestamp_ms = self.last_timestamp_ms.max(time);
         let timestamp_ms = self.last_timestamp_ms;
         if !refs.is_empty() {
