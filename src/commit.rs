@@ -34,8 +34,8 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    FRAME_HEADER_BYTES, FrameKind, FrameMeta, GAP_BODY_BYTES, MARKER_RESERVE_BYTES, OpRef, RecordKind,
-    decode_own_frame, encode_frame, encode_gap_frame, frame_bytes, marker_offset,
+    FRAME_HEADER_BYTES, FrameKind, FrameMeta, GAP_BODY_BYTES, LogIdChecksum, MARKER_RESERVE_BYTES, OpRef, RecordKind,
+    decode_own_frame, encode_frame, encode_frame_from, encode_gap_frame, frame_bytes, marker_offset,
 };
 use crate::fs::{DirLock, FileSystem};
 use crate::index::{Index, StreamCursor};
@@ -86,12 +86,62 @@ pub struct Op {
     /// What it does.
     pub kind: OpKind,
     /// Its stream.
-    pub stream: Bytes,
+    pub stream: StreamId,
     /// Its payload (empty for a clear).
     pub payload: Bytes,
     /// The time to record for its frame instead of the clock's, if later
     /// than the last frame's: `annals repair` keeps each record's time.
     pub timestamp_ms: Option<u64>,
+}
+
+/// A request's stream id: inline when it is short (most are: a name, a
+/// UUID), so that queueing an append allocates nothing for it; a longer one
+/// is copied once into shared bytes.
+#[derive(Clone)]
+pub(crate) enum StreamId {
+    Inline { len: u8, bytes: [u8; STREAM_ID_INLINE_BYTES] },
+    Shared(Bytes),
+}
+
+/// The longest stream id held inline: the enum is then 48 bytes, as large
+/// as the 32 of `Bytes` plus its own 16.
+const STREAM_ID_INLINE_BYTES: usize = 46;
+
+impl StreamId {
+    /// A copy of `stream`.
+    pub fn copy_from_slice(stream: &[u8]) -> StreamId {
+        match u8::try_from(stream.len()) {
+            Ok(len) if stream.len() <= STREAM_ID_INLINE_BYTES => {
+                let mut bytes = [0; STREAM_ID_INLINE_BYTES];
+                bytes[..stream.len()].copy_from_slice(stream);
+                StreamId::Inline { len, bytes }
+            }
+            _ => StreamId::Shared(Bytes::copy_from_slice(stream)),
+        }
+    }
+}
+
+impl std::ops::Deref for StreamId {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            StreamId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StreamId::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for StreamId {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&display_stream(self))
+    }
 }
 
 /// Where an acknowledged operation landed.
@@ -209,6 +259,12 @@ struct SlotState {
 pub(crate) type Reply = Arc<ReplySlot>;
 
 impl ReplySlot {
+    /// A slot that will wake `waker`: registered before the request is
+    /// queued, so the appender takes no lock for it.
+    pub fn waking(waker: &Waker) -> ReplySlot {
+        ReplySlot { state: Mutex::new(SlotState { outcome: None, taken: false, waker: Some(waker.clone()) }) }
+    }
+
     /// Stores the outcome and wakes whoever waits for it.
     pub fn send(&self, outcome: Result<Acks>) {
         let waker = {
@@ -494,6 +550,8 @@ impl Spares {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     log_id: [u8; 16],
+    /// The CRC of `log_id`, where every frame's checksum starts.
+    log_id_checksum: LogIdChecksum,
     /// The state file: the newest segment and the durable end, recorded at
     /// every rollover and at a clean close.
     state: StateFile,
@@ -513,6 +571,8 @@ pub(crate) struct Writer {
     overlay: Overlay<StreamCursor>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
+    /// The last group's list of replies, emptied, for the next one.
+    spare_replies: Vec<(Reply, Result<Acks>)>,
     /// The log was closed: nothing more is written.
     closed: bool,
     /// A rollover began and failed: the active segment takes no more frames
@@ -534,6 +594,9 @@ struct Group {
     replies: Vec<(Reply, Result<Acks>)>,
     needs_sync: bool,
     needs_periodic: bool,
+    /// The clock, read once for the group's first frame: every frame of a
+    /// group is written by the same `write`.
+    now_ms: Option<u64>,
 }
 
 /// LSNs one extension of the state file's LSN lease covers.
@@ -541,6 +604,10 @@ pub(crate) const LSN_LEASE_LSNS: u64 = 1 << 20;
 
 /// The largest group buffer kept for reuse; a larger one is freed.
 const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
+
+/// The most replies a list kept for reuse has room for (a full queue's
+/// worth, by default); a larger one is freed.
+const SPARE_REPLIES_MAX: usize = 4096;
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, log_id: [u8; 16], state: StateFile) -> Writer {
@@ -552,6 +619,7 @@ impl Writer {
         Writer {
             shared,
             log_id,
+            log_id_checksum: LogIdChecksum::of(&log_id),
             state,
             active,
             offset,
@@ -560,6 +628,7 @@ impl Writer {
             pending: VecDeque::new(),
             overlay: Overlay::default(),
             spare_buf: Vec::new(),
+            spare_replies: Vec::new(),
             closed: false,
             sealed: false,
             spare_requested: false,
@@ -630,7 +699,9 @@ impl Writer {
         if self.pending.is_empty() {
             let mut queue = self.shared.queue.lock();
             crate::telemetry::queue_taken(queue.commands.len());
-            self.pending.extend(queue.commands.drain(..));
+            // Both are empty but for what is queued: swapping them moves no
+            // request (each is some 170 bytes), and each keeps its room.
+            std::mem::swap(&mut self.pending, &mut queue.commands);
             self.shared.queued.store(0, Ordering::Release);
             // The queue has room again for whoever found it full.
             let room = std::mem::take(&mut queue.waiting_for_room);
@@ -639,7 +710,11 @@ impl Writer {
         }
         let worked = !self.pending.is_empty();
         while !self.pending.is_empty() {
-            let mut group = Group { buf: std::mem::take(&mut self.spare_buf), ..Group::default() };
+            let mut group = Group {
+                buf: std::mem::take(&mut self.spare_buf),
+                replies: std::mem::take(&mut self.spare_replies),
+                ..Group::default()
+            };
             while let Some(command) = self.pending.pop_front() {
                 match command {
                     Command::Write(request) => {
@@ -737,8 +812,13 @@ impl Writer {
         // computed it from the index and the group: later requests in the
         // group are checked against it. The request's stream ids move into
         // the overlay rather than being cloned.
-        for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-            self.overlay.insert(op.stream, checked.after);
+        match (ops, checked) {
+            (OneOrMany::One(op), OneOrMany::One(checked)) => self.overlay.insert(op.stream, checked.after),
+            (ops, checked) => {
+                for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
+                    self.overlay.insert(op.stream, checked.after);
+                }
+            }
         }
     }
 
@@ -810,20 +890,20 @@ impl Writer {
         reply: Reply,
     ) {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
-        let timestamp_ms = match kept_time {
-            Some(kept) => {
-                self.last_timestamp_ms = self.last_timestamp_ms.max(kept);
-                self.last_timestamp_ms
-            }
-            None => self.timestamp_ms(),
-        };
+        // The log's clock never goes back, so entries can be searched by time.
+        let time = kept_time.unwrap_or_else(|| *group.now_ms.get_or_insert_with(|| self.shared.fs.now_ms()));
+        self.last_timestamp_ms = self.last_timestamp_ms.max(time);
+        let timestamp_ms = self.last_timestamp_ms;
         if !refs.is_empty() {
             let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
-            encode_frame(&mut group.buf, &self.log_id, frame_kind_of(refs), meta, refs);
+            encode_frame_from(&mut group.buf, self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
-        let mut acks = Acks::with_capacity(checked.len());
-        checked.iter().for_each(|c| acks.push(Appended { lsn: c.lsn, seq: c.seq, timestamp_ms }));
+        let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms };
+        let acks = match checked {
+            [one] => Acks::One(appended(one)),
+            many => Acks::Many(many.iter().map(appended).collect()),
+        };
         group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
@@ -833,7 +913,7 @@ impl Writer {
     }
 
     /// The state of a stream the group touched, if it did.
-    fn overlay_get(&self, stream: &Bytes) -> Option<&StreamCursor> {
+    fn overlay_get(&self, stream: &[u8]) -> Option<&StreamCursor> {
         self.overlay.get(stream)
     }
 
@@ -841,83 +921,35 @@ impl Writer {
     /// the first guard that fails.
     fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
         let index = self.shared.index.read();
+        let cursor = |stream: &[u8]| match self.overlay_get(stream) {
+            Some(&cursor) => cursor,
+            None => index.cursor(stream),
+        };
+        if let [op] = ops {
+            return check_op(op, cursor(&op.stream), self.next_lsn).map(OneOrMany::One);
+        }
         // A batch may touch one stream several times: follow its own effects.
-        let batch = ops.len() > 1;
         let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
-        let mut seqs = OneOrMany::with_capacity(ops.len());
+        let mut checked = Vec::with_capacity(ops.len());
         // Operations written so far: a check takes no LSN.
         let mut written = 0u64;
         for op in ops {
             let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
-            let cursor = match position {
+            let before = match position {
                 Some(i) => local[i].1,
-                None => match self.overlay_get(&op.stream) {
-                    Some(&cursor) => cursor,
-                    None => index.cursor(&op.stream),
-                },
+                None => cursor(&op.stream),
             };
-            let next = cursor.next;
-            let conflict = |expected: Expectation| Error::Conflict {
-                stream: display_stream(&op.stream),
-                expected,
-                actual: StreamSeq(next),
-            };
-            let seq = match op.kind {
-                OpKind::Entry(expected)
-                | OpKind::Clear(expected)
-                | OpKind::Prune(_, _, expected, _)
-                | OpKind::Check(expected)
-                    if !expected.holds(StreamSeq(next)) =>
-                {
-                    return Err(conflict(expected));
-                }
-                OpKind::Entry(_) | OpKind::Clear(_) | OpKind::Check(_) => StreamSeq(next),
-                OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
-                    return Err(Error::SnapshotOutOfRange {
-                        stream: display_stream(&op.stream),
-                        seq,
-                        next_seq: StreamSeq(next),
-                    });
-                }
-                // Decided on another incarnation of the stream (it was
-                // cleared and refilled since): a conflict, nothing written.
-                OpKind::Prune(_, _, expected, Some(since)) if !cursor.exists || cursor.since != since => {
-                    return Err(conflict(expected));
-                }
-                OpKind::Prune(seq, _, _, _) if seq.0 > next => {
-                    return Err(Error::PruneOutOfRange {
-                        stream: display_stream(&op.stream),
-                        seq,
-                        next_seq: StreamSeq(next),
-                    });
-                }
-                OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
-                OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
-            };
-            let lsn = Lsn(self.next_lsn.0 + written);
-            let Some(kind) = record_kind(op.kind) else {
-                // A check changes nothing: the LSN before the next one taken.
-                let prune_payload = crate::frame::prune_payload(Lsn(0));
-                seqs.push(CheckedOp { seq, lsn: Lsn(lsn.0.saturating_sub(1)), after: cursor, prune_payload });
-                continue;
-            };
-            written += 1;
-            // A prune reaches no further than itself: snapshots written
-            // after it are not its business.
-            let snapshots_before = match op.kind {
-                OpKind::Prune(_, PruneSnapshots::Before(before), ..) => before.min(lsn),
-                OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
-                _ => Lsn(0),
-            };
-            let after = cursor.apply(kind, seq, lsn, snapshots_before).expect("the guards above are the same rules");
-            match position {
-                Some(i) => local[i] = (op.stream.as_ref(), after),
-                None if batch => local.push((op.stream.as_ref(), after)),
-                None => {}
+            let op_checked = check_op(op, before, Lsn(self.next_lsn.0 + written))?;
+            if record_kind(op.kind).is_some() {
+                written += 1;
             }
-            seqs.push(CheckedOp { seq, lsn, after, prune_payload: crate::frame::prune_payload(snapshots_before) });
+            match position {
+                Some(i) => local[i].1 = op_checked.after,
+                None => local.push((op.stream.as_ref(), op_checked.after)),
+            }
+            checked.push(op_checked);
         }
-        Ok(seqs)
+        Ok(OneOrMany::Many(checked))
     }
 
     /// Writes the group, syncs it if asked (or `seal`), publishes it to the
@@ -933,9 +965,10 @@ impl Writer {
                 self.write_and_sync(&group.buf, group.needs_sync || seal).and_then(|()| self.cover_by_lease());
             if let Err(error) = written {
                 let cause = self.shared.poison(error);
-                for (reply, _) in group.replies {
+                for (reply, _) in group.replies.drain(..) {
                     reply.send(Err(Error::Poisoned { cause: cause.clone() }));
                 }
+                self.keep_for_reuse(group);
                 return;
             }
             write_took = started.elapsed();
@@ -956,12 +989,22 @@ impl Writer {
         if crate::telemetry::group_wanted() && !group.replies.is_empty() {
             group_committed(&group, write_took, group.needs_sync || seal);
         }
-        for (reply, result) in group.replies {
+        for (reply, result) in group.replies.drain(..) {
             reply.send(result);
         }
+        self.keep_for_reuse(group);
+    }
+
+    /// Keeps a committed group's buffer and list of replies, emptied, for
+    /// the next group, unless they grew past what is worth keeping.
+    fn keep_for_reuse(&mut self, mut group: Group) {
         if group.buf.capacity() <= SPARE_BUF_BYTES_MAX {
             group.buf.clear();
             self.spare_buf = group.buf;
+        }
+        if group.replies.capacity() <= SPARE_REPLIES_MAX {
+            group.replies.clear();
+            self.spare_replies = group.replies;
         }
     }
 
@@ -1235,7 +1278,7 @@ impl Writer {
 /// must not turn lookups into scans), once per group and then kept up to date.
 struct Overlay<V> {
     /// Each touched stream once, with its state.
-    touched: Vec<(Bytes, V)>,
+    touched: Vec<(StreamId, V)>,
     filter: StreamFilter,
     positions: RefCell<OverlayPositions>,
 }
@@ -1258,7 +1301,12 @@ impl<V> Default for Overlay<V> {
 
 impl<V> Overlay<V> {
     fn position(&self, stream: &[u8]) -> Option<usize> {
-        if !self.filter.may_hold(stream) {
+        self.position_at(stream, StreamFilter::bit(stream))
+    }
+
+    /// [`Overlay::position`] of a stream whose filter bit is `bit`.
+    fn position_at(&self, stream: &[u8], bit: FilterBit) -> Option<usize> {
+        if !self.filter.may_hold_bit(bit) {
             return None;
         }
         let mut positions = self.positions.borrow_mut();
@@ -1275,11 +1323,12 @@ impl<V> Overlay<V> {
         self.position(stream).map(|at| &self.touched[at].1)
     }
 
-    fn insert(&mut self, stream: Bytes, state: V) {
-        match self.position(&stream) {
+    fn insert(&mut self, stream: StreamId, state: V) {
+        let bit = StreamFilter::bit(&stream);
+        match self.position_at(&stream, bit) {
             Some(at) => self.touched[at].1 = state,
             None => {
-                self.filter.insert(&stream);
+                self.filter.insert_bit(bit);
                 self.touched.push((stream, state));
             }
         }
@@ -1329,6 +1378,13 @@ struct StreamFilter {
 
 const STREAM_FILTER_WORDS: usize = 64;
 
+/// A stream's bit in a [`StreamFilter`]: its word, and the bit in it.
+#[derive(Clone, Copy)]
+struct FilterBit {
+    word: usize,
+    mask: u64,
+}
+
 impl Default for StreamFilter {
     fn default() -> StreamFilter {
         StreamFilter { bits: [0; STREAM_FILTER_WORDS], set: 0 }
@@ -1336,34 +1392,31 @@ impl Default for StreamFilter {
 }
 
 impl StreamFilter {
-    fn bit(stream: &[u8]) -> (usize, u64) {
-        // FxHash's mixing over 8-byte words: a few instructions per id.
-        let mix = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-        let mut hash = stream.len() as u64;
-        let mut words = stream.chunks_exact(8);
-        for word in &mut words {
-            hash = mix(hash, u64::from_le_bytes(word.try_into().expect("eight bytes")));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            hash = mix(hash, rest.iter().rev().fold(0, |word, &byte| word << 8 | u64::from(byte)));
-        }
+    fn bit(stream: &[u8]) -> FilterBit {
+        // foldhash with a fixed seed: a few instructions per short id, and
+        // a filter needs no key (see above).
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one(stream);
         let bit = (hash >> 52) as usize % (STREAM_FILTER_WORDS * 64);
-        (bit / 64, 1 << (bit % 64))
+        FilterBit { word: bit / 64, mask: 1 << (bit % 64) }
     }
 
+    #[cfg(test)]
     fn insert(&mut self, stream: &[u8]) {
-        let (word, mask) = StreamFilter::bit(stream);
-        self.bits[word] |= mask;
+        self.insert_bit(StreamFilter::bit(stream));
+    }
+
+    fn insert_bit(&mut self, bit: FilterBit) {
+        self.bits[bit.word] |= bit.mask;
         self.set += 1;
     }
 
+    #[cfg(test)]
     fn may_hold(&self, stream: &[u8]) -> bool {
-        if self.set == 0 {
-            return false;
-        }
-        let (word, mask) = StreamFilter::bit(stream);
-        self.bits[word] & mask != 0
+        self.may_hold_bit(StreamFilter::bit(stream))
+    }
+
+    fn may_hold_bit(&self, bit: FilterBit) -> bool {
+        self.set > 0 && self.bits[bit.word] & bit.mask != 0
     }
 
     fn clear(&mut self) {
@@ -1389,6 +1442,60 @@ fn group_committed(group: &Group, write: Duration, synced: bool) {
     let figures =
         crate::telemetry::GroupFigures { requests, records, conflicts, bytes: group.buf.len(), synced, write };
     crate::telemetry::group_committed(&figures);
+}
+
+/// The sequence an operation gets at `lsn` (if it writes a record) and its
+/// stream's state after it, from the state `cursor` before it; or the guard
+/// that fails.
+fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
+    let next = cursor.next;
+    let conflict = |expected: Expectation| Error::Conflict {
+        stream: display_stream(&op.stream),
+        expected,
+        actual: StreamSeq(next),
+    };
+    let seq = match op.kind {
+        OpKind::Entry(expected)
+        | OpKind::Clear(expected)
+        | OpKind::Prune(_, _, expected, _)
+        | OpKind::Check(expected)
+            if !expected.holds(StreamSeq(next)) =>
+        {
+            return Err(conflict(expected));
+        }
+        OpKind::Entry(_) | OpKind::Clear(_) | OpKind::Check(_) => StreamSeq(next),
+        OpKind::Snapshot(seq) if seq.0 >= next || cursor.snapshot_floor.is_some_and(|s| s > seq) => {
+            return Err(Error::SnapshotOutOfRange {
+                stream: display_stream(&op.stream),
+                seq,
+                next_seq: StreamSeq(next),
+            });
+        }
+        // Decided on another incarnation of the stream (it was
+        // cleared and refilled since): a conflict, nothing written.
+        OpKind::Prune(_, _, expected, Some(since)) if !cursor.exists || cursor.since != since => {
+            return Err(conflict(expected));
+        }
+        OpKind::Prune(seq, _, _, _) if seq.0 > next => {
+            return Err(Error::PruneOutOfRange { stream: display_stream(&op.stream), seq, next_seq: StreamSeq(next) });
+        }
+        OpKind::Base(_) if cursor.exists => return Err(conflict(Expectation::NoStream)),
+        OpKind::Snapshot(seq) | OpKind::Prune(seq, ..) | OpKind::Base(seq) => seq,
+    };
+    let Some(kind) = record_kind(op.kind) else {
+        // A check changes nothing: the LSN before the next one taken.
+        let prune_payload = crate::frame::prune_payload(Lsn(0));
+        return Ok(CheckedOp { seq, lsn: Lsn(lsn.0.saturating_sub(1)), after: cursor, prune_payload });
+    };
+    // A prune reaches no further than itself: snapshots written after it
+    // are not its business.
+    let snapshots_before = match op.kind {
+        OpKind::Prune(_, PruneSnapshots::Before(before), ..) => before.min(lsn),
+        OpKind::Prune(_, PruneSnapshots::AllButLatest, ..) => cursor.latest_snapshot.unwrap_or(Lsn(0)),
+        _ => Lsn(0),
+    };
+    let after = cursor.apply(kind, seq, lsn, snapshots_before).expect("the guards above are the same rules");
+    Ok(CheckedOp { seq, lsn, after, prune_payload: crate::frame::prune_payload(snapshots_before) })
 }
 
 /// The frame that holds these operations: a single one's own kind, or a batch.
@@ -1439,7 +1546,7 @@ mod tests {
     #[test]
     fn the_overlay_holds_each_stream_once_with_its_latest_state() {
         let mut overlay = Overlay::default();
-        let stream = |i: u32| Bytes::from(format!("s-{i}"));
+        let stream = |i: u32| StreamId::copy_from_slice(format!("s-{i}").as_bytes());
         for round in 0..3u32 {
             for i in 0..3000 {
                 if i % 3 >= round {
@@ -1456,6 +1563,21 @@ mod tests {
         assert!((0..3000).all(|i| overlay.get(&stream(i)).is_none()));
         overlay.insert(stream(7), (7, 9));
         assert_eq!(overlay.get(&stream(7)), Some(&(7, 9)));
+    }
+
+    /// A stream id is held inline up to its limit and shared beyond it, and
+    /// reads back as the same bytes either way.
+    #[test]
+    fn a_stream_id_reads_back_inline_or_shared() {
+        let long = crate::frame::STREAM_ID_BYTES_MAX;
+        for len in
+            [1, 2, STREAM_ID_INLINE_BYTES - 1, STREAM_ID_INLINE_BYTES, STREAM_ID_INLINE_BYTES + 1, 255, 256, long]
+        {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let id = StreamId::copy_from_slice(&bytes);
+            assert_eq!(&*id, &bytes[..], "{len} bytes");
+            assert_eq!(matches!(id, StreamId::Inline { .. }), len <= STREAM_ID_INLINE_BYTES, "{len} bytes");
+        }
     }
 
     /// The filter may say "maybe" for a stream it never saw, never "no" for

@@ -224,6 +224,17 @@ fn body_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
 /// caller has checked the limits: this asserts them, because breaking one here
 /// is a bug in Annals, not bad input.
 pub fn encode_frame(buf: &mut Vec<u8>, log_id: &[u8; 16], kind: FrameKind, meta: FrameMeta, ops: &[OpRef<'_>]) {
+    encode_frame_from(buf, LogIdChecksum::of(log_id), kind, meta, ops);
+}
+
+/// [`encode_frame`] with the log id's checksum computed once (the writer's).
+pub fn encode_frame_from(
+    buf: &mut Vec<u8>,
+    log_id: LogIdChecksum,
+    kind: FrameKind,
+    meta: FrameMeta,
+    ops: &[OpRef<'_>],
+) {
     match kind {
         FrameKind::Batch => assert!(!ops.is_empty() && ops.len() <= BATCH_OPS_MAX),
         FrameKind::Marker => assert!(ops.is_empty()),
@@ -234,31 +245,55 @@ pub fn encode_frame(buf: &mut Vec<u8>, log_id: &[u8; 16], kind: FrameKind, meta:
     assert!(body <= FRAME_BODY_BYTES_MAX);
     let start = buf.len();
     buf.reserve(FRAME_HEADER_BYTES + body);
-    buf.extend_from_slice(&[0; 4]); // checksum, filled in below
-    buf.extend_from_slice(&u32::try_from(body).expect("asserted above").to_le_bytes());
-    buf.extend_from_slice(&meta.lsn.0.to_le_bytes());
-    buf.extend_from_slice(&meta.durable_lsn.0.to_le_bytes());
-    buf.extend_from_slice(&meta.timestamp_ms.to_le_bytes());
-    buf.push(kind as u8);
-    buf.push(0); // flags
-    buf.extend_from_slice(&[0; 2]); // reserved
-    buf.extend_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
+    // Each header is laid out in an array and appended whole: one copy
+    // rather than one capacity check and copy per field.
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    // header[0..4]: the checksum, filled in below.
+    header[4..8].copy_from_slice(&u32::try_from(body).expect("asserted above").to_le_bytes());
+    header[8..16].copy_from_slice(&meta.lsn.0.to_le_bytes());
+    header[16..24].copy_from_slice(&meta.durable_lsn.0.to_le_bytes());
+    header[24..32].copy_from_slice(&meta.timestamp_ms.to_le_bytes());
+    header[32] = kind as u8;
+    // header[33]: flags; header[34..36]: reserved.
+    header[36..40].copy_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
+    buf.extend_from_slice(&header);
     for (index, op) in ops.iter().enumerate() {
         assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
         assert_eq!(op.lsn.0, meta.lsn.0 + index as u64);
         if kind == FrameKind::Batch {
             buf.push(op.kind.frame_kind() as u8);
         }
-        buf.extend_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
-        buf.extend_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
-        buf.extend_from_slice(&op.seq.0.to_le_bytes());
-        buf.extend_from_slice(&op.lsn.0.to_le_bytes());
+        let mut op_header = [0u8; OP_HEADER_BYTES];
+        op_header[0..2].copy_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
+        op_header[2..6].copy_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
+        op_header[6..14].copy_from_slice(&op.seq.0.to_le_bytes());
+        op_header[14..22].copy_from_slice(&op.lsn.0.to_le_bytes());
+        buf.extend_from_slice(&op_header);
         buf.extend_from_slice(op.stream);
         buf.extend_from_slice(op.payload);
     }
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_BYTES + body);
-    let crc = frame_checksum(log_id, &buf[start + 4..]);
+    let crc = log_id.frame_checksum(&buf[start + 4..]);
     buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC-32 of a log's id, where every frame's checksum starts (it covers
+/// the log id first): a writer computes it once, not for every frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogIdChecksum(u32);
+
+impl LogIdChecksum {
+    /// The checksum of `log_id`.
+    pub fn of(log_id: &[u8; 16]) -> LogIdChecksum {
+        LogIdChecksum(crc32fast::hash(log_id))
+    }
+
+    /// [`frame_checksum`] of this log id: the CRC continued over the rest.
+    fn frame_checksum(self, header_and_body: &[u8]) -> u32 {
+        let mut hasher = crc32fast::Hasher::new_with_initial(self.0);
+        hasher.update(header_and_body);
+        hasher.finalize()
+    }
 }
 
 /// CRC-32 (IEEE) over the log id, the header after the checksum field, and the body.
@@ -648,6 +683,20 @@ mod tests {
         assert_eq!(ops.len(), 1);
         assert_eq!((ops[0].stream, ops[0].seq, ops[0].payload), (&b"wf-1"[..], StreamSeq(3), &b"state"[..]));
         assert_eq!(frame.next_lsn(), Lsn(10));
+    }
+
+    /// The writer's checksum continues from the log id's CRC: it must equal
+    /// the CRC the readers compute over the log id and the frame together,
+    /// at every length (crc32fast takes other paths below 64 and 128 bytes).
+    #[test]
+    fn a_checksum_continued_from_the_log_ids_equals_the_one_over_both() {
+        for log_id in [[0u8; 16], LOG_ID, std::array::from_fn(|i| (i * 37 + 11) as u8)] {
+            let seed = LogIdChecksum::of(&log_id);
+            let bytes: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            for len in 0..bytes.len() {
+                assert_eq!(seed.frame_checksum(&bytes[..len]), frame_checksum(&log_id, &bytes[..len]), "{len} bytes");
+            }
+        }
     }
 
     #[test]

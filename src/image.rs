@@ -20,7 +20,6 @@
 //! // Image: { header (96 bytes) | body: scalars | segment table | stream table }
 //! ```
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -203,7 +202,7 @@ impl ImageSegment {
 pub(crate) struct DecodedImage {
     pub header: ImageHeader,
     pub segments: Vec<ImageSegment>,
-    streams: HashMap<Box<[u8]>, StreamState>,
+    streams: crate::index::StreamMap,
     last_durable_lsn: Lsn,
     records: u64,
     retention_records: u64,
@@ -445,7 +444,7 @@ pub(crate) fn decode(image: &bytes::Bytes) -> Result<DecodedImage, ImageDefect> 
         segments.push(decode_segment(&mut cursor)?);
     }
     let stream_count = cursor.count(stream_count, STREAM_FIXED_BYTES)?;
-    let mut streams = HashMap::with_capacity(stream_count);
+    let mut streams = crate::index::StreamMap::with_capacity_and_hasher(stream_count, Default::default());
     for _ in 0..stream_count {
         let (id, state) = decode_stream(&mut cursor, &segments, image, IMAGE_HEADER_BYTES)?;
         if streams.insert(id, state).is_some() {

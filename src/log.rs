@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::commit::{
-    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status,
+    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status, StreamId,
     WriteRequest, Writer, now_ms,
 };
 use crate::error::{Error, Result};
@@ -159,13 +159,14 @@ impl Write {
             return reply.poll(cx);
         }
         let (ops, durability) = self.batch.take().expect("a Pending is not polled after it finished");
-        let reply = Arc::new(ReplySlot::default());
+        // The slot holds the waker before the writer can see it: an answer
+        // that comes before this returns wakes the task, which polls again.
+        let reply = Arc::new(ReplySlot::waking(cx.waker()));
         let request = WriteRequest { ops, durability, reply: reply.clone() };
         match self.handle.shared.push_or_wait(Command::Write(request), !self.blocking, Some(cx.waker())) {
             Ok(None) => {
                 self.reply = Some(reply);
-                // Registers the waker (the writer may even have answered already).
-                self.poll(cx)
+                Poll::Pending
             }
             // The queue is full: this is polled again once it has room.
             Ok(Some(Command::Write(request))) => {
@@ -214,7 +215,7 @@ impl Batch {
     pub fn append(mut self, stream: impl AsRef<[u8]>, expected: Expectation, payload: impl Into<Bytes>) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Entry(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
             timestamp_ms: None,
         });
@@ -225,7 +226,7 @@ impl Batch {
     pub fn snapshot(mut self, stream: impl AsRef<[u8]>, through: StreamSeq, payload: impl Into<Bytes>) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Snapshot(through),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
             timestamp_ms: None,
         });
@@ -236,7 +237,7 @@ impl Batch {
     pub fn clear(mut self, stream: impl AsRef<[u8]>, expected: Expectation) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Clear(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
         });
@@ -250,7 +251,7 @@ impl Batch {
     pub fn prune(mut self, stream: impl AsRef<[u8]>, before: StreamSeq, snapshots: PruneSnapshots) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Prune(before, snapshots, Expectation::Any, None),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
         });
@@ -276,7 +277,7 @@ impl Batch {
     pub fn check(mut self, stream: impl AsRef<[u8]>, expected: Expectation) -> Batch {
         self.ops.push(Op {
             kind: OpKind::Check(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: Bytes::new(),
             timestamp_ms: None,
         });
@@ -287,7 +288,7 @@ impl Batch {
     pub(crate) fn with(mut self, kind: OpKind, stream: &[u8], payload: &[u8]) -> Batch {
         self.ops.push(Op {
             kind,
-            stream: Bytes::copy_from_slice(stream),
+            stream: StreamId::copy_from_slice(stream),
             payload: Bytes::copy_from_slice(payload),
             timestamp_ms: None,
         });
@@ -502,7 +503,7 @@ impl Log {
         // One operation, no batch: nothing allocated but its stream id.
         let op = Op {
             kind: OpKind::Entry(expected),
-            stream: Bytes::copy_from_slice(stream.as_ref()),
+            stream: StreamId::copy_from_slice(stream.as_ref()),
             payload: payload.into(),
             timestamp_ms: None,
         };

@@ -351,3 +351,27 @@ fn a_read_racing_a_close_never_reports_the_markers_padding_as_corruption() {
         reading.join().unwrap();
     }
 }
+
+/// Appends take their time from the file system's clock (the simulator's
+/// own, so that a seed replays the same bytes). Reading the clock once per
+/// group, the writer called the process's clock instead of the seam's: the
+/// branch that did it was written before the seam had a clock, and a rebase
+/// merged the two without a conflict. Found reviewing that rebase.
+#[test]
+fn a_groups_time_comes_from_the_file_systems_clock() {
+    use annals::sim::fs::{SIM_EPOCH_MS, SimFs};
+    let fs = SimFs::new();
+    let options = annals::Options {
+        file_system: std::sync::Arc::new(fs.clone()),
+        segment_preparation: annals::SegmentPreparation::Inline,
+        ..annals::Options::default()
+    };
+    let log = Log::open(annals::sim::sim_dir(), options).unwrap();
+    let first = log.append("s", Expectation::Any, vec![1]).wait().unwrap();
+    assert_eq!(first.timestamp_ms, SIM_EPOCH_MS);
+    fs.move_clock(5_000);
+    let batch = annals::Batch::new().append("s", Expectation::Any, vec![2]).append("t", Expectation::Any, vec![3]);
+    let later = log.commit(batch).wait().unwrap();
+    assert!(later.iter().all(|appended| appended.timestamp_ms == SIM_EPOCH_MS + 5_000), "{later:?}");
+    log.close().wait().unwrap();
+}
