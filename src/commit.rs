@@ -1104,6 +1104,7 @@ impl Writer {
         self.sealed = true;
         let published = publish_spare(&*self.shared.fs, &self.shared.dir, spare, header);
         let segment = published?;
+        let sealed_bytes = self.active.header.segment_bytes;
         // Recorded before anything in the new segment is acknowledged, so
         // that deleting it can never go unnoticed (one synced sector). If it
         // fails, the new segment stays empty and unused; the state file
@@ -1120,9 +1121,9 @@ impl Writer {
         self.spare_requested = false;
         self.request_spare(true);
         // A segment was sealed: the background compactor looks, and the
-        // index image may cover it.
+        // index image covers it once a segment's worth has sealed.
         self.shared.compactor.poke();
-        self.shared.image.poke();
+        self.shared.image.sealed(sealed_bytes, self.shared.options.segment_bytes);
         Ok(())
     }
 

@@ -665,8 +665,12 @@ pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Re
 }
 
 /// The background image writer: refreshes the sealed prefix's image after
-/// each rollover and each compaction, off the append path; stopped (and
-/// waited for) at close, which writes the last one.
+/// each compaction, and after rollovers once they have sealed at least a
+/// full segment's worth of bytes (`Options::segment_bytes`) since the last
+/// one, off the append path; stopped (and waited for) at close, which
+/// writes the last one. A young log's first segments are small (1 MiB,
+/// then doubling): rewriting the whole image as each of them seals would
+/// cost more than the scan it saves an open.
 pub(crate) struct ImageWriter {
     state: Mutex<ImageWriterState>,
     wake: Condvar,
@@ -678,6 +682,8 @@ pub(crate) struct ImageWriter {
 struct ImageWriterState {
     poked: bool,
     stopped: bool,
+    /// Bytes of the segments sealed since the last poke.
+    sealed_bytes: u64,
 }
 
 impl ImageWriter {
@@ -685,11 +691,22 @@ impl ImageWriter {
         ImageWriter { state: Mutex::new(ImageWriterState::default()), wake: Condvar::new(), writing: Mutex::new(()) }
     }
 
-    /// Asks for a new image of the sealed prefix (a segment was sealed, or
-    /// a compaction committed).
+    /// Asks for a new image of the sealed prefix (a compaction committed).
     pub(crate) fn poke(&self) {
         self.state.lock().poked = true;
         self.wake.notify_all();
+    }
+
+    /// A segment of `bytes` was sealed: asks for a new image once the
+    /// segments sealed since the last request add up to `every_bytes`.
+    pub(crate) fn sealed(&self, bytes: u64, every_bytes: u64) {
+        let mut state = self.state.lock();
+        state.sealed_bytes = state.sealed_bytes.saturating_add(bytes);
+        if state.sealed_bytes >= every_bytes {
+            state.sealed_bytes = 0;
+            state.poked = true;
+            self.wake.notify_all();
+        }
     }
 
     /// Stops the background writer; returns once no image is being written.
@@ -727,5 +744,32 @@ impl ImageWriter {
             // next open scans a little more.
             let _ = self.write_now(fs, dir, Coverage::Sealed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A young log's first segments (1 MiB, then doubling) add up before
+    /// the background writer rewrites the image; full-size segments ask at
+    /// every rollover; a compaction asks at once.
+    #[test]
+    fn the_background_writer_is_asked_once_a_segment_s_worth_has_sealed() {
+        let writer = ImageWriter::new();
+        let asked = || std::mem::take(&mut writer.state.lock().poked);
+        let every = 64 << 20;
+        for small in [1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20] {
+            writer.sealed(small, every);
+            assert!(!asked(), "{small} more bytes sealed, 63 MiB at most, of {every}");
+        }
+        writer.sealed(64 << 20, every);
+        assert!(asked(), "127 MiB sealed");
+        writer.sealed(every, every);
+        assert!(asked(), "a full-size segment");
+        writer.sealed(1 << 20, every);
+        assert!(!asked(), "the count starts again after each request");
+        writer.poke();
+        assert!(asked(), "a compaction");
     }
 }

@@ -1028,7 +1028,7 @@ impl Log {
     }
 
     /// Writes the persisted index image of the sealed segments now, as the
-    /// background image writer does after each rollover and compaction
+    /// background image writer does after compactions and rollovers
     /// ([`IndexImageWrites`](crate::IndexImageWrites)); the next open loads
     /// it and scans only what came after. Returns the LSN it reaches, or
     /// `None` if it wrote none (there is no sealed segment, the current

@@ -29,8 +29,10 @@ pub enum SegmentPreparation {
 /// one is written leaves the previous one (or none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexImageWrites {
-    /// At a clean close, and on a background thread after every rollover
-    /// and compaction, never on the append path. The default.
+    /// At a clean close, and on a background thread after every compaction
+    /// and after rollovers once a full segment's worth (`segment_bytes`)
+    /// has sealed since the last one, never on the append path. The
+    /// default.
     Background,
     /// At a clean close, and when [`Log::write_index_image`](crate::Log::write_index_image)
     /// asks: no thread. Deterministic: the crash simulator uses it.
