@@ -8,6 +8,7 @@
 //! cano_counts w3 annals|redb DIR N      # reopen the filled store, then N loads of a run
 //! cano_counts w3-written annals|redb DIR N  # fill a fresh store, then N loads (the bench's case)
 //! cano_counts w1 annals|redb|raw DIR N  # N durable appends to one workflow (fresh DIR)
+//! cano_counts w1-interleaved DIR N      # N rounds of one append on each, timed apiece
 //! ```
 //!
 //! A load's cost: `valgrind --tool=callgrind --toggle-collect='cano_counts::load_runs'`
@@ -36,8 +37,11 @@ fn main() {
         ["w3", system, dir, count] => w3(system, Path::new(dir), count.parse().expect("a count"), RUNS),
         ["w3-written", system, dir, count] => w3_written(system, Path::new(dir), count.parse().expect("a count"), RUNS),
         ["w1", system, dir, count] => w1(system, Path::new(dir), count.parse().expect("a count")),
+        ["w1-interleaved", dir, count] => w1_interleaved(Path::new(dir), count.parse().expect("a count")),
         [] => smoke(),
-        _ => panic!("usage: cano_counts fill DIR | w3[-written] annals|redb DIR N | w1 annals|redb|raw DIR N"),
+        _ => panic!(
+            "usage: cano_counts fill DIR | w3[-written] annals|redb DIR N | w1 annals|redb|raw DIR N | w1-interleaved DIR N"
+        ),
     }
 }
 
@@ -52,6 +56,7 @@ fn smoke() {
     for system in ["annals", "redb", "raw"] {
         w1(system, &dir.join(format!("w1-{system}")), 2);
     }
+    w1_interleaved(&dir.join("w1-interleaved"), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -126,4 +131,64 @@ fn raw(dir: &Path, count: u64, preallocated_bytes: u64) {
     for _ in 0..count {
         file.append(&frame);
     }
+}
+
+/// W1 on a busy machine: per round, one durable append to each store from
+/// `block_on` (as `#[tokio::main]` runs `main`), one from a spawned task, and
+/// one raw write+fdatasync, in turn (the order rotating each round), each
+/// timed alone, so that the disk's queue, which drifts over seconds, weighs
+/// on all alike. Prints each one's median and mean, and the ratios of the
+/// medians.
+fn w1_interleaved(dir: &Path, rounds: u64) {
+    let rt = runtime();
+    let annals = open("annals", dir);
+    let redb = open("redb", dir);
+    let mut raw = RawFile::new(&store_dir(dir, "raw"), if rounds <= 2 { 1 << 20 } else { RAW_PREALLOCATED_BYTES });
+    let frame = vec![0xA5u8; RAW_FRAME_BYTES];
+    let in_task = |store: &std::sync::Arc<dyn cano::recovery::CheckpointStore>, workflow: &'static str, sequence| {
+        let store = store.clone();
+        rt.block_on(async move { tokio::spawn(async move { store.append(workflow, row(sequence, 1)).await }).await })
+            .unwrap()
+            .unwrap()
+    };
+    let names = [
+        "annals_cano",
+        "cano_redb_store",
+        "annals_cano_from_a_task",
+        "cano_redb_store_from_a_task",
+        "raw_preallocated_fdatasync",
+    ];
+    let warm_up = rounds / 10;
+    let mut times = vec![Vec::new(); names.len()];
+    for round in 0..warm_up + rounds {
+        for turn in 0..names.len() {
+            let system = (round as usize + turn) % names.len();
+            let started = std::time::Instant::now();
+            match system {
+                0 => rt.block_on(annals.append("workflow-1", row(round, 1))).unwrap(),
+                1 => rt.block_on(redb.append("workflow-1", row(round, 1))).unwrap(),
+                2 => in_task(&annals, "workflow-2", round),
+                3 => in_task(&redb, "workflow-2", round),
+                _ => raw.append(&frame),
+            }
+            if round >= warm_up {
+                times[system].push(started.elapsed());
+            }
+        }
+    }
+    let mut medians = vec![0f64; names.len()];
+    for (system, times) in times.iter_mut().enumerate() {
+        times.sort();
+        let micros = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        medians[system] = micros(times[times.len() / 2]);
+        let mean = times.iter().map(|&d| micros(d)).sum::<f64>() / times.len() as f64;
+        println!("{}: median {:.1} µs, mean {mean:.1} µs over {} appends", names[system], medians[system], times.len());
+    }
+    println!(
+        "from block_on: redb / annals {:.2}x; from a task: redb / annals {:.2}x; redb / raw {:.2}x; annals / raw {:.2}x (medians)",
+        medians[1] / medians[0],
+        medians[3] / medians[2],
+        medians[1] / medians[4],
+        medians[0] / medians[4]
+    );
 }
