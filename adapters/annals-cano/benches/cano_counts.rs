@@ -9,6 +9,7 @@
 //! cano_counts w3-written annals|redb DIR N  # fill a fresh store, then N loads (the bench's case)
 //! cano_counts w1 annals|redb|raw DIR N  # N durable appends to one workflow (fresh DIR)
 //! cano_counts w1-interleaved DIR N      # N rounds of one append on each, timed apiece
+//! cano_counts w2 annals|redb DIR N      # N rounds of 64 workflows appending at once
 //! ```
 //!
 //! A load's cost: `valgrind --tool=callgrind --toggle-collect='cano_counts::load_runs'`
@@ -27,6 +28,8 @@ use common::{RAW_FRAME_BYTES, RUN_ROWS, RawFile, annals_store, fill_runs, redb_s
 
 /// Runs of [`RUN_ROWS`] rows that `fill` writes, as the W3 bench does.
 const RUNS: u64 = 1000;
+/// Workflows appending at once in W2, as in the criterion bench.
+const WRITERS: u64 = 64;
 /// Bytes the raw loop preallocates, with synced zeros, before it writes.
 const RAW_PREALLOCATED_BYTES: u64 = 64 << 20;
 
@@ -37,10 +40,11 @@ fn main() {
         ["w3", system, dir, count] => w3(system, Path::new(dir), count.parse().expect("a count"), RUNS),
         ["w3-written", system, dir, count] => w3_written(system, Path::new(dir), count.parse().expect("a count"), RUNS),
         ["w1", system, dir, count] => w1(system, Path::new(dir), count.parse().expect("a count")),
+        ["w2", system, dir, count] => w2(system, Path::new(dir), count.parse().expect("a count")),
         ["w1-interleaved", dir, count] => w1_interleaved(Path::new(dir), count.parse().expect("a count")),
         [] => smoke(),
         _ => panic!(
-            "usage: cano_counts fill DIR | w3[-written] annals|redb DIR N | w1 annals|redb|raw DIR N | w1-interleaved DIR N"
+            "usage: cano_counts fill DIR | w3[-written] annals|redb DIR N | w1 annals|redb|raw DIR N | w1-interleaved DIR N | w2 annals|redb DIR N"
         ),
     }
 }
@@ -57,6 +61,9 @@ fn smoke() {
         w1(system, &dir.join(format!("w1-{system}")), 2);
     }
     w1_interleaved(&dir.join("w1-interleaved"), 2);
+    for system in ["annals", "redb"] {
+        w2(system, &dir.join(format!("w2-{system}")), 2);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -120,6 +127,30 @@ fn w1(system: &str, dir: &Path, count: u64) {
     let store = open(system, dir);
     for sequence in 0..count {
         rt.block_on(store.append("workflow-1", row(sequence, 1))).unwrap();
+    }
+}
+
+/// W2 as the criterion bench runs it: each round, 64 spawned tasks append
+/// the next row of their own workflow, and the round ends when all are
+/// durable. strace counts the fdatasyncs a round costs (group commit: a few
+/// for the 64).
+fn w2(system: &str, dir: &Path, rounds: u64) {
+    let rt = runtime();
+    let store = open(system, dir);
+    for round in 0..rounds {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..WRITERS)
+                .map(|workflow| {
+                    let store = store.clone();
+                    tokio::spawn(
+                        async move { store.append(&format!("workflow-{workflow}"), row(round, workflow)).await },
+                    )
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+        });
     }
 }
 
