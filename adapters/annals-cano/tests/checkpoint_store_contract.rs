@@ -392,9 +392,20 @@ async fn a_flipped_byte_in_a_durable_row_is_a_typed_corruption_error_at_open_or_
 
 /// One writer per directory: a second open while the first store lives is
 /// refused with a typed error, and `close` releases the directory at once,
-/// even while the closed store is still alive, which then refuses work.
+/// even while the closed store is still alive, which then refuses work:
+/// committing through the log's writer thread (a current-thread runtime)
+/// and on the caller's thread (a multi-threaded runtime's `block_on`) alike.
 #[tokio::test]
 async fn the_directory_is_locked_while_a_store_lives_and_close_releases_it() {
+    directory_lock_and_close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_is_locked_and_close_releases_it_when_commits_run_on_the_callers_thread() {
+    directory_lock_and_close().await;
+}
+
+async fn directory_lock_and_close() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path());
     first.append("run", CheckpointRow::new(0, "A", "t")).await.unwrap();
