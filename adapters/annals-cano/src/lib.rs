@@ -72,6 +72,15 @@
 //! itself (I/O, a full disk, a closed or poisoned log, a row over the log's
 //! `record_bytes_max`) carries the log's own message.
 //!
+//! # Where an append's fdatasync runs
+//!
+//! From a future that a multi-threaded tokio runtime drives in `block_on`
+//! (as `#[tokio::main]` drives `main`), the append commits on the calling
+//! thread, which blocks there anyway: one write and one fdatasync, with no
+//! hand-off to the log's writer thread and back. From a spawned task, a
+//! current-thread runtime or another executor, it is handed to the writer
+//! thread and awaited, so a runtime's workers never wait on the disk.
+//!
 //! # Lock
 //!
 //! The log's directory is locked while the store (or any other handle on
