@@ -528,18 +528,20 @@ impl HostStore for AnnalsHostStore {
         let Some(first_seq) = map.seq_of(from).filter(|_| from < until) else {
             return Ok(Vec::new());
         };
-        // The seam reads a whole stream; `read_stream_from` reads from the
-        // first row needed (it has no limit either).
+        // Through the seam, only the entries from the first row needed to
+        // the last (a corrupt row map asking for more gets at most the
+        // stream's end, and fails below).
         let stream = rows_stream(scope);
-        let records =
-            self.realm.log.read_stream_from(&stream, annals::StreamSeq(first_seq)).map_err(annals_unavailable)?;
+        let last_seq = map.seq_of(until - 1).ok_or_else(|| corrupt(&stream, first_seq, "a row map with a hole"))?;
+        let span = usize::try_from(last_seq.saturating_sub(first_seq).saturating_add(1)).unwrap_or(usize::MAX);
+        let records = Backend::read_range(&*self.realm.log, &stream, first_seq, span).await.map_err(unavailable)?;
         let mut rows = Vec::with_capacity(usize::try_from(until - from).unwrap_or(0));
         for index in from..until {
             let seq = map.seq_of(index).ok_or_else(|| corrupt(&stream, first_seq, "a row map with a hole"))?;
             let record = usize::try_from(seq - first_seq)
                 .ok()
                 .and_then(|at| records.get(at))
-                .filter(|record| record.seq.0 == seq)
+                .filter(|record| record.seq == seq)
                 .ok_or_else(|| corrupt(&stream, seq, "a row the row map names is missing"))?;
             rows.push(
                 Row::try_new(record.payload.to_vec()).map_err(|error| corrupt(&stream, seq, &error.to_string()))?,
@@ -850,10 +852,6 @@ fn corrupt(stream: &str, seq: u64, what: &str) -> HostStoreError {
 
 /// A failure to read: nothing was written.
 fn unavailable(error: StoreError) -> HostStoreError {
-    HostStoreError::Unavailable(error.to_string())
-}
-
-fn annals_unavailable(error: annals::Error) -> HostStoreError {
     HostStoreError::Unavailable(error.to_string())
 }
 
