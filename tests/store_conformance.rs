@@ -242,6 +242,10 @@ impl<B: Backend> Backend for DefaultVisit<B> {
         self.0.commit(ops)
     }
 
+    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
+        self.0.commit_blocking(ops)
+    }
+
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
         self.0.read(stream)
     }
@@ -271,6 +275,58 @@ impl<B: Backend> Backend for DefaultVisit<B> {
     ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
         self.0.read_stream_after(stream, after, limit)
     }
+}
+
+/// `commit_blocking` from threads that may block, beside `commit` from tasks.
+async fn a_blocking_commit_keeps_the_contract_of_commit<F: Factory>(factory: &F)
+where
+    F::B: 'static,
+{
+    let backend = factory.open();
+    let blocking = |ops: Vec<StoreOp>| {
+        let backend = Arc::clone(&backend);
+        tokio::task::spawn_blocking(move || backend.commit_blocking(ops))
+    };
+    let append = |expect, payload: &'static [u8]| StoreOp::append("s", expect, payload);
+    let first = blocking(vec![append(Expect::Empty, b"a"), append(Expect::Next(1), b"b")]).await.unwrap().unwrap();
+    assert_eq!(first.iter().map(|c| c.seq).collect::<Vec<_>>(), [0, 1]);
+    assert!(first[0].cursor < first[1].cursor);
+    // A failed expectation writes nothing of the batch and names what it found.
+    let refused = blocking(vec![StoreOp::append("t", Expect::Any, &b"x"[..]), append(Expect::Next(1), b"c")]).await;
+    let error = refused.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict { stream, expected: Expect::Next(1), actual: 2 } if stream == "s"),
+        "{error}"
+    );
+    assert_eq!(backend.read("t").await.unwrap().next_seq, 0);
+    // Blocking and async commits race on one stream: every one lands once, in cursor order.
+    let mut racing = Vec::new();
+    for i in 0..16u8 {
+        let op = StoreOp::append("s", Expect::Any, vec![i]);
+        if i % 2 == 0 {
+            racing.push(blocking(vec![op]));
+        } else {
+            let backend = Arc::clone(&backend);
+            racing.push(tokio::spawn(async move { backend.commit(vec![op]).await }));
+        }
+    }
+    let mut cursors = Vec::new();
+    for task in racing {
+        cursors.push(task.await.unwrap().unwrap()[0].cursor);
+    }
+    let read = backend.read("s").await.unwrap();
+    assert_eq!(read.next_seq, 18);
+    let mut payloads: Vec<u8> = read.entries[2..].iter().map(|entry| entry.payload[0]).collect();
+    assert!(read.entries.windows(2).all(|pair| pair[0].cursor < pair[1].cursor));
+    payloads.sort_unstable();
+    assert_eq!(payloads, (0..16).collect::<Vec<u8>>());
+    cursors.sort_unstable();
+    cursors.dedup();
+    assert_eq!(cursors.len(), 16, "every commit has a cursor of its own");
+    // The trait's own callers see the same through a wrapper that delegates.
+    let wrapped = DefaultVisit(Arc::clone(&backend));
+    let landed = wrapped.commit_blocking(vec![append(Expect::Next(18), b"d")]).unwrap();
+    assert_eq!(landed[0].seq, 18);
 }
 
 /// What `visit` lends, owned.
@@ -701,6 +757,7 @@ mod embedded_log {
         a_large_blob_round_trips,
         a_value_that_does_not_decode_is_a_typed_error_naming_the_run,
         visit_lends_what_read_returns_and_stops_at_the_first_error,
+        a_blocking_commit_keeps_the_contract_of_commit,
         a_saved_checkpoint_loads_and_a_missing_one_is_none,
         save_overwrites_and_survives_a_reopen,
         list_returns_every_run_most_recently_saved_first,

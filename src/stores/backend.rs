@@ -303,6 +303,18 @@ pub trait Backend: Send + Sync + 'static {
     /// expectation that failed is the error.
     fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send;
 
+    /// Commits `ops` as [`Backend::commit`] does, blocking the calling
+    /// thread until the commit is durable or has failed. The backend may do
+    /// the I/O on the calling thread (the log: an appender that finds no one
+    /// writing leads the group commit itself, which saves the hand-offs to
+    /// its writer thread and back), so call it only where blocking is
+    /// allowed: never from an async runtime's worker (in tokio's
+    /// multi-threaded runtime, inside `block_in_place`).
+    ///
+    /// # Errors
+    /// As [`Backend::commit`].
+    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError>;
+
     /// The latest snapshot of `stream` and its entries after it.
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send;
 

@@ -8,7 +8,7 @@ use crate::index::Record;
 use crate::stores::backend::{
     Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
 };
-use crate::{Batch, Durability, Error, Expectation, Log, Lsn, PruneSnapshots, RecordKind, StreamSeq};
+use crate::{Appended, Batch, Durability, Error, Expectation, Log, Lsn, PruneSnapshots, RecordKind, StreamSeq};
 
 fn expectation(expect: Expect) -> Expectation {
     match expect {
@@ -69,38 +69,51 @@ fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
     }
 }
 
+/// The log's batch for `ops`.
+fn batch_of(ops: &[StoreOp]) -> Batch {
+    let mut batch = Batch::new();
+    for op in ops {
+        batch = match op.action {
+            Action::Append(expect) => batch.append(&op.stream, expectation(expect), op.payload.clone()),
+            Action::Snapshot { through } => batch.snapshot(&op.stream, StreamSeq(through), op.payload.clone()),
+            Action::Clear(expect) => batch.clear(&op.stream, expectation(expect)),
+            Action::SnapshotAndPrune { through } => {
+                batch.snapshot_and_prune(&op.stream, StreamSeq(through), op.payload.clone())
+            }
+            // Snapshots stay: none was written before LSN 0.
+            Action::Prune { before } => batch.prune(&op.stream, StreamSeq(before), PruneSnapshots::Before(Lsn(0))),
+            Action::Check(expect) => batch.check(&op.stream, expectation(expect)),
+        };
+    }
+    batch
+}
+
+/// What the log acknowledged for `ops`, as the stores see it.
+fn committed(ops: &[StoreOp], acknowledged: crate::Result<Vec<Appended>>) -> Result<Vec<Committed>, StoreError> {
+    let appended = acknowledged.map_err(|error| store_error(error, ops))?;
+    // One acknowledgement per store operation: a snapshot-and-prune
+    // is two operations of the log, the snapshot's is the one.
+    let mut appended = appended.into_iter();
+    let mut committed = Vec::with_capacity(ops.len());
+    for op in ops {
+        let a = appended.next().expect("the log acknowledges every operation");
+        if matches!(op.action, Action::SnapshotAndPrune { .. }) {
+            appended.next();
+        }
+        committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0, timestamp_ms: a.timestamp_ms });
+    }
+    Ok(committed)
+}
+
 impl Backend for Log {
     fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
-        let mut batch = Batch::new();
-        for op in &ops {
-            batch = match op.action {
-                Action::Append(expect) => batch.append(&op.stream, expectation(expect), op.payload.clone()),
-                Action::Snapshot { through } => batch.snapshot(&op.stream, StreamSeq(through), op.payload.clone()),
-                Action::Clear(expect) => batch.clear(&op.stream, expectation(expect)),
-                Action::SnapshotAndPrune { through } => {
-                    batch.snapshot_and_prune(&op.stream, StreamSeq(through), op.payload.clone())
-                }
-                // Snapshots stay: none was written before LSN 0.
-                Action::Prune { before } => batch.prune(&op.stream, StreamSeq(before), PruneSnapshots::Before(Lsn(0))),
-                Action::Check(expect) => batch.check(&op.stream, expectation(expect)),
-            };
-        }
-        let pending = self.commit_with(batch, Durability::Sync);
-        async move {
-            let appended = pending.await.map_err(|error| store_error(error, &ops))?;
-            // One acknowledgement per store operation: a snapshot-and-prune
-            // is two operations of the log, the snapshot's is the one.
-            let mut appended = appended.into_iter();
-            let mut committed = Vec::with_capacity(ops.len());
-            for op in &ops {
-                let a = appended.next().expect("the log acknowledges every operation");
-                if matches!(op.action, Action::SnapshotAndPrune { .. }) {
-                    appended.next();
-                }
-                committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0, timestamp_ms: a.timestamp_ms });
-            }
-            Ok(committed)
-        }
+        let pending = self.commit_with(batch_of(&ops), Durability::Sync);
+        async move { committed(&ops, pending.await) }
+    }
+
+    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
+        // `wait` leads the group commit on this thread if no one is writing.
+        committed(&ops, self.commit_with(batch_of(&ops), Durability::Sync).wait())
     }
 
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {

@@ -6,57 +6,14 @@
 //! `ANNALS_BENCH_SMOKE=1 cargo bench -p annals-cano -- --test` runs each
 //! once on tiny data (what CI does).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use annals_cano::AnnalsCheckpointStore;
-use cano::recovery::{CheckpointRow, CheckpointStore, RedbCheckpointStore};
+use common::{RAW_FRAME_BYTES, RUN_ROWS, RawFile, fill_runs, row, runtime, scratch, smoke, stores};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-const BLOB_BYTES: usize = 200;
-const RUN_ROWS: u64 = 20;
 const WRITERS: usize = 64;
-
-fn smoke() -> bool {
-    std::env::var_os("ANNALS_BENCH_SMOKE").is_some()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let root = std::env::var_os("ANNALS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let path = root.join(format!("annals-cano-bench-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap();
-    path
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// cano's row: a ~12-byte state, an ~8-byte task id and a 200-byte blob.
-fn row(sequence: u64, salt: u64) -> CheckpointRow {
-    let mut state = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sequence;
-    let blob: Vec<u8> = (0..BLOB_BYTES)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let mut row =
-        CheckpointRow::new(sequence, format!("step-{:07}", sequence % 10_000_000), format!("task-{:03}", salt % 1000));
-    row.output_blob = Some(blob);
-    row
-}
-
-/// The systems compared: the Annals adapter and cano's redb store.
-fn stores(name: &str) -> Vec<(&'static str, Arc<dyn CheckpointStore>)> {
-    let annals = AnnalsCheckpointStore::open(scratch(&format!("{name}-annals"))).unwrap();
-    let redb = RedbCheckpointStore::new(scratch(&format!("{name}-redb")).join("cano.redb")).unwrap();
-    vec![("annals_cano", Arc::new(annals)), ("cano_redb_store", Arc::new(redb))]
-}
 
 fn w1_one_workflow_appending(c: &mut Criterion) {
     let mut group = c.benchmark_group("cano_w1_one_workflow_appending");
@@ -72,6 +29,11 @@ fn w1_one_workflow_appending(c: &mut Criterion) {
             })
         });
     }
+    // The floor both sit on, in the same run: a frame's bytes written into
+    // a preallocated file and an fdatasync, per append, from this thread.
+    let mut raw = RawFile::new(&scratch("w1-raw"), if smoke() { 1 << 20 } else { 64 << 20 });
+    let frame = vec![0xA5u8; RAW_FRAME_BYTES];
+    group.bench_function("raw_preallocated_fdatasync", |b| b.iter(|| raw.append(&frame)));
     group.finish();
 }
 
@@ -112,13 +74,7 @@ fn w3_load_a_run(c: &mut Criterion) {
     let rt = runtime();
     let runs = if smoke() { 4 } else { 1000 };
     for (name, store) in stores("w3") {
-        rt.block_on(async {
-            for workflow in 0..runs {
-                for sequence in 0..RUN_ROWS {
-                    store.append(&format!("run-{workflow}"), row(sequence, workflow)).await.unwrap();
-                }
-            }
-        });
+        rt.block_on(fill_runs(store.as_ref(), runs));
         let mut next = 0u64;
         group.bench_function(name, |b| {
             b.iter(|| {

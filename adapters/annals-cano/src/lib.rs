@@ -72,6 +72,15 @@
 //! itself (I/O, a full disk, a closed or poisoned log, a row over the log's
 //! `record_bytes_max`) carries the log's own message.
 //!
+//! # Where an append's fdatasync runs
+//!
+//! From a future that a multi-threaded tokio runtime drives in `block_on`
+//! (as `#[tokio::main]` drives `main`), the append commits on the calling
+//! thread, which blocks there anyway: one write and one fdatasync, with no
+//! hand-off to the log's writer thread and back. From a spawned task, a
+//! current-thread runtime or another executor, it is handed to the writer
+//! thread and awaited, so a runtime's workers never wait on the disk.
+//!
 //! # Lock
 //!
 //! The log's directory is locked while the store (or any other handle on
@@ -85,11 +94,12 @@
 mod row_body;
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use annals::stores::StoreError;
 use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+use annals::stores::{Backend, Committed, Cursor, Entry, EntryRef, StoreError, StoreOp, StreamContents};
 use cano::CanoError;
 use cano::recovery::{CheckpointRow, CheckpointStore, RowKind};
 
@@ -98,7 +108,7 @@ use cano::recovery::{CheckpointRow, CheckpointStore, RowKind};
 /// Cheap to share: wrap it in an `Arc` and hand clones to every workflow.
 /// All methods may be called concurrently, for the same or different ids.
 pub struct AnnalsCheckpointStore {
-    rows: CheckpointRows<annals::Log, StoredRow>,
+    rows: CheckpointRows<RowsBackend, StoredRow>,
 }
 
 impl AnnalsCheckpointStore {
@@ -117,12 +127,12 @@ impl AnnalsCheckpointStore {
     /// A store over a log the caller opened (with its own options, or shared
     /// with other stores).
     pub fn from_log(log: Arc<annals::Log>) -> AnnalsCheckpointStore {
-        AnnalsCheckpointStore { rows: CheckpointRows::new(log) }
+        AnnalsCheckpointStore { rows: CheckpointRows::new(Arc::new(RowsBackend { log })) }
     }
 
     /// The log the rows are kept in.
     pub fn log(&self) -> &Arc<annals::Log> {
-        self.rows.backend()
+        &self.rows.backend().log
     }
 
     /// Syncs and closes the log and releases its directory lock now, even
@@ -166,6 +176,78 @@ impl CheckpointStore for AnnalsCheckpointStore {
 
     async fn clear(&self, workflow_id: &str) -> Result<(), CanoError> {
         self.rows.clear(workflow_id).await.map_err(|error| checkpoint_store_error(workflow_id, Operation::Clear, error))
+    }
+}
+
+/// The log as the rows' backend: every method is the log's, and a commit
+/// made where the calling thread may block runs on that thread.
+///
+/// The log's async commit hands the batch to its writer thread, which
+/// writes, fdatasyncs and wakes the caller: two thread hand-offs per append,
+/// which a busy machine makes cost as much as the fdatasync. A blocking
+/// commit ([`Backend::commit_blocking`]) leads the group commit on the
+/// caller's own thread when no one else is writing. That thread may block
+/// when it is no async runtime's worker: a future that tokio's
+/// multi-threaded runtime drives in `block_on` (as `#[tokio::main]` drives
+/// `main`), which has no task id. Anywhere else (a spawned task, a
+/// current-thread runtime, another executor) the commit is awaited, so no
+/// fdatasync ever runs on a runtime's worker.
+struct RowsBackend {
+    log: Arc<annals::Log>,
+}
+
+/// Whether the calling thread may block: it runs a future in the
+/// `block_on` of tokio's multi-threaded runtime, not a task on a worker.
+fn may_block_here() -> bool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    tokio::task::try_id().is_none()
+        && Handle::try_current().is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread)
+}
+
+impl Backend for RowsBackend {
+    async fn commit(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
+        if may_block_here() { self.log.commit_blocking(ops) } else { Backend::commit(self.log.as_ref(), ops).await }
+    }
+
+    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
+        Backend::commit_blocking(self.log.as_ref(), ops)
+    }
+
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
+        self.log.read(stream)
+    }
+
+    fn visit<F>(&self, stream: &str, f: F) -> impl Future<Output = Result<(), StoreError>> + Send
+    where
+        F: FnMut(EntryRef<'_>) -> Result<(), StoreError> + Send,
+    {
+        self.log.visit(stream, f)
+    }
+
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        self.log.read_range(stream, from, limit)
+    }
+
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_stream_after(self.log.as_ref(), stream, after, limit)
+    }
+
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        Backend::streams(self.log.as_ref(), prefix)
+    }
+
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        self.log.read_after(after, limit)
     }
 }
 
@@ -335,6 +417,24 @@ mod blob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit may block only where no runtime worker would be held: the
+    /// `block_on` of tokio's multi-threaded runtime (a LocalSet's
+    /// `run_until` in it included, which forbids `block_in_place` and gets
+    /// none), never a task or a current-thread runtime.
+    #[test]
+    fn only_a_multi_threaded_runtimes_block_on_may_block() {
+        assert!(!may_block_here(), "outside any runtime: the caller's executor is unknown");
+        let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        assert!(multi.block_on(async { may_block_here() }));
+        assert!(!multi.block_on(async { tokio::spawn(async { may_block_here() }).await.unwrap() }));
+        let local = tokio::task::LocalSet::new();
+        assert!(multi.block_on(local.run_until(async { may_block_here() })));
+        let in_local_task = local.run_until(async { tokio::task::spawn_local(async { may_block_here() }).await });
+        assert!(!multi.block_on(in_local_task).unwrap());
+        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(!current.block_on(async { may_block_here() }));
+    }
 
     fn round_trip(row: &CheckpointRow) -> (CheckpointRow, usize) {
         let stored = StoredRow::from(row.clone());

@@ -11,6 +11,11 @@
 //! unchanged: it returns a row only where serde returns the same row, and
 //! every error is serde's.
 //!
+//! A row as `Serialize` writes it has its six fields in declaration order,
+//! each name a fixstr: that exact layout is read first, comparing each name
+//! as one fixed-size array; a map in any other order or form is read field
+//! by field.
+//!
 //! ```text
 //! // Format (the subset read here): fixmap | map16 | map32 of
 //! //   { str name | value }, names from StoredRow, values:
@@ -38,6 +43,46 @@ pub(crate) fn decode(body: &[u8]) -> Result<StoredRow, String> {
 /// The row, if `body` is exactly a map of known fields in the forms
 /// `Serialize` writes; `None` for anything else, decided by serde.
 fn decode_known_shape(body: &[u8]) -> Option<StoredRow> {
+    decode_written_order(body).or_else(|| decode_any_order(body))
+}
+
+/// The six fields' names in the order `StoredRow`'s `Serialize` writes
+/// them, each with its fixstr marker.
+const SEQUENCE_KEY: &[u8; 9] = b"\xa8sequence";
+const STATE_KEY: &[u8; 6] = b"\xa5state";
+const TASK_ID_KEY: &[u8; 8] = b"\xa7task_id";
+const OUTPUT_BLOB_KEY: &[u8; 12] = b"\xaboutput_blob";
+const KIND_KEY: &[u8; 5] = b"\xa4kind";
+const WORKFLOW_VERSION_KEY: &[u8; 17] = b"\xb0workflow_version";
+
+/// The row, if `body` is the fixmap of six fields that `Serialize` writes,
+/// in its order: what every row this adapter wrote looks like.
+fn decode_written_order(body: &[u8]) -> Option<StoredRow> {
+    let mut reader = Reader { rest: body };
+    if reader.byte()? != 0x86 {
+        return None;
+    }
+    reader.key(SEQUENCE_KEY)?;
+    let sequence = reader.uint()?;
+    reader.key(STATE_KEY)?;
+    let state = reader.string()?;
+    reader.key(TASK_ID_KEY)?;
+    let task_id = reader.string()?;
+    reader.key(OUTPUT_BLOB_KEY)?;
+    let output_blob = reader.optional_bin()?;
+    reader.key(KIND_KEY)?;
+    let kind = row_kind(reader.str_bytes()?)?;
+    reader.key(WORKFLOW_VERSION_KEY)?;
+    let workflow_version = u32::try_from(reader.uint()?).ok()?;
+    if !reader.rest.is_empty() {
+        return None;
+    }
+    Some(StoredRow { sequence, state, task_id, output_blob, kind, workflow_version })
+}
+
+/// The row, if `body` is a map of known fields in any order, each at most
+/// once, the optional ones possibly missing.
+fn decode_any_order(body: &[u8]) -> Option<StoredRow> {
     let mut reader = Reader { rest: body };
     let fields = reader.map_len()?;
     let (mut sequence, mut state, mut task_id) = (None, None, None);
@@ -93,6 +138,16 @@ impl<'a> Reader<'a> {
         let (taken, rest) = self.rest.split_at(len);
         self.rest = rest;
         Some(taken)
+    }
+
+    /// Consumes `key` if the bytes start with it.
+    fn key<const N: usize>(&mut self, key: &[u8; N]) -> Option<()> {
+        let (head, rest) = self.rest.split_first_chunk::<N>()?;
+        if head != key {
+            return None;
+        }
+        self.rest = rest;
+        Some(())
     }
 
     fn byte(&mut self) -> Option<u8> {
@@ -211,8 +266,10 @@ mod tests {
         for _ in 0..500 {
             let row = rng.row();
             let body = body_of(&StoredRow::from(row.clone()));
-            let direct = decode_known_shape(&body).expect("the shape this adapter writes");
+            let direct = decode_written_order(&body).expect("the layout this adapter writes");
             assert_eq!(CheckpointRow::from(direct), row);
+            let field_by_field = decode_any_order(&body).expect("the shape this adapter writes");
+            assert_eq!(CheckpointRow::from(field_by_field), row);
             assert_eq!(by_serde(&body), Ok(row));
         }
     }
@@ -233,10 +290,48 @@ mod tests {
                 for bit in [0x01, 0x10, 0x80] {
                     let mut damaged = body.clone();
                     damaged[at] ^= bit;
-                    if let Some(direct) = decode_known_shape(&damaged) {
+                    for direct in [decode_written_order(&damaged), decode_any_order(&damaged)].into_iter().flatten() {
                         assert_eq!(Ok(CheckpointRow::from(direct)), by_serde(&damaged), "byte {at} ^ {bit:#x}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_in_another_field_order_decodes_field_by_field_as_serde_does() {
+        #[derive(serde::Serialize)]
+        struct Reordered {
+            workflow_version: u32,
+            kind: RowKind,
+            output_blob: Option<serde_bytes_like::Bin>,
+            task_id: &'static str,
+            state: &'static str,
+            sequence: u64,
+        }
+        let body = body_of(&Reordered {
+            workflow_version: 7,
+            kind: RowKind::StepCursor,
+            output_blob: Some(serde_bytes_like::Bin(vec![9, 8])),
+            task_id: "t",
+            state: "S",
+            sequence: 300,
+        });
+        assert!(decode_written_order(&body).is_none());
+        let mut expected = CheckpointRow::new(300, "S", "t").with_workflow_version(7);
+        expected.kind = RowKind::StepCursor;
+        expected.output_blob = Some(vec![9, 8]);
+        assert_eq!(decode_any_order(&body).map(CheckpointRow::from), Some(expected.clone()));
+        assert_eq!(by_serde(&body), Ok(expected));
+    }
+
+    /// Bytes serialized as MessagePack `bin`, as `StoredRow` writes its blob.
+    mod serde_bytes_like {
+        pub(super) struct Bin(pub(super) Vec<u8>);
+
+        impl serde::Serialize for Bin {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(&self.0)
             }
         }
     }

@@ -135,6 +135,48 @@ async fn concurrent_appends_to_distinct_workflows_stay_isolated_and_ordered() {
     }
 }
 
+/// The store commits on the caller's thread in a multi-threaded runtime's
+/// `block_on` (a LocalSet's included) and through the log's writer thread
+/// from tasks and current-thread runtimes: appends from all of them at once,
+/// to one workflow and to their own, each land once, in order.
+#[test]
+fn appends_from_every_kind_of_caller_land_once_each() {
+    const ROWS: u64 = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let shared_sequence = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let append_rows = |caller: &'static str| {
+        let (store, shared_sequence) = (store.clone(), shared_sequence.clone());
+        async move {
+            for sequence in 0..ROWS {
+                store.append(caller, CheckpointRow::new(sequence, caller, "t")).await.unwrap();
+                let shared = shared_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                store.append("shared", CheckpointRow::new(shared, caller, "t")).await.unwrap();
+            }
+        }
+    };
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let current_thread = std::thread::spawn({
+        let rows = append_rows("current-thread");
+        move || tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(rows)
+    });
+    let local = tokio::task::LocalSet::new();
+    let task = multi.spawn(append_rows("task"));
+    multi.block_on(local.run_until(async {
+        let local_task = tokio::task::spawn_local(append_rows("local-task"));
+        append_rows("block-on").await;
+        local_task.await.unwrap();
+    }));
+    multi.block_on(task).unwrap();
+    current_thread.join().unwrap();
+    multi.block_on(async {
+        for caller in ["current-thread", "task", "local-task", "block-on"] {
+            assert_eq!(sequences(&store.load_run(caller).await.unwrap()), (0..ROWS).collect::<Vec<_>>(), "{caller}");
+        }
+        assert_eq!(sequences(&store.load_run("shared").await.unwrap()), (0..4 * ROWS).collect::<Vec<_>>());
+    });
+}
+
 /// Appends of distinct sequences to one workflow may race (a split state's
 /// branches): every one lands, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -350,9 +392,20 @@ async fn a_flipped_byte_in_a_durable_row_is_a_typed_corruption_error_at_open_or_
 
 /// One writer per directory: a second open while the first store lives is
 /// refused with a typed error, and `close` releases the directory at once,
-/// even while the closed store is still alive, which then refuses work.
+/// even while the closed store is still alive, which then refuses work:
+/// committing through the log's writer thread (a current-thread runtime)
+/// and on the caller's thread (a multi-threaded runtime's `block_on`) alike.
 #[tokio::test]
 async fn the_directory_is_locked_while_a_store_lives_and_close_releases_it() {
+    directory_lock_and_close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_is_locked_and_close_releases_it_when_commits_run_on_the_callers_thread() {
+    directory_lock_and_close().await;
+}
+
+async fn directory_lock_and_close() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path());
     first.append("run", CheckpointRow::new(0, "A", "t")).await.unwrap();

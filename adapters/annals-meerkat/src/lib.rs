@@ -71,13 +71,13 @@
 //!    together with the version it holds, so of two batches for one version
 //!    the second answers [`HostStoreError::Conflict`].
 //! 5. **Fencing.** Refused at commit. An acquire appends the next token to
-//!    `meerkat/fence/token`. Every store over one log shares a gate (one per
-//!    log directory; Annals lets one process write a directory): a commit
-//!    or renew checks its token and writes while holding it shared, an
-//!    acquire writes while holding it exclusively. So a commit checked
-//!    against a token lands before the acquire that supersedes it, and one
-//!    checked after answers [`HostStoreError::FencedOut`] and writes
-//!    nothing. The writes run on a spawned tokio task that finishes even if
+//!    `meerkat/fence/token`, expecting the stream as it read it. A commit or
+//!    renew reads the fence, checks its token, and writes in one atomic
+//!    batch with a check-only operation expecting the token stream as it
+//!    read it: if an acquire landed in between, the batch writes nothing and
+//!    is planned again, and the fresh read answers
+//!    [`HostStoreError::FencedOut`]. So a commit lands only while its token
+//!    is current, whichever store over the log acquired. The writes run on a spawned tokio task that finishes even if
 //!    the caller stops polling, so an acquire never waits on a commit its
 //!    caller abandoned.
 //! 6. **Logical removal.** `truncate_after` and `drop_before` rewrite the
@@ -87,9 +87,8 @@
 //!    engine may reclaim them); a delete clears both streams.
 //! 7. **Order.** Rows are entries of the scope's rows stream, in commit
 //!    order.
-//! 8. **Independence.** A commit writes only its scopes' streams; commits
-//!    hold the fence gate shared, so they never wait for one another (only
-//!    an acquire, which is off the hot path, excludes them for one write).
+//! 8. **Independence.** A commit writes only its scopes' streams and only
+//!    checks the fence token's, so commits never wait for one another.
 //!    Annals' group commit shares one write and one fdatasync among
 //!    concurrent commits.
 //! 9. **Listing.** A scope is listed while its head stream exists: from its
@@ -126,15 +125,13 @@
 //!
 //! The log's directory is locked while any handle on the log lives: one
 //! process serves a realm. Share one store, or build several over one log
-//! with [`AnnalsHostStore::from_log`]; they keep no realm state in memory
-//! (only the fence gate they share), so each behaves as a separate client
-//! of the same realm.
+//! with [`AnnalsHostStore::from_log`]; they keep no realm state in memory,
+//! so each behaves as a separate client of the same realm.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use annals::stores::codec;
@@ -145,7 +142,6 @@ use meerkat_core::host_store::{
     MAX_BATCH_BYTES, Row, RowIndex, ScopeHead, ScopeKind, ScopeName, ScopeRef, ScopeUpdate, ScopeVersion,
     VersionedHead,
 };
-use tokio::sync::RwLock;
 
 /// The `record_bytes_max` that [`AnnalsHostStore::open`] opens the log
 /// with: twice meerkat's [`MAX_BATCH_BYTES`], so a full batch fits in one
@@ -199,26 +195,8 @@ pub struct AnnalsHostStore {
 /// What a store and its spawned writes share.
 struct Realm {
     log: Arc<annals::Log>,
-    /// Held shared by commits and renews, exclusively by acquires.
-    gate: Arc<RwLock<()>>,
     timing: FenceTiming,
     clock: Arc<dyn LeaseClock>,
-}
-
-/// The gate of each log directory this process has a store over.
-static GATES: Mutex<BTreeMap<PathBuf, Weak<RwLock<()>>>> = Mutex::new(BTreeMap::new());
-
-/// The gate every store over the log in `dir` shares.
-fn gate_for(dir: &Path) -> Arc<RwLock<()>> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-    let mut gates = GATES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    gates.retain(|_, gate| gate.strong_count() > 0);
-    if let Some(gate) = gates.get(&dir).and_then(Weak::upgrade) {
-        return gate;
-    }
-    let gate = Arc::new(RwLock::new(()));
-    gates.insert(dir, Arc::downgrade(&gate));
-    gate
 }
 
 impl AnnalsHostStore {
@@ -240,8 +218,7 @@ impl AnnalsHostStore {
     /// shared with other stores). Its `record_bytes_max` should be at least
     /// [`RECORD_BYTES_MAX`] for every batch meerkat may send to fit.
     pub fn from_log(log: Arc<annals::Log>) -> AnnalsHostStore {
-        let gate = gate_for(log.dir());
-        let realm = Realm { log, gate, timing: FenceTiming::default(), clock: Arc::new(SystemClock) };
+        let realm = Realm { log, timing: FenceTiming::default(), clock: Arc::new(SystemClock) };
         AnnalsHostStore { realm: Arc::new(realm) }
     }
 
@@ -260,8 +237,8 @@ impl AnnalsHostStore {
     }
 
     fn with_realm(self, change: impl FnOnce(Realm) -> Realm) -> AnnalsHostStore {
-        let Realm { log, gate, timing, clock } = &*self.realm;
-        let realm = Realm { log: log.clone(), gate: gate.clone(), timing: *timing, clock: clock.clone() };
+        let Realm { log, timing, clock } = &*self.realm;
+        let realm = Realm { log: log.clone(), timing: *timing, clock: clock.clone() };
         AnnalsHostStore { realm: Arc::new(change(realm)) }
     }
 
@@ -283,8 +260,8 @@ impl AnnalsHostStore {
         self.realm.log.close().await
     }
 
-    /// Runs `write` on a spawned task, so that it finishes (and releases
-    /// the gate) even if the caller stops polling.
+    /// Runs `write` on a spawned task, so that it finishes even if the
+    /// caller stops polling.
     async fn spawned<T, F>(&self, write: impl FnOnce(Arc<Realm>) -> F) -> Result<T, HostStoreError>
     where
         F: Future<Output = Result<T, HostStoreError>> + Send + 'static,
@@ -381,9 +358,9 @@ impl Realm {
         }))
     }
 
-    /// Acquires the fence; runs holding the gate exclusively.
+    /// Acquires the fence: the token and lease appends expect the streams
+    /// as read, so a racing acquire or renew makes this one read again.
     async fn acquire(self: Arc<Realm>, mode: AcquireMode) -> Result<FenceGrant, HostStoreError> {
-        let _exclusive = self.gate.clone().write_owned().await;
         for _ in 0..ATTEMPTS_MAX {
             let fence = self.fence().await?;
             let now_ms = self.clock.now_ms();
@@ -416,16 +393,18 @@ impl Realm {
         Err(HostStoreError::Unavailable(format!("the fence kept moving under {ATTEMPTS_MAX} acquires")))
     }
 
-    /// Renews a lease; runs holding the gate shared.
+    /// Renews a lease, in one commit with a check that the token is still
+    /// the current one.
     async fn renew(self: Arc<Realm>, token: FenceToken) -> Result<(), HostStoreError> {
-        let _shared = self.gate.clone().read_owned().await;
         for _ in 0..ATTEMPTS_MAX {
             let fence = self.fence().await?;
             fence.check(token)?;
-            let ops = self.lease_ops(&fence, token.get(), self.clock.now_ms())?;
-            match Backend::commit(&*self.log, ops.into()).await {
+            let mut ops = Vec::from(self.lease_ops(&fence, token.get(), self.clock.now_ms())?);
+            ops.push(fence.unchanged());
+            match Backend::commit(&*self.log, ops).await {
                 Ok(_) => return Ok(()),
-                // Another renew recorded a lease first: record this one after it.
+                // Another renew recorded a lease first, or an acquire moved
+                // the token: read the fence again.
                 Err(StoreError::Conflict { .. }) => {}
                 Err(error) => return Err(unavailable(error)),
             }
@@ -433,14 +412,16 @@ impl Realm {
         Err(HostStoreError::Unavailable(format!("the lease kept moving under {ATTEMPTS_MAX} renews")))
     }
 
-    /// Writes a planned batch if `token` is still current; runs holding the
-    /// gate shared.
-    async fn write(self: Arc<Realm>, token: FenceToken, ops: Vec<StoreOp>) -> Result<Written, HostStoreError> {
-        let _shared = self.gate.clone().read_owned().await;
-        self.fence().await?.check(token)?;
+    /// Writes a planned batch if `token` is still current, in one commit
+    /// with a check that it still is.
+    async fn write(self: Arc<Realm>, token: FenceToken, mut ops: Vec<StoreOp>) -> Result<Written, HostStoreError> {
+        let fence = self.fence().await?;
+        fence.check(token)?;
+        ops.push(fence.unchanged());
         match Backend::commit(&*self.log, ops).await {
             Ok(_) => Ok(Written::Landed),
-            // A head stream moved between the plan and the write.
+            // A head stream moved between the plan and the write, or an
+            // acquire moved the token: plan again.
             Err(StoreError::Conflict { .. }) => Ok(Written::Moved),
             Err(StoreError::Backend(error)) => Err(commit_error(error)),
             Err(error) => Err(HostStoreError::Indeterminate(error.to_string())),
@@ -528,18 +509,20 @@ impl HostStore for AnnalsHostStore {
         let Some(first_seq) = map.seq_of(from).filter(|_| from < until) else {
             return Ok(Vec::new());
         };
-        // The seam reads a whole stream; `read_stream_from` reads from the
-        // first row needed (it has no limit either).
+        // Through the seam, only the entries from the first row needed to
+        // the last (a corrupt row map asking for more gets at most the
+        // stream's end, and fails below).
         let stream = rows_stream(scope);
-        let records =
-            self.realm.log.read_stream_from(&stream, annals::StreamSeq(first_seq)).map_err(annals_unavailable)?;
+        let last_seq = map.seq_of(until - 1).ok_or_else(|| corrupt(&stream, first_seq, "a row map with a hole"))?;
+        let span = usize::try_from(last_seq.saturating_sub(first_seq).saturating_add(1)).unwrap_or(usize::MAX);
+        let records = Backend::read_range(&*self.realm.log, &stream, first_seq, span).await.map_err(unavailable)?;
         let mut rows = Vec::with_capacity(usize::try_from(until - from).unwrap_or(0));
         for index in from..until {
             let seq = map.seq_of(index).ok_or_else(|| corrupt(&stream, first_seq, "a row map with a hole"))?;
             let record = usize::try_from(seq - first_seq)
                 .ok()
                 .and_then(|at| records.get(at))
-                .filter(|record| record.seq.0 == seq)
+                .filter(|record| record.seq == seq)
                 .ok_or_else(|| corrupt(&stream, seq, "a row the row map names is missing"))?;
             rows.push(
                 Row::try_new(record.payload.to_vec()).map_err(|error| corrupt(&stream, seq, &error.to_string()))?,
@@ -663,6 +646,12 @@ struct Fence {
 impl Fence {
     /// Whether `token` is the current token: a superseded one is fenced
     /// out, one never issued is invalid.
+    /// A check-only operation that holds while no acquire has moved the
+    /// token stream since this fence was read.
+    fn unchanged(&self) -> StoreOp {
+        StoreOp::check(FENCE_TOKEN_STREAM, Expect::Next(self.token_next_seq))
+    }
+
     fn check(&self, token: FenceToken) -> Result<(), HostStoreError> {
         match self.current {
             Some(current) if current > token.get() => {
@@ -850,10 +839,6 @@ fn corrupt(stream: &str, seq: u64, what: &str) -> HostStoreError {
 
 /// A failure to read: nothing was written.
 fn unavailable(error: StoreError) -> HostStoreError {
-    HostStoreError::Unavailable(error.to_string())
-}
-
-fn annals_unavailable(error: annals::Error) -> HostStoreError {
     HostStoreError::Unavailable(error.to_string())
 }
 
