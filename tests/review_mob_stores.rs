@@ -180,6 +180,9 @@ impl Backend for ListingRace {
     fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
         Backend::commit(&*self.log, ops)
     }
+    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
+        Backend::commit_blocking(&*self.log, ops)
+    }
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
         Backend::read(&*self.log, stream)
     }
