@@ -229,6 +229,7 @@ impl DecodedImage {
                 live_bytes: image.entry.live_bytes,
                 max_timestamp_ms: image.entry.max_timestamp_ms,
                 frames_checked: false,
+                checked_frames: crate::index::CheckedFrames::default(),
             })
             .collect();
         Index {

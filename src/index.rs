@@ -304,9 +304,20 @@ pub struct SegmentEntry {
     /// Whether every frame of the segment had its checksum checked by this
     /// process (scanned at open, or written here). A segment whose entry
     /// came from the persisted index image (`image.rs`) was not: a read of
-    /// one of its records checks the checksum of the record's frame.
+    /// one of its records checks the checksum of the record's frame, once
+    /// ([`CheckedFrames`]).
     pub(crate) frames_checked: bool,
+    /// Of a segment whose frames were not checked: those a read checked since.
+    pub(crate) checked_frames: CheckedFrames,
 }
+
+/// The frames of an image-covered segment whose checksum a read has
+/// checked, `start → end`: each is checked once, as a scan at open would
+/// have, and not again by every read of a record in it (a group frame
+/// holds up to hundreds, and a run's rows sit in as many frames). At most
+/// one entry per frame of the segment.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedFrames(parking_lot::Mutex<HashMap<u32, u32, foldhash::fast::RandomState>>);
 
 impl SegmentEntry {
     /// Where the segment's last frame starts, if it has any.
@@ -373,6 +384,7 @@ impl SegmentEntry {
             live_bytes: 0,
             max_timestamp_ms: 0,
             frames_checked: true,
+            checked_frames: CheckedFrames::default(),
         }
     }
 
@@ -1328,22 +1340,38 @@ fn check_frame_holding(
     op_offset: usize,
 ) -> Result<()> {
     let end = entry.end_offset.min(bytes.len() + base);
-    let checked = bytes
-        .get(frame_start - base..end - base)
-        .ok_or(crate::frame::FrameDefect::Truncated)
-        .and_then(|frame| crate::frame::decode_frame_anywhere(frame, &entry.segment.header.log_id));
-    match checked {
-        Ok(frame) if op_offset < frame_start + frame.total_bytes() => Ok(()),
-        Ok(_) => Err(Error::corruption(
+    let known = u32::try_from(frame_start).ok().and_then(|start| entry.checked_frames.0.lock().get(&start).copied());
+    let frame_end = match known {
+        Some(frame_end) => frame_end as usize,
+        None => {
+            let checked = bytes
+                .get(frame_start - base..end - base)
+                .ok_or(crate::frame::FrameDefect::Truncated)
+                .and_then(|frame| crate::frame::decode_frame_anywhere(frame, &entry.segment.header.log_id));
+            let frame_end = match checked {
+                Ok(frame) => frame_start + frame.total_bytes(),
+                Err(defect) => {
+                    return Err(Error::corruption(
+                        &entry.segment.path,
+                        frame_start as u64,
+                        CorruptionKind::BadRecord(defect.describe()),
+                    ));
+                }
+            };
+            if let (Ok(start), Ok(end)) = (u32::try_from(frame_start), u32::try_from(frame_end)) {
+                entry.checked_frames.0.lock().insert(start, end);
+            }
+            frame_end
+        }
+    };
+    if op_offset < frame_end {
+        Ok(())
+    } else {
+        Err(Error::corruption(
             &entry.segment.path,
             op_offset as u64,
             CorruptionKind::IndexMismatch("operation outside the frame the index names".to_owned()),
-        )),
-        Err(defect) => Err(Error::corruption(
-            &entry.segment.path,
-            frame_start as u64,
-            CorruptionKind::BadRecord(defect.describe()),
-        )),
+        ))
     }
 }
 
