@@ -278,6 +278,29 @@ fn a_damaged_record_under_the_image_is_an_error_when_read() {
     assert!(!scanning.problems().is_empty());
 }
 
+/// A read checks an image-covered frame once and remembers it (6259d01,
+/// the W3 regression): the frames other reads checked never vouch for a
+/// damaged one, and a damaged frame is never remembered as checked, so
+/// every read of it fails, the first and the next.
+#[test]
+fn frames_remembered_as_checked_never_vouch_for_a_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), 200);
+    let victim = common::unique_payload(198, 200);
+    let (file, end) = common::payload_end(dir.path(), &victim).unwrap();
+    common::flip_bit(&file, end - 5, 2);
+    let log = Log::open(dir.path(), options()).unwrap();
+    loaded(&log);
+    let healthy = log.read_stream("stream-1").unwrap();
+    assert_eq!(log.read_stream("stream-1").unwrap(), healthy, "a second read of checked frames");
+    for attempt in 0..2 {
+        match log.read_stream("stream-0") {
+            Err(Error::Corruption(corruption)) => assert_eq!(corruption.file, file),
+            other => panic!("read {attempt} of a damaged record returned {other:?}"),
+        }
+    }
+}
+
 fn sim_options(fs: &SimFs) -> Options {
     Options { file_system: Arc::new(fs.clone()), segment_preparation: SegmentPreparation::Inline, ..options() }
 }
