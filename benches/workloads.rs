@@ -206,6 +206,24 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
     });
     drop(log);
 
+    // The same shape with nothing of Annals in it: one task hands each
+    // record to a writer thread (the minimal channel group commit below),
+    // which writes, fdatasyncs and wakes it. What this loses to the raw loop
+    // is what the hand-off itself costs on this machine, the floor of any
+    // async append whose fsync runs off the executor.
+    let dir = scratch("w1-channel");
+    let channel = Arc::new(ChannelGroupCommit::new(&dir));
+    group.bench_function("channel_group_commit_async", |b| {
+        b.iter_custom(|rounds| {
+            let channel = channel.clone();
+            concurrent(&rt, 1, rounds, move |w, i| {
+                let channel = channel.clone();
+                async move { channel.append(raw_record(&Row::new(i, w))).await }
+            })
+        })
+    });
+    drop(channel);
+
     let dir = scratch("w1-okaywal");
     let wal = okaywal_log(&dir);
     sequential(&mut group, "okaywal", |id, row| okaywal_append(&wal, id, &row.encode()));
