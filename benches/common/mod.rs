@@ -323,7 +323,12 @@ pub fn timed_each<P, T>(iters: u64, mut prepare: impl FnMut() -> P, mut measured
 /// Opens the log in `dir` and serves its first read, the run of
 /// `workflow(1)`: the log and the rows.
 pub fn annals_first_run(dir: &Path) -> (Log, Vec<Row>) {
-    let log = Log::open(dir, Options::default()).unwrap();
+    annals_first_run_with(dir, Options::default())
+}
+
+/// [`annals_first_run`] with `options`.
+pub fn annals_first_run_with(dir: &Path, options: Options) -> (Log, Vec<Row>) {
+    let log = Log::open(dir, options).unwrap();
     let mut rows = Vec::new();
     log.visit_stream(workflow(1), |r| rows.push(Row::decode(r.payload))).unwrap();
     (log, rows)
