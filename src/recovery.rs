@@ -1156,12 +1156,13 @@ impl Recovery<'_> {
     /// state file again first: a writer beside it may have written that
     /// slot, and frames after it, since the state was read. The slot was
     /// written before any such frame, so if the pair is still there, no
-    /// frame had begun to be written when the zeros were seen.
+    /// frame had begun to be written when the zeros were seen. A scan that
+    /// reads every frame (`annals verify`) reads the zeros too.
     fn nothing_follows(&self, segment: &Segment, expected: Lsn, is_last: bool) -> bool {
         let vouched = self.clean_close_pair.is_some_and(|pair| {
             pair.durable_end_lsn == expected && pair.newest_segment_lsn == segment.header.first_lsn
         });
-        if !is_last || self.resynced || !vouched {
+        if !is_last || self.resynced || self.image == ImagePolicy::Ignore || !vouched {
             return false;
         }
         self.access == Access::ReadWrite

@@ -172,7 +172,8 @@ fn a_log_closed_without_the_feature_still_has_the_zeros_after_its_marker_read() 
 /// Row 1c: with the pair, zeros at its end end the log, and the rest of the
 /// segment is not read. Bytes planted far past the marker (which no writer
 /// of the log put there) go unseen; without the bit, the same open reads
-/// them and cuts them as a torn tail. (With the pair standing over frames
+/// them and cuts them as a torn tail, and `annals verify` reads them in
+/// either case. (With the pair standing over frames
 /// written past its marker, which writers rule out, those frames would go
 /// unseen the same way: why a writer clears the flag first.)
 #[test]
@@ -188,6 +189,9 @@ fn a_clean_close_pair_ends_the_log_at_its_marker_without_reading_the_rest_of_the
         let mut bytes = std::fs::read(&newest).unwrap();
         bytes[len - 100..].fill(0xa5);
         std::fs::write(&newest, bytes).unwrap();
+        // `annals verify` reads every byte, pair or not.
+        let verified = LogReader::open_scanning(dir.path(), &common::small_options()).unwrap();
+        assert!(verified.report().torn_tail.is_some(), "verify did not read past the marker");
         let log = Log::open(dir.path(), common::small_options()).unwrap();
         assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), records);
         let torn = log.recovery_report().torn_tail.clone();
