@@ -289,7 +289,7 @@ impl StateRead {
         let same = LogState { generation: state.generation, written_ms: state.written_ms, ..*other };
         let pair = state.clean_close
             && state.features & FEATURE_CLEAN_CLOSE_CLEARED_FIRST != 0
-            && other.generation + 1 == state.generation
+            && other.generation.checked_add(1) == Some(state.generation)
             && same == *state;
         pair.then_some(*state)
     }
@@ -610,7 +610,7 @@ mod tests {
         let path = PathBuf::from("annals.state");
         let closed = |generation| LogState {
             features: FEATURE_RETENTION | FEATURE_COMPACTION | FEATURE_CLEAN_CLOSE_CLEARED_FIRST,
-            written_ms: 1_700_000_000_000 + generation,
+            written_ms: 1_700_000_000_000 + generation % 1000,
             ..state(generation)
         };
         assert_eq!(LogState::decode(&closed(4).encode()), Ok(closed(4)));
@@ -625,6 +625,8 @@ mod tests {
         assert_eq!(choose(path.clone(), [Ok(not_clean), Ok(closed(5))]).clean_close_pair(), None);
         let other_end = LogState { durable_end_lsn: Lsn(76), lsn_lease_end: Lsn(76), ..closed(4) };
         assert_eq!(choose(path.clone(), [Ok(other_end), Ok(closed(5))]).clean_close_pair(), None);
-        assert_eq!(choose(path, [Ok(closed(4)), Ok(closed(7))]).clean_close_pair(), None);
+        assert_eq!(choose(path.clone(), [Ok(closed(4)), Ok(closed(7))]).clean_close_pair(), None);
+        // A generation read from disk never overflows the check.
+        assert_eq!(choose(path, [Ok(closed(u64::MAX)), Ok(closed(1))]).clean_close_pair(), None);
     }
 }

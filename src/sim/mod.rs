@@ -279,7 +279,7 @@ fn state_slots(bytes: &[u8]) -> Vec<LogState> {
 /// before its first frame past the marker: the same, not clean, next.
 fn clears(pair: &LogState, slot: &LogState) -> bool {
     let as_pair = LogState { clean_close: true, generation: pair.generation, written_ms: pair.written_ms, ..*slot };
-    pair.clean_close && !slot.clean_close && slot.generation == pair.generation + 1 && as_pair == *pair
+    pair.clean_close && !slot.clean_close && pair.generation.checked_add(1) == Some(slot.generation) && as_pair == *pair
 }
 
 /// Where a crash froze the disk around the slot that clears a clean close:
