@@ -799,6 +799,16 @@ impl Writer {
         // Only checks: nothing to write, and the reply waits for the group
         // (whose writes the checks may have seen) to be synced.
         let len = if refs.is_empty() { 0 } else { frame_bytes(frame_kind_of(refs), refs) };
+        // The session's first frame (this one: any before it would have
+        // done this) goes past the end a clean close recorded: the state
+        // file stops saying so first, or it would vouch for zeros there.
+        // Nothing is written yet, so a failure fails only this request.
+        if len > 0
+            && let Err(error) = self.state.record_not_clean()
+        {
+            group.replies.push((reply, Err(error)));
+            return;
+        }
         if len > 0 && !self.fits(group.buf.len() + len) {
             // Seal the active segment (its frames synced) and move to the spare.
             self.commit(group, true);
@@ -1171,6 +1181,8 @@ impl Writer {
         if let Err(error) = self.write_and_sync(&[], true) {
             return Err(Error::Poisoned { cause: self.shared.poison(error) });
         }
+        // Before anything past a clean close's marker (nothing is written yet).
+        self.state.record_not_clean()?;
         if !self.fits(FRAME_HEADER_BYTES + GAP_BODY_BYTES) {
             self.roll_over(FRAME_HEADER_BYTES + GAP_BODY_BYTES)?;
         }
@@ -1248,6 +1260,10 @@ impl Writer {
             debug_assert!(ends_with_marker, "data frames always leave room for a marker");
             return self.record_clean_close();
         }
+        // A state that says clean while the log does not end with a marker
+        // was written by an older build, past whose marker frames follow:
+        // it stops saying so before this marker goes past that end.
+        self.state.record_not_clean()?;
         // The bytes between the last frame and the marker are zeros already:
         // nothing is ever written past the end of the frames. The index
         // skips them only with the marker, in one step: a reader that saw
@@ -1271,8 +1287,12 @@ impl Writer {
         let recorded = state.clean_close
             && state.durable_end_lsn == self.durable_lsn
             && state.newest_segment_lsn == self.active.header.first_lsn;
-        if recorded && self.state.synced_here() {
-            // This handle recorded this close already (a second close).
+        if recorded && (self.state.synced_here() || self.state.clean_close_pair_read()) {
+            // This handle recorded this close already (a second close), or
+            // the open found it recorded in both slots and nothing was
+            // written since: the first of those slots was synced before the
+            // second was written, so it is durable. A reopen that wrote
+            // nothing closes without a write.
             return Ok(());
         }
         self.state.update(self.active.header.first_lsn, self.durable_lsn, true, StateCopies::Both)

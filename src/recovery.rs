@@ -254,6 +254,11 @@ struct Recovery<'a> {
     /// The loaded image's end: the position of the last segment it covers
     /// in the index, and where its covered frames end in that segment.
     image_end: Option<(usize, usize)>,
+    /// The state file holds a clean close in both slots
+    /// ([`crate::state::StateRead::clean_close_pair`]): nothing was written
+    /// past its marker, so zeros there end the log without the rest of the
+    /// segment being read.
+    clean_close_pair: Option<LogState>,
 }
 
 /// Whether an open may load the persisted index image (`annals.index`).
@@ -367,6 +372,7 @@ fn recover_once(
         image_end: None,
         image,
         prefix_end,
+        clean_close_pair: None,
     };
     let state = recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -417,6 +423,7 @@ impl Recovery<'_> {
         }
         let compacted = self.set_superseded_aside(&mut state_read, &names, &mut segments, compacted)?;
         let state_read = self.check_state_belongs(state_read, &segments)?;
+        self.clean_close_pair = state_read.clean_close_pair();
         let mut damaged_state = None;
         match state_read {
             // One slot failing is what a torn update leaves (row 11): not corruption.
@@ -629,8 +636,10 @@ impl Recovery<'_> {
             // The writer goes on from the generation written here: its next
             // write then goes to the other slot, the one that may not be
             // durable, never over this one (simulator seed 100376).
-            if let StateRead::Found { state, .. } = state_read {
-                *state = crate::state::resync_state_file(self.fs, self.dir, *state)?;
+            if let StateRead::Found { state, damaged_slot, other_slot } = state_read {
+                let read = *state;
+                *state = crate::state::resync_state_file(self.fs, self.dir, read)?;
+                (*damaged_slot, *other_slot) = (None, Some(read));
             }
             for name in &superseded {
                 let path = self.dir.join(name);
@@ -849,7 +858,7 @@ impl Recovery<'_> {
             match opened {
                 Ok((segment, from)) => {
                     self.report.segments += 1;
-                    let end = self.scan_segment(&segment, from);
+                    let end = self.scan_segment(&segment, from, is_last);
                     match self.settle_end(&segment, end, is_last)? {
                         Settled::Continue => expected = self.index.next_lsn(),
                         Settled::Stop => break,
@@ -1095,7 +1104,7 @@ impl Recovery<'_> {
     }
 
     /// Applies every valid frame of a segment to the index; returns where and why they stop.
-    fn scan_segment(&mut self, segment: &Segment, from: usize) -> ScanEnd {
+    fn scan_segment(&mut self, segment: &Segment, from: usize, is_last: bool) -> ScanEnd {
         let bytes = segment.map.slice(0, segment.map.len());
         let mut offset = from;
         loop {
@@ -1110,7 +1119,13 @@ impl Recovery<'_> {
                     }
                     frame
                 }
-                Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => return ScanEnd::Clean,
+                // Rows 1 and 1c: zeros to the end of the file, or zeros where
+                // the state file vouches that nothing follows.
+                Err(FrameDefect::Zeroed)
+                    if self.nothing_follows(segment, expected, is_last) || is_zero(&bytes[offset..]) =>
+                {
+                    return ScanEnd::Clean;
+                }
                 Err(defect) => {
                     return ScanEnd::Defect { offset, why: defect.describe(), stream_inconsistent: false };
                 }
@@ -1129,6 +1144,29 @@ impl Recovery<'_> {
             self.report.bytes += frame.total_bytes() as u64;
             offset += frame.total_bytes();
         }
+    }
+
+    /// Row 1c: whether the frames found so far end where a clean close
+    /// recorded in both slots of the state file ended the log, in the
+    /// segment it recorded as newest and the last one present. Every writer
+    /// of such a log records that it is no longer cleanly closed (one synced
+    /// slot) before it writes past the marker, so nothing was written past
+    /// it, and the zeros after it need not be read (up to the whole segment:
+    /// most of open's time after a clean close). A read-only open reads the
+    /// state file again first: a writer beside it may have written that
+    /// slot, and frames after it, since the state was read. The slot was
+    /// written before any such frame, so if the pair is still there, no
+    /// frame had begun to be written when the zeros were seen. A scan that
+    /// reads every frame (`annals verify`) reads the zeros too.
+    fn nothing_follows(&self, segment: &Segment, expected: Lsn, is_last: bool) -> bool {
+        let vouched = self.clean_close_pair.is_some_and(|pair| {
+            pair.durable_end_lsn == expected && pair.newest_segment_lsn == segment.header.first_lsn
+        });
+        if !is_last || self.resynced || self.image == ImagePolicy::Ignore || !vouched {
+            return false;
+        }
+        self.access == Access::ReadWrite
+            || read_state(self.fs, self.dir).is_ok_and(|read| read.clean_close_pair() == self.clean_close_pair)
     }
 
     /// Decides what the end of a segment's frames means (the decision table).

@@ -42,8 +42,16 @@ pub const FEATURE_RETENTION: u64 = 1;
 /// Feature bit: the log may hold compacted segments, and the slot's
 /// `compaction_generation` and `compacted_end_lsn` say which.
 pub const FEATURE_COMPACTION: u64 = 2;
+/// Feature bit: every writer of the log clears the clean-close flag in a
+/// synced slot before it writes anything past a clean-close marker. A
+/// clean close recorded in both slots then vouches that nothing follows
+/// its marker, and open does not read the rest of the segment to find out
+/// (segments-format.md, section 5). Set in every slot this build writes;
+/// a build that does not know it refuses the log, so it can never write
+/// past a marker and leave the flag standing.
+pub const FEATURE_CLEAN_CLOSE_CLEARED_FIRST: u64 = 4;
 /// Feature bits this build understands; a slot with any other bit set is refused.
-pub const STATE_FEATURES_KNOWN: u64 = FEATURE_RETENTION | FEATURE_COMPACTION;
+pub const STATE_FEATURES_KNOWN: u64 = FEATURE_RETENTION | FEATURE_COMPACTION | FEATURE_CLEAN_CLOSE_CLEARED_FIRST;
 
 // Named offsets of the slot's fields (segments-format.md, "The state file").
 const MAGIC_AT: usize = 0;
@@ -84,7 +92,10 @@ pub struct LogState {
     pub durable_end_lsn: Lsn,
     /// When the slot was written, ms since the Unix epoch (informational).
     pub written_ms: u64,
-    /// Written by a clean close (informational).
+    /// Written by a clean close. With
+    /// [`FEATURE_CLEAN_CLOSE_CLEARED_FIRST`], and in both slots, it vouches
+    /// that nothing was written past the close's marker
+    /// ([`StateRead::clean_close_pair`]); without it, informational.
     pub clean_close: bool,
     /// Every LSN handed out so far is below this one (≥ `durable_end_lsn`).
     /// Appends acknowledged before they are synced (`Flush`, `Periodic`)
@@ -211,6 +222,8 @@ pub enum StateRead {
         state: LogState,
         /// A slot that failed its checks, with why.
         damaged_slot: Option<(usize, CorruptionKind)>,
+        /// The other slot, when it is valid: the state written before.
+        other_slot: Option<LogState>,
     },
     /// The file exists but no slot is valid.
     Damaged(Corruption),
@@ -245,11 +258,40 @@ fn choose(path: PathBuf, slots: [Result<LogState, CorruptionKind>; 2]) -> StateR
             StateRead::Damaged(Corruption { file: path, offset: STATE_SLOT_BYTES as u64, kind })
         }
         [Ok(a), Ok(b)] => {
-            StateRead::Found { state: if b.generation > a.generation { b } else { a }, damaged_slot: None }
+            let (state, other) = if b.generation > a.generation { (b, a) } else { (a, b) };
+            StateRead::Found { state, damaged_slot: None, other_slot: Some(other) }
         }
-        [Ok(state), Err(why)] => StateRead::Found { state, damaged_slot: Some((1, why)) },
-        [Err(why), Ok(state)] => StateRead::Found { state, damaged_slot: Some((0, why)) },
+        [Ok(state), Err(why)] => StateRead::Found { state, damaged_slot: Some((1, why)), other_slot: None },
+        [Err(why), Ok(state)] => StateRead::Found { state, damaged_slot: Some((0, why)), other_slot: None },
         [Err(why), Err(_)] => StateRead::Damaged(Corruption { file: path, offset: 0, kind: why }),
+    }
+}
+
+impl StateRead {
+    /// The state a clean close recorded, when the file holds it as only a
+    /// clean close under [`FEATURE_CLEAN_CLOSE_CLEARED_FIRST`] leaves it:
+    /// both slots valid, with the feature, saying clean, and the same but
+    /// for their generations (one apart) and times. It then vouches that
+    /// nothing was written past the close's marker (segments-format.md,
+    /// section 5):
+    ///
+    /// - a writer of this build writes and syncs a slot that is not clean
+    ///   before its first frame past the marker: that slot replaces one of
+    ///   the pair (or, torn, leaves it invalid);
+    /// - a build that does not know the feature refuses a slot with it, so
+    ///   it can only have opened the log while some slot lacked it, and
+    ///   every slot it writes lacks it: no pair can form again without a
+    ///   newer slot of this build;
+    /// - the close wrote the second slot only after the first was synced:
+    ///   the record is durable, whatever became of the second's fsync.
+    pub fn clean_close_pair(&self) -> Option<LogState> {
+        let StateRead::Found { state, other_slot: Some(other), .. } = self else { return None };
+        let same = LogState { generation: state.generation, written_ms: state.written_ms, ..*other };
+        let pair = state.clean_close
+            && state.features & FEATURE_CLEAN_CLOSE_CLEARED_FIRST != 0
+            && other.generation.checked_add(1) == Some(state.generation)
+            && same == *state;
+        pair.then_some(*state)
     }
 }
 
@@ -271,8 +313,13 @@ pub struct StateFile {
     current: LogState,
     /// `current` was written and synced by this handle. A state read at
     /// open may sit in the page cache after a failed fsync of the process
-    /// before: it is never taken as durable.
+    /// before: it is never taken as durable, unless it is a clean close's
+    /// pair (`pair_read`).
     synced_here: bool,
+    /// `current` is what the file held at open, as a clean close's pair
+    /// ([`StateRead::clean_close_pair`]): durable, and vouching that
+    /// nothing follows its marker. Cleared by any write.
+    pair_read: bool,
 }
 
 impl StateFile {
@@ -286,8 +333,9 @@ impl StateFile {
         let path = dir.join(STATE_FILE_NAME);
         let _ = fs.remove(&temp);
         let file = fs.create(&temp).map_err(|error| Error::io_or_full("create", &temp, error))?;
-        let first = LogState { generation: state.generation, ..state };
-        let second = LogState { generation: state.generation + 1, ..state };
+        let features = state.features | FEATURE_CLEAN_CLOSE_CLEARED_FIRST;
+        let first = LogState { generation: state.generation, features, ..state };
+        let second = LogState { generation: state.generation + 1, features, ..state };
         let mut bytes = [0u8; STATE_FILE_BYTES];
         bytes[slot_of(first.generation)..][..STATE_SLOT_BYTES].copy_from_slice(&first.encode());
         bytes[slot_of(second.generation)..][..STATE_SLOT_BYTES].copy_from_slice(&second.encode());
@@ -301,7 +349,7 @@ impl StateFile {
             return Err(error);
         }
         fs.sync_dir(dir).map_err(|error| Error::io("fsync directory", dir, error))?;
-        Ok(StateFile { path, file, current: second, synced_here: true })
+        Ok(StateFile { path, file, current: second, synced_here: true, pair_read: false })
     }
 
     /// Opens the state file of a log whose state was just read as `current`.
@@ -311,7 +359,10 @@ impl StateFile {
     pub fn open(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<StateFile> {
         let path = dir.join(STATE_FILE_NAME);
         let file = fs.open(&path, true).map_err(|error| Error::io("open", &path, error))?;
-        Ok(StateFile { path, file, current, synced_here: false })
+        // Read again (the directory is locked: it is what recovery read,
+        // or what it wrote since) to learn whether it is a clean close's pair.
+        let pair_read = read_state(fs, dir)?.clean_close_pair() == Some(current);
+        Ok(StateFile { path, file, current, synced_here: false, pair_read })
     }
 
     /// The state last written.
@@ -323,6 +374,30 @@ impl StateFile {
     /// (not only read at open, when it may not have been durable).
     pub fn synced_here(&self) -> bool {
         self.synced_here
+    }
+
+    /// Whether [`StateFile::current`] is the clean close's pair the file
+    /// held at open ([`StateRead::clean_close_pair`]), nothing written since:
+    /// durable, and vouching for the end it records.
+    pub fn clean_close_pair_read(&self) -> bool {
+        self.pair_read
+    }
+
+    /// Records that the log is no longer cleanly closed (one synced slot),
+    /// if the current state says it is: a writer calls it before it writes
+    /// anything past the end a clean close recorded, so that a clean close
+    /// in the state file always means that nothing follows its marker
+    /// ([`FEATURE_CLEAN_CLOSE_CLEARED_FIRST`]). Writes nothing otherwise.
+    ///
+    /// # Errors
+    /// As [`StateFile::update`]. Nothing was written past the marker yet:
+    /// the caller fails what it was about to write, and may try again (the
+    /// whole slot is written again before the next sync).
+    pub fn record_not_clean(&mut self) -> Result<()> {
+        if !self.current.clean_close {
+            return Ok(());
+        }
+        self.write(LogState { clean_close: false, ..self.current })
     }
 
     /// Records that the newest segment starts at `newest_segment_lsn` and
@@ -408,9 +483,17 @@ impl StateFile {
     }
 
     /// Writes `state` as the next generation into its slot and syncs it.
+    /// Every slot this build writes says it clears the clean-close flag
+    /// before writing past a marker ([`FEATURE_CLEAN_CLOSE_CLEARED_FIRST`]).
     fn write(&mut self, state: LogState) -> Result<()> {
-        let next = LogState { generation: self.current.generation + 1, written_ms: crate::commit::now_ms(), ..state };
+        let next = LogState {
+            generation: self.current.generation + 1,
+            written_ms: crate::commit::now_ms(),
+            features: state.features | FEATURE_CLEAN_CLOSE_CLEARED_FIRST,
+            ..state
+        };
         let offset = slot_of(next.generation) as u64;
+        self.pair_read = false;
         self.file.write_at(&next.encode(), offset).map_err(|error| Error::io_or_full("write", &self.path, error))?;
         self.synced_here = false;
         self.file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &self.path, error))?;
@@ -430,13 +513,16 @@ impl StateFile {
 /// Returns the state as written: the same but for its generation (and
 /// time), which whoever writes the file next must go on from, so that its
 /// next write goes to the other slot and never over this one (a write torn
-/// there would leave only the slot that may not be durable).
+/// there would leave only the slot that may not be durable). It is written
+/// not clean: a copy of a clean close's slot beside it would look like the
+/// close's own pair ([`StateRead::clean_close_pair`]), whether or not
+/// anything was written past its marker since.
 ///
 /// # Errors
 /// [`Error::Io`] or [`Error::DiskFull`].
 pub fn resync_state_file(fs: &dyn FileSystem, dir: &Path, current: LogState) -> Result<LogState> {
     let mut file = StateFile::open(fs, dir, current)?;
-    file.write(current)?;
+    file.write(LogState { clean_close: false, ..current })?;
     Ok(file.current())
 }
 
@@ -484,8 +570,8 @@ mod tests {
         assert!(LogState::decode(&end_without_generation.encode()).is_err());
         let end_past_newest = LogState { compacted_end_lsn: Lsn(1000), ..state(3) };
         assert!(LogState::decode(&end_past_newest.encode()).is_err());
-        let unknown = LogState { features: 4 | FEATURE_COMPACTION, ..state(3) };
-        assert!(matches!(LogState::decode(&unknown.encode()), Err(CorruptionKind::UnsupportedFeatures(4))));
+        let unknown = LogState { features: 8 | FEATURE_COMPACTION, ..state(3) };
+        assert!(matches!(LogState::decode(&unknown.encode()), Err(CorruptionKind::UnsupportedFeatures(8))));
     }
 
     #[test]
@@ -507,10 +593,40 @@ mod tests {
     fn the_higher_generation_wins_and_a_damaged_slot_falls_back() {
         let path = PathBuf::from("annals.state");
         let found = choose(path.clone(), [Ok(state(4)), Ok(state(5))]);
-        assert!(matches!(found, StateRead::Found { state, damaged_slot: None } if state.generation == 5));
+        assert!(matches!(found, StateRead::Found { state, damaged_slot: None, .. } if state.generation == 5));
         let torn = choose(path.clone(), [Ok(state(4)), Err(CorruptionKind::BadStateFile("checksum mismatch"))]);
-        assert!(matches!(torn, StateRead::Found { state, damaged_slot: Some((1, _)) } if state.generation == 4));
+        assert!(matches!(torn, StateRead::Found { state, damaged_slot: Some((1, _)), .. } if state.generation == 4));
         let both = choose(path, [Err(CorruptionKind::BadStateFile("x")), Err(CorruptionKind::BadStateFile("y"))]);
         assert!(matches!(both, StateRead::Damaged(_)));
+    }
+
+    /// Only both slots of one clean close under the protocol vouch that
+    /// nothing follows its marker: not one slot (a torn update, or the
+    /// first of the close's two writes), not a slot without the feature (an
+    /// older build's close, which may since have been written past), not two
+    /// clean slots of different ends or generations further apart.
+    #[test]
+    fn only_a_clean_close_in_both_slots_under_the_protocol_is_a_pair() {
+        let path = PathBuf::from("annals.state");
+        let closed = |generation| LogState {
+            features: FEATURE_RETENTION | FEATURE_COMPACTION | FEATURE_CLEAN_CLOSE_CLEARED_FIRST,
+            written_ms: 1_700_000_000_000 + generation % 1000,
+            ..state(generation)
+        };
+        assert_eq!(LogState::decode(&closed(4).encode()), Ok(closed(4)));
+        let pair = choose(path.clone(), [Ok(closed(4)), Ok(closed(5))]);
+        assert_eq!(pair.clean_close_pair(), Some(closed(5)));
+        let torn = choose(path.clone(), [Ok(closed(4)), Err(CorruptionKind::BadStateFile("checksum mismatch"))]);
+        assert_eq!(torn.clean_close_pair(), None);
+        let older_build = |generation| LogState { features: FEATURE_RETENTION | FEATURE_COMPACTION, ..state(generation) };
+        assert_eq!(choose(path.clone(), [Ok(older_build(4)), Ok(older_build(5))]).clean_close_pair(), None);
+        assert_eq!(choose(path.clone(), [Ok(older_build(4)), Ok(closed(5))]).clean_close_pair(), None);
+        let not_clean = LogState { clean_close: false, ..closed(6) };
+        assert_eq!(choose(path.clone(), [Ok(not_clean), Ok(closed(5))]).clean_close_pair(), None);
+        let other_end = LogState { durable_end_lsn: Lsn(76), lsn_lease_end: Lsn(76), ..closed(4) };
+        assert_eq!(choose(path.clone(), [Ok(other_end), Ok(closed(5))]).clean_close_pair(), None);
+        assert_eq!(choose(path.clone(), [Ok(closed(4)), Ok(closed(7))]).clean_close_pair(), None);
+        // A generation read from disk never overflows the check.
+        assert_eq!(choose(path, [Ok(closed(u64::MAX)), Ok(closed(1))]).clean_close_pair(), None);
     }
 }

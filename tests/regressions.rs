@@ -243,7 +243,9 @@ fn close_waits_for_the_spare_preparer_before_releasing_the_directory() {
 /// the same record again, trusting it; after a power cut the durable state
 /// was the older one, and damage over the last record went unreported as
 /// a torn tail. Found by the crash simulator (seed 617). Now a close writes
-/// its record unless this handle itself wrote and synced it.
+/// its record unless this handle itself wrote and synced it, or the open
+/// found it in both slots (the first synced before the second was written:
+/// `tests/clean_close_pair.rs`).
 #[test]
 fn a_close_after_a_reopen_records_its_end_again_when_the_last_record_was_not_synced_here() {
     use annals::sim::fs::{FaultKind, SimFs};

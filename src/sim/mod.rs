@@ -125,6 +125,13 @@ pub struct SimStats {
     /// Index images the simulator damaged, truncated, deleted or replaced
     /// with an older one before an open.
     pub index_images_damaged: u64,
+    /// Crashes that froze the disk with the slot a writer writes before its
+    /// first frame past a clean close (segments-format.md, 5) written but
+    /// not synced: the crash images lose it, keep it, or tear it.
+    pub crashes_in_not_clean_slot: u64,
+    /// Crashes that froze the disk after that slot was synced and before
+    /// anything was written past the marker.
+    pub crashes_after_not_clean_slot: u64,
 }
 
 impl SimStats {
@@ -163,6 +170,8 @@ impl SimStats {
         self.index_images_loaded += other.index_images_loaded;
         self.index_images_rejected += other.index_images_rejected;
         self.index_images_damaged += other.index_images_damaged;
+        self.crashes_in_not_clean_slot += other.crashes_in_not_clean_slot;
+        self.crashes_after_not_clean_slot += other.crashes_after_not_clean_slot;
     }
 
     /// Crash images checked in all modes.
@@ -212,6 +221,11 @@ impl fmt::Display for SimStats {
             "index images written {}  loaded by an open {}  rejected (full scan) {}  damaged or replaced by the simulator {}",
             self.index_images_written, self.index_images_loaded, self.index_images_rejected, self.index_images_damaged
         )?;
+        writeln!(
+            f,
+            "crashes around the slot that clears a clean close: before its fsync {}  after it, before any frame {}",
+            self.crashes_in_not_clean_slot, self.crashes_after_not_clean_slot
+        )?;
         write!(
             f,
             "acknowledged records lost {}  corrupt records returned {}  false corruption reports {}  lsns reused {}",
@@ -246,6 +260,59 @@ fn next_lsn_of(log: &Log) -> Result<u64, SimFailure> {
     log.last_lsn()
         .map(|last| last.0 + 1)
         .map_err(|e| SimFailure { property: "simulator", detail: format!("last lsn: {e}") })
+}
+
+/// The valid slots of a state file's bytes, newest first.
+fn state_slots(bytes: &[u8]) -> Vec<LogState> {
+    if bytes.len() != STATE_FILE_BYTES {
+        return Vec::new();
+    }
+    let mut slots: Vec<LogState> = [&bytes[..STATE_SLOT_BYTES], &bytes[STATE_SLOT_BYTES..]]
+        .into_iter()
+        .filter_map(|slot| LogState::decode(slot).ok())
+        .collect();
+    slots.sort_by_key(|slot| std::cmp::Reverse(slot.generation));
+    slots
+}
+
+/// Whether `slot` is what a writer writes over a clean close's `pair`
+/// before its first frame past the marker: the same, not clean, next.
+fn clears(pair: &LogState, slot: &LogState) -> bool {
+    let as_pair = LogState { clean_close: true, generation: pair.generation, written_ms: pair.written_ms, ..*slot };
+    pair.clean_close && !slot.clean_close && pair.generation.checked_add(1) == Some(slot.generation) && as_pair == *pair
+}
+
+/// Where a crash froze the disk around the slot that clears a clean close:
+/// written and not synced (the durable state is the close, the visible one
+/// the slot), or synced with nothing written past the marker yet (the
+/// newest segment still ends with the marker at the close's end).
+fn not_clean_slot_crash(fs: &SimFs, dir: &Path) -> (bool, bool) {
+    let path = dir.join(STATE_FILE_NAME);
+    let Some(durable) = fs.durable_files().remove(&path) else { return (false, false) };
+    let mut visible = vec![0u8; STATE_FILE_BYTES];
+    if fs.open(&path, false).and_then(|file| file.read_at(&mut visible, 0)).is_err() {
+        return (false, false);
+    }
+    let (durable, visible) = (state_slots(&durable), state_slots(&visible));
+    let (Some(seen), Some(kept)) = (visible.first(), durable.first()) else { return (false, false) };
+    if clears(kept, seen) {
+        return (true, false);
+    }
+    let synced = seen == kept && durable.get(1).is_some_and(|pair| clears(pair, kept));
+    (false, synced && ends_with_marker_at(fs, dir, kept))
+}
+
+/// Whether the newest segment `state` records ends with a clean-close
+/// marker at its `durable_end_lsn`: its last non-zero sector holds it.
+fn ends_with_marker_at(fs: &SimFs, dir: &Path, state: &LogState) -> bool {
+    let path = dir.join(crate::segment::segment_file_name(state.newest_segment_lsn));
+    let Ok(file) = fs.open(&path, false) else { return false };
+    let Ok(map) = file.map() else { return false };
+    let bytes = map.slice(0, map.len());
+    let Some(last) = bytes.iter().rposition(|&b| b != 0) else { return false };
+    let at = last / 512 * 512;
+    decode_frame_anywhere(&bytes[at..], &state.log_id)
+        .is_ok_and(|frame| frame.kind == crate::frame::FrameKind::Marker && frame.meta.lsn == state.durable_end_lsn)
 }
 
 fn sim_error(what: &str, error: std::io::Error) -> SimFailure {
@@ -1310,6 +1377,9 @@ impl Simulation {
         self.fs.crash_now();
         trace!(self, "crash after {} ops", self.fs.counts().ops);
         self.stats.crash_points += 1;
+        let (in_slot, after_slot) = not_clean_slot_crash(&self.fs, &self.setup.dir);
+        self.stats.crashes_in_not_clean_slot += u64::from(in_slot);
+        self.stats.crashes_after_not_clean_slot += u64::from(after_slot);
         if let Some(log) = self.log.take() {
             drop(log); // the process is gone; its writes fail from here on
         }

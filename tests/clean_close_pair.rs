@@ -1,0 +1,362 @@
+//! A clean close that the next open can trust without reading the rest of
+//! the active segment (issue 11, "open in O(tail)"; segments-format.md,
+//! section 5, "the clean-close pair", and row 1c).
+//!
+//! A clean close writes its record into both state slots, with feature bit
+//! 2; a writer writes and syncs a slot that is no longer clean before its
+//! first frame past the marker. An open that finds the pair at the end of
+//! the frames takes the zeros there for the end of the log. These tests
+//! hold each side of that: the slot is written (and a crash around it loses
+//! nothing), a damaged frame after the marker is still corruption, a log
+//! without the bit is still read to the end, a reader beside a writer does
+//! not trust a pair the writer has since cleared, and a session that wrote
+//! nothing writes nothing, at open or at close.
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use annals::fs::{DirLock, File, FileSystem, LockMode, RealFs};
+use annals::sim::fs::{CrashMode, SimFs};
+use annals::sim::rng::SimRng;
+use annals::state::{
+    FEATURE_CLEAN_CLOSE_CLEARED_FIRST, LogState, STATE_FILE_NAME, STATE_SLOT_BYTES, StateRead, read_state,
+};
+use annals::{Error, Expectation, Log, LogReader, Lsn, Options};
+
+/// Both slots of the state file, decoded (`None`: invalid).
+fn slots(bytes: &[u8]) -> [Option<LogState>; 2] {
+    [LogState::decode(&bytes[..STATE_SLOT_BYTES]).ok(), LogState::decode(&bytes[STATE_SLOT_BYTES..]).ok()]
+}
+
+fn state_of(dir: &Path) -> StateRead {
+    read_state(&RealFs, dir).unwrap()
+}
+
+/// Rewrites every valid slot of the state file of `dir` through `change`.
+fn rewrite_slots(dir: &Path, change: impl Fn(LogState) -> LogState) {
+    let path = dir.join(STATE_FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for (slot, state) in slots(&bytes).into_iter().enumerate() {
+        if let Some(state) = state {
+            bytes[slot * STATE_SLOT_BYTES..][..STATE_SLOT_BYTES].copy_from_slice(&change(state).encode());
+        }
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// A log of 20 records closed cleanly (its state file holds the pair),
+/// reopened, and given two more `Sync` appends, each its own group, so the
+/// second one's frame says the first was durable. Leaves in `copy` what a
+/// crash now would leave (the writer still open); returns the offset of the
+/// first frame after the marker in its newest segment, and the state file
+/// as the clean close left it.
+fn written_past_a_clean_close(dir: &Path, copy: &Path) -> (usize, Vec<u8>) {
+    let records = common::write_closed_log(dir, common::small_options(), 20, 100);
+    assert!(state_of(dir).clean_close_pair().is_some(), "a clean close leaves its pair");
+    let closed_state = std::fs::read(dir.join(STATE_FILE_NAME)).unwrap();
+    let newest = common::segment_files(dir).pop().unwrap();
+    let marker = *common::frame_offsets(&newest).last().unwrap();
+    let log = common::open(dir);
+    for i in 20..22 {
+        log.append("after", Expectation::Any, common::unique_payload(i, 100)).wait().unwrap();
+    }
+    common::crash_image(dir, copy);
+    drop(log);
+    let frames = common::frame_offsets(&copy.join(newest.file_name().unwrap()));
+    let first_after = *frames.iter().find(|&&at| at > marker).expect("frames follow the marker");
+    assert_eq!(records.len(), 20);
+    (first_after, closed_state)
+}
+
+/// The bug this protocol closes: a reopen after a clean close wrote
+/// nothing to the state file, and neither did its `Sync` appends, so the
+/// state still said "clean, the log ends at the marker" while acknowledged
+/// frames followed it. An open that trusted that would take a first frame
+/// after the marker whose header was zeroed for the end of the log, and
+/// drop it and every frame after it without a word. Now the session's
+/// first frame is preceded by a synced slot that is not clean: the open
+/// reads on and reports the damage (row 3: a later frame says it was durable).
+#[test]
+fn a_damaged_first_frame_after_the_marker_in_a_session_that_wrote_past_a_clean_close_is_corruption() {
+    let (dir, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first_after, _) = written_past_a_clean_close(dir.path(), copy.path());
+    let read = state_of(copy.path());
+    let StateRead::Found { state, .. } = read else { panic!("no state: {read:?}") };
+    assert!(!state.clean_close, "the session's first frame was written while the state said clean");
+    assert_eq!(read.clean_close_pair(), None);
+    let newest = common::segment_files(copy.path()).pop().unwrap();
+    common::zero_range(&newest, first_after, first_after + annals::frame::FRAME_HEADER_BYTES);
+    match Log::open(copy.path(), common::small_options()) {
+        Err(Error::Corruption(corruption)) => assert_eq!(corruption.offset, first_after as u64, "{corruption}"),
+        Err(other) => panic!("not corruption: {other}"),
+        Ok(log) => panic!("the damaged frame was dropped silently: the log ends at {:?}", log.last_lsn()),
+    }
+    let reader = LogReader::open(copy.path()).unwrap();
+    assert!(!reader.problems().is_empty(), "a reader found nothing wrong");
+}
+
+/// A crash after the slot that is no longer clean was written (and synced,
+/// or not: lost, torn, or garbage, in every crash mode), before the first
+/// frame reached the disk, recovers every acknowledged record; the log
+/// then takes appends and closes cleanly into a new pair.
+#[test]
+fn a_crash_between_the_not_clean_slot_and_the_first_frame_recovers_everything() {
+    let mut rng = SimRng::new(11);
+    for crash_after in [1, 2] {
+        for mode in CrashMode::ALL {
+            let fs = SimFs::new();
+            let options = || Options {
+                file_system: Arc::new(fs.clone()),
+                segment_preparation: annals::SegmentPreparation::Inline,
+                ..common::small_options()
+            };
+            let dir = annals::sim::sim_dir();
+            let records = common::write_closed_log(dir, options(), 12, 100);
+            let log = Log::open(dir, options()).unwrap();
+            // The first append's first write is the slot, its second that
+            // slot's fsync; then the frame.
+            fs.crash_after(crash_after);
+            let refused = log.append("s", Expectation::Any, vec![1; 50]).wait();
+            assert!(refused.is_err(), "crash after op {crash_after}: acknowledged after the crash");
+            drop(log);
+            let image = fs.crash_image(mode, &mut rng);
+            let what = format!("crash after op {crash_after}, {}", mode.name());
+            let options = Options { file_system: Arc::new(image.clone()), ..common::small_options() };
+            let reopened = Log::open(dir, options).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
+            if crash_after == 2 {
+                let durable = image.durable_files();
+                let current =
+                    slots(&durable[&dir.join(STATE_FILE_NAME)]).into_iter().flatten().max_by_key(|s| s.generation);
+                assert!(!current.unwrap().clean_close, "{what}: the synced slot says clean");
+            }
+            reopened.append("s", Expectation::Any, vec![2; 50]).wait().unwrap();
+            reopened.close().wait().unwrap();
+            drop(reopened);
+            let state = read_state(&image, dir).unwrap();
+            assert_eq!(state.clean_close_pair().map(|s| s.durable_end_lsn), Some(Lsn(14)), "{what}");
+        }
+    }
+}
+
+/// A log whose state slots lack feature bit 2 was closed by a build that
+/// did not clear the flag before writing past a marker: its clean flag
+/// vouches for nothing, and open still reads the zeros after the marker.
+/// Crafted from a log written past a clean close, with the state file put
+/// back to what the clean close wrote, less the bit (what an older build
+/// leaves after writing past its marker): the damaged first frame after the
+/// marker is still found. With the bit, the zeros are trusted (row 1c): the
+/// next test.
+#[test]
+fn a_log_closed_without_the_feature_still_has_the_zeros_after_its_marker_read() {
+    let (dir, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first_after, closed_state) = written_past_a_clean_close(dir.path(), copy.path());
+    std::fs::write(copy.path().join(STATE_FILE_NAME), closed_state).unwrap();
+    rewrite_slots(copy.path(), |s| LogState { features: s.features & !FEATURE_CLEAN_CLOSE_CLEARED_FIRST, ..s });
+    let newest = common::segment_files(copy.path()).pop().unwrap();
+    let read = state_of(copy.path());
+    assert!(matches!(read, StateRead::Found { state, .. } if state.clean_close && state.durable_end_lsn == Lsn(21)));
+    assert_eq!(read.clean_close_pair(), None, "without the bit there is no pair");
+    common::zero_range(&newest, first_after, first_after + annals::frame::FRAME_HEADER_BYTES);
+    match Log::open(copy.path(), common::small_options()) {
+        Err(Error::Corruption(corruption)) => assert_eq!(corruption.offset, first_after as u64, "{corruption}"),
+        Err(other) => panic!("not corruption: {other}"),
+        Ok(log) => panic!("the damaged frame was dropped silently: the log ends at {:?}", log.last_lsn()),
+    }
+}
+
+/// Row 1c: with the pair, zeros at its end end the log, and the rest of the
+/// segment is not read. Bytes planted far past the marker (which no writer
+/// of the log put there) go unseen; without the bit, the same open reads
+/// them and cuts them as a torn tail, and `annals verify` reads them in
+/// either case. (With the pair standing over frames
+/// written past its marker, which writers rule out, those frames would go
+/// unseen the same way: why a writer clears the flag first.)
+#[test]
+fn a_clean_close_pair_ends_the_log_at_its_marker_without_reading_the_rest_of_the_segment() {
+    for with_bit in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let records = common::write_closed_log(dir.path(), common::small_options(), 20, 100);
+        if !with_bit {
+            rewrite_slots(dir.path(), |s| LogState { features: s.features & !FEATURE_CLEAN_CLOSE_CLEARED_FIRST, ..s });
+        }
+        let newest = common::segment_files(dir.path()).pop().unwrap();
+        let len = std::fs::metadata(&newest).unwrap().len() as usize;
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[len - 100..].fill(0xa5);
+        std::fs::write(&newest, bytes).unwrap();
+        // `annals verify` reads every byte, pair or not.
+        let verified = LogReader::open_scanning(dir.path(), &common::small_options()).unwrap();
+        assert!(verified.report().torn_tail.is_some(), "verify did not read past the marker");
+        let log = Log::open(dir.path(), common::small_options()).unwrap();
+        assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), records);
+        let torn = log.recovery_report().torn_tail.clone();
+        if with_bit {
+            assert_eq!(torn, None, "the bytes past the marker were read");
+        } else {
+            assert!(torn.is_some_and(|t| t.offset as usize <= len - 100), "the bytes past the marker were not read");
+        }
+    }
+}
+
+/// A file system that runs a hook once, the first time the directory is
+/// listed after it is armed: what a recovery does right after it read the
+/// state file.
+#[derive(Clone, Default)]
+struct HookedFs {
+    armed: Arc<AtomicBool>,
+    #[allow(clippy::type_complexity)]
+    hook: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+}
+
+impl std::fmt::Debug for HookedFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookedFs")
+    }
+}
+
+impl FileSystem for HookedFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        if self.armed.swap(false, Ordering::SeqCst)
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+        }
+        RealFs.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        RealFs.create(path)
+    }
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
+        RealFs.open(path, writable)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealFs.sync_dir(dir)
+    }
+    fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
+        RealFs.lock(dir, mode)
+    }
+}
+
+/// A read-only open beside a live writer read the state file while it
+/// held the pair; the writer then cleared it and wrote past the marker, and
+/// the first of its frames reads as zeros (damaged, or not yet visible to
+/// this core). The reader reads the state file again before it trusts the
+/// zeros: the pair is gone, so it reads on and finds the frame after it.
+#[test]
+fn a_reader_does_not_trust_a_pair_the_writer_cleared_after_it_read_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_closed_log(dir.path(), common::small_options(), 20, 100);
+    let newest = common::segment_files(dir.path()).pop().unwrap();
+    let marker = *common::frame_offsets(&newest).last().unwrap();
+    let writer = Arc::new(common::open(dir.path()));
+    let fs = HookedFs::default();
+    let (hook_writer, hook_newest) = (writer.clone(), newest.clone());
+    *fs.hook.lock().unwrap() = Some(Box::new(move || {
+        for i in 20..22 {
+            hook_writer.append("after", Expectation::Any, common::unique_payload(i, 100)).wait().unwrap();
+        }
+        let first_after = *common::frame_offsets(&hook_newest).iter().find(|&&at| at > marker).unwrap();
+        // Only the header: the frame after it keeps its place.
+        let file = RealFs.open(&hook_newest, true).unwrap();
+        file.write_at(&[0; annals::frame::FRAME_HEADER_BYTES], first_after as u64).unwrap();
+    }));
+    fs.armed.store(true, Ordering::SeqCst);
+    let options = Options { file_system: Arc::new(fs), ..common::small_options() };
+    let reader = LogReader::open_with(dir.path(), &options).unwrap();
+    assert!(
+        !reader.problems().is_empty() || reader.report().torn_tail.is_some(),
+        "the reader took the zeros after the marker for the end of the log: next lsn {:?}",
+        reader.last_lsn()
+    );
+    drop(writer);
+}
+
+/// A session that writes nothing writes nothing: reopening a cleanly closed
+/// log and closing it again, with every write and every fsync failing,
+/// succeeds, syncs no file and leaves every byte as it was (it used to
+/// write both state slots again at the close: two fsyncs). A session that
+/// writes adds one synced slot before its first frame, and none after.
+#[test]
+fn with_every_write_failing_a_reopen_and_close_succeed_and_a_writing_session_adds_one_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    // With the index image, as by default: without one, an open cannot tell
+    // that the marker is durable, and writes it again (`annals.resync`).
+    let options = || Options { index_image: annals::IndexImageWrites::AtClose, ..fs.options() };
+    let records = common::write_closed_log(dir.path(), options(), 30, 100);
+    let before = common::dir_snapshot(dir.path());
+    fs.faults.fail_writes.store(true, Ordering::SeqCst);
+    fs.faults.fail_syncs.store(true, Ordering::SeqCst);
+    let syncs = fs.faults.syncs.load(Ordering::SeqCst);
+    for round in 0..2 {
+        let log = Log::open(dir.path(), options()).unwrap();
+        assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "round {round}");
+        log.close().wait().unwrap_or_else(|e| panic!("round {round}: the close wrote: {e}"));
+        drop(log);
+        assert_eq!(fs.faults.syncs.load(Ordering::SeqCst), syncs, "round {round}: a file was synced");
+        common::assert_dir_unchanged(dir.path(), &before, &format!("round {round}"));
+    }
+    // A session that writes writes the slot first: one more fsync than its
+    // append's own, and only while the state said clean.
+    fs.faults.fail_writes.store(false, Ordering::SeqCst);
+    fs.faults.fail_syncs.store(false, Ordering::SeqCst);
+    let log = Log::open(dir.path(), options()).unwrap();
+    let generation = |dir: &Path| match state_of(dir) {
+        StateRead::Found { state, .. } => (state.generation, state.clean_close),
+        other => panic!("{other:?}"),
+    };
+    let (closed_generation, _) = generation(dir.path());
+    let syncs = fs.faults.syncs.load(Ordering::SeqCst);
+    log.append("s", Expectation::Any, vec![1; 10]).wait().unwrap();
+    assert_eq!(fs.faults.syncs.load(Ordering::SeqCst), syncs + 2, "the slot and the append");
+    assert_eq!(generation(dir.path()), (closed_generation + 1, false));
+    log.append("s", Expectation::Any, vec![2; 10]).wait().unwrap();
+    assert_eq!(fs.faults.syncs.load(Ordering::SeqCst), syncs + 3, "the second append alone");
+    assert_eq!(generation(dir.path()), (closed_generation + 1, false));
+}
+
+/// The slot that clears the flag is written before anything else of the
+/// append: when it fails (a full disk), the append fails, nothing of it is
+/// written, the log stays open and unpoisoned, and the next append writes
+/// the slot and goes on.
+#[test]
+fn a_failed_not_clean_slot_fails_only_the_append_and_writes_nothing_past_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let records = common::write_closed_log(dir.path(), fs.options(), 10, 100);
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    let segments = |dir: &Path| {
+        let mut snapshot = common::dir_snapshot(dir);
+        snapshot.retain(|name, _| name.ends_with(".seg"));
+        snapshot
+    };
+    let before = segments(dir.path());
+    fs.faults.error_kind.store(1, Ordering::SeqCst);
+    fs.faults.fail_syncs.store(true, Ordering::SeqCst);
+    let failed = log.append("s", Expectation::Any, vec![1; 10]).wait();
+    assert!(matches!(failed, Err(Error::DiskFull { .. })), "{failed:?}");
+    assert!(segments(dir.path()) == before, "a segment was written while the state said clean");
+    fs.faults.fail_syncs.store(false, Ordering::SeqCst);
+    log.append("s", Expectation::Any, vec![2; 10]).wait().unwrap();
+    log.close().wait().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    let all = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(all[..records.len()], records[..]);
+    assert_eq!(all.len(), records.len() + 1);
+    assert_eq!(all.last().unwrap().payload.as_ref(), &[2; 10]);
+}
