@@ -371,11 +371,16 @@ fn a_closed_or_poisoned_log_ends_its_subscriptions_with_a_typed_error() {
     let log = common::open(dir.path());
     log.append("s", Expectation::Any, &b"a"[..]).wait().unwrap();
     let mut subscription = log.subscribe(Lsn::ZERO).unwrap();
+    // The subscriber has its record before the close: a close ends a
+    // subscription even with durable records it has not delivered yet.
+    let (read_first, first_read) = std::sync::mpsc::channel();
     let waiting = std::thread::spawn(move || {
         let first = subscription.next().unwrap().unwrap();
+        read_first.send(()).unwrap();
         let end = subscription.next();
         (first, end, subscription.next().is_none())
     });
+    first_read.recv().unwrap();
     log.close().wait().unwrap();
     let (first, end, ended) = waiting.join().unwrap();
     assert_eq!(first.payload, &b"a"[..]);
