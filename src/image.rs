@@ -19,7 +19,7 @@
 //! Open checks the header and the tables (scalars, segments, the stream
 //! directory), not the streams' entries: each stream's section (its entry
 //! positions and their record checksums) has its own checksum, checked on
-//! the stream's first use ([`StreamSection`]), and a read of a record the
+//! the stream's first use (`StreamSection`), and a read of a record the
 //! image covers checks that record alone against its record checksum.
 //!
 //! ```text
