@@ -268,7 +268,13 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         // record comes back to life), so each is in the output.
         // Log-wide retention drops the segments below the trim, live records and all.
         let trimmed = inputs.iter().take_while(|input| input.header.first_lsn < plan.trim_before).count();
-        let live = shared.index.read().live_locations_before(inputs.len());
+        let live = match shared.index.read().live_locations_before(inputs.len()) {
+            Ok(live) => live,
+            Err(error) => {
+                remove_outputs(shared, generation);
+                return Err(error);
+            }
+        };
         if let Some(missing) = live.iter().find(|at| at.0 >= trimmed && moved.get(**at).is_none()) {
             remove_outputs(shared, generation);
             return Err(Error::corruption(

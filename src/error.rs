@@ -264,6 +264,11 @@ pub enum CorruptionKind {
     /// A record the index points at does not parse or is not the one expected.
     #[error("indexed record does not match: {0}")]
     IndexMismatch(String),
+    /// A record the persisted index image covers differs from the checksum
+    /// the image recorded for it (segments-format.md, 11.1): its bytes
+    /// changed since they were verified.
+    #[error("record checksum mismatch")]
+    RecordChecksum,
 }
 
 /// The result type of Annals.

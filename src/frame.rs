@@ -13,6 +13,8 @@ use crate::types::{Lsn, StreamSeq};
 
 /// Bytes in a frame header.
 pub const FRAME_HEADER_BYTES: usize = 40;
+/// Where a frame header's `timestamp_ms` (u64) is.
+pub const FRAME_TIMESTAMP_AT: usize = 4 + 4 + 8 + 8;
 /// Bytes in the fixed part of an operation inside a frame body.
 pub const OP_HEADER_BYTES: usize = 22;
 /// Bytes an operation takes in a batch body beyond [`OP_HEADER_BYTES`]: its kind.
@@ -252,7 +254,7 @@ pub fn encode_frame_from(
     header[4..8].copy_from_slice(&u32::try_from(body).expect("asserted above").to_le_bytes());
     header[8..16].copy_from_slice(&meta.lsn.0.to_le_bytes());
     header[16..24].copy_from_slice(&meta.durable_lsn.0.to_le_bytes());
-    header[24..32].copy_from_slice(&meta.timestamp_ms.to_le_bytes());
+    header[FRAME_TIMESTAMP_AT..FRAME_TIMESTAMP_AT + 8].copy_from_slice(&meta.timestamp_ms.to_le_bytes());
     header[32] = kind as u8;
     // header[33]: flags; header[34..36]: reserved.
     header[36..40].copy_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());

@@ -16,14 +16,24 @@
 //! from an image equals a full scan by construction, and the crash
 //! simulator checks that it does.
 //!
+//! Open checks the header and the tables (scalars, segments, the stream
+//! directory), not the streams' entries: each stream's section (its entry
+//! positions and their record checksums) has its own checksum, checked on
+//! the stream's first use (`StreamSection`), and a read of a record the
+//! image covers checks that record alone against its record checksum.
+//!
 //! ```text
-//! // Image: { header (96 bytes) | body: scalars | segment table | stream table }
+//! // Image: { header (104 bytes) | body: tables { scalars | segment × segments | stream directory × streams }
+//! //          | stream section × streams }
 //! ```
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
+use crate::frame::RecordKind;
 use crate::fs::{File, FileSystem};
 use crate::index::{Index, Locs, RecordLoc, SegmentEntry, SnapshotLoc, StreamState};
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
@@ -38,11 +48,14 @@ pub const IMAGE_FILE_NAME: &str = "annals.index";
 pub const IMAGE_TEMP_FILE_NAME: &str = "annals.index.tmp";
 /// The image's magic.
 pub const IMAGE_MAGIC: [u8; 8] = *b"ANNALSIX";
-/// The image format this build writes and reads.
-pub const IMAGE_VERSION: u32 = 1;
+/// The image format this build writes and reads. An image of another
+/// version (1: one checksum over the whole body, no record checksums) is
+/// not used: open scans, and writes a version-2 image at the next chance.
+pub const IMAGE_VERSION: u32 = 2;
 
 // Header: { magic | image_version | header_bytes | log_id | written_ms | compaction_generation
-//           | compacted_end_lsn | oldest_segment_lsn | trimmed_lsn | next_lsn | body_bytes | body_crc | header_crc }
+//           | compacted_end_lsn | oldest_segment_lsn | trimmed_lsn | next_lsn | body_bytes | tables_bytes
+//           | tables_crc | header_crc }
 const VERSION_AT: usize = 8;
 const HEADER_BYTES_AT: usize = 12;
 const LOG_ID_AT: usize = 16;
@@ -53,11 +66,12 @@ const OLDEST_AT: usize = 56;
 const TRIMMED_AT: usize = 64;
 const NEXT_LSN_AT: usize = 72;
 const BODY_BYTES_AT: usize = 80;
-const BODY_CRC_AT: usize = 88;
-const HEADER_CRC_AT: usize = 92;
+const TABLES_BYTES_AT: usize = 88;
+const TABLES_CRC_AT: usize = 96;
+const HEADER_CRC_AT: usize = 100;
 /// Bytes of the image header.
 pub const IMAGE_HEADER_BYTES: usize = HEADER_CRC_AT + 4;
-const _: () = assert!(IMAGE_HEADER_BYTES == 96);
+const _: () = assert!(IMAGE_HEADER_BYTES == 104);
 
 // Body scalars: { last_durable_lsn | records | retention_records | last_timestamp_ms | flags | segments | streams }
 const SCALARS_BYTES: usize = 8 * 4 + 4 + 4 + 8;
@@ -66,10 +80,13 @@ const SCALARS_BYTES: usize = 8 * 4 + 4 + 4 + 8;
 const SEGMENT_FIXED_BYTES: usize = SEGMENT_HEADER_BYTES + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 4 + 4;
 const CHECKPOINT_BYTES: usize = 8 + 4;
 const BATCH_FRAME_BYTES: usize = 4 + 4;
-// Stream: { stream_bytes | snapshots | entries | start | since | snapshots_before } stream entries snapshots
-const STREAM_FIXED_BYTES: usize = 2 + 4 + 8 * 4;
-const ENTRY_BYTES: usize = 8;
-const SNAPSHOT_BYTES: usize = 8 * 3;
+// Stream directory: { stream_bytes | snapshots | entries | start | since | snapshots_before | section_crc }
+//                   stream (seq | position | lsn | record_crc) × snapshots
+const STREAM_FIXED_BYTES: usize = 2 + 4 + 8 * 4 + 4;
+const SNAPSHOT_BYTES: usize = 8 * 3 + 4;
+// Stream section: (position u64 | record_crc u32) × entries
+/// Bytes of one entry in a stream's section: its position and its record checksum.
+pub(crate) const ENTRY_BYTES: usize = 8 + 4;
 
 const FLAG_ENDS_WITH_MARKER: u32 = 1;
 const SEGMENT_FLAG_COMPACTED: u32 = 1;
@@ -131,6 +148,89 @@ pub enum ImageUse {
         /// Why.
         reason: String,
     },
+}
+
+/// The record checksum of one operation (segments-format.md, 11.1): CRC-32
+/// (as a frame's) of the log id, the 8 bytes of its frame's `timestamp_ms`,
+/// the record kind's byte (as in a frame's `kind`) and the operation's
+/// bytes (its 22-byte header, stream and payload): every byte a read derives
+/// the [`crate::Record`] from.
+pub(crate) fn record_crc(log_id: &[u8; 16], timestamp: &[u8], kind: RecordKind, op: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(log_id);
+    hasher.update(timestamp);
+    hasher.update(&[kind.frame_kind() as u8]);
+    hasher.update(op);
+    hasher.finalize()
+}
+
+const SECTION_UNCHECKED: u8 = 0;
+const SECTION_GOOD: u8 = 1;
+const SECTION_DAMAGED: u8 = 2;
+
+/// A stream's section of a loaded image: its live entries' positions and
+/// record checksums, checked against the section's checksum (from the
+/// stream directory, which open checked) on the stream's first use, once:
+/// an atomic flag, no lock. Concurrent first uses may both compute it;
+/// they find the same. A section that fails is never used: the index walks
+/// the covered frames for the stream's positions instead, once
+/// (`index::walk_stream_entries`), and keeps what it found here.
+pub(crate) struct StreamSection {
+    /// The sequence of the section's first entry.
+    first_seq: u64,
+    /// [`ENTRY_BYTES`] per entry, in the mapped image.
+    items: bytes::Bytes,
+    /// The section's checksum as the directory records it.
+    crc: u32,
+    log_id: [u8; 16],
+    /// The image file and the section's offset in it, for errors.
+    path: Arc<Path>,
+    offset: u64,
+    checked: AtomicU8,
+    /// Of a damaged section: the positions the covered frames say, or why
+    /// they could not.
+    pub(crate) walked: OnceLock<Result<Vec<RecordLoc>, Corruption>>,
+}
+
+impl std::fmt::Debug for StreamSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSection")
+            .field("first_seq", &self.first_seq)
+            .field("entries", &(self.items.len() / ENTRY_BYTES))
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamSection {
+    /// Whether the section passes its checksum: computed the first time,
+    /// then read from the flag.
+    pub(crate) fn check(&self) -> bool {
+        let mut state = self.checked.load(Ordering::Acquire);
+        if state == SECTION_UNCHECKED {
+            state = if crc(&self.log_id, &self.items) == self.crc { SECTION_GOOD } else { SECTION_DAMAGED };
+            self.checked.store(state, Ordering::Release);
+        }
+        state == SECTION_GOOD
+    }
+
+    /// The sequence of the section's first entry, and how many it holds.
+    pub(crate) fn span(&self) -> (u64, usize) {
+        (self.first_seq, self.items.len() / ENTRY_BYTES)
+    }
+
+    /// The image file and the section's offset in it.
+    pub(crate) fn location(&self) -> (std::path::PathBuf, u64) {
+        (self.path.to_path_buf(), self.offset)
+    }
+
+    /// The record checksum of the entry at `seq`, if the section holds it.
+    /// Meaningful once [`StreamSection::check`] passed.
+    pub(crate) fn crc_of(&self, seq: u64) -> Option<u32> {
+        let i = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        let at = i.checked_mul(ENTRY_BYTES)?.checked_add(8)?;
+        self.items.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")))
+    }
 }
 
 /// The header of an image: what it covers.
@@ -228,8 +328,7 @@ impl DecodedImage {
                 batch_frames: image.entry.batch_frames,
                 live_bytes: image.entry.live_bytes,
                 max_timestamp_ms: image.entry.max_timestamp_ms,
-                frames_checked: false,
-                checked_frames: crate::index::CheckedFrames::default(),
+                image_covered_end: image.entry.end_offset,
             })
             .collect();
         Index {
@@ -263,7 +362,12 @@ fn put_u64(out: &mut Vec<u8>, value: u64) {
 
 /// Encodes `index` (a recovery's result, every segment of it covered) as an
 /// image of the log `state` describes.
-pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Vec<u8> {
+///
+/// # Errors
+/// [`Error::Corruption`] if a stream's section of the image the recovery
+/// loaded is damaged, or a record is not where the index says: its record
+/// checksums cannot be carried over ([`Index::record_crc`]).
+pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     put_u64(&mut body, index.last_durable_lsn.0);
     put_u64(&mut body, index.records);
@@ -300,23 +404,32 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Vec<u8
             put_u32(&mut body, *end);
         }
     }
-    for (stream, state) in &index.streams {
-        body.extend_from_slice(&u16::try_from(stream.len()).expect("stream ids are at most 1,024 bytes").to_le_bytes());
-        put_u32(&mut body, u32::try_from(state.snapshots.len()).expect("snapshots fit in the log"));
-        put_u64(&mut body, state.entries.len() as u64);
-        put_u64(&mut body, state.start);
-        put_u64(&mut body, state.since.0);
-        put_u64(&mut body, state.snapshots_before.0);
-        body.extend_from_slice(stream);
-        for loc in state.entries.iter() {
-            put_u64(&mut body, loc.0);
+    let mut sections = Vec::new();
+    for (stream, stream_state) in &index.streams {
+        let (positions, entry_crcs, snapshot_crcs) = index.image_stream(stream, stream_state)?;
+        let section_at = sections.len();
+        for (loc, record_crc) in positions.into_iter().zip(entry_crcs) {
+            put_u64(&mut sections, loc.0);
+            put_u32(&mut sections, record_crc);
         }
-        for snapshot in &state.snapshots {
+        let section_crc = crc(&state.log_id, &sections[section_at..]);
+        body.extend_from_slice(&u16::try_from(stream.len()).expect("stream ids are at most 1,024 bytes").to_le_bytes());
+        put_u32(&mut body, u32::try_from(stream_state.snapshots.len()).expect("snapshots fit in the log"));
+        put_u64(&mut body, stream_state.entries.len() as u64);
+        put_u64(&mut body, stream_state.start);
+        put_u64(&mut body, stream_state.since.0);
+        put_u64(&mut body, stream_state.snapshots_before.0);
+        put_u32(&mut body, section_crc);
+        body.extend_from_slice(stream);
+        for (snapshot, record_crc) in stream_state.snapshots.iter().zip(snapshot_crcs) {
             put_u64(&mut body, snapshot.seq.0);
             put_u64(&mut body, snapshot.loc.0);
             put_u64(&mut body, snapshot.lsn.0);
+            put_u32(&mut body, record_crc);
         }
     }
+    let tables_bytes = body.len();
+    body.extend_from_slice(&sections);
     let mut out = Vec::with_capacity(IMAGE_HEADER_BYTES + body.len());
     out.extend_from_slice(&IMAGE_MAGIC);
     put_u32(&mut out, IMAGE_VERSION);
@@ -329,12 +442,13 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Vec<u8
     put_u64(&mut out, state.trimmed_lsn.0);
     put_u64(&mut out, index.next_lsn.0);
     put_u64(&mut out, body.len() as u64);
-    put_u32(&mut out, crc(&state.log_id, &body));
+    put_u64(&mut out, tables_bytes as u64);
+    put_u32(&mut out, crc(&state.log_id, &body[..tables_bytes]));
     let header_crc = crc(&state.log_id, &out[..HEADER_CRC_AT]);
     put_u32(&mut out, header_crc);
     debug_assert_eq!(out.len(), IMAGE_HEADER_BYTES);
     out.extend_from_slice(&body);
-    out
+    Ok(out)
 }
 
 /// Reads little-endian fields off a checked byte slice, each bounded by
@@ -411,25 +525,32 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<ImageHeader, ImageDefect> {
     })
 }
 
-/// Decodes and checks a whole image: both checksums, every length against
-/// what is left, and every snapshot's position against the segments it
-/// names. The streams' entry positions stay in `image` (its array per
-/// stream is the index's own layout, [`crate::index::Locs`]): open costs a
-/// checksum pass over them, not a decode of each, and a read checks the
-/// position it uses.
-pub(crate) fn decode(image: &bytes::Bytes) -> Result<DecodedImage, ImageDefect> {
+/// Decodes and checks an image's header and tables: both their checksums,
+/// every length against what is left, every snapshot's position against
+/// the segments it names, and that the streams' sections fill the rest of
+/// the file exactly. The sections themselves are not read: each stays in
+/// `image` (its array is the index's own layout, [`crate::index::Locs`])
+/// with its checksum, checked on the stream's first use
+/// ([`StreamSection`]), so open costs work per segment and per stream, not
+/// per record; a read checks the position it uses. `dir` is the log's
+/// directory, where errors say the image is.
+pub(crate) fn decode(image: &bytes::Bytes, dir: &Path) -> Result<DecodedImage, ImageDefect> {
     let bytes: &[u8] = image;
     let header = decode_header(bytes)?;
     let body_bytes = header_u64(bytes, BODY_BYTES_AT);
     if body_bytes != (bytes.len() - IMAGE_HEADER_BYTES) as u64 {
         return Err(ImageDefect::Truncated);
     }
-    let body = &bytes[IMAGE_HEADER_BYTES..];
-    let stored = u32::from_le_bytes(bytes[BODY_CRC_AT..BODY_CRC_AT + 4].try_into().expect("four bytes"));
-    if crc(&header.log_id, body) != stored {
+    let tables_bytes = header_u64(bytes, TABLES_BYTES_AT);
+    if tables_bytes > body_bytes {
+        return Err(ImageDefect::Malformed("tables longer than the body"));
+    }
+    let tables = &bytes[IMAGE_HEADER_BYTES..IMAGE_HEADER_BYTES + tables_bytes as usize];
+    let stored = u32::from_le_bytes(bytes[TABLES_CRC_AT..TABLES_CRC_AT + 4].try_into().expect("four bytes"));
+    if crc(&header.log_id, tables) != stored {
         return Err(ImageDefect::Checksum);
     }
-    let mut cursor = Cursor { bytes: body, at: 0 };
+    let mut cursor = Cursor { bytes: tables, at: 0 };
     let scalars = cursor.take(SCALARS_BYTES)?;
     let mut fields = Cursor { bytes: scalars, at: 0 };
     let last_durable_lsn = Lsn(fields.u64()?);
@@ -446,14 +567,23 @@ pub(crate) fn decode(image: &bytes::Bytes) -> Result<DecodedImage, ImageDefect> 
     }
     let stream_count = cursor.count(stream_count, STREAM_FIXED_BYTES)?;
     let mut streams = crate::index::StreamMap::with_capacity_and_hasher(stream_count, Default::default());
+    let mut sections = Sections {
+        image,
+        at: IMAGE_HEADER_BYTES + tables.len(),
+        log_id: header.log_id,
+        path: Arc::from(dir.join(IMAGE_FILE_NAME)),
+    };
     for _ in 0..stream_count {
-        let (id, state) = decode_stream(&mut cursor, &segments, image, IMAGE_HEADER_BYTES)?;
+        let (id, state) = decode_stream(&mut cursor, &segments, &mut sections)?;
         if streams.insert(id, state).is_some() {
             return Err(ImageDefect::Malformed("a stream twice"));
         }
     }
-    if cursor.at != body.len() {
-        return Err(ImageDefect::Malformed("bytes after the stream table"));
+    if cursor.at != tables.len() {
+        return Err(ImageDefect::Malformed("bytes after the stream directory"));
+    }
+    if sections.at != bytes.len() {
+        return Err(ImageDefect::Malformed("bytes after the stream sections"));
     }
     Ok(DecodedImage {
         header,
@@ -465,6 +595,15 @@ pub(crate) fn decode(image: &bytes::Bytes) -> Result<DecodedImage, ImageDefect> 
         last_timestamp_ms,
         ends_with_marker: flags & FLAG_ENDS_WITH_MARKER != 0,
     })
+}
+
+/// The streams' sections of an image, handed out in directory order.
+struct Sections<'a> {
+    image: &'a bytes::Bytes,
+    /// Where the next stream's section starts in the file.
+    at: usize,
+    log_id: [u8; 16],
+    path: Arc<Path>,
 }
 
 fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> {
@@ -517,12 +656,11 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     Ok(ImageSegment { header, compacted: flags & SEGMENT_FLAG_COMPACTED != 0, last_frame_crc, entry })
 }
 
-/// One stream of the table; `image` holds the body at `body_at`.
+/// One stream of the directory, and its section from `sections`.
 fn decode_stream(
     cursor: &mut Cursor<'_>,
     segments: &[ImageSegment],
-    image: &bytes::Bytes,
-    body_at: usize,
+    sections: &mut Sections<'_>,
 ) -> Result<(Box<[u8]>, StreamState), ImageDefect> {
     let stream_bytes = cursor.u16()?;
     let snapshots = cursor.u32()?;
@@ -530,6 +668,7 @@ fn decode_stream(
     let start = cursor.u64()?;
     let since = Lsn(cursor.u64()?);
     let snapshots_before = Lsn(cursor.u64()?);
+    let section_crc = cursor.u32()?;
     if !(1..=crate::frame::STREAM_ID_BYTES_MAX as u16).contains(&stream_bytes) {
         return Err(ImageDefect::Malformed("a stream id's length"));
     }
@@ -540,25 +679,43 @@ fn decode_stream(
             _ => Err(ImageDefect::Malformed("a record position outside the covered segments")),
         }
     };
-    let entry_count = cursor.count(entries, ENTRY_BYTES)?;
-    let entries_at = body_at + cursor.at;
-    cursor.take(entry_count * ENTRY_BYTES)?;
-    let locs = Locs::mapped(image.slice(entries_at..entries_at + entry_count * ENTRY_BYTES));
     let snapshot_count = cursor.count(u64::from(snapshots), SNAPSHOT_BYTES)?;
     let mut snapshot_locs: Vec<SnapshotLoc> = Vec::with_capacity(snapshot_count);
     for _ in 0..snapshot_count {
         let seq = StreamSeq(cursor.u64()?);
         let loc = check(RecordLoc(cursor.u64()?))?;
         let lsn = Lsn(cursor.u64()?);
+        let image_crc = cursor.u32()?;
         if snapshot_locs.last().is_some_and(|last| last.lsn >= lsn) {
             return Err(ImageDefect::Malformed("snapshots out of lsn order"));
         }
-        snapshot_locs.push(SnapshotLoc { seq, loc, lsn });
+        snapshot_locs.push(SnapshotLoc { seq, loc, lsn, image_crc });
     }
     if start.checked_add(entries).is_none() {
         return Err(ImageDefect::Malformed("a stream's sequences overflow"));
     }
-    Ok((id, StreamState { start, entries: locs, snapshots: snapshot_locs, since, snapshots_before }))
+    let left = (sections.image.len() - sections.at) as u64;
+    if entries.saturating_mul(ENTRY_BYTES as u64) > left {
+        return Err(ImageDefect::Malformed("a stream's section runs past the end of the image"));
+    }
+    let section_at = sections.at;
+    sections.at += entries as usize * ENTRY_BYTES;
+    let items = sections.image.slice(section_at..sections.at);
+    let image = (entries > 0).then(|| {
+        Box::new(StreamSection {
+            first_seq: start,
+            items: items.clone(),
+            crc: section_crc,
+            log_id: sections.log_id,
+            path: sections.path.clone(),
+            offset: section_at as u64,
+            checked: AtomicU8::new(SECTION_UNCHECKED),
+            walked: OnceLock::new(),
+        })
+    });
+    let state =
+        StreamState { start, entries: Locs::mapped(items), snapshots: snapshot_locs, since, snapshots_before, image };
+    Ok((id, state))
 }
 
 /// The image in `dir`: `None` if there is none.
@@ -644,6 +801,7 @@ pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Re
         && let Some(current) = read(fs, dir)?
         && let Ok(header) = decode_header(&current)
         && header.check_against(&state).is_ok()
+        && sections_intact(&current, dir)
     {
         // The current image reaches as far already: the newest segment
         // (sealed), or the end a clean close recorded (a reopen that wrote
@@ -660,9 +818,30 @@ pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Re
     let Some((index, state)) = crate::recovery::recover_for_image(fs, dir, coverage)? else {
         return Ok(None);
     };
-    let image = encode(&index, &state, fs.now_ms());
+    let image = match encode(&index, &state, fs.now_ms()) {
+        Ok(image) => image,
+        // A record checksum cannot be carried over (the frames under a
+        // damaged stream section are damaged too, or disagree with it): an
+        // image from a full scan, if that finds a clean log; else none.
+        Err(_) => {
+            let Some((index, state)) =
+                crate::recovery::recover_for_image_with(fs, dir, coverage, crate::recovery::ImagePolicy::Ignore)?
+            else {
+                return Ok(None);
+            };
+            encode(&index, &state, fs.now_ms())?
+        }
+    };
     write(fs, dir, &image)?;
     Ok(Some(index.next_lsn))
+}
+
+/// Whether every stream section of `image` passes its checksum (a whole
+/// pass over the image): a write that finds the current image reaching as
+/// far already still replaces it if not, so that a damaged section a read
+/// reported is not loaded again by the next open.
+fn sections_intact(image: &bytes::Bytes, dir: &Path) -> bool {
+    decode(image, dir).is_ok_and(|image| image.streams.values().all(StreamState::image_intact))
 }
 
 /// The background image writer: refreshes the sealed prefix's image after

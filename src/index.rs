@@ -47,26 +47,46 @@ impl RecordLoc {
 }
 
 /// A live snapshot: the last sequence it covers, where it is, and its LSN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SnapshotLoc {
     pub(crate) seq: StreamSeq,
     pub(crate) loc: RecordLoc,
     pub(crate) lsn: Lsn,
+    /// The record checksum the persisted image recorded for it
+    /// (segments-format.md, 11.1): what a read checks it against while its
+    /// frame was not checked by this process. 0 for a snapshot not from an
+    /// image (scanned or written here): never used.
+    pub(crate) image_crc: u32,
 }
 
+/// What the index says of a snapshot; the image's checksum of it is how a
+/// read checks it, not part of what the index holds.
+impl PartialEq for SnapshotLoc {
+    fn eq(&self, other: &SnapshotLoc) -> bool {
+        (self.seq, self.loc, self.lsn) == (other.seq, other.loc, other.lsn)
+    }
+}
+
+impl Eq for SnapshotLoc {}
+
 /// The positions of a stream's live entries, in sequence order: in memory,
-/// or still in the persisted index image (`image.rs`) that open loaded, as
-/// its array of little-endian `u64` positions. Open leaves a stream's
-/// positions where the image has them (its checksum was checked over the
-/// whole image), so that it costs nothing per record; the first change to
-/// the stream copies them into memory.
+/// or still in the stream's section of the persisted index image
+/// (`image.rs`) that open loaded, as its array of little-endian `(u64
+/// position, u32 record checksum)` items. Open leaves a stream's positions
+/// where the image has them (the section's checksum is checked on the
+/// stream's first use, [`crate::image::StreamSection`]), so that it costs
+/// nothing per record; the first change to the stream copies them into
+/// memory.
 #[derive(Clone)]
 pub(crate) enum Locs {
     /// In memory.
     Owned(Vec<RecordLoc>),
-    /// In the image's bytes: `ENTRY_BYTES` per position.
+    /// In the image's bytes: [`IMAGE_ITEM_BYTES`] per position.
     Mapped(Bytes),
 }
+
+/// Bytes of one entry of a stream's image section: position and record checksum.
+const IMAGE_ITEM_BYTES: usize = crate::image::ENTRY_BYTES;
 
 impl Default for Locs {
     fn default() -> Locs {
@@ -74,16 +94,14 @@ impl Default for Locs {
     }
 }
 
-const LOC_BYTES: usize = std::mem::size_of::<u64>();
-
 fn mapped_loc(bytes: &[u8], i: usize) -> RecordLoc {
-    RecordLoc(u64::from_le_bytes(bytes[i * LOC_BYTES..][..LOC_BYTES].try_into().expect("eight bytes")))
+    RecordLoc(u64::from_le_bytes(bytes[i * IMAGE_ITEM_BYTES..][..8].try_into().expect("eight bytes")))
 }
 
 impl Locs {
-    /// Positions held in `bytes`, `LOC_BYTES` each (the image's layout).
+    /// Positions held in `bytes`, [`IMAGE_ITEM_BYTES`] each (the image's layout).
     pub(crate) fn mapped(bytes: Bytes) -> Locs {
-        debug_assert!(bytes.len().is_multiple_of(LOC_BYTES));
+        debug_assert!(bytes.len().is_multiple_of(IMAGE_ITEM_BYTES));
         Locs::Mapped(bytes)
     }
 
@@ -91,7 +109,7 @@ impl Locs {
     pub(crate) fn len(&self) -> usize {
         match self {
             Locs::Owned(locs) => locs.len(),
-            Locs::Mapped(bytes) => bytes.len() / LOC_BYTES,
+            Locs::Mapped(bytes) => bytes.len() / IMAGE_ITEM_BYTES,
         }
     }
 
@@ -99,7 +117,7 @@ impl Locs {
     pub(crate) fn get(&self, i: usize) -> Option<RecordLoc> {
         match self {
             Locs::Owned(locs) => locs.get(i).copied(),
-            Locs::Mapped(bytes) => (i < bytes.len() / LOC_BYTES).then(|| mapped_loc(bytes, i)),
+            Locs::Mapped(bytes) => (i < bytes.len() / IMAGE_ITEM_BYTES).then(|| mapped_loc(bytes, i)),
         }
     }
 
@@ -117,8 +135,8 @@ impl Locs {
     }
 
     /// The positions in memory, copied out of the image first if they are
-    /// still there: what every change goes through.
-    pub(crate) fn to_mut(&mut self) -> &mut Vec<RecordLoc> {
+    /// still there ([`StreamState::entries_mut`] checks the section first).
+    fn to_mut(&mut self) -> &mut Vec<RecordLoc> {
         if let Locs::Mapped(_) = self {
             *self = Locs::Owned(self.iter().collect());
         }
@@ -158,7 +176,7 @@ impl std::fmt::Debug for Locs {
 }
 
 /// What the index knows of one stream since its last clear.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StreamState {
     /// The sequence of `entries[0]`: entries before it were pruned.
     pub(crate) start: u64,
@@ -171,11 +189,67 @@ pub struct StreamState {
     pub(crate) since: Lsn,
     /// The stream's snapshots below this LSN are not live.
     pub(crate) snapshots_before: Lsn,
+    /// The stream's section of the persisted image open loaded, if it had
+    /// entries there: their record checksums, by sequence, for as long as
+    /// the stream lives (a clear or a base starts a state without one).
+    pub(crate) image: Option<Box<crate::image::StreamSection>>,
 }
+
+/// What the index says of a stream: the image section it was loaded from
+/// is how reads check its records, not part of it.
+impl PartialEq for StreamState {
+    fn eq(&self, other: &StreamState) -> bool {
+        (self.start, &self.entries, &self.snapshots, self.since, self.snapshots_before)
+            == (other.start, &other.entries, &other.snapshots, other.since, other.snapshots_before)
+    }
+}
+
+impl Eq for StreamState {}
 
 impl StreamState {
     fn new(since: Lsn, start: u64) -> StreamState {
-        StreamState { start, entries: Locs::default(), snapshots: Vec::new(), since, snapshots_before: Lsn(0) }
+        StreamState {
+            start,
+            entries: Locs::default(),
+            snapshots: Vec::new(),
+            since,
+            snapshots_before: Lsn(0),
+            image: None,
+        }
+    }
+
+    /// Whether the stream's image section, if it came from one, passed its
+    /// checksum: checked on the first call, an atomic flag after that.
+    pub(crate) fn image_intact(&self) -> bool {
+        self.image.as_ref().is_none_or(|image| image.check())
+    }
+
+    /// The record checksum the image recorded for the entry at `seq`, if
+    /// the image covered it.
+    fn image_crc(&self, seq: u64) -> Option<u32> {
+        self.image.as_ref().and_then(|image| image.crc_of(seq))
+    }
+
+    /// The positions in memory, for a change: copied out of the image if
+    /// they are still there, or, if the stream's image section is damaged,
+    /// found again by walking the covered frames of `segments`
+    /// ([`walk_stream_entries`]). The change is published whatever that
+    /// finds (its frame is durable): if the walk failed, reads of the
+    /// stream report why.
+    pub(crate) fn entries_mut(&mut self, stream: &[u8], segments: &[SegmentEntry]) -> &mut Vec<RecordLoc> {
+        if let (Locs::Mapped(_), Some(image)) = (&self.entries, self.image.as_deref())
+            && !image.check()
+            && let Ok(walked) = image.walked.get_or_init(|| walk_stream_entries(segments, stream, self))
+        {
+            self.entries = Locs::Owned(walked.clone());
+        }
+        self.entries.to_mut()
+    }
+
+    /// Whether the stream's entry positions are known: not from a damaged
+    /// image section the covered frames could not stand in for.
+    fn positions_known(&self) -> bool {
+        self.image.as_ref().is_none_or(|image| image.check() || image.walked.get().is_some_and(|w| w.is_ok()))
     }
 
     /// The sequence the next entry gets.
@@ -301,23 +375,13 @@ pub struct SegmentEntry {
     pub(crate) live_bytes: u64,
     /// The highest frame timestamp in the segment.
     pub(crate) max_timestamp_ms: u64,
-    /// Whether every frame of the segment had its checksum checked by this
-    /// process (scanned at open, or written here). A segment whose entry
-    /// came from the persisted index image (`image.rs`) was not: a read of
-    /// one of its records checks the checksum of the record's frame, once
-    /// ([`CheckedFrames`]).
-    pub(crate) frames_checked: bool,
-    /// Of a segment whose frames were not checked: those a read checked since.
-    pub(crate) checked_frames: CheckedFrames,
+    /// The frames before this offset were not checked by this process:
+    /// open took them from the persisted index image (`image.rs`), so a
+    /// read of a record there checks the record against the checksum the
+    /// image recorded for it (segments-format.md, 11.2). 0 for a segment
+    /// scanned at open or written here.
+    pub(crate) image_covered_end: usize,
 }
-
-/// The frames of an image-covered segment whose checksum a read has
-/// checked, `start → end`: each is checked once, as a scan at open would
-/// have, and not again by every read of a record in it (a group frame
-/// holds up to hundreds, and a run's rows sit in as many frames). At most
-/// one entry per frame of the segment.
-#[derive(Debug, Default)]
-pub(crate) struct CheckedFrames(parking_lot::Mutex<HashMap<u32, u32, foldhash::fast::RandomState>>);
 
 impl SegmentEntry {
     /// Where the segment's last frame starts, if it has any.
@@ -383,8 +447,7 @@ impl SegmentEntry {
             batch_frames: Vec::new(),
             live_bytes: 0,
             max_timestamp_ms: 0,
-            frames_checked: true,
-            checked_frames: CheckedFrames::default(),
+            image_covered_end: 0,
         }
     }
 
@@ -519,6 +582,55 @@ pub struct IndexStats {
 /// could recover the seed by timing lookups could slow them down, never
 /// change what they find.
 pub(crate) type StreamMap = HashMap<Box<[u8]>, StreamState, foldhash::fast::RandomState>;
+
+/// How a read checks a record in frames the persisted image covered
+/// (segments-format.md, 11.2).
+#[derive(Clone, Copy, Debug)]
+enum RecordCheck {
+    /// Against the record checksum the image recorded for it.
+    Image(u32),
+    /// Not again: its frame's checksum was checked by the walk that found
+    /// the positions of a stream whose image section is damaged.
+    FrameChecked,
+    /// No checksum is known: a record in covered frames is an error.
+    Unknown,
+}
+
+/// A stream's live entry positions as reads use them, its image section
+/// checked first ([`Index::positions`]).
+struct Positions<'a> {
+    state: &'a StreamState,
+    /// Of a stream whose image section is damaged and whose positions are
+    /// still the image's: the positions the covered frames say instead.
+    walked: Option<&'a [RecordLoc]>,
+    /// Whether the covered entries' frames were checked by such a walk.
+    frames_checked: bool,
+}
+
+impl Positions<'_> {
+    fn len(&self) -> usize {
+        self.state.entries.len()
+    }
+
+    /// The `i`th live entry's position and how a read checks it.
+    fn get(&self, i: usize) -> Option<(RecordLoc, RecordCheck)> {
+        let loc = match self.walked {
+            Some(walked) => *walked.get(i)?,
+            None => self.state.entries.get(i)?,
+        };
+        let check = if self.frames_checked {
+            RecordCheck::FrameChecked
+        } else {
+            self.state.image_crc(self.state.start + i as u64).map_or(RecordCheck::Unknown, RecordCheck::Image)
+        };
+        Some((loc, check))
+    }
+
+    /// Every position from the `skip`th on, in order.
+    fn iter_from(&self, skip: usize) -> impl Iterator<Item = (RecordLoc, RecordCheck)> + '_ {
+        (skip.min(self.len())..self.len()).map(|i| self.get(i).expect("below the length"))
+    }
+}
 
 /// Segments, streams and the visible end of the log.
 #[derive(Debug, Default)]
@@ -661,6 +773,27 @@ impl Index {
         streams
     }
 
+    /// The stream's entry positions for a read: its image section's
+    /// checksum checked on the stream's first use (an atomic flag after
+    /// that); a damaged section is not used, and the covered frames are
+    /// walked once instead (segments-format.md, 11.2).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if that walk found a damaged frame, or frames
+    /// that disagree with the image's stream directory.
+    fn positions<'a>(&'a self, stream: &[u8], state: &'a StreamState) -> Result<Positions<'a>> {
+        let Some(image) = state.image.as_deref().filter(|image| !image.check()) else {
+            return Ok(Positions { state, walked: None, frames_checked: false });
+        };
+        let walked = image
+            .walked
+            .get_or_init(|| walk_stream_entries(&self.segments, stream, state))
+            .as_ref()
+            .map_err(|corruption| Error::Corruption(Box::new(corruption.clone())))?;
+        let mapped = matches!(state.entries, Locs::Mapped(_));
+        Ok(Positions { state, walked: mapped.then_some(walked.as_slice()), frames_checked: true })
+    }
+
     /// The segment holding the record at `loc`, checked to hold the
     /// position: a position read from the persisted image is checked here,
     /// where it is used, rather than all of them at open.
@@ -701,13 +834,18 @@ impl Index {
 
     /// Where each live record is, by segment position and offset, for the
     /// segments before `end` (compaction's check that it keeps them all).
-    pub(crate) fn live_locations_before(&self, end: usize) -> Vec<(usize, usize)> {
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a stream's image section is damaged: its
+    /// positions cannot say where its records are.
+    pub(crate) fn live_locations_before(&self, end: usize) -> Result<Vec<(usize, usize)>> {
         let mut out = Vec::new();
-        for state in self.streams.values() {
-            let locs = state.entries.iter().chain(state.snapshots.iter().map(|s| s.loc));
+        for (stream, state) in &self.streams {
+            let positions = self.positions(stream, state)?;
+            let locs = positions.iter_from(0).map(|(loc, _)| loc).chain(state.snapshots.iter().map(|s| s.loc));
             out.extend(locs.map(|loc| self.position_of(loc)).filter(|(segment, _)| *segment < end));
         }
-        out
+        Ok(out)
     }
 
     /// Replaces the oldest `inputs` segments with `outputs` (the commit of a
@@ -735,15 +873,15 @@ impl Index {
                 Some(RecordLoc::new(segment - inputs + kept, offset))
             }
         };
-        for state in self.streams.values_mut() {
+        for (stream, state) in self.streams.iter_mut() {
             // Trimmed entries are the oldest: the stream now starts after them.
-            let entries = state.entries.to_mut();
+            let entries = state.entries_mut(stream, &self.segments);
             let trimmed = entries.iter().take_while(|loc| relocate(**loc).is_none()).count();
             entries.drain(..trimmed);
-            state.start += trimmed as u64;
             for loc in entries {
                 *loc = relocate(*loc).expect("compaction keeps every live record after the trim");
             }
+            state.start += trimmed as u64;
             state.snapshots.retain_mut(|s| match relocate(s.loc) {
                 Some(loc) => {
                     s.loc = loc;
@@ -801,7 +939,18 @@ impl Index {
             match op.kind {
                 RecordKind::Tombstone => {
                     if let Some(state) = self.streams.remove(op.stream) {
-                        self.forget(state.entries.iter().chain(state.snapshots.iter().map(|s| s.loc)));
+                        // A damaged image section's positions name nothing:
+                        // the covered frames say where its entries are.
+                        let entries = match (&state.entries, state.image.as_deref()) {
+                            (Locs::Mapped(_), Some(image)) if !image.check() => image
+                                .walked
+                                .get_or_init(|| walk_stream_entries(&self.segments, op.stream, &state))
+                                .clone()
+                                .unwrap_or_default(),
+                            _ if state.positions_known() => state.entries.iter().collect(),
+                            _ => Vec::new(),
+                        };
+                        self.forget(entries.into_iter().chain(state.snapshots.iter().map(|s| s.loc)));
                     }
                 }
                 RecordKind::Prune => {
@@ -810,8 +959,13 @@ impl Index {
                     let before = op.seq.0.min(state.start + state.entries.len() as u64);
                     let mut dead = Vec::new();
                     if before > state.start {
-                        dead.extend(state.entries.to_mut().drain(..(before - state.start) as usize));
+                        let start = state.start;
+                        let drained = state.entries_mut(op.stream, &self.segments).drain(..(before - start) as usize);
+                        dead.extend(drained);
                         state.start = before;
+                        if !state.positions_known() {
+                            dead.clear();
+                        }
                     }
                     let snapshots_before = crate::frame::prune_snapshots_before(op.payload);
                     if snapshots_before > state.snapshots_before {
@@ -834,10 +988,10 @@ impl Index {
                         None => self.streams.entry(Box::from(op.stream)).or_insert_with(|| StreamState::new(op.lsn, 0)),
                     };
                     if op.kind == RecordKind::Snapshot {
-                        state.snapshots.push(SnapshotLoc { seq: op.seq, loc, lsn: op.lsn });
+                        state.snapshots.push(SnapshotLoc { seq: op.seq, loc, lsn: op.lsn, image_crc: 0 });
                     } else {
                         debug_assert_eq!(op.seq, state.next_seq());
-                        state.entries.to_mut().push(loc);
+                        state.entries_mut(op.stream, &self.segments).push(loc);
                     }
                 }
             }
@@ -974,12 +1128,115 @@ impl Index {
         if self.streams.len() != other.streams.len() {
             out.push(format!("{} streams and {}", self.streams.len(), other.streams.len()));
         }
+        // Each stream as reads see it: a damaged image section's positions
+        // are the ones the covered frames say.
+        let view = |index: &Index, stream: &[u8], state: &StreamState| {
+            let positions =
+                index.positions(stream, state).map(|p| p.iter_from(0).map(|(loc, _)| loc).collect::<Vec<_>>());
+            (
+                state.start,
+                positions.map_err(|e| e.to_string()),
+                state.snapshots.clone(),
+                state.since,
+                state.snapshots_before,
+            )
+        };
         for (stream, state) in &self.streams {
-            if other.streams.get(stream) != Some(state) {
+            let theirs = other.streams.get(stream).map(|theirs| view(other, stream, theirs));
+            if theirs.as_ref() != Some(&view(self, stream, state)) {
                 out.push(format!("stream {}: {state:?} and {:?}", display_stream(stream), other.streams.get(stream)));
             }
         }
+        out.extend(self.image_record_differences());
         out
+    }
+
+    /// Every live record of frames the image covered whose record checksum
+    /// differs from its bytes, or whose stream's positions cannot be known:
+    /// one line each (empty for an index that did not come from an image).
+    fn image_record_differences(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (stream, state) in &self.streams {
+            let positions = match self.positions(stream, state) {
+                Ok(positions) => positions,
+                Err(error) => {
+                    out.push(format!("stream {}: {error}", display_stream(stream)));
+                    continue;
+                }
+            };
+            let entries = positions.iter_from(0).map(|(loc, check)| (loc, RecordKind::Entry, check));
+            let snapshots =
+                state.snapshots.iter().map(|s| (s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc)));
+            for (loc, kind, check) in entries.chain(snapshots) {
+                let Some(entry) = self.segments.get(loc.segment()).filter(|e| loc.offset() < e.image_covered_end)
+                else {
+                    continue;
+                };
+                let frame_start = entry.frame_start_of(loc.offset());
+                let bytes = entry.segment.map.slice(frame_start, entry.end_offset - frame_start);
+                if let Err(error) =
+                    check_image_record(entry, &bytes, frame_start, frame_start, loc.offset(), kind, check)
+                {
+                    out.push(format!("stream {}: {error}", display_stream(stream)));
+                }
+            }
+        }
+        out
+    }
+
+    /// The record checksum a new image records for the live record of
+    /// `kind` at `loc` (segments-format.md, 11.1): for a record in frames
+    /// the loaded image covered, the one it recorded, copied as it is
+    /// (never computed from bytes nobody checked, which would launder a
+    /// flipped bit; a read checks the bytes against it); else computed from
+    /// the record's frame, whose checksum this process checked (scanned,
+    /// walked, or written here).
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if a covered record has no checksum, or the
+    /// record is not where the index says.
+    fn record_crc(&self, loc: RecordLoc, kind: RecordKind, check: RecordCheck) -> Result<u32> {
+        let entry = self.entry(loc)?;
+        let corruption = |what: &str| {
+            Error::corruption(&entry.segment.path, loc.offset() as u64, CorruptionKind::IndexMismatch(what.to_owned()))
+        };
+        if loc.offset() < entry.image_covered_end {
+            match check {
+                RecordCheck::Image(crc) => return Ok(crc),
+                RecordCheck::Unknown => return Err(corruption("a record the image covers without its checksum")),
+                RecordCheck::FrameChecked => {}
+            }
+        }
+        let frame_start = entry.frame_start_of(loc.offset());
+        let bytes = entry.segment.map.slice(frame_start, entry.end_offset - frame_start);
+        record_crc_in(entry, &bytes, frame_start, frame_start, loc.offset(), kind).map_err(corruption)
+    }
+
+    /// What a new image records of `stream`: its live entries' positions
+    /// (a damaged image section's replaced by what the covered frames say)
+    /// and their record checksums, then its live snapshots' record
+    /// checksums: see [`Index::record_crc`].
+    ///
+    /// # Errors
+    /// As [`Index::record_crc`] and [`Index::positions`].
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn image_stream(
+        &self,
+        stream: &[u8],
+        state: &StreamState,
+    ) -> Result<(Vec<RecordLoc>, Vec<u32>, Vec<u32>)> {
+        let positions = self.positions(stream, state)?;
+        let mut locs = Vec::with_capacity(positions.len());
+        let mut entries = Vec::with_capacity(positions.len());
+        for (loc, check) in positions.iter_from(0) {
+            locs.push(loc);
+            entries.push(self.record_crc(loc, RecordKind::Entry, check)?);
+        }
+        let mut snapshots = Vec::with_capacity(state.snapshots.len());
+        for s in &state.snapshots {
+            snapshots.push(self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc))?);
+        }
+        Ok((locs, entries, snapshots))
     }
 
     /// The latest live snapshot of a stream and the live entries after it.
@@ -988,7 +1245,9 @@ impl Index {
             return Ok(StreamRead::default());
         };
         let snapshot = match state.snapshots.last() {
-            Some(s) => Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq)?),
+            Some(s) => {
+                Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc))?)
+            }
             None => None,
         };
         let from = snapshot.as_ref().map_or(state.start, |s| (s.seq.0 + 1).max(state.start));
@@ -1036,12 +1295,13 @@ impl Index {
         let Some(state) = self.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let (mut low, mut high) = (0, state.entries.len());
+        let positions = self.positions(stream, state)?;
+        let (mut low, mut high) = (0, positions.len());
         while low < high {
             let mid = low + (high - low) / 2;
             let seq = StreamSeq(state.start + mid as u64);
-            let loc = state.entries.get(mid).expect("mid is below the length");
-            if self.with_op(loc, RecordKind::Entry, stream, seq, |op| op.lsn)? <= after {
+            let (loc, check) = positions.get(mid).expect("mid is below the length");
+            if self.with_op(loc, RecordKind::Entry, stream, seq, check, |op| op.lsn)? <= after {
                 low = mid + 1;
             } else {
                 high = mid;
@@ -1061,21 +1321,30 @@ impl Index {
         from: StreamSeq,
         limit: usize,
     ) -> Result<Vec<Record>> {
-        let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(state.entries.len());
-        let take = (state.entries.len() - skip).min(limit);
+        let positions = self.positions(stream, state)?;
+        let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(positions.len());
+        let take = (positions.len() - skip).min(limit);
         let mut records = Vec::with_capacity(take);
-        for (i, loc) in state.entries.iter_from(skip).take(take).enumerate() {
+        for (i, (loc, check)) in positions.iter_from(skip).take(take).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            records.push(self.read_op(loc, RecordKind::Entry, stream, seq)?);
+            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check)?);
         }
         Ok(records)
     }
 
     /// Reads the operation at `loc` and checks that it is the one the index
     /// expects there (paired with the checks made before it was written).
-    fn read_op(&self, loc: RecordLoc, kind: RecordKind, stream: &[u8], seq: StreamSeq) -> Result<Record> {
+    /// `check` says how if it is in frames the image covered.
+    fn read_op(
+        &self,
+        loc: RecordLoc,
+        kind: RecordKind,
+        stream: &[u8],
+        seq: StreamSeq,
+        check: RecordCheck,
+    ) -> Result<Record> {
         let entry = self.entry(loc)?;
-        self.with_op(loc, kind, stream, seq, |op| {
+        self.with_op(loc, kind, stream, seq, check, |op| {
             let stream_start = loc.offset() + OP_HEADER_BYTES;
             Record {
                 lsn: op.lsn,
@@ -1090,13 +1359,16 @@ impl Index {
 
     /// Calls `f` on the operation at `loc`, borrowed from the segment's map
     /// where it can lend its bytes, after checking that it is the one the
-    /// index expects there.
+    /// index expects there. A record in frames this process did not check
+    /// (the image covered them) is first checked as `check` says: against
+    /// the checksum the image recorded for it, reading only its own bytes.
     fn with_op<R>(
         &self,
         loc: RecordLoc,
         kind: RecordKind,
         stream: &[u8],
         seq: StreamSeq,
+        check: RecordCheck,
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<R> {
         let entry = self.entry(loc)?;
@@ -1110,11 +1382,12 @@ impl Index {
                 (owned.as_ref(), offset)
             }
         };
-        if !entry.frames_checked {
-            check_frame_holding(entry, bytes, base, frame_start, loc.offset())?;
+        if loc.offset() < entry.image_covered_end {
+            check_image_record(entry, bytes, base, frame_start, loc.offset(), kind, check)?;
         }
+        let timestamp_at = frame_start - base + crate::frame::FRAME_TIMESTAMP_AT;
         let timestamp_ms = bytes
-            .get(frame_start - base + 24..frame_start - base + 32)
+            .get(timestamp_at..timestamp_at + 8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
         match op_at(bytes, loc.offset() - base, end - base, stream, seq) {
             Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, timestamp_ms, payload })),
@@ -1132,17 +1405,18 @@ impl Index {
         let Some(state) = self.streams.get(stream) else {
             return Ok(0);
         };
+        let positions = self.positions(stream, state)?;
         let mut seen = 0;
         let mut from = state.start;
         if let Some(s) = state.snapshots.last() {
-            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, &mut f)?;
+            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc), &mut f)?;
             seen += 1;
             from = from.max(s.seq.0 + 1);
         }
-        let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(state.entries.len());
-        for (i, loc) in state.entries.iter_from(skip).enumerate() {
+        let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(positions.len());
+        for (i, (loc, check)) in positions.iter_from(skip).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            self.with_op(loc, RecordKind::Entry, stream, seq, &mut f)?;
+            self.with_op(loc, RecordKind::Entry, stream, seq, check, &mut f)?;
             seen += 1;
         }
         Ok(seen)
@@ -1162,9 +1436,10 @@ impl Index {
         let Some(state) = self.streams.get(stream) else {
             return Ok(None);
         };
-        for (i, loc) in state.entries.iter().enumerate() {
+        let positions = self.positions(stream, state)?;
+        for (i, (loc, check)) in positions.iter_from(0).enumerate() {
             let seq = StreamSeq(state.start + i as u64);
-            if self.with_op(loc, RecordKind::Entry, stream, seq, |op| op.timestamp_ms)? >= timestamp_ms {
+            if self.with_op(loc, RecordKind::Entry, stream, seq, check, |op| op.timestamp_ms)? >= timestamp_ms {
                 return Ok(Some(seq));
             }
         }
@@ -1244,29 +1519,7 @@ impl Index {
         out: &mut Vec<Record>,
     ) -> Result<()> {
         let Wanted { from: want, limit, live_only } = *wanted;
-        let (mut lsn, mut offset) = start;
-        // From the segment's start, so that offsets (and marker alignment) are absolute.
-        let region = entry.segment.map.slice(0, entry.end_offset);
-        let log_id = entry.segment.header.log_id;
-        let compacted = entry.segment.compacted();
-        while offset < entry.end_offset && out.len() < limit {
-            let decoded = if compacted {
-                crate::frame::decode_frame_anywhere(&region[offset..], &log_id)
-                    .and_then(|frame| {
-                        if frame.meta.lsn < lsn {
-                            Err(crate::frame::FrameDefect::UnexpectedLsn { expected: lsn, found: frame.meta.lsn })
-                        } else {
-                            Ok(frame)
-                        }
-                    })
-                    .map(|frame| (offset, frame))
-            } else {
-                decode_frame_at(&region, offset, &log_id, lsn)
-            };
-            let (at, frame) = decoded.map_err(|defect| {
-                Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
-            })?;
-            offset = at;
+        walk_frames(entry, start, entry.end_offset, |region, at, frame| {
             let body_start = at + FRAME_HEADER_BYTES;
             for op in frame.ops().filter(|op| op.lsn >= want) {
                 if out.len() >= limit {
@@ -1289,19 +1542,22 @@ impl Index {
                     payload: region.slice(payload_start..payload_start + op.payload.len()),
                 });
             }
-            lsn = frame.next_lsn();
-            offset += frame.total_bytes();
-        }
-        Ok(())
+            out.len() < limit
+        })
     }
 
     /// Live entries and snapshots in each segment, in the order of
     /// [`Index::segments`]: what [`SegmentEntry::live_bytes`] counts the
-    /// bytes of.
+    /// bytes of. A stream whose entry positions cannot be known (a damaged
+    /// image section over damaged frames) counts its snapshots only.
     pub fn live_records_per_segment(&self) -> Vec<u64> {
         let mut counts = vec![0u64; self.segments.len()];
-        for state in self.streams.values() {
-            for loc in state.entries.iter().chain(state.snapshots.iter().map(|s| s.loc)) {
+        for (stream, state) in &self.streams {
+            let entries: Vec<RecordLoc> = match self.positions(stream, state) {
+                Ok(positions) => positions.iter_from(0).map(|(loc, _)| loc).collect(),
+                Err(_) => Vec::new(),
+            };
+            for loc in entries.into_iter().chain(state.snapshots.iter().map(|s| s.loc)) {
                 if let Some(count) = counts.get_mut(loc.segment()) {
                     *count += 1;
                 }
@@ -1309,6 +1565,108 @@ impl Index {
         }
         counts
     }
+}
+
+/// Calls `f` on each frame of a segment from `start`, an LSN checkpoint
+/// `(lsn, offset)`, to `end`, each checked whole (its checksum included),
+/// with the segment's bytes from its start (so offsets and marker alignment
+/// are absolute) and the frame's offset; stops when `f` returns `false`.
+///
+/// # Errors
+/// [`Error::Corruption`] naming the segment and offset of a damaged frame.
+fn walk_frames(
+    entry: &SegmentEntry,
+    start: (Lsn, usize),
+    end: usize,
+    mut f: impl FnMut(&Bytes, usize, &FrameView<'_>) -> bool,
+) -> Result<()> {
+    let (mut lsn, mut offset) = start;
+    let region = entry.segment.map.slice(0, entry.end_offset);
+    let log_id = entry.segment.header.log_id;
+    let compacted = entry.segment.compacted();
+    while offset < end.min(entry.end_offset) {
+        let decoded = if compacted {
+            crate::frame::decode_frame_anywhere(&region[offset..], &log_id)
+                .and_then(|frame| {
+                    if frame.meta.lsn < lsn {
+                        Err(crate::frame::FrameDefect::UnexpectedLsn { expected: lsn, found: frame.meta.lsn })
+                    } else {
+                        Ok(frame)
+                    }
+                })
+                .map(|frame| (offset, frame))
+        } else {
+            decode_frame_at(&region, offset, &log_id, lsn)
+        };
+        let (at, frame) = decoded.map_err(|defect| {
+            Error::corruption(&entry.segment.path, offset as u64, CorruptionKind::BadRecord(defect.describe()))
+        })?;
+        if !f(&region, at, &frame) {
+            break;
+        }
+        lsn = frame.next_lsn();
+        offset = at + frame.total_bytes();
+    }
+    Ok(())
+}
+
+/// The positions of the live entries `state`'s image section held, as the
+/// frames the image covered say, each frame's checksum checked: what
+/// stands in for a section that fails its checksum (segments-format.md,
+/// 11.2). The section's first sequence and entry count and the stream's
+/// `since` come from the image's directory, which open checked; those
+/// entries are the stream's entries at those sequences since `since`, in
+/// LSN (so sequence) order. One walk of the covered frames, once per
+/// damaged stream.
+fn walk_stream_entries(
+    segments: &[SegmentEntry],
+    stream: &[u8],
+    state: &StreamState,
+) -> Result<Vec<RecordLoc>, crate::error::Corruption> {
+    let Some(image) = state.image.as_deref() else { return Ok(Vec::new()) };
+    let (first_seq, count) = image.span();
+    let wanted = first_seq..first_seq + count as u64;
+    let mut out: Vec<RecordLoc> = Vec::new();
+    let mut next = first_seq;
+    let mut out_of_order = false;
+    for (position, entry) in segments.iter().enumerate() {
+        let Some(&(lsn, offset)) = entry.checkpoints.first().filter(|_| entry.image_covered_end > 0) else {
+            continue;
+        };
+        let walked = walk_frames(entry, (lsn, offset as usize), entry.image_covered_end, |_, at, frame| {
+            for op in frame.ops() {
+                let live = op.kind == RecordKind::Entry && op.lsn >= state.since && wanted.contains(&op.seq.0);
+                if live && op.stream == stream {
+                    out_of_order |= op.seq.0 != next;
+                    next = op.seq.0 + 1;
+                    out.push(RecordLoc::new(position, at + FRAME_HEADER_BYTES + op.offset_in_body));
+                }
+            }
+            true
+        });
+        if let Err(error) = walked {
+            return Err(match error {
+                Error::Corruption(corruption) => *corruption,
+                other => crate::error::Corruption {
+                    file: entry.segment.path.clone(),
+                    offset: 0,
+                    kind: CorruptionKind::BadRecord(other.to_string()),
+                },
+            });
+        }
+    }
+    if out_of_order || out.len() != count {
+        let (file, offset) = image.location();
+        return Err(crate::error::Corruption {
+            file,
+            offset,
+            kind: CorruptionKind::IndexMismatch(format!(
+                "stream {}: the image's stream directory and the frames it covers disagree",
+                display_stream(stream)
+            )),
+        });
+    }
+    Ok(out)
 }
 
 /// The LSN before which a prune drops snapshots; 0 for any other operation.
@@ -1327,51 +1685,66 @@ struct Wanted {
     live_only: bool,
 }
 
-/// Checks the checksum of the frame at `frame_start` of a segment whose
-/// frames recovery did not read (its index came from the persisted image),
-/// and that the frame holds the operation at `op_offset`: a flipped bit in
-/// a record is reported as corruption, never returned. `bytes` is the
-/// segment from offset `base`.
-fn check_frame_holding(
+/// The record checksum of the operation at `op_offset` of a segment (the
+/// segment from offset `base` is `bytes`), in the frame at `frame_start`,
+/// as the image records it (segments-format.md, 11.1): of the log id, the
+/// frame's `timestamp_ms`, the record kind's byte and the operation's bytes
+/// (header, stream and payload): every byte a [`Record`] is read from.
+/// `Err` says why it cannot be computed (an operation past the end).
+fn record_crc_in(
     entry: &SegmentEntry,
     bytes: &[u8],
     base: usize,
     frame_start: usize,
     op_offset: usize,
-) -> Result<()> {
+    kind: RecordKind,
+) -> Result<u32, &'static str> {
     let end = entry.end_offset.min(bytes.len() + base);
-    let known = u32::try_from(frame_start).ok().and_then(|start| entry.checked_frames.0.lock().get(&start).copied());
-    let frame_end = match known {
-        Some(frame_end) => frame_end as usize,
-        None => {
-            let checked = bytes
-                .get(frame_start - base..end - base)
-                .ok_or(crate::frame::FrameDefect::Truncated)
-                .and_then(|frame| crate::frame::decode_frame_anywhere(frame, &entry.segment.header.log_id));
-            let frame_end = match checked {
-                Ok(frame) => frame_start + frame.total_bytes(),
-                Err(defect) => {
-                    return Err(Error::corruption(
-                        &entry.segment.path,
-                        frame_start as u64,
-                        CorruptionKind::BadRecord(defect.describe()),
-                    ));
-                }
-            };
-            if let (Ok(start), Ok(end)) = (u32::try_from(frame_start), u32::try_from(frame_end)) {
-                entry.checked_frames.0.lock().insert(start, end);
-            }
-            frame_end
+    let timestamp = frame_start
+        .checked_sub(base)
+        .and_then(|at| bytes.get(at + crate::frame::FRAME_TIMESTAMP_AT..at + crate::frame::FRAME_TIMESTAMP_AT + 8))
+        .ok_or("frame header past the end of the segment")?;
+    let head = op_offset
+        .checked_sub(base)
+        .and_then(|at| bytes.get(at..at + OP_HEADER_BYTES))
+        .filter(|_| op_offset + OP_HEADER_BYTES <= end)
+        .ok_or("operation header past the end of the segment")?;
+    let header = decode_op_header(head.try_into().expect("sliced to the header length"));
+    let op_end = op_offset + OP_HEADER_BYTES + header.stream_bytes + header.payload_bytes;
+    if op_end > end {
+        return Err("operation past the end of the segment");
+    }
+    let op = &bytes[op_offset - base..op_end - base];
+    Ok(crate::image::record_crc(&entry.segment.header.log_id, timestamp, kind, op))
+}
+
+/// Checks a record of frames the image covers against the checksum the
+/// image recorded for it: a flipped bit in it (or in its frame's time) is
+/// corruption naming the segment and the record's offset, never returned.
+/// A covered record without a checksum cannot be: corruption too.
+fn check_image_record(
+    entry: &SegmentEntry,
+    bytes: &[u8],
+    base: usize,
+    frame_start: usize,
+    op_offset: usize,
+    kind: RecordKind,
+    check: RecordCheck,
+) -> Result<()> {
+    let corruption = |kind| Error::corruption(&entry.segment.path, op_offset as u64, kind);
+    let expected = match check {
+        RecordCheck::Image(expected) => expected,
+        RecordCheck::FrameChecked => return Ok(()),
+        RecordCheck::Unknown => {
+            return Err(corruption(CorruptionKind::IndexMismatch(
+                "a record the image covers without its checksum".to_owned(),
+            )));
         }
     };
-    if op_offset < frame_end {
-        Ok(())
-    } else {
-        Err(Error::corruption(
-            &entry.segment.path,
-            op_offset as u64,
-            CorruptionKind::IndexMismatch("operation outside the frame the index names".to_owned()),
-        ))
+    match record_crc_in(entry, bytes, base, frame_start, op_offset, kind) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(_) => Err(corruption(CorruptionKind::RecordChecksum)),
+        Err(what) => Err(corruption(CorruptionKind::IndexMismatch(what.to_owned()))),
     }
 }
 

@@ -328,6 +328,17 @@ pub(crate) fn recover_for_image(
     dir: &Path,
     coverage: crate::image::Coverage,
 ) -> Result<Option<(Index, LogState)>> {
+    recover_for_image_with(fs, dir, coverage, ImagePolicy::Load)
+}
+
+/// [`recover_for_image`], from the current image or not (`Ignore`: a full
+/// scan, when the current image's sections cannot be carried over).
+pub(crate) fn recover_for_image_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    coverage: crate::image::Coverage,
+    image: ImagePolicy,
+) -> Result<Option<(Index, LogState)>> {
     let StateRead::Found { state, .. } = read_state(fs, dir)? else {
         return Ok(None);
     };
@@ -335,7 +346,7 @@ pub(crate) fn recover_for_image(
         crate::image::Coverage::Sealed => Some(state.newest_segment_lsn),
         crate::image::Coverage::Whole => None,
     };
-    let recovered = recover_once(fs, dir, Access::ReadOnly, RecoveryMode::Strict, ImagePolicy::Load, prefix_end)?;
+    let recovered = recover_once(fs, dir, Access::ReadOnly, RecoveryMode::Strict, image, prefix_end)?;
     let clean = recovered.problems.is_empty() && recovered.report.torn_tail.is_none();
     let state = match recovered.state {
         StateAction::Keep(state) | StateAction::Update(state) => state,
@@ -505,7 +516,7 @@ impl Recovery<'_> {
         let Some(bytes) = crate::image::read(self.fs, self.dir)? else {
             return Ok(None);
         };
-        let loaded = crate::image::decode(&bytes)
+        let loaded = crate::image::decode(&bytes, self.dir)
             .and_then(|image| image.header.check_against(&state).map(|()| image))
             .and_then(|image| {
                 let opened = self.open_covered(&image, compacted, segments)?;
