@@ -335,6 +335,29 @@ fn history(log: &Log) -> CheckpointHistory<Log, u32> {
     CheckpointHistory::new(Arc::new(log.clone()))
 }
 
+/// A checkpoint history over a [`ListingRace`] on a log in `dir`, whose key
+/// `k` holds the checkpoints 0 to 4, with its `after_read` hook set to
+/// `hook`.
+fn five_checkpoints_then(
+    dir: &std::path::Path,
+    hook: impl FnOnce(&Log) + Send + 'static,
+) -> CheckpointHistory<ListingRace, u32> {
+    let racing = ListingRace::new(&open(dir));
+    let store = CheckpointHistory::new(racing.clone());
+    run(async {
+        for n in 0..5 {
+            store.save("k", &n).await.unwrap();
+        }
+    });
+    *racing.after_read.lock().unwrap() = Some(Box::new(hook));
+    store
+}
+
+/// Another store prunes the key `k` to its 2 newest checkpoints: 3 go.
+fn another_store_prunes_to_two(log: &Log) {
+    assert_eq!(elsewhere(history(log).prune("k", 2)).unwrap(), 3);
+}
+
 /// Two stores pruning one key to the same count remove each checkpoint
 /// once, and their counts add up to the checkpoints removed. Found in
 /// review (issue 10), as with the events: each counted what it had read
@@ -342,16 +365,8 @@ fn history(log: &Log) -> CheckpointHistory<Log, u32> {
 #[test]
 fn racing_history_prunes_count_each_checkpoint_once() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let racing = ListingRace::new(&log);
-    let store: CheckpointHistory<ListingRace, u32> = CheckpointHistory::new(racing.clone());
+    let store = five_checkpoints_then(dir.path(), another_store_prunes_to_two);
     run(async {
-        for n in 0..5 {
-            store.save("k", &n).await.unwrap();
-        }
-        *racing.after_read.lock().unwrap() = Some(Box::new(|log: &Log| {
-            assert_eq!(elsewhere(history(log).prune("k", 2)).unwrap(), 3);
-        }));
         assert_eq!(store.prune("k", 2).await.unwrap(), 0, "the other prune removed those 3");
         assert_eq!(store.list("k").await.unwrap().len(), 2);
     });
@@ -362,16 +377,8 @@ fn racing_history_prunes_count_each_checkpoint_once() {
 #[test]
 fn history_delete_all_racing_a_prune_counts_only_what_it_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let racing = ListingRace::new(&log);
-    let store: CheckpointHistory<ListingRace, u32> = CheckpointHistory::new(racing.clone());
+    let store = five_checkpoints_then(dir.path(), another_store_prunes_to_two);
     run(async {
-        for n in 0..5 {
-            store.save("k", &n).await.unwrap();
-        }
-        *racing.after_read.lock().unwrap() = Some(Box::new(|log: &Log| {
-            assert_eq!(elsewhere(history(log).prune("k", 2)).unwrap(), 3);
-        }));
         assert_eq!(store.delete_all("k").await.unwrap(), 2, "the prune removed the other 3");
         assert!(store.list("k").await.unwrap().is_empty());
         assert_eq!(store.delete_all("k").await.unwrap(), 0);
@@ -386,22 +393,16 @@ fn history_delete_all_racing_a_prune_counts_only_what_it_removed() {
 #[test]
 fn a_history_prune_never_applies_to_a_key_deleted_and_saved_again_since_its_read() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let racing = ListingRace::new(&log);
-    let store: CheckpointHistory<ListingRace, u32> = CheckpointHistory::new(racing.clone());
+    let store = five_checkpoints_then(dir.path(), |log: &Log| {
+        let other = history(log);
+        elsewhere(async {
+            assert_eq!(other.delete_all("k").await.unwrap(), 5);
+            for n in 10..14 {
+                other.save("k", &n).await.unwrap();
+            }
+        });
+    });
     run(async {
-        for n in 0..5 {
-            store.save("k", &n).await.unwrap();
-        }
-        *racing.after_read.lock().unwrap() = Some(Box::new(|log: &Log| {
-            let other = history(log);
-            elsewhere(async {
-                assert_eq!(other.delete_all("k").await.unwrap(), 5);
-                for n in 10..14 {
-                    other.save("k", &n).await.unwrap();
-                }
-            });
-        }));
         assert_eq!(store.prune("k", 2).await.unwrap(), 2, "2 of the 4 saved since");
         let kept: Vec<u32> = store.load_latest("k").await.unwrap().into_iter().map(|(_, n)| n).collect();
         assert_eq!(kept, [13]);

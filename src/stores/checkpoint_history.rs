@@ -75,7 +75,8 @@ const _: () = assert!(HEADER_BYTES == 36);
 /// LZ4's block format expands at most 255 times, so a larger `raw_bytes`
 /// is damage, found before anything is allocated for it.
 const LZ4_EXPANSION_MAX: u64 = 255;
-/// How often a save retries after another writer moved the key first.
+/// How often a save, prune or delete retries after another writer moved
+/// the key first.
 const SAVE_RETRIES_MAX: usize = 64;
 /// Keys whose last id the store keeps in memory before it forgets those
 /// not in use.
