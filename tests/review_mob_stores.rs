@@ -226,6 +226,17 @@ impl Backend for ListingRace {
     }
 }
 
+/// Runs over a [`ListingRace`] on a log in `dir`, with the run `r`
+/// created and the `after_listing` hook set to `hook`.
+fn run_r_then(dir: &std::path::Path, hook: impl FnOnce(&Log) + Send + 'static) -> (Arc<Log>, MobRuns<ListingRace>) {
+    let log = open(dir);
+    let racing = ListingRace::new(&log);
+    let runs = MobRuns::new(racing.clone());
+    run(runs.create_run("r", &1u32)).unwrap();
+    *racing.after_listing.lock().unwrap() = Some(Box::new(hook));
+    (log, runs)
+}
+
 /// `delete_run` forgets every stream of the run, also one that another
 /// writer created after the run's streams were listed (here the first
 /// step of its ledger). Found in review: the clear covered only the
@@ -234,16 +245,12 @@ impl Backend for ListingRace {
 #[test]
 fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let racing = ListingRace::new(&log);
-    let runs = MobRuns::new(racing.clone());
+    let (log, runs) = run_r_then(dir.path(), |log: &Log| {
+        let stream = "mob-run/r/steps";
+        let payload = annals::stores::codec::encode(stream, RUN_SCHEMA, &"late step").unwrap();
+        log.append(stream, Expectation::Any, payload).wait().unwrap();
+    });
     run(async {
-        runs.create_run("r", &1u32).await.unwrap();
-        *racing.after_listing.lock().unwrap() = Some(Box::new(|log: &Log| {
-            let stream = "mob-run/r/steps";
-            let payload = annals::stores::codec::encode(stream, RUN_SCHEMA, &"late step").unwrap();
-            log.append(stream, Expectation::Any, payload).wait().unwrap();
-        }));
         assert!(runs.delete_run("r").await.unwrap());
         assert!(log.streams("mob-run/r/").unwrap().is_empty(), "{:?}", log.streams("mob-run/r/"));
         runs.create_run("r", &2u32).await.unwrap();
@@ -315,16 +322,12 @@ fn elsewhere<T: Send>(future: impl Future<Output = T> + Send) -> T {
 #[test]
 fn racing_run_deletes_say_true_once() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let racing = ListingRace::new(&log);
-    let runs = MobRuns::new(racing.clone());
+    let (log, runs) = run_r_then(dir.path(), |log: &Log| {
+        let other = MobRuns::new(Arc::new(log.clone()));
+        assert!(elsewhere(other.delete_run("r")).unwrap(), "the other delete finds the run");
+    });
     run(async {
-        runs.create_run("r", &1u32).await.unwrap();
         runs.append_step("r", &"step".to_owned()).await.unwrap();
-        *racing.after_listing.lock().unwrap() = Some(Box::new(|log: &Log| {
-            let other = MobRuns::new(Arc::new(log.clone()));
-            assert!(elsewhere(other.delete_run("r")).unwrap(), "the other delete finds the run");
-        }));
         assert!(!runs.delete_run("r").await.unwrap(), "the other delete removed it first");
         assert!(log.streams("mob-run/").unwrap().is_empty());
         assert!(!runs.delete_run("r").await.unwrap());
