@@ -157,7 +157,16 @@ pub struct Appended {
     /// When its frame was written, ms since the Unix epoch, by the log's
     /// clock (as [`crate::index::Record::timestamp_ms`]); a check's is its batch's.
     pub timestamp_ms: u64,
+    /// Prune: the stream's first live sequence before it; the prune removed
+    /// the entries from there up to its own sequence, none if that is not
+    /// below it (another prune got there first). `None` for the others.
+    pub start_before: Option<StreamSeq>,
 }
+
+/// A stream's state as the writer follows it through a group: what the
+/// guards check, and its first live sequence if an operation of the group
+/// moved it (`None`: the index's).
+type Followed = (StreamCursor, Option<u64>);
 
 /// An operation whose guard held: its sequence, and its stream's next
 /// sequence and latest snapshot after it.
@@ -170,6 +179,11 @@ struct CheckedOp {
     after: StreamCursor,
     /// A prune's payload: the LSN before which it drops snapshots.
     prune_payload: [u8; crate::frame::PRUNE_PAYLOAD_BYTES],
+    /// A prune: its stream's first live sequence before it.
+    start_before: Option<StreamSeq>,
+    /// Its stream's first live sequence after it, if an operation of the
+    /// group moved it (`None`: the index's).
+    start_after: Option<u64>,
 }
 
 /// One value or several, with nothing allocated for one: most requests are
@@ -570,9 +584,9 @@ pub(crate) struct Writer {
     /// at `group_bytes_max`).
     pending: VecDeque<Command>,
     /// Streams touched by the group being gathered: next sequence and latest
-    /// snapshot. Emptied when the group is committed (the index then says
+    /// snapshot, and first live sequence if the group moved it. Emptied when the group is committed (the index then says
     /// the same); kept allocated from group to group.
-    overlay: Overlay<StreamCursor>,
+    overlay: Overlay<Followed>,
     /// The last group's buffer, emptied, for the next one.
     spare_buf: Vec<u8>,
     /// The last group's list of replies, emptied, for the next one.
@@ -831,10 +845,12 @@ impl Writer {
         // group are checked against it. The request's stream ids move into
         // the overlay rather than being cloned.
         match (ops, checked) {
-            (OneOrMany::One(op), OneOrMany::One(checked)) => self.overlay.insert(op.stream, checked.after),
+            (OneOrMany::One(op), OneOrMany::One(checked)) => {
+                self.overlay.insert(op.stream, (checked.after, checked.start_after));
+            }
             (ops, checked) => {
                 for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-                    self.overlay.insert(op.stream, checked.after);
+                    self.overlay.insert(op.stream, (checked.after, checked.start_after));
                 }
             }
         }
@@ -917,7 +933,7 @@ impl Writer {
             encode_frame_from(&mut group.buf, self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
-        let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms };
+        let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms, start_before: c.start_before };
         let acks = match checked {
             [one] => Acks::One(appended(one)),
             many => Acks::Many(many.iter().map(appended).collect()),
@@ -930,8 +946,9 @@ impl Writer {
         }
     }
 
-    /// The state of a stream the group touched, if it did.
-    fn overlay_get(&self, stream: &[u8]) -> Option<&StreamCursor> {
+    /// The state of a stream the group touched, if it did, and its first
+    /// live sequence if the group moved it.
+    fn overlay_get(&self, stream: &[u8]) -> Option<&Followed> {
         self.overlay.get(stream)
     }
 
@@ -940,30 +957,36 @@ impl Writer {
     fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
         let index = self.shared.index.read();
         let cursor = |stream: &[u8]| match self.overlay_get(stream) {
-            Some(&cursor) => cursor,
-            None => index.cursor(stream),
+            Some(&followed) => followed,
+            None => (index.cursor(stream), None),
         };
+        // Looked up only for a prune, which reports it.
+        let index_start = |stream: &[u8]| index.stream(stream).map_or(0, |state| state.start_seq().0);
         if let [op] = ops {
-            return check_op(op, cursor(&op.stream), self.next_lsn).map(OneOrMany::One);
+            let (before, start) = cursor(&op.stream);
+            let checked = check_op(op, before, self.next_lsn)?;
+            return Ok(OneOrMany::One(follow_start(op, checked, start, || index_start(&op.stream))));
         }
         // A batch may touch one stream several times: follow its own effects.
-        let mut local: Vec<(&[u8], StreamCursor)> = Vec::new();
+        let mut local: Vec<(&[u8], Followed)> = Vec::new();
         let mut checked = Vec::with_capacity(ops.len());
         // Operations written so far: a check takes no LSN.
         let mut written = 0u64;
         for op in ops {
             let position = local.iter().position(|(stream, _)| *stream == op.stream.as_ref());
-            let before = match position {
+            let (before, start) = match position {
                 Some(i) => local[i].1,
                 None => cursor(&op.stream),
             };
             let op_checked = check_op(op, before, Lsn(self.next_lsn.0 + written))?;
+            let op_checked = follow_start(op, op_checked, start, || index_start(&op.stream));
             if record_kind(op.kind).is_some() {
                 written += 1;
             }
+            let after = (op_checked.after, op_checked.start_after);
             match position {
-                Some(i) => local[i].1 = op_checked.after,
-                None => local.push((op.stream.as_ref(), op_checked.after)),
+                Some(i) => local[i].1 = after,
+                None => local.push((op.stream.as_ref(), after)),
             }
             checked.push(op_checked);
         }
@@ -1514,7 +1537,8 @@ fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
     let Some(kind) = record_kind(op.kind) else {
         // A check changes nothing: the LSN before the next one taken.
         let prune_payload = crate::frame::prune_payload(Lsn(0));
-        return Ok(CheckedOp { seq, lsn: Lsn(lsn.0.saturating_sub(1)), after: cursor, prune_payload });
+        let lsn = Lsn(lsn.0.saturating_sub(1));
+        return Ok(CheckedOp { seq, lsn, after: cursor, prune_payload, start_before: None, start_after: None });
     };
     // A prune reaches no further than itself: snapshots written after it
     // are not its business.
@@ -1524,7 +1548,27 @@ fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
         _ => Lsn(0),
     };
     let after = cursor.apply(kind, seq, lsn, snapshots_before).expect("the guards above are the same rules");
-    Ok(CheckedOp { seq, lsn, after, prune_payload: crate::frame::prune_payload(snapshots_before) })
+    let prune_payload = crate::frame::prune_payload(snapshots_before);
+    Ok(CheckedOp { seq, lsn, after, prune_payload, start_before: None, start_after: None })
+}
+
+/// `checked` with its stream's first live sequence followed through it, as
+/// the index will have it once the group is published: a clear starts the
+/// stream over at 0, a base at its sequence, a prune at its own sequence if
+/// that is further; the others leave it. `start` is the sequence before, if
+/// the group moved it; `index_start` the index's, looked up only for a
+/// prune, which reports it.
+fn follow_start(op: &Op, checked: CheckedOp, start: Option<u64>, index_start: impl FnOnce() -> u64) -> CheckedOp {
+    let (start_before, start_after) = match op.kind {
+        OpKind::Prune(..) => {
+            let before = start.unwrap_or_else(index_start);
+            (Some(StreamSeq(before)), Some(before.max(checked.seq.0)))
+        }
+        OpKind::Clear(_) => (None, Some(0)),
+        OpKind::Base(seq) => (None, Some(seq.0)),
+        OpKind::Entry(_) | OpKind::Snapshot(_) | OpKind::Check(_) => (None, start),
+    };
+    CheckedOp { start_before, start_after, ..checked }
 }
 
 /// The frame that holds these operations: a single one's own kind, or a batch.

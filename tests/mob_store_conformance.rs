@@ -220,6 +220,31 @@ async fn a_snapshot_or_prune_out_of_range_is_a_typed_error_with_the_detail<F: Fa
     assert!(matches!(&error, StoreError::OutOfRange { action: "prune", seq: 9, next_seq: 1, .. }), "{error}");
 }
 
+/// The sequence `backend` acknowledges for each operation of `ops`.
+async fn acknowledged<B: Backend>(backend: &B, ops: Vec<StoreOp>) -> Vec<u64> {
+    backend.commit(ops).await.unwrap().iter().map(|committed| committed.seq).collect()
+}
+
+async fn a_prune_reports_where_its_stream_started_before_it<F: Factory>(factory: &F) {
+    let backend = factory.open();
+    let backend = &*backend;
+    backend.commit((0..10u8).map(|n| StoreOp::append("s", Expect::Any, vec![n])).collect()).await.unwrap();
+    assert_eq!(acknowledged(backend, vec![StoreOp::prune("s", 3)]).await, [0], "removed 0..3");
+    assert_eq!(acknowledged(backend, vec![StoreOp::prune("s", 3)]).await, [3], "the same bound removes nothing");
+    assert_eq!(acknowledged(backend, vec![StoreOp::prune("s", 2)]).await, [3], "a lower bound removes nothing");
+    let both = vec![StoreOp::prune("s", 6), StoreOp::prune("s", 5)];
+    assert_eq!(acknowledged(backend, both).await, [3, 6], "the second sees the first in its own commit");
+    let over = vec![
+        StoreOp::clear("s", Expect::Any),
+        StoreOp::append("s", Expect::Empty, &b"a"[..]),
+        StoreOp::append("s", Expect::Any, &b"b"[..]),
+        StoreOp::prune("s", 1),
+    ];
+    assert_eq!(acknowledged(backend, over).await, [10, 0, 1, 0], "a clear starts the stream over at 0");
+    assert_eq!(acknowledged(backend, vec![StoreOp::prune("never-written", 0)]).await, [0]);
+    assert_eq!(backend.read_range("s", 1, 10).await.unwrap().len(), 1);
+}
+
 // ---------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------
@@ -354,6 +379,26 @@ async fn prune_removes_the_oldest_events_before_a_time_and_counts_them<F: Factor
     assert_eq!(store.prune(0).await.unwrap(), 0);
     assert_eq!(store.prune(u64::MAX).await.unwrap(), 5);
     assert_eq!(store.prune(u64::MAX).await.unwrap(), 0);
+}
+
+async fn racing_event_prunes_count_each_event_once<F: Factory>(factory: &F) {
+    let store = Arc::new(events::<F>(factory.open()));
+    let at = |n: u64| NewMobEvent { event: Event { n, text: String::new() }, timestamp_ms: Some(1_000 + n) };
+    store.append_batch((0..64).map(at).collect()).await.unwrap();
+    // Eight prunes at once, each with its own bound, on a runtime of two
+    // threads: whichever removes an event, it is counted once.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move { store.prune(1_000 + 24 + task).await.unwrap() })
+        })
+        .collect();
+    let mut counted = 0;
+    for task in tasks {
+        counted += task.await.unwrap();
+    }
+    assert_eq!(counted, 31, "the events before the highest bound, each counted once");
+    assert_eq!(numbers(&store.replay_all().await.unwrap()), (31..64).collect::<Vec<_>>());
 }
 
 async fn pruned_and_cleared_events_are_given_back_by_the_backend<F: Factory>(factory: &F) {
@@ -884,11 +929,13 @@ mod embedded_log {
         a_check_survives_nothing_on_reopen_and_the_streams_are_as_written,
         range_reads_page_through_a_stream_by_sequence_and_by_cursor,
         a_snapshot_or_prune_out_of_range_is_a_typed_error_with_the_detail,
+        a_prune_reports_where_its_stream_started_before_it,
         events_get_growing_cursors_and_poll_pages_through_them_in_order,
         an_event_batch_lands_whole_or_not_at_all,
         events_survive_a_reopen_and_later_cursors_are_larger,
         clear_removes_every_event_and_cursors_never_go_back,
         prune_removes_the_oldest_events_before_a_time_and_counts_them,
+        racing_event_prunes_count_each_event_once,
         pruned_and_cleared_events_are_given_back_by_the_backend,
         a_consumer_polling_beside_racing_appenders_never_skips_an_event,
         a_run_is_created_once_and_read_back_with_its_revision,
@@ -916,6 +963,8 @@ mod simulated_log {
         sim_factory(),
         a_check_only_operation_writes_nothing_and_guards_its_commit,
         a_check_survives_nothing_on_reopen_and_the_streams_are_as_written,
+        a_prune_reports_where_its_stream_started_before_it,
+        racing_event_prunes_count_each_event_once,
         events_survive_a_reopen_and_later_cursors_are_larger,
         clear_removes_every_event_and_cursors_never_go_back,
         a_consumer_polling_beside_racing_appenders_never_skips_an_event,

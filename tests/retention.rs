@@ -218,3 +218,95 @@ fn the_first_retention_record_marks_the_log_so_older_readers_refuse_it() {
     log.prune("wf", StreamSeq(1), PruneSnapshots::AllButLatest).wait().unwrap();
     assert_eq!(features(dir.path()) & 1, 1, "the retention feature bit is set before the prune is written");
 }
+
+/// The `start_before` of each acknowledgement, in order.
+fn starts_before(acks: &[annals::Appended]) -> Vec<Option<u64>> {
+    acks.iter().map(|ack| ack.start_before.map(|seq| seq.0)).collect()
+}
+
+/// A prune's acknowledgement says where its stream started before it, so
+/// that prunes racing with one bound count each entry they removed once:
+/// one after the other, in one batch, and after a clear in the batch
+/// started the stream over. (Issue 10: two event prunes both counted the
+/// same events, each from what it had read before its commit.)
+#[test]
+fn a_prune_reports_where_its_stream_started_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = reopen(dir.path());
+    append_n(&log, "s", 10);
+    let prune = |before: u64| log.prune("s", StreamSeq(before), PruneSnapshots::AllButLatest).wait().unwrap();
+    assert_eq!(prune(3).start_before, Some(StreamSeq(0)), "removed 0..3");
+    assert_eq!(prune(3).start_before, Some(StreamSeq(3)), "the same bound again removes nothing");
+    assert_eq!(prune(2).start_before, Some(StreamSeq(3)), "a lower bound removes nothing");
+    assert_eq!(prune(5).start_before, Some(StreamSeq(3)), "removed 3..5");
+    let appended = log.append("s", Expectation::Any, &b"x"[..]).wait().unwrap();
+    assert_eq!(appended.start_before, None, "only a prune reports it");
+
+    let acks = log
+        .commit(Batch::new().prune("s", StreamSeq(7), PruneSnapshots::AllButLatest).prune(
+            "s",
+            StreamSeq(6),
+            PruneSnapshots::AllButLatest,
+        ))
+        .wait()
+        .unwrap();
+    assert_eq!(starts_before(&acks), [Some(5), Some(7)], "the second sees the first in its own batch");
+    let acks = log
+        .commit(
+            Batch::new()
+                .clear("s", Expectation::Any)
+                .append("s", Expectation::NoStream, &b"a"[..])
+                .append("s", Expectation::Any, &b"b"[..])
+                .prune("s", StreamSeq(1), PruneSnapshots::AllButLatest),
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(starts_before(&acks), [None, None, None, Some(0)], "a clear starts the stream over at 0");
+
+    log.close().wait().unwrap();
+    let log = reopen(dir.path());
+    let ack = log.prune("s", StreamSeq(2), PruneSnapshots::AllButLatest).wait().unwrap();
+    assert_eq!(ack.start_before, Some(StreamSeq(1)), "recovered from the log");
+    assert_eq!(seqs(&log.read_stream("s").unwrap().entries), Vec::<u64>::new());
+}
+
+/// Two prunes of one stream committed in one group report each the start
+/// the other left: the writer follows a stream's start through the group
+/// it has not yet published to the index. The writer is held inside an
+/// fsync while both are queued, so the next group takes them together.
+#[test]
+fn prunes_in_one_group_commit_report_each_the_start_the_other_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    append_n(&log, "s", 10);
+    log.prune("s", StreamSeq(2), PruneSnapshots::AllButLatest).wait().unwrap();
+
+    let (entered, entered_rx) = std::sync::mpsc::channel();
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    *fs.faults.sync_gate.lock().unwrap() = Some((entered, gate));
+    let held = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append("other", Expectation::Any, &b"held"[..]).wait())
+    };
+    entered_rx.recv().unwrap();
+    let syncs_before = fs.faults.syncs.load(std::sync::atomic::Ordering::SeqCst);
+    // Queued (a first poll queues a write) while the writer is held.
+    let mut queued: Vec<_> =
+        [4, 3, 6].map(|before| log.prune("s", StreamSeq(before), PruneSnapshots::AllButLatest)).into_iter().collect();
+    let waker = std::task::Waker::noop();
+    for pending in &mut queued {
+        let polled = std::future::Future::poll(std::pin::Pin::new(pending), &mut std::task::Context::from_waker(waker));
+        assert!(polled.is_pending(), "the writer is held");
+    }
+    open_gate.send(()).unwrap();
+    held.join().unwrap().unwrap();
+    let acks: Vec<_> = queued.into_iter().map(|pending| pending.wait().unwrap()).collect();
+    assert_eq!(starts_before(&acks), [Some(2), Some(4), Some(4)]);
+    assert_eq!(
+        fs.faults.syncs.load(std::sync::atomic::Ordering::SeqCst),
+        syncs_before + 2,
+        "the held group's fsync and one for the three prunes: they were one group"
+    );
+    assert_eq!(seqs(&log.read_stream("s").unwrap().entries), (6..10).collect::<Vec<_>>());
+}

@@ -1,11 +1,13 @@
 //! Review of the mob stores (issue 10 point 7) on the embedded log: CAS
-//! edge cases, decode errors, and event polling and pruning at the edges.
-//! Each test names the behaviour it holds; the ones a bug was found with
-//! say so.
+//! edge cases, decode errors, and event polling and pruning at the edges;
+//! and what every store that removes and counts (events, checkpoint
+//! history, runs) answers when another writer removes first. Each test
+//! names the behaviour it holds; the ones a bug was found with say so.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use annals::stores::checkpoint_history::CheckpointHistory;
 use annals::stores::mob_events::{MobEvents, NewMobEvent};
 use annals::stores::mob_runs::{DocumentExpectation, DocumentWrite, MobRuns, RUN_DOCUMENT, RUN_SCHEMA, Versioned};
 use annals::stores::mob_specs::MobSpecs;
@@ -153,13 +155,26 @@ fn event_prune_counts_each_event_once() {
 type Hook = std::sync::Mutex<Option<Box<dyn FnOnce(&Log) + Send>>>;
 
 /// The log as a backend, that runs `after_listing` (once) right after it
-/// lists streams and before it answers, and `after_reading` right after
-/// it reads a stream's tail: another writer's commit landing between a
-/// store's read and its commit, with no race to arrange.
+/// lists streams and before it answers, `after_reading` right after it
+/// reads a stream's tail, and `after_read` right after it reads a whole
+/// stream: another writer's commit landing between a store's read and its
+/// commit, with no race to arrange.
 struct ListingRace {
     log: Arc<Log>,
     after_listing: Hook,
     after_reading: Hook,
+    after_read: Hook,
+}
+
+impl ListingRace {
+    fn new(log: &Arc<Log>) -> Arc<ListingRace> {
+        Arc::new(ListingRace {
+            log: log.clone(),
+            after_listing: Hook::default(),
+            after_reading: Hook::default(),
+            after_read: Hook::default(),
+        })
+    }
 }
 
 /// `answer`, with `hook` (if still set) run once it is ready and before
@@ -184,7 +199,7 @@ impl Backend for ListingRace {
         Backend::commit_blocking(&*self.log, ops)
     }
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
-        Backend::read(&*self.log, stream)
+        then_run(&self.after_read, &self.log, Backend::read(&*self.log, stream))
     }
     fn read_range(
         &self,
@@ -211,6 +226,17 @@ impl Backend for ListingRace {
     }
 }
 
+/// Runs over a [`ListingRace`] on a log in `dir`, with the run `r`
+/// created and the `after_listing` hook set to `hook`.
+fn run_r_then(dir: &std::path::Path, hook: impl FnOnce(&Log) + Send + 'static) -> (Arc<Log>, MobRuns<ListingRace>) {
+    let log = open(dir);
+    let racing = ListingRace::new(&log);
+    let runs = MobRuns::new(racing.clone());
+    run(runs.create_run("r", &1u32)).unwrap();
+    *racing.after_listing.lock().unwrap() = Some(Box::new(hook));
+    (log, runs)
+}
+
 /// `delete_run` forgets every stream of the run, also one that another
 /// writer created after the run's streams were listed (here the first
 /// step of its ledger). Found in review: the clear covered only the
@@ -219,17 +245,12 @@ impl Backend for ListingRace {
 #[test]
 fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let racing =
-        Arc::new(ListingRace { log: log.clone(), after_listing: Hook::default(), after_reading: Hook::default() });
-    let runs = MobRuns::new(racing.clone());
+    let (log, runs) = run_r_then(dir.path(), |log: &Log| {
+        let stream = "mob-run/r/steps";
+        let payload = annals::stores::codec::encode(stream, RUN_SCHEMA, &"late step").unwrap();
+        log.append(stream, Expectation::Any, payload).wait().unwrap();
+    });
     run(async {
-        runs.create_run("r", &1u32).await.unwrap();
-        *racing.after_listing.lock().unwrap() = Some(Box::new(|log: &Log| {
-            let stream = "mob-run/r/steps";
-            let payload = annals::stores::codec::encode(stream, RUN_SCHEMA, &"late step").unwrap();
-            log.append(stream, Expectation::Any, payload).wait().unwrap();
-        }));
         assert!(runs.delete_run("r").await.unwrap());
         assert!(log.streams("mob-run/r/").unwrap().is_empty(), "{:?}", log.streams("mob-run/r/"));
         runs.create_run("r", &2u32).await.unwrap();
@@ -238,22 +259,17 @@ fn delete_run_forgets_a_ledger_started_while_it_listed_the_runs_streams() {
 }
 
 /// Two prunes racing with one bound remove each event once, and their
-/// counts add up to the events removed. Found in review, not fixed: each
-/// prune counts what it read before its commit, and a prune of the
-/// backend seam neither says how many it removed nor can be guarded on
-/// the stream's first live sequence, so a prune that another one
-/// overtook between its read and its commit reports the events again
-/// (here 5 + 5 for 5 removed). A fix: the seam reports or guards the
-/// floor (src/stores/backend.rs, log_backend.rs), or the store moves a
-/// guarded marker stream in each prune and clear commit so that racing
-/// ones conflict and count again (a layout change to the event store).
+/// counts add up to the events removed. Found in review: each prune
+/// counted what it read before its commit, so a prune that another one
+/// overtook between its read and its commit reported the events again
+/// (here 5 + 5 for 5 removed). Fixed in the seam: a prune's
+/// `Committed::seq` is the stream's first live sequence before it, which
+/// the log's writer reports, and the store counts from there.
 #[test]
-#[ignore = "review: racing event prunes both count the same events; the seam cannot report or guard the prune floor"]
 fn racing_event_prunes_count_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    let racing =
-        Arc::new(ListingRace { log: log.clone(), after_listing: Hook::default(), after_reading: Hook::default() });
+    let racing = ListingRace::new(&log);
     let events: MobEvents<ListingRace, u32> = MobEvents::new(racing.clone());
     run(async {
         for n in 0..10u32 {
@@ -290,5 +306,109 @@ fn poll_from_inside_a_batch_and_batches_at_the_edges() {
         let error = events.append_batch(vec![new("f"), new(&"x".repeat(8192))]).await.unwrap_err();
         assert!(matches!(error, StoreError::Backend(_)), "{error}");
         assert_eq!(events.replay_all().await.unwrap().len(), 5, "nothing of the refused batch");
+    });
+}
+
+/// Runs `future` on a runtime of its own on another thread: a hook's
+/// other writer, done before the hook returns.
+fn elsewhere<T: Send>(future: impl Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(|| run(future)).join().unwrap())
+}
+
+/// Two racing `delete_run`s of one run: the one that finds the run gone
+/// when it commits says `false`. Found in review (issue 10): each said
+/// `true` for having committed its clears, so two callers each believed
+/// they deleted the run.
+#[test]
+fn racing_run_deletes_say_true_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, runs) = run_r_then(dir.path(), |log: &Log| {
+        let other = MobRuns::new(Arc::new(log.clone()));
+        assert!(elsewhere(other.delete_run("r")).unwrap(), "the other delete finds the run");
+    });
+    run(async {
+        runs.append_step("r", &"step".to_owned()).await.unwrap();
+        assert!(!runs.delete_run("r").await.unwrap(), "the other delete removed it first");
+        assert!(log.streams("mob-run/").unwrap().is_empty());
+        assert!(!runs.delete_run("r").await.unwrap());
+    });
+}
+
+fn history(log: &Log) -> CheckpointHistory<Log, u32> {
+    CheckpointHistory::new(Arc::new(log.clone()))
+}
+
+/// A checkpoint history over a [`ListingRace`] on a log in `dir`, whose key
+/// `k` holds the checkpoints 0 to 4, with its `after_read` hook set to
+/// `hook`.
+fn five_checkpoints_then(
+    dir: &std::path::Path,
+    hook: impl FnOnce(&Log) + Send + 'static,
+) -> CheckpointHistory<ListingRace, u32> {
+    let racing = ListingRace::new(&open(dir));
+    let store = CheckpointHistory::new(racing.clone());
+    run(async {
+        for n in 0..5 {
+            store.save("k", &n).await.unwrap();
+        }
+    });
+    *racing.after_read.lock().unwrap() = Some(Box::new(hook));
+    store
+}
+
+/// Another store prunes the key `k` to its 2 newest checkpoints: 3 go.
+fn another_store_prunes_to_two(log: &Log) {
+    assert_eq!(elsewhere(history(log).prune("k", 2)).unwrap(), 3);
+}
+
+/// Two stores pruning one key to the same count remove each checkpoint
+/// once, and their counts add up to the checkpoints removed. Found in
+/// review (issue 10), as with the events: each counted what it had read
+/// (3 + 3 for 3 removed).
+#[test]
+fn racing_history_prunes_count_each_checkpoint_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = five_checkpoints_then(dir.path(), another_store_prunes_to_two);
+    run(async {
+        assert_eq!(store.prune("k", 2).await.unwrap(), 0, "the other prune removed those 3");
+        assert_eq!(store.list("k").await.unwrap().len(), 2);
+    });
+}
+
+/// `delete_all` racing a prune of its key counts only the checkpoints it
+/// removed itself. Found in review (issue 10): it counted all it had read.
+#[test]
+fn history_delete_all_racing_a_prune_counts_only_what_it_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = five_checkpoints_then(dir.path(), another_store_prunes_to_two);
+    run(async {
+        assert_eq!(store.delete_all("k").await.unwrap(), 2, "the prune removed the other 3");
+        assert!(store.list("k").await.unwrap().is_empty());
+        assert_eq!(store.delete_all("k").await.unwrap(), 0);
+    });
+}
+
+/// A prune decided on a key that another store then deleted and saved
+/// again keeps the newest `keep_count` of the key as it is now. Found in
+/// review (issue 10): the prune removed by the sequences it had read, which
+/// the key took again after the delete, so it removed new checkpoints and
+/// kept fewer than asked.
+#[test]
+fn a_history_prune_never_applies_to_a_key_deleted_and_saved_again_since_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = five_checkpoints_then(dir.path(), |log: &Log| {
+        let other = history(log);
+        elsewhere(async {
+            assert_eq!(other.delete_all("k").await.unwrap(), 5);
+            for n in 10..14 {
+                other.save("k", &n).await.unwrap();
+            }
+        });
+    });
+    run(async {
+        assert_eq!(store.prune("k", 2).await.unwrap(), 2, "2 of the 4 saved since");
+        let kept: Vec<u32> = store.load_latest("k").await.unwrap().into_iter().map(|(_, n)| n).collect();
+        assert_eq!(kept, [13]);
+        assert_eq!(store.list("k").await.unwrap().len(), 2, "the newest 2 are kept");
     });
 }

@@ -76,7 +76,8 @@ pub enum Action {
     /// Removes the stream's entries before sequence `before` (at most its
     /// next sequence); its snapshots are kept and its next sequence is
     /// unchanged. The backend reclaims their space (the log: by compaction).
-    /// The payload is empty.
+    /// The payload is empty. Its [`Committed::seq`] says where the stream
+    /// started before it, so the caller knows what it removed.
     Prune {
         /// The first sequence kept.
         before: u64,
@@ -138,8 +139,11 @@ pub struct Committed {
     /// position of the last entry committed before it.
     pub cursor: Cursor,
     /// Append: its sequence. Snapshot: the last sequence it covers. Clear:
-    /// the stream's next sequence before the clear. Prune: the first
-    /// sequence kept. Check: the stream's next sequence it found.
+    /// the stream's next sequence before the clear. Prune: the stream's
+    /// first live sequence before the prune, so that it removed the entries
+    /// from there up to its `before` (none if that is not below it: another
+    /// prune removed them first), and a caller counts each entry it removed
+    /// once however prunes race. Check: the stream's next sequence it found.
     pub seq: u64,
     /// When the backend committed it, ms since the Unix epoch, by the
     /// backend's clock (as [`Entry::timestamp_ms`] reads it back).

@@ -75,7 +75,8 @@ const _: () = assert!(HEADER_BYTES == 36);
 /// LZ4's block format expands at most 255 times, so a larger `raw_bytes`
 /// is damage, found before anything is allocated for it.
 const LZ4_EXPANSION_MAX: u64 = 255;
-/// How often a save retries after another writer moved the key first.
+/// How often a save, prune or delete retries after another writer moved
+/// the key first.
 const SAVE_RETRIES_MAX: usize = 64;
 /// Keys whose last id the store keeps in memory before it forgets those
 /// not in use.
@@ -420,41 +421,79 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
 
     /// Keeps the key's `keep_count` newest checkpoints and removes the
     /// others through the backend's retention, which reclaims their space.
-    /// Returns how many were removed.
+    /// Returns how many were removed: each checkpoint is counted by the one
+    /// prune that removed it, however stores over one backend race.
     ///
     /// # Errors
+    /// [`StoreError::Contention`] if other writers kept moving the key;
     /// [`StoreError::Backend`].
     pub async fn prune(&self, key: &str, keep_count: usize) -> Result<usize, StoreError> {
         let stream = self.stream(key);
         let lock = self.key_lock(key);
         let _serialized = lock.lock().await;
-        let contents = self.backend.read(&stream).await?;
-        let removed = contents.entries.len().saturating_sub(keep_count);
-        if removed == 0 {
-            return Ok(0);
+        for _ in 0..SAVE_RETRIES_MAX {
+            let contents = self.backend.read(&stream).await?;
+            let over = contents.entries.len().saturating_sub(keep_count);
+            if over == 0 {
+                return Ok(0);
+            }
+            let first_kept = contents.entries.get(over).map_or(contents.next_seq, |entry| entry.seq);
+            // Decided on the key as read: a save or a delete since (from
+            // another store) makes it read again; a racing prune does not
+            // move the key, and the backend says where it left the key's start.
+            let ops = vec![
+                StoreOp::check(stream.clone(), Expect::Next(contents.next_seq)),
+                StoreOp::prune(&stream, first_kept),
+            ];
+            match self.backend.commit(ops).await {
+                Ok(committed) => return Ok(removed(&committed, first_kept)),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
-        let first_kept = contents.entries.get(removed).map_or(contents.next_seq, |entry| entry.seq);
-        self.backend.commit(vec![StoreOp::prune(stream, first_kept)]).await?;
-        Ok(removed)
+        Err(StoreError::Contention { stream, attempts: SAVE_RETRIES_MAX })
     }
 
-    /// Forgets every checkpoint of the key and returns how many it had; an
-    /// unknown key is a no-op.
+    /// Forgets every checkpoint of the key and returns how many it had,
+    /// counting each checkpoint once however it races a `prune` or another
+    /// `delete_all`; an unknown key is a no-op.
     ///
     /// # Errors
+    /// [`StoreError::Contention`] if other writers kept moving the key;
     /// [`StoreError::Backend`].
     pub async fn delete_all(&self, key: &str) -> Result<usize, StoreError> {
         let stream = self.stream(key);
         let lock = self.key_lock(key);
         let mut known = lock.lock().await;
         *known = None;
-        let contents = self.backend.read(&stream).await?;
-        if contents.next_seq == 0 && contents.snapshot.is_none() {
-            return Ok(0);
+        for _ in 0..SAVE_RETRIES_MAX {
+            let contents = self.backend.read(&stream).await?;
+            if contents.next_seq == 0 && contents.snapshot.is_none() {
+                return Ok(0);
+            }
+            // The prune reports where the key's start was, so the count is
+            // what this commit removed; the check makes a save or a delete
+            // since the read read again.
+            let ops = vec![
+                StoreOp::check(stream.clone(), Expect::Next(contents.next_seq)),
+                StoreOp::prune(stream.clone(), contents.next_seq),
+                StoreOp::clear(stream.clone(), Expect::Any),
+            ];
+            match self.backend.commit(ops).await {
+                Ok(committed) => return Ok(removed(&committed, contents.next_seq)),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
-        self.backend.commit(vec![StoreOp::clear(stream, Expect::Any)]).await?;
-        Ok(contents.entries.len())
+        Err(StoreError::Contention { stream, attempts: SAVE_RETRIES_MAX })
     }
+}
+
+/// How many entries the prune of a commit of [check, prune, ...] removed:
+/// from where the stream started before it up to `before`.
+fn removed(committed: &[crate::stores::backend::Committed], before: u64) -> usize {
+    let start_before = committed.get(1).expect("a commit acknowledges each of its operations").seq;
+    usize::try_from(before.saturating_sub(start_before)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -100,7 +100,12 @@ fn committed(ops: &[StoreOp], acknowledged: crate::Result<Vec<Appended>>) -> Res
         if matches!(op.action, Action::SnapshotAndPrune { .. }) {
             appended.next();
         }
-        committed.push(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0, timestamp_ms: a.timestamp_ms });
+        // A prune reports where its stream started before it, not its own sequence.
+        let seq = match op.action {
+            Action::Prune { .. } => a.start_before.expect("the log acknowledges a prune with its start").0,
+            _ => a.seq.0,
+        };
+        committed.push(Committed { cursor: Cursor(a.lsn.0), seq, timestamp_ms: a.timestamp_ms });
     }
     Ok(committed)
 }

@@ -229,8 +229,11 @@ impl<B: Backend, E: Serialize + DeserializeOwned + Send + Sync + 'static> MobEve
         }
         // The stream is never cleared, so its sequences name the same
         // events however it moved since the read: appends land after
-        // `before`, and another prune removes them at most once.
-        self.backend.commit(vec![StoreOp::prune(&self.stream, before)]).await?;
-        Ok(before - first_seen)
+        // `before`. Another prune may have removed some of them since: the
+        // backend says where the stream started, and this one removed only
+        // the events from there to `before`.
+        let committed = self.backend.commit(vec![StoreOp::prune(&self.stream, before)]).await?;
+        let start_before = committed.first().expect("one operation, one acknowledgement").seq;
+        Ok(before.saturating_sub(start_before))
     }
 }

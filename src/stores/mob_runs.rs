@@ -563,7 +563,8 @@ impl<B: Backend> MobRuns<B> {
     /// Forgets the run: every stream of it is deleted through the backend
     /// (which reclaims their space), in one atomic commit, then any stream
     /// another writer started while they were listed. Returns `false`
-    /// if the run had nothing. A run created again afterwards starts over,
+    /// if the run had nothing, also when a racing delete removed it
+    /// first. A run created again afterwards starts over,
     /// its revisions from 1: delete a run only once nothing holds a
     /// revision of it.
     ///
@@ -583,8 +584,12 @@ impl<B: Backend> MobRuns<B> {
                 return Ok(deleted);
             }
             let ops = streams.into_iter().map(|(stream, _)| StoreOp::clear(stream, Expect::Any)).collect();
-            self.backend.commit(ops).await?;
-            deleted = true;
+            // A clear says the stream's next sequence before it: 0 only if
+            // it had nothing (every listed stream has state, so a next
+            // sequence above 0). A racing delete that cleared the run first
+            // leaves this one nothing to delete.
+            let committed = self.backend.commit(ops).await?;
+            deleted |= committed.iter().any(|cleared| cleared.seq > 0);
         }
         Err(StoreError::Contention { stream: prefix, attempts: ATTEMPTS_MAX })
     }

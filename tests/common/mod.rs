@@ -3,8 +3,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
 use annals::{Log, Options, SegmentPreparation};
@@ -101,6 +101,10 @@ pub struct Faults {
     /// then removed before it was opened, as a writer's compaction or
     /// retention does under a reader.
     pub vanish_next_segment_open: AtomicBool,
+    /// Once set, the next `sync_data` says so on the sender and waits for
+    /// a message on the receiver: the writer held inside an fsync while a
+    /// test queues what it wants in the next group.
+    pub sync_gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
 }
 
 /// The real file system, failing what [`Faults`] says.
@@ -186,6 +190,10 @@ impl File for FaultyFile {
         self.inner.write_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
+        if let Some((entered, open)) = self.fs.sync_gate.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            open.recv().unwrap();
+        }
         self.fs.syncs.fetch_add(1, Ordering::SeqCst);
         if self.fs.fail_syncs.load(Ordering::SeqCst) {
             return Err(injected_as(self.fs.error_kind.load(Ordering::SeqCst)));

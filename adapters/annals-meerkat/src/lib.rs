@@ -127,6 +127,13 @@
 //! process serves a realm. Share one store, or build several over one log
 //! with [`AnnalsHostStore::from_log`]; they keep no realm state in memory,
 //! so each behaves as a separate client of the same realm.
+//!
+//! # Other backends
+//!
+//! The store reads and writes only through the stores' backend seam
+//! ([`annals::stores::Backend`]): [`AnnalsHostStore::over`] keeps a realm
+//! in any backend of it (a test may wrap the log to land another writer's
+//! commit at a chosen point).
 
 use std::fmt;
 use std::future::Future;
@@ -184,22 +191,23 @@ impl LeaseClock for SystemClock {
     }
 }
 
-/// A meerkat [`HostStore`] over an Annals log: one realm per log.
+/// A meerkat [`HostStore`] over an Annals log (or another backend of the
+/// stores' seam, [`AnnalsHostStore::over`]): one realm per log.
 ///
 /// Cheap to share: wrap it in an `Arc` and hand it to meerkat as
 /// `Arc<dyn HostStore>`. All methods may be called concurrently.
-pub struct AnnalsHostStore {
-    realm: Arc<Realm>,
+pub struct AnnalsHostStore<B = annals::Log> {
+    realm: Arc<Realm<B>>,
 }
 
 /// What a store and its spawned writes share.
-struct Realm {
-    log: Arc<annals::Log>,
+struct Realm<B> {
+    backend: Arc<B>,
     timing: FenceTiming,
     clock: Arc<dyn LeaseClock>,
 }
 
-impl AnnalsHostStore {
+impl AnnalsHostStore<annals::Log> {
     /// Opens (creating it if needed) the Annals log in the directory `dir`
     /// with `record_bytes_max` set to [`RECORD_BYTES_MAX`], recovers it,
     /// and returns a store over it with the default fence timing.
@@ -218,33 +226,12 @@ impl AnnalsHostStore {
     /// shared with other stores). Its `record_bytes_max` should be at least
     /// [`RECORD_BYTES_MAX`] for every batch meerkat may send to fit.
     pub fn from_log(log: Arc<annals::Log>) -> AnnalsHostStore {
-        let realm = Realm { log, timing: FenceTiming::default(), clock: Arc::new(SystemClock) };
-        AnnalsHostStore { realm: Arc::new(realm) }
-    }
-
-    /// This store with another fence timing: the lease it records and the
-    /// renew interval it reports to meerkat.
-    #[must_use]
-    pub fn with_fence_timing(self, timing: FenceTiming) -> AnnalsHostStore {
-        self.with_realm(|realm| Realm { timing, ..realm })
-    }
-
-    /// This store with another clock for fence leases (a test may advance
-    /// one to let leases lapse).
-    #[must_use]
-    pub fn with_lease_clock(self, clock: Arc<dyn LeaseClock>) -> AnnalsHostStore {
-        self.with_realm(|realm| Realm { clock, ..realm })
-    }
-
-    fn with_realm(self, change: impl FnOnce(Realm) -> Realm) -> AnnalsHostStore {
-        let Realm { log, timing, clock } = &*self.realm;
-        let realm = Realm { log: log.clone(), timing: *timing, clock: clock.clone() };
-        AnnalsHostStore { realm: Arc::new(change(realm)) }
+        AnnalsHostStore::over(log)
     }
 
     /// The log the realm is kept in.
     pub fn log(&self) -> &Arc<annals::Log> {
-        &self.realm.log
+        &self.realm.backend
     }
 
     /// Syncs and closes the log and releases its directory lock now, even
@@ -257,12 +244,41 @@ impl AnnalsHostStore {
     /// (the lock is released all the same); [`annals::Error::Io`] if the
     /// final sync fails.
     pub async fn close(&self) -> annals::Result<()> {
-        self.realm.log.close().await
+        self.realm.backend.close().await
+    }
+}
+
+impl<B: Backend> AnnalsHostStore<B> {
+    /// A store over any backend of the stores' seam, with the default fence
+    /// timing ([`AnnalsHostStore::from_log`] is this over a log).
+    pub fn over(backend: Arc<B>) -> AnnalsHostStore<B> {
+        let realm = Realm { backend, timing: FenceTiming::default(), clock: Arc::new(SystemClock) };
+        AnnalsHostStore { realm: Arc::new(realm) }
+    }
+
+    /// This store with another fence timing: the lease it records and the
+    /// renew interval it reports to meerkat.
+    #[must_use]
+    pub fn with_fence_timing(self, timing: FenceTiming) -> AnnalsHostStore<B> {
+        self.with_realm(|realm| Realm { timing, ..realm })
+    }
+
+    /// This store with another clock for fence leases (a test may advance
+    /// one to let leases lapse).
+    #[must_use]
+    pub fn with_lease_clock(self, clock: Arc<dyn LeaseClock>) -> AnnalsHostStore<B> {
+        self.with_realm(|realm| Realm { clock, ..realm })
+    }
+
+    fn with_realm(self, change: impl FnOnce(Realm<B>) -> Realm<B>) -> AnnalsHostStore<B> {
+        let Realm { backend, timing, clock } = &*self.realm;
+        let realm = Realm { backend: backend.clone(), timing: *timing, clock: clock.clone() };
+        AnnalsHostStore { realm: Arc::new(change(realm)) }
     }
 
     /// Runs `write` on a spawned task, so that it finishes even if the
     /// caller stops polling.
-    async fn spawned<T, F>(&self, write: impl FnOnce(Arc<Realm>) -> F) -> Result<T, HostStoreError>
+    async fn spawned<T, F>(&self, write: impl FnOnce(Arc<Realm<B>>) -> F) -> Result<T, HostStoreError>
     where
         F: Future<Output = Result<T, HostStoreError>> + Send + 'static,
         T: Send + 'static,
@@ -296,13 +312,13 @@ impl AnnalsHostStore {
     }
 }
 
-impl Realm {
+impl<B: Backend> Realm<B> {
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.timing.lease().as_millis()).unwrap_or(u64::MAX)
     }
 
     async fn read(&self, stream: &str) -> Result<StreamContents, HostStoreError> {
-        Backend::read(&*self.log, stream).await.map_err(unavailable)
+        Backend::read(&*self.backend, stream).await.map_err(unavailable)
     }
 
     /// The fence as the log holds it now.
@@ -360,7 +376,7 @@ impl Realm {
 
     /// Acquires the fence: the token and lease appends expect the streams
     /// as read, so a racing acquire or renew makes this one read again.
-    async fn acquire(self: Arc<Realm>, mode: AcquireMode) -> Result<FenceGrant, HostStoreError> {
+    async fn acquire(self: Arc<Realm<B>>, mode: AcquireMode) -> Result<FenceGrant, HostStoreError> {
         for _ in 0..ATTEMPTS_MAX {
             let fence = self.fence().await?;
             let now_ms = self.clock.now_ms();
@@ -380,7 +396,7 @@ impl Realm {
                 StoreOp::snapshot(FENCE_TOKEN_STREAM, seq, record),
             ];
             ops.extend(self.lease_ops(&fence, token, now_ms)?);
-            match Backend::commit(&*self.log, ops).await {
+            match Backend::commit(&*self.backend, ops).await {
                 Ok(_) => {
                     let superseded_lease = live.map_or(Duration::ZERO, |(_, remaining)| remaining);
                     return Ok(FenceGrant { token: FenceToken::new(token), superseded_lease });
@@ -395,13 +411,13 @@ impl Realm {
 
     /// Renews a lease, in one commit with a check that the token is still
     /// the current one.
-    async fn renew(self: Arc<Realm>, token: FenceToken) -> Result<(), HostStoreError> {
+    async fn renew(self: Arc<Realm<B>>, token: FenceToken) -> Result<(), HostStoreError> {
         for _ in 0..ATTEMPTS_MAX {
             let fence = self.fence().await?;
             fence.check(token)?;
             let mut ops = Vec::from(self.lease_ops(&fence, token.get(), self.clock.now_ms())?);
             ops.push(fence.unchanged());
-            match Backend::commit(&*self.log, ops).await {
+            match Backend::commit(&*self.backend, ops).await {
                 Ok(_) => return Ok(()),
                 // Another renew recorded a lease first, or an acquire moved
                 // the token: read the fence again.
@@ -414,11 +430,11 @@ impl Realm {
 
     /// Writes a planned batch if `token` is still current, in one commit
     /// with a check that it still is.
-    async fn write(self: Arc<Realm>, token: FenceToken, mut ops: Vec<StoreOp>) -> Result<Written, HostStoreError> {
+    async fn write(self: Arc<Realm<B>>, token: FenceToken, mut ops: Vec<StoreOp>) -> Result<Written, HostStoreError> {
         let fence = self.fence().await?;
         fence.check(token)?;
         ops.push(fence.unchanged());
-        match Backend::commit(&*self.log, ops).await {
+        match Backend::commit(&*self.backend, ops).await {
             Ok(_) => Ok(Written::Landed),
             // A head stream moved between the plan and the write, or an
             // acquire moved the token: plan again.
@@ -436,17 +452,17 @@ enum Written {
     Moved,
 }
 
-impl fmt::Debug for AnnalsHostStore {
+impl fmt::Debug for AnnalsHostStore<annals::Log> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnnalsHostStore")
-            .field("dir", &self.realm.log.dir())
+            .field("dir", &self.realm.backend.dir())
             .field("timing", &self.realm.timing)
             .finish()
     }
 }
 
 #[async_trait]
-impl HostStore for AnnalsHostStore {
+impl<B: Backend> HostStore for AnnalsHostStore<B> {
     async fn acquire_fence(&self, mode: AcquireMode) -> Result<FenceGrant, HostStoreError> {
         self.spawned(|realm| realm.acquire(mode)).await
     }
@@ -473,7 +489,7 @@ impl HostStore for AnnalsHostStore {
             return Err(HostStoreError::Invalid("a listing page holds at least one head".to_owned()));
         }
         let prefix = format!("{HEAD_PREFIX}{}/", kind.as_str());
-        let streams = Backend::streams(&*self.realm.log, &prefix).await.map_err(unavailable)?;
+        let streams = Backend::streams(&*self.realm.backend, &prefix).await.map_err(unavailable)?;
         let mut page = HeadPage::default();
         let names = streams.iter().filter_map(|(stream, _)| stream.strip_prefix(&prefix));
         for name in names.filter(|name| after.is_none_or(|after| *name > after.as_str())) {
@@ -515,7 +531,7 @@ impl HostStore for AnnalsHostStore {
         let stream = rows_stream(scope);
         let last_seq = map.seq_of(until - 1).ok_or_else(|| corrupt(&stream, first_seq, "a row map with a hole"))?;
         let span = usize::try_from(last_seq.saturating_sub(first_seq).saturating_add(1)).unwrap_or(usize::MAX);
-        let records = Backend::read_range(&*self.realm.log, &stream, first_seq, span).await.map_err(unavailable)?;
+        let records = Backend::read_range(&*self.realm.backend, &stream, first_seq, span).await.map_err(unavailable)?;
         let mut rows = Vec::with_capacity(usize::try_from(until - from).unwrap_or(0));
         for index in from..until {
             let seq = map.seq_of(index).ok_or_else(|| corrupt(&stream, first_seq, "a row map with a hole"))?;
@@ -644,14 +660,14 @@ struct Fence {
 }
 
 impl Fence {
-    /// Whether `token` is the current token: a superseded one is fenced
-    /// out, one never issued is invalid.
     /// A check-only operation that holds while no acquire has moved the
     /// token stream since this fence was read.
     fn unchanged(&self) -> StoreOp {
         StoreOp::check(FENCE_TOKEN_STREAM, Expect::Next(self.token_next_seq))
     }
 
+    /// Whether `token` is the current token: a superseded one is fenced
+    /// out, one never issued is invalid.
     fn check(&self, token: FenceToken) -> Result<(), HostStoreError> {
         match self.current {
             Some(current) if current > token.get() => {
