@@ -30,7 +30,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::error::{Corruption, Error, Result};
 use crate::frame::RecordKind;
@@ -190,6 +190,11 @@ pub(crate) struct StreamSection {
     /// Of a damaged section: the positions the covered frames say, or why
     /// they could not.
     pub(crate) walked: OnceLock<Result<Vec<RecordLoc>, Corruption>>,
+    /// One bit per entry, set once a read found the record's bytes match
+    /// its checksum: later reads in this process need not hash them again
+    /// (as a scanned frame's records are checked once, at open). Allocated
+    /// on the first such read: a bit per entry, 1 MiB for 8 M entries.
+    verified: OnceLock<Box<[AtomicU64]>>,
 }
 
 impl std::fmt::Debug for StreamSection {
@@ -222,6 +227,22 @@ impl StreamSection {
     /// The image file and the section's offset in it.
     pub(crate) fn location(&self) -> (std::path::PathBuf, u64) {
         (self.path.to_path_buf(), self.offset)
+    }
+
+    /// Whether a read in this process found the entry at `seq` to match its
+    /// record checksum ([`StreamSection::mark_verified`]).
+    pub(crate) fn is_verified(&self, seq: u64) -> bool {
+        let Some(bits) = self.verified.get() else { return false };
+        let Some(i) = seq.checked_sub(self.first_seq) else { return false };
+        bits.get((i / 64) as usize).is_some_and(|word| word.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
+    }
+
+    /// Records that the entry at `seq` matched its record checksum.
+    pub(crate) fn mark_verified(&self, seq: u64) {
+        let entries = self.items.len() / ENTRY_BYTES;
+        let Some(i) = seq.checked_sub(self.first_seq).filter(|&i| i < entries as u64) else { return };
+        let bits = self.verified.get_or_init(|| (0..entries.div_ceil(64)).map(|_| AtomicU64::new(0)).collect());
+        bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
     }
 
     /// The record checksum of the entry at `seq`, if the section holds it.
@@ -711,6 +732,7 @@ fn decode_stream(
             offset: section_at as u64,
             checked: AtomicU8::new(SECTION_UNCHECKED),
             walked: OnceLock::new(),
+            verified: OnceLock::new(),
         })
     });
     let state =

@@ -224,10 +224,16 @@ impl StreamState {
         self.image.as_ref().is_none_or(|image| image.check())
     }
 
-    /// The record checksum the image recorded for the entry at `seq`, if
-    /// the image covered it.
-    fn image_crc(&self, seq: u64) -> Option<u32> {
-        self.image.as_ref().and_then(|image| image.crc_of(seq))
+    /// How a read checks the entry at `seq` of frames the image covered:
+    /// against the checksum the image recorded for it, unless a read in
+    /// this process did already.
+    fn image_check(&self, seq: u64) -> RecordCheck<'_> {
+        let Some(image) = self.image.as_deref() else { return RecordCheck::Unknown };
+        match image.crc_of(seq) {
+            Some(crc) if image.is_verified(seq) => RecordCheck::ImageVerified(crc),
+            Some(crc) => RecordCheck::Image(crc, Some((image, seq))),
+            None => RecordCheck::Unknown,
+        }
     }
 
     /// The positions in memory, for a change: copied out of the image if
@@ -586,9 +592,13 @@ pub(crate) type StreamMap = HashMap<Box<[u8]>, StreamState, foldhash::fast::Rand
 /// How a read checks a record in frames the persisted image covered
 /// (segments-format.md, 11.2).
 #[derive(Clone, Copy, Debug)]
-enum RecordCheck {
-    /// Against the record checksum the image recorded for it.
-    Image(u32),
+enum RecordCheck<'a> {
+    /// Against the record checksum the image recorded for it; an entry's
+    /// section and sequence, to record that it passed.
+    Image(u32, Option<(&'a crate::image::StreamSection, u64)>),
+    /// Not again: a read in this process checked it against this
+    /// checksum, the image's for it.
+    ImageVerified(u32),
     /// Not again: its frame's checksum was checked by the walk that found
     /// the positions of a stream whose image section is damaged.
     FrameChecked,
@@ -613,7 +623,7 @@ impl Positions<'_> {
     }
 
     /// The `i`th live entry's position and how a read checks it.
-    fn get(&self, i: usize) -> Option<(RecordLoc, RecordCheck)> {
+    fn get(&self, i: usize) -> Option<(RecordLoc, RecordCheck<'_>)> {
         let loc = match self.walked {
             Some(walked) => *walked.get(i)?,
             None => self.state.entries.get(i)?,
@@ -621,13 +631,13 @@ impl Positions<'_> {
         let check = if self.frames_checked {
             RecordCheck::FrameChecked
         } else {
-            self.state.image_crc(self.state.start + i as u64).map_or(RecordCheck::Unknown, RecordCheck::Image)
+            self.state.image_check(self.state.start + i as u64)
         };
         Some((loc, check))
     }
 
     /// Every position from the `skip`th on, in order.
-    fn iter_from(&self, skip: usize) -> impl Iterator<Item = (RecordLoc, RecordCheck)> + '_ {
+    fn iter_from(&self, skip: usize) -> impl Iterator<Item = (RecordLoc, RecordCheck<'_>)> + '_ {
         (skip.min(self.len())..self.len()).map(|i| self.get(i).expect("below the length"))
     }
 }
@@ -1166,7 +1176,7 @@ impl Index {
             };
             let entries = positions.iter_from(0).map(|(loc, check)| (loc, RecordKind::Entry, check));
             let snapshots =
-                state.snapshots.iter().map(|s| (s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc)));
+                state.snapshots.iter().map(|s| (s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None)));
             for (loc, kind, check) in entries.chain(snapshots) {
                 let Some(entry) = self.segments.get(loc.segment()).filter(|e| loc.offset() < e.image_covered_end)
                 else {
@@ -1195,14 +1205,14 @@ impl Index {
     /// # Errors
     /// [`Error::Corruption`] if a covered record has no checksum, or the
     /// record is not where the index says.
-    fn record_crc(&self, loc: RecordLoc, kind: RecordKind, check: RecordCheck) -> Result<u32> {
+    fn record_crc(&self, loc: RecordLoc, kind: RecordKind, check: RecordCheck<'_>) -> Result<u32> {
         let entry = self.entry(loc)?;
         let corruption = |what: &str| {
             Error::corruption(&entry.segment.path, loc.offset() as u64, CorruptionKind::IndexMismatch(what.to_owned()))
         };
         if loc.offset() < entry.image_covered_end {
             match check {
-                RecordCheck::Image(crc) => return Ok(crc),
+                RecordCheck::Image(crc, _) | RecordCheck::ImageVerified(crc) => return Ok(crc),
                 RecordCheck::Unknown => return Err(corruption("a record the image covers without its checksum")),
                 RecordCheck::FrameChecked => {}
             }
@@ -1234,7 +1244,7 @@ impl Index {
         }
         let mut snapshots = Vec::with_capacity(state.snapshots.len());
         for s in &state.snapshots {
-            snapshots.push(self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc))?);
+            snapshots.push(self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None))?);
         }
         Ok((locs, entries, snapshots))
     }
@@ -1246,7 +1256,7 @@ impl Index {
         };
         let snapshot = match state.snapshots.last() {
             Some(s) => {
-                Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc))?)
+                Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc, None))?)
             }
             None => None,
         };
@@ -1341,7 +1351,7 @@ impl Index {
         kind: RecordKind,
         stream: &[u8],
         seq: StreamSeq,
-        check: RecordCheck,
+        check: RecordCheck<'_>,
     ) -> Result<Record> {
         let entry = self.entry(loc)?;
         self.with_op(loc, kind, stream, seq, check, |op| {
@@ -1368,7 +1378,7 @@ impl Index {
         kind: RecordKind,
         stream: &[u8],
         seq: StreamSeq,
-        check: RecordCheck,
+        check: RecordCheck<'_>,
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<R> {
         let entry = self.entry(loc)?;
@@ -1409,7 +1419,7 @@ impl Index {
         let mut seen = 0;
         let mut from = state.start;
         if let Some(s) = state.snapshots.last() {
-            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc), &mut f)?;
+            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc, None), &mut f)?;
             seen += 1;
             from = from.max(s.seq.0 + 1);
         }
@@ -1729,12 +1739,12 @@ fn check_image_record(
     frame_start: usize,
     op_offset: usize,
     kind: RecordKind,
-    check: RecordCheck,
+    check: RecordCheck<'_>,
 ) -> Result<()> {
     let corruption = |kind| Error::corruption(&entry.segment.path, op_offset as u64, kind);
     let expected = match check {
-        RecordCheck::Image(expected) => expected,
-        RecordCheck::FrameChecked => return Ok(()),
+        RecordCheck::Image(expected, _) => expected,
+        RecordCheck::ImageVerified(_) | RecordCheck::FrameChecked => return Ok(()),
         RecordCheck::Unknown => {
             return Err(corruption(CorruptionKind::IndexMismatch(
                 "a record the image covers without its checksum".to_owned(),
@@ -1742,7 +1752,12 @@ fn check_image_record(
         }
     };
     match record_crc_in(entry, bytes, base, frame_start, op_offset, kind) {
-        Ok(found) if found == expected => Ok(()),
+        Ok(found) if found == expected => {
+            if let RecordCheck::Image(_, Some((section, seq))) = check {
+                section.mark_verified(seq);
+            }
+            Ok(())
+        }
         Ok(_) => Err(corruption(CorruptionKind::RecordChecksum)),
         Err(what) => Err(corruption(CorruptionKind::IndexMismatch(what.to_owned()))),
     }

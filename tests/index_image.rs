@@ -551,11 +551,10 @@ fn a_damaged_record_in_a_batch_frame_fails_only_its_own_read() {
     assert!(matches!(log.read_all(Lsn::ZERO, usize::MAX), Err(Error::Corruption(_))));
 }
 
-/// A read checks an image-covered record against its record checksum at
-/// every read, remembering nothing (it replaced 6259d01's cache of checked
-/// frames, the W3 regression): records other reads checked never vouch for
-/// a damaged one, and every read of a damaged record fails, the first and
-/// the next.
+/// A read checks an image-covered record against its record checksum
+/// once per process, remembering each record that passed, never its frame
+/// or its stream: records other reads checked never vouch for a damaged
+/// one, and every read of a damaged record fails, the first and the next.
 #[test]
 fn records_other_reads_checked_never_vouch_for_a_damaged_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -567,6 +566,17 @@ fn records_other_reads_checked_never_vouch_for_a_damaged_one() {
     loaded(&log);
     let healthy = log.read_stream("stream-1").unwrap();
     assert_eq!(log.read_stream("stream-1").unwrap(), healthy, "a second read of checked frames");
+    // The victim's neighbour in its own stream (and section), read twice:
+    // checked, then remembered as checked.
+    let victim_seq = StreamSeq(log.next_seq("stream-0").unwrap().0 - 1);
+    let neighbour = log.read_stream_range("stream-0", StreamSeq(victim_seq.0 - 1), 1).unwrap();
+    assert_eq!(log.read_stream_range("stream-0", StreamSeq(victim_seq.0 - 1), 1).unwrap(), neighbour);
+    for attempt in 0..2 {
+        match log.read_stream_range("stream-0", victim_seq, 1) {
+            Err(Error::Corruption(corruption)) => assert_eq!(corruption.file, file),
+            other => panic!("range read {attempt} of a damaged record returned {other:?}"),
+        }
+    }
     for attempt in 0..2 {
         match log.read_stream("stream-0") {
             Err(Error::Corruption(corruption)) => assert_eq!(corruption.file, file),
