@@ -1591,7 +1591,8 @@ fn record_kind(kind: OpKind) -> Option<RecordKind> {
 /// The writer thread waits for more requests before it takes the queue
 /// only when the last group was at least this big: many appenders are
 /// active, and most will be back within microseconds of their reply. A
-/// lone appender is never kept waiting.
+/// lone appender waits not at all once the last group was its alone; the
+/// first one after a burst may wait [`GATHER_QUIET`].
 const GATHER_GROUP_MIN: usize = 8;
 
 /// It waits at most this long (a fraction of an fdatasync), and stops
