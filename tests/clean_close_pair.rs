@@ -14,12 +14,11 @@
 
 mod common;
 
-use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use annals::fs::{DirLock, File, FileSystem, LockMode, RealFs};
+use annals::fs::{FileSystem, RealFs};
 use annals::sim::fs::{CrashMode, SimFs};
 use annals::sim::rng::SimRng;
 use annals::state::{
@@ -203,54 +202,6 @@ fn a_clean_close_pair_ends_the_log_at_its_marker_without_reading_the_rest_of_the
     }
 }
 
-/// A file system that runs a hook once, the first time the directory is
-/// listed after it is armed: what a recovery does right after it read the
-/// state file.
-#[derive(Clone, Default)]
-struct HookedFs {
-    armed: Arc<AtomicBool>,
-    #[allow(clippy::type_complexity)]
-    hook: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
-}
-
-impl std::fmt::Debug for HookedFs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HookedFs")
-    }
-}
-
-impl FileSystem for HookedFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        RealFs.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        if self.armed.swap(false, Ordering::SeqCst)
-            && let Some(hook) = self.hook.lock().unwrap().take()
-        {
-            hook();
-        }
-        RealFs.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
-        RealFs.create(path)
-    }
-    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
-        RealFs.open(path, writable)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealFs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealFs.sync_dir(dir)
-    }
-    fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
-        RealFs.lock(dir, mode)
-    }
-}
-
 /// A read-only open beside a live writer read the state file while it
 /// held the pair; the writer then cleared it and wrote past the marker, and
 /// the first of its frames reads as zeros (damaged, or not yet visible to
@@ -263,9 +214,9 @@ fn a_reader_does_not_trust_a_pair_the_writer_cleared_after_it_read_the_state() {
     let newest = common::segment_files(dir.path()).pop().unwrap();
     let marker = *common::frame_offsets(&newest).last().unwrap();
     let writer = Arc::new(common::open(dir.path()));
-    let fs = HookedFs::default();
+    let fs = common::FaultyFs::default();
     let (hook_writer, hook_newest) = (writer.clone(), newest.clone());
-    *fs.hook.lock().unwrap() = Some(Box::new(move || {
+    *fs.faults.on_next_list.0.lock().unwrap() = Some(Box::new(move || {
         for i in 20..22 {
             hook_writer.append("after", Expectation::Any, common::unique_payload(i, 100)).wait().unwrap();
         }
@@ -274,7 +225,6 @@ fn a_reader_does_not_trust_a_pair_the_writer_cleared_after_it_read_the_state() {
         let file = RealFs.open(&hook_newest, true).unwrap();
         file.write_at(&[0; annals::frame::FRAME_HEADER_BYTES], first_after as u64).unwrap();
     }));
-    fs.armed.store(true, Ordering::SeqCst);
     let options = Options { file_system: Arc::new(fs), ..common::small_options() };
     let reader = LogReader::open_with(dir.path(), &options).unwrap();
     assert!(

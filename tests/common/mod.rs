@@ -105,6 +105,19 @@ pub struct Faults {
     /// a message on the receiver: the writer held inside an fsync while a
     /// test queues what it wants in the next group.
     pub sync_gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    /// Run once, at the next listing of a directory: what a recovery does
+    /// right after it read the state file.
+    pub on_next_list: ListHook,
+}
+
+/// A hook [`FaultyFs`] runs at the next directory listing.
+#[derive(Default)]
+pub struct ListHook(pub Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl std::fmt::Debug for ListHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListHook")
+    }
 }
 
 /// The real file system, failing what [`Faults`] says.
@@ -143,6 +156,10 @@ impl FileSystem for FaultyFs {
         RealFs.create_dir_all(dir)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let hook = self.faults.on_next_list.0.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
         RealFs.list(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
