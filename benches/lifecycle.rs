@@ -414,6 +414,17 @@ fn lifecycle_open(c: &mut Criterion) {
         group.bench_function(format!("redb_{label}_clean"), |b| {
             b.iter_custom(|iters| timed_each(iters, || (), |()| redb_first_run(&data.redb.join("db.redb"))))
         });
+        // The open alone, without the first read: what the open itself
+        // costs, apart from the page faults of a first read of rows that a
+        // log scatters over its whole length (redb keeps them together).
+        group.bench_function(format!("annals_log_{label}_clean_open_alone"), |b| {
+            b.iter_custom(|iters| timed_each(iters, || (), |()| Log::open(&data.annals, Options::default()).unwrap()))
+        });
+        group.bench_function(format!("redb_{label}_clean_open_alone"), |b| {
+            b.iter_custom(|iters| {
+                timed_each(iters, || (), |()| redb::Database::open(data.redb.join("db.redb")).unwrap())
+            })
+        });
         group.bench_function(format!("annals_log_{label}_crash"), |b| {
             b.iter_custom(|iters| timed_each(iters, fresh(&data.annals_crashed), |()| annals_first_run(&work)))
         });

@@ -358,6 +358,11 @@ def lifecycle_targets(results, figures):
                     # most one segment's scan; with no image yet, redb's repair is
                     # shown for scale.
                     out.append((f"Open {label} after a crash: Annals {what} ÷ redb (repairing)", None, None, value, None))
+        value = ratio(time(f"lifecycle_open/annals_log_{label}_clean_open_alone"),
+                      time(f"lifecycle_open/redb_{label}_clean_open_alone"))
+        if value is not None:
+            out.append((f"Open {label} after a clean close, the open alone (no first read): Annals Log::open ÷ redb",
+                        None, None, value, None))
     growth = lambda system: ratio(time(f"lifecycle_open/{system}_1gib_clean"), time(f"lifecycle_open/{system}_100k_rows_clean"))
     annals, redb = growth("annals_log"), growth("redb")
     if annals and redb:
