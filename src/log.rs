@@ -62,7 +62,10 @@ struct Handle {
     /// The writer's state; whoever holds it writes (the writer thread, or a
     /// blocking appender leading a group).
     writer: Arc<Mutex<Writer>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The spare preparer, compactor and image writer, as the writer thread
+    /// started them: all of them once it has exited.
+    background_threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     report: RecoveryReport,
 }
 
@@ -71,7 +74,11 @@ impl Drop for Handle {
         // The last handle is gone: close as `close()` would, then join the threads.
         let (reply, _ignored) = oneshot::channel();
         let _ = self.shared.push(Command::Close(reply), true);
-        for thread in self.threads.lock().drain(..) {
+        // The writer first: the others are all started once it has exited.
+        if let Some(thread) = self.writer_thread.lock().take() {
+            let _ = thread.join();
+        }
+        for thread in self.background_threads.lock().drain(..) {
             let _ = thread.join();
         }
     }
@@ -366,7 +373,10 @@ impl Log {
     /// [`Error::Locked`] if another handle or process has it open;
     /// [`Error::Corruption`] naming the file and offset of damage that is not
     /// a torn tail (unless `options.recovery_mode` is `Salvage`);
-    /// [`Error::Io`]; [`Error::InvalidArgument`] for bad options.
+    /// [`Error::Io`]; [`Error::InvalidArgument`] for bad options. The
+    /// background threads (spare preparer, compactor, image writer) start
+    /// after open returns: one that cannot be started poisons the log, so
+    /// writes fail with its error while reads go on.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         options.validate()?;
         let dir = dir.as_ref().to_owned();
@@ -377,7 +387,8 @@ impl Log {
         let fs = options.file_system.clone();
         fs.create_dir_all(&dir).map_err(|error| Error::io("create directory", &dir, error))?;
         let lock = lock_dir(&*fs, &dir, LockMode::Exclusive)?;
-        fs.sync_dir(&dir).map_err(|error| Error::io("fsync directory", &dir, error))?;
+        // Recovery syncs the directory before it reads it, unless the state
+        // file holds a clean-close pair (segments-format.md, 7).
         let Recovered { mut index, log_id, state, report, .. } =
             recover(&*fs, &dir, Access::ReadWrite, options.recovery_mode)?;
         crate::telemetry::recovered("read-write", &report, started.elapsed());
@@ -421,26 +432,43 @@ impl Log {
             image: crate::image::ImageWriter::new(),
             disk_bytes: Default::default(),
         });
-        let mut threads = Vec::new();
         let resume = report.resumes_at;
         let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), log_id, state_file)));
-        let (thread_shared, thread_writer) = (shared.clone(), writer.clone());
-        threads.push(spawn("annals-writer", move || Writer::run_thread(&thread_shared, &thread_writer))?);
+        let mut helpers: Vec<(&'static str, ThreadBody)> = Vec::new();
         if background {
             let preparer = shared.clone();
-            threads.push(spawn("annals-spare", move || Spares::run_preparer(&preparer))?);
+            helpers.push(("annals-spare", Box::new(move || Spares::run_preparer(&preparer))));
         }
         if shared.options.compaction.background {
             let (compactor, compactor_writer) = (shared.clone(), writer.clone());
-            threads.push(spawn("annals-compactor", move || {
-                crate::compact::Compactor::run(&compactor, &compactor_writer);
-            })?);
+            helpers.push((
+                "annals-compactor",
+                Box::new(move || crate::compact::Compactor::run(&compactor, &compactor_writer)),
+            ));
         }
         if shared.options.index_image == crate::options::IndexImageWrites::Background {
             let imager = shared.clone();
-            threads.push(spawn("annals-image", move || imager.image.run(&*imager.fs, &imager.dir))?);
+            helpers.push(("annals-image", Box::new(move || imager.image.run(&*imager.fs, &imager.dir))));
         }
-        let log = Log { handle: Arc::new(Handle { shared, writer, threads: Mutex::new(threads), report }) };
+        let background_threads = Arc::new(Mutex::new(Vec::new()));
+        let (thread_shared, thread_writer, started) = (shared.clone(), writer.clone(), background_threads.clone());
+        let writer_thread = spawn("annals-writer", move || {
+            // The other threads start here, beside the opener rather than on
+            // its path, and before the writer takes its first command (a
+            // rollover may wait for the preparer; a close stops them all).
+            for (name, body) in helpers {
+                match spawn(name, body) {
+                    Ok(thread) => started.lock().push(thread),
+                    Err(error) => {
+                        thread_shared.poison(error);
+                    }
+                }
+            }
+            Writer::run_thread(&thread_shared, &thread_writer);
+        })?;
+        let handle =
+            Handle { shared, writer, writer_thread: Mutex::new(Some(writer_thread)), background_threads, report };
+        let log = Log { handle: Arc::new(handle) };
         // With the threads running (a gap that does not fit rolls over, and
         // may wait for the preparer), and before anything else is written.
         // On failure, dropping `log` closes it and joins its threads.
@@ -1132,6 +1160,9 @@ fn user_streams(mut streams: Vec<(Bytes, StreamSeq)>) -> Vec<(Bytes, StreamSeq)>
     streams.retain(|(stream, _)| !crate::cursors::is_reserved(stream));
     streams
 }
+
+/// What a background thread runs.
+type ThreadBody = Box<dyn FnOnce() + Send>;
 
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     thread::Builder::new()

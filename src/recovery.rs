@@ -259,6 +259,10 @@ struct Recovery<'a> {
     /// past its marker, so zeros there end the log without the rest of the
     /// segment being read.
     clean_close_pair: Option<LogState>,
+    /// Read-write: the directory was synced before it was read.
+    dir_synced: bool,
+    /// Row 1c held: the pair vouched for the zeros after the last frame.
+    pair_vouched: std::cell::Cell<bool>,
 }
 
 /// Whether an open may load the persisted index image (`annals.index`).
@@ -384,6 +388,8 @@ fn recover_once(
         image,
         prefix_end,
         clean_close_pair: None,
+        dir_synced: false,
+        pair_vouched: std::cell::Cell::new(false),
     };
     let state = recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -401,6 +407,12 @@ impl Recovery<'_> {
         // The state file first, then the segments: beside a live writer, the
         // state read is then no newer than the segments listed after it.
         let mut state_read = read_state(self.fs, self.dir)?;
+        if self.access == Access::ReadWrite && state_read.clean_close_pair().is_none() {
+            // What the open reads, and builds on, is made durable first: a
+            // crash may have left entries that a power cut would still take
+            // (segments-format.md, 7).
+            self.sync_dir_read()?;
+        }
         let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
         let mut segments: Vec<(Lsn, String)> =
             names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
@@ -487,7 +499,20 @@ impl Recovery<'_> {
                 self.scan_segments(&segments, false)?;
             }
         }
-        self.settle_state(damaged_state)
+        if self.access == Access::ReadWrite && !self.dir_synced && !self.pair_vouched.get() {
+            // A pair that did not end the log where it said: this is not the
+            // log it closed, so its promise about the directory is void too.
+            self.sync_dir_read()?;
+        }
+        let state_temp = names.iter().any(|name| name == STATE_TEMP_FILE_NAME);
+        self.settle_state(damaged_state, state_temp)
+    }
+
+    /// Syncs the directory a read-write open reads.
+    fn sync_dir_read(&mut self) -> Result<()> {
+        self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
+        self.dir_synced = true;
+        Ok(())
     }
 
     /// Loads the persisted index image when it is whole and describes this
@@ -799,8 +824,7 @@ impl Recovery<'_> {
         let StateRead::Found { state, .. } = &state_read else {
             return Ok(state_read);
         };
-        let ids = segment_log_ids(self.fs, self.dir, segments)?;
-        if ids.is_empty() || ids.contains(&state.log_id) {
+        if state_names_a_segment_log(self.fs, self.dir, segments, &state.log_id)? {
             return Ok(state_read);
         }
         let kind = CorruptionKind::BadStateFile("it names another log than every segment does");
@@ -809,11 +833,13 @@ impl Recovery<'_> {
 
     /// Decides what the state file needs once the segments are scanned
     /// (rows 9 and 10 of the decision table).
-    fn settle_state(&mut self, damaged_state: Option<Corruption>) -> Result<StateAction> {
+    /// `state_temp`: the directory held a temporary state file (a creation
+    /// or rebuild a crash interrupted), which a read-write open deletes.
+    fn settle_state(&mut self, damaged_state: Option<Corruption>, state_temp: bool) -> Result<StateAction> {
         let has_frames = self.index.segments().iter().any(|entry| entry.last_frame_offset().is_some());
         let newest_version = self.index.segments().last().map_or(0, |entry| entry.segment.header.version);
         self.report.format_version = newest_version;
-        if self.access == Access::ReadWrite {
+        if self.access == Access::ReadWrite && state_temp {
             let _ = self.fs.remove(&self.dir.join(STATE_TEMP_FILE_NAME));
         }
         let Some(state) = self.state else {
@@ -1176,8 +1202,10 @@ impl Recovery<'_> {
         if !is_last || self.resynced || self.image == ImagePolicy::Ignore || !vouched {
             return false;
         }
-        self.access == Access::ReadWrite
-            || read_state(self.fs, self.dir).is_ok_and(|read| read.clean_close_pair() == self.clean_close_pair)
+        let holds = self.access == Access::ReadWrite
+            || read_state(self.fs, self.dir).is_ok_and(|read| read.clean_close_pair() == self.clean_close_pair);
+        self.pair_vouched.set(holds);
+        holds
     }
 
     /// Decides what the end of a segment's frames means (the decision table).
@@ -1495,6 +1523,33 @@ pub(crate) fn segment_log_ids(fs: &dyn FileSystem, dir: &Path, segments: &[(Lsn,
         }
     }
     Ok(ids)
+}
+
+/// Whether the state file's `log_id` belongs with `segments`: some segment
+/// header names it, or none is readable. Stops at the first header that
+/// names it (the first segment, in a log that is whole): an open reads one
+/// header here, not every segment's.
+fn state_names_a_segment_log(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segments: &[(Lsn, String)],
+    log_id: &[u8; 16],
+) -> Result<bool> {
+    let mut any_readable = false;
+    for (_, name) in segments {
+        let path = dir.join(name);
+        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        if file.read_at(&mut header, 0).is_ok()
+            && let Ok(header) = SegmentHeader::decode(&header)
+        {
+            if header.log_id == *log_id {
+                return Ok(true);
+            }
+            any_readable = true;
+        }
+    }
+    Ok(!any_readable)
 }
 
 /// Whether every byte is zero.

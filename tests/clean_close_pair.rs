@@ -310,3 +310,54 @@ fn a_failed_not_clean_slot_fails_only_the_append_and_writes_nothing_past_the_mar
     assert_eq!(all.len(), records.len() + 1);
     assert_eq!(all.last().unwrap().payload.as_ref(), &[2; 10]);
 }
+
+/// A read-write open syncs the directory before it lists it, so that what
+/// it reads is not an entry a power cut could still take, except after a
+/// clean close: the pair's session synced every entry it made, and any
+/// session since wrote nothing the log depends on (segments-format.md, 7).
+/// A log copied while open (what a crash leaves: no pair) is synced before
+/// the listing; the same log, once closed cleanly, is opened and closed
+/// without a directory sync.
+#[test]
+fn an_open_syncs_the_directory_before_listing_it_unless_a_clean_close_pair_holds() {
+    let (live, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Log::open(live.path(), common::small_options()).unwrap();
+    for i in 0..20u8 {
+        log.append("s", Expectation::Any, vec![i; 100]).wait().unwrap();
+    }
+    common::crash_image(live.path(), dir.path());
+    let fs = common::FaultyFs::default();
+    let options = || Options {
+        file_system: fs.options().file_system,
+        index_image: annals::IndexImageWrites::AtClose,
+        ..common::small_options()
+    };
+    let dir_syncs = {
+        let faults = fs.faults.clone();
+        move || faults.dir_syncs.load(Ordering::SeqCst)
+    };
+    let open_counting_syncs_before_the_listing = || {
+        let at_listing = Arc::new(std::sync::Mutex::new(None));
+        let (record, count) = (at_listing.clone(), dir_syncs.clone());
+        *fs.faults.on_next_list.0.lock().unwrap() = Some(Box::new(move || {
+            *record.lock().unwrap() = Some(count());
+        }));
+        let before = dir_syncs();
+        let log = Log::open(dir.path(), options()).unwrap();
+        let at_listing = at_listing.lock().unwrap().expect("the open listed the directory");
+        (log, at_listing - before)
+    };
+    let (log, synced) = open_counting_syncs_before_the_listing();
+    assert_eq!(synced, 1, "a log without a pair: the directory is synced before it is listed");
+    assert_eq!(log.read_stream("s").unwrap().entries.len(), 20);
+    log.close().wait().unwrap();
+    drop(log);
+    assert!(state_of(dir.path()).clean_close_pair().is_some());
+    let before = dir_syncs();
+    let (log, synced) = open_counting_syncs_before_the_listing();
+    assert_eq!(synced, 0, "a clean-close pair: no sync before the listing");
+    assert_eq!(log.read_stream("s").unwrap().entries.len(), 20);
+    log.close().wait().unwrap();
+    drop(log);
+    assert_eq!(dir_syncs() - before, 0, "nor at all, in a session that wrote nothing");
+}
