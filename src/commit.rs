@@ -1256,7 +1256,12 @@ impl Writer {
             // Still holding the directory's lock. Not user data: a failure
             // leaves the previous image (or none), and the next open scans more.
             let shared = &self.shared;
-            let _ = shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Whole);
+            let sections = if shared.index.read().image_sections_found_damaged() {
+                crate::image::SectionsKnown::SomeFoundDamaged
+            } else {
+                crate::image::SectionsKnown::NoneFoundDamaged
+            };
+            let _ = shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Whole, sections);
         }
         for command in self.pending.drain(..) {
             match command {

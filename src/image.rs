@@ -219,6 +219,12 @@ impl StreamSection {
         state == SECTION_GOOD
     }
 
+    /// Whether a check in this process found the section damaged (without
+    /// checking it if none did).
+    pub(crate) fn found_damaged(&self) -> bool {
+        self.checked.load(Ordering::Acquire) == SECTION_DAMAGED
+    }
+
     /// The sequence of the section's first entry, and how many it holds.
     pub(crate) fn span(&self) -> (u64, usize) {
         (self.first_seq, self.items.len() / ENTRY_BYTES)
@@ -818,12 +824,21 @@ pub(crate) enum Coverage {
 ///
 /// # Errors
 /// [`Error::Io`] and [`Error::DiskFull`] from writing it; never poisons.
-pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Result<Option<Lsn>> {
+pub(crate) fn refresh(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    coverage: Coverage,
+    sections: SectionsKnown,
+) -> Result<Option<Lsn>> {
     if let crate::state::StateRead::Found { state, .. } = crate::state::read_state(fs, dir)?
         && let Some(current) = read(fs, dir)?
         && let Ok(header) = decode_header(&current)
         && header.check_against(&state).is_ok()
-        && sections_intact(&current, dir)
+        && match sections {
+            SectionsKnown::CheckAll => sections_intact(&current, dir),
+            SectionsKnown::NoneFoundDamaged => true,
+            SectionsKnown::SomeFoundDamaged => false,
+        }
     {
         // The current image reaches as far already: the newest segment
         // (sealed), or the end a clean close recorded (a reopen that wrote
@@ -856,6 +871,21 @@ pub(crate) fn refresh(fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Re
     };
     write(fs, dir, &image)?;
     Ok(Some(index.next_lsn))
+}
+
+/// What a refresh knows of the current image's stream sections, to decide
+/// whether an image that reaches far enough must still be replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SectionsKnown {
+    /// Nothing: check every one (a whole pass over the image).
+    CheckAll,
+    /// The open loaded the image and no read in this process found a damaged
+    /// section: one never read is checked when the next open's first read of
+    /// its stream is (and that session's close replaces the image). A close
+    /// of a 1 GiB log no longer hashes its 48 MB image.
+    NoneFoundDamaged,
+    /// A read found a damaged section: replace the image.
+    SomeFoundDamaged,
 }
 
 /// Whether every stream section of `image` passes its checksum (a whole
@@ -921,12 +951,18 @@ impl ImageWriter {
     /// Writes an image now, unless stopped; one at a time. A failure is not
     /// the log's: it is returned to whoever asked, and the next open scans
     /// more.
-    pub(crate) fn write_now(&self, fs: &dyn FileSystem, dir: &Path, coverage: Coverage) -> Result<Option<Lsn>> {
+    pub(crate) fn write_now(
+        &self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        coverage: Coverage,
+        sections: SectionsKnown,
+    ) -> Result<Option<Lsn>> {
         let _one_at_a_time = self.writing.lock();
         if coverage == Coverage::Sealed && self.state.lock().stopped {
             return Ok(None);
         }
-        refresh(fs, dir, coverage)
+        refresh(fs, dir, coverage, sections)
     }
 
     /// The thread's loop: an image of the sealed prefix after every poke.
@@ -944,7 +980,7 @@ impl ImageWriter {
             }
             // Not user data: a failure leaves the previous image, and the
             // next open scans a little more.
-            let _ = self.write_now(fs, dir, Coverage::Sealed);
+            let _ = self.write_now(fs, dir, Coverage::Sealed, SectionsKnown::CheckAll);
         }
     }
 }

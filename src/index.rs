@@ -727,6 +727,12 @@ impl Index {
         self.ends_with_marker
     }
 
+    /// Whether a read in this process found some stream's section of the
+    /// loaded index image damaged (no section is checked here).
+    pub(crate) fn image_sections_found_damaged(&self) -> bool {
+        self.streams.values().any(|stream| stream.image.as_ref().is_some_and(|image| image.found_damaged()))
+    }
+
     /// Records (operations) in the log, live or not.
     pub fn records(&self) -> u64 {
         self.records

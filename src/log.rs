@@ -1069,7 +1069,12 @@ impl Log {
     pub fn write_index_image(&self) -> Result<Option<Lsn>> {
         self.check_open()?;
         let shared = self.shared();
-        shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Sealed)
+        shared.image.write_now(
+            &*shared.fs,
+            &shared.dir,
+            crate::image::Coverage::Sealed,
+            crate::image::SectionsKnown::CheckAll,
+        )
     }
 
     /// How the index differs from one rebuilt by scanning every frame (see
