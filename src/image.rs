@@ -652,24 +652,39 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     if has_last && last_frame_offset as usize >= end_offset {
         return Err(ImageDefect::Malformed("a segment's last frame"));
     }
+    // Every 32nd frame's position, 129 k of them at 1 GiB: decoded from one
+    // checked slice, each check folded into one flag, not a fallible read
+    // and a branch each (a fifth of open's time at 1 GiB).
     let checkpoint_count = cursor.count(u64::from(checkpoints), CHECKPOINT_BYTES)?;
-    let mut checkpoints = Vec::with_capacity(checkpoint_count);
-    for _ in 0..checkpoint_count {
-        let lsn = Lsn(cursor.u64()?);
-        let offset = cursor.u32()?;
-        if offset as usize >= end_offset {
-            return Err(ImageDefect::Malformed("a checkpoint past a segment's end"));
-        }
-        checkpoints.push((lsn, offset));
+    let mut past_end = false;
+    let checkpoints: Vec<(Lsn, u32)> = cursor
+        .take(checkpoint_count * CHECKPOINT_BYTES)?
+        .chunks_exact(CHECKPOINT_BYTES)
+        .map(|point| {
+            let (lsn, offset) = point.split_at(8);
+            let offset = u32::from_le_bytes(offset.try_into().expect("four bytes"));
+            past_end |= offset as usize >= end_offset;
+            (Lsn(u64::from_le_bytes(lsn.try_into().expect("eight bytes"))), offset)
+        })
+        .collect();
+    if past_end {
+        return Err(ImageDefect::Malformed("a checkpoint past a segment's end"));
     }
     let batch_count = cursor.count(u64::from(batch_frames), BATCH_FRAME_BYTES)?;
-    let mut batch_frames = Vec::with_capacity(batch_count);
-    for _ in 0..batch_count {
-        let (start, end) = (cursor.u32()?, cursor.u32()?);
-        if start >= end || end as usize > end_offset {
-            return Err(ImageDefect::Malformed("a batch frame past a segment's end"));
-        }
-        batch_frames.push((start, end));
+    let mut outside = false;
+    let batch_frames: Vec<(u32, u32)> = cursor
+        .take(batch_count * BATCH_FRAME_BYTES)?
+        .chunks_exact(BATCH_FRAME_BYTES)
+        .map(|frame| {
+            let (start, end) = frame.split_at(4);
+            let start = u32::from_le_bytes(start.try_into().expect("four bytes"));
+            let end = u32::from_le_bytes(end.try_into().expect("four bytes"));
+            outside |= start >= end || end as usize > end_offset;
+            (start, end)
+        })
+        .collect();
+    if outside {
+        return Err(ImageDefect::Malformed("a batch frame past a segment's end"));
     }
     let entry = EntryFields {
         end_offset,

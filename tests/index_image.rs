@@ -226,6 +226,52 @@ fn a_damaged_or_truncated_image_is_refused_and_deleted() {
     }
 }
 
+/// A seek point (every 32nd frame's LSN and offset) or a batch frame's
+/// range past its segment's covered end, under checksums that hold (an
+/// image written wrong, not damaged): refused as malformed, a full scan.
+/// Open decodes the 129 k seek points of a 1 GiB log from one checked
+/// slice, each bound folded into one flag: the bound must still refuse.
+#[test]
+fn a_seek_point_or_batch_frame_past_its_segment_s_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    fill(&log, 0, 150);
+    let batch = (0..3u8).fold(annals::Batch::new(), |batch, i| batch.append("batched", Expectation::Any, vec![i; 100]));
+    log.commit(batch).wait().unwrap();
+    fill(&log, 150, 150);
+    log.close().wait().unwrap();
+    drop(log);
+    let path = dir.path().join(IMAGE_FILE_NAME);
+    let good = std::fs::read(&path).unwrap();
+    let tables_end = layout(&good).tables_end;
+    // Each segment's seek points and batch frames, as (where, count).
+    let (mut seek_points, mut batch_frames) = (Vec::new(), Vec::new());
+    let mut at = HEADER_BYTES + SCALARS_BYTES;
+    for _ in 0..u32_at(&good, HEADER_BYTES + 36) {
+        let (points, batches) = (u32_at(&good, at + 108), u32_at(&good, at + 112));
+        seek_points.push((at + SEGMENT_FIXED_BYTES, points));
+        batch_frames.push((at + SEGMENT_FIXED_BYTES + points * 12, batches));
+        at += SEGMENT_FIXED_BYTES + points * 12 + batches * 8;
+    }
+    let seek_point = seek_points.iter().find(|(_, n)| *n > 0).map(|(at, n)| at + (n - 1) * 12 + 8);
+    let batch_end = batch_frames.iter().find(|(_, n)| *n > 0).map(|(at, _)| at + 4);
+    let (seek_point, batch_end) = (seek_point.expect("a segment with seek points"), batch_end.expect("a batch frame"));
+    for (at, what) in
+        [(seek_point, "a checkpoint past a segment's end"), (batch_end, "a batch frame past a segment's end")]
+    {
+        let mut bytes = good.clone();
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let tables = image_crc(&bytes, &bytes[HEADER_BYTES..tables_end]);
+        bytes[96..100].copy_from_slice(&tables.to_le_bytes());
+        let header = image_crc(&bytes, &bytes[..100]);
+        bytes[100..104].copy_from_slice(&header.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let log = Log::open(dir.path(), Options { index_image: IndexImageWrites::Off, ..options() }).unwrap();
+        assert_eq!(rejected(&log), format!("malformed image: {what}"));
+        assert_same_as_full_scan(&log, dir.path());
+    }
+}
+
 /// Image version 1 (one checksum over the whole body, no record
 /// checksums) is not read (row 20): a full scan, a read-write open deletes
 /// it, and the next clean close writes version 2, which the open after it
