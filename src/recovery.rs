@@ -1513,14 +1513,7 @@ const fn lsn_capacity(segment_bytes: u64) -> u64 {
 pub(crate) fn segment_log_ids(fs: &dyn FileSystem, dir: &Path, segments: &[(Lsn, String)]) -> Result<Vec<[u8; 16]>> {
     let mut ids = Vec::new();
     for (_, name) in segments {
-        let path = dir.join(name);
-        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        if file.read_at(&mut header, 0).is_ok()
-            && let Ok(header) = SegmentHeader::decode(&header)
-        {
-            ids.push(header.log_id);
-        }
+        ids.extend(segment_log_id(fs, dir, name)?);
     }
     Ok(ids)
 }
@@ -1537,19 +1530,24 @@ fn state_names_a_segment_log(
 ) -> Result<bool> {
     let mut any_readable = false;
     for (_, name) in segments {
-        let path = dir.join(name);
-        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        if file.read_at(&mut header, 0).is_ok()
-            && let Ok(header) = SegmentHeader::decode(&header)
-        {
-            if header.log_id == *log_id {
-                return Ok(true);
-            }
-            any_readable = true;
+        match segment_log_id(fs, dir, name)? {
+            Some(id) if id == *log_id => return Ok(true),
+            Some(_) => any_readable = true,
+            None => {}
         }
     }
     Ok(!any_readable)
+}
+
+/// The log id of segment `name`'s header, if the header is intact.
+fn segment_log_id(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<Option<[u8; 16]>> {
+    let path = dir.join(name);
+    let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    if file.read_at(&mut header, 0).is_err() {
+        return Ok(None);
+    }
+    Ok(SegmentHeader::decode(&header).ok().map(|header| header.log_id))
 }
 
 /// Whether every byte is zero.
