@@ -173,8 +173,8 @@ fn blocking_appenders_behind_a_full_queue_are_all_committed() {
 
 /// Async appenders (each append awaited, the writer thread committing) behind
 /// a queue that holds one request: every append either waits for room, or
-/// is queued and answered through its reply slot, which wakes the awaiting
-/// task directly. Every append is acknowledged once, densely, and a dropped
+/// is queued and answered through its reply slot, whose waker the
+/// completer thread wakes (the writer thread hands it every group here). Every append is acknowledged once, densely, and a dropped
 /// append that was queued is still committed or not, never half.
 #[test]
 fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
