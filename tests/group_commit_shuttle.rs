@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use annals::sim::fs::{FaultKind, SimFs};
+use annals::sim::fs::{CrashMode, FaultKind, SimFs};
+use annals::sim::rng::SimRng;
 use annals::{Error, Expectation, Log, Lsn, Options, SegmentPreparation, StreamSeq};
 use shuttle::thread;
 
@@ -172,8 +173,8 @@ fn blocking_appenders_behind_a_full_queue_are_all_committed() {
 
 /// Async appenders (each append awaited, the writer thread committing) behind
 /// a queue that holds one request: every append either waits for room, or
-/// is queued and answered through its reply slot, which wakes the awaiting
-/// task directly. Every append is acknowledged once, densely, and a dropped
+/// is queued and answered through its reply slot, whose waker the
+/// completer thread wakes (the writer thread hands it every group here). Every append is acknowledged once, densely, and a dropped
 /// append that was queued is still committed or not, never half.
 #[test]
 fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
@@ -213,6 +214,50 @@ fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
             // A closed handle reads nothing: the log as the next open finds it.
             let last = open(&fs).last_lsn().unwrap();
             assert!(last == Lsn(6) || last == Lsn(7), "six acknowledged appends, and the dropped one or not");
+        },
+        ITERATIONS,
+    );
+}
+
+/// The writer thread hands a synced group's replies to the completer
+/// thread, which wakes the awaiting tasks while the writer goes on: an
+/// awaited append is told `Ok` only once its frame is synced. A crash at
+/// any point (the disk frozen, every later write and sync failing) keeps
+/// every acknowledged append: nothing acknowledged is lost, and no waiter
+/// of a group the crash cut is told `Ok`.
+#[test]
+fn awaited_appends_are_acknowledged_by_the_completer_only_after_their_sync() {
+    shuttle::check_random(
+        || {
+            let fs = SimFs::new();
+            let log = open(&fs);
+            let tasks: Vec<_> = (0..3u8)
+                .map(|i| {
+                    let log = log.clone();
+                    shuttle::future::spawn(async move {
+                        let mut acked = Vec::new();
+                        for _ in 0..2 {
+                            match log.append(format!("s{i}"), Expectation::Any, vec![i]).await {
+                                Ok(appended) => acked.push(appended.lsn),
+                                Err(Error::Poisoned { .. }) => break,
+                                Err(other) => panic!("unexpected error {other}"),
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            let crasher = {
+                let fs = fs.clone();
+                thread::spawn(move || fs.crash_now())
+            };
+            let acked: Vec<Lsn> = tasks.into_iter().flat_map(|task| shuttle::future::block_on(task).unwrap()).collect();
+            crasher.join().unwrap();
+            drop(log);
+            let reopened = open(&fs.crash_image(CrashMode::Drop, &mut SimRng::new(1)));
+            for lsn in acked {
+                assert!(reopened.read_lsn(lsn).unwrap().is_some(), "acknowledged lsn {lsn} survives the crash");
+            }
         },
         ITERATIONS,
     );
