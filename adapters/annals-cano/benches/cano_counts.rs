@@ -6,6 +6,7 @@
 //! cargo bench -p annals-cano --bench cano_counts --no-run   # prints the binary
 //! cano_counts fill DIR                  # 1,000 runs of 20 rows in each store under DIR
 //! cano_counts w3 annals|redb DIR N      # reopen the filled store, then N loads of a run
+//! cano_counts w3-verified annals|redb DIR N  # reopen, load every run once (not counted), then N loads
 //! cano_counts w3-written annals|redb DIR N  # fill a fresh store, then N loads (the bench's case)
 //! cano_counts w1 annals|redb|raw DIR N  # N durable appends to one workflow (fresh DIR)
 //! cano_counts w1-interleaved DIR N      # N rounds of one append on each, timed apiece
@@ -38,13 +39,16 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["fill", dir] => fill(Path::new(dir), RUNS),
         ["w3", system, dir, count] => w3(system, Path::new(dir), count.parse().expect("a count"), RUNS),
+        ["w3-verified", system, dir, count] => {
+            w3_verified(system, Path::new(dir), count.parse().expect("a count"), RUNS)
+        }
         ["w3-written", system, dir, count] => w3_written(system, Path::new(dir), count.parse().expect("a count"), RUNS),
         ["w1", system, dir, count] => w1(system, Path::new(dir), count.parse().expect("a count")),
         ["w2", system, dir, count] => w2(system, Path::new(dir), count.parse().expect("a count")),
         ["w1-interleaved", dir, count] => w1_interleaved(Path::new(dir), count.parse().expect("a count")),
         [] => smoke(),
         _ => panic!(
-            "usage: cano_counts fill DIR | w3[-written] annals|redb DIR N | w1 annals|redb|raw DIR N | w1-interleaved DIR N | w2 annals|redb DIR N"
+            "usage: cano_counts fill DIR | w3[-verified|-written] annals|redb DIR N | w1 annals|redb|raw DIR N | w1-interleaved DIR N | w2 annals|redb DIR N"
         ),
     }
 }
@@ -55,6 +59,7 @@ fn smoke() {
     fill(&dir, 2);
     for system in ["annals", "redb"] {
         w3(system, &dir, 2, 2);
+        w3_verified(system, &dir, 2, 2);
         w3_written(system, &dir.join(format!("w3-{system}")), 2, 2);
     }
     for system in ["annals", "redb", "raw"] {
@@ -91,6 +96,24 @@ fn fill(dir: &Path, runs: u64) {
 
 fn w3(system: &str, dir: &Path, count: u64, runs: u64) {
     load_runs(&runtime(), &open(system, dir), count, runs);
+}
+
+/// W3 on a reopened log once every run was read: the loads that follow
+/// find each record's checksum already checked in this process.
+fn w3_verified(system: &str, dir: &Path, count: u64, runs: u64) {
+    let rt = runtime();
+    let store = open(system, dir);
+    first_loads(&rt, &store, runs);
+    load_runs(&rt, &store, count, runs);
+}
+
+/// One load of every run, outside what callgrind counts.
+#[inline(never)]
+fn first_loads(rt: &tokio::runtime::Runtime, store: &std::sync::Arc<dyn cano::recovery::CheckpointStore>, runs: u64) {
+    for run in 0..runs {
+        let rows = rt.block_on(store.load_run(&format!("run-{run}"))).unwrap();
+        assert_eq!(rows.len(), RUN_ROWS as usize);
+    }
 }
 
 /// W3 as the criterion bench runs it: the loads read what this process

@@ -301,8 +301,17 @@ fn checkpoint_store_error(workflow_id: &str, operation: Operation, error: StoreE
 /// kind a later cano adds needs no change here. `output_blob` and
 /// `workflow_version` default when absent, so a row written without them
 /// still reads.
+///
+/// It is cano's row itself, so a loaded run is handed to cano as it was
+/// decoded, with no field moved.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct StoredRow {
+#[serde(transparent)]
+struct StoredRow(#[serde(with = "RowFields")] CheckpointRow);
+
+/// The stored form of [`CheckpointRow`]'s fields, for serde.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(remote = "CheckpointRow")]
+struct RowFields {
     sequence: u64,
     state: String,
     task_id: String,
@@ -316,7 +325,7 @@ struct StoredRow {
 
 impl SequencedRow for StoredRow {
     fn sequence(&self) -> u64 {
-        self.sequence
+        self.0.sequence
     }
 
     fn decode_body(body: &[u8]) -> Result<StoredRow, String> {
@@ -326,15 +335,13 @@ impl SequencedRow for StoredRow {
 
 impl From<CheckpointRow> for StoredRow {
     fn from(row: CheckpointRow) -> StoredRow {
-        let CheckpointRow { sequence, state, task_id, output_blob, kind, workflow_version } = row;
-        StoredRow { sequence, state, task_id, output_blob, kind, workflow_version }
+        StoredRow(row)
     }
 }
 
 impl From<StoredRow> for CheckpointRow {
     fn from(row: StoredRow) -> CheckpointRow {
-        let StoredRow { sequence, state, task_id, output_blob, kind, workflow_version } = row;
-        CheckpointRow { sequence, state, task_id, output_blob, kind, workflow_version }
+        row.0
     }
 }
 

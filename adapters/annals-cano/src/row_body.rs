@@ -24,7 +24,7 @@
 //! //   output_blob: nil | bin8 | bin16 | bin32
 //! ```
 
-use cano::recovery::RowKind;
+use cano::recovery::{CheckpointRow, RowKind};
 
 use crate::StoredRow;
 
@@ -77,7 +77,7 @@ fn decode_written_order(body: &[u8]) -> Option<StoredRow> {
     if !reader.rest.is_empty() {
         return None;
     }
-    Some(StoredRow { sequence, state, task_id, output_blob, kind, workflow_version })
+    Some(StoredRow(CheckpointRow { sequence, state, task_id, output_blob, kind, workflow_version }))
 }
 
 /// The row, if `body` is a map of known fields in any order, each at most
@@ -105,14 +105,14 @@ fn decode_any_order(body: &[u8]) -> Option<StoredRow> {
     if !reader.rest.is_empty() {
         return None;
     }
-    Some(StoredRow {
+    Some(StoredRow(CheckpointRow {
         sequence: sequence?,
         state: state?,
         task_id: task_id?,
         output_blob: output_blob.unwrap_or(None),
         kind: kind.unwrap_or_default(),
         workflow_version: workflow_version.unwrap_or(0),
-    })
+    }))
 }
 
 /// cano's serde form of a [`RowKind`]: its variant name.
@@ -212,7 +212,6 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-    use cano::recovery::CheckpointRow;
 
     use super::*;
 
@@ -377,7 +376,7 @@ mod tests {
             assert!(decode_known_shape(body).is_none());
             assert_eq!(decode(body).map(CheckpointRow::from), by_serde(body));
         }
-        assert_eq!(decode(&as_numbers).unwrap().output_blob, Some(vec![1, 2]));
+        assert_eq!(decode(&as_numbers).unwrap().0.output_blob, Some(vec![1, 2]));
         assert!(decode(&later_kind).is_err(), "a kind this cano does not know is serde's error");
     }
 }
