@@ -916,7 +916,7 @@ impl Recovery<'_> {
         // the same LSN whose own fsync failed, which no record vouches for.
         let closed_cleanly_here =
             self.state.is_some_and(|state| state.clean_close && state.durable_end_lsn == self.index.next_lsn());
-        if self.access == Access::ReadWrite && !self.tail_covered_by_image() {
+        if self.access == Access::ReadWrite && !self.tail_covered_by_image() && !self.tail_vouched_by_pair() {
             let from = if closed_cleanly_here {
                 self.index.segments().last().and_then(|e| e.last_frame_offset())
             } else {
@@ -938,6 +938,26 @@ impl Recovery<'_> {
         let segments = self.index.segments();
         self.image_end.is_some_and(|(position, end)| {
             position + 1 == segments.len() && segments[position].end_offset == end
+        })
+    }
+
+    /// Whether the state file's clean-close pair, as read at open, ends the
+    /// log exactly where the scan ended it, in the segment it records as
+    /// newest (the last): then every frame is durable, its marker included.
+    /// The close synced the marker before it wrote the first slot of the
+    /// pair, and synced that slot before the second; a later marker at the
+    /// same LSN (the one whose fsync may have failed, which is why a clean
+    /// close alone has its marker written again) is written only after a
+    /// synced slot that is not clean replaced one of the pair. So a reopen
+    /// after a clean close writes nothing, with or without an index image.
+    fn tail_vouched_by_pair(&self) -> bool {
+        let last = self.index.segments().last().map(|entry| entry.segment.header.first_lsn);
+        self.clean_close_pair.is_some_and(|pair| {
+            !self.resynced
+                && self.report.salvaged.is_empty()
+                && self.cut_lsn_seen.is_none()
+                && pair.durable_end_lsn == self.index.next_lsn()
+                && last == Some(pair.newest_segment_lsn)
         })
     }
 

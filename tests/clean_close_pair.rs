@@ -244,8 +244,9 @@ fn a_reader_does_not_trust_a_pair_the_writer_cleared_after_it_read_the_state() {
 fn with_every_write_failing_a_reopen_and_close_succeed_and_a_writing_session_adds_one_slot() {
     let dir = tempfile::tempdir().unwrap();
     let fs = common::FaultyFs::default();
-    // With the index image, as by default: without one, an open cannot tell
-    // that the marker is durable, and writes it again (`annals.resync`).
+    // With the index image, as by default (without one, the pair alone
+    // vouches for the marker:
+    // `a_reopen_of_a_clean_close_pair_without_an_index_image_writes_nothing`).
     let options = || Options { index_image: annals::IndexImageWrites::AtClose, ..fs.options() };
     let records = common::write_closed_log(dir.path(), options(), 30, 100);
     let before = common::dir_snapshot(dir.path());
@@ -611,4 +612,38 @@ fn a_rollover_whose_state_slot_failed_before_a_clean_close_leaves_an_empty_segme
         assert!(next.lsn > read.last().unwrap().lsn, "{what}: lsn {} handed out again", next.lsn);
     }
     assert!(strays > 0, "no fault point left an empty segment beside a pair");
+}
+
+/// Issue 11, point 4: a reopen writes at most what recovery must. Found
+/// last session: after a clean close, an open without the index image
+/// (images off, or `annals.index` deleted) could not tell that the close's
+/// marker was durable, and wrote it again: a copy in `annals.resync`, the
+/// marker, the copy removed, three fsyncs and a directory sync. The pair
+/// vouches for the marker as the image does: the close synced it before it
+/// wrote the first slot, and nothing writes a later marker at that LSN
+/// without a synced slot that is not clean replacing one of the pair first.
+/// So the open writes nothing, syncs nothing and changes no file. (Without
+/// the pair the marker is still written again: `tests/index_image.rs`.)
+#[test]
+fn a_reopen_of_a_clean_close_pair_without_an_index_image_writes_nothing() {
+    for image in [annals::IndexImageWrites::Off, annals::IndexImageWrites::AtClose] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = common::FaultyFs::default();
+        let options = || Options { index_image: image, ..fs.options() };
+        let records = common::write_closed_log(dir.path(), options(), 30, 100);
+        let _ = std::fs::remove_file(dir.path().join(annals::image::IMAGE_FILE_NAME));
+        let before = common::dir_snapshot(dir.path());
+        let (writes, syncs) = (fs.faults.writes.load(Ordering::SeqCst), fs.faults.syncs.load(Ordering::SeqCst));
+        let log = Log::open(dir.path(), options()).unwrap();
+        let what = format!("image {image:?}");
+        assert_eq!(log.recovery_report().index_image, annals::ImageUse::None, "{what}");
+        assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
+        assert_eq!(log.recovery_report().tail_bytes_resynced, 0, "{what}");
+        assert_eq!(fs.faults.writes.load(Ordering::SeqCst), writes, "{what}: the open wrote");
+        assert_eq!(fs.faults.syncs.load(Ordering::SeqCst), syncs, "{what}: the open synced a file");
+        common::assert_dir_unchanged(dir.path(), &before, &what);
+        // And the log goes on from there: the next record gets the next LSN.
+        let appended = log.append("s", Expectation::Any, &b"next"[..]).wait().unwrap();
+        assert_eq!(appended.lsn, Lsn(records.len() as u64 + 1), "{what}");
+    }
 }
