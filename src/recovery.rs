@@ -895,7 +895,10 @@ impl Recovery<'_> {
             match opened {
                 Ok((segment, from)) => {
                     self.report.segments += 1;
-                    let end = self.scan_segment(&segment, from, is_last);
+                    // Where the next segment starts, by its name (its header
+                    // is checked against the chain when it is opened).
+                    let next_first = segments.get(position + 1).map(|(lsn, _)| *lsn).or(self.prefix_end);
+                    let end = self.scan_segment(&segment, from, is_last, next_first);
                     match self.settle_end(&segment, end, is_last)? {
                         Settled::Continue => expected = self.index.next_lsn(),
                         Settled::Stop => break,
@@ -1161,7 +1164,7 @@ impl Recovery<'_> {
     }
 
     /// Applies every valid frame of a segment to the index; returns where and why they stop.
-    fn scan_segment(&mut self, segment: &Segment, from: usize, is_last: bool) -> ScanEnd {
+    fn scan_segment(&mut self, segment: &Segment, from: usize, is_last: bool, next_first: Option<Lsn>) -> ScanEnd {
         let bytes = segment.map.slice(0, segment.map.len());
         let mut offset = from;
         loop {
@@ -1176,10 +1179,13 @@ impl Recovery<'_> {
                     }
                     frame
                 }
-                // Rows 1 and 1c: zeros to the end of the file, or zeros where
-                // the state file vouches that nothing follows.
+                // Rows 1, 1c and 1d: zeros to the end of the file, zeros where
+                // the state file vouches that nothing follows, or zeros in a
+                // sealed segment where the next one takes over.
                 Err(FrameDefect::Zeroed)
-                    if self.nothing_follows(segment, expected, is_last) || is_zero(&bytes[offset..]) =>
+                    if self.nothing_follows(segment, expected, is_last)
+                        || (!is_last && next_first == Some(expected))
+                        || is_zero(&bytes[offset..]) =>
                 {
                     return ScanEnd::Clean;
                 }
