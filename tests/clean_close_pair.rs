@@ -727,3 +727,90 @@ fn bytes_in_the_zeros_a_pair_vouched_for_that_become_the_padding_before_a_later_
     let verified = LogReader::open_scanning(copy.path(), &common::small_options()).unwrap();
     assert!(verified.problems().is_empty(), "verify: {:?}", verified.problems());
 }
+
+/// Gap 5 of issue 11: a flipped bit in either slot of a clean close's pair
+/// (in its id, generation, end, flags or checksum) leaves one valid slot,
+/// which is the state (row 11), and no pair: the open reads the zeros
+/// after the marker again (bytes planted there are cut as a torn tail),
+/// reads every record, and its clean close writes the pair again. Both
+/// slots flipped is a damaged state file (row 10): corruption, naming it.
+#[test]
+fn a_flipped_bit_in_a_slot_of_the_pair_breaks_the_pair_and_loses_nothing() {
+    for slot in 0..2 {
+        for byte in [16, 32, 64, 80, 508] {
+            let what = format!("slot {slot}, byte {byte}");
+            let dir = tempfile::tempdir().unwrap();
+            let records = common::write_closed_log(dir.path(), common::small_options(), 20, 100);
+            let state = dir.path().join(STATE_FILE_NAME);
+            common::flip_bit(&state, slot * STATE_SLOT_BYTES + byte, 3);
+            let read = state_of(dir.path());
+            assert!(matches!(read, StateRead::Found { damaged_slot: Some(_), .. }), "{what}: {read:?}");
+            assert_eq!(read.clean_close_pair(), None, "{what}");
+            let newest = common::segment_files(dir.path()).pop().unwrap();
+            let len = std::fs::metadata(&newest).unwrap().len() as usize;
+            let mut bytes = std::fs::read(&newest).unwrap();
+            bytes[len - 100..].fill(0xa5);
+            std::fs::write(&newest, bytes).unwrap();
+            let reader = LogReader::open(dir.path()).unwrap();
+            assert_eq!(reader.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
+            assert!(reader.problems().is_empty() && reader.report().torn_tail.is_some(), "{what}");
+            let log = common::open(dir.path());
+            assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
+            let torn = log.recovery_report().torn_tail.clone();
+            assert!(torn.is_some_and(|t| (t.offset + t.bytes) as usize == len), "{what}: the zeros were not read");
+            log.close().wait().unwrap();
+            drop(log);
+            assert!(state_of(dir.path()).clean_close_pair().is_some(), "{what}: the close wrote no pair");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::write_closed_log(dir.path(), common::small_options(), 20, 100);
+    let state = dir.path().join(STATE_FILE_NAME);
+    common::flip_bit(&state, 64, 0);
+    common::flip_bit(&state, STATE_SLOT_BYTES + 64, 0);
+    match Log::open(dir.path(), common::small_options()) {
+        Err(Error::Corruption(corruption)) => assert_eq!(corruption.file, state, "{corruption}"),
+        other => panic!("both slots damaged: {:?}", other.map(|log| log.last_lsn())),
+    }
+}
+
+/// Gap 5 of issue 11: the newest segment of a log closed with the pair,
+/// truncated at its marker (before it, or right after it), is shorter than
+/// its header says: corruption naming it (row 6) for a strict open with or
+/// without the index image, reported by a reader that still reads every
+/// record, never taken for the end the pair vouches for. Salvage gives the
+/// zeros back, keeps every record and resumes past the durable end.
+#[test]
+fn a_segment_truncated_at_the_pair_s_marker_is_corruption_not_the_end_of_the_log() {
+    for image in [annals::IndexImageWrites::Off, annals::IndexImageWrites::AtClose] {
+        for after_marker in [false, true] {
+            let what = format!("image {image:?}, cut {} the marker", if after_marker { "after" } else { "before" });
+            let dir = tempfile::tempdir().unwrap();
+            let options = || Options { index_image: image, ..common::small_options() };
+            let records = common::write_closed_log(dir.path(), options(), 20, 100);
+            let pair = state_of(dir.path()).clean_close_pair().unwrap();
+            let newest = common::segment_files(dir.path()).pop().unwrap();
+            let marker = *common::frame_offsets(&newest).last().unwrap();
+            let cut = if after_marker { marker + FRAME_HEADER_BYTES } else { marker };
+            std::fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(cut as u64).unwrap();
+            match Log::open(dir.path(), options()) {
+                Err(Error::Corruption(corruption)) => {
+                    assert_eq!(corruption.file, newest, "{what}: {corruption}");
+                    assert!(
+                        matches!(corruption.kind, annals::CorruptionKind::SegmentLength { .. }),
+                        "{what}: {corruption}"
+                    );
+                }
+                other => panic!("{what}: {:?}", other.map(|log| log.last_lsn())),
+            }
+            let reader = LogReader::open(dir.path()).unwrap();
+            assert_eq!(reader.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
+            assert!(reader.problems().iter().any(|p| p.file == newest), "{what}: {:?}", reader.problems());
+            let salvage = Options { recovery_mode: annals::RecoveryMode::Salvage, ..options() };
+            let log = Log::open(dir.path(), salvage).unwrap();
+            assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
+            let appended = log.append("after", Expectation::Any, &b"after"[..]).wait().unwrap();
+            assert!(appended.lsn >= pair.durable_end_lsn, "{what}: lsn {} handed out again", appended.lsn);
+        }
+    }
+}
