@@ -48,6 +48,33 @@ fn rewrite_slots(dir: &Path, change: impl Fn(LogState) -> LogState) {
     std::fs::write(&path, bytes).unwrap();
 }
 
+/// Small logs on the simulated file system, segments made inline.
+fn sim_options(fs: &SimFs) -> Options {
+    Options {
+        file_system: Arc::new(fs.clone()),
+        segment_preparation: annals::SegmentPreparation::Inline,
+        ..common::small_options()
+    }
+}
+
+/// Fills `len` bytes of `path` from `from` with non-zero bytes: damage
+/// where no frame was written.
+fn plant_bytes(path: &Path, from: usize, len: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[from..from + len].fill(0xa5);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A strict open of `dir` without an index image reads exactly `records`,
+/// and `annals verify` finds no corruption.
+fn assert_reopens_whole(dir: &Path, records: &[annals::Record]) {
+    let reopened = Log::open(dir, common::small_options()).unwrap_or_else(|e| panic!("the reopen failed: {e}"));
+    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), records);
+    drop(reopened);
+    let verified = LogReader::open_scanning(dir, &common::small_options()).unwrap();
+    assert!(verified.problems().is_empty(), "verify: {:?}", verified.problems());
+}
+
 /// A log of 20 records closed cleanly (its state file holds the pair),
 /// reopened, and given two more `Sync` appends, each its own group, so the
 /// second one's frame says the first was durable. Leaves in `copy` what a
@@ -109,11 +136,7 @@ fn a_crash_between_the_not_clean_slot_and_the_first_frame_recovers_everything() 
     for crash_after in [1, 2] {
         for mode in CrashMode::ALL {
             let fs = SimFs::new();
-            let options = || Options {
-                file_system: Arc::new(fs.clone()),
-                segment_preparation: annals::SegmentPreparation::Inline,
-                ..common::small_options()
-            };
+            let options = || sim_options(&fs);
             let dir = annals::sim::sim_dir();
             let records = common::write_closed_log(dir, options(), 12, 100);
             let log = Log::open(dir, options()).unwrap();
@@ -548,9 +571,7 @@ fn with_a_newer_segment_beside_it_the_pair_s_segment_is_judged_by_the_chain() {
         let marker = *common::frame_offsets(&marker_segment).last().unwrap();
         let len = std::fs::metadata(&marker_segment).unwrap().len() as usize;
         let planted = if at_the_end_of_the_frames { marker + FRAME_HEADER_BYTES } else { len - 100 };
-        let mut bytes = std::fs::read(&marker_segment).unwrap();
-        bytes[planted..planted + 100].fill(0xa5);
-        std::fs::write(&marker_segment, bytes).unwrap();
+        plant_bytes(&marker_segment, planted, 100);
         let verified = LogReader::open_scanning(dir.path(), &common::small_options()).unwrap();
         let problems: Vec<_> = verified.problems().iter().map(|p| (p.file.clone(), p.offset)).collect();
         match Log::open(dir.path(), common::small_options()) {
@@ -580,11 +601,7 @@ fn a_rollover_whose_state_slot_failed_before_a_clean_close_leaves_an_empty_segme
     let mut strays = 0;
     for fault_at in 1..=40 {
         let fs = SimFs::new();
-        let options = || Options {
-            file_system: Arc::new(fs.clone()),
-            segment_preparation: annals::SegmentPreparation::Inline,
-            ..common::small_options()
-        };
+        let options = || sim_options(&fs);
         let dir = annals::sim::sim_dir();
         let mut acknowledged = common::write_closed_log(dir, options(), 4, 100);
         let log = Log::open(dir, options()).unwrap();
@@ -684,11 +701,7 @@ fn bytes_in_the_zeros_a_pair_vouched_for_do_not_make_the_segment_corrupt_once_it
     let records = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
     log.close().wait().unwrap();
     drop(log);
-    let reopened = Log::open(dir.path(), common::small_options()).unwrap_or_else(|e| panic!("the reopen failed: {e}"));
-    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), records);
-    drop(reopened);
-    let verified = LogReader::open_scanning(dir.path(), &common::small_options()).unwrap();
-    assert!(verified.problems().is_empty(), "verify: {:?}", verified.problems());
+    assert_reopens_whole(dir.path(), &records);
 }
 
 /// Non-zero bytes the open that trusted a pair did not read can come to
@@ -707,9 +720,7 @@ fn bytes_in_the_zeros_a_pair_vouched_for_that_become_the_padding_before_a_later_
     // Past the 87-byte frame the next session writes, before the next boundary.
     let planted = marker + FRAME_HEADER_BYTES + 300;
     assert!(planted + 10 < annals::frame::marker_offset(marker + FRAME_HEADER_BYTES + 87));
-    let mut bytes = std::fs::read(&newest).unwrap();
-    bytes[planted..planted + 10].fill(0xa5);
-    std::fs::write(&newest, bytes).unwrap();
+    plant_bytes(&newest, planted, 10);
     let log = common::open(dir.path());
     log.append("after", Expectation::Any, common::unique_payload(20, 20)).wait().unwrap();
     log.close().wait().unwrap();
@@ -721,11 +732,7 @@ fn bytes_in_the_zeros_a_pair_vouched_for_that_become_the_padding_before_a_later_
     let records = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
     common::crash_image(dir.path(), copy.path());
     drop(log);
-    let reopened = Log::open(copy.path(), common::small_options()).unwrap_or_else(|e| panic!("the reopen failed: {e}"));
-    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), records);
-    drop(reopened);
-    let verified = LogReader::open_scanning(copy.path(), &common::small_options()).unwrap();
-    assert!(verified.problems().is_empty(), "verify: {:?}", verified.problems());
+    assert_reopens_whole(copy.path(), &records);
 }
 
 /// Gap 5 of issue 11: a flipped bit in either slot of a clean close's pair
@@ -748,9 +755,7 @@ fn a_flipped_bit_in_a_slot_of_the_pair_breaks_the_pair_and_loses_nothing() {
             assert_eq!(read.clean_close_pair(), None, "{what}");
             let newest = common::segment_files(dir.path()).pop().unwrap();
             let len = std::fs::metadata(&newest).unwrap().len() as usize;
-            let mut bytes = std::fs::read(&newest).unwrap();
-            bytes[len - 100..].fill(0xa5);
-            std::fs::write(&newest, bytes).unwrap();
+            plant_bytes(&newest, len - 100, 100);
             let reader = LogReader::open(dir.path()).unwrap();
             assert_eq!(reader.read_all(Lsn::ZERO, usize::MAX).unwrap(), records, "{what}");
             assert!(reader.problems().is_empty() && reader.report().torn_tail.is_some(), "{what}");
