@@ -1341,7 +1341,7 @@ impl Recovery<'_> {
                 // nowhere else.
                 let newest = segments.last().is_some_and(|(_, last)| last == name);
                 let took = if newest && !readable { lsn_capacity(self.segment_size_of(&file, len)) } else { 0 };
-                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(Lsn((first.0 + took).saturating_sub(1))));
+                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(last_lsn_taken(first, took)));
             }
             dropped.push((path, len));
         }
@@ -1528,6 +1528,13 @@ fn wholly_readable(bytes: &[u8], log_id: &[u8; 16]) -> bool {
     true
 }
 
+/// The last LSN a file named for `first` took, holding `took` LSNs (0: it
+/// took its own name's). Saturates: a name at the top of the LSN space
+/// (a stray file, fuzzed input) takes the rest of it, never wraps.
+fn last_lsn_taken(first: Lsn, took: u64) -> Lsn {
+    Lsn(first.0.saturating_add(took).saturating_sub(1))
+}
+
 /// The most LSNs a segment of `segment_bytes` can hold: every operation
 /// takes at least 24 bytes (a batch's kind byte, the operation header and a
 /// one-byte stream id).
@@ -1665,7 +1672,20 @@ fn zero_range(file: &dyn File, path: &Path, from: usize, to: usize) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    use super::is_zero;
+    use super::{Lsn, is_zero, last_lsn_taken};
+
+    /// Found by the `open_directory` fuzz target (nightly, overflow checks
+    /// on): salvage of a directory holding an unreadable file named for LSN
+    /// 2^64 − 1 added the LSNs that file could hold to its name and
+    /// overflowed (a panic with overflow checks; without them, a resume
+    /// point wrapped to far below the file's name).
+    #[test]
+    fn the_last_lsn_a_file_named_at_the_top_of_the_lsn_space_took_saturates() {
+        assert_eq!(last_lsn_taken(Lsn(5), 0), Lsn(4));
+        assert_eq!(last_lsn_taken(Lsn(5), 10), Lsn(14));
+        assert_eq!(last_lsn_taken(Lsn(u64::MAX), 178_956_967), Lsn(u64::MAX - 1));
+        assert_eq!(last_lsn_taken(Lsn(u64::MAX - 3), 10), Lsn(u64::MAX - 1));
+    }
 
     /// `is_zero` folds a page at a time: one non-zero byte anywhere, in a
     /// whole page or in the short last one, is found.
