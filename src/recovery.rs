@@ -895,7 +895,10 @@ impl Recovery<'_> {
             match opened {
                 Ok((segment, from)) => {
                     self.report.segments += 1;
-                    let end = self.scan_segment(&segment, from, is_last);
+                    // Where the next segment starts, by its name (its header
+                    // is checked against the chain when it is opened).
+                    let next_first = segments.get(position + 1).map(|(lsn, _)| *lsn).or(self.prefix_end);
+                    let end = self.scan_segment(&segment, from, is_last, next_first);
                     match self.settle_end(&segment, end, is_last)? {
                         Settled::Continue => expected = self.index.next_lsn(),
                         Settled::Stop => break,
@@ -916,7 +919,7 @@ impl Recovery<'_> {
         // the same LSN whose own fsync failed, which no record vouches for.
         let closed_cleanly_here =
             self.state.is_some_and(|state| state.clean_close && state.durable_end_lsn == self.index.next_lsn());
-        if self.access == Access::ReadWrite && !self.tail_covered_by_image() {
+        if self.access == Access::ReadWrite && !self.tail_covered_by_image() && !self.tail_vouched_by_pair() {
             let from = if closed_cleanly_here {
                 self.index.segments().last().and_then(|e| e.last_frame_offset())
             } else {
@@ -938,6 +941,26 @@ impl Recovery<'_> {
         let segments = self.index.segments();
         self.image_end.is_some_and(|(position, end)| {
             position + 1 == segments.len() && segments[position].end_offset == end
+        })
+    }
+
+    /// Whether the state file's clean-close pair, as read at open, ends the
+    /// log exactly where the scan ended it, in the segment it records as
+    /// newest (the last): then every frame is durable, its marker included.
+    /// The close synced the marker before it wrote the first slot of the
+    /// pair, and synced that slot before the second; a later marker at the
+    /// same LSN (the one whose fsync may have failed, which is why a clean
+    /// close alone has its marker written again) is written only after a
+    /// synced slot that is not clean replaced one of the pair. So a reopen
+    /// after a clean close writes nothing, with or without an index image.
+    fn tail_vouched_by_pair(&self) -> bool {
+        let last = self.index.segments().last().map(|entry| entry.segment.header.first_lsn);
+        self.clean_close_pair.is_some_and(|pair| {
+            !self.resynced
+                && self.report.salvaged.is_empty()
+                && self.cut_lsn_seen.is_none()
+                && pair.durable_end_lsn == self.index.next_lsn()
+                && last == Some(pair.newest_segment_lsn)
         })
     }
 
@@ -1141,7 +1164,7 @@ impl Recovery<'_> {
     }
 
     /// Applies every valid frame of a segment to the index; returns where and why they stop.
-    fn scan_segment(&mut self, segment: &Segment, from: usize, is_last: bool) -> ScanEnd {
+    fn scan_segment(&mut self, segment: &Segment, from: usize, is_last: bool, next_first: Option<Lsn>) -> ScanEnd {
         let bytes = segment.map.slice(0, segment.map.len());
         let mut offset = from;
         loop {
@@ -1156,10 +1179,13 @@ impl Recovery<'_> {
                     }
                     frame
                 }
-                // Rows 1 and 1c: zeros to the end of the file, or zeros where
-                // the state file vouches that nothing follows.
+                // Rows 1, 1c and 1d: zeros to the end of the file, zeros where
+                // the state file vouches that nothing follows, or zeros in a
+                // sealed segment where the next one takes over.
                 Err(FrameDefect::Zeroed)
-                    if self.nothing_follows(segment, expected, is_last) || is_zero(&bytes[offset..]) =>
+                    if self.nothing_follows(segment, expected, is_last)
+                        || (!is_last && next_first == Some(expected))
+                        || is_zero(&bytes[offset..]) =>
                 {
                     return ScanEnd::Clean;
                 }
@@ -1315,7 +1341,7 @@ impl Recovery<'_> {
                 // nowhere else.
                 let newest = segments.last().is_some_and(|(_, last)| last == name);
                 let took = if newest && !readable { lsn_capacity(self.segment_size_of(&file, len)) } else { 0 };
-                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(Lsn((first.0 + took).saturating_sub(1))));
+                self.cut_lsn_seen = self.cut_lsn_seen.max(Some(last_lsn_taken(first, took)));
             }
             dropped.push((path, len));
         }
@@ -1502,6 +1528,13 @@ fn wholly_readable(bytes: &[u8], log_id: &[u8; 16]) -> bool {
     true
 }
 
+/// The last LSN a file named for `first` took, holding `took` LSNs (0: it
+/// took its own name's). Saturates: a name at the top of the LSN space
+/// (a stray file, fuzzed input) takes the rest of it, never wraps.
+fn last_lsn_taken(first: Lsn, took: u64) -> Lsn {
+    Lsn(first.0.saturating_add(took).saturating_sub(1))
+}
+
 /// The most LSNs a segment of `segment_bytes` can hold: every operation
 /// takes at least 24 bytes (a batch's kind byte, the operation header and a
 /// one-byte stream id).
@@ -1637,7 +1670,20 @@ fn zero_range(file: &dyn File, path: &Path, from: usize, to: usize) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    use super::is_zero;
+    use super::{Lsn, is_zero, last_lsn_taken};
+
+    /// Found by the `open_directory` fuzz target (nightly, overflow checks
+    /// on): salvage of a directory holding an unreadable file named for LSN
+    /// 2^64 − 1 added the LSNs that file could hold to its name and
+    /// overflowed (a panic with overflow checks; without them, a resume
+    /// point wrapped to far below the file's name).
+    #[test]
+    fn the_last_lsn_a_file_named_at_the_top_of_the_lsn_space_took_saturates() {
+        assert_eq!(last_lsn_taken(Lsn(5), 0), Lsn(4));
+        assert_eq!(last_lsn_taken(Lsn(5), 10), Lsn(14));
+        assert_eq!(last_lsn_taken(Lsn(u64::MAX), 178_956_967), Lsn(u64::MAX - 1));
+        assert_eq!(last_lsn_taken(Lsn(u64::MAX - 3), 10), Lsn(u64::MAX - 1));
+    }
 
     /// `is_zero` folds a page at a time: one non-zero byte anywhere, in a
     /// whole page or in the short last one, is found.

@@ -869,11 +869,21 @@ fn a_reopen_after_a_clean_close_syncs_nothing() {
     assert_eq!(fs.faults.syncs.load(std::sync::atomic::Ordering::SeqCst), syncs, "no file was synced");
     assert!(!dir.path().join(annals::recovery::RESYNC_FILE_NAME).exists());
     assert_same_as_full_scan(&log, dir.path());
-    // Without an image, the open cannot tell that the marker is durable: it
-    // writes it again, as before.
+    // Without an image, the clean close's pair vouches for the marker in
+    // the same way (`tests/clean_close_pair.rs`); without the pair too (a
+    // state file as a build before it left it: no feature bit 2), the open
+    // cannot tell that the marker is durable, and writes it again.
     log.close().wait().unwrap();
     drop(log);
     std::fs::remove_file(dir.path().join(IMAGE_FILE_NAME)).unwrap();
+    let state = dir.path().join(annals::state::STATE_FILE_NAME);
+    let mut bytes = std::fs::read(&state).unwrap();
+    for slot in bytes.chunks_mut(annals::state::STATE_SLOT_BYTES) {
+        let decoded = annals::LogState::decode(slot).unwrap();
+        let features = decoded.features & !annals::state::FEATURE_CLEAN_CLOSE_CLEARED_FIRST;
+        slot.copy_from_slice(&annals::LogState { features, ..decoded }.encode());
+    }
+    std::fs::write(&state, bytes).unwrap();
     let log = Log::open(dir.path(), with_fs()).unwrap();
     assert!(log.recovery_report().tail_bytes_resynced > 0);
 }

@@ -18,7 +18,10 @@ use crate::fs::FileSystem;
 use crate::log::{Batch, Log, LogReader, Pending};
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
-use crate::state::{LogState, STATE_FILE_BYTES, STATE_FILE_NAME, STATE_SLOT_BYTES};
+use crate::state::{
+    FEATURE_CLEAN_CLOSE_CLEARED_FIRST, LogState, STATE_FILE_BYTES, STATE_FILE_NAME, STATE_SLOT_BYTES, StateRead,
+    read_state,
+};
 use crate::types::{Expectation, Lsn, RecoveryMode, StreamSeq};
 
 const LOG_ID: [u8; 16] = *b"annals-fuzz-log!";
@@ -108,8 +111,17 @@ pub fn open_directory(data: &[u8]) {
                 // A state file with valid slots (or one of them), so that
                 // recovery holds the segments to what it records.
                 bytes.resize(STATE_FILE_BYTES, 0);
+                // Bit 2 of `features` in some: with it, two slots alike but
+                // for their generation (one apart) are a clean close's pair
+                // (segments-format.md, section 5), whose zeros recovery
+                // trusts without reading them (row 1c).
+                let features = if rng.chance(1, 2) { FEATURE_CLEAN_CLOSE_CLEARED_FIRST } else { 0 };
+                let mut written = None;
                 for slot in 0..2 {
-                    if rng.chance(3, 4) {
+                    if let Some(state) = written.filter(|_: &LogState| rng.chance(1, 2)) {
+                        let pair = LogState { generation: state.generation + 1, ..state };
+                        bytes[slot * STATE_SLOT_BYTES..][..STATE_SLOT_BYTES].copy_from_slice(&pair.encode());
+                    } else if rng.chance(3, 4) {
                         let oldest = *rng.pick(&[1, 2, 5]);
                         let newest = oldest + rng.below(20);
                         let durable_end = newest + rng.below(40);
@@ -122,12 +134,13 @@ pub fn open_directory(data: &[u8]) {
                             written_ms: 0,
                             clean_close: rng.chance(1, 2),
                             lsn_lease_end: Lsn(durable_end + *rng.pick(&[0, 1, 1000])),
-                            features: 0,
+                            features,
                             compaction_generation: 0,
                             compacted_end_lsn: Lsn::ZERO,
                             trimmed_lsn: Lsn::ZERO,
                         };
                         bytes[slot * STATE_SLOT_BYTES..][..STATE_SLOT_BYTES].copy_from_slice(&state.encode());
+                        written = Some(state);
                     }
                 }
             }
@@ -300,6 +313,11 @@ struct Lifecycle {
     payloads: u64,
     /// Print every step (`ANNALS_LIFECYCLE_TRACE=1`), to debug a failing input.
     trace: bool,
+    /// The run damaged the zeros after a clean close's marker: bytes the
+    /// open that trusts the pair leaves unread may come to lie right after
+    /// a later marker, where a reader reports them as a torn tail (row 2),
+    /// never as corruption.
+    damaged_after_marker: bool,
 }
 
 /// What a log shows of its state: its live records, and each stream's next
@@ -378,6 +396,7 @@ impl Lifecycle {
             model: LifeModel { next_lsn: 1, ..LifeModel::default() },
             payloads: 0,
             trace: std::env::var_os("ANNALS_LIFECYCLE_TRACE").is_some(),
+            damaged_after_marker: false,
         }
     }
 
@@ -824,18 +843,75 @@ impl Lifecycle {
         let reader = LogReader::open_with(Lifecycle::dir(), &self.options())
             .unwrap_or_else(|error| panic!("robust open: a LogReader of a cleanly closed log failed: {error}"));
         assert!(
-            reader.report().torn_tail.is_none() && reader.problems().is_empty(),
+            (reader.report().torn_tail.is_none() || self.damaged_after_marker) && reader.problems().is_empty(),
             "no false alarms: a LogReader finds a cleanly closed log damaged: {:?} {:?}",
             reader.report().torn_tail,
             reader.problems()
         );
         drop(reader);
+        if self.rng.chance(1, 3) {
+            self.damage_what_the_pair_vouches_for();
+        }
         if self.rng.chance(1, 6) {
             let image = self.crash_in_open(self.fs.clone(), CrashMode::Drop);
             self.fs = image;
         }
         self.segment_bytes = *self.rng.pick(&LIFECYCLE_SEGMENT_BYTES);
         self.open_checked("after a clean close");
+    }
+
+    /// Damages a cleanly closed log where no acknowledged byte is: a clean
+    /// close's pair vouches for the zeros after its marker (row 1c), and a
+    /// slot of it is one copy of two. Either non-zero bytes in those zeros,
+    /// past the marker's sector of the newest segment (which the open that
+    /// trusts the pair does not read, and the session after it may seal
+    /// into the segment: row 1d), or one flipped bit in one state slot (the
+    /// pair is gone; the other slot still says where the log ends). Every
+    /// open after it must read exactly what the model says, as if nothing
+    /// had happened.
+    fn damage_what_the_pair_vouches_for(&mut self) {
+        let dir = Lifecycle::dir();
+        let Ok(read) = read_state(&self.fs, dir) else { return };
+        let Some(pair) = read.clean_close_pair() else { return };
+        let (path, from, to) = if self.rng.chance(1, 2) {
+            let slot = self.rng.below(2) as usize;
+            let bit = self.rng.below(STATE_SLOT_BYTES as u64 * 8) as usize;
+            let at = slot * STATE_SLOT_BYTES + bit / 8;
+            (dir.join(STATE_FILE_NAME), at, at + 1)
+        } else {
+            let path = dir.join(segment_file_name(pair.newest_segment_lsn));
+            let Ok(file) = self.fs.open(&path, false) else { return };
+            let Ok(map) = file.map() else { return };
+            let bytes = map.slice(0, map.len());
+            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            let after_marker = end.div_ceil(512) * 512;
+            if after_marker >= bytes.len() {
+                return;
+            }
+            let len = self.rng.range(1, 64.min(bytes.len() - after_marker) as u64) as usize;
+            let from = after_marker + self.rng.below((bytes.len() - after_marker - len) as u64 + 1) as usize;
+            (path, from, from + len)
+        };
+        let Ok(file) = self.fs.open(&path, true) else { return };
+        let mut bytes = vec![0u8; to - from];
+        if file.read_at(&mut bytes, from as u64).is_err() {
+            return;
+        }
+        if path.ends_with(STATE_FILE_NAME) {
+            bytes[0] ^= 1 << self.rng.below(8);
+        } else {
+            self.damaged_after_marker = true;
+            bytes.iter_mut().for_each(|byte| *byte = self.rng.below(255) as u8 + 1);
+        }
+        if self.trace {
+            eprintln!("damage after the clean close: {} bytes at {from} of {}", to - from, path.display());
+        }
+        file.write_at(&bytes, from as u64).expect("the simulated disk takes a write");
+        file.sync_data().expect("the simulated disk takes a sync");
+        if let Ok(StateRead::Found { .. }) = read_state(&self.fs, dir) {
+            return;
+        }
+        panic!("the simulator damaged both state slots");
     }
 
     /// Freezes the disk at a point in the next few operations (writes,

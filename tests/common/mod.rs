@@ -96,6 +96,8 @@ pub struct Faults {
     /// Fails only the directory fsync with this number (counting from 1; 0: none).
     pub fail_dir_sync_number: AtomicU64,
     pub syncs: AtomicU64,
+    /// Writes to files asked for (failed ones included).
+    pub writes: AtomicU64,
     pub dir_syncs: AtomicU64,
     /// The next segment file opened is not found (once): one listed and
     /// then removed before it was opened, as a writer's compaction or
@@ -201,6 +203,7 @@ impl File for FaultyFile {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fs.writes.fetch_add(1, Ordering::SeqCst);
         if self.fs.fail_writes.load(Ordering::SeqCst) {
             return Err(injected_as(self.fs.error_kind.load(Ordering::SeqCst)));
         }
