@@ -732,6 +732,10 @@ struct Group {
 /// LSNs one extension of the state file's LSN lease covers.
 pub(crate) const LSN_LEASE_LSNS: u64 = 1 << 20;
 
+/// The end of the LSN space: no record takes this LSN or one past it
+/// (`Lsn(u64::MAX)` stands for "no end" where an end is asked for).
+const LSN_END: u64 = u64::MAX - 1;
+
 /// The largest group buffer kept for reuse; a larger one is freed.
 const SPARE_BUF_BYTES_MAX: usize = 1 << 20;
 
@@ -1087,6 +1091,12 @@ impl Writer {
     /// The sequence each operation gets and its stream's state after it, or
     /// the first guard that fails.
     fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
+        // Every LSN the request takes stays at or below the last one there
+        // is (u64::MAX stands for "no end" in places): never wrapped.
+        let taken = ops.iter().filter(|op| record_kind(op.kind).is_some()).count() as u64;
+        if self.next_lsn.0.checked_add(taken).is_none_or(|end| end > LSN_END) {
+            return Err(Error::LsnSpaceExhausted { next: self.next_lsn });
+        }
         let index = self.shared.index.read();
         let cursor = |stream: &[u8]| match self.overlay_get(stream) {
             Some(&followed) => followed,

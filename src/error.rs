@@ -94,6 +94,15 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The write would take an LSN past the last one there is (2^64 - 2):
+    /// nothing was written and the log is not poisoned. Only a log resumed
+    /// at the top of the LSN space gets here (salvage past a file named for
+    /// such an LSN); copy its records to a new log (`annals repair`).
+    #[error("the log's LSNs are exhausted: the next is {next}, and no LSN is ever reused (nothing was written)")]
+    LsnSpaceExhausted {
+        /// The LSN the write would have taken first.
+        next: Lsn,
+    },
     /// An argument or option is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -4,7 +4,7 @@ mod common;
 
 use std::future::Future;
 
-use annals::{Expectation, Log, StreamSeq};
+use annals::{Error, Expectation, Log, Lsn, Options, StreamSeq};
 
 /// The writer took a ready spare and asked for the next one at once; the
 /// preparer then deleted and re-created `spare.seg.tmp` before the writer
@@ -375,5 +375,35 @@ fn a_groups_time_comes_from_the_file_systems_clock() {
     let batch = annals::Batch::new().append("s", Expectation::Any, vec![2]).append("t", Expectation::Any, vec![3]);
     let later = log.commit(batch).wait().unwrap();
     assert!(later.iter().all(|appended| appended.timestamp_ms == SIM_EPOCH_MS + 5_000), "{later:?}");
+    log.close().wait().unwrap();
+}
+
+/// The `open_directory` fuzz target's input `00 00 00 26`: salvage of a
+/// directory holding a stray file named for the last LSN (2^64 - 1) resumes
+/// the log at the top of the LSN space, past every LSN the file could have
+/// held. The writer's next LSN then overflowed: a panic with overflow
+/// checks, and in release an LSN that wrapped to 0 after one append (an
+/// LSN reused). Now an append that would take an LSN past the space is
+/// refused with a typed error, writes nothing and poisons nothing, and the
+/// records before it stay.
+#[test]
+fn an_append_past_the_last_lsn_is_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options { segment_preparation: annals::SegmentPreparation::Inline, ..Options::default() };
+    let log = Log::open(dir.path(), options()).unwrap();
+    log.append("s", Expectation::Any, &b"kept"[..]).wait().unwrap();
+    log.close().wait().unwrap();
+    drop(log);
+    std::fs::write(dir.path().join(format!("{:020}.seg", u64::MAX)), b"not a segment").unwrap();
+    let salvage = Options { recovery_mode: annals::RecoveryMode::Salvage, ..options() };
+    let log = Log::open(dir.path(), salvage).unwrap();
+    for _ in 0..2 {
+        let refused = log.append("s", Expectation::Any, &b"past the end"[..]).wait();
+        assert!(matches!(refused, Err(Error::LsnSpaceExhausted { .. })), "{refused:?}");
+    }
+    let read = log.read_stream("s").unwrap();
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(&read.entries[0].payload[..], b"kept");
+    assert!(log.read_all(Lsn::ZERO, usize::MAX).unwrap().iter().all(|record| record.lsn == Lsn::FIRST));
     log.close().wait().unwrap();
 }
