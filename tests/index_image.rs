@@ -420,6 +420,47 @@ fn a_close_replaces_the_image_only_for_a_damaged_section_a_read_found() {
     assert_same_as_full_scan(&log, dir.path());
 }
 
+/// The image a clean close keeps unhashed (acca07f) is the one its open
+/// loaded: an open that cannot use an image deletes it (a missing state
+/// file is corruption, and salvage deletes the image first). Sessions that
+/// never read the damaged stream keep it, whatever image option each runs
+/// with; every later open, read-write or read-only beside it, checks a
+/// section before its first use, so the damaged stream is read from its
+/// frames, as a scan, and only a close that found the damage replaces it.
+#[test]
+fn a_damaged_section_kept_by_a_close_is_never_used_whatever_the_sessions_options() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), 300);
+    let expected: Vec<(String, annals::StreamRead)> = {
+        let reader = LogReader::open_scanning(dir.path(), &Options::default()).unwrap();
+        (0..3).map(|i| format!("stream-{i}")).map(|s| (s.clone(), reader.read_stream(&s).unwrap())).collect()
+    };
+    let path = dir.path().join(IMAGE_FILE_NAME);
+    let victim = layout(&std::fs::read(&path).unwrap()).streams.into_iter().find(|s| s.entries > 2).unwrap();
+    common::flip_bit(&path, victim.section_at + 8, 2);
+    let every_read_as_a_scan = |what: &str, images: IndexImageWrites| {
+        let log = Log::open(dir.path(), Options { index_image: images, ..options() }).unwrap();
+        let reader = LogReader::open(dir.path()).unwrap();
+        for (stream, want) in &expected {
+            assert_eq!(&log.read_stream(stream).unwrap(), want, "{what}: {stream}");
+            assert_eq!(&reader.read_stream(stream).unwrap(), want, "{what}: {stream}, read-only");
+        }
+        log.close().wait().unwrap();
+    };
+    // Sessions that never read the damaged stream, each option in turn.
+    for images in [IndexImageWrites::Off, IndexImageWrites::AtClose, IndexImageWrites::Background] {
+        let log = Log::open(dir.path(), Options { index_image: images, ..options() }).unwrap();
+        loaded(&log);
+        let other = expected.iter().find(|(stream, _)| *stream != victim.id).unwrap();
+        assert_eq!(log.read_stream(&other.0).unwrap(), other.1);
+        log.close().wait().unwrap();
+        drop(log);
+    }
+    every_read_as_a_scan("after sessions that kept the damaged image", IndexImageWrites::Off);
+    every_read_as_a_scan("once more, this session's close replacing the image", IndexImageWrites::AtClose);
+    assert_sections_intact(&std::fs::read(&path).unwrap());
+}
+
 /// Every stream section of `image` passes its checksum.
 fn assert_sections_intact(image: &[u8]) {
     for s in layout(image).streams {
