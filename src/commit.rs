@@ -522,6 +522,14 @@ impl Spares {
             if let Some(error) = state.failed.take() {
                 return Err(error);
             }
+            if state.shutdown {
+                // Closed, or poisoned before the preparer could start.
+                drop(state);
+                return Err(match shared.status() {
+                    Status::Poisoned(cause) => Error::Poisoned { cause },
+                    _ => Error::Closed,
+                });
+            }
             if !state.wanted || state.bytes < needed_bytes {
                 state.wanted = true;
                 state.bytes = wanted_bytes;

@@ -60,6 +60,14 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     fn now_ms(&self) -> u64 {
         crate::commit::now_ms()
     }
+    /// Called before a log starts one of its background threads (`thread`
+    /// is its name): an error is what a failed spawn returns. The real file
+    /// system allows every one; a test's can refuse one, to see what a log
+    /// does without it.
+    fn before_spawn(&self, thread: &str) -> io::Result<()> {
+        let _ = thread;
+        Ok(())
+    }
 }
 
 /// An open file.

@@ -452,15 +452,18 @@ impl Log {
         }
         let background_threads = Arc::new(Mutex::new(Vec::new()));
         let (thread_shared, thread_writer, started) = (shared.clone(), writer.clone(), background_threads.clone());
-        let writer_thread = spawn("annals-writer", move || {
+        let writer_thread = spawn(&*shared.fs, "annals-writer", move || {
             // The other threads start here, beside the opener rather than on
             // its path, and before the writer takes its first command (a
             // rollover may wait for the preparer; a close stops them all).
             for (name, body) in helpers {
-                match spawn(name, body) {
+                match spawn(&*thread_shared.fs, name, body) {
                     Ok(thread) => started.lock().push(thread),
                     Err(error) => {
                         thread_shared.poison(error);
+                        // No spare will come: a leader waiting for one at a
+                        // rollover (holding the writer) gets the poison.
+                        thread_shared.spares.shut_down(&thread_shared);
                     }
                 }
             }
@@ -1169,7 +1172,8 @@ fn user_streams(mut streams: Vec<(Bytes, StreamSeq)>) -> Vec<(Bytes, StreamSeq)>
 /// What a background thread runs.
 type ThreadBody = Box<dyn FnOnce() + Send>;
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+fn spawn(fs: &dyn FileSystem, name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    fs.before_spawn(name).map_err(|error| Error::io("spawn thread", PathBuf::new(), error))?;
     thread::Builder::new()
         .name(name.to_owned())
         .spawn(body)

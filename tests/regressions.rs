@@ -407,3 +407,68 @@ fn an_append_past_the_last_lsn_is_refused_not_wrapped() {
     assert!(log.read_all(Lsn::ZERO, usize::MAX).unwrap().iter().all(|record| record.lsn == Lsn::FIRST));
     log.close().wait().unwrap();
 }
+
+/// Found reviewing the background threads' start (now the writer thread
+/// starts them): when one could not be started, the writer poisoned the
+/// log but woke nobody, so a leader that had taken the writer and waited
+/// for the spare preparer at a rollover waited forever, and so did the
+/// drop after it. Now the failure shuts the spares down too: the waiting
+/// append fails with the poison, every later write is refused with it,
+/// reads go on, and close and drop return.
+#[test]
+fn a_background_thread_that_cannot_start_fails_writes_and_never_hangs_them() {
+    for refused in ["annals-spare", "annals-compactor", "annals-image"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = common::FaultyFs::default();
+        let options = || Options {
+            segment_bytes: 8192,
+            segment_preparation: annals::SegmentPreparation::Background,
+            compaction: annals::CompactionOptions { background: true, ..annals::CompactionOptions::default() },
+            index_image: annals::IndexImageWrites::Background,
+            ..fs.options()
+        };
+        let written = common::write_closed_log(dir.path(), options(), 5, 100);
+        fs.faults.refused_threads.lock().unwrap().push(refused);
+        let log = Log::open(dir.path(), options()).unwrap();
+        // Enough to roll over the 8 KiB segments several times, blocking
+        // (each append may lead its group and wait for a spare).
+        let mut refusals = 0;
+        for i in 0..200u64 {
+            match log.append("s", Expectation::Any, vec![i as u8; 100]).wait() {
+                Ok(_) => {}
+                Err(Error::Poisoned { cause }) => {
+                    assert!(cause.to_string().contains("spawn thread"), "{refused}: {cause}");
+                    refusals += 1;
+                }
+                Err(other) => panic!("{refused}: {other}"),
+            }
+        }
+        assert!(refusals > 0, "{refused}: no write was refused");
+        drop(log);
+        // The race itself: the spare preparer's start fails only once a
+        // leader is waiting for its spare at a rollover.
+        let log = Log::open(dir.path(), options()).unwrap();
+        if refused == "annals-spare" {
+            let (go, gate) = std::sync::mpsc::channel();
+            *fs.faults.refusal_gate.lock().unwrap() = Some(gate);
+            let releaser = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let _ = go.send(());
+            });
+            // Two of these do not fit in an 8 KiB segment: a rollover, led
+            // by this thread (no writer thread is running yet).
+            let refused_append = (0..3)
+                .map(|_| log.append("s", Expectation::Any, vec![9; 3900]).wait())
+                .find(|appended| appended.is_err())
+                .expect("a rollover's append is refused");
+            assert!(matches!(refused_append, Err(Error::Poisoned { .. })), "{refused_append:?}");
+            releaser.join().unwrap();
+        }
+        assert_eq!(log.read_all(Lsn::ZERO, 5).unwrap(), written, "{refused}: reads go on");
+        drop(log);
+        fs.faults.refused_threads.lock().unwrap().clear();
+        let reopened = Log::open(dir.path(), options()).unwrap();
+        assert_eq!(reopened.read_all(Lsn::ZERO, 5).unwrap(), written, "{refused}");
+        reopened.append("s", Expectation::Any, &b"after"[..]).wait().unwrap();
+    }
+}

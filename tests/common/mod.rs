@@ -110,6 +110,11 @@ pub struct Faults {
     /// Run once, at the next listing of a directory: what a recovery does
     /// right after it read the state file.
     pub on_next_list: ListHook,
+    /// Background threads (by name) a log may not start: what a failed
+    /// spawn leaves.
+    pub refused_threads: Mutex<Vec<&'static str>>,
+    /// Once set, a refused thread's start waits for a message on it first.
+    pub refusal_gate: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 /// A hook [`FaultyFs`] runs at the next directory listing.
@@ -154,6 +159,15 @@ fn injected_as(kind: u64) -> io::Error {
 }
 
 impl FileSystem for FaultyFs {
+    fn before_spawn(&self, thread: &str) -> io::Result<()> {
+        if self.faults.refused_threads.lock().unwrap().contains(&thread) {
+            if let Some(gate) = self.faults.refusal_gate.lock().unwrap().take() {
+                let _ = gate.recv();
+            }
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "no thread for you"));
+        }
+        Ok(())
+    }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         RealFs.create_dir_all(dir)
     }
