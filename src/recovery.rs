@@ -261,8 +261,6 @@ struct Recovery<'a> {
     clean_close_pair: Option<LogState>,
     /// Read-write: the directory was synced before it was read.
     dir_synced: bool,
-    /// Row 1c held: the pair vouched for the zeros after the last frame.
-    pair_vouched: std::cell::Cell<bool>,
 }
 
 /// Whether an open may load the persisted index image (`annals.index`).
@@ -389,7 +387,6 @@ fn recover_once(
         prefix_end,
         clean_close_pair: None,
         dir_synced: false,
-        pair_vouched: std::cell::Cell::new(false),
     };
     let state = recovery.run()?;
     recovery.index.shrink_to_fit();
@@ -499,8 +496,9 @@ impl Recovery<'_> {
                 self.scan_segments(&segments, false)?;
             }
         }
-        if self.access == Access::ReadWrite && !self.dir_synced && !self.pair_vouched.get() {
-            // A pair that did not end the log where it said: this is not the
+        if self.access == Access::ReadWrite && !self.dir_synced && !self.tail_vouched_by_pair() {
+            // A pair that does not end the log where it said (a newer
+            // segment whose directory sync failed, say): this is not the
             // log it closed, so its promise about the directory is void too.
             self.sync_dir_read()?;
         }
@@ -1228,10 +1226,8 @@ impl Recovery<'_> {
         if !is_last || self.resynced || self.image == ImagePolicy::Ignore || !vouched {
             return false;
         }
-        let holds = self.access == Access::ReadWrite
-            || read_state(self.fs, self.dir).is_ok_and(|read| read.clean_close_pair() == self.clean_close_pair);
-        self.pair_vouched.set(holds);
-        holds
+        self.access == Access::ReadWrite
+            || read_state(self.fs, self.dir).is_ok_and(|read| read.clean_close_pair() == self.clean_close_pair)
     }
 
     /// Decides what the end of a segment's frames means (the decision table).
