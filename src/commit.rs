@@ -786,8 +786,11 @@ impl Writer {
     pub fn run_thread(shared: &Shared, writer: &Mutex<Writer>) {
         let completions = writer.lock().completions.clone();
         let answering = completions.clone();
-        let completer =
-            thread::Builder::new().name("annals-completer".to_owned()).spawn(move || answering.run_completer());
+        let name = "annals-completer";
+        let completer = shared
+            .fs
+            .before_spawn(name)
+            .and_then(|()| thread::Builder::new().name(name.to_owned()).spawn(move || answering.run_completer()));
         // Without a completer thread (none could be started) the writer
         // thread answers its groups itself, as a blocking leader does.
         let handing_off = completer.is_ok();

@@ -472,3 +472,33 @@ fn a_background_thread_that_cannot_start_fails_writes_and_never_hangs_them() {
         reopened.append("s", Expectation::Any, &b"after"[..]).wait().unwrap();
     }
 }
+
+/// The completer thread, which wakes a mid-sized group's waiters, is not
+/// needed: a log whose completer cannot start answers every group on the
+/// writer thread, none lost, none poisoned (64 concurrent appenders, so
+/// that groups of 8 to 64 form).
+#[test]
+fn a_log_whose_completer_thread_cannot_start_answers_every_append_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    fs.faults.refused_threads.lock().unwrap().push("annals-completer");
+    let log = Log::open(dir.path(), Options { durability: annals::Durability::Sync, ..fs.options() }).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64u64)
+            .map(|w| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..20u64 {
+                        log.append(format!("w{w}"), Expectation::Exact(StreamSeq(i)), vec![w as u8; 50]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap().len(), 64 * 20);
+    log.close().wait().unwrap();
+}
