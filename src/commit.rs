@@ -1422,11 +1422,15 @@ impl Writer {
             // Still holding the directory's lock. Not user data: a failure
             // leaves the previous image (or none), and the next open scans more.
             let shared = &self.shared;
-            let sections = if shared.index.read().image_sections_found_damaged() {
+            let index = shared.index.read();
+            let sections = if index.image_seek_point_found_wrong() {
+                crate::image::SectionsKnown::SeekPointFoundWrong
+            } else if index.image_sections_found_damaged() {
                 crate::image::SectionsKnown::SomeFoundDamaged
             } else {
                 crate::image::SectionsKnown::NoneFoundDamaged
             };
+            drop(index);
             let _ = shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Whole, sections);
         }
         // Every group handed off is answered before the close is.
