@@ -654,7 +654,7 @@ struct CompletionState {
 /// down (measured at 256 writers on two cores), so the writer wakes them.
 /// Under shuttle every group up to the maximum is handed off, so that the
 /// model's small groups go through the hand-off.
-const HAND_OFF_REPLIES: std::ops::RangeInclusive<usize> = if cfg!(feature = "shuttle") { 1..=64 } else { 8..=64 };
+const HAND_OFF_REPLIES: std::ops::RangeInclusive<usize> = if cfg!(annals_shuttle) { 1..=64 } else { 8..=64 };
 
 /// Lists handed over and not yet taken by the completer, at most.
 const COMPLETION_LISTS_MAX: usize = 4;
@@ -1788,7 +1788,7 @@ const GATHER_QUIET: Duration = Duration::from_micros(10);
 /// about 35 and 29, and the disk syncs twice for what one sync could carry.
 fn gather(shared: &Shared) {
     // Shuttle's scheduler cannot preempt a polling loop.
-    if cfg!(feature = "shuttle") {
+    if cfg!(annals_shuttle) {
         return;
     }
     let wanted = shared.last_taken.load(Ordering::Relaxed);
@@ -1820,7 +1820,7 @@ const POLL_FOR_WORK: Duration = Duration::from_micros(50);
 
 fn poll_for_work(shared: &Shared) {
     // Shuttle's scheduler cannot preempt a polling loop: check once there.
-    if cfg!(feature = "shuttle") {
+    if cfg!(annals_shuttle) {
         return;
     }
     let until = Instant::now() + POLL_FOR_WORK;
