@@ -1077,7 +1077,7 @@ impl Writer {
         let timestamp_ms = self.last_timestamp_ms;
         if !refs.is_empty() {
             let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
-            encode_frame_from(&mut group.buf, self.log_id_checksum, frame_kind_of(refs), meta, refs);
+            encode_frame_from(&mut group.buf, &self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
         let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms, start_before: c.start_before };
