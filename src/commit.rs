@@ -236,14 +236,6 @@ impl<T> OneOrMany<T> {
         }
     }
 
-    pub fn into_iter(self) -> impl Iterator<Item = T> {
-        let (one, many) = match self {
-            OneOrMany::One(value) => (Some(value), Vec::new()),
-            OneOrMany::Many(values) => (None, values),
-        };
-        one.into_iter().chain(many)
-    }
-
     pub fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(value) => vec![value],
@@ -258,8 +250,6 @@ pub(crate) type Acks = OneOrMany<Appended>;
 /// Where a request's outcome goes: filled once by the writer, read once by
 /// the request's `Pending`. The writer wakes the waker the `Pending` left
 /// (its async task, or its blocked thread) directly, with no channel between.
-/// Shared by the two (one allocation per request); if the `Pending` was
-/// dropped the outcome is dropped with the slot.
 #[derive(Default)]
 pub(crate) struct ReplySlot {
     state: Mutex<SlotState>,
@@ -273,14 +263,15 @@ struct SlotState {
     waker: Option<Waker>,
 }
 
-/// The writer's end of a [`ReplySlot`].
-pub(crate) type Reply = Arc<ReplySlot>;
-
 impl ReplySlot {
-    /// A slot that will wake `waker`: registered before the request is
-    /// queued, so the appender takes no lock for it.
-    pub fn waking(waker: &Waker) -> ReplySlot {
-        ReplySlot { state: Mutex::new(SlotState { outcome: None, taken: false, waker: Some(waker.clone()) }) }
+    /// Leaves `waker` to be woken, without a lock: for a slot no one else
+    /// can see yet (its request is not queued).
+    pub fn set_waker(&mut self, waker: &Waker) {
+        let state = self.state.get_mut();
+        match &mut state.waker {
+            Some(old) if old.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
     }
 
     /// Stores the outcome and wakes whoever waits for it.
@@ -312,14 +303,29 @@ impl ReplySlot {
     }
 }
 
+/// A write request: its operations, and where its outcome goes. Built
+/// once, when its `Pending` is made, and shared by that `Pending` and the
+/// writer (one allocation per request): the queue and the writer's lists
+/// move a pointer, not the operations. The operations stay until both are
+/// done with it; if the `Pending` was dropped the outcome is dropped with it.
 pub(crate) struct WriteRequest {
     pub ops: OneOrMany<Op>,
     pub durability: Durability,
-    pub reply: Reply,
+    pub reply: ReplySlot,
 }
 
+impl WriteRequest {
+    /// Stores the request's outcome and wakes whoever waits for it.
+    pub fn send(&self, outcome: Result<Acks>) {
+        self.reply.send(outcome);
+    }
+}
+
+/// A queued request, as the writer holds it until it is answered.
+pub(crate) type Reply = Arc<WriteRequest>;
+
 pub(crate) enum Command {
-    Write(WriteRequest),
+    Write(Reply),
     Close(oneshot::Sender<Result<()>>),
 }
 
@@ -868,7 +874,7 @@ impl Writer {
             let mut queue = self.shared.queue.lock();
             crate::telemetry::queue_taken(queue.commands.len());
             // Both are empty but for what is queued: swapping them moves no
-            // request (each is some 170 bytes), and each keeps its room.
+            // command, and each keeps its room.
             std::mem::swap(&mut self.pending, &mut queue.commands);
             self.shared.queued.store(0, Ordering::Release);
             self.shared.last_taken.store(self.pending.len(), Ordering::Relaxed);
@@ -910,8 +916,8 @@ impl Writer {
     }
 
     /// Checks a request's guards and, if they hold, encodes it into the group.
-    fn add(&mut self, group: &mut Group, request: WriteRequest) {
-        let WriteRequest { ops, durability, reply } = request;
+    fn add(&mut self, group: &mut Group, reply: Reply) {
+        let (ops, durability) = (&reply.ops, reply.durability);
         if self.shared.poisoned.load(Ordering::Acquire)
             && let Status::Poisoned(cause) = self.shared.status()
         {
@@ -942,7 +948,7 @@ impl Writer {
         }
         // A single operation's reference lives on the stack: no allocation.
         let (one, many): ([OpRef<'_>; 1], Vec<OpRef<'_>>);
-        let single = match (&ops, &checked) {
+        let single = match (ops, &checked) {
             (OneOrMany::One(op), OneOrMany::One(checked)) => op_ref(op, checked),
             _ => None,
         };
@@ -986,21 +992,15 @@ impl Writer {
             }
         }
         let kept_time = ops.as_slice().first().and_then(|op| op.timestamp_ms);
-        self.add_encoded(group, refs, checked.as_slice(), kept_time, durability, reply);
+        let acks = self.add_encoded(group, refs, checked.as_slice(), kept_time, durability);
         // The stream's whole state after each operation, as the guards
         // computed it from the index and the group: later requests in the
-        // group are checked against it. The request's stream ids move into
-        // the overlay rather than being cloned.
-        match (ops, checked) {
-            (OneOrMany::One(op), OneOrMany::One(checked)) => {
-                self.overlay.insert(op.stream, (checked.after, checked.start_after));
-            }
-            (ops, checked) => {
-                for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-                    self.overlay.insert(op.stream, (checked.after, checked.start_after));
-                }
-            }
+        // group are checked against it. An inline stream id is copied, a
+        // longer one shared.
+        for (op, checked) in ops.as_slice().iter().zip(checked.as_slice()) {
+            self.overlay.insert(op.stream.clone(), (checked.after, checked.start_after));
         }
+        group.replies.push((reply, Ok(acks)));
     }
 
     /// The time for the next frame: the log's clock never goes back, so
@@ -1059,8 +1059,9 @@ impl Writer {
         self.offset + bytes + MARKER_RESERVE_BYTES <= segment_bytes
     }
 
-    /// Encodes a checked request's frame into the group. `kept_time` is the
-    /// time its first operation asks to keep (`annals repair`), if any.
+    /// Encodes a checked request's frame into the group and returns its
+    /// acknowledgements. `kept_time` is the time its first operation asks
+    /// to keep (`annals repair`), if any.
     fn add_encoded(
         &mut self,
         group: &mut Group,
@@ -1068,8 +1069,7 @@ impl Writer {
         checked: &[CheckedOp],
         kept_time: Option<u64>,
         durability: Durability,
-        reply: Reply,
-    ) {
+    ) -> Acks {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         // The log's clock never goes back, so entries can be searched by time.
         let time = kept_time.unwrap_or_else(|| *group.now_ms.get_or_insert_with(|| self.shared.fs.now_ms()));
@@ -1085,12 +1085,12 @@ impl Writer {
             [one] => Acks::One(appended(one)),
             many => Acks::Many(many.iter().map(appended).collect()),
         };
-        group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
             Durability::Periodic => group.needs_periodic = true,
             Durability::Flush => {}
         }
+        acks
     }
 
     /// The state of a stream the group touched, if it did, and its first
@@ -1434,7 +1434,7 @@ impl Writer {
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {
-                    request.reply.send(Err(Error::Closed));
+                    request.send(Err(Error::Closed));
                 }
                 Command::Close(reply) => {
                     let _ = reply.send(Ok(()));
