@@ -924,7 +924,13 @@ impl Writer {
             reply.send(Err(Error::Poisoned { cause }));
             return;
         }
-        let checked = match self.check_guards(ops.as_slice()) {
+        // A single operation's stream is hashed for the overlay's filter
+        // once, for the guard's lookup and the insert after it.
+        let single_bit = match ops {
+            OneOrMany::One(op) => Some(StreamFilter::bit(&op.stream)),
+            OneOrMany::Many(_) => None,
+        };
+        let checked = match self.check_guards(ops.as_slice(), single_bit) {
             Ok(checked) => checked,
             Err(error) => {
                 group.replies.push((reply, Err(error)));
@@ -998,7 +1004,8 @@ impl Writer {
         // group are checked against it. An inline stream id is copied, a
         // longer one shared.
         for (op, checked) in ops.as_slice().iter().zip(checked.as_slice()) {
-            self.overlay.insert(op.stream.clone(), (checked.after, checked.start_after));
+            let bit = single_bit.unwrap_or_else(|| StreamFilter::bit(&op.stream));
+            self.overlay.insert_at(op.stream.clone(), bit, (checked.after, checked.start_after));
         }
         group.replies.push((reply, Ok(acks)));
     }
@@ -1100,8 +1107,9 @@ impl Writer {
     }
 
     /// The sequence each operation gets and its stream's state after it, or
-    /// the first guard that fails.
-    fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
+    /// the first guard that fails. `single_bit` is the overlay filter's bit
+    /// of a single operation's stream.
+    fn check_guards(&self, ops: &[Op], single_bit: Option<FilterBit>) -> Result<OneOrMany<CheckedOp>> {
         // Every LSN the request takes stays at or below the last one there
         // is (u64::MAX stands for "no end" in places): never wrapped.
         let taken = ops.iter().filter(|op| record_kind(op.kind).is_some()).count() as u64;
@@ -1116,7 +1124,11 @@ impl Writer {
         // Looked up only for a prune, which reports it.
         let index_start = |stream: &[u8]| index.stream(stream).map_or(0, |state| state.start_seq().0);
         if let [op] = ops {
-            let (before, start) = cursor(&op.stream);
+            let bit = single_bit.unwrap_or_else(|| StreamFilter::bit(&op.stream));
+            let (before, start) = match self.overlay.get_at(&op.stream, bit) {
+                Some(&followed) => followed,
+                None => (index.cursor(&op.stream), None),
+            };
             let checked = check_op(op, before, self.next_lsn)?;
             return Ok(OneOrMany::One(follow_start(op, checked, start, || index_start(&op.stream))));
         }
@@ -1548,8 +1560,19 @@ impl<V> Overlay<V> {
         self.position(stream).map(|at| &self.touched[at].1)
     }
 
+    /// [`Overlay::get`] of a stream whose filter bit is `bit`.
+    fn get_at(&self, stream: &[u8], bit: FilterBit) -> Option<&V> {
+        self.position_at(stream, bit).map(|at| &self.touched[at].1)
+    }
+
+    #[cfg(test)]
     fn insert(&mut self, stream: StreamId, state: V) {
         let bit = StreamFilter::bit(&stream);
+        self.insert_at(stream, bit, state);
+    }
+
+    /// Sets the state of `stream`, whose filter bit is `bit`.
+    fn insert_at(&mut self, stream: StreamId, bit: FilterBit, state: V) {
         match self.position_at(&stream, bit) {
             Some(at) => self.touched[at].1 = state,
             None => {
