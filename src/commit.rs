@@ -315,9 +315,74 @@ pub(crate) struct WriteRequest {
 }
 
 impl WriteRequest {
+    /// A request of `ops`, in an allocation this thread's earlier requests
+    /// left when they were done (see [`OwnedRequest`]), or a new one.
+    pub fn shared(ops: OneOrMany<Op>, durability: Durability) -> OwnedRequest {
+        let spare = SPARE_REQUESTS.try_with(|spares| spares.try_borrow_mut().ok()?.pop()).ok().flatten();
+        let request = match spare {
+            Some(mut spare) => {
+                let request = Arc::get_mut(&mut spare).expect("a spare request is not shared");
+                request.ops = ops;
+                request.durability = durability;
+                spare
+            }
+            None => Arc::new(WriteRequest { ops, durability, reply: ReplySlot::default() }),
+        };
+        OwnedRequest(Some(request))
+    }
+
     /// Stores the request's outcome and wakes whoever waits for it.
     pub fn send(&self, outcome: Result<Acks>) {
         self.reply.send(outcome);
+    }
+}
+
+thread_local! {
+    /// Requests this thread's appenders were done with, emptied, for its
+    /// next appends: an appender that awaits one append after another
+    /// reuses one allocation instead of a `malloc` and a `free` each time.
+    static SPARE_REQUESTS: std::cell::RefCell<Vec<Reply>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Requests kept for reuse per thread, at most: an appender takes one back
+/// as soon as it has dropped one, so a few serve a thread's appenders.
+const SPARE_REQUESTS_MAX: usize = 8;
+
+/// The appender's hold on its request. When the appender drops it and the
+/// writer no longer holds the request either (it answered it, or never saw
+/// it), the request is emptied (its payloads and stream ids dropped now)
+/// and kept for this thread's next append; otherwise whichever of the two
+/// lets go last frees it, as an `Arc` does.
+pub(crate) struct OwnedRequest(Option<Reply>);
+
+impl std::ops::Deref for OwnedRequest {
+    type Target = Reply;
+
+    fn deref(&self) -> &Reply {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OwnedRequest {
+    fn deref_mut(&mut self) -> &mut Reply {
+        self.0.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for OwnedRequest {
+    fn drop(&mut self) {
+        let Some(mut request) = self.0.take() else { return };
+        let Some(emptied) = Arc::get_mut(&mut request) else { return };
+        emptied.ops = OneOrMany::Many(Vec::new());
+        *emptied.reply.state.get_mut() = SlotState::default();
+        // A thread that is exiting has no spares left: the request is freed.
+        let _ = SPARE_REQUESTS.try_with(|spares| {
+            if let Ok(mut spares) = spares.try_borrow_mut()
+                && spares.len() < SPARE_REQUESTS_MAX
+            {
+                spares.push(request);
+            }
+        });
     }
 }
 

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::commit::{
-    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status, StreamId,
-    WriteRequest, Writer, now_ms,
+    Acks, Appended, Command, OneOrMany, Op, OpKind, OwnedRequest, PruneSnapshots, Queue, Shared, Spares, Status,
+    StreamId, WriteRequest, Writer, now_ms,
 };
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
@@ -104,7 +104,7 @@ enum State<T> {
 struct Write {
     handle: Arc<Handle>,
     /// The batch and where the writer answers it; queued when first polled.
-    request: Arc<WriteRequest>,
+    request: OwnedRequest,
     /// Where the request is.
     stage: WriteStage,
     /// The caller blocks in `wait`: its push does not wake the writer
@@ -181,7 +181,7 @@ impl Write {
         // that comes before this returns wakes the task, which polls again.
         // Nothing else holds the request yet (a full queue handed it back).
         Arc::get_mut(&mut self.request).expect("a request not queued is not shared").reply.set_waker(cx.waker());
-        let command = Command::Write(self.request.clone());
+        let command = Command::Write(Arc::clone(&self.request));
         match self.handle.shared.push_or_wait(command, !self.blocking, Some(cx.waker())) {
             Ok(None) => {
                 self.stage = WriteStage::Queued;
@@ -760,7 +760,7 @@ impl Log {
         if let Err(error) = self.check_batch(ops.as_slice()) {
             return Pending::ready(Err(error));
         }
-        let request = Arc::new(WriteRequest { ops, durability, reply: ReplySlot::default() });
+        let request = WriteRequest::shared(ops, durability);
         let write = Write { handle: self.handle.clone(), request, stage: WriteStage::Unqueued, blocking: false };
         Pending { state: State::Write(write, output) }
     }
