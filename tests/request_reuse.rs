@@ -8,9 +8,14 @@ mod common;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
-use annals::{Batch, Error, Expectation, StreamSeq};
+use annals::{Batch, Error, Expectation, Pending, StreamSeq};
+
+/// Polls `pending` once, with a waker that does nothing.
+fn poll_once<T>(pending: &mut Pending<T>) -> Poll<annals::Result<T>> {
+    Pin::new(pending).poll(&mut Context::from_waker(Waker::noop()))
+}
 
 fn payloads(log: &annals::Log, stream: &str) -> Vec<Vec<u8>> {
     log.read_stream(stream).unwrap().entries.into_iter().map(|record| record.payload.to_vec()).collect()
@@ -63,11 +68,10 @@ async fn a_thread_reusing_its_requests_answers_each_append_with_its_own_outcome(
 fn a_queued_request_whose_pending_was_dropped_is_not_reused_before_it_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let log = common::open(dir.path());
-    let mut cx = Context::from_waker(Waker::noop());
     for round in 0..200u32 {
         let mut dropped = log.append("dropped", Expectation::Any, format!("dropped {round}"));
         // Queued (or refused at a full queue, which this small load never fills).
-        assert!(Pin::new(&mut dropped).poll(&mut cx).is_pending());
+        assert!(poll_once(&mut dropped).is_pending());
         drop(dropped);
         let kept = log.append("kept", Expectation::Any, format!("kept {round}")).wait().unwrap();
         assert_eq!(kept.seq, StreamSeq(u64::from(round)));
@@ -89,10 +93,9 @@ fn a_queued_request_whose_pending_was_dropped_is_not_reused_before_it_is_answere
 fn a_reused_request_never_answers_with_the_outcome_its_last_append_left_unread() {
     let dir = tempfile::tempdir().unwrap();
     let log = common::open(dir.path());
-    let mut cx = Context::from_waker(Waker::noop());
     for round in 0..100u64 {
         let mut unread = log.append("s", Expectation::Exact(StreamSeq(2 * round)), "unread");
-        assert!(Pin::new(&mut unread).poll(&mut cx).is_pending());
+        assert!(poll_once(&mut unread).is_pending());
         // Published, then answered soon after: give the answer time to land.
         while log.next_seq("s").unwrap() != StreamSeq(2 * round + 1) {
             std::thread::yield_now();
@@ -100,10 +103,10 @@ fn a_reused_request_never_answers_with_the_outcome_its_last_append_left_unread()
         std::thread::sleep(std::time::Duration::from_millis(1));
         drop(unread);
         let mut next = log.append("s", Expectation::Exact(StreamSeq(2 * round + 1)), "next");
-        assert!(Pin::new(&mut next).poll(&mut cx).is_pending());
-        let appended = match Pin::new(&mut next).poll(&mut cx) {
-            std::task::Poll::Ready(result) => result.unwrap(),
-            std::task::Poll::Pending => next.wait().unwrap(),
+        assert!(poll_once(&mut next).is_pending());
+        let appended = match poll_once(&mut next) {
+            Poll::Ready(result) => result.unwrap(),
+            Poll::Pending => next.wait().unwrap(),
         };
         assert_eq!(appended.seq, StreamSeq(2 * round + 1), "the append's own outcome");
     }
