@@ -125,6 +125,10 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             // it is next appended to. Memory stays bounded however many ids.
             runs.retain(|_, run| Arc::strong_count(run) > 1);
         }
+        // Looked up before it is inserted: the id is copied only for a new run.
+        if let Some(run) = runs.get(workflow_id) {
+            return run.clone();
+        }
         runs.entry(workflow_id.to_owned()).or_default().clone()
     }
 
