@@ -160,7 +160,9 @@ fn w1(system: &str, dir: &Path, count: u64) {
 fn w2(system: &str, dir: &Path, rounds: u64) {
     let rt = runtime();
     let store = open(system, dir);
+    let mut times = Vec::with_capacity(rounds as usize);
     for round in 0..rounds {
+        let started = std::time::Instant::now();
         rt.block_on(async {
             let tasks: Vec<_> = (0..WRITERS)
                 .map(|workflow| {
@@ -174,7 +176,27 @@ fn w2(system: &str, dir: &Path, rounds: u64) {
                 task.await.unwrap().unwrap();
             }
         });
+        times.push(started.elapsed());
     }
+    print_rounds(system, &mut times);
+}
+
+/// Prints the median and mean of W2's rounds (the first tenth left out as
+/// warm-up): a timing to set beside the counts, not a decision.
+fn print_rounds(system: &str, times: &mut [std::time::Duration]) {
+    let warm_up = times.len() / 10;
+    let times = &mut times[warm_up..];
+    if times.is_empty() {
+        return;
+    }
+    times.sort();
+    let micros = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    let mean = times.iter().map(|&d| micros(d)).sum::<f64>() / times.len() as f64;
+    println!(
+        "{system}: per round of {WRITERS}: median {:.1} µs, mean {mean:.1} µs over {} rounds",
+        micros(times[times.len() / 2]),
+        times.len()
+    );
 }
 
 /// The floor: a frame's bytes written into a preallocated file, then an
