@@ -68,7 +68,10 @@ pub trait SequencedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
 
 /// Decodes the row at `seq` of `stream` with the row type's own decoder.
 fn decode_row<R: SequencedRow>(stream: &str, seq: u64, payload: &[u8]) -> Result<R, StoreError> {
-    Ok(codec::decode_with(stream, seq, ROW_SCHEMA, payload, R::decode_body)?.0)
+    // The envelope, then the body in place: no closure or (row, schema)
+    // pair is passed through, which a load pays per row.
+    let (body, _schema) = codec::body_of(stream, seq, ROW_SCHEMA, payload)?;
+    R::decode_body(body).map_err(|reason| codec::decode_error(stream, seq, reason))
 }
 
 /// The schema version this build writes a run's snapshot under.
