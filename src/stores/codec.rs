@@ -29,7 +29,8 @@ pub const CODEC_MSGPACK_NAMED: u8 = 1;
 pub const ENVELOPE_BYTES: usize = 4;
 /// Bytes an encoding buffer starts with: a typical store value (a
 /// checkpoint row with a few hundred bytes of output, a document) fits, so
-/// the serializer does not grow it, copying, three or four times.
+/// the serializer does not grow it, copying, three or four times. A value
+/// under half of it gives the rest back ([`encode`]).
 const ENCODE_START_BYTES: usize = 512;
 
 /// Encodes `value` under `schema` for `stream` (named in errors).
@@ -43,6 +44,11 @@ pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Re
     out.extend_from_slice(&schema.to_le_bytes());
     rmp_serde::encode::write_named(&mut out, value)
         .map_err(|error| StoreError::Encode { stream: stream.to_owned(), reason: error.to_string() })?;
+    // A value keeps at most twice its bytes, as growth by doubling would
+    // leave it: a batch of 65,536 small events is not 32 MiB of buffers.
+    if out.capacity() > 2 * out.len() {
+        out.shrink_to_fit();
+    }
     Ok(Bytes::from(out))
 }
 
