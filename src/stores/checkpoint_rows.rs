@@ -68,7 +68,10 @@ pub trait SequencedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
 
 /// Decodes the row at `seq` of `stream` with the row type's own decoder.
 fn decode_row<R: SequencedRow>(stream: &str, seq: u64, payload: &[u8]) -> Result<R, StoreError> {
-    Ok(codec::decode_with(stream, seq, ROW_SCHEMA, payload, R::decode_body)?.0)
+    // The envelope, then the body in place: no closure or (row, schema)
+    // pair is passed through, which a load pays per row.
+    let (body, _schema) = codec::body_of(stream, seq, ROW_SCHEMA, payload)?;
+    R::decode_body(body).map_err(|reason| codec::decode_error(stream, seq, reason))
 }
 
 /// The schema version this build writes a run's snapshot under.
@@ -124,6 +127,10 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             // Forget what is not in use: a forgotten run is read again when
             // it is next appended to. Memory stays bounded however many ids.
             runs.retain(|_, run| Arc::strong_count(run) > 1);
+        }
+        // Looked up before it is inserted: the id is copied only for a new run.
+        if let Some(run) = runs.get(workflow_id) {
+            return run.clone();
         }
         runs.entry(workflow_id.to_owned()).or_default().clone()
     }

@@ -27,18 +27,28 @@ pub const ENVELOPE_TAG: u8 = 0xA5;
 pub const CODEC_MSGPACK_NAMED: u8 = 1;
 /// Bytes before the body.
 pub const ENVELOPE_BYTES: usize = 4;
+/// Bytes an encoding buffer starts with: a typical store value (a
+/// checkpoint row with a few hundred bytes of output, a document) fits, so
+/// the serializer does not grow it, copying, three or four times. A value
+/// under half of it gives the rest back ([`encode`]).
+const ENCODE_START_BYTES: usize = 512;
 
 /// Encodes `value` under `schema` for `stream` (named in errors).
 ///
 /// # Errors
 /// [`StoreError::Encode`] if serde refuses the value.
 pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Result<Bytes, StoreError> {
-    let mut out = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(ENCODE_START_BYTES);
     out.push(ENVELOPE_TAG);
     out.push(CODEC_MSGPACK_NAMED);
     out.extend_from_slice(&schema.to_le_bytes());
     rmp_serde::encode::write_named(&mut out, value)
         .map_err(|error| StoreError::Encode { stream: stream.to_owned(), reason: error.to_string() })?;
+    // A value keeps at most twice its bytes, as growth by doubling would
+    // leave it: a batch of 65,536 small events is not 32 MiB of buffers.
+    if out.capacity() > 2 * out.len() {
+        out.shrink_to_fit();
+    }
     Ok(Bytes::from(out))
 }
 
@@ -88,19 +98,51 @@ pub fn decode_with<T>(
     bytes: &[u8],
     body: impl FnOnce(&[u8]) -> Result<T, String>,
 ) -> Result<(T, u16), StoreError> {
-    let fail = |reason: String| StoreError::Decode { stream: stream.to_owned(), seq, reason };
-    if bytes.len() < ENVELOPE_BYTES || bytes[0] != ENVELOPE_TAG {
-        return Err(fail("not an Annals store value".to_owned()));
+    let (inner, schema) = body_of(stream, seq, schema_max, bytes)?;
+    match body(inner) {
+        Ok(value) => Ok((value, schema)),
+        Err(reason) => Err(decode_error(stream, seq, reason)),
     }
-    if bytes[1] != CODEC_MSGPACK_NAMED {
-        return Err(fail(format!("unknown codec {}", bytes[1])));
+}
+
+/// The body of an encoded value of `stream` at `seq` (what follows the
+/// envelope) and the schema it was written under, at most `schema_max`:
+/// the envelope checks of [`decode`], for a reader that decodes the body
+/// in place, one value after another, without a closure per value.
+///
+/// # Errors
+/// [`StoreError::Decode`] naming the stream and sequence, for a foreign
+/// envelope, an unknown codec or a newer schema.
+#[inline]
+pub(crate) fn body_of<'a>(
+    stream: &str,
+    seq: u64,
+    schema_max: u16,
+    bytes: &'a [u8],
+) -> Result<(&'a [u8], u16), StoreError> {
+    let Some(([ENVELOPE_TAG, codec, schema_0, schema_1], body)) = bytes.split_first_chunk::<ENVELOPE_BYTES>() else {
+        return Err(decode_error(stream, seq, "not an Annals store value".to_owned()));
+    };
+    if *codec != CODEC_MSGPACK_NAMED {
+        return Err(decode_error(stream, seq, format!("unknown codec {codec}")));
     }
-    let schema = u16::from_le_bytes([bytes[2], bytes[3]]);
+    let schema = u16::from_le_bytes([*schema_0, *schema_1]);
     if schema > schema_max {
-        return Err(fail(format!("written under schema {schema}, newer than this build's {schema_max}")));
+        return Err(decode_error(
+            stream,
+            seq,
+            format!("written under schema {schema}, newer than this build's {schema_max}"),
+        ));
     }
-    let value = body(&bytes[ENVELOPE_BYTES..]).map_err(fail)?;
-    Ok((value, schema))
+    Ok((body, schema))
+}
+
+/// The error of a value of `stream` at `seq` that does not decode, for
+/// `reason`. Out of line: the path that decodes stays short.
+#[cold]
+#[inline(never)]
+pub(crate) fn decode_error(stream: &str, seq: u64, reason: String) -> StoreError {
+    StoreError::Decode { stream: stream.to_owned(), seq, reason }
 }
 
 #[cfg(test)]
@@ -135,5 +177,32 @@ mod tests {
             assert!(decode::<Old>("run-9", 4, 3, &bytes[..cut]).is_err(), "cut at {cut} decoded");
         }
         assert!(decode::<Old>("run-9", 4, 3, b"\x00\x01\x00\x00garbage").is_err());
+    }
+
+    /// The in-place read of an envelope (what a run's load takes per row)
+    /// refuses what `decode` refuses, each with the stream and sequence.
+    #[test]
+    fn the_body_read_in_place_is_the_one_decode_reads_and_refuses_alike() {
+        let bytes = encode("rows/r", 2, &Old { a: 7 }).unwrap();
+        let (body, schema) = body_of("rows/r", 5, 2, &bytes).unwrap();
+        assert_eq!((body, schema), (&bytes[ENVELOPE_BYTES..], 2));
+        assert_eq!(decode_body::<Old>(body), Ok(Old { a: 7 }));
+        let mut foreign = bytes.to_vec();
+        foreign[0] ^= 1;
+        let mut other_codec = bytes.to_vec();
+        other_codec[1] = 9;
+        for (defect, bytes, schema_max) in [
+            ("foreign", &foreign[..], 2),
+            ("codec", &other_codec[..], 2),
+            ("newer", &bytes[..], 1),
+            ("short", &bytes[..3], 2),
+        ] {
+            let error = body_of("rows/r", 5, schema_max, bytes).unwrap_err();
+            assert!(
+                matches!(&error, StoreError::Decode { stream, seq: 5, .. } if stream == "rows/r"),
+                "{defect}: {error}"
+            );
+            assert!(decode::<Old>("rows/r", 5, schema_max, bytes).is_err(), "{defect}");
+        }
     }
 }

@@ -160,21 +160,52 @@ fn w1(system: &str, dir: &Path, count: u64) {
 fn w2(system: &str, dir: &Path, rounds: u64) {
     let rt = runtime();
     let store = open(system, dir);
+    let mut times = Vec::with_capacity(rounds as usize);
+    let mut last_calls = Vec::with_capacity(rounds as usize);
     for round in 0..rounds {
-        rt.block_on(async {
+        let started = std::time::Instant::now();
+        let last_call = rt.block_on(async {
             let tasks: Vec<_> = (0..WRITERS)
                 .map(|workflow| {
                     let store = store.clone();
-                    tokio::spawn(
-                        async move { store.append(&format!("workflow-{workflow}"), row(round, workflow)).await },
-                    )
+                    tokio::spawn(async move {
+                        let (workflow_id, row) = (format!("workflow-{workflow}"), row(round, workflow));
+                        let called = std::time::Instant::now();
+                        store.append(&workflow_id, row).await.map(|()| called)
+                    })
                 })
                 .collect();
+            let mut last_call = started;
             for task in tasks {
-                task.await.unwrap().unwrap();
+                last_call = last_call.max(task.await.unwrap().unwrap());
             }
+            last_call
         });
+        times.push(started.elapsed());
+        last_calls.push(last_call - started);
     }
+    print_rounds(system, &mut times);
+    // How long the round's appends take to reach the store: a group commit
+    // that takes less than this leaves the rest to a second fdatasync.
+    print_rounds(&format!("{system}, the last task's call to append"), &mut last_calls);
+}
+
+/// Prints the median and mean of W2's rounds (the first tenth left out as
+/// warm-up): a timing to set beside the counts, not a decision.
+fn print_rounds(system: &str, times: &mut [std::time::Duration]) {
+    let warm_up = times.len() / 10;
+    let times = &mut times[warm_up..];
+    if times.is_empty() {
+        return;
+    }
+    times.sort();
+    let micros = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    let mean = times.iter().map(|&d| micros(d)).sum::<f64>() / times.len() as f64;
+    println!(
+        "{system}, per round of {WRITERS}: median {:.1} µs, mean {mean:.1} µs over {} rounds",
+        micros(times[times.len() / 2]),
+        times.len()
+    );
 }
 
 /// The floor: a frame's bytes written into a preallocated file, then an
