@@ -20,7 +20,8 @@
 //! directory), not the streams' entries: each stream's section (its entry
 //! positions and their record checksums) has its own checksum, checked on
 //! the stream's first use (`StreamSection`), and a read of a record the
-//! image covers checks that record alone against its record checksum.
+//! image covers checks that record alone (its own frame, or in a batch its
+//! bytes alone) against its record checksum.
 //!
 //! ```text
 //! // Image: { header (104 bytes) | body: tables { scalars | segment × segments | stream directory × streams }
@@ -49,9 +50,10 @@ pub const IMAGE_TEMP_FILE_NAME: &str = "annals.index.tmp";
 /// The image's magic.
 pub const IMAGE_MAGIC: [u8; 8] = *b"ANNALSIX";
 /// The image format this build writes and reads. An image of another
-/// version (1: one checksum over the whole body, no record checksums) is
-/// not used: open scans, and writes a version-2 image at the next chance.
-pub const IMAGE_VERSION: u32 = 2;
+/// version (1: one checksum over the whole body, no record checksums; 2:
+/// every record checksum computed over the operation alone) is not used:
+/// open scans, and writes a version-3 image at the next chance.
+pub const IMAGE_VERSION: u32 = 3;
 
 // Header: { magic | image_version | header_bytes | log_id | written_ms | compaction_generation
 //           | compacted_end_lsn | oldest_segment_lsn | trimmed_lsn | next_lsn | body_bytes | tables_bytes
@@ -150,11 +152,11 @@ pub enum ImageUse {
     },
 }
 
-/// The record checksum of one operation (segments-format.md, 11.1): CRC-32
-/// (as a frame's) of the log id, the 8 bytes of its frame's `timestamp_ms`,
-/// the record kind's byte (as in a frame's `kind`) and the operation's
-/// bytes (its 22-byte header, stream and payload): every byte a read derives
-/// the [`crate::Record`] from.
+/// The record checksum of one operation of a batch frame
+/// (segments-format.md, 11.1): CRC-32 (as a frame's) of the log id, the 8
+/// bytes of its frame's `timestamp_ms`, the record kind's byte (as in a
+/// frame's `kind`) and the operation's bytes (its 22-byte header, stream and
+/// payload): every byte a read derives the [`crate::Record`] from.
 pub(crate) fn record_crc(log_id: &[u8; 16], timestamp: &[u8], kind: RecordKind, op: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(log_id);
@@ -162,6 +164,15 @@ pub(crate) fn record_crc(log_id: &[u8; 16], timestamp: &[u8], kind: RecordKind, 
     hasher.update(&[kind.frame_kind() as u8]);
     hasher.update(op);
     hasher.finalize()
+}
+
+/// The record checksum of an operation that is its frame's whole body
+/// (segments-format.md, 11.1): its frame's checksum, CRC-32 of the log id
+/// and `frame` (the frame's bytes after its `crc` field). For a frame whose
+/// checksum was checked, the stored `crc` field: the image writer copies
+/// it, hashing nothing.
+pub(crate) fn frame_record_crc(log_id: &[u8; 16], frame: &[u8]) -> u32 {
+    crc(log_id, frame)
 }
 
 const SECTION_UNCHECKED: u8 = 0;

@@ -1224,6 +1224,11 @@ impl Index {
             }
         }
         let frame_start = entry.frame_start_of(loc.offset());
+        if frame_start + FRAME_HEADER_BYTES == loc.offset() {
+            // The operation is its frame's whole body: its record checksum
+            // is the frame's, whose bytes this process checked.
+            return stored_frame_crc(entry, frame_start).ok_or_else(|| corruption("frame header past the end"));
+        }
         let bytes = entry.segment.map.slice(frame_start, entry.end_offset - frame_start);
         record_crc_in(entry, &bytes, frame_start, frame_start, loc.offset(), kind).map_err(corruption)
     }
@@ -1701,12 +1706,29 @@ struct Wanted {
     live_only: bool,
 }
 
+/// The `crc` field of the frame at `frame_start` of a segment, as stored:
+/// the record checksum of an operation that is its frame's whole body, for
+/// a frame whose checksum this process checked. `None` past the end.
+fn stored_frame_crc(entry: &SegmentEntry, frame_start: usize) -> Option<u32> {
+    if frame_start + FRAME_HEADER_BYTES > entry.end_offset {
+        return None;
+    }
+    let field = |bytes: &[u8]| bytes.try_into().ok().map(u32::from_le_bytes);
+    match entry.segment.map.as_slice() {
+        Some(map) => map.get(frame_start..frame_start + 4).and_then(field),
+        None => field(entry.segment.map.slice(frame_start, 4).as_ref()),
+    }
+}
+
 /// The record checksum of the operation at `op_offset` of a segment (the
 /// segment from offset `base` is `bytes`), in the frame at `frame_start`,
-/// as the image records it (segments-format.md, 11.1): of the log id, the
-/// frame's `timestamp_ms`, the record kind's byte and the operation's bytes
-/// (header, stream and payload): every byte a [`Record`] is read from.
-/// `Err` says why it cannot be computed (an operation past the end).
+/// as the image records it (segments-format.md, 11.1). Of an operation that
+/// is its frame's whole body (`op_offset` right after the frame header: not
+/// in a batch), its frame's checksum, computed from the bytes; of one in a
+/// batch, the CRC of the log id, the frame's `timestamp_ms`, the record
+/// kind's byte and the operation's bytes (header, stream and payload).
+/// Either covers every byte a [`Record`] is read from. `Err` says why it
+/// cannot be computed (an operation past the end).
 fn record_crc_in(
     entry: &SegmentEntry,
     bytes: &[u8],
@@ -1730,8 +1752,14 @@ fn record_crc_in(
     if op_end > end {
         return Err("operation past the end of the segment");
     }
+    let log_id = &entry.segment.header.log_id;
+    if frame_start + FRAME_HEADER_BYTES == op_offset {
+        // The frame's bytes after its `crc` field, through the operation's
+        // end (the frame's, if it is whole): its checksum.
+        return Ok(crate::image::frame_record_crc(log_id, &bytes[frame_start + 4 - base..op_end - base]));
+    }
     let op = &bytes[op_offset - base..op_end - base];
-    Ok(crate::image::record_crc(&entry.segment.header.log_id, timestamp, kind, op))
+    Ok(crate::image::record_crc(log_id, timestamp, kind, op))
 }
 
 /// Checks a record of frames the image covers against the checksum the

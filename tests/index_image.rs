@@ -112,7 +112,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 fn layout(image: &[u8]) -> Layout {
-    assert_eq!(u32_at(image, 8), 2, "image version 2");
+    assert_eq!(u32_at(image, 8), 3, "image version 3");
     let tables_end = HEADER_BYTES + u64_at(image, 88) as usize;
     let segments = u32_at(image, HEADER_BYTES + 36);
     let stream_count = u64_at(image, HEADER_BYTES + 40) as usize;
@@ -275,32 +275,37 @@ fn a_seek_point_or_batch_frame_past_its_segment_s_end_is_refused() {
     }
 }
 
-/// Image version 1 (one checksum over the whole body, no record
-/// checksums) is not read (row 20): a full scan, a read-write open deletes
-/// it, and the next clean close writes version 2, which the open after it
-/// loads. (Its header checksum holds: only the version refuses it.)
+/// Image versions 1 (one checksum over the whole body, no record
+/// checksums) and 2 (every record checksum over the operation alone) are
+/// not read (row 20): a full scan, a read-write open deletes the image, and
+/// the next clean close writes version 3, which the open after it loads.
+/// (Its header checksum holds: only the version refuses it.) A version-3
+/// image read by a build of version 2 is refused the same way.
 #[test]
-fn an_image_of_version_1_is_ignored_and_replaced_by_version_2() {
-    let dir = tempfile::tempdir().unwrap();
-    closed_log(dir.path(), 200);
-    let path = dir.path().join(IMAGE_FILE_NAME);
-    let mut old = std::fs::read(&path).unwrap();
-    old[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let header = image_crc(&old, &old[..100]);
-    old[100..104].copy_from_slice(&header.to_le_bytes());
-    std::fs::write(&path, &old).unwrap();
-    let reader = LogReader::open(dir.path()).unwrap();
-    assert_eq!(reader.report().index_image, ImageUse::Rejected { reason: "unsupported image version 1".to_owned() });
-    drop(reader);
-    let log = Log::open(dir.path(), options()).unwrap();
-    assert_eq!(rejected(&log), "unsupported image version 1");
-    assert!(!path.exists(), "deleted by a read-write open");
-    assert_same_as_full_scan(&log, dir.path());
-    log.close().wait().unwrap();
-    assert_eq!(u32_at(&std::fs::read(&path).unwrap(), 8), 2);
-    let log = Log::open(dir.path(), options()).unwrap();
-    loaded(&log);
-    assert_same_as_full_scan(&log, dir.path());
+fn an_image_of_an_older_version_is_ignored_and_replaced_by_version_3() {
+    for version in [1u32, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        closed_log(dir.path(), 200);
+        let path = dir.path().join(IMAGE_FILE_NAME);
+        let mut old = std::fs::read(&path).unwrap();
+        old[8..12].copy_from_slice(&version.to_le_bytes());
+        let header = image_crc(&old, &old[..100]);
+        old[100..104].copy_from_slice(&header.to_le_bytes());
+        std::fs::write(&path, &old).unwrap();
+        let reason = format!("unsupported image version {version}");
+        let reader = LogReader::open(dir.path()).unwrap();
+        assert_eq!(reader.report().index_image, ImageUse::Rejected { reason: reason.clone() });
+        drop(reader);
+        let log = Log::open(dir.path(), options()).unwrap();
+        assert_eq!(rejected(&log), reason);
+        assert!(!path.exists(), "deleted by a read-write open");
+        assert_same_as_full_scan(&log, dir.path());
+        log.close().wait().unwrap();
+        assert_eq!(u32_at(&std::fs::read(&path).unwrap(), 8), 3);
+        let log = Log::open(dir.path(), options()).unwrap();
+        loaded(&log);
+        assert_same_as_full_scan(&log, dir.path());
+    }
 }
 
 /// Open checks the tables, not the streams' sections: a flipped bit in a
@@ -687,6 +692,53 @@ fn a_damaged_record_in_a_batch_frame_fails_only_its_own_read() {
     assert_eq!(other, [1001, 1003, 1005].map(|i| common::unique_payload(i, 100)));
     // A read by LSN walks the frame and checks its checksum: it fails.
     assert!(matches!(log.read_all(Lsn::ZERO, usize::MAX), Err(Error::Corruption(_))));
+}
+
+/// Image version 3 (11.1): the record checksum of an operation that is its
+/// frame's whole body is that frame's checksum, so the image writer copies
+/// the `crc` field of a frame its scan checked instead of hashing the
+/// record again (the close's image cost half its instructions doing so).
+/// Every such entry's record checksum is its frame's `crc` field, and a
+/// flipped bit anywhere in the frame, its header included (here the
+/// `durable_lsn` field, which version 2's record checksum left out), makes
+/// the read of that record corruption.
+#[test]
+fn a_single_record_frame_s_record_checksum_is_its_frame_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), 200);
+    let image = std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    let layout = layout(&image);
+    let victim = layout.streams.iter().find(|s| s.entries > 2).expect("a stream with entries");
+    let frame_of = |i: usize| {
+        let position = u64_at(&image, victim.section_at + i * ENTRY_BYTES);
+        let file = segments[(position >> 32) as usize].clone();
+        (file, (position & u64::from(u32::MAX)) as usize - 40)
+    };
+    for i in 0..victim.entries {
+        let (file, frame_at) = frame_of(i);
+        let frame_crc = u32_at(&std::fs::read(&file).unwrap(), frame_at);
+        assert_eq!(u32_at(&image, victim.section_at + i * ENTRY_BYTES + 8), frame_crc, "entry {i}");
+    }
+    let (file, frame_at) = frame_of(0);
+    common::flip_bit(&file, frame_at + 16, 0);
+    let log = Log::open(dir.path(), Options { index_image: IndexImageWrites::Off, ..options() }).unwrap();
+    loaded(&log);
+    match log.read_stream_range(&victim.id, StreamSeq(victim.start), 1) {
+        Err(Error::Corruption(corruption)) => {
+            assert_eq!(corruption.file, file);
+            assert_eq!(corruption.kind.to_string(), "record checksum mismatch");
+            assert_eq!(corruption.offset, (frame_at + 40) as u64, "the record's offset");
+        }
+        other => panic!("a record whose frame header is damaged read as {other:?}"),
+    }
+    let rest = log.read_stream_from(&victim.id, StreamSeq(victim.start + 1)).unwrap();
+    assert_eq!(rest.len(), victim.entries - 1, "the stream's other records read");
 }
 
 /// A read checks an image-covered record against its record checksum
