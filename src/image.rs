@@ -230,6 +230,12 @@ impl StreamSection {
         state == SECTION_GOOD
     }
 
+    /// The section's bytes and the checksum the directory records for
+    /// them, if they pass it ([`StreamSection::check`]).
+    pub(crate) fn intact(&self) -> Option<(&[u8], u32)> {
+        self.check().then_some((&self.items[..], self.crc))
+    }
+
     /// Whether a check in this process found the section damaged (without
     /// checking it if none did).
     pub(crate) fn found_damaged(&self) -> bool {
@@ -442,15 +448,12 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
             put_u32(&mut body, *end);
         }
     }
-    let mut sections = Vec::new();
+    let entries: usize = index.streams.values().map(|stream_state| stream_state.entries.len()).sum();
+    let mut sections = Vec::with_capacity(entries * ENTRY_BYTES);
     for (stream, stream_state) in &index.streams {
-        let (positions, entry_crcs, snapshot_crcs) = index.image_stream(stream, stream_state)?;
         let section_at = sections.len();
-        for (loc, record_crc) in positions.into_iter().zip(entry_crcs) {
-            put_u64(&mut sections, loc.0);
-            put_u32(&mut sections, record_crc);
-        }
-        let section_crc = crc(&state.log_id, &sections[section_at..]);
+        let (known_crc, snapshot_crcs) = index.image_stream(stream, stream_state, &mut sections)?;
+        let section_crc = known_crc.unwrap_or_else(|| crc(&state.log_id, &sections[section_at..]));
         body.extend_from_slice(&u16::try_from(stream.len()).expect("stream ids are at most 1,024 bytes").to_le_bytes());
         put_u32(&mut body, u32::try_from(stream_state.snapshots.len()).expect("snapshots fit in the log"));
         put_u64(&mut body, stream_state.entries.len() as u64);
@@ -467,8 +470,7 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
         }
     }
     let tables_bytes = body.len();
-    body.extend_from_slice(&sections);
-    let mut out = Vec::with_capacity(IMAGE_HEADER_BYTES + body.len());
+    let mut out = Vec::with_capacity(IMAGE_HEADER_BYTES + tables_bytes + sections.len());
     out.extend_from_slice(&IMAGE_MAGIC);
     put_u32(&mut out, IMAGE_VERSION);
     put_u32(&mut out, IMAGE_HEADER_BYTES as u32);
@@ -479,13 +481,14 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
     put_u64(&mut out, state.oldest_segment_lsn.0);
     put_u64(&mut out, state.trimmed_lsn.0);
     put_u64(&mut out, index.next_lsn.0);
-    put_u64(&mut out, body.len() as u64);
+    put_u64(&mut out, (tables_bytes + sections.len()) as u64);
     put_u64(&mut out, tables_bytes as u64);
-    put_u32(&mut out, crc(&state.log_id, &body[..tables_bytes]));
+    put_u32(&mut out, crc(&state.log_id, &body));
     let header_crc = crc(&state.log_id, &out[..HEADER_CRC_AT]);
     put_u32(&mut out, header_crc);
     debug_assert_eq!(out.len(), IMAGE_HEADER_BYTES);
     out.extend_from_slice(&body);
+    out.extend_from_slice(&sections);
     Ok(out)
 }
 

@@ -1233,31 +1233,64 @@ impl Index {
         record_crc_in(entry, &bytes, frame_start, frame_start, loc.offset(), kind).map_err(corruption)
     }
 
-    /// What a new image records of `stream`: its live entries' positions
-    /// (a damaged image section's replaced by what the covered frames say)
-    /// and their record checksums, then its live snapshots' record
-    /// checksums: see [`Index::record_crc`].
+    /// Appends to `section` what a new image records of `stream`'s live
+    /// entries: each one's position (a damaged image section's replaced by
+    /// what the covered frames say) and record checksum (see
+    /// [`Index::record_crc`]). Returns the section's checksum when it is
+    /// already known, and the stream's live snapshots' record checksums.
+    ///
+    /// A stream no write changed since the image its recovery loaded still
+    /// holds that image's section, mapped: when it passes its checksum and
+    /// every position in it names covered frames, what the entries encode
+    /// to is that section's bytes exactly (its positions, and the record
+    /// checksums it recorded, which are copied for covered records), so they
+    /// are copied as they are, with the checksum the image recorded for them.
     ///
     /// # Errors
     /// As [`Index::record_crc`] and [`Index::positions`].
-    #[allow(clippy::type_complexity)]
     pub(crate) fn image_stream(
         &self,
         stream: &[u8],
         state: &StreamState,
-    ) -> Result<(Vec<RecordLoc>, Vec<u32>, Vec<u32>)> {
+        section: &mut Vec<u8>,
+    ) -> Result<(Option<u32>, Vec<u32>)> {
+        let snapshots = state
+            .snapshots
+            .iter()
+            .map(|s| self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None)))
+            .collect::<Result<Vec<u32>>>()?;
+        if let Some((items, crc)) = self.unchanged_section(state) {
+            section.extend_from_slice(items);
+            return Ok((Some(crc), snapshots));
+        }
         let positions = self.positions(stream, state)?;
-        let mut locs = Vec::with_capacity(positions.len());
-        let mut entries = Vec::with_capacity(positions.len());
+        section.reserve(positions.len() * IMAGE_ITEM_BYTES);
         for (loc, check) in positions.iter_from(0) {
-            locs.push(loc);
-            entries.push(self.record_crc(loc, RecordKind::Entry, check)?);
+            let record_crc = self.record_crc(loc, RecordKind::Entry, check)?;
+            section.extend_from_slice(&loc.0.to_le_bytes());
+            section.extend_from_slice(&record_crc.to_le_bytes());
         }
-        let mut snapshots = Vec::with_capacity(state.snapshots.len());
-        for s in &state.snapshots {
-            snapshots.push(self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None))?);
+        Ok((None, snapshots))
+    }
+
+    /// The loaded image's section of a stream whose entries are still that
+    /// section (no write changed them), if it passes its checksum and each
+    /// of its positions names a covered segment and an offset in the frames
+    /// the image covered there: its bytes and its checksum.
+    fn unchanged_section<'a>(&self, state: &'a StreamState) -> Option<(&'a [u8], u32)> {
+        let (Locs::Mapped(items), Some(image)) = (&state.entries, state.image.as_deref()) else { return None };
+        let (bytes, crc) = image.intact()?;
+        if bytes.as_ptr() != items.as_ptr() || bytes.len() != items.len() {
+            return None;
         }
-        Ok((locs, entries, snapshots))
+        let first_op = crate::segment::SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES;
+        let covered = bytes.chunks_exact(IMAGE_ITEM_BYTES).all(|item| {
+            let loc = RecordLoc(u64::from_le_bytes(item[..8].try_into().expect("eight bytes")));
+            self.segments
+                .get(loc.segment())
+                .is_some_and(|entry| (first_op..entry.image_covered_end).contains(&loc.offset()))
+        });
+        covered.then_some((bytes, crc))
     }
 
     /// The latest live snapshot of a stream and the live entries after it.
