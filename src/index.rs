@@ -756,13 +756,7 @@ impl Index {
 
     /// The stream's state as the guards and checks follow it.
     pub fn cursor(&self, stream: &[u8]) -> StreamCursor {
-        self.streams.get(stream).map_or(StreamCursor::EMPTY, |state| StreamCursor {
-            next: state.next_seq().0,
-            snapshot_floor: state.snapshots.last().map(|s| s.seq),
-            latest_snapshot: state.snapshots.last().map(|s| s.lsn),
-            exists: true,
-            since: state.since,
-        })
+        cursor_of(self.streams.get(stream))
     }
 
     /// Number of streams the index holds.
@@ -938,6 +932,38 @@ impl Index {
                 None => {}
             }
         }
+        Ok(())
+    }
+
+    /// [`Index::check_frame`], then [`Index::apply_frame`] if it passes:
+    /// recovery's scan. A frame of one entry (almost every frame) has its
+    /// operation parsed, and its stream looked up, once for both.
+    ///
+    /// # Errors
+    /// As [`Index::check_frame`]; the index is then unchanged.
+    pub fn check_and_apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
+        let (FrameKind::Entry, Some(op)) = (frame.kind, frame.ops().next()) else {
+            self.check_frame(frame)?;
+            self.apply_frame(frame_offset, frame);
+            return Ok(());
+        };
+        let inconsistent = |what| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what };
+        let position = self.segments.len() - 1;
+        let loc = RecordLoc::new(position, frame_offset + FRAME_HEADER_BYTES + op.offset_in_body);
+        // Apply_frame's entry case, the check first.
+        match self.streams.get_mut(op.stream) {
+            Some(state) => {
+                cursor_of(Some(state)).apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(inconsistent)?;
+                state.entries_mut(op.stream, &self.segments).push(loc);
+            }
+            None => {
+                StreamCursor::EMPTY.apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(inconsistent)?;
+                let state = StreamState { entries: Locs::Owned(vec![loc]), ..StreamState::new(op.lsn, 0) };
+                self.streams.insert(Box::from(op.stream), state);
+            }
+        }
+        self.segments[position].live_bytes += op_bytes(op.stream.len(), op.payload.len());
+        self.place_frame(frame_offset, frame);
         Ok(())
     }
 
@@ -1723,6 +1749,18 @@ fn walk_stream_entries(
     Ok(out)
 }
 
+/// A stream's state as the guards and checks follow it ([`StreamCursor::EMPTY`]
+/// for a stream with none).
+fn cursor_of(state: Option<&StreamState>) -> StreamCursor {
+    state.map_or(StreamCursor::EMPTY, |state| StreamCursor {
+        next: state.next_seq().0,
+        snapshot_floor: state.snapshots.last().map(|s| s.seq),
+        latest_snapshot: state.snapshots.last().map(|s| s.lsn),
+        exists: true,
+        since: state.since,
+    })
+}
+
 /// The LSN before which a prune drops snapshots; 0 for any other operation.
 pub(crate) fn prune_reach(op: &crate::frame::OpView<'_>) -> Lsn {
     if op.kind == RecordKind::Prune { crate::frame::prune_snapshots_before(op.payload) } else { Lsn(0) }
@@ -1880,6 +1918,60 @@ mod tests {
         index.push_segment(segment(&fs, 7, "b"), crate::segment::SEGMENT_HEADER_BYTES);
         assert_eq!(index.segments().len(), 1);
         assert_eq!(index.segments()[0].segment.path, std::path::PathBuf::from("/index/b"));
+    }
+
+    /// Recovery's scan checks and applies a frame of one entry with one
+    /// lookup of its stream (`check_and_apply_frame`): it must refuse what
+    /// `check_frame` refuses, leaving the index as it was, and build what
+    /// `check_frame` then `apply_frame` build, for a new stream, a stream
+    /// with entries, and around other frame kinds (a snapshot, a batch).
+    #[test]
+    fn check_and_apply_frame_agrees_with_check_frame_then_apply_frame() {
+        use crate::frame::{OpRef, decode_frame, encode_frame};
+        let fs = crate::sim::fs::SimFs::new();
+        let (mut fused, mut apart) = (Index::new(Lsn(1)), Index::new(Lsn(1)));
+        fused.push_segment(segment(&fs, 1, "fused"), crate::segment::SEGMENT_HEADER_BYTES);
+        apart.push_segment(segment(&fs, 1, "apart"), crate::segment::SEGMENT_HEADER_BYTES);
+        // Each frame: its kind and its operations' (kind, stream, sequence).
+        type Ops = &'static [(RecordKind, &'static [u8], u64)];
+        let frames: &[(FrameKind, Ops)] = &[
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 0)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 1)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 3)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"b", 1)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"b", 0)]),
+            (FrameKind::Snapshot, &[(RecordKind::Snapshot, b"a", 1)]),
+            (FrameKind::Batch, &[(RecordKind::Entry, b"a", 2), (RecordKind::Entry, b"b", 1)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 2)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 3)]),
+        ];
+        for (kind, ops) in frames {
+            let lsn = fused.next_lsn();
+            let ops: Vec<OpRef<'_>> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, &(kind, stream, seq))| OpRef {
+                    kind,
+                    stream,
+                    seq: StreamSeq(seq),
+                    lsn: Lsn(lsn.0 + i as u64),
+                    payload: b"x",
+                })
+                .collect();
+            let mut buf = Vec::new();
+            let meta = crate::frame::FrameMeta { lsn, durable_lsn: lsn, timestamp_ms: 0 };
+            encode_frame(&mut buf, &[1; 16], *kind, meta, &ops);
+            let frame = decode_frame(&buf, &[1; 16], lsn).unwrap();
+            let offset = fused.segments()[0].end_offset;
+            let checked = apart.check_frame(&frame);
+            if checked.is_ok() {
+                apart.apply_frame(offset, &frame);
+            }
+            assert_eq!(fused.check_and_apply_frame(offset, &frame), checked, "{kind:?} {:?}", ops[0].seq);
+            assert_eq!(fused.differences(&apart), Vec::<String>::new(), "after {kind:?} {:?}", ops[0].seq);
+        }
+        assert_eq!(fused.stream(b"a").map(StreamState::next_seq), Some(StreamSeq(4)));
+        assert_eq!(fused.stream(b"b").map(StreamState::next_seq), Some(StreamSeq(2)));
     }
 
     /// `check_frame` follows a batch's own effects on a stream in a list and
