@@ -396,6 +396,14 @@ fn crc(log_id: &[u8; 16], bytes: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The checksum of bytes whose checksum (as [`crc`], seeded) was `crc`,
+/// followed by `more`: the hash goes on from it.
+fn crc_continued(crc: u32, more: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+    hasher.update(more);
+    hasher.finalize()
+}
+
 fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&value.to_le_bytes());
 }
@@ -452,8 +460,14 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
     let mut sections = Vec::with_capacity(entries * ENTRY_BYTES);
     for (stream, stream_state) in &index.streams {
         let section_at = sections.len();
-        let (known_crc, snapshot_crcs) = index.image_stream(stream, stream_state, &mut sections)?;
-        let section_crc = known_crc.unwrap_or_else(|| crc(&state.log_id, &sections[section_at..]));
+        let crate::index::ImageStream { carried, snapshot_crcs } =
+            index.image_stream(stream, stream_state, &mut sections)?;
+        let section_crc = match carried {
+            // The loaded image's section, then the entries after it: its
+            // checksum goes on over them.
+            Some((carried_bytes, carried_crc)) => crc_continued(carried_crc, &sections[section_at + carried_bytes..]),
+            None => crc(&state.log_id, &sections[section_at..]),
+        };
         body.extend_from_slice(&u16::try_from(stream.len()).expect("stream ids are at most 1,024 bytes").to_le_bytes());
         put_u32(&mut body, u32::try_from(stream_state.snapshots.len()).expect("snapshots fit in the log"));
         put_u64(&mut body, stream_state.entries.len() as u64);
@@ -1017,6 +1031,17 @@ impl ImageWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A section's checksum goes on from the loaded image's over the
+    /// entries after it: the checksum of the whole.
+    #[test]
+    fn a_checksum_continued_over_more_bytes_is_the_checksum_of_the_whole() {
+        let log_id = [7u8; 16];
+        let (first, more) = (b"twelve bytes".repeat(5), b"and more after them".to_vec());
+        let whole: Vec<u8> = first.iter().chain(&more).copied().collect();
+        assert_eq!(crc_continued(crc(&log_id, &first), &more), crc(&log_id, &whole));
+        assert_eq!(crc_continued(crc(&log_id, &first), &[]), crc(&log_id, &first));
+    }
 
     /// A young log's first segments (1 MiB, then doubling) add up before
     /// the background writer rewrites the image; full-size segments ask at

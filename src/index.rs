@@ -94,6 +94,10 @@ impl Default for Locs {
     }
 }
 
+fn read_u64_le(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
+}
+
 fn mapped_loc(bytes: &[u8], i: usize) -> RecordLoc {
     RecordLoc(u64::from_le_bytes(bytes[i * IMAGE_ITEM_BYTES..][..8].try_into().expect("eight bytes")))
 }
@@ -1262,15 +1266,19 @@ impl Index {
     /// Appends to `section` what a new image records of `stream`'s live
     /// entries: each one's position (a damaged image section's replaced by
     /// what the covered frames say) and record checksum (see
-    /// [`Index::record_crc`]). Returns the section's checksum when it is
-    /// already known, and the stream's live snapshots' record checksums.
+    /// [`Index::record_crc`]). Returns how many of the bytes appended are
+    /// the loaded image's section, and that section's checksum (none: the
+    /// caller hashes them all), then the stream's live snapshots' record
+    /// checksums.
     ///
-    /// A stream no write changed since the image its recovery loaded still
-    /// holds that image's section, mapped: when it passes its checksum and
-    /// every position in it names covered frames, what the entries encode
-    /// to is that section's bytes exactly (its positions, and the record
-    /// checksums it recorded, which are copied for covered records), so they
-    /// are copied as they are, with the checksum the image recorded for them.
+    /// The loaded image's section of a stream is carried over when it is
+    /// still the start of the stream's entries (appends since only added
+    /// entries after it: no prune or clear): when it passes its checksum,
+    /// and each of its positions is the stream's entry at that index and
+    /// names covered frames, what those entries encode to is that section's
+    /// bytes exactly (its positions, and the record checksums it recorded,
+    /// which are copied for covered records). So they are copied as they
+    /// are, and only the entries after them encoded.
     ///
     /// # Errors
     /// As [`Index::record_crc`] and [`Index::positions`].
@@ -1279,44 +1287,51 @@ impl Index {
         stream: &[u8],
         state: &StreamState,
         section: &mut Vec<u8>,
-    ) -> Result<(Option<u32>, Vec<u32>)> {
+    ) -> Result<ImageStream> {
         let snapshots = state
             .snapshots
             .iter()
             .map(|s| self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None)))
             .collect::<Result<Vec<u32>>>()?;
-        if let Some((items, crc)) = self.unchanged_section(state) {
-            section.extend_from_slice(items);
-            return Ok((Some(crc), snapshots));
-        }
         let positions = self.positions(stream, state)?;
         section.reserve(positions.len() * IMAGE_ITEM_BYTES);
-        for (loc, check) in positions.iter_from(0) {
+        let carried = self.carried_section(state);
+        if let Some((items, _)) = carried {
+            section.extend_from_slice(items);
+        }
+        let skip = carried.map_or(0, |(items, _)| items.len() / IMAGE_ITEM_BYTES);
+        for (loc, check) in positions.iter_from(skip) {
             let record_crc = self.record_crc(loc, RecordKind::Entry, check)?;
             section.extend_from_slice(&loc.0.to_le_bytes());
             section.extend_from_slice(&record_crc.to_le_bytes());
         }
-        Ok((None, snapshots))
+        Ok(ImageStream { carried: carried.map(|(items, crc)| (items.len(), crc)), snapshot_crcs: snapshots })
     }
 
-    /// The loaded image's section of a stream whose entries are still that
-    /// section (no write changed them), if it passes its checksum and each
-    /// of its positions names a covered segment and an offset in the frames
-    /// the image covered there: its bytes and its checksum.
-    fn unchanged_section<'a>(&self, state: &'a StreamState) -> Option<(&'a [u8], u32)> {
-        let (Locs::Mapped(items), Some(image)) = (&state.entries, state.image.as_deref()) else { return None };
-        let (bytes, crc) = image.intact()?;
-        if bytes.as_ptr() != items.as_ptr() || bytes.len() != items.len() {
+    /// The loaded image's section of a stream, if it passes its checksum
+    /// and is still the start of the stream's entries, each of its
+    /// positions naming a covered segment and an offset in the frames the
+    /// image covered there: its bytes and its checksum.
+    fn carried_section<'a>(&self, state: &'a StreamState) -> Option<(&'a [u8], u32)> {
+        let image = state.image.as_deref()?;
+        let (first_seq, count) = image.span();
+        if state.start != first_seq || state.entries.len() < count {
             return None;
         }
+        let (items, crc) = image.intact()?;
         let first_op = crate::segment::SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES;
-        let covered = bytes.chunks_exact(IMAGE_ITEM_BYTES).all(|item| {
-            let loc = RecordLoc(u64::from_le_bytes(item[..8].try_into().expect("eight bytes")));
+        let covered = |loc: RecordLoc| {
             self.segments
                 .get(loc.segment())
                 .is_some_and(|entry| (first_op..entry.image_covered_end).contains(&loc.offset()))
-        });
-        covered.then_some((bytes, crc))
+        };
+        let mut carried = items.chunks_exact(IMAGE_ITEM_BYTES).map(|item| RecordLoc(read_u64_le(item)));
+        let still = match &state.entries {
+            // Still the section itself: no write changed the stream.
+            Locs::Mapped(mapped) => mapped.as_ptr() == items.as_ptr() && carried.all(covered),
+            Locs::Owned(locs) => carried.zip(locs).all(|(loc, entry)| loc == *entry && covered(loc)),
+        };
+        still.then_some((items, crc))
     }
 
     /// The latest live snapshot of a stream and the live entries after it.
@@ -1747,6 +1762,15 @@ fn walk_stream_entries(
         });
     }
     Ok(out)
+}
+
+/// What [`Index::image_stream`] says of the section it appended.
+pub(crate) struct ImageStream {
+    /// How many of the bytes appended are the loaded image's section, and
+    /// that section's checksum.
+    pub(crate) carried: Option<(usize, u32)>,
+    /// The stream's live snapshots' record checksums, oldest first.
+    pub(crate) snapshot_crcs: Vec<u32>,
 }
 
 /// A stream's state as the guards and checks follow it ([`StreamCursor::EMPTY`]

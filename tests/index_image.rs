@@ -1114,15 +1114,67 @@ fn a_close_after_an_append_never_copies_a_position_that_names_no_covered_segment
     let mut bad = good.clone();
     bad[first..first + 8].copy_from_slice(&((999u64 << 32) | 100).to_le_bytes());
     reseal(&mut bad, &layout, victim);
-    std::fs::write(&path, &bad).unwrap();
+    let other = layout.streams.iter().find(|s| s.id != stream).expect("another stream").id.clone();
+    // An append to another stream (the victim's section unchanged), then
+    // to the victim itself (its section the start of its entries).
+    for (round, appended) in [other, stream.clone()].into_iter().enumerate() {
+        std::fs::write(&path, &bad).unwrap();
+        let log = Log::open(dir.path(), options()).unwrap();
+        loaded(&log);
+        log.append(&appended, Expectation::Any, common::unique_payload(5000 + round as u64, 200)).wait().unwrap();
+        log.close().wait().unwrap();
+        drop(log);
+        let written = sections_by_stream(&std::fs::read(&path).unwrap());
+        let want = &sections_by_stream(&good)[&stream].0;
+        assert_eq!(written[&stream].0[..want.len()], want[..], "{stream}'s section as a full scan gives it");
+        let log = Log::open(dir.path(), options()).unwrap();
+        loaded(&log);
+        assert_same_as_full_scan(&log, dir.path());
+        drop(log);
+        bad = std::fs::read(&path).unwrap();
+        let layout = self::layout(&bad);
+        let victim = layout.streams.iter().position(|s| s.id == stream).unwrap();
+        let first = layout.streams[victim].section_at;
+        bad[first..first + 8].copy_from_slice(&((999u64 << 32) | 100).to_le_bytes());
+        reseal(&mut bad, &layout, victim);
+    }
+}
+
+/// A close after appends to every stream carries each stream's section
+/// from the image its recovery loaded and encodes only the entries after
+/// it, its checksum going on from the section's; a stream pruned since
+/// (its entries no longer start where the section does) is encoded whole.
+/// Every section of the new image holds, and the open after it equals a
+/// full scan.
+#[test]
+fn a_close_after_appends_to_every_stream_carries_each_section_and_encodes_only_the_new_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), 200);
+    let path = dir.path().join(IMAGE_FILE_NAME);
+    let before = sections_by_stream(&std::fs::read(&path).unwrap());
     let log = Log::open(dir.path(), options()).unwrap();
     loaded(&log);
-    let other = layout.streams.iter().find(|s| s.id != stream).expect("another stream");
-    log.append(&other.id, Expectation::Any, common::unique_payload(5000, 200)).wait().unwrap();
+    for (i, stream) in before.keys().enumerate() {
+        log.append(stream, Expectation::Any, common::unique_payload(5000 + i as u64, 200)).wait().unwrap();
+    }
+    let pruned = before.iter().find(|(_, (section, _))| section.len() >= 4 * ENTRY_BYTES).expect("a long stream").0;
+    let next = log.next_seq(pruned).unwrap();
+    log.prune(pruned, StreamSeq(next.0 - 2), annals::PruneSnapshots::AllButLatest).wait().unwrap();
     log.close().wait().unwrap();
     drop(log);
-    let written = sections_by_stream(&std::fs::read(&path).unwrap());
-    assert_eq!(written[&stream], sections_by_stream(&good)[&stream], "{stream}'s section as a full scan gives it");
+    let image = std::fs::read(&path).unwrap();
+    assert_sections_intact(&image);
+    let after = sections_by_stream(&image);
+    for (stream, (section, _)) in &before {
+        let new_section = &after[stream].0;
+        if stream == pruned {
+            assert_eq!(new_section.len(), 2 * ENTRY_BYTES, "{stream}: the last two entries");
+            assert_eq!(new_section[..ENTRY_BYTES], section[section.len() - ENTRY_BYTES..], "{stream}");
+        } else {
+            assert_eq!(new_section.len(), section.len() + ENTRY_BYTES, "{stream}: one entry more");
+            assert_eq!(new_section[..section.len()], section[..], "{stream}'s earlier entries");
+        }
+    }
     let log = Log::open(dir.path(), options()).unwrap();
     loaded(&log);
     assert_same_as_full_scan(&log, dir.path());
