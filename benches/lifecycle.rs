@@ -45,7 +45,8 @@ use common::{
     Row, annals_first_run, concurrent, copy_dir, disk_use, fill_annals, fill_redb, redb_append, redb_first_run,
     runtime, scratch, settle, smoke, sqlite_append, sqlite_db, timed_each, wanted, workflow,
 };
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use serde::Serialize;
 
 /// Steps a workflow appends between two snapshot-and-prunes.
@@ -379,22 +380,37 @@ impl OpenDataSet {
     }
 }
 
+/// A group of ten flat samples over three seconds: each iteration opens or
+/// closes a store.
+fn few_long_samples<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group.sampling_mode(SamplingMode::Flat);
+    group
+}
+
+/// The data sets of the open and close groups, `(label, rows)`: 100k rows
+/// and about 1 GiB (1k rows in a smoke run), less those the variable `env`
+/// (a comma-separated list of labels), if set, leaves out.
+fn data_sizes(env: &str) -> Vec<(&'static str, u64)> {
+    let sizes: &[(&str, u64)] =
+        if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
+    let only = std::env::var(env).ok();
+    sizes
+        .iter()
+        .copied()
+        .filter(|(label, _)| only.as_ref().is_none_or(|only| only.split(',').any(|l| l == *label)))
+        .collect()
+}
+
 fn lifecycle_open(c: &mut Criterion) {
     if !wanted("lifecycle_open") {
         return;
     }
-    let mut group = c.benchmark_group("lifecycle_open");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    group.sampling_mode(SamplingMode::Flat);
+    let mut group = few_long_samples(c, "lifecycle_open");
     let rt = runtime();
-    let sizes: &[(&str, u64)] =
-        if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
-    let only = std::env::var("ANNALS_BENCH_OPEN_SIZES").ok();
     let mut figures = Vec::new();
-    for &(label, rows) in sizes {
-        if only.as_ref().is_some_and(|only| !only.split(',').any(|wanted| wanted == label)) {
-            continue;
-        }
+    for (label, rows) in data_sizes("ANNALS_BENCH_OPEN_SIZES") {
         let data = OpenDataSet::build(label, rows, &rt);
         let load_before = load_average();
         // A crashed open changes what it opens (it recovers, and closes
@@ -462,17 +478,9 @@ fn lifecycle_close(c: &mut Criterion) {
     if !wanted("lifecycle_close") {
         return;
     }
-    let mut group = c.benchmark_group("lifecycle_close");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    group.sampling_mode(SamplingMode::Flat);
+    let mut group = few_long_samples(c, "lifecycle_close");
     let rt = runtime();
-    let sizes: &[(&str, u64)] =
-        if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
-    let only = std::env::var("ANNALS_BENCH_CLOSE_SIZES").ok();
-    for &(label, rows) in sizes {
-        if only.as_ref().is_some_and(|only| !only.split(',').any(|wanted| wanted == label)) {
-            continue;
-        }
+    for (label, rows) in data_sizes("ANNALS_BENCH_CLOSE_SIZES") {
         let annals = scratch(&format!("lifecycle-close-annals-{label}"));
         fill_annals(&annals, rows, &rt).close().wait().unwrap();
         let redb_dir = scratch(&format!("lifecycle-close-redb-{label}"));
@@ -498,11 +506,9 @@ fn lifecycle_close(c: &mut Criterion) {
         });
         group.bench_function(format!("redb_{label}_commit_one_row"), |b| {
             b.iter_custom(|iters| {
-                timed_each(
-                    iters,
-                    || next_row(),
-                    |(id, row)| redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::Immediate),
-                )
+                timed_each(iters, &next_row, |(id, row)| {
+                    redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::Immediate)
+                })
             })
         });
     }

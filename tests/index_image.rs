@@ -64,6 +64,14 @@ fn assert_same_as_full_scan(log: &Log, dir: &Path) {
     assert_eq!(log.index_differences(&scanned.index), Vec::<String>::new());
 }
 
+/// A read-write open of `dir` loads its image, and its index equals a
+/// full scan's.
+fn assert_reopens_from_the_image_as_a_full_scan(dir: &Path) {
+    let log = Log::open(dir, options()).unwrap();
+    loaded(&log);
+    assert_same_as_full_scan(&log, dir);
+}
+
 fn loaded(log: &Log) -> Lsn {
     match &log.recovery_report().index_image {
         ImageUse::Loaded { covered_lsn, .. } => *covered_lsn,
@@ -481,6 +489,16 @@ fn sections_by_stream(image: &[u8]) -> std::collections::BTreeMap<String, (Vec<u
         .collect()
 }
 
+/// A closed log of 200 records, its image's sections by stream, and the
+/// log open again, from that image.
+fn closed_log_reopened(dir: &Path) -> (std::collections::BTreeMap<String, (Vec<u8>, usize)>, Log) {
+    closed_log(dir, 200);
+    let before = sections_by_stream(&std::fs::read(dir.join(IMAGE_FILE_NAME)).unwrap());
+    let log = Log::open(dir, options()).unwrap();
+    loaded(&log);
+    (before, log)
+}
+
 /// A close after one append (issue 11's write amplification: 0.47 to
 /// 1.1 s at 1 GiB, re-encoding every entry of a 49.5 MB image) copies the
 /// sections of the streams no write changed from the image its recovery
@@ -492,11 +510,8 @@ fn sections_by_stream(image: &[u8]) -> std::collections::BTreeMap<String, (Vec<u
 #[test]
 fn a_close_after_one_append_copies_the_unchanged_streams_sections() {
     let dir = tempfile::tempdir().unwrap();
-    closed_log(dir.path(), 200);
+    let (before, log) = closed_log_reopened(dir.path());
     let path = dir.path().join(IMAGE_FILE_NAME);
-    let before = sections_by_stream(&std::fs::read(&path).unwrap());
-    let log = Log::open(dir.path(), options()).unwrap();
-    loaded(&log);
     log.append("stream-1", Expectation::Any, common::unique_payload(5000, 200)).wait().unwrap();
     log.close().wait().unwrap();
     drop(log);
@@ -517,9 +532,7 @@ fn a_close_after_one_append_copies_the_unchanged_streams_sections() {
             assert_eq!((new_section, new_crc), (section, crc), "{stream}'s section, unchanged");
         }
     }
-    let log = Log::open(dir.path(), options()).unwrap();
-    loaded(&log);
-    assert_same_as_full_scan(&log, dir.path());
+    assert_reopens_from_the_image_as_a_full_scan(dir.path());
 }
 
 /// A stream's section is copied only when it passes its checksum: a
@@ -1127,10 +1140,7 @@ fn a_close_after_an_append_never_copies_a_position_that_names_no_covered_segment
         let written = sections_by_stream(&std::fs::read(&path).unwrap());
         let want = &sections_by_stream(&good)[&stream].0;
         assert_eq!(written[&stream].0[..want.len()], want[..], "{stream}'s section as a full scan gives it");
-        let log = Log::open(dir.path(), options()).unwrap();
-        loaded(&log);
-        assert_same_as_full_scan(&log, dir.path());
-        drop(log);
+        assert_reopens_from_the_image_as_a_full_scan(dir.path());
         bad = std::fs::read(&path).unwrap();
         let layout = self::layout(&bad);
         let victim = layout.streams.iter().position(|s| s.id == stream).unwrap();
@@ -1149,11 +1159,8 @@ fn a_close_after_an_append_never_copies_a_position_that_names_no_covered_segment
 #[test]
 fn a_close_after_appends_to_every_stream_carries_each_section_and_encodes_only_the_new_entries() {
     let dir = tempfile::tempdir().unwrap();
-    closed_log(dir.path(), 200);
+    let (before, log) = closed_log_reopened(dir.path());
     let path = dir.path().join(IMAGE_FILE_NAME);
-    let before = sections_by_stream(&std::fs::read(&path).unwrap());
-    let log = Log::open(dir.path(), options()).unwrap();
-    loaded(&log);
     for (i, stream) in before.keys().enumerate() {
         log.append(stream, Expectation::Any, common::unique_payload(5000 + i as u64, 200)).wait().unwrap();
     }
@@ -1175,9 +1182,7 @@ fn a_close_after_appends_to_every_stream_carries_each_section_and_encodes_only_t
             assert_eq!(new_section[..section.len()], section[..], "{stream}'s earlier entries");
         }
     }
-    let log = Log::open(dir.path(), options()).unwrap();
-    loaded(&log);
-    assert_same_as_full_scan(&log, dir.path());
+    assert_reopens_from_the_image_as_a_full_scan(dir.path());
 }
 
 /// The segment tables under random edits with their checksums resealed
