@@ -236,14 +236,6 @@ impl<T> OneOrMany<T> {
         }
     }
 
-    pub fn into_iter(self) -> impl Iterator<Item = T> {
-        let (one, many) = match self {
-            OneOrMany::One(value) => (Some(value), Vec::new()),
-            OneOrMany::Many(values) => (None, values),
-        };
-        one.into_iter().chain(many)
-    }
-
     pub fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(value) => vec![value],
@@ -258,8 +250,6 @@ pub(crate) type Acks = OneOrMany<Appended>;
 /// Where a request's outcome goes: filled once by the writer, read once by
 /// the request's `Pending`. The writer wakes the waker the `Pending` left
 /// (its async task, or its blocked thread) directly, with no channel between.
-/// Shared by the two (one allocation per request); if the `Pending` was
-/// dropped the outcome is dropped with the slot.
 #[derive(Default)]
 pub(crate) struct ReplySlot {
     state: Mutex<SlotState>,
@@ -273,14 +263,15 @@ struct SlotState {
     waker: Option<Waker>,
 }
 
-/// The writer's end of a [`ReplySlot`].
-pub(crate) type Reply = Arc<ReplySlot>;
-
 impl ReplySlot {
-    /// A slot that will wake `waker`: registered before the request is
-    /// queued, so the appender takes no lock for it.
-    pub fn waking(waker: &Waker) -> ReplySlot {
-        ReplySlot { state: Mutex::new(SlotState { outcome: None, taken: false, waker: Some(waker.clone()) }) }
+    /// Leaves `waker` to be woken, without a lock: for a slot no one else
+    /// can see yet (its request is not queued).
+    pub fn set_waker(&mut self, waker: &Waker) {
+        let state = self.state.get_mut();
+        match &mut state.waker {
+            Some(old) if old.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
     }
 
     /// Stores the outcome and wakes whoever waits for it.
@@ -312,14 +303,94 @@ impl ReplySlot {
     }
 }
 
+/// A write request: its operations, and where its outcome goes. Built
+/// once, when its `Pending` is made, and shared by that `Pending` and the
+/// writer (one allocation per request): the queue and the writer's lists
+/// move a pointer, not the operations. The operations stay until both are
+/// done with it; if the `Pending` was dropped the outcome is dropped with it.
 pub(crate) struct WriteRequest {
     pub ops: OneOrMany<Op>,
     pub durability: Durability,
-    pub reply: Reply,
+    pub reply: ReplySlot,
 }
 
+impl WriteRequest {
+    /// A request of `ops`, in an allocation this thread's earlier requests
+    /// left when they were done (see [`OwnedRequest`]), or a new one.
+    pub fn shared(ops: OneOrMany<Op>, durability: Durability) -> OwnedRequest {
+        let spare = SPARE_REQUESTS.try_with(|spares| spares.try_borrow_mut().ok()?.pop()).ok().flatten();
+        let request = match spare {
+            Some(mut spare) => {
+                let request = Arc::get_mut(&mut spare).expect("a spare request is not shared");
+                request.ops = ops;
+                request.durability = durability;
+                spare
+            }
+            None => Arc::new(WriteRequest { ops, durability, reply: ReplySlot::default() }),
+        };
+        OwnedRequest(Some(request))
+    }
+
+    /// Stores the request's outcome and wakes whoever waits for it.
+    pub fn send(&self, outcome: Result<Acks>) {
+        self.reply.send(outcome);
+    }
+}
+
+thread_local! {
+    /// Requests this thread's appenders were done with, emptied, for its
+    /// next appends: an appender that awaits one append after another
+    /// reuses one allocation instead of a `malloc` and a `free` each time.
+    static SPARE_REQUESTS: std::cell::RefCell<Vec<Reply>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Requests kept for reuse per thread, at most: an appender takes one back
+/// as soon as it has dropped one, so a few serve a thread's appenders.
+const SPARE_REQUESTS_MAX: usize = 8;
+
+/// The appender's hold on its request. When the appender drops it and the
+/// writer no longer holds the request either (it answered it, or never saw
+/// it), the request is emptied (its payloads and stream ids dropped now)
+/// and kept for this thread's next append; otherwise whichever of the two
+/// lets go last frees it, as an `Arc` does.
+pub(crate) struct OwnedRequest(Option<Reply>);
+
+impl std::ops::Deref for OwnedRequest {
+    type Target = Reply;
+
+    fn deref(&self) -> &Reply {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OwnedRequest {
+    fn deref_mut(&mut self) -> &mut Reply {
+        self.0.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for OwnedRequest {
+    fn drop(&mut self) {
+        let Some(mut request) = self.0.take() else { return };
+        let Some(emptied) = Arc::get_mut(&mut request) else { return };
+        emptied.ops = OneOrMany::Many(Vec::new());
+        *emptied.reply.state.get_mut() = SlotState::default();
+        // A thread that is exiting has no spares left: the request is freed.
+        let _ = SPARE_REQUESTS.try_with(|spares| {
+            if let Ok(mut spares) = spares.try_borrow_mut()
+                && spares.len() < SPARE_REQUESTS_MAX
+            {
+                spares.push(request);
+            }
+        });
+    }
+}
+
+/// A queued request, as the writer holds it until it is answered.
+pub(crate) type Reply = Arc<WriteRequest>;
+
 pub(crate) enum Command {
-    Write(WriteRequest),
+    Write(Reply),
     Close(oneshot::Sender<Result<()>>),
 }
 
@@ -654,7 +725,7 @@ struct CompletionState {
 /// down (measured at 256 writers on two cores), so the writer wakes them.
 /// Under shuttle every group up to the maximum is handed off, so that the
 /// model's small groups go through the hand-off.
-const HAND_OFF_REPLIES: std::ops::RangeInclusive<usize> = if cfg!(feature = "shuttle") { 1..=64 } else { 8..=64 };
+const HAND_OFF_REPLIES: std::ops::RangeInclusive<usize> = if cfg!(annals_shuttle) { 1..=64 } else { 8..=64 };
 
 /// Lists handed over and not yet taken by the completer, at most.
 const COMPLETION_LISTS_MAX: usize = 4;
@@ -868,7 +939,7 @@ impl Writer {
             let mut queue = self.shared.queue.lock();
             crate::telemetry::queue_taken(queue.commands.len());
             // Both are empty but for what is queued: swapping them moves no
-            // request (each is some 170 bytes), and each keeps its room.
+            // command, and each keeps its room.
             std::mem::swap(&mut self.pending, &mut queue.commands);
             self.shared.queued.store(0, Ordering::Release);
             self.shared.last_taken.store(self.pending.len(), Ordering::Relaxed);
@@ -910,15 +981,21 @@ impl Writer {
     }
 
     /// Checks a request's guards and, if they hold, encodes it into the group.
-    fn add(&mut self, group: &mut Group, request: WriteRequest) {
-        let WriteRequest { ops, durability, reply } = request;
+    fn add(&mut self, group: &mut Group, reply: Reply) {
+        let (ops, durability) = (&reply.ops, reply.durability);
         if self.shared.poisoned.load(Ordering::Acquire)
             && let Status::Poisoned(cause) = self.shared.status()
         {
             reply.send(Err(Error::Poisoned { cause }));
             return;
         }
-        let checked = match self.check_guards(ops.as_slice()) {
+        // A single operation's stream is hashed for the overlay's filter
+        // once, for the guard's lookup and the insert after it.
+        let single_bit = match ops {
+            OneOrMany::One(op) => Some(StreamFilter::bit(&op.stream)),
+            OneOrMany::Many(_) => None,
+        };
+        let checked = match self.check_guards(ops.as_slice(), single_bit) {
             Ok(checked) => checked,
             Err(error) => {
                 group.replies.push((reply, Err(error)));
@@ -942,7 +1019,7 @@ impl Writer {
         }
         // A single operation's reference lives on the stack: no allocation.
         let (one, many): ([OpRef<'_>; 1], Vec<OpRef<'_>>);
-        let single = match (&ops, &checked) {
+        let single = match (ops, &checked) {
             (OneOrMany::One(op), OneOrMany::One(checked)) => op_ref(op, checked),
             _ => None,
         };
@@ -986,21 +1063,16 @@ impl Writer {
             }
         }
         let kept_time = ops.as_slice().first().and_then(|op| op.timestamp_ms);
-        self.add_encoded(group, refs, checked.as_slice(), kept_time, durability, reply);
+        let acks = self.add_encoded(group, refs, checked.as_slice(), kept_time, durability);
         // The stream's whole state after each operation, as the guards
         // computed it from the index and the group: later requests in the
-        // group are checked against it. The request's stream ids move into
-        // the overlay rather than being cloned.
-        match (ops, checked) {
-            (OneOrMany::One(op), OneOrMany::One(checked)) => {
-                self.overlay.insert(op.stream, (checked.after, checked.start_after));
-            }
-            (ops, checked) => {
-                for (op, checked) in ops.into_iter().zip(checked.as_slice()) {
-                    self.overlay.insert(op.stream, (checked.after, checked.start_after));
-                }
-            }
+        // group are checked against it. An inline stream id is copied, a
+        // longer one shared.
+        for (op, checked) in ops.as_slice().iter().zip(checked.as_slice()) {
+            let bit = single_bit.unwrap_or_else(|| StreamFilter::bit(&op.stream));
+            self.overlay.insert_at(op.stream.clone(), bit, (checked.after, checked.start_after));
         }
+        group.replies.push((reply, Ok(acks)));
     }
 
     /// The time for the next frame: the log's clock never goes back, so
@@ -1059,8 +1131,9 @@ impl Writer {
         self.offset + bytes + MARKER_RESERVE_BYTES <= segment_bytes
     }
 
-    /// Encodes a checked request's frame into the group. `kept_time` is the
-    /// time its first operation asks to keep (`annals repair`), if any.
+    /// Encodes a checked request's frame into the group and returns its
+    /// acknowledgements. `kept_time` is the time its first operation asks
+    /// to keep (`annals repair`), if any.
     fn add_encoded(
         &mut self,
         group: &mut Group,
@@ -1068,8 +1141,7 @@ impl Writer {
         checked: &[CheckedOp],
         kept_time: Option<u64>,
         durability: Durability,
-        reply: Reply,
-    ) {
+    ) -> Acks {
         // The refs' LSNs were assigned before any roll-over; a roll-over keeps `next_lsn`.
         // The log's clock never goes back, so entries can be searched by time.
         let time = kept_time.unwrap_or_else(|| *group.now_ms.get_or_insert_with(|| self.shared.fs.now_ms()));
@@ -1077,7 +1149,7 @@ impl Writer {
         let timestamp_ms = self.last_timestamp_ms;
         if !refs.is_empty() {
             let meta = FrameMeta { lsn: self.next_lsn, durable_lsn: self.durable_lsn, timestamp_ms };
-            encode_frame_from(&mut group.buf, self.log_id_checksum, frame_kind_of(refs), meta, refs);
+            encode_frame_from(&mut group.buf, &self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
         let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms, start_before: c.start_before };
@@ -1085,12 +1157,12 @@ impl Writer {
             [one] => Acks::One(appended(one)),
             many => Acks::Many(many.iter().map(appended).collect()),
         };
-        group.replies.push((reply, Ok(acks)));
         match durability {
             Durability::Sync => group.needs_sync = true,
             Durability::Periodic => group.needs_periodic = true,
             Durability::Flush => {}
         }
+        acks
     }
 
     /// The state of a stream the group touched, if it did, and its first
@@ -1100,8 +1172,9 @@ impl Writer {
     }
 
     /// The sequence each operation gets and its stream's state after it, or
-    /// the first guard that fails.
-    fn check_guards(&self, ops: &[Op]) -> Result<OneOrMany<CheckedOp>> {
+    /// the first guard that fails. `single_bit` is the overlay filter's bit
+    /// of a single operation's stream.
+    fn check_guards(&self, ops: &[Op], single_bit: Option<FilterBit>) -> Result<OneOrMany<CheckedOp>> {
         // Every LSN the request takes stays at or below the last one there
         // is (u64::MAX stands for "no end" in places): never wrapped.
         let taken = ops.iter().filter(|op| record_kind(op.kind).is_some()).count() as u64;
@@ -1116,7 +1189,11 @@ impl Writer {
         // Looked up only for a prune, which reports it.
         let index_start = |stream: &[u8]| index.stream(stream).map_or(0, |state| state.start_seq().0);
         if let [op] = ops {
-            let (before, start) = cursor(&op.stream);
+            let bit = single_bit.unwrap_or_else(|| StreamFilter::bit(&op.stream));
+            let (before, start) = match self.overlay.get_at(&op.stream, bit) {
+                Some(&followed) => followed,
+                None => (index.cursor(&op.stream), None),
+            };
             let checked = check_op(op, before, self.next_lsn)?;
             return Ok(OneOrMany::One(follow_start(op, checked, start, || index_start(&op.stream))));
         }
@@ -1422,11 +1499,15 @@ impl Writer {
             // Still holding the directory's lock. Not user data: a failure
             // leaves the previous image (or none), and the next open scans more.
             let shared = &self.shared;
-            let sections = if shared.index.read().image_sections_found_damaged() {
+            let index = shared.index.read();
+            let sections = if index.image_seek_point_found_wrong() {
+                crate::image::SectionsKnown::SeekPointFoundWrong
+            } else if index.image_sections_found_damaged() {
                 crate::image::SectionsKnown::SomeFoundDamaged
             } else {
                 crate::image::SectionsKnown::NoneFoundDamaged
             };
+            drop(index);
             let _ = shared.image.write_now(&*shared.fs, &shared.dir, crate::image::Coverage::Whole, sections);
         }
         // Every group handed off is answered before the close is.
@@ -1434,7 +1515,7 @@ impl Writer {
         for command in self.pending.drain(..) {
             match command {
                 Command::Write(request) => {
-                    request.reply.send(Err(Error::Closed));
+                    request.send(Err(Error::Closed));
                 }
                 Command::Close(reply) => {
                     let _ = reply.send(Ok(()));
@@ -1548,8 +1629,19 @@ impl<V> Overlay<V> {
         self.position(stream).map(|at| &self.touched[at].1)
     }
 
+    /// [`Overlay::get`] of a stream whose filter bit is `bit`.
+    fn get_at(&self, stream: &[u8], bit: FilterBit) -> Option<&V> {
+        self.position_at(stream, bit).map(|at| &self.touched[at].1)
+    }
+
+    #[cfg(test)]
     fn insert(&mut self, stream: StreamId, state: V) {
         let bit = StreamFilter::bit(&stream);
+        self.insert_at(stream, bit, state);
+    }
+
+    /// Sets the state of `stream`, whose filter bit is `bit`.
+    fn insert_at(&mut self, stream: StreamId, bit: FilterBit, state: V) {
         match self.position_at(&stream, bit) {
             Some(at) => self.touched[at].1 = state,
             None => {
@@ -1784,7 +1876,7 @@ const GATHER_QUIET: Duration = Duration::from_micros(10);
 /// about 35 and 29, and the disk syncs twice for what one sync could carry.
 fn gather(shared: &Shared) {
     // Shuttle's scheduler cannot preempt a polling loop.
-    if cfg!(feature = "shuttle") {
+    if cfg!(annals_shuttle) {
         return;
     }
     let wanted = shared.last_taken.load(Ordering::Relaxed);
@@ -1816,7 +1908,7 @@ const POLL_FOR_WORK: Duration = Duration::from_micros(50);
 
 fn poll_for_work(shared: &Shared) {
     // Shuttle's scheduler cannot preempt a polling loop: check once there.
-    if cfg!(feature = "shuttle") {
+    if cfg!(annals_shuttle) {
         return;
     }
     let until = Instant::now() + POLL_FOR_WORK;

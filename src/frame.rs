@@ -226,13 +226,13 @@ fn body_bytes(kind: FrameKind, ops: &[OpRef<'_>]) -> usize {
 /// caller has checked the limits: this asserts them, because breaking one here
 /// is a bug in Annals, not bad input.
 pub fn encode_frame(buf: &mut Vec<u8>, log_id: &[u8; 16], kind: FrameKind, meta: FrameMeta, ops: &[OpRef<'_>]) {
-    encode_frame_from(buf, LogIdChecksum::of(log_id), kind, meta, ops);
+    encode_frame_from(buf, &LogIdChecksum::of(log_id), kind, meta, ops);
 }
 
 /// [`encode_frame`] with the log id's checksum computed once (the writer's).
 pub fn encode_frame_from(
     buf: &mut Vec<u8>,
-    log_id: LogIdChecksum,
+    log_id: &LogIdChecksum,
     kind: FrameKind,
     meta: FrameMeta,
     ops: &[OpRef<'_>],
@@ -280,21 +280,31 @@ pub fn encode_frame_from(
 }
 
 /// The CRC-32 of a log's id, where every frame's checksum starts (it covers
-/// the log id first): a writer computes it once, not for every frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogIdChecksum(u32);
+/// the log id first): a writer computes it once, not for every frame. It is
+/// held as a hasher ready to continue, so that a frame's checksum does not
+/// also ask the CPU's features again (crc32fast's `Hasher::new*` does).
+#[derive(Clone)]
+pub struct LogIdChecksum(crc32fast::Hasher);
 
 impl LogIdChecksum {
     /// The checksum of `log_id`.
     pub fn of(log_id: &[u8; 16]) -> LogIdChecksum {
-        LogIdChecksum(crc32fast::hash(log_id))
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(log_id);
+        LogIdChecksum(hasher)
     }
 
     /// [`frame_checksum`] of this log id: the CRC continued over the rest.
-    fn frame_checksum(self, header_and_body: &[u8]) -> u32 {
-        let mut hasher = crc32fast::Hasher::new_with_initial(self.0);
+    fn frame_checksum(&self, header_and_body: &[u8]) -> u32 {
+        let mut hasher = self.0.clone();
         hasher.update(header_and_body);
         hasher.finalize()
+    }
+}
+
+impl std::fmt::Debug for LogIdChecksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogIdChecksum({:#010x})", self.0.clone().finalize())
     }
 }
 

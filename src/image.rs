@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use crate::error::{Corruption, Error, Result};
 use crate::frame::RecordKind;
 use crate::fs::{File, FileSystem};
-use crate::index::{Index, Locs, RecordLoc, SegmentEntry, SnapshotLoc, StreamState};
+use crate::index::{CHECKPOINT_FRAMES, Index, Locs, RecordLoc, SegmentEntry, SnapshotLoc, StreamState};
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::state::LogState;
 use crate::sync::{Condvar, Mutex};
@@ -385,6 +385,7 @@ impl DecodedImage {
             retention_records: self.retention_records,
             last_timestamp_ms: self.last_timestamp_ms,
             trimmed_before: self.header.trimmed_lsn,
+            image_seek_point_found_wrong: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -714,6 +715,16 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     if outside {
         return Err(ImageDefect::Malformed("a batch frame past a segment's end"));
     }
+    let compacted = flags & SEGMENT_FLAG_COMPACTED != 0;
+    let first_lsn = crate::segment::SegmentHeader::decode(&header)
+        .map_err(|_| ImageDefect::Malformed("a segment's header"))?
+        .first_lsn;
+    if !seek_points_in_order(&checkpoints, frames, first_lsn, compacted, has_last.then_some(last_frame_offset)) {
+        return Err(ImageDefect::Malformed("seek points out of order"));
+    }
+    if !batch_frames_in_order(&batch_frames, frames) {
+        return Err(ImageDefect::Malformed("batch frames out of order"));
+    }
     let entry = EntryFields {
         end_offset,
         checkpoints,
@@ -723,7 +734,37 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
         live_bytes,
         max_timestamp_ms,
     };
-    Ok(ImageSegment { header, compacted: flags & SEGMENT_FLAG_COMPACTED != 0, last_frame_crc, entry })
+    Ok(ImageSegment { header, compacted, last_frame_crc, entry })
+}
+
+/// Whether a segment's seek points are those a scan of its `frames` would
+/// record (segments-format.md, 11.1): one per [`CHECKPOINT_FRAMES`] frames
+/// from the first, in strictly increasing LSN and offset, the first at the
+/// segment's first frame (right after its header; at the segment's first
+/// LSN unless compaction left a gap there), none past the last frame. A
+/// table that says otherwise was written wrong, whatever its checksum says:
+/// a read by LSN would walk from a point that is no frame's, so open scans.
+fn seek_points_in_order(
+    points: &[(Lsn, u32)],
+    frames: u32,
+    first_lsn: Lsn,
+    compacted: bool,
+    last_frame_offset: Option<u64>,
+) -> bool {
+    let Some(&(lsn, offset)) = points.first() else { return frames == 0 };
+    points.len() == frames.div_ceil(CHECKPOINT_FRAMES) as usize
+        && offset as usize == SEGMENT_HEADER_BYTES
+        && (lsn == first_lsn || (compacted && lsn > first_lsn))
+        && points.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1)
+        && last_frame_offset.is_some_and(|last| u64::from(points[points.len() - 1].1) <= last)
+}
+
+/// Whether a segment's batch frames are in file order, apart, after the
+/// header and no more than its frames: `(start, end)` ranges a scan records.
+fn batch_frames_in_order(ranges: &[(u32, u32)], frames: u32) -> bool {
+    ranges.len() <= frames as usize
+        && ranges.first().is_none_or(|&(start, _)| start as usize >= SEGMENT_HEADER_BYTES)
+        && ranges.windows(2).all(|pair| pair[0].1 <= pair[1].0)
 }
 
 /// One stream of the directory, and its section from `sections`.
@@ -880,7 +921,7 @@ pub(crate) fn refresh(
         && match sections {
             SectionsKnown::CheckAll => sections_intact(&current, dir),
             SectionsKnown::NoneFoundDamaged => true,
-            SectionsKnown::SomeFoundDamaged => false,
+            SectionsKnown::SomeFoundDamaged | SectionsKnown::SeekPointFoundWrong => false,
         }
     {
         // The current image reaches as far already: the newest segment
@@ -895,7 +936,14 @@ pub(crate) fn refresh(
             return Ok(None);
         }
     }
-    let Some((index, state)) = crate::recovery::recover_for_image(fs, dir, coverage)? else {
+    // Seek points are carried over from the image a recovery loads: a wrong
+    // one is replaced only by a scan's.
+    let recovered = if sections == SectionsKnown::SeekPointFoundWrong {
+        crate::recovery::recover_for_image_with(fs, dir, coverage, crate::recovery::ImagePolicy::Ignore)?
+    } else {
+        crate::recovery::recover_for_image(fs, dir, coverage)?
+    };
+    let Some((index, state)) = recovered else {
         return Ok(None);
     };
     let image = match encode(&index, &state, fs.now_ms()) {
@@ -929,6 +977,9 @@ pub(crate) enum SectionsKnown {
     NoneFoundDamaged,
     /// A read found a damaged section: replace the image.
     SomeFoundDamaged,
+    /// A read found a seek point at no frame of its LSN: replace the image
+    /// with one from a full scan.
+    SeekPointFoundWrong,
 }
 
 /// Whether every stream section of `image` passes its checksum (a whole

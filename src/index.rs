@@ -11,6 +11,7 @@
 //! been acknowledged.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
@@ -667,6 +668,10 @@ pub struct Index {
     pub(crate) last_timestamp_ms: u64,
     /// Log-wide retention dropped every record below this LSN.
     pub(crate) trimmed_before: Lsn,
+    /// Whether a read in this process found a seek point the loaded image
+    /// recorded at no frame of its LSN (and walked from the segment's first
+    /// frame instead).
+    pub(crate) image_seek_point_found_wrong: AtomicBool,
 }
 
 /// Bytes a live record takes in a compacted segment: a frame of its own
@@ -739,6 +744,12 @@ impl Index {
     /// loaded index image damaged (no section is checked here).
     pub(crate) fn image_sections_found_damaged(&self) -> bool {
         self.streams.values().any(|stream| stream.image.as_ref().is_some_and(|image| image.found_damaged()))
+    }
+
+    /// Whether a read in this process found a seek point of the loaded
+    /// index image that names no frame of its LSN.
+    pub(crate) fn image_seek_point_found_wrong(&self) -> bool {
+        self.image_seek_point_found_wrong.load(Ordering::Relaxed)
     }
 
     /// Records (operations) in the log, live or not.
@@ -1600,7 +1611,22 @@ impl Index {
                 continue;
             };
             let wanted = Wanted { from: want, limit, live_only };
-            self.read_frames(entry, (lsn, offset as usize), &wanted, out)?;
+            let before = out.len();
+            match self.read_frames(entry, (lsn, offset as usize), &wanted, out) {
+                // A seek point the image recorded (its checksums hold, so it
+                // was written wrong) may name no frame of its LSN: walk from
+                // the segment's first frame instead, which checks every
+                // frame as any walk does, and let the close replace the
+                // image. Damage there is found again, and reported.
+                Err(Error::Corruption(_)) if (offset as usize) < entry.image_covered_end => {
+                    out.truncate(before);
+                    self.image_seek_point_found_wrong.store(true, Ordering::Relaxed);
+                    crate::telemetry::image_seek_point_wrong(&entry.segment.path, lsn, offset);
+                    let first_frame = (entry.segment.header.first_lsn, crate::segment::SEGMENT_HEADER_BYTES);
+                    self.read_frames(entry, first_frame, &wanted, out)?;
+                }
+                walked => walked?,
+            }
             if out.len() >= limit {
                 break;
             }
@@ -1687,7 +1713,11 @@ fn walk_frames(
         let decoded = if compacted {
             crate::frame::decode_frame_anywhere(&region[offset..], &log_id)
                 .and_then(|frame| {
-                    if frame.meta.lsn < lsn {
+                    // Compaction leaves gaps between frames, so only a walk
+                    // from the segment's top takes the first frame's LSN as
+                    // it comes; one from a seek point expects the point's.
+                    let from_point = offset == start.1 && offset != crate::segment::SEGMENT_HEADER_BYTES;
+                    if frame.meta.lsn < lsn || (from_point && frame.meta.lsn != lsn) {
                         Err(crate::frame::FrameDefect::UnexpectedLsn { expected: lsn, found: frame.meta.lsn })
                     } else {
                         Ok(frame)

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::commit::{
-    Acks, Appended, Command, OneOrMany, Op, OpKind, PruneSnapshots, Queue, ReplySlot, Shared, Spares, Status, StreamId,
-    WriteRequest, Writer, now_ms,
+    Acks, Appended, Command, OneOrMany, Op, OpKind, OwnedRequest, PruneSnapshots, Queue, Shared, Spares, Status,
+    StreamId, WriteRequest, Writer, now_ms,
 };
 use crate::error::{Error, Result};
 use crate::frame::{BATCH_OP_KIND_BYTES, BATCH_OPS_MAX, OP_HEADER_BYTES, STREAM_ID_BYTES_MAX};
@@ -100,17 +100,27 @@ enum State<T> {
 }
 
 /// A batch on its way through the queue. Nothing is allocated for it beyond
-/// its reply slot (and, for several operations, their list), full queue
-/// or not.
+/// its request (and, for several operations, their list), full queue or not.
 struct Write {
     handle: Arc<Handle>,
-    /// The batch, until it is queued.
-    batch: Option<(OneOrMany<Op>, Durability)>,
-    /// Where the writer answers, once queued.
-    reply: Option<Arc<ReplySlot>>,
+    /// The batch and where the writer answers it; queued when first polled.
+    request: OwnedRequest,
+    /// Where the request is.
+    stage: WriteStage,
     /// The caller blocks in `wait`: its push does not wake the writer
     /// thread, since the caller will lead.
     blocking: bool,
+}
+
+/// Where a [`Write`]'s request is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteStage {
+    /// Not queued yet (never polled, or the queue was full).
+    Unqueued,
+    /// In the queue, or taken from it by the writer: its slot answers.
+    Queued,
+    /// Refused by the queue (the log is closed or poisoned), and told so.
+    Refused,
 }
 
 // No field is ever pinned in place: the futures inside are boxed.
@@ -162,26 +172,28 @@ impl<T> Pending<T> {
 
 impl Write {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Acks>> {
-        if let Some(reply) = &self.reply {
-            return reply.poll(cx);
+        match self.stage {
+            WriteStage::Queued => return self.request.reply.poll(cx),
+            WriteStage::Refused => panic!("a Pending is not polled after it finished"),
+            WriteStage::Unqueued => {}
         }
-        let (ops, durability) = self.batch.take().expect("a Pending is not polled after it finished");
         // The slot holds the waker before the writer can see it: an answer
         // that comes before this returns wakes the task, which polls again.
-        let reply = Arc::new(ReplySlot::waking(cx.waker()));
-        let request = WriteRequest { ops, durability, reply: reply.clone() };
-        match self.handle.shared.push_or_wait(Command::Write(request), !self.blocking, Some(cx.waker())) {
+        // Nothing else holds the request yet (a full queue handed it back).
+        Arc::get_mut(&mut self.request).expect("a request not queued is not shared").reply.set_waker(cx.waker());
+        let command = Command::Write(Arc::clone(&self.request));
+        match self.handle.shared.push_or_wait(command, !self.blocking, Some(cx.waker())) {
             Ok(None) => {
-                self.reply = Some(reply);
+                self.stage = WriteStage::Queued;
                 Poll::Pending
             }
             // The queue is full: this is polled again once it has room.
-            Ok(Some(Command::Write(request))) => {
-                self.batch = Some((request.ops, request.durability));
-                Poll::Pending
-            }
+            Ok(Some(Command::Write(_))) => Poll::Pending,
             Ok(Some(Command::Close(_))) => unreachable!("a write was pushed"),
-            Err(error) => Poll::Ready(Err(error)),
+            Err(error) => {
+                self.stage = WriteStage::Refused;
+                Poll::Ready(Err(error))
+            }
         }
     }
 }
@@ -748,7 +760,8 @@ impl Log {
         if let Err(error) = self.check_batch(ops.as_slice()) {
             return Pending::ready(Err(error));
         }
-        let write = Write { handle: self.handle.clone(), batch: Some((ops, durability)), reply: None, blocking: false };
+        let request = WriteRequest::shared(ops, durability);
+        let write = Write { handle: self.handle.clone(), request, stage: WriteStage::Unqueued, blocking: false };
         Pending { state: State::Write(write, output) }
     }
 

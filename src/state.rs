@@ -92,10 +92,10 @@ pub struct LogState {
     pub durable_end_lsn: Lsn,
     /// When the slot was written, ms since the Unix epoch (informational).
     pub written_ms: u64,
-    /// Written by a clean close. With
-    /// [`FEATURE_CLEAN_CLOSE_CLEARED_FIRST`], and in both slots, it vouches
-    /// that nothing was written past the close's marker
-    /// ([`StateRead::clean_close_pair`]); without it, informational.
+    /// Written by a clean close. With the feature bit
+    /// `FEATURE_CLEAN_CLOSE_CLEARED_FIRST`, and in both slots, it vouches
+    /// that nothing was written past the close's marker (a clean-close
+    /// pair, segments-format.md 5); without it, informational.
     pub clean_close: bool,
     /// Every LSN handed out so far is below this one (≥ `durable_end_lsn`).
     /// Appends acknowledged before they are synced (`Flush`, `Periodic`)

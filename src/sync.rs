@@ -1,21 +1,21 @@
 //! Locks, condition variables and threads for the engine's own coordination,
-//! switchable to shuttle's instrumented ones (feature `shuttle`) so that a
+//! switchable to shuttle's instrumented ones (`--cfg annals_shuttle`) so that a
 //! model checker can explore the real group-commit hand-off
 //! (`tests/group_commit_shuttle.rs`). The API is parking_lot's shape.
 
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(annals_shuttle))]
 pub(crate) use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(annals_shuttle))]
 pub(crate) use std::thread;
 
-#[cfg(feature = "shuttle")]
+#[cfg(annals_shuttle)]
 pub(crate) use model::{Condvar, Mutex, RwLock};
-#[cfg(feature = "shuttle")]
+#[cfg(annals_shuttle)]
 pub(crate) use shuttle::sync::RwLockReadGuard;
-#[cfg(feature = "shuttle")]
+#[cfg(annals_shuttle)]
 pub(crate) use shuttle::thread;
 
-#[cfg(feature = "shuttle")]
+#[cfg(annals_shuttle)]
 mod model {
     use std::ops::{Deref, DerefMut};
     use std::time::Instant;
@@ -33,6 +33,10 @@ mod model {
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             MutexGuard(Some(self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
+        }
+
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            self.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())
         }
 
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {

@@ -23,6 +23,7 @@
 //! | `annals::commit` | `trace` | each fdatasync of a segment | `micros` |
 //! | `annals::commit` | `debug` | a rollover to a new segment | `file`, `first_lsn`, `segment_bytes` |
 //! | `annals::commit` | `error` | the log poisoned: every later write fails until it is reopened | `cause` |
+//! | `annals::index` | `warn` | a read found a seek point of the loaded index image at no frame of its LSN, and walked its segment from the first frame (the next close replaces the image) | `file`, `lsn`, `offset` |
 //! | `annals::compact` | `info` | a compaction committed | `generation`, `inputs`, `input_bytes`, `outputs`, `output_bytes`, `records_kept`, `operations_dropped`, `reclaimed_bytes`, `trimmed_before`, `leftovers`, `micros` |
 //! | `annals::compact` | `warn` | a background compaction failed (it tries again at its next look) | `error` |
 //!
@@ -245,6 +246,18 @@ pub(crate) fn compacted(report: &CompactionReport, took: Duration) {
         metrics::counter!(COMPACTION_RECLAIMED_BYTES_TOTAL).increment(report.reclaimed_bytes);
         metrics::histogram!(COMPACTION_SECONDS).record(took.as_secs_f64());
     }
+}
+
+/// A read found the loaded image's seek point `(lsn, offset)` in `file`
+/// at no frame of that LSN: an image written wrong under valid checksums.
+pub(crate) fn image_seek_point_wrong(file: &Path, lsn: crate::types::Lsn, offset: u32) {
+    warn!(
+        target: "annals::index",
+        file = %file.display(),
+        lsn = lsn.0,
+        offset,
+        "the index image's seek point names no frame of its lsn: walked the segment from its first frame"
+    );
 }
 
 /// A background compaction failed; it tries again at its next look. A log

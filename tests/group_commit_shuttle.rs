@@ -1,9 +1,10 @@
 //! Model checks of the group-commit hand-off (appenders, the writer thread,
 //! acknowledgements, poisoning, close) with shuttle, which explores thread
-//! interleavings of the real code (built with `--features shuttle`, see
-//! `src/sync.rs`). Run with
-//! `cargo test --release --features shuttle --test group_commit_shuttle`.
-#![cfg(feature = "shuttle")]
+//! interleavings of the real code (built with `--cfg annals_shuttle`, see
+//! `src/sync.rs`; without it this binary has no tests). Run with
+//! `RUSTFLAGS="--cfg annals_shuttle" CARGO_TARGET_DIR=target/shuttle cargo test --release -p annals --test group_commit_shuttle`
+//! (its own target directory, so that the flag does not rebuild the usual one).
+#![cfg(annals_shuttle)]
 
 use std::sync::Arc;
 
