@@ -12,6 +12,10 @@
 //!   and in the crashed copy the image of the sealed segments, as the
 //!   background image writer leaves it. `ANNALS_BENCH_OPEN_SIZES=100k_rows`
 //!   (a comma-separated list of labels) builds and measures only those.
+//! - `lifecycle_close`: a clean close after one durable append to a log of
+//!   100k rows and of about 1 GiB (the image it writes), against redb's
+//!   commit of one row on the same rows. `ANNALS_BENCH_CLOSE_SIZES` as
+//!   `ANNALS_BENCH_OPEN_SIZES`.
 //! - `lifecycle_compaction`: `Log::compact()` on a mostly dead log, in bytes
 //!   of input per second.
 //! - `lifecycle_small_log`: create a store in a fresh directory and
@@ -41,7 +45,8 @@ use common::{
     Row, annals_first_run, concurrent, copy_dir, disk_use, fill_annals, fill_redb, redb_append, redb_first_run,
     runtime, scratch, settle, smoke, sqlite_append, sqlite_db, timed_each, wanted, workflow,
 };
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use serde::Serialize;
 
 /// Steps a workflow appends between two snapshot-and-prunes.
@@ -375,22 +380,37 @@ impl OpenDataSet {
     }
 }
 
+/// A group of ten flat samples over three seconds: each iteration opens or
+/// closes a store.
+fn few_long_samples<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group.sampling_mode(SamplingMode::Flat);
+    group
+}
+
+/// The data sets of the open and close groups, `(label, rows)`: 100k rows
+/// and about 1 GiB (1k rows in a smoke run), less those the variable `env`
+/// (a comma-separated list of labels), if set, leaves out.
+fn data_sizes(env: &str) -> Vec<(&'static str, u64)> {
+    let sizes: &[(&str, u64)] =
+        if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
+    let only = std::env::var(env).ok();
+    sizes
+        .iter()
+        .copied()
+        .filter(|(label, _)| only.as_ref().is_none_or(|only| only.split(',').any(|l| l == *label)))
+        .collect()
+}
+
 fn lifecycle_open(c: &mut Criterion) {
     if !wanted("lifecycle_open") {
         return;
     }
-    let mut group = c.benchmark_group("lifecycle_open");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    group.sampling_mode(SamplingMode::Flat);
+    let mut group = few_long_samples(c, "lifecycle_open");
     let rt = runtime();
-    let sizes: &[(&str, u64)] =
-        if smoke() { &[("1k_rows", 1000)] } else { &[("100k_rows", 100_000), ("1gib", 4_000_000)] };
-    let only = std::env::var("ANNALS_BENCH_OPEN_SIZES").ok();
     let mut figures = Vec::new();
-    for &(label, rows) in sizes {
-        if only.as_ref().is_some_and(|only| !only.split(',').any(|wanted| wanted == label)) {
-            continue;
-        }
+    for (label, rows) in data_sizes("ANNALS_BENCH_OPEN_SIZES") {
         let data = OpenDataSet::build(label, rows, &rt);
         let load_before = load_average();
         // A crashed open changes what it opens (it recovers, and closes
@@ -448,6 +468,51 @@ fn lifecycle_open(c: &mut Criterion) {
     }
     group.finish();
     write_figures("open", &figures);
+}
+
+// ---------------------------------------------------------------- close
+
+/// The time of a close after one append (issue 11: the image written at a
+/// clean close), against redb's commit of one row on the same rows.
+fn lifecycle_close(c: &mut Criterion) {
+    if !wanted("lifecycle_close") {
+        return;
+    }
+    let mut group = few_long_samples(c, "lifecycle_close");
+    let rt = runtime();
+    for (label, rows) in data_sizes("ANNALS_BENCH_CLOSE_SIZES") {
+        let annals = scratch(&format!("lifecycle-close-annals-{label}"));
+        fill_annals(&annals, rows, &rt).close().wait().unwrap();
+        let redb_dir = scratch(&format!("lifecycle-close-redb-{label}"));
+        let db = fill_redb(&redb_dir, rows);
+        settle();
+        let next = AtomicU64::new(rows);
+        let next_row = || common::open_row(next.fetch_add(1, Ordering::Relaxed));
+        // Open and one durable append untimed; the close timed: it writes
+        // the clean-close marker and state, and the index image.
+        group.bench_function(format!("annals_{label}_close_after_one_append"), |b| {
+            b.iter_custom(|iters| {
+                timed_each(
+                    iters,
+                    || {
+                        let log = Log::open(&annals, Options::default()).unwrap();
+                        let (id, row) = next_row();
+                        log.append(id, Expectation::Any, row.encode()).wait().unwrap();
+                        log
+                    },
+                    |log| log.close().wait().unwrap(),
+                )
+            })
+        });
+        group.bench_function(format!("redb_{label}_commit_one_row"), |b| {
+            b.iter_custom(|iters| {
+                timed_each(iters, &next_row, |(id, row)| {
+                    redb_append(&db, &id, row.sequence, &row.encode(), redb::Durability::Immediate)
+                })
+            })
+        });
+    }
+    group.finish();
 }
 
 // ---------------------------------------------------------------- compaction
@@ -632,5 +697,5 @@ fn lifecycle_small_log(c: &mut Criterion) {
     write_figures("small_log", &SmallLogFigures { disk_after_close, load_before, load_after, smoke: smoke() });
 }
 
-criterion_group!(benches, lifecycle_small_log, lifecycle_compaction, lifecycle_open, lifecycle_churn);
+criterion_group!(benches, lifecycle_small_log, lifecycle_compaction, lifecycle_open, lifecycle_close, lifecycle_churn);
 criterion_main!(benches);

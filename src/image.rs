@@ -20,7 +20,8 @@
 //! directory), not the streams' entries: each stream's section (its entry
 //! positions and their record checksums) has its own checksum, checked on
 //! the stream's first use (`StreamSection`), and a read of a record the
-//! image covers checks that record alone against its record checksum.
+//! image covers checks that record alone (its own frame, or in a batch its
+//! bytes alone) against its record checksum.
 //!
 //! ```text
 //! // Image: { header (104 bytes) | body: tables { scalars | segment × segments | stream directory × streams }
@@ -49,9 +50,10 @@ pub const IMAGE_TEMP_FILE_NAME: &str = "annals.index.tmp";
 /// The image's magic.
 pub const IMAGE_MAGIC: [u8; 8] = *b"ANNALSIX";
 /// The image format this build writes and reads. An image of another
-/// version (1: one checksum over the whole body, no record checksums) is
-/// not used: open scans, and writes a version-2 image at the next chance.
-pub const IMAGE_VERSION: u32 = 2;
+/// version (1: one checksum over the whole body, no record checksums; 2:
+/// every record checksum computed over the operation alone) is not used:
+/// open scans, and writes a version-3 image at the next chance.
+pub const IMAGE_VERSION: u32 = 3;
 
 // Header: { magic | image_version | header_bytes | log_id | written_ms | compaction_generation
 //           | compacted_end_lsn | oldest_segment_lsn | trimmed_lsn | next_lsn | body_bytes | tables_bytes
@@ -150,11 +152,11 @@ pub enum ImageUse {
     },
 }
 
-/// The record checksum of one operation (segments-format.md, 11.1): CRC-32
-/// (as a frame's) of the log id, the 8 bytes of its frame's `timestamp_ms`,
-/// the record kind's byte (as in a frame's `kind`) and the operation's
-/// bytes (its 22-byte header, stream and payload): every byte a read derives
-/// the [`crate::Record`] from.
+/// The record checksum of one operation of a batch frame
+/// (segments-format.md, 11.1): CRC-32 (as a frame's) of the log id, the 8
+/// bytes of its frame's `timestamp_ms`, the record kind's byte (as in a
+/// frame's `kind`) and the operation's bytes (its 22-byte header, stream and
+/// payload): every byte a read derives the [`crate::Record`] from.
 pub(crate) fn record_crc(log_id: &[u8; 16], timestamp: &[u8], kind: RecordKind, op: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(log_id);
@@ -162,6 +164,15 @@ pub(crate) fn record_crc(log_id: &[u8; 16], timestamp: &[u8], kind: RecordKind, 
     hasher.update(&[kind.frame_kind() as u8]);
     hasher.update(op);
     hasher.finalize()
+}
+
+/// The record checksum of an operation that is its frame's whole body
+/// (segments-format.md, 11.1): its frame's checksum, CRC-32 of the log id
+/// and `frame` (the frame's bytes after its `crc` field). For a frame whose
+/// checksum was checked, the stored `crc` field: the image writer copies
+/// it, hashing nothing.
+pub(crate) fn frame_record_crc(log_id: &[u8; 16], frame: &[u8]) -> u32 {
+    crc(log_id, frame)
 }
 
 const SECTION_UNCHECKED: u8 = 0;
@@ -217,6 +228,12 @@ impl StreamSection {
             self.checked.store(state, Ordering::Release);
         }
         state == SECTION_GOOD
+    }
+
+    /// The section's bytes and the checksum the directory records for
+    /// them, if they pass it ([`StreamSection::check`]).
+    pub(crate) fn intact(&self) -> Option<(&[u8], u32)> {
+        self.check().then_some((&self.items[..], self.crc))
     }
 
     /// Whether a check in this process found the section damaged (without
@@ -380,6 +397,14 @@ fn crc(log_id: &[u8; 16], bytes: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The checksum of bytes whose checksum (as [`crc`], seeded) was `crc`,
+/// followed by `more`: the hash goes on from it.
+fn crc_continued(crc: u32, more: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+    hasher.update(more);
+    hasher.finalize()
+}
+
 fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&value.to_le_bytes());
 }
@@ -432,15 +457,18 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
             put_u32(&mut body, *end);
         }
     }
-    let mut sections = Vec::new();
+    let entries: usize = index.streams.values().map(|stream_state| stream_state.entries.len()).sum();
+    let mut sections = Vec::with_capacity(entries * ENTRY_BYTES);
     for (stream, stream_state) in &index.streams {
-        let (positions, entry_crcs, snapshot_crcs) = index.image_stream(stream, stream_state)?;
         let section_at = sections.len();
-        for (loc, record_crc) in positions.into_iter().zip(entry_crcs) {
-            put_u64(&mut sections, loc.0);
-            put_u32(&mut sections, record_crc);
-        }
-        let section_crc = crc(&state.log_id, &sections[section_at..]);
+        let crate::index::ImageStream { carried, snapshot_crcs } =
+            index.image_stream(stream, stream_state, &mut sections)?;
+        let section_crc = match carried {
+            // The loaded image's section, then the entries after it: its
+            // checksum goes on over them.
+            Some((carried_bytes, carried_crc)) => crc_continued(carried_crc, &sections[section_at + carried_bytes..]),
+            None => crc(&state.log_id, &sections[section_at..]),
+        };
         body.extend_from_slice(&u16::try_from(stream.len()).expect("stream ids are at most 1,024 bytes").to_le_bytes());
         put_u32(&mut body, u32::try_from(stream_state.snapshots.len()).expect("snapshots fit in the log"));
         put_u64(&mut body, stream_state.entries.len() as u64);
@@ -457,8 +485,7 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
         }
     }
     let tables_bytes = body.len();
-    body.extend_from_slice(&sections);
-    let mut out = Vec::with_capacity(IMAGE_HEADER_BYTES + body.len());
+    let mut out = Vec::with_capacity(IMAGE_HEADER_BYTES + tables_bytes + sections.len());
     out.extend_from_slice(&IMAGE_MAGIC);
     put_u32(&mut out, IMAGE_VERSION);
     put_u32(&mut out, IMAGE_HEADER_BYTES as u32);
@@ -469,13 +496,14 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
     put_u64(&mut out, state.oldest_segment_lsn.0);
     put_u64(&mut out, state.trimmed_lsn.0);
     put_u64(&mut out, index.next_lsn.0);
-    put_u64(&mut out, body.len() as u64);
+    put_u64(&mut out, (tables_bytes + sections.len()) as u64);
     put_u64(&mut out, tables_bytes as u64);
-    put_u32(&mut out, crc(&state.log_id, &body[..tables_bytes]));
+    put_u32(&mut out, crc(&state.log_id, &body));
     let header_crc = crc(&state.log_id, &out[..HEADER_CRC_AT]);
     put_u32(&mut out, header_crc);
     debug_assert_eq!(out.len(), IMAGE_HEADER_BYTES);
     out.extend_from_slice(&body);
+    out.extend_from_slice(&sections);
     Ok(out)
 }
 
@@ -1054,6 +1082,17 @@ impl ImageWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A section's checksum goes on from the loaded image's over the
+    /// entries after it: the checksum of the whole.
+    #[test]
+    fn a_checksum_continued_over_more_bytes_is_the_checksum_of_the_whole() {
+        let log_id = [7u8; 16];
+        let (first, more) = (b"twelve bytes".repeat(5), b"and more after them".to_vec());
+        let whole: Vec<u8> = first.iter().chain(&more).copied().collect();
+        assert_eq!(crc_continued(crc(&log_id, &first), &more), crc(&log_id, &whole));
+        assert_eq!(crc_continued(crc(&log_id, &first), &[]), crc(&log_id, &first));
+    }
 
     /// A young log's first segments (1 MiB, then doubling) add up before
     /// the background writer rewrites the image; full-size segments ask at

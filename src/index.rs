@@ -95,6 +95,10 @@ impl Default for Locs {
     }
 }
 
+fn read_u64_le(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
+}
+
 fn mapped_loc(bytes: &[u8], i: usize) -> RecordLoc {
     RecordLoc(u64::from_le_bytes(bytes[i * IMAGE_ITEM_BYTES..][..8].try_into().expect("eight bytes")))
 }
@@ -138,8 +142,12 @@ impl Locs {
     /// The positions in memory, copied out of the image first if they are
     /// still there ([`StreamState::entries_mut`] checks the section first).
     fn to_mut(&mut self) -> &mut Vec<RecordLoc> {
-        if let Locs::Mapped(_) = self {
-            *self = Locs::Owned(self.iter().collect());
+        if let Locs::Mapped(bytes) = self {
+            // One pass over the items, sized up front: a stream's first
+            // change after open copies all of them (4 M at 1 GiB when every
+            // stream changes), on the writer and in the image's recovery.
+            let locs = bytes.chunks_exact(IMAGE_ITEM_BYTES).map(|item| RecordLoc(read_u64_le(item))).collect();
+            *self = Locs::Owned(locs);
         }
         match self {
             Locs::Owned(locs) => locs,
@@ -767,13 +775,7 @@ impl Index {
 
     /// The stream's state as the guards and checks follow it.
     pub fn cursor(&self, stream: &[u8]) -> StreamCursor {
-        self.streams.get(stream).map_or(StreamCursor::EMPTY, |state| StreamCursor {
-            next: state.next_seq().0,
-            snapshot_floor: state.snapshots.last().map(|s| s.seq),
-            latest_snapshot: state.snapshots.last().map(|s| s.lsn),
-            exists: true,
-            since: state.since,
-        })
+        cursor_of(self.streams.get(stream))
     }
 
     /// Number of streams the index holds.
@@ -949,6 +951,38 @@ impl Index {
                 None => {}
             }
         }
+        Ok(())
+    }
+
+    /// [`Index::check_frame`], then [`Index::apply_frame`] if it passes:
+    /// recovery's scan. A frame of one entry (almost every frame) has its
+    /// operation parsed, and its stream looked up, once for both.
+    ///
+    /// # Errors
+    /// As [`Index::check_frame`]; the index is then unchanged.
+    pub fn check_and_apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
+        let (FrameKind::Entry, Some(op)) = (frame.kind, frame.ops().next()) else {
+            self.check_frame(frame)?;
+            self.apply_frame(frame_offset, frame);
+            return Ok(());
+        };
+        let inconsistent = |what| CorruptionKind::StreamInconsistent { stream: display_stream(op.stream), what };
+        let position = self.segments.len() - 1;
+        let loc = RecordLoc::new(position, frame_offset + FRAME_HEADER_BYTES + op.offset_in_body);
+        // Apply_frame's entry case, the check first.
+        match self.streams.get_mut(op.stream) {
+            Some(state) => {
+                cursor_of(Some(state)).apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(inconsistent)?;
+                state.entries_mut(op.stream, &self.segments).push(loc);
+            }
+            None => {
+                StreamCursor::EMPTY.apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(inconsistent)?;
+                let state = StreamState { entries: Locs::Owned(vec![loc]), ..StreamState::new(op.lsn, 0) };
+                self.streams.insert(Box::from(op.stream), state);
+            }
+        }
+        self.segments[position].live_bytes += op_bytes(op.stream.len(), op.payload.len());
+        self.place_frame(frame_offset, frame);
         Ok(())
     }
 
@@ -1235,35 +1269,84 @@ impl Index {
             }
         }
         let frame_start = entry.frame_start_of(loc.offset());
+        if frame_start + FRAME_HEADER_BYTES == loc.offset() {
+            // The operation is its frame's whole body: its record checksum
+            // is the frame's, whose bytes this process checked.
+            return stored_frame_crc(entry, frame_start).ok_or_else(|| corruption("frame header past the end"));
+        }
         let bytes = entry.segment.map.slice(frame_start, entry.end_offset - frame_start);
         record_crc_in(entry, &bytes, frame_start, frame_start, loc.offset(), kind).map_err(corruption)
     }
 
-    /// What a new image records of `stream`: its live entries' positions
-    /// (a damaged image section's replaced by what the covered frames say)
-    /// and their record checksums, then its live snapshots' record
-    /// checksums: see [`Index::record_crc`].
+    /// Appends to `section` what a new image records of `stream`'s live
+    /// entries: each one's position (a damaged image section's replaced by
+    /// what the covered frames say) and record checksum (see
+    /// [`Index::record_crc`]). Returns how many of the bytes appended are
+    /// the loaded image's section, and that section's checksum (none: the
+    /// caller hashes them all), then the stream's live snapshots' record
+    /// checksums.
+    ///
+    /// The loaded image's section of a stream is carried over when it is
+    /// still the start of the stream's entries (appends since only added
+    /// entries after it: no prune or clear): when it passes its checksum,
+    /// and each of its positions is the stream's entry at that index and
+    /// names covered frames, what those entries encode to is that section's
+    /// bytes exactly (its positions, and the record checksums it recorded,
+    /// which are copied for covered records). So they are copied as they
+    /// are, and only the entries after them encoded.
     ///
     /// # Errors
     /// As [`Index::record_crc`] and [`Index::positions`].
-    #[allow(clippy::type_complexity)]
     pub(crate) fn image_stream(
         &self,
         stream: &[u8],
         state: &StreamState,
-    ) -> Result<(Vec<RecordLoc>, Vec<u32>, Vec<u32>)> {
+        section: &mut Vec<u8>,
+    ) -> Result<ImageStream> {
+        let snapshots = state
+            .snapshots
+            .iter()
+            .map(|s| self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None)))
+            .collect::<Result<Vec<u32>>>()?;
         let positions = self.positions(stream, state)?;
-        let mut locs = Vec::with_capacity(positions.len());
-        let mut entries = Vec::with_capacity(positions.len());
-        for (loc, check) in positions.iter_from(0) {
-            locs.push(loc);
-            entries.push(self.record_crc(loc, RecordKind::Entry, check)?);
+        section.reserve(positions.len() * IMAGE_ITEM_BYTES);
+        let carried = self.carried_section(state);
+        if let Some((items, _)) = carried {
+            section.extend_from_slice(items);
         }
-        let mut snapshots = Vec::with_capacity(state.snapshots.len());
-        for s in &state.snapshots {
-            snapshots.push(self.record_crc(s.loc, RecordKind::Snapshot, RecordCheck::Image(s.image_crc, None))?);
+        let skip = carried.map_or(0, |(items, _)| items.len() / IMAGE_ITEM_BYTES);
+        for (loc, check) in positions.iter_from(skip) {
+            let record_crc = self.record_crc(loc, RecordKind::Entry, check)?;
+            section.extend_from_slice(&loc.0.to_le_bytes());
+            section.extend_from_slice(&record_crc.to_le_bytes());
         }
-        Ok((locs, entries, snapshots))
+        Ok(ImageStream { carried: carried.map(|(items, crc)| (items.len(), crc)), snapshot_crcs: snapshots })
+    }
+
+    /// The loaded image's section of a stream, if it passes its checksum
+    /// and is still the start of the stream's entries, each of its
+    /// positions naming a covered segment and an offset in the frames the
+    /// image covered there: its bytes and its checksum.
+    fn carried_section<'a>(&self, state: &'a StreamState) -> Option<(&'a [u8], u32)> {
+        let image = state.image.as_deref()?;
+        let (first_seq, count) = image.span();
+        if state.start != first_seq || state.entries.len() < count {
+            return None;
+        }
+        let (items, crc) = image.intact()?;
+        let first_op = crate::segment::SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES;
+        let covered = |loc: RecordLoc| {
+            self.segments
+                .get(loc.segment())
+                .is_some_and(|entry| (first_op..entry.image_covered_end).contains(&loc.offset()))
+        };
+        let mut carried = items.chunks_exact(IMAGE_ITEM_BYTES).map(|item| RecordLoc(read_u64_le(item)));
+        let still = match &state.entries {
+            // Still the section itself: no write changed the stream.
+            Locs::Mapped(mapped) => mapped.as_ptr() == items.as_ptr() && carried.all(covered),
+            Locs::Owned(locs) => carried.zip(locs).all(|(loc, entry)| loc == *entry && covered(loc)),
+        };
+        still.then_some((items, crc))
     }
 
     /// The latest live snapshot of a stream and the live entries after it.
@@ -1715,6 +1798,27 @@ fn walk_stream_entries(
     Ok(out)
 }
 
+/// What [`Index::image_stream`] says of the section it appended.
+pub(crate) struct ImageStream {
+    /// How many of the bytes appended are the loaded image's section, and
+    /// that section's checksum.
+    pub(crate) carried: Option<(usize, u32)>,
+    /// The stream's live snapshots' record checksums, oldest first.
+    pub(crate) snapshot_crcs: Vec<u32>,
+}
+
+/// A stream's state as the guards and checks follow it ([`StreamCursor::EMPTY`]
+/// for a stream with none).
+fn cursor_of(state: Option<&StreamState>) -> StreamCursor {
+    state.map_or(StreamCursor::EMPTY, |state| StreamCursor {
+        next: state.next_seq().0,
+        snapshot_floor: state.snapshots.last().map(|s| s.seq),
+        latest_snapshot: state.snapshots.last().map(|s| s.lsn),
+        exists: true,
+        since: state.since,
+    })
+}
+
 /// The LSN before which a prune drops snapshots; 0 for any other operation.
 pub(crate) fn prune_reach(op: &crate::frame::OpView<'_>) -> Lsn {
     if op.kind == RecordKind::Prune { crate::frame::prune_snapshots_before(op.payload) } else { Lsn(0) }
@@ -1731,12 +1835,29 @@ struct Wanted {
     live_only: bool,
 }
 
+/// The `crc` field of the frame at `frame_start` of a segment, as stored:
+/// the record checksum of an operation that is its frame's whole body, for
+/// a frame whose checksum this process checked. `None` past the end.
+fn stored_frame_crc(entry: &SegmentEntry, frame_start: usize) -> Option<u32> {
+    if frame_start + FRAME_HEADER_BYTES > entry.end_offset {
+        return None;
+    }
+    let field = |bytes: &[u8]| bytes.try_into().ok().map(u32::from_le_bytes);
+    match entry.segment.map.as_slice() {
+        Some(map) => map.get(frame_start..frame_start + 4).and_then(field),
+        None => field(entry.segment.map.slice(frame_start, 4).as_ref()),
+    }
+}
+
 /// The record checksum of the operation at `op_offset` of a segment (the
 /// segment from offset `base` is `bytes`), in the frame at `frame_start`,
-/// as the image records it (segments-format.md, 11.1): of the log id, the
-/// frame's `timestamp_ms`, the record kind's byte and the operation's bytes
-/// (header, stream and payload): every byte a [`Record`] is read from.
-/// `Err` says why it cannot be computed (an operation past the end).
+/// as the image records it (segments-format.md, 11.1). Of an operation that
+/// is its frame's whole body (`op_offset` right after the frame header: not
+/// in a batch), its frame's checksum, computed from the bytes; of one in a
+/// batch, the CRC of the log id, the frame's `timestamp_ms`, the record
+/// kind's byte and the operation's bytes (header, stream and payload).
+/// Either covers every byte a [`Record`] is read from. `Err` says why it
+/// cannot be computed (an operation past the end).
 fn record_crc_in(
     entry: &SegmentEntry,
     bytes: &[u8],
@@ -1760,8 +1881,14 @@ fn record_crc_in(
     if op_end > end {
         return Err("operation past the end of the segment");
     }
+    let log_id = &entry.segment.header.log_id;
+    if frame_start + FRAME_HEADER_BYTES == op_offset {
+        // The frame's bytes after its `crc` field, through the operation's
+        // end (the frame's, if it is whole): its checksum.
+        return Ok(crate::image::frame_record_crc(log_id, &bytes[frame_start + 4 - base..op_end - base]));
+    }
     let op = &bytes[op_offset - base..op_end - base];
-    Ok(crate::image::record_crc(&entry.segment.header.log_id, timestamp, kind, op))
+    Ok(crate::image::record_crc(log_id, timestamp, kind, op))
 }
 
 /// Checks a record of frames the image covers against the checksum the
@@ -1849,6 +1976,60 @@ mod tests {
         index.push_segment(segment(&fs, 7, "b"), crate::segment::SEGMENT_HEADER_BYTES);
         assert_eq!(index.segments().len(), 1);
         assert_eq!(index.segments()[0].segment.path, std::path::PathBuf::from("/index/b"));
+    }
+
+    /// Recovery's scan checks and applies a frame of one entry with one
+    /// lookup of its stream (`check_and_apply_frame`): it must refuse what
+    /// `check_frame` refuses, leaving the index as it was, and build what
+    /// `check_frame` then `apply_frame` build, for a new stream, a stream
+    /// with entries, and around other frame kinds (a snapshot, a batch).
+    #[test]
+    fn check_and_apply_frame_agrees_with_check_frame_then_apply_frame() {
+        use crate::frame::{OpRef, decode_frame, encode_frame};
+        let fs = crate::sim::fs::SimFs::new();
+        let (mut fused, mut apart) = (Index::new(Lsn(1)), Index::new(Lsn(1)));
+        fused.push_segment(segment(&fs, 1, "fused"), crate::segment::SEGMENT_HEADER_BYTES);
+        apart.push_segment(segment(&fs, 1, "apart"), crate::segment::SEGMENT_HEADER_BYTES);
+        // Each frame: its kind and its operations' (kind, stream, sequence).
+        type Ops = &'static [(RecordKind, &'static [u8], u64)];
+        let frames: &[(FrameKind, Ops)] = &[
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 0)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 1)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 3)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"b", 1)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"b", 0)]),
+            (FrameKind::Snapshot, &[(RecordKind::Snapshot, b"a", 1)]),
+            (FrameKind::Batch, &[(RecordKind::Entry, b"a", 2), (RecordKind::Entry, b"b", 1)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 2)]),
+            (FrameKind::Entry, &[(RecordKind::Entry, b"a", 3)]),
+        ];
+        for (kind, ops) in frames {
+            let lsn = fused.next_lsn();
+            let ops: Vec<OpRef<'_>> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, &(kind, stream, seq))| OpRef {
+                    kind,
+                    stream,
+                    seq: StreamSeq(seq),
+                    lsn: Lsn(lsn.0 + i as u64),
+                    payload: b"x",
+                })
+                .collect();
+            let mut buf = Vec::new();
+            let meta = crate::frame::FrameMeta { lsn, durable_lsn: lsn, timestamp_ms: 0 };
+            encode_frame(&mut buf, &[1; 16], *kind, meta, &ops);
+            let frame = decode_frame(&buf, &[1; 16], lsn).unwrap();
+            let offset = fused.segments()[0].end_offset;
+            let checked = apart.check_frame(&frame);
+            if checked.is_ok() {
+                apart.apply_frame(offset, &frame);
+            }
+            assert_eq!(fused.check_and_apply_frame(offset, &frame), checked, "{kind:?} {:?}", ops[0].seq);
+            assert_eq!(fused.differences(&apart), Vec::<String>::new(), "after {kind:?} {:?}", ops[0].seq);
+        }
+        assert_eq!(fused.stream(b"a").map(StreamState::next_seq), Some(StreamSeq(4)));
+        assert_eq!(fused.stream(b"b").map(StreamState::next_seq), Some(StreamSeq(2)));
     }
 
     /// `check_frame` follows a batch's own effects on a stream in a list and

@@ -1196,10 +1196,9 @@ impl Recovery<'_> {
                 // unknown, so check the frames alone.
                 self.index.place_frame(offset, &frame);
             } else {
-                if let Err(kind) = self.index.check_frame(&frame) {
+                if let Err(kind) = self.index.check_and_apply_frame(offset, &frame) {
                     return ScanEnd::Defect { offset, why: kind.to_string(), stream_inconsistent: true };
                 }
-                self.index.apply_frame(offset, &frame);
             }
             self.report.records += u64::from(frame.lsn_count);
             self.report.bytes += frame.total_bytes() as u64;
