@@ -46,7 +46,7 @@ use crate::index::{Index, StreamCursor};
 use crate::options::{Options, SegmentPreparation};
 use crate::segment::{
     FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, Spare, discard_spare, next_segment_bytes,
-    prepare_spare, publish_spare, remove_stray_spares,
+    prepare_spare, prepare_spare_unless, publish_spare, remove_stray_spares,
 };
 use crate::state::{StateCopies, StateFile};
 use crate::sync::{Condvar, Mutex, RwLock, thread};
@@ -514,6 +514,10 @@ impl Shared {
 pub(crate) struct Spares {
     state: Mutex<SpareState>,
     ready: Condvar,
+    /// Set by [`Spares::shut_down`]: the preparer gives up the spare it is
+    /// making between two chunks of zeros rather than finish one the close
+    /// would remove.
+    stop: AtomicBool,
 }
 
 #[derive(Default)]
@@ -532,7 +536,7 @@ struct SpareState {
 
 impl Spares {
     pub fn new() -> Spares {
-        Spares { state: Mutex::new(SpareState::default()), ready: Condvar::new() }
+        Spares { state: Mutex::new(SpareState::default()), ready: Condvar::new(), stop: AtomicBool::new(false) }
     }
 
     /// Asks the preparer for a new spare of `bytes`.
@@ -547,8 +551,10 @@ impl Spares {
     /// Stops the preparer, and waits until it no longer touches the
     /// directory: a closed log releases its lock next, and a new opener's
     /// recovery must not race a spare still being made. A ready spare is
-    /// removed: a closed log keeps no disk it does not use.
+    /// removed: a closed log keeps no disk it does not use, and one being
+    /// made is given up (its half-made file removed).
     pub fn shut_down(&self, shared: &Shared) {
+        self.stop.store(true, Ordering::Release);
         let mut state = self.state.lock();
         state.shutdown = true;
         self.ready.notify_all();
@@ -631,7 +637,7 @@ impl Spares {
             // only once it has published the one it took), so any spare file
             // is a leftover of a failed attempt.
             remove_stray_spares(&*shared.fs, &shared.dir, None);
-            let prepared = prepare_spare(&*shared.fs, &shared.dir, bytes, number);
+            let prepared = prepare_spare_unless(&*shared.fs, &shared.dir, bytes, number, &spares.stop);
             let mut state = spares.state.lock();
             state.preparing = false;
             // A spare holds no user data: its failure (a full disk, say) does

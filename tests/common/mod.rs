@@ -115,6 +115,11 @@ pub struct Faults {
     pub refused_threads: Mutex<Vec<&'static str>>,
     /// Once set, a refused thread's start waits for a message on it first.
     pub refusal_gate: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Writes to spare segments asked for.
+    pub spare_writes: AtomicU64,
+    /// Each write to a spare segment takes at least this long (ms): a slow
+    /// disk, while a spare's zeros are written.
+    pub spare_write_delay_ms: AtomicU64,
 }
 
 /// A hook [`FaultyFs`] runs at the next directory listing.
@@ -147,6 +152,8 @@ impl FaultyFs {
 struct FaultyFile {
     inner: Arc<dyn File>,
     fs: Arc<Faults>,
+    /// A spare segment's file.
+    spare: bool,
 }
 
 fn injected_as(kind: u64) -> io::Error {
@@ -179,7 +186,9 @@ impl FileSystem for FaultyFs {
         RealFs.list(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
-        Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone() }))
+        let spare =
+            path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(annals::segment::SPARE_PREFIX));
+        Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone(), spare }))
     }
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
         if path.extension().is_some_and(|extension| extension == "seg")
@@ -187,7 +196,7 @@ impl FileSystem for FaultyFs {
         {
             return Err(io::Error::new(io::ErrorKind::NotFound, "injected: removed after it was listed"));
         }
-        Ok(Arc::new(FaultyFile { inner: RealFs.open(path, writable)?, fs: self.faults.clone() }))
+        Ok(Arc::new(FaultyFile { inner: RealFs.open(path, writable)?, fs: self.faults.clone(), spare: false }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         RealFs.rename(from, to)
@@ -218,6 +227,10 @@ impl File for FaultyFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.fs.writes.fetch_add(1, Ordering::SeqCst);
+        if self.spare {
+            self.fs.spare_writes.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(self.fs.spare_write_delay_ms.load(Ordering::SeqCst)));
+        }
         if self.fs.fail_writes.load(Ordering::SeqCst) {
             return Err(injected_as(self.fs.error_kind.load(Ordering::SeqCst)));
         }
