@@ -740,8 +740,9 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
 /// Whether a segment's seek points are those a scan of its `frames` would
 /// record (segments-format.md, 11.1): one per [`CHECKPOINT_FRAMES`] frames
 /// from the first, in strictly increasing LSN and offset, the first at the
-/// segment's first frame (right after its header; at the segment's first
-/// LSN unless compaction left a gap there), none past the last frame. A
+/// segment's first frame (after its header: right after it, or at the next
+/// multiple of 512 for a clean-close marker; at the segment's first LSN
+/// unless compaction left a gap there), none past the last frame. A
 /// table that says otherwise was written wrong, whatever its checksum says:
 /// a read by LSN would walk from a point that is no frame's, so open scans.
 fn seek_points_in_order(
@@ -753,7 +754,7 @@ fn seek_points_in_order(
 ) -> bool {
     let Some(&(lsn, offset)) = points.first() else { return frames == 0 };
     points.len() == frames.div_ceil(CHECKPOINT_FRAMES) as usize
-        && offset as usize == SEGMENT_HEADER_BYTES
+        && offset as usize >= SEGMENT_HEADER_BYTES
         && (lsn == first_lsn || (compacted && lsn > first_lsn))
         && points.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1)
         && last_frame_offset.is_some_and(|last| u64::from(points[points.len() - 1].1) <= last)
