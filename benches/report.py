@@ -456,6 +456,18 @@ def lifecycle_markdown(results, figures, facts):
             data = f"{fmt_bytes(o['annals_log_bytes'])} (redb {fmt_bytes(o['redb_file_bytes'])})"
             out.append(f"| {label} ({o['rows']:,} rows) | {data} | " + " | ".join(cells) + " |")
 
+    closes = [o for o in opens if f"lifecycle_close/annals_{o['label']}_close_after_one_append" in results]
+    if closes:
+        out += ["", "Close after one durable append (the open and the append untimed; the close writes the "
+                "clean-close marker and state slots, and rewrites the index image whole), against redb's "
+                "commit of one row on the same rows:", ""]
+        out += table_head("data", "Annals `close`", "redb commit of one row")
+        for o in closes:
+            label = o["label"]
+            out.append(f"| {label} ({o['rows']:,} rows) | "
+                       f"{fmt_time(time(f'lifecycle_close/annals_{label}_close_after_one_append'))} | "
+                       f"{fmt_time(time(f'lifecycle_close/redb_{label}_commit_one_row'))} |")
+
     compaction = figures.get("compaction")
     if compaction:
         key = "lifecycle_compaction/annals_compact_warm"
