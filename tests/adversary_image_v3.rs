@@ -1,0 +1,252 @@
+//! Attacks on this session's image changes (segments-format.md, 11): image
+//! version 3 (a single-record frame's record checksum is its frame's `crc`
+//! field, decided by the segment's `batch_frames` table), the sections a
+//! write carries over from the loaded image, and reads by LSN from the
+//! image's seek points. Every read is compared with what the undamaged log
+//! reads when every frame is scanned (`LogReader::open_scanning`): a read
+//! either answers that, or fails with `corruption`, never anything else.
+
+mod common;
+
+use std::path::Path;
+
+use annals::image::{IMAGE_FILE_NAME, ImageUse};
+use annals::recovery::{Access, ImagePolicy, recover_with};
+use annals::{
+    Batch, CompactionOptions, Error, Expectation, IndexImageWrites, Log, LogReader, Lsn, Options, PruneSnapshots,
+    RecoveryMode, StreamRead, StreamSeq,
+};
+
+/// Small segments, images at close, no background compaction.
+fn options(index_image: IndexImageWrites) -> Options {
+    Options {
+        segment_bytes: 8192,
+        record_bytes_max: 2048,
+        compaction: CompactionOptions { background: false, ..CompactionOptions::default() },
+        index_image,
+        ..Options::default()
+    }
+}
+
+const STREAMS: [&str; 5] = ["stream-0", "stream-1", "stream-2", "batched", "cleared"];
+
+/// Appends over every stream of [`STREAMS`]: single entries, snapshots,
+/// prunes, a clear, and batch frames of three records.
+fn fill(log: &Log, from: u64, count: u64) {
+    for i in from..from + count {
+        let stream = STREAMS[(i % 3) as usize];
+        log.append(stream, Expectation::Any, common::unique_payload(i, 150)).wait().unwrap();
+        if i % 17 == 5 {
+            let next = log.next_seq(stream).unwrap();
+            log.snapshot(stream, StreamSeq(next.0 - 1), &b"folded"[..]).wait().unwrap();
+        }
+        if i % 29 == 7 {
+            let next = log.next_seq(stream).unwrap();
+            log.prune(stream, StreamSeq(next.0 / 2), PruneSnapshots::AllButLatest).wait().unwrap();
+        }
+        if i % 11 == 3 {
+            let batch = (0..3u64).fold(Batch::new(), |b, k| {
+                b.append("batched", Expectation::Any, common::unique_payload(10_000 + 3 * i + k, 60))
+            });
+            log.commit(batch).wait().unwrap();
+        }
+        if i % 41 == 9 {
+            log.append("cleared", Expectation::Any, common::unique_payload(20_000 + i, 40)).wait().unwrap();
+            if i % 82 == 9 {
+                log.clear("cleared", Expectation::Any).wait().unwrap();
+            }
+        }
+    }
+}
+
+/// What a reader answers for every stream and every LSN.
+struct Attempt {
+    streams: Vec<annals::Result<StreamRead>>,
+    by_lsn: Vec<annals::Result<Option<annals::Record>>>,
+    all: annals::Result<Vec<annals::Record>>,
+}
+
+/// What a reader of a healthy log answers.
+#[derive(Debug, PartialEq)]
+struct Reads {
+    streams: Vec<StreamRead>,
+    by_lsn: Vec<Option<annals::Record>>,
+    all: Vec<annals::Record>,
+}
+
+impl Attempt {
+    fn of_reader(reader: &LogReader, last: Lsn) -> Attempt {
+        Attempt {
+            streams: STREAMS.iter().map(|s| reader.read_stream(s)).collect(),
+            by_lsn: (0..=last.0 + 1).map(|lsn| reader.read_lsn(Lsn(lsn))).collect(),
+            all: reader.read_all(Lsn(0), usize::MAX),
+        }
+    }
+
+    fn of_log(log: &Log, last: Lsn) -> Attempt {
+        Attempt {
+            streams: STREAMS.iter().map(|s| log.read_stream(s)).collect(),
+            by_lsn: (0..=last.0 + 1).map(|lsn| log.read_lsn(Lsn(lsn))).collect(),
+            all: log.read_all(Lsn(0), usize::MAX),
+        }
+    }
+
+    /// The answers of a healthy log: every read succeeds.
+    fn healthy(self, what: &str) -> Reads {
+        let unwrap = |result: annals::Result<_>| result.unwrap_or_else(|e| panic!("{what}: a read failed: {e}"));
+        Reads {
+            streams: self.streams.into_iter().map(unwrap).collect(),
+            by_lsn: self
+                .by_lsn
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| panic!("{what}: a read failed: {e}")))
+                .collect(),
+            all: self.all.unwrap_or_else(|e| panic!("{what}: read_all failed: {e}")),
+        }
+    }
+
+    /// Each answer is `want`'s, or `corruption`.
+    fn assert_right_or_corruption(&self, want: &Reads, what: &str) {
+        fn check<T: PartialEq + std::fmt::Debug>(found: &annals::Result<T>, want: &T, what: &str) {
+            match found {
+                Ok(value) => assert_eq!(value, want, "{what}: a read answered wrong"),
+                Err(Error::Corruption(_)) => {}
+                Err(other) => panic!("{what}: a read failed with {other}, not corruption"),
+            }
+        }
+        for (i, (f, w)) in self.streams.iter().zip(&want.streams).enumerate() {
+            check(f, w, &format!("{what}: read of {}", STREAMS[i]));
+        }
+        for (lsn, (f, w)) in self.by_lsn.iter().zip(&want.by_lsn).enumerate() {
+            check(f, w, &format!("{what}: read of LSN {lsn}"));
+        }
+        check(&self.all, &want.all, &format!("{what}: read_all"));
+    }
+}
+
+/// What every frame scanned says (the log is healthy), and its last LSN.
+fn scanned(dir: &Path) -> (Reads, Lsn) {
+    let reader = LogReader::open_scanning(dir, &Options::default()).unwrap();
+    let last = reader.last_lsn();
+    (Attempt::of_reader(&reader, last).healthy("a full scan"), last)
+}
+
+fn loaded(report: &annals::recovery::RecoveryReport) -> bool {
+    matches!(report.index_image, ImageUse::Loaded { .. })
+}
+
+/// The index a read-write open built equals a full scan's.
+fn assert_index_is_a_full_scan(log: &Log, dir: &Path) {
+    let scan = recover_with(&annals::fs::RealFs, dir, Access::ReadOnly, RecoveryMode::Strict, ImagePolicy::Ignore)
+        .expect("a full scan");
+    assert_eq!(log.index_differences(&scan.index), Vec::<String>::new());
+}
+
+/// Image version 3 checks a single-record frame's record against the
+/// frame's own checksum, and a batch's record against its own bytes, the
+/// segment's `batch_frames` table saying which. One bit flipped in each
+/// byte, in turn, of a covered segment holding entries, snapshots, prunes,
+/// a clear and batch frames (headers included: `durable_lsn`, time, kind,
+/// flags, lengths, the `crc` field itself): every read from the image
+/// either answers what the undamaged log answers or is `corruption`.
+#[test]
+fn a_bit_flipped_in_any_byte_of_a_covered_segment_never_reads_as_a_wrong_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options(IndexImageWrites::AtClose)).unwrap();
+    fill(&log, 0, 300);
+    log.close().wait().unwrap();
+    drop(log);
+    let (want, last) = scanned(dir.path());
+    let image = std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap();
+    let segments = common::segment_files(dir.path());
+    // A segment before the last with a batch frame and a single-record one.
+    let victim = segments[..segments.len() - 1]
+        .iter()
+        .find(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            let kinds: Vec<u8> = common::frame_offsets(path).iter().map(|&at| bytes[at + 32]).collect();
+            kinds.contains(&4) && kinds.contains(&1) && kinds.contains(&2)
+        })
+        .expect("a covered segment with batch, entry and snapshot frames")
+        .clone();
+    let end = common::written_end(&victim);
+    let mut loaded_opens = 0;
+    for offset in 0..end {
+        let bit = (offset % 8) as u8;
+        common::flip_bit(&victim, offset, bit);
+        match LogReader::open(dir.path()) {
+            Ok(reader) => {
+                let image_loaded = loaded(reader.report());
+                loaded_opens += usize::from(image_loaded);
+                // A reader that found the damage scanning (the image was
+                // refused: the damage is in the last frame it covers, or
+                // in a segment header) is a verifier's: it knows no stream
+                // history from the damage on, so it is not compared.
+                if reader.problems().is_empty() {
+                    let what = format!("bit {bit} of byte {offset} (image loaded: {image_loaded})");
+                    Attempt::of_reader(&reader, last).assert_right_or_corruption(&want, &what);
+                } else {
+                    assert!(!image_loaded, "byte {offset}: the image covers the damage, its open read none of it");
+                }
+            }
+            Err(Error::Corruption(_)) => {}
+            Err(other) => panic!("byte {offset}: the open failed with {other}, not corruption"),
+        }
+        common::flip_bit(&victim, offset, bit);
+    }
+    assert!(loaded_opens > end / 2, "most opens read from the image ({loaded_opens} of {end})");
+    assert_eq!(std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap(), image, "readers wrote nothing");
+}
+
+/// A session between two images prunes a stream (its section no longer
+/// starts its entries), prunes only another's snapshots (its section still
+/// does), deletes a stream and writes it again, clears one, appends to the
+/// rest, and maybe compacts, under each `IndexImageWrites`. A read-only
+/// reader opened beside it reads what it reads. The next session's index
+/// and reads, then those of the session after its close's image (which
+/// carries the sections still true), are a full scan's.
+#[test]
+fn streams_changed_between_images_reopen_from_the_carried_sections_as_a_full_scan() {
+    for writes in [IndexImageWrites::Off, IndexImageWrites::AtClose, IndexImageWrites::Background] {
+        for compact in [false, true] {
+            let what = format!("{writes:?}, compacted {compact}");
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::open(dir.path(), options(IndexImageWrites::AtClose)).unwrap();
+            fill(&log, 0, 300);
+            log.close().wait().unwrap();
+            drop(log);
+
+            let log = Log::open(dir.path(), options(writes)).unwrap();
+            assert!(loaded(log.recovery_report()), "{what}: the first image loads");
+            let next = log.next_seq("stream-0").unwrap();
+            log.prune("stream-0", StreamSeq(next.0 - 3), PruneSnapshots::AllButLatest).wait().unwrap();
+            log.prune("stream-1", StreamSeq(0), PruneSnapshots::AllButLatest).wait().unwrap();
+            log.delete_stream("stream-2").wait().unwrap();
+            log.clear("batched", Expectation::Any).wait().unwrap();
+            fill(&log, 300, 40);
+            if compact {
+                log.compact().unwrap();
+            }
+            let last = log.last_lsn().unwrap();
+            let reader = LogReader::open(dir.path()).unwrap();
+            let beside = Attempt::of_reader(&reader, last).healthy(&what);
+            assert_eq!(beside, Attempt::of_log(&log, last).healthy(&what), "{what}: a reader beside the writer");
+            drop(reader);
+            log.close().wait().unwrap();
+            drop(log);
+            let (want, last) = scanned(dir.path());
+
+            for session in ["the next session", "the session after its close's image"] {
+                let log = Log::open(dir.path(), options(IndexImageWrites::AtClose)).unwrap();
+                // Compaction made the first image stale, and `Off` wrote none.
+                let none_written = compact && matches!(writes, IndexImageWrites::Off);
+                if !(none_written && session == "the next session") {
+                    assert!(loaded(log.recovery_report()), "{what}: {session} loads an image");
+                }
+                assert_index_is_a_full_scan(&log, dir.path());
+                assert_eq!(Attempt::of_log(&log, last).healthy(&what), want, "{what}: {session}'s reads");
+                log.close().wait().unwrap();
+            }
+        }
+    }
+}
