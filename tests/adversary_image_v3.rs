@@ -250,3 +250,140 @@ fn streams_changed_between_images_reopen_from_the_carried_sections_as_a_full_sca
         }
     }
 }
+
+const HEADER_BYTES: usize = 104;
+const SCALARS_BYTES: usize = 48;
+const SEGMENT_FIXED_BYTES: usize = 116;
+
+fn u32_at(bytes: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// Each covered segment's table: where it starts in the image, and its
+/// seek points `(lsn, offset)`.
+fn seek_points(image: &[u8]) -> Vec<(usize, Vec<(u64, usize)>)> {
+    let mut out = Vec::new();
+    let mut at = HEADER_BYTES + SCALARS_BYTES;
+    for _ in 0..u32_at(image, HEADER_BYTES + 36) {
+        let (count, batches) = (u32_at(image, at + 108), u32_at(image, at + 112));
+        let points = (0..count)
+            .map(|i| {
+                let point = at + SEGMENT_FIXED_BYTES + i * 12;
+                (u64_at(image, point), u32_at(image, point + 8))
+            })
+            .collect();
+        out.push((at, points));
+        at += SEGMENT_FIXED_BYTES + count * 12 + batches * 8;
+    }
+    out
+}
+
+/// Recomputes the tables' checksum and the header's, as a writer that
+/// wrote wrong tables would have.
+fn reseal_tables(image: &mut [u8]) {
+    let crc = |image: &[u8], bytes: &[u8]| {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&image[16..32]);
+        hasher.update(bytes);
+        hasher.finalize()
+    };
+    let tables_end = HEADER_BYTES + u64_at(image, 88) as usize;
+    let tables = crc(image, &image[HEADER_BYTES..tables_end]);
+    image[96..100].copy_from_slice(&tables.to_le_bytes());
+    let header = crc(image, &image[..100]);
+    image[100..104].copy_from_slice(&header.to_le_bytes());
+}
+
+/// How a crafted seek point is wrong (each passes open's checks: in
+/// order, within the segment's frames).
+#[derive(Clone, Copy, Debug)]
+enum WrongPoint {
+    /// One LSN below the next point's: at no frame of its LSN.
+    LsnBelowTheNext,
+    /// The LSN of the frame after the one at its offset.
+    LsnOfTheNextFrame,
+    /// Its offset one byte into its frame: at no frame at all.
+    OffsetInsideItsFrame,
+}
+
+/// A seek point at no frame of its LSN, in every covered segment (ordinary
+/// and compacted) that has a second one, wrong in each way open cannot
+/// see: reads by LSN from every LSN (a segment's first and last frames
+/// included), `read_all` pages, a subscription from a named cursor, and a
+/// read-only reader (what `annals dump` reads with) answer as a full scan
+/// of the log, and a read-write session's close replaces the image.
+#[test]
+fn seek_points_at_no_frame_of_their_lsn_answer_every_read_by_lsn_as_a_scan() {
+    for compacted in [false, true] {
+        for wrong in [WrongPoint::LsnBelowTheNext, WrongPoint::LsnOfTheNextFrame, WrongPoint::OffsetInsideItsFrame] {
+            let what = format!("{wrong:?}, compacted {compacted}");
+            let dir = tempfile::tempdir().unwrap();
+            let options = Options { segment_bytes: 1 << 16, ..options(IndexImageWrites::AtClose) };
+            let log = Log::open(dir.path(), options.clone()).unwrap();
+            fill(&log, 0, 700);
+            if compacted {
+                log.compact().unwrap();
+            }
+            let cursor = Lsn(log.last_lsn().unwrap().0 / 3);
+            log.commit_cursor("consumer", cursor).wait().unwrap();
+            fill(&log, 700, 100);
+            log.close().wait().unwrap();
+            drop(log);
+            let (want, last) = scanned(dir.path());
+            let scan = LogReader::open_scanning(dir.path(), &Options::default()).unwrap();
+            let pages: Vec<_> = (0..=last.0).step_by(7).map(|after| scan.read_all(Lsn(after), 40).unwrap()).collect();
+            let after_cursor = scan.read_all(cursor, usize::MAX).unwrap();
+            drop(scan);
+
+            let path = dir.path().join(IMAGE_FILE_NAME);
+            let mut image = std::fs::read(&path).unwrap();
+            let mut crafted = 0;
+            for (entry, points) in seek_points(&image) {
+                let Some(&[(lsn, offset), (next_lsn, next_offset)]) = points.get(1..3) else { continue };
+                let (new_lsn, new_offset) = match wrong {
+                    WrongPoint::LsnBelowTheNext => (next_lsn - 1, offset),
+                    WrongPoint::LsnOfTheNextFrame => (lsn + 1, offset),
+                    WrongPoint::OffsetInsideItsFrame => (lsn, offset + 1),
+                };
+                assert!(new_lsn < next_lsn && new_offset < next_offset, "{what}: still in order");
+                let point = entry + SEGMENT_FIXED_BYTES + 12;
+                image[point..point + 8].copy_from_slice(&new_lsn.to_le_bytes());
+                image[point + 8..point + 12].copy_from_slice(&(new_offset as u32).to_le_bytes());
+                crafted += 1;
+            }
+            assert!(crafted >= 2, "{what}: points crafted in {crafted} segments");
+            reseal_tables(&mut image);
+            std::fs::write(&path, &image).unwrap();
+
+            let reader = LogReader::open(dir.path()).unwrap();
+            assert!(loaded(reader.report()), "{what}: the crafted image passes open's checks");
+            assert_eq!(Attempt::of_reader(&reader, last).healthy(&what), want, "{what}: a reader");
+            for (i, after) in (0..=last.0).step_by(7).enumerate() {
+                assert_eq!(reader.read_all(Lsn(after), 40).unwrap(), pages[i], "{what}: reader, page after {after}");
+            }
+            drop(reader);
+
+            let log = Log::open(dir.path(), options.clone()).unwrap();
+            assert!(loaded(log.recovery_report()), "{what}: the crafted image loads");
+            assert_eq!(log.cursor("consumer").unwrap(), Some(cursor));
+            let subscribed: Vec<_> = log
+                .subscribe(cursor)
+                .unwrap()
+                .take(after_cursor.len())
+                .collect::<annals::Result<_>>()
+                .unwrap_or_else(|e| panic!("{what}: the subscription failed: {e}"));
+            assert_eq!(subscribed, after_cursor, "{what}: a subscription from the cursor");
+            assert_eq!(Attempt::of_log(&log, last).healthy(&what), want, "{what}: a writer");
+            log.close().wait().unwrap();
+            drop(log);
+            assert_ne!(std::fs::read(&path).unwrap(), image, "{what}: the close replaced the image");
+            let log = Log::open(dir.path(), options).unwrap();
+            assert!(loaded(log.recovery_report()), "{what}: the close's image loads");
+            assert_index_is_a_full_scan(&log, dir.path());
+        }
+    }
+}
