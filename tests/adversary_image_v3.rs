@@ -10,6 +10,8 @@ mod common;
 
 use std::path::Path;
 
+use common::image_layout::{HEADER_BYTES, SCALARS_BYTES, SEGMENT_FIXED_BYTES, segment_tables, u32_at, u64_at};
+
 use annals::image::{IMAGE_FILE_NAME, ImageUse};
 use annals::recovery::{Access, ImagePolicy, recover_with};
 use annals::{
@@ -57,6 +59,13 @@ fn fill(log: &Log, from: u64, count: u64) {
             }
         }
     }
+}
+
+/// A log of [`fill`]'s first 300 records, closed (an image covers it).
+fn closed_log(dir: &Path) {
+    let log = Log::open(dir, options(IndexImageWrites::AtClose)).unwrap();
+    fill(&log, 0, 300);
+    log.close().wait().unwrap();
 }
 
 /// What a reader answers for every stream and every LSN.
@@ -152,10 +161,7 @@ fn assert_index_is_a_full_scan(log: &Log, dir: &Path) {
 #[test]
 fn a_bit_flipped_in_any_byte_of_a_covered_segment_never_reads_as_a_wrong_record() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), options(IndexImageWrites::AtClose)).unwrap();
-    fill(&log, 0, 300);
-    log.close().wait().unwrap();
-    drop(log);
+    closed_log(dir.path());
     let (want, last) = scanned(dir.path());
     let image = std::fs::read(dir.path().join(IMAGE_FILE_NAME)).unwrap();
     let segments = common::segment_files(dir.path());
@@ -211,10 +217,7 @@ fn streams_changed_between_images_reopen_from_the_carried_sections_as_a_full_sca
         for compact in [false, true] {
             let what = format!("{writes:?}, compacted {compact}");
             let dir = tempfile::tempdir().unwrap();
-            let log = Log::open(dir.path(), options(IndexImageWrites::AtClose)).unwrap();
-            fill(&log, 0, 300);
-            log.close().wait().unwrap();
-            drop(log);
+            closed_log(dir.path());
 
             let log = Log::open(dir.path(), options(writes)).unwrap();
             assert!(loaded(log.recovery_report()), "{what}: the first image loads");
@@ -249,37 +252,6 @@ fn streams_changed_between_images_reopen_from_the_carried_sections_as_a_full_sca
             }
         }
     }
-}
-
-const HEADER_BYTES: usize = 104;
-const SCALARS_BYTES: usize = 48;
-const SEGMENT_FIXED_BYTES: usize = 116;
-
-fn u32_at(bytes: &[u8], at: usize) -> usize {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
-}
-
-/// Each covered segment's table: where it starts in the image, and its
-/// seek points `(lsn, offset)`.
-fn seek_points(image: &[u8]) -> Vec<(usize, Vec<(u64, usize)>)> {
-    let mut out = Vec::new();
-    let mut at = HEADER_BYTES + SCALARS_BYTES;
-    for _ in 0..u32_at(image, HEADER_BYTES + 36) {
-        let (count, batches) = (u32_at(image, at + 108), u32_at(image, at + 112));
-        let points = (0..count)
-            .map(|i| {
-                let point = at + SEGMENT_FIXED_BYTES + i * 12;
-                (u64_at(image, point), u32_at(image, point + 8))
-            })
-            .collect();
-        out.push((at, points));
-        at += SEGMENT_FIXED_BYTES + count * 12 + batches * 8;
-    }
-    out
 }
 
 /// Recomputes the tables' checksum and the header's, as a writer that
@@ -342,8 +314,9 @@ fn seek_points_at_no_frame_of_their_lsn_answer_every_read_by_lsn_as_a_scan() {
             let path = dir.path().join(IMAGE_FILE_NAME);
             let mut image = std::fs::read(&path).unwrap();
             let mut crafted = 0;
-            for (entry, points) in seek_points(&image) {
+            for (entry, _, points) in segment_tables(&image) {
                 let Some(&[(lsn, offset), (next_lsn, next_offset)]) = points.get(1..3) else { continue };
+                let (offset, next_offset) = (offset as usize, next_offset as usize);
                 let (new_lsn, new_offset) = match wrong {
                     WrongPoint::LsnBelowTheNext => (next_lsn - 1, offset),
                     WrongPoint::LsnOfTheNextFrame => (lsn + 1, offset),
@@ -412,10 +385,7 @@ fn batch_tables(image: &[u8]) -> Vec<(usize, Vec<(usize, usize)>)> {
 fn a_batch_frame_missing_from_its_table_or_moved_never_reads_as_a_wrong_record() {
     for moved in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), options(IndexImageWrites::AtClose)).unwrap();
-        fill(&log, 0, 300);
-        log.close().wait().unwrap();
-        drop(log);
+        closed_log(dir.path());
         let (want, last) = scanned(dir.path());
         let path = dir.path().join(IMAGE_FILE_NAME);
         let mut image = std::fs::read(&path).unwrap();
