@@ -66,7 +66,10 @@
 //! | `metrics` | off | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade, named in the `telemetry` module's table |
 //! | `internals` | off | the internal modules `frame`, `fs`, `segment`, `state` and `recovery` made public, for this workspace's command, benches and tests: no stable API |
 //! | `sim` | off | `internals` and the crash simulator (`sim`), for this workspace's tests and fuzz targets: no stable API |
-//! | `shuttle` | off | the group-commit hand-off on shuttle's primitives, for its model-checking test |
+//!
+//! The group-commit hand-off's model-checking test runs on shuttle's
+//! primitives under `RUSTFLAGS="--cfg annals_shuttle"`: a cfg, not a
+//! feature, so that `--all-features` builds the ordinary library.
 //!
 //! # Telemetry
 //!

@@ -10,6 +10,8 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::image_layout::{HEADER_BYTES, SCALARS_BYTES, SEGMENT_FIXED_BYTES, segment_tables, u32_at, u64_at};
+
 use annals::image::{IMAGE_FILE_NAME, IMAGE_TEMP_FILE_NAME, ImageUse};
 use annals::recovery::{Access, ImagePolicy, recover_with};
 use annals::sim::fs::{CrashMode, SimFs};
@@ -120,20 +122,9 @@ struct StreamLayout {
     section_at: usize,
 }
 
-const HEADER_BYTES: usize = 104;
-const SCALARS_BYTES: usize = 48;
-const SEGMENT_FIXED_BYTES: usize = 116;
 const STREAM_FIXED_BYTES: usize = 42;
 const SNAPSHOT_BYTES: usize = 28;
 const ENTRY_BYTES: usize = 12;
-
-fn u32_at(bytes: &[u8], at: usize) -> usize {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
-}
 
 fn layout(image: &[u8]) -> Layout {
     assert_eq!(u32_at(image, 8), 3, "image version 3");
@@ -1305,27 +1296,6 @@ fn random_segment_tables_under_resealed_checksums_are_refused_or_never_answer_wr
     );
     assert!(refused > 150, "{refused} of 300 refused");
     assert_eq!(loaded_refusing_reads, 0, "no loaded image fails a read of a healthy log");
-}
-
-/// A segment entry of an image's tables: where it starts, whether the
-/// segment is compacted, and its seek points `(lsn, offset)`.
-type SegmentTable = (usize, bool, Vec<(u64, u32)>);
-
-fn segment_tables(image: &[u8]) -> Vec<SegmentTable> {
-    let mut out = Vec::new();
-    let mut at = HEADER_BYTES + SCALARS_BYTES;
-    for _ in 0..u32_at(image, HEADER_BYTES + 36) {
-        let (count, batches) = (u32_at(image, at + 108), u32_at(image, at + 112));
-        let points = (0..count)
-            .map(|i| {
-                let point = at + SEGMENT_FIXED_BYTES + i * 12;
-                (u64_at(image, point), u32_at(image, point + 8) as u32)
-            })
-            .collect();
-        out.push((at, u32_at(image, at + 64) & 1 != 0, points));
-        at += SEGMENT_FIXED_BYTES + count * 12 + batches * 8;
-    }
-    out
 }
 
 /// Seek points and batch frames a scan could not have recorded, under

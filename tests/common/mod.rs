@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
 use annals::{Log, Options, SegmentPreparation};
 
+pub mod image_layout;
+
 /// Options for small logs: 8 KiB segments so that a test rolls over often,
 /// no background compaction, so that what a test finds on disk is what it
 /// wrote (the compaction tests turn it on themselves), and no index image,
