@@ -1506,8 +1506,8 @@ impl Writer {
             // leaves the previous image (or none), and the next open scans more.
             let shared = &self.shared;
             let index = shared.index.read();
-            let sections = if index.image_seek_point_found_wrong() {
-                crate::image::SectionsKnown::SeekPointFoundWrong
+            let sections = if index.image_found_wrong() {
+                crate::image::SectionsKnown::ImageFoundWrong
             } else if index.image_sections_found_damaged() {
                 crate::image::SectionsKnown::SomeFoundDamaged
             } else {

@@ -385,7 +385,7 @@ impl DecodedImage {
             retention_records: self.retention_records,
             last_timestamp_ms: self.last_timestamp_ms,
             trimmed_before: self.header.trimmed_lsn,
-            image_seek_point_found_wrong: std::sync::atomic::AtomicBool::new(false),
+            image_found_wrong: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -922,7 +922,7 @@ pub(crate) fn refresh(
         && match sections {
             SectionsKnown::CheckAll => sections_intact(&current, dir),
             SectionsKnown::NoneFoundDamaged => true,
-            SectionsKnown::SomeFoundDamaged | SectionsKnown::SeekPointFoundWrong => false,
+            SectionsKnown::SomeFoundDamaged | SectionsKnown::ImageFoundWrong => false,
         }
     {
         // The current image reaches as far already: the newest segment
@@ -939,7 +939,7 @@ pub(crate) fn refresh(
     }
     // Seek points are carried over from the image a recovery loads: a wrong
     // one is replaced only by a scan's.
-    let recovered = if sections == SectionsKnown::SeekPointFoundWrong {
+    let recovered = if sections == SectionsKnown::ImageFoundWrong {
         crate::recovery::recover_for_image_with(fs, dir, coverage, crate::recovery::ImagePolicy::Ignore)?
     } else {
         crate::recovery::recover_for_image(fs, dir, coverage)?
@@ -980,7 +980,7 @@ pub(crate) enum SectionsKnown {
     SomeFoundDamaged,
     /// A read found a seek point at no frame of its LSN: replace the image
     /// with one from a full scan.
-    SeekPointFoundWrong,
+    ImageFoundWrong,
 }
 
 /// Whether every stream section of `image` passes its checksum (a whole

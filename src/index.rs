@@ -668,10 +668,12 @@ pub struct Index {
     pub(crate) last_timestamp_ms: u64,
     /// Log-wide retention dropped every record below this LSN.
     pub(crate) trimmed_before: Lsn,
-    /// Whether a read in this process found a seek point the loaded image
-    /// recorded at no frame of its LSN (and walked from the segment's first
-    /// frame instead).
-    pub(crate) image_seek_point_found_wrong: AtomicBool,
+    /// Whether a read in this process found the loaded image written wrong
+    /// over intact frames: a seek point at no frame of its LSN (the read
+    /// walked from the segment's first frame instead), or a record whose
+    /// recorded checksum or frame the image got wrong (the read checked the
+    /// record's frame whole instead).
+    pub(crate) image_found_wrong: AtomicBool,
 }
 
 /// Bytes a live record takes in a compacted segment: a frame of its own
@@ -746,10 +748,10 @@ impl Index {
         self.streams.values().any(|stream| stream.image.as_ref().is_some_and(|image| image.found_damaged()))
     }
 
-    /// Whether a read in this process found a seek point of the loaded
-    /// index image that names no frame of its LSN.
-    pub(crate) fn image_seek_point_found_wrong(&self) -> bool {
-        self.image_seek_point_found_wrong.load(Ordering::Relaxed)
+    /// Whether a read in this process found the loaded index image written
+    /// wrong over intact frames (see the field).
+    pub(crate) fn image_found_wrong(&self) -> bool {
+        self.image_found_wrong.load(Ordering::Relaxed)
     }
 
     /// Records (operations) in the log, live or not.
@@ -1482,19 +1484,36 @@ impl Index {
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<R> {
         let entry = self.entry(loc)?;
-        let frame_start = entry.frame_start_of(loc.offset());
-        let (offset, end) = (frame_start, entry.end_offset);
+        let mut frame_start = entry.frame_start_of(loc.offset());
+        let end = entry.end_offset;
+        if loc.offset() < entry.image_covered_end {
+            let checked = match entry.segment.map.as_slice() {
+                Some(map) => check_image_record(entry, map, 0, frame_start, loc.offset(), kind, check),
+                None => {
+                    let owned = entry.segment.map.slice(frame_start, end.saturating_sub(frame_start));
+                    check_image_record(entry, &owned, frame_start, frame_start, loc.offset(), kind, check)
+                }
+            };
+            if let Err(error) = checked {
+                // The record or the checksum the image recorded for it is
+                // wrong, or the image's batch frames put it in the wrong
+                // frame. Its frame, found by a walk that checks every frame
+                // whole, tells which: intact, the image was written wrong
+                // (read from the frame, and let the close replace the
+                // image); else the error.
+                frame_start = frame_holding(entry, loc.offset()).ok_or(error)?;
+                self.image_found_wrong.store(true, Ordering::Relaxed);
+                crate::telemetry::image_record_wrong(&entry.segment.path, loc.offset());
+            }
+        }
         let owned;
         let (bytes, base) = match entry.segment.map.as_slice() {
             Some(map) => (map, 0),
             None => {
-                owned = entry.segment.map.slice(offset, end.saturating_sub(offset));
-                (owned.as_ref(), offset)
+                owned = entry.segment.map.slice(frame_start, end.saturating_sub(frame_start));
+                (owned.as_ref(), frame_start)
             }
         };
-        if loc.offset() < entry.image_covered_end {
-            check_image_record(entry, bytes, base, frame_start, loc.offset(), kind, check)?;
-        }
         let timestamp_at = frame_start - base + crate::frame::FRAME_TIMESTAMP_AT;
         let timestamp_ms = bytes
             .get(timestamp_at..timestamp_at + 8)
@@ -1620,7 +1639,7 @@ impl Index {
                 // image. Damage there is found again, and reported.
                 Err(Error::Corruption(_)) if (offset as usize) < entry.image_covered_end => {
                     out.truncate(before);
-                    self.image_seek_point_found_wrong.store(true, Ordering::Relaxed);
+                    self.image_found_wrong.store(true, Ordering::Relaxed);
                     crate::telemetry::image_seek_point_wrong(&entry.segment.path, lsn, offset);
                     let first_frame = (entry.segment.header.first_lsn, crate::segment::SEGMENT_HEADER_BYTES);
                     self.read_frames(entry, first_frame, &wanted, out)?;
@@ -1737,6 +1756,24 @@ fn walk_frames(
         offset = at + frame.total_bytes();
     }
     Ok(())
+}
+
+/// Where the frame holding the operation at `op_offset` starts, found by a
+/// walk of the segment's covered frames from its first, each checked whole
+/// (its checksum included): `None` if the walk meets a damaged frame first,
+/// or no frame holds an operation there.
+fn frame_holding(entry: &SegmentEntry, op_offset: usize) -> Option<usize> {
+    let top = (entry.segment.header.first_lsn, crate::segment::SEGMENT_HEADER_BYTES);
+    let mut found = None;
+    walk_frames(entry, top, entry.image_covered_end, |_, at, frame| {
+        let body_start = at + FRAME_HEADER_BYTES;
+        if frame.ops().any(|op| body_start + op.offset_in_body == op_offset) {
+            found = Some(at);
+        }
+        found.is_none() && at < op_offset
+    })
+    .ok()?;
+    found
 }
 
 /// The positions of the live entries `state`'s image section held, as the

@@ -24,6 +24,7 @@
 //! | `annals::commit` | `debug` | a rollover to a new segment | `file`, `first_lsn`, `segment_bytes` |
 //! | `annals::commit` | `error` | the log poisoned: every later write fails until it is reopened | `cause` |
 //! | `annals::index` | `warn` | a read found a seek point of the loaded index image at no frame of its LSN, and walked its segment from the first frame (the next close replaces the image) | `file`, `lsn`, `offset` |
+//! | `annals::index` | `warn` | a read found the loaded index image's record checksum (or batch frames) wrong for a record whose frame is intact, and read it from the frame (the next close replaces the image) | `file`, `offset` |
 //! | `annals::compact` | `info` | a compaction committed | `generation`, `inputs`, `input_bytes`, `outputs`, `output_bytes`, `records_kept`, `operations_dropped`, `reclaimed_bytes`, `trimmed_before`, `leftovers`, `micros` |
 //! | `annals::compact` | `warn` | a background compaction failed (it tries again at its next look) | `error` |
 //!
@@ -257,6 +258,17 @@ pub(crate) fn image_seek_point_wrong(file: &Path, lsn: crate::types::Lsn, offset
         lsn = lsn.0,
         offset,
         "the index image's seek point names no frame of its lsn: walked the segment from its first frame"
+    );
+}
+
+/// A read found the loaded image's record checksum (or its batch frames)
+/// wrong for the record at `offset` in `file`, whose frame is intact.
+pub(crate) fn image_record_wrong(file: &Path, offset: usize) {
+    warn!(
+        target: "annals::index",
+        file = %file.display(),
+        offset,
+        "the index image's record checksum disagrees with an intact frame: read from the frame"
     );
 }
 
