@@ -127,6 +127,16 @@ fn segments_double_from_one_mib_and_a_large_record_gets_a_segment_it_fits_in() {
     assert_eq!(reopened.read_all(Lsn::ZERO, 10).unwrap().len(), 1);
 }
 
+/// Appends 700 records of 1,000 bytes to stream "s" (past the middle of a
+/// 1 MiB first segment) and closes the log.
+fn fill_past_the_middle(dir: &Path, options: Options) {
+    let log = Log::open(dir, options).unwrap();
+    for i in 0..700u64 {
+        log.append("s", Expectation::Any, vec![i as u8; 1000]).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+}
+
 /// A log reopened past the middle of its active segment made its next
 /// segment's spare at once (writing and syncing a segment's worth of zeros,
 /// deleted again at close) although nothing might ever be appended. The
@@ -143,13 +153,7 @@ fn reopening_a_busy_log_makes_no_spare_until_it_writes() {
         index_image: annals::IndexImageWrites::AtClose,
         ..fs.options()
     };
-    let log = Log::open(dir.path(), options()).unwrap();
-    // Past the middle of the 1 MiB first segment.
-    for i in 0..700u64 {
-        log.append("s", Expectation::Any, vec![i as u8; 1000]).wait().unwrap();
-    }
-    log.close().wait().unwrap();
-    drop(log);
+    fill_past_the_middle(dir.path(), options());
     let dir_syncs = || fs.faults.dir_syncs.load(std::sync::atomic::Ordering::SeqCst);
     let before = dir_syncs();
     let log = Log::open(dir.path(), options()).unwrap();
@@ -177,13 +181,7 @@ fn a_close_gives_up_the_spare_being_made_instead_of_waiting_for_it() {
         segment_preparation: annals::SegmentPreparation::Background,
         ..fs.options()
     };
-    let log = Log::open(dir.path(), options()).unwrap();
-    // Past the middle of the 1 MiB first segment.
-    for i in 0..700u64 {
-        log.append("s", Expectation::Any, vec![i as u8; 1000]).wait().unwrap();
-    }
-    log.close().wait().unwrap();
-    drop(log);
+    fill_past_the_middle(dir.path(), options());
     let spare_writes = || fs.faults.spare_writes.load(std::sync::atomic::Ordering::SeqCst);
     let before = spare_writes();
     fs.faults.spare_write_delay_ms.store(300, std::sync::atomic::Ordering::SeqCst);
