@@ -232,7 +232,14 @@ fn verify_and_dump_beside_a_live_writer_in_another_process_report_false_corrupti
             Err(Error::Locked { .. }) => locked += 1,
             Err(other) => panic!("a second opener got {other}"),
             Ok(_) if child.try_wait().unwrap().is_some() => {}
-            Ok(_) => panic!("a second writer opened the log beside a live one"),
+            // The writer closes its log, and so releases the lock, before it
+            // prints its summary and exits: in that window an open succeeds
+            // while the process is still alive. It is a second writer beside
+            // a live one only if the writer had appends left to acknowledge.
+            Ok(_) => {
+                let acknowledged = std::fs::read_to_string(&ack).unwrap().lines().count();
+                assert_eq!(acknowledged, 15000, "a second writer opened the log beside a live one");
+            }
         }
         assert!(!dir.join("LOCK.tmp").exists());
         inspections += 1;
