@@ -425,6 +425,7 @@ impl SegmentEntry {
     }
 
     /// Where the frame holding the operation at `op_offset` starts.
+    #[inline]
     fn frame_start_of(&self, op_offset: usize) -> usize {
         let i = self.batch_frames.partition_point(|&(start, _)| (start as usize) < op_offset);
         match i.checked_sub(1).map(|i| self.batch_frames[i]) {
@@ -632,6 +633,7 @@ impl Positions<'_> {
     }
 
     /// The `i`th live entry's position and how a read checks it.
+    #[inline]
     fn get(&self, i: usize) -> Option<(RecordLoc, RecordCheck<'_>)> {
         let loc = match self.walked {
             Some(walked) => *walked.get(i)?,
@@ -828,15 +830,12 @@ impl Index {
     /// The segment holding the record at `loc`, checked to hold the
     /// position: a position read from the persisted image is checked here,
     /// where it is used, rather than all of them at open.
+    #[inline]
     fn entry(&self, loc: RecordLoc) -> Result<&SegmentEntry> {
         let first_op = crate::segment::SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES;
         match self.segments.get(loc.segment()) {
             Some(entry) if (first_op..entry.end_offset).contains(&loc.offset()) => Ok(entry),
-            found => Err(Error::corruption(
-                found.map_or(std::path::Path::new(crate::image::IMAGE_FILE_NAME), |entry| &entry.segment.path),
-                loc.offset() as u64,
-                CorruptionKind::IndexMismatch(format!("no record can be at position {:#x}", loc.0)),
-            )),
+            found => Err(no_record_at(found, loc)),
         }
     }
 
@@ -1926,6 +1925,18 @@ fn record_crc_in(
     }
     let op = &bytes[op_offset - base..op_end - base];
     Ok(crate::image::record_crc(log_id, timestamp, kind, op))
+}
+
+/// The error of a position no record can be at (in `found`, if it names a
+/// segment at all). Out of line: [`Index::entry`] is on every read's path.
+#[cold]
+#[inline(never)]
+fn no_record_at(found: Option<&SegmentEntry>, loc: RecordLoc) -> Error {
+    Error::corruption(
+        found.map_or(std::path::Path::new(crate::image::IMAGE_FILE_NAME), |entry| &entry.segment.path),
+        loc.offset() as u64,
+        CorruptionKind::IndexMismatch(format!("no record can be at position {:#x}", loc.0)),
+    )
 }
 
 /// Checks a record of frames the image covers against the checksum the

@@ -98,17 +98,29 @@ struct RunSnapshot<S> {
     state: S,
 }
 
+/// Rows a load's decoding list keeps room for when it is handed on to the
+/// next load ([`CheckpointRows::load_run`]); a longer run's list is freed.
+const LOAD_SCRATCH_ROWS_MAX: usize = 1024;
+
 /// Checkpoint rows over a backend.
 pub struct CheckpointRows<B, R> {
     backend: Arc<B>,
     runs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<RunState>>>>>,
+    /// An empty list that a load decodes into before it allocates the one
+    /// it returns, at the run's length ([`CheckpointRows::load_run`]).
+    load_scratch: Mutex<Vec<R>>,
     _rows: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// A store over `backend`.
     pub fn new(backend: Arc<B>) -> CheckpointRows<B, R> {
-        CheckpointRows { backend, runs: Mutex::new(HashMap::new()), _rows: std::marker::PhantomData }
+        CheckpointRows {
+            backend,
+            runs: Mutex::new(HashMap::new()),
+            load_scratch: Mutex::new(Vec::new()),
+            _rows: std::marker::PhantomData,
+        }
     }
 
     /// The backend.
@@ -208,7 +220,13 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// decode; [`StoreError::Backend`].
     pub async fn load_run(&self, workflow_id: &str) -> Result<Vec<R>, StoreError> {
         let stream = Self::stream(workflow_id);
-        let mut rows = Vec::new();
+        // Decoded into the last load's emptied list (a fresh one while
+        // another load holds it), not into the one returned: that one is
+        // allocated once, at the run's length, after the rows. Grown from
+        // empty it took four allocations and copies a load, and sized
+        // before the rows it made glibc consolidate the chunks the last
+        // load's rows freed, which the rows' own allocations then missed.
+        let mut rows = std::mem::take(&mut *self.load_scratch.lock());
         // Decoded from the backend's own bytes: nothing is copied per row
         // but the row itself. A snapshot's rows are folded, so it is skipped.
         let decode = |entry: EntryRef<'_>| {
@@ -217,9 +235,23 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             }
             Ok(())
         };
-        self.backend.visit(&stream, decode).await?;
-        rows.sort_by_key(SequencedRow::sequence);
-        Ok(rows)
+        let visited = self.backend.visit(&stream, decode).await;
+        let loaded = match visited {
+            Ok(()) => {
+                rows.sort_by_key(SequencedRow::sequence);
+                let mut loaded = Vec::with_capacity(rows.len());
+                loaded.append(&mut rows);
+                Ok(loaded)
+            }
+            Err(error) => {
+                rows.clear();
+                Err(error)
+            }
+        };
+        if rows.capacity() <= LOAD_SCRATCH_ROWS_MAX {
+            *self.load_scratch.lock() = rows;
+        }
+        loaded
     }
 
     /// Folds the run's history through row sequence `through` into `state`,

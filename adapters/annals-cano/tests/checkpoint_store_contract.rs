@@ -345,6 +345,45 @@ async fn a_row_that_does_not_decode_is_a_checkpoint_store_error_not_a_panic() {
     assert!(store.load_run("run").await.unwrap().is_empty());
 }
 
+/// A load decodes into the list the last load emptied before it sizes the
+/// one it returns: runs of other lengths, a load that failed halfway, and
+/// loads at once each get exactly their own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_of_runs_of_other_lengths_after_a_failed_load_and_at_once_get_their_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let lengths = [0_u64, 1, 3, 20, 1500, 2];
+    for (run, &length) in lengths.iter().enumerate() {
+        for sequence in (0..length).rev() {
+            store
+                .append(&format!("run-{run}"), CheckpointRow::new(sequence, format!("S{run}.{sequence}"), "t"))
+                .await
+                .unwrap();
+        }
+    }
+    store.append("damaged", CheckpointRow::new(0, "A", "t")).await.unwrap();
+    Backend::commit(store.log().as_ref(), vec![StoreOp::append("rows/damaged", Expect::Any, b"no row".to_vec())])
+        .await
+        .unwrap();
+    let expected = |run: usize| -> Vec<CheckpointRow> {
+        (0..lengths[run]).map(|sequence| CheckpointRow::new(sequence, format!("S{run}.{sequence}"), "t")).collect()
+    };
+    for run in [3, 1, 4, 0, 2, 5, 3] {
+        assert_eq!(store.load_run(&format!("run-{run}")).await.unwrap(), expected(run), "run-{run}");
+        store.load_run("damaged").await.expect_err("a damaged run is an error");
+    }
+    let loads: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { (i % 6, store.load_run(&format!("run-{}", i % 6)).await.unwrap()) })
+        })
+        .collect();
+    for load in loads {
+        let (run, rows) = load.await.unwrap();
+        assert_eq!(rows, expected(run), "run-{run} loaded at once with others");
+    }
+}
+
 /// A flipped bit inside a durable row on disk is caught by the log's
 /// checksum, when the directory is opened or (opened from the index image)
 /// when the row is read: a typed corruption error naming the file, never a
