@@ -1499,7 +1499,7 @@ impl Writer {
         // The writer thread exits once it sees the log closed.
         self.shared.wake.notify_all();
         self.shared.spares.shut_down(&self.shared);
-        self.shared.compactor.stop();
+        self.shared.compactor.stop(&self.shared);
         self.shared.image.stop();
         if result.is_ok() && self.shared.options.index_image != crate::options::IndexImageWrites::Off {
             // Still holding the directory's lock. Not user data: a failure

@@ -39,7 +39,7 @@ use crate::segment::{
     COMPACTING_SUFFIX, FORMAT_VERSION, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, Segment, SegmentHeader,
     compacted_file_name,
 };
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 use crate::types::{Lsn, StreamSeq};
 
 /// What one compaction did.
@@ -82,28 +82,34 @@ pub(crate) struct Plan {
     pub bytes_per_second: u64,
 }
 
-/// Keeps a compaction to a rate of bytes per second, by sleeping.
-struct Throttle {
+/// Keeps a compaction to a rate of bytes per second, by sleeping; ends it
+/// once the log closes.
+struct Throttle<'a> {
     started: Instant,
     bytes: u64,
     rate: u64,
+    compactor: &'a Compactor,
 }
 
-impl Throttle {
-    fn new(rate: u64) -> Throttle {
-        Throttle { started: Instant::now(), bytes: 0, rate }
+impl Throttle<'_> {
+    fn new(rate: u64, compactor: &Compactor) -> Throttle<'_> {
+        Throttle { started: Instant::now(), bytes: 0, rate, compactor }
     }
 
     /// Counts `bytes` more, and waits until they are within the rate.
-    fn pass(&mut self, bytes: u64) {
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the log closes: the close waits for the
+    /// compaction to end, so it ends at the next pass, asleep or not.
+    fn pass(&mut self, bytes: u64) -> Result<()> {
+        let compactor = self.compactor;
         if self.rate == 0 {
-            return;
+            return if compactor.stopped() { Err(Error::Closed) } else { Ok(()) };
         }
         self.bytes += bytes;
         let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
-        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-            std::thread::sleep(wait);
-        }
+        let wait = due.saturating_sub(self.started.elapsed());
+        compactor.pause(wait)
     }
 }
 
@@ -170,11 +176,33 @@ impl Compactor {
         self.wake.notify_all();
     }
 
-    /// Stops the compactor; a compaction under way finds the log closed at
-    /// its commit and leaves it as it was.
-    pub(crate) fn stop(&self) {
+    /// Stops the compactor, and returns once no compaction touches the
+    /// directory: a compaction under way ends at its next step (a pass of
+    /// its throttle, or the writer it waits for at its decision or its
+    /// commit), removes what it wrote and leaves the log as it was; one
+    /// that committed has removed its inputs. Called by the close, holding
+    /// the writer, before it releases the directory's lock: a compaction
+    /// left running would remove its outputs by name after a new opener
+    /// had compacted into the same generation's files.
+    pub(crate) fn stop(&self, shared: &Shared) {
         self.state.lock().stopped = true;
         self.wake.notify_all();
+        drop(shared.compaction.lock());
+    }
+
+    /// Whether the log has closed (or is closing).
+    fn stopped(&self) -> bool {
+        self.state.lock().stopped
+    }
+
+    /// Waits `wait`, or until the log closes: then [`Error::Closed`].
+    fn pause(&self, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        let mut state = self.state.lock();
+        while !state.stopped && Instant::now() < deadline {
+            let _ = self.wake.wait_until(&mut state, deadline);
+        }
+        if state.stopped { Err(Error::Closed) } else { Ok(()) }
     }
 
     /// The background compactor's thread: looks after every rollover and
@@ -225,14 +253,14 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         let ends = index.segments()[..inputs.len()].iter().map(|entry| entry.end_offset);
         inputs.iter().zip(ends).map(|(segment, end)| segment.map.slice(0, end)).collect()
     };
-    let mut throttle = Throttle::new(plan.bytes_per_second);
+    let mut throttle = Throttle::new(plan.bytes_per_second, &shared.compactor);
     let read = read_inputs(&inputs, &bytes, &mut throttle)?;
     // What is live is decided with the writer held, after a sync: a record
     // is dropped only for a tombstone or prune that is durable (one a power
     // cut can take would otherwise take the record it removed along with
     // it), and nothing changes while the decision is made.
     let (output, dropped, bases, generation) = {
-        let mut writer = writer.lock();
+        let mut writer = writer_unless_closed(shared, writer)?;
         writer.check_open()?;
         writer.sync_for_compaction()?;
         let (output, dropped, bases) = decide(shared, &read, plan.trim_before)?;
@@ -263,7 +291,13 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
     };
     report.reclaimed_bytes = report.input_bytes.saturating_sub(report.output_bytes);
     {
-        let mut writer = writer.lock();
+        let mut writer = match writer_unless_closed(shared, writer) {
+            Ok(writer) => writer,
+            Err(error) => {
+                remove_outputs(shared, generation);
+                return Err(error);
+            }
+        };
         // Every record live now was live when the output was decided (no
         // record comes back to life), so each is in the output.
         // Log-wide retention drops the segments below the trim, live records and all.
@@ -355,7 +389,7 @@ impl<'a> Inputs<'a> {
 
 /// Reads every frame of the inputs, checking each checksum: a flipped bit
 /// fails the compaction with the file and offset, and changes nothing.
-fn read_inputs<'a>(inputs: &[Segment], bytes: &'a [Bytes], throttle: &mut Throttle) -> Result<Inputs<'a>> {
+fn read_inputs<'a>(inputs: &[Segment], bytes: &'a [Bytes], throttle: &mut Throttle<'_>) -> Result<Inputs<'a>> {
     let mut read = Inputs { bytes, ops: Vec::new(), streams: Vec::new(), cursors: Vec::new() };
     let mut numbers: HashMap<&'a [u8], u32, foldhash::fast::RandomState> = HashMap::default();
     for (position, (segment, frames)) in inputs.iter().zip(bytes).enumerate() {
@@ -401,7 +435,7 @@ fn read_inputs<'a>(inputs: &[Segment], bytes: &'a [Bytes], throttle: &mut Thrott
             lsn = frame.next_lsn();
             offset = at + frame.total_bytes();
         }
-        throttle.pass(end as u64);
+        throttle.pass(end as u64)?;
     }
     Ok(read)
 }
@@ -575,7 +609,7 @@ fn write_outputs(
     (generation, end_lsn): (u64, Lsn),
     (inputs, output): (&Inputs<'_>, &[OutputOp]),
     cap: u64,
-    throttle: &mut Throttle,
+    throttle: &mut Throttle<'_>,
 ) -> Result<Written> {
     let mut segments = Vec::new();
     let mut moved = Vec::with_capacity(output.len());
@@ -621,7 +655,7 @@ fn write_outputs(
         }
         let first_lsn = output[start].lsn(inputs);
         let segment = write_compacted(shared, log_id, generation, first_lsn, &buf)?;
-        throttle.pass(segment.header.segment_bytes);
+        throttle.pass(segment.header.segment_bytes)?;
         segments.push((segment, frames));
         start = end;
     }
@@ -669,6 +703,21 @@ fn write_compacted(
     file.sync_data().map_err(|error| Error::io_or_full("fdatasync", &temp, error))?;
     let map = file.map().map_err(|error| Error::io("mmap", &temp, error))?;
     Ok(Segment { header, path, file, map, compacted: true })
+}
+
+/// The writer, for a compaction's decision or its commit; [`Error::Closed`]
+/// once the log closes. The close holds the writer while it waits for the
+/// compaction to end ([`Compactor::stop`]): a compaction waiting for the
+/// writer gives up instead.
+fn writer_unless_closed<'a>(shared: &Shared, writer: &'a Mutex<Writer>) -> Result<MutexGuard<'a, Writer>> {
+    loop {
+        if shared.compactor.stopped() {
+            return Err(Error::Closed);
+        }
+        if let Some(writer) = writer.try_lock_for(Duration::from_millis(1)) {
+            return Ok(writer);
+        }
+    }
 }
 
 /// Removes what an uncommitted compaction of `generation` wrote; best

@@ -4,12 +4,12 @@
 //! (`tests/group_commit_shuttle.rs`). The API is parking_lot's shape.
 
 #[cfg(not(annals_shuttle))]
-pub(crate) use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 #[cfg(not(annals_shuttle))]
 pub(crate) use std::thread;
 
 #[cfg(annals_shuttle)]
-pub(crate) use model::{Condvar, Mutex, RwLock};
+pub(crate) use model::{Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(annals_shuttle)]
 pub(crate) use shuttle::sync::RwLockReadGuard;
 #[cfg(annals_shuttle)]
@@ -45,6 +45,16 @@ mod model {
                 Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(MutexGuard(Some(poisoned.into_inner()))),
                 Err(std::sync::TryLockError::WouldBlock) => None,
             }
+        }
+
+        /// [`try_lock`](Mutex::try_lock), then a yield to the model's
+        /// scheduler in place of the timeout (the model has no clock).
+        pub(crate) fn try_lock_for(&self, _timeout: std::time::Duration) -> Option<MutexGuard<'_, T>> {
+            let guard = self.try_lock();
+            if guard.is_none() {
+                shuttle::thread::yield_now();
+            }
+            guard
         }
     }
 

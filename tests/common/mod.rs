@@ -122,6 +122,10 @@ pub struct Faults {
     /// Each write to a spare segment takes at least this long (ms): a slow
     /// disk, while a spare's zeros are written.
     pub spare_write_delay_ms: AtomicU64,
+    /// Writes to a compaction's outputs (`*.compacting`) asked for.
+    pub compacting_writes: AtomicU64,
+    /// Each write to a compaction's output takes at least this long (ms).
+    pub compacting_write_delay_ms: AtomicU64,
 }
 
 /// A hook [`FaultyFs`] runs at the next directory listing.
@@ -156,6 +160,8 @@ struct FaultyFile {
     fs: Arc<Faults>,
     /// A spare segment's file.
     spare: bool,
+    /// A compaction's output, under its temporary name.
+    compacting: bool,
 }
 
 fn injected_as(kind: u64) -> io::Error {
@@ -188,9 +194,10 @@ impl FileSystem for FaultyFs {
         RealFs.list(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
-        let spare =
-            path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(annals::segment::SPARE_PREFIX));
-        Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone(), spare }))
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let spare = name.starts_with(annals::segment::SPARE_PREFIX);
+        let compacting = name.ends_with(".compacting");
+        Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone(), spare, compacting }))
     }
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
         if path.extension().is_some_and(|extension| extension == "seg")
@@ -198,7 +205,12 @@ impl FileSystem for FaultyFs {
         {
             return Err(io::Error::new(io::ErrorKind::NotFound, "injected: removed after it was listed"));
         }
-        Ok(Arc::new(FaultyFile { inner: RealFs.open(path, writable)?, fs: self.faults.clone(), spare: false }))
+        Ok(Arc::new(FaultyFile {
+            inner: RealFs.open(path, writable)?,
+            fs: self.faults.clone(),
+            spare: false,
+            compacting: false,
+        }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         RealFs.rename(from, to)
@@ -232,6 +244,11 @@ impl File for FaultyFile {
         if self.spare {
             self.fs.spare_writes.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(self.fs.spare_write_delay_ms.load(Ordering::SeqCst)));
+        }
+        if self.compacting {
+            self.fs.compacting_writes.fetch_add(1, Ordering::SeqCst);
+            let delay = self.fs.compacting_write_delay_ms.load(Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(delay));
         }
         if self.fs.fail_writes.load(Ordering::SeqCst) {
             return Err(injected_as(self.fs.error_kind.load(Ordering::SeqCst)));

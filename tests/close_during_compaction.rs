@@ -1,0 +1,75 @@
+//! A compaction under way when the log closes: the close returns only once
+//! the compaction has stopped touching the directory, because the close
+//! releases the directory's lock and a new opener owns the files from then
+//! on (a compaction's files are named by generation, and the new opener's
+//! first compaction takes the same generation as the one the close ended).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use annals::{Expectation, Log, Lsn, Options, StreamSeq};
+
+/// A log with sealed segments that are mostly dead: every stream but one
+/// pruned down to its last entry.
+fn log_worth_compacting(dir: &std::path::Path, options: Options) -> Log {
+    let log = Log::open(dir, options).unwrap();
+    for round in 0..30u64 {
+        for wf in 0..20u64 {
+            log.append(format!("wf-{wf}"), Expectation::Any, vec![round as u8; 200]).wait().unwrap();
+        }
+    }
+    for wf in 1..20u64 {
+        let stream = format!("wf-{wf}");
+        let last = log.next_seq(&stream).unwrap().0 - 1;
+        log.prune(&stream, StreamSeq(last), annals::PruneSnapshots::Before(Lsn::ZERO)).wait().unwrap();
+    }
+    log
+}
+
+fn everything(log: &Log) -> Vec<annals::Record> {
+    log.read_all(Lsn::ZERO, usize::MAX).unwrap()
+}
+
+/// Found by the flaky-test hunt of session 8: the close released the lock
+/// while a compaction was still writing; the next session compacted into
+/// the same generation's files and committed them, and then the old
+/// compaction, finding its log closed, removed "its" outputs by name:
+/// the new session's committed segments, and the records in them.
+#[test]
+fn a_compaction_writing_at_close_removed_the_next_session_s_compacted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let log = log_worth_compacting(dir.path(), fs.options());
+    let expected = everything(&log);
+    // The compaction's writes take long: it is still writing when the
+    // close comes.
+    fs.faults.compacting_write_delay_ms.store(400, Ordering::SeqCst);
+    let compacting = {
+        let log = log.clone();
+        std::thread::spawn(move || log.compact())
+    };
+    let started = Instant::now();
+    while fs.faults.compacting_writes.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the compaction never wrote");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log.close().wait().unwrap();
+    // Once the close has returned, the compaction has ended: it stopped at
+    // its next step and left the log as it was.
+    assert!(compacting.is_finished(), "the close returned while the compaction was still under way");
+    let ended = compacting.join().unwrap();
+    assert!(matches!(ended, Err(annals::Error::Closed)), "the compaction ended with {ended:?}");
+    drop(log);
+    // The next session compacts into the same generation, and commits.
+    fs.faults.compacting_write_delay_ms.store(0, Ordering::SeqCst);
+    let next = Log::open(dir.path(), fs.options()).unwrap();
+    assert_eq!(everything(&next), expected);
+    let report = next.compact().unwrap();
+    assert!(report.reclaimed_bytes > 0, "{report:?}");
+    next.close().wait().unwrap();
+    drop(next);
+    let reopened = Log::open(dir.path(), fs.options()).unwrap();
+    assert_eq!(everything(&reopened), expected, "records lost after the second session's compaction");
+}
