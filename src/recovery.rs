@@ -1100,7 +1100,11 @@ impl Recovery<'_> {
             return corrupt(0, kind);
         }
         if expected == Lsn(u64::MAX) {
-            self.index = Index::new(header.first_lsn);
+            // Past damage (read-only): what came before it stays readable.
+            match self.problems.last().cloned() {
+                Some(damage) => self.index.skip_damaged(header.first_lsn, damage),
+                None => self.index = Index::new(header.first_lsn),
+            }
             self.resynced = true;
         }
         Ok(Ok(Segment { header, path: path.to_owned(), file, map, compacted: false }))

@@ -1666,9 +1666,14 @@ impl Simulation {
                 ),
             );
         }
-        let read = reader
-            .read_all(Lsn::ZERO, usize::MAX)
-            .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: format!("LogReader::read_all: {e}") })?;
+        let read = match reader.read_all(Lsn::ZERO, usize::MAX) {
+            Ok(read) => read,
+            // Past damage it read past, a reader answers the damage for
+            // what it cannot know (the records it hid, which records are
+            // live): no record at all, never a short answer.
+            Err(Error::Corruption(corruption)) if reader.problems().contains(&corruption) => Vec::new(),
+            Err(e) => return fail("3 no corrupt reads", format!("LogReader::read_all: {e}")),
+        };
         for record in read.iter().map(model_record) {
             let want = acknowledged.binary_search_by_key(&record.lsn, |r| r.lsn).ok().map(|i| &acknowledged[i]);
             if want != Some(&record) {
