@@ -386,6 +386,7 @@ impl DecodedImage {
             last_timestamp_ms: self.last_timestamp_ms,
             trimmed_before: self.header.trimmed_lsn,
             image_found_wrong: std::sync::atomic::AtomicBool::new(false),
+            holes: Vec::new(),
         }
     }
 }

@@ -676,6 +676,24 @@ pub struct Index {
     /// recorded checksum or frame the image got wrong (the read checked the
     /// record's frame whole instead).
     pub(crate) image_found_wrong: AtomicBool,
+    /// Read-only, past damage: LSNs the index cannot read, each with the
+    /// damage that hid them, in LSN order ([`Index::skip_damaged`]).
+    pub(crate) holes: Vec<Hole>,
+}
+
+/// LSNs a read-only recovery could not read: from where damage broke the
+/// chain to the first LSN of the segment it went on from.
+#[derive(Debug)]
+pub(crate) struct Hole {
+    from: Lsn,
+    to: Lsn,
+    damage: Box<crate::error::Corruption>,
+}
+
+impl Hole {
+    fn error(&self) -> Error {
+        Error::Corruption(self.damage.clone())
+    }
 }
 
 /// Bytes a live record takes in a compacted segment: a frame of its own
@@ -712,6 +730,32 @@ impl Index {
     /// durable when that frame was written.
     pub fn last_durable_lsn(&self) -> Lsn {
         self.last_durable_lsn
+    }
+
+    /// Read-only recovery past `damage` goes on at a segment whose first
+    /// LSN is `to`: the records before the damage stay readable (their
+    /// streams too, as far as the damage), and the LSNs from the index's
+    /// end to `to` become a hole, which a read that reaches it reports as
+    /// `damage` (never as `Trimmed` or as no record). A segment that does
+    /// not start past the index's end (an overlap) starts the index again
+    /// at `to`, and everything below is the hole.
+    pub(crate) fn skip_damaged(&mut self, to: Lsn, damage: crate::error::Corruption) {
+        let damage = Box::new(damage);
+        if to <= self.next_lsn {
+            let holes = std::mem::take(&mut self.holes);
+            *self = Index::new(to);
+            self.holes = holes;
+            self.holes.push(Hole { from: Lsn::ZERO, to, damage });
+            return;
+        }
+        self.holes.push(Hole { from: self.next_lsn, to, damage });
+        self.next_lsn = to;
+    }
+
+    /// The damage a read-only recovery read past, if any: stream reads
+    /// then answer it, since the streams hold only what came before it.
+    pub(crate) fn damage_read_past(&self) -> Option<Error> {
+        self.holes.first().map(Hole::error)
     }
 
     /// Records that log-wide retention dropped every record below `lsn`.
@@ -1615,6 +1659,9 @@ impl Index {
 
     fn read_all_filtered(&self, after: Lsn, limit: usize, live_only: bool, out: &mut Vec<Record>) -> Result<()> {
         let want = Lsn(after.0.saturating_add(1));
+        if let Some(hole) = self.holes.iter().find(|hole| hole.from <= want && want < hole.to) {
+            return Err(hole.error());
+        }
         let oldest = self.oldest_lsn();
         if after.0 > 0 && want < oldest {
             return Err(Error::Trimmed { after, oldest });
@@ -1624,6 +1671,12 @@ impl Index {
         }
         let first = self.segments.partition_point(|s| s.segment.header.first_lsn <= want).saturating_sub(1);
         for entry in &self.segments[first..] {
+            // A read that gets past the records before a hole (not yet at
+            // its limit) would go on through it.
+            let first_lsn = entry.segment.header.first_lsn;
+            if let Some(hole) = self.holes.iter().find(|hole| want < hole.to && hole.to <= first_lsn) {
+                return Err(hole.error());
+            }
             let checkpoint = entry.checkpoints.partition_point(|&(lsn, _)| lsn <= want).saturating_sub(1);
             let Some(&(lsn, offset)) = entry.checkpoints.get(checkpoint) else {
                 continue;
@@ -1662,6 +1715,7 @@ impl Index {
         out: &mut Vec<Record>,
     ) -> Result<()> {
         let Wanted { from: want, limit, live_only } = *wanted;
+        let mut unknown = None;
         walk_frames(entry, start, entry.end_offset, |region, at, frame| {
             let body_start = at + FRAME_HEADER_BYTES;
             for op in frame.ops().filter(|op| op.lsn >= want) {
@@ -1669,10 +1723,23 @@ impl Index {
                     break;
                 }
                 // The live view leaves out the log's own streams (named cursors).
-                if live_only
-                    && (!self.is_live(op.kind, op.stream, op.seq, op.lsn) || crate::cursors::is_reserved(op.stream))
-                {
+                if live_only && crate::cursors::is_reserved(op.stream) {
                     continue;
+                }
+                if live_only {
+                    let live = self.is_live(op.kind, op.stream, op.seq, op.lsn);
+                    // Past damage (read-only), a record the streams before
+                    // it call dead stays dead; any other may have been
+                    // pruned or deleted by what the damage hid.
+                    if let Some(hole) = self.holes.first()
+                        && (live || op.lsn >= hole.from)
+                    {
+                        unknown = Some(hole.error());
+                        return false;
+                    }
+                    if !live {
+                        continue;
+                    }
                 }
                 let stream_start = body_start + op.offset_in_body + OP_HEADER_BYTES;
                 let payload_start = body_start + op.payload_offset_in_body;
@@ -1686,7 +1753,8 @@ impl Index {
                 });
             }
             out.len() < limit
-        })
+        })?;
+        unknown.map_or(Ok(()), Err)
     }
 
     /// Live entries and snapshots in each segment, in the order of

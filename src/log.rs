@@ -1406,14 +1406,20 @@ impl LogReader {
             else {
                 return;
             };
-            if self.index.check_frame(&frame).is_err() {
+            let past_damage = self.index.damage_read_past().is_some();
+            if !past_damage && self.index.check_frame(&frame).is_err() {
                 // Open again to see it as corruption; here it only stops.
                 return;
             }
             if at != offset {
                 self.index.skip_padding(at);
             }
-            self.index.apply_frame(at, &frame);
+            if past_damage {
+                // The streams end at the damage, as the open left them.
+                self.index.place_frame(at, &frame);
+            } else {
+                self.index.apply_frame(at, &frame);
+            }
             self.report.records += u64::from(frame.lsn_count);
             self.report.bytes += frame.total_bytes() as u64;
             offset = at + frame.total_bytes();
@@ -1503,7 +1509,9 @@ impl LogReader {
     /// Up to `limit` records after `after`, in LSN order.
     ///
     /// # Errors
-    /// [`Error::Corruption`] if a frame fails its checks.
+    /// [`Error::Corruption`] if a frame fails its checks, or if the read
+    /// reaches damage the reader read past (see [`LogReader::read_lsn`])
+    /// before it has `limit` records.
     pub fn read_all(&self, after: Lsn, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
         self.index.read_all(after, limit, &mut out)?;
@@ -1524,8 +1532,11 @@ impl LogReader {
     /// [`Log::read_stream`].
     ///
     /// # Errors
-    /// [`Error::Corruption`] if a record no longer matches the index.
+    /// [`Error::Corruption`] if a record no longer matches the index, or
+    /// the reader read past damage (see [`LogReader::read_lsn`]): its
+    /// streams end at the damage, so the answer would be short.
     pub fn read_stream(&self, stream: impl AsRef<[u8]>) -> Result<StreamRead> {
+        self.check_streams_whole()?;
         self.index.read_stream(stream.as_ref())
     }
 
@@ -1534,13 +1545,24 @@ impl LogReader {
     /// # Errors
     /// As [`LogReader::read_stream`].
     pub fn read_stream_from(&self, stream: impl AsRef<[u8]>, from: StreamSeq) -> Result<Vec<Record>> {
+        self.check_streams_whole()?;
         self.index.read_stream_from(stream.as_ref(), from)
+    }
+
+    /// The damage the reader read past, as the error a stream read answers.
+    fn check_streams_whole(&self) -> Result<()> {
+        self.index.damage_read_past().map_or(Ok(()), Err)
     }
 
     /// The record at `lsn`, if the log held one there when the reader opened.
     ///
+    /// Past damage in a sealed segment ([`LogReader::problems`]), the
+    /// records before the damage and those from the next readable segment
+    /// on are read as ever; the LSNs between them are unknown.
+    ///
     /// # Errors
-    /// As [`LogReader::read_all`].
+    /// As [`LogReader::read_all`]; [`Error::Corruption`] naming the damage
+    /// for an LSN between it and the next readable segment.
     pub fn read_lsn(&self, lsn: Lsn) -> Result<Option<Record>> {
         self.index.read_lsn(lsn)
     }
@@ -1555,8 +1577,9 @@ impl LogReader {
     /// live record, as [`Log::list_streams`], as the reader last saw them.
     ///
     /// # Errors
-    /// As [`Log::list_streams`].
+    /// As [`Log::list_streams`]; as [`LogReader::read_stream`] past damage.
     pub fn list_streams(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<StreamInfo>> {
+        self.check_streams_whole()?;
         stream_infos(&self.index, prefix.as_ref())
     }
 

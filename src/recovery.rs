@@ -122,6 +122,17 @@ pub struct Recovered {
     pub problems: Vec<Corruption>,
 }
 
+/// Removes a file the open listed and does not need: one that is gone
+/// already is what the removal wanted. The compactor of a log closed just
+/// before this open may still be unlinking its inputs, which the listing
+/// showed as leftovers (a close does not wait for those unlinks).
+fn remove_listed(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    match fs.remove(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, error)),
+        _ => Ok(()),
+    }
+}
+
 /// The file that holds a synced copy of a segment's tail while recovery
 /// writes the tail again (segments-format.md, section 7).
 pub const RESYNC_FILE_NAME: &str = "annals.resync";
@@ -676,8 +687,7 @@ impl Recovery<'_> {
                 (*damaged_slot, *other_slot) = (None, Some(read));
             }
             for name in &superseded {
-                let path = self.dir.join(name);
-                self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
+                remove_listed(self.fs, &self.dir.join(name))?;
             }
             self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
             self.report.superseded_removed = superseded.len();
@@ -1007,8 +1017,7 @@ impl Recovery<'_> {
             return Ok(());
         }
         for name in spares {
-            let path = self.dir.join(name);
-            self.fs.remove(&path).map_err(|error| Error::io("remove", &path, error))?;
+            remove_listed(self.fs, &self.dir.join(name))?;
         }
         self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))
     }
@@ -1100,7 +1109,11 @@ impl Recovery<'_> {
             return corrupt(0, kind);
         }
         if expected == Lsn(u64::MAX) {
-            self.index = Index::new(header.first_lsn);
+            // Past damage (read-only): what came before it stays readable.
+            match self.problems.last().cloned() {
+                Some(damage) => self.index.skip_damaged(header.first_lsn, damage),
+                None => self.index = Index::new(header.first_lsn),
+            }
             self.resynced = true;
         }
         Ok(Ok(Segment { header, path: path.to_owned(), file, map, compacted: false }))

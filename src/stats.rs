@@ -43,7 +43,7 @@
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::{Index, SegmentEntry};
 use crate::segment::SEGMENT_HEADER_BYTES;
 use crate::types::Lsn;
@@ -151,7 +151,9 @@ pub struct LogStats {
     pub oldest_lsn: Lsn,
     /// The LSN the next record gets.
     pub next_lsn: Lsn,
-    /// The oldest live record; `None` if nothing is live.
+    /// The oldest live record; `None` if nothing is live, or if a
+    /// [`crate::LogReader`] read past damage (its `problems` name it):
+    /// which record is live is then unknown.
     pub oldest_record: Option<OldestRecord>,
     /// When these figures were taken, ms since the Unix epoch.
     pub taken_ms: u64,
@@ -183,7 +185,12 @@ pub(crate) fn of_index(index: &Index) -> Result<LogStats> {
         });
     }
     let mut first = Vec::with_capacity(1);
-    index.read_all(Lsn::ZERO, 1, &mut first)?;
+    match index.read_all(Lsn::ZERO, 1, &mut first) {
+        // A reader past damage cannot know which record is live (the
+        // damage may hide a prune or a tombstone): no oldest live record.
+        Err(Error::Corruption(_)) if index.damage_read_past().is_some() => first.clear(),
+        read => read?,
+    }
     let oldest_record = first.first().map(|record| OldestRecord {
         lsn: record.lsn,
         timestamp_ms: record.timestamp_ms,

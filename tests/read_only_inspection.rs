@@ -116,3 +116,85 @@ fn log_reader_on_an_empty_directory_or_one_of_unrelated_files_is_not_a_log() {
     assert!(LogReader::open(&missing).is_err());
     assert!(!missing.exists(), "the reader created the directory");
 }
+
+/// What a reader answers for the record at `lsn`, for messages.
+fn answer(result: &annals::Result<Option<Record>>) -> String {
+    match result {
+        Ok(Some(record)) => format!("the record at lsn {}", record.lsn),
+        Ok(None) => "no record".to_owned(),
+        Err(error) => format!("{error:?}"),
+    }
+}
+
+/// Whether `result` is corruption reported at `file`.
+fn corruption_at<T>(result: &annals::Result<T>, file: &Path) -> bool {
+    matches!(result, Err(Error::Corruption(corruption)) if corruption.file == file)
+}
+
+/// Review 7: a read-only reader over a log with a damaged sealed segment
+/// restarted its index at the next segment, so it answered `Trimmed` for
+/// every record before the damage and `None` to `read_lsn` of a live
+/// record before it (misleading, never wrong data), and its stream reads
+/// found none of them. A writer's strict open refuses the same log,
+/// naming the damage; the reader must not claim less than is there. It
+/// now keeps every record before the damage and after the damaged
+/// segment: reads of what is on disk return them, and the LSNs between
+/// (the damage to the next segment) are corruption naming the damage.
+/// Whether a record is live is another matter: the damage may hide a
+/// prune or a tombstone of any stream, so live reads (`read_lsn`,
+/// `read_all`, stream reads) answer that corruption too, for every record
+/// that is there, never `Trimmed` or no record. The same opened as
+/// `annals stats` and `tail` open it and as `annals verify` does.
+#[test]
+fn a_reader_past_a_damaged_sealed_segment_answered_trimmed_and_none_for_records_before_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    // No index image: the reader scans, and meets the damage.
+    let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
+    let segments = common::segment_files(dir.path());
+    assert!(segments.len() >= 4, "a damaged sealed segment between others: {} segments", segments.len());
+    let damaged = &segments[1];
+    let frames = common::frame_offsets(damaged);
+    let frame = frames[frames.len() / 2];
+    common::flip_bit(damaged, frame + annals::frame::FRAME_HEADER_BYTES + 10, 3);
+    let before = common::records_before(dir.path(), &records, damaged, frame);
+    assert!(!before.is_empty());
+    let lost_from = records[before.len()].lsn;
+    let name = segments[2].file_name().and_then(|name| name.to_str()).unwrap();
+    let next_segment_first = annals::segment::parse_segment_file_name(name).unwrap();
+    let after: Vec<Record> = records.iter().filter(|record| record.lsn >= next_segment_first).cloned().collect();
+    assert!(!after.is_empty());
+
+    let strict = Log::open(dir.path(), common::small_options());
+    assert!(
+        matches!(&strict, Err(Error::Corruption(c)) if c.file == *damaged && c.offset == frame as u64),
+        "the writer's strict open names the damage: {:?}",
+        strict.err()
+    );
+
+    let opened = LogReader::open(dir.path()).unwrap();
+    let scanning = LogReader::open_scanning(dir.path(), &annals::Options::default()).unwrap();
+    for (how, reader) in [("open", &opened), ("open_scanning", &scanning)] {
+        let problem = reader.problems().first().expect("the damage is reported");
+        assert_eq!((&problem.file, problem.offset), (damaged, frame as u64), "{how}");
+        // What is on disk: every record before the damage, and after the damaged segment.
+        assert_eq!(reader.read_all_on_disk(Lsn::ZERO, before.len()).unwrap(), before, "{how}");
+        let from_next = reader.read_all_on_disk(Lsn(next_segment_first.0 - 1), usize::MAX).unwrap();
+        assert_eq!(from_next, after, "{how}: the records after the damaged segment");
+        for lsn in lost_from.0..next_segment_first.0 {
+            let read = reader.read_all_on_disk(Lsn(lsn - 1), 1);
+            assert!(corruption_at(&read, damaged), "{how}: lsn {lsn} past the damage: {:?}", read.err());
+        }
+        let through = reader.read_all_on_disk(Lsn::ZERO, usize::MAX);
+        assert!(corruption_at(&through, damaged), "{how}: a read through the damage: {:?}", through.err());
+        // Live reads: every record there, the damage named (never Trimmed, never none).
+        for record in &records {
+            let read = reader.read_lsn(record.lsn);
+            assert!(corruption_at(&read, damaged), "{how}: read_lsn({}): {}", record.lsn, answer(&read));
+        }
+        let live = reader.read_all(Lsn::ZERO, usize::MAX);
+        assert!(corruption_at(&live, damaged), "{how}: a live read: {:?}", live.err());
+        let stream = reader.read_stream("stream-0");
+        assert!(corruption_at(&stream, damaged), "{how}: a stream read would be short: {:?}", stream.err());
+        assert_eq!(reader.last_lsn(), records.last().unwrap().lsn, "{how}");
+    }
+}

@@ -181,44 +181,11 @@ fn verify_reports_each_real_problem_and_no_follow_on_ones() {
 /// once `close()` returns, nothing in the directory may change.
 #[test]
 fn close_waits_for_the_spare_preparer_before_releasing_the_directory() {
-    use annals::fs::{DirLock, File, FileSystem, LockMode, RealFs};
-    use std::path::Path;
     use std::sync::Arc;
 
-    #[derive(Debug)]
-    struct SlowSpares;
-    impl FileSystem for SlowSpares {
-        fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-            RealFs.create_dir_all(dir)
-        }
-        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-            RealFs.list(dir)
-        }
-        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn File>> {
-            if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("spare-")) {
-                std::thread::sleep(std::time::Duration::from_millis(150));
-            }
-            RealFs.create(path)
-        }
-        fn open(&self, path: &Path, writable: bool) -> std::io::Result<Arc<dyn File>> {
-            RealFs.open(path, writable)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            RealFs.rename(from, to)
-        }
-        fn remove(&self, path: &Path) -> std::io::Result<()> {
-            RealFs.remove(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-            RealFs.sync_dir(dir)
-        }
-        fn lock(&self, dir: &Path, mode: LockMode) -> std::io::Result<Option<DirLock>> {
-            RealFs.lock(dir, mode)
-        }
-    }
-
     let dir = tempfile::tempdir().unwrap();
-    let options = annals::Options { file_system: Arc::new(SlowSpares), ..common::small_options() };
+    let slow_spares = RealFsWith { spare_create_delay_ms: 150, ..RealFsWith::default() };
+    let options = annals::Options { file_system: Arc::new(slow_spares), ..common::small_options() };
     let log = Log::open(dir.path(), options.clone()).unwrap(); // its preparer starts on a spare at once
     log.close().wait().unwrap();
     let listing = || {
@@ -501,4 +468,85 @@ fn a_log_whose_completer_thread_cannot_start_answers_every_append_itself() {
     });
     assert_eq!(log.read_all(Lsn::ZERO, usize::MAX).unwrap().len(), 64 * 20);
     log.close().wait().unwrap();
+}
+
+/// A compaction unlinks its inputs after its commit, outside the writer's
+/// lock, and a close does not wait for those unlinks: a log reopened right
+/// after its close could list an input as a leftover of the compaction,
+/// lose it to the old compactor's unlink, and fail its open with `remove:
+/// No such file or directory`. Found by a loop of the compaction tests on
+/// the loaded machine (`the_background_compactor_gives_back_dead_space_on_its_own_and_reads_stay_the_same`,
+/// once in 20 runs). Here a file system removes the leftover itself right after
+/// the open lists it: the open goes on, as the removal wanted it gone.
+#[test]
+fn an_open_does_not_fail_on_a_leftover_that_vanished_after_its_listing() {
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    for i in 0..60u64 {
+        log.append(format!("s{}", i % 3), Expectation::Any, vec![i as u8; 300]).wait().unwrap();
+    }
+    // Dead records for the compaction to drop.
+    log.delete_stream("s0").wait().unwrap();
+    let input = common::segment_files(dir.path()).remove(0);
+    let input_bytes = std::fs::read(&input).unwrap();
+    let report = log.compact().unwrap();
+    assert!(report.leftovers.is_empty() && !input.exists(), "{report:?}");
+    let records = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    log.close().wait().unwrap();
+    drop(log);
+    // The input as the old compactor had not unlinked it yet.
+    std::fs::write(&input, input_bytes).unwrap();
+    let fs =
+        Arc::new(RealFsWith { vanish_after_list: std::sync::Mutex::new(Some(input.clone())), ..RealFsWith::default() });
+    let options = Options { file_system: fs.clone(), ..common::small_options() };
+    let reopened = Log::open(dir.path(), options).expect("an open beside the old compactor's unlink");
+    assert!(fs.vanish_after_list.lock().unwrap().is_none(), "the file vanished after the listing");
+    assert!(!input.exists());
+    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), records);
+}
+
+/// The real file system with a slow spare creation, or a file that another
+/// thread removes right after a listing, for the races above.
+#[derive(Debug, Default)]
+struct RealFsWith {
+    /// Each creation of a spare segment waits this long first.
+    spare_create_delay_ms: u64,
+    /// Removed (once) right after the next listing.
+    vanish_after_list: std::sync::Mutex<Option<std::path::PathBuf>>,
+}
+
+impl annals::fs::FileSystem for RealFsWith {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        annals::fs::RealFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        let names = annals::fs::RealFs.list(dir)?;
+        if let Some(path) = self.vanish_after_list.lock().unwrap().take() {
+            std::fs::remove_file(path)?;
+        }
+        Ok(names)
+    }
+    fn create(&self, path: &std::path::Path) -> std::io::Result<std::sync::Arc<dyn annals::fs::File>> {
+        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("spare-")) {
+            std::thread::sleep(std::time::Duration::from_millis(self.spare_create_delay_ms));
+        }
+        annals::fs::RealFs.create(path)
+    }
+    fn open(&self, path: &std::path::Path, writable: bool) -> std::io::Result<std::sync::Arc<dyn annals::fs::File>> {
+        annals::fs::RealFs.open(path, writable)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        annals::fs::RealFs.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        annals::fs::RealFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        annals::fs::RealFs.sync_dir(dir)
+    }
+    fn lock(&self, dir: &std::path::Path, mode: annals::fs::LockMode) -> std::io::Result<Option<annals::fs::DirLock>> {
+        annals::fs::RealFs.lock(dir, mode)
+    }
 }

@@ -54,6 +54,7 @@ impl Report for StatsReport {
         writeln!(out, "oldest lsn held {}\nnext lsn {}", stats.oldest_lsn, stats.next_lsn)?;
         match &stats.oldest_record {
             Some(oldest) => writeln!(out, "oldest live record lsn {}, {} old", oldest.lsn, age(oldest.age_ms))?,
+            None if !self.problems.is_empty() => writeln!(out, "oldest live record unknown (damage, below)")?,
             None => writeln!(out, "oldest live record none")?,
         }
         match stats.index_image_age_ms {

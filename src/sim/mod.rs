@@ -16,7 +16,11 @@
 //!
 //! Property 16: an open from the persisted index image and the frames after
 //! it builds the index a full scan does, whatever became of the image (a
-//! crash while it was written, damage, an older one put back).
+//! crash while it was written, damage, an older one put back); and after a
+//! clean close that no fault or crash hit, and whose image the simulator
+//! left alone, the next open loads that image and scans nothing before the
+//! close's end (an image refused there costs every open a full scan, which
+//! no read would show).
 //!
 //! Property 11: no LSN once acknowledged is handed out again for different
 //! content. Property 12: damage after a clean close is reported (a strict
@@ -119,6 +123,13 @@ pub struct SimStats {
     pub index_images_written: u64,
     /// Opens that loaded an index image and scanned only after it.
     pub index_images_loaded: u64,
+    /// Of those, opens after a clean close that nothing hit, which must
+    /// load the close's image (property 16).
+    pub index_images_loaded_after_clean_close: u64,
+    /// Crashes after a clean close nothing hit that kept an image a fault
+    /// had hit earlier (possibly visible and not durable): not held to
+    /// property 16's load after a clean close.
+    pub index_images_in_doubt_at_crash: u64,
     /// Opens that found an index image damaged, stale or missing a
     /// segment, and scanned everything.
     pub index_images_rejected: u64,
@@ -168,6 +179,8 @@ impl SimStats {
         self.trims += other.trims;
         self.index_images_written += other.index_images_written;
         self.index_images_loaded += other.index_images_loaded;
+        self.index_images_loaded_after_clean_close += other.index_images_loaded_after_clean_close;
+        self.index_images_in_doubt_at_crash += other.index_images_in_doubt_at_crash;
         self.index_images_rejected += other.index_images_rejected;
         self.index_images_damaged += other.index_images_damaged;
         self.crashes_in_not_clean_slot += other.crashes_in_not_clean_slot;
@@ -218,8 +231,13 @@ impl fmt::Display for SimStats {
         )?;
         writeln!(
             f,
-            "index images written {}  loaded by an open {}  rejected (full scan) {}  damaged or replaced by the simulator {}",
-            self.index_images_written, self.index_images_loaded, self.index_images_rejected, self.index_images_damaged
+            "index images written {}  loaded by an open {} (after a clean close nothing hit {}; in doubt at a crash after one {})  rejected (full scan) {}  damaged or replaced by the simulator {}",
+            self.index_images_written,
+            self.index_images_loaded,
+            self.index_images_loaded_after_clean_close,
+            self.index_images_in_doubt_at_crash,
+            self.index_images_rejected,
+            self.index_images_damaged
         )?;
         writeln!(
             f,
@@ -255,6 +273,12 @@ fn fail<T>(property: &'static str, detail: impl Into<String>) -> Result<T, SimFa
 
 /// A simulated file-system call that the simulator itself made failed: a
 /// bug in the simulator, not in the engine.
+/// The faults `fs` has injected so far (EIO and ENOSPC).
+fn faults_injected(fs: &SimFs) -> u64 {
+    let counts = fs.counts();
+    counts.eio + counts.enospc
+}
+
 /// The LSN an open log hands out next.
 fn next_lsn_of(log: &Log) -> Result<u64, SimFailure> {
     log.last_lsn()
@@ -646,6 +670,18 @@ struct Simulation {
     /// An index image the log had earlier, put back before some opens: a
     /// stale image must be refused, or still describe a prefix.
     older_index_image: Option<Vec<u8>>,
+    /// The end (`durable_end_lsn`) of the clean close the next opens follow,
+    /// when no fault and no crash hit that close: unless the simulator
+    /// damages the image first, they must load the close's image and scan
+    /// nothing before this LSN (property 16).
+    clean_close_end: Option<Lsn>,
+    /// A fault hit an index image's write (at a close, or of the sealed
+    /// segments) since the disk last crashed: the image may be visible and
+    /// not durable (the directory sync after its rename failed). A later
+    /// close that finds it reaching far enough keeps it (a session that
+    /// wrote nothing syncs nothing, segments-format.md 7), so after a power
+    /// cut the open may find an older image, or none, and scan more.
+    image_in_doubt: bool,
 }
 
 macro_rules! trace {
@@ -687,6 +723,8 @@ impl Simulation {
             streams,
             trace: std::env::var_os("ANNALS_SIM_TRACE").is_some(),
             older_index_image: None,
+            clean_close_end: None,
+            image_in_doubt: false,
         }
     }
 
@@ -1198,6 +1236,7 @@ impl Simulation {
     /// image writer does after a rollover. A failure (a fault, a crash) is
     /// not the log's: it must not poison it.
     fn write_index_image(&mut self, log: &Log) -> Result<(), SimFailure> {
+        let before = faults_injected(&self.fs);
         let written =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.write_index_image())).map_err(|panic| {
                 SimFailure {
@@ -1209,6 +1248,11 @@ impl Simulation {
         if let Ok(Some(_)) = written {
             self.stats.index_images_written += 1;
         }
+        if faults_injected(&self.fs) != before {
+            self.image_in_doubt = true;
+        } else if matches!(written, Ok(Some(_))) && !self.fs.has_crashed() {
+            self.image_in_doubt = false;
+        }
         if written.is_err() && !self.fs.has_crashed() && !self.model.poisoned && log.check_open().is_err() {
             return fail("9 fail-stop", "a failed index image write changed whether the log is poisoned");
         }
@@ -1219,21 +1263,17 @@ impl Simulation {
     /// bit, a truncation, a deletion, or an older image put back. The open
     /// must fall back to a full scan or load what is still a valid prefix;
     /// the oracle compares its index with a full scan either way.
-    fn damage_index_image(&mut self, fs: &SimFs) -> Result<(), SimFailure> {
+    /// Returns whether it did.
+    fn damage_index_image(&mut self, fs: &SimFs) -> Result<bool, SimFailure> {
         let path = self.setup.dir.join(crate::image::IMAGE_FILE_NAME);
-        let current = fs.open(&path, false).ok().and_then(|file| {
-            let len = file.len().ok()? as usize;
-            let mut bytes = vec![0u8; len];
-            file.read_at(&mut bytes, 0).ok()?;
-            Some(bytes)
-        });
+        let current = self.image_bytes(fs);
         if let Some(bytes) = &current
             && self.rng.chance(1, 3)
         {
             self.older_index_image = Some(bytes.clone());
         }
         if !self.rng.chance(1, 4) {
-            return Ok(());
+            return Ok(false);
         }
         let replace = |bytes: &[u8]| -> Result<(), SimFailure> {
             let _ = fs.remove(&path);
@@ -1265,12 +1305,12 @@ impl Simulation {
                     replace(&older)?;
                     "replaced with an older one".to_owned()
                 }
-                None => return Ok(()),
+                None => return Ok(false),
             },
         };
         trace!(self, "index image {what}");
         self.stats.index_images_damaged += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Property 16: the index an open built from the image and the frames
@@ -1307,12 +1347,71 @@ impl Simulation {
 
     fn clean_reopen(&mut self) -> Result<(), SimFailure> {
         if let Some(log) = self.log.take() {
-            let closed = close(&log)?;
-            trace!(self, "clean reopen (close: {closed:?})");
+            let (closed, end) = self.close_watched(&log)?;
+            trace!(self, "clean reopen (close: {closed:?}, nothing hit it: {end:?})");
+            self.clean_close_end = end;
         }
         self.fs.clear_fault();
         let fs = self.fs.clone();
-        self.open_checked(&fs, false)
+        let opened = self.open_checked(&fs, false);
+        self.clean_close_end = None;
+        opened
+    }
+
+    /// Closes `log` and, when the close succeeded with no fault injected
+    /// into it and no crash, returns the end its clean-close pair recorded:
+    /// the close wrote an image reaching it (or kept one that did).
+    fn close_watched(&mut self, log: &Log) -> Result<(crate::error::Result<()>, Option<Lsn>), SimFailure> {
+        let image_before = self.image_bytes(&self.fs);
+        let before = faults_injected(&self.fs);
+        let closed = close(log)?;
+        if faults_injected(&self.fs) != before {
+            self.image_in_doubt = true;
+        }
+        if closed.is_err() || faults_injected(&self.fs) != before || self.fs.has_crashed() {
+            return Ok((closed, None));
+        }
+        if self.image_bytes(&self.fs) != image_before {
+            // Written, synced, renamed and the directory synced: durable.
+            self.image_in_doubt = false;
+        }
+        let end = match crate::state::read_state(&self.fs, &self.setup.dir) {
+            Ok(crate::state::StateRead::Found { state, .. }) if state.clean_close => state.durable_end_lsn,
+            // A persistent fault that the close never met fails this read.
+            Err(_) => return Ok((closed, None)),
+            other => {
+                return fail("16 index image", format!("after a clean close the state file records none: {other:?}"));
+            }
+        };
+        Ok((closed, Some(end)))
+    }
+
+    /// The bytes of the index image on `fs`, if there is one.
+    fn image_bytes(&self, fs: &SimFs) -> Option<Vec<u8>> {
+        let file = fs.open(&self.setup.dir.join(crate::image::IMAGE_FILE_NAME), false).ok()?;
+        let mut bytes = vec![0u8; file.len().ok()? as usize];
+        file.read_at(&mut bytes, 0).ok()?;
+        Some(bytes)
+    }
+
+    /// Property 16 after a clean close that nothing hit (`clean_close_end`)
+    /// and whose image the simulator did not touch before this open: the
+    /// open loaded the close's image, which reaches the close's end, so it
+    /// scanned nothing the image covers and nothing else was left to scan.
+    fn check_image_after_clean_close(&mut self, log: &Log, image_damaged: bool) -> Result<(), SimFailure> {
+        let Some(end) = self.clean_close_end.filter(|_| !image_damaged) else { return Ok(()) };
+        match &log.recovery_report().index_image {
+            crate::image::ImageUse::Loaded { covered_lsn, .. } if *covered_lsn == end => {
+                self.stats.index_images_loaded_after_clean_close += 1;
+                Ok(())
+            }
+            other => fail(
+                "16 index image",
+                format!(
+                    "the open after a clean close ending at lsn {end} (nothing hit it) did not load its image: {other:?}"
+                ),
+            ),
+        }
     }
 
     /// Injects ENOSPC or EIO after a random number of operations, reaching
@@ -1391,9 +1490,9 @@ impl Simulation {
     /// Closes the log cleanly, then recovers crash images of the closed disk.
     fn crash_after_clean_close(&mut self) -> Result<(), SimFailure> {
         let Some(log) = self.log.take() else { return Ok(()) };
-        let closed = close(&log)?;
+        let (closed, end) = self.close_watched(&log)?;
         drop(log);
-        trace!(self, "crash after a clean close ({closed:?})");
+        trace!(self, "crash after a clean close ({closed:?}, nothing hit it: {end:?})");
         self.stats.crash_points += 1;
         let fs = self.fs.clone();
         if closed.is_ok() {
@@ -1401,7 +1500,16 @@ impl Simulation {
             self.check_clean(&fs)?;
         }
         self.count_faults(&fs);
-        self.recover_images(&fs)
+        // Everything the close wrote is durable: every crash image holds
+        // the close's image, unless it kept one a fault left in doubt.
+        if end.is_some() && self.image_in_doubt {
+            trace!(self, "the close kept an index image a fault hit earlier");
+            self.stats.index_images_in_doubt_at_crash += 1;
+        }
+        self.clean_close_end = end.filter(|_| !self.image_in_doubt);
+        let recovered = self.recover_images(&fs);
+        self.clean_close_end = None;
+        recovered
     }
 
     /// A cleanly closed log inspects as clean: no torn tail, no problem.
@@ -1558,9 +1666,14 @@ impl Simulation {
                 ),
             );
         }
-        let read = reader
-            .read_all(Lsn::ZERO, usize::MAX)
-            .map_err(|e| SimFailure { property: "3 no corrupt reads", detail: format!("LogReader::read_all: {e}") })?;
+        let read = match reader.read_all(Lsn::ZERO, usize::MAX) {
+            Ok(read) => read,
+            // Past damage it read past, a reader answers the damage for
+            // what it cannot know (the records it hid, which records are
+            // live): no record at all, never a short answer.
+            Err(Error::Corruption(corruption)) if reader.problems().contains(&corruption) => Vec::new(),
+            Err(e) => return fail("3 no corrupt reads", format!("LogReader::read_all: {e}")),
+        };
         for record in read.iter().map(model_record) {
             let want = acknowledged.binary_search_by_key(&record.lsn, |r| r.lsn).ok().map(|i| &acknowledged[i]);
             if want != Some(&record) {
@@ -1766,10 +1879,11 @@ impl Simulation {
     /// recovered, and on a crash image also checks that a second crash with
     /// no writes changes nothing.
     fn open_checked(&mut self, fs: &SimFs, after_crash: bool) -> Result<(), SimFailure> {
-        self.damage_index_image(fs)?;
+        let image_damaged = self.damage_index_image(fs)?;
         let log = self.open(fs)?;
         self.check_no_leftovers(fs)?;
         self.check_index_against_scan(&log, fs)?;
+        self.check_image_after_clean_close(&log, image_damaged)?;
         self.settle_trim(fs)?;
         let recovered = read_everything(&log)?;
         trace!(
@@ -1840,10 +1954,15 @@ impl Simulation {
             self.model.resume = next;
             self.log = Some(log);
             self.fs = again;
+            self.image_in_doubt = false;
             return Ok(());
         }
         self.log = Some(log);
         self.fs = fs.clone();
+        if after_crash {
+            // What a crash image holds is durable.
+            self.image_in_doubt = false;
+        }
         Ok(())
     }
 
