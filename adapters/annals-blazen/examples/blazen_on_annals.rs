@@ -3,7 +3,7 @@
 //! `Workflow::resume_from` would, listed newest first, and deleted.
 //!
 //! ```text
-//! cargo run -p annals-blazen --example blazen_on_annals [DIR]
+//! cargo run --release -p annals-blazen --example blazen_on_annals [DIR]
 //! ```
 //!
 //! With `DIR` the log is kept there (look at it with
@@ -50,6 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("list, newest first: {listed:?}");
     store.delete(&other).await?;
     println!("after delete: {} run(s)", store.list().await?.len());
-    println!("log in {}", dir.display());
+    if std::env::args_os().nth(1).is_some() {
+        println!("log in {}", dir.display());
+    } else {
+        println!("log in a temporary directory, removed on exit (give a DIR to keep it)");
+    }
     Ok(())
 }

@@ -2,11 +2,13 @@
 //! stay in the log, and `resume_from` picks it up where it stopped.
 //!
 //! ```text
-//! cargo run -p annals-cano --example cano_on_annals [DIR]
+//! cargo run --release -p annals-cano --example cano_on_annals [DIR]
 //! ```
 //!
-//! With `DIR` the log is kept there (look at it with
-//! `annals dump DIR --decode`); without, in a temporary directory.
+//! With `DIR` the log is kept there; without, in a temporary directory.
+//! The finished run's rows are cleared, as cano does, so
+//! `annals dump DIR` prints no live record; `annals stats DIR` counts the
+//! operations left on disk until compaction.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +99,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let done = workflow(store.clone(), &charge).resume_from("order-42", CancellationToken::disabled()).await?;
     println!("  -> finished in {done:?}; rows left: {}", store.load_run("order-42").await?.len());
     store.close().await?;
-    println!("log in {}", dir.display());
+    if std::env::args_os().nth(1).is_some() {
+        println!("log in {}", dir.display());
+    } else {
+        println!("log in a temporary directory, removed on exit (give a DIR to keep it)");
+    }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! it opens the realm again.
 //!
 //! ```text
-//! cargo run -p annals-meerkat --example meerkat_on_annals [DIR]
+//! cargo run --release -p annals-meerkat --example meerkat_on_annals [DIR]
 //! ```
 //!
 //! With `DIR` the log is kept there (look at it with
@@ -63,6 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  row {}", String::from_utf8_lossy(row.as_bytes()));
         }
     }
-    println!("log in {}", dir.display());
+    if std::env::args_os().nth(1).is_some() {
+        println!("log in {}", dir.display());
+    } else {
+        println!("log in a temporary directory, removed on exit (give a DIR to keep it)");
+    }
     Ok(())
 }

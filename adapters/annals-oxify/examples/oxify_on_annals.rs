@@ -3,7 +3,7 @@
 //! the latest loaded back, and the history pruned to the newest two.
 //!
 //! ```text
-//! cargo run -p annals-oxify --example oxify_on_annals [DIR]
+//! cargo run --release -p annals-oxify --example oxify_on_annals [DIR]
 //! ```
 //!
 //! With `DIR` the log is kept there (look at it with
@@ -38,6 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let latest = storage.load_latest_checkpoint(execution)?.expect("saved above");
     println!("latest has {} completed node(s)", latest.completed_nodes.len());
     println!("prune keeping 2: {} deleted", storage.prune_checkpoints(execution, 2)?);
-    println!("log in {}", dir.display());
+    if std::env::args_os().nth(1).is_some() {
+        println!("log in {}", dir.display());
+    } else {
+        println!("log in a temporary directory, removed on exit (give a DIR to keep it)");
+    }
     Ok(())
 }
