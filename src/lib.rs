@@ -35,13 +35,18 @@
 //!   process crash, not a power cut); [`Durability::Periodic`] also syncs in
 //!   the background every [`Options::fsync_interval_ms`], which bounds what a
 //!   power cut can take.
-//! - **Nothing corrupt is ever returned, nothing vanishes silently.** Every
-//!   frame's checksum is checked when a log is opened. Recovery cuts only a
-//!   torn tail (damage past what was recorded as durable that no later frame
+//! - **Nothing corrupt is ever returned, nothing vanishes silently.** An
+//!   open checks the checksum of every frame it reads: all of them when it
+//!   scans the log, those after the persisted index image when it loads one
+//!   (a record the image covers is checked against the checksum the image
+//!   recorded for it when it is read). Recovery cuts only a torn tail
+//!   (damage past what was recorded as durable that no later frame
 //!   confirms), reports it in [`Log::recovery_report`] and emits a `tracing`
-//!   warning; any other damage fails the open with [`Error::Corruption`]
-//!   naming the file and offset, unless [`RecoveryMode::Salvage`] is asked
-//!   for, which reports exactly what it drops.
+//!   warning; any other damage it reads fails the open with
+//!   [`Error::Corruption`] naming the file and offset (damage in frames the
+//!   image covers fails the read of that record instead), unless
+//!   [`RecoveryMode::Salvage`] is asked for, which reports exactly what it
+//!   drops.
 //! - **No LSN is handed out twice**, across crashes and salvage: a cursor
 //!   saved at an LSN never silently points at another record.
 //! - **Atomic batches:** every guard of a [`Batch`] holds and all of it
@@ -74,8 +79,9 @@
 //! # Telemetry
 //!
 //! The engine emits `tracing` events (targets `annals::open`,
-//! `annals::recovery`, `annals::commit`, `annals::compact`): a warning when
-//! recovery cuts a torn tail or salvage drops data, an error when the log is
+//! `annals::recovery`, `annals::commit`, `annals::compact`, `annals::index`):
+//! a warning when recovery cuts a torn tail or salvage drops data, or a read
+//! finds the loaded index image wrong, an error when the log is
 //! poisoned, one trace event per group commit and per fsync. None carries a
 //! payload or a stream id. The `telemetry` module's documentation (built
 //! with the `metrics` feature) tables every event and metric.
