@@ -64,13 +64,18 @@ impl Report for VerifyReport {
         writeln!(out, "segments {}", self.segments)?;
         writeln!(out, "{intact}streams {}\n{intact}records {}", self.streams, self.records)?;
         writeln!(out, "bytes {}\nlast lsn {}\nformat version {}", self.bytes, self.last_lsn, self.format_version)?;
-        let index = &self.index;
-        let index_bytes = index.entry_bytes + index.stream_overhead_bytes + index.checkpoint_bytes;
-        writeln!(
-            out,
-            "index {index_bytes} bytes for {} entries in {} streams (stream ids {} bytes more)",
-            index.entries, index.streams, index.stream_id_bytes
-        )?;
+        // The index of a log that opened; a corrupt one's says nothing of
+        // the records counted above (they are the intact frames'), so it is
+        // left out rather than shown as "0 entries in 0 streams".
+        if !self.corrupt() {
+            let index = &self.index;
+            let index_bytes = index.entry_bytes + index.stream_overhead_bytes + index.checkpoint_bytes;
+            writeln!(
+                out,
+                "index {index_bytes} bytes for {} entries in {} streams (stream ids {} bytes more)",
+                index.entries, index.streams, index.stream_id_bytes
+            )?;
+        }
         for problem in &self.problems {
             let kind = match problem.kind {
                 ProblemKind::TornTail => "torn_tail",

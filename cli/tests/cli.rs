@@ -109,6 +109,25 @@ fn verify_reports_a_torn_tail_as_such_and_corruption_with_file_and_offset() {
     assert_eq!(annals(&["verify"]).status.code(), Some(2), "a usage error");
 }
 
+/// Found by the docs review of session 8: verify of a log with a damaged
+/// sealed segment printed its intact records and then "index 57344 bytes
+/// for 0 entries in 0 streams", the index of a log that did not open.
+#[test]
+fn verify_of_a_corrupt_log_printed_an_index_of_0_entries_in_0_streams() {
+    let (dir, records) = common::closed_multi_segment_log();
+    let segments = common::segment_files(dir.path());
+    let frame = common::frame_offsets(&segments[0])[1];
+    common::flip_bit(&segments[0], frame + 70, 3);
+    let out = annals(&["verify", path(dir.path())]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("intact records {}", records.len() - 1)), "{text}");
+    assert!(!text.contains("entries in"), "an index of a log that did not open: {text}");
+    let healthy = common::closed_multi_segment_log().0;
+    let text = String::from_utf8_lossy(&annals(&["verify", path(healthy.path())]).stdout).into_owned();
+    assert!(text.contains("entries in"), "a log that opens still shows its index: {text}");
+}
+
 /// `annals dump --decode` shows the typed stores' values as JSON (issue 10):
 /// checkpoint rows, whole checkpoints, checkpoint history (compressed or
 /// not, with its header); a raw payload as its escaped bytes; a payload in
