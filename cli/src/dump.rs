@@ -62,29 +62,39 @@ pub fn run(args: &DumpArgs) -> Result<Outcome, Failure> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    if args.salvage {
-        dump_salvage(&args.dir, selection, &mut out)?;
+    let dumped = if args.salvage {
+        dump_salvage(&args.dir, selection, &mut out)
     } else {
-        dump_intact_log(&args.dir, selection, &mut out)?;
-    }
+        dump_intact_log(&args.dir, selection, &mut out)
+    };
+    // What was printed before a failure (damage a read found) is flushed
+    // before its message, not left in the buffer.
     ignore_closed_pipe(out.flush())?;
+    dumped?;
     Ok(Outcome::Done)
 }
+
+/// What a dump that meets damage tells its user to do.
+const DAMAGE_ADVICE: &str = "run `annals verify` for every problem, or `annals dump --salvage` for the intact records";
 
 /// Prints the selected records of a log that reads whole; refuses a damaged one.
 fn dump_intact_log(dir: &Path, mut selection: Selection<'_>, out: &mut impl Write) -> Result<(), Failure> {
     let reader = LogReader::open(dir)?;
     if let Some(problem) = reader.problems().first() {
-        return Err(Failure::Corruption(format!(
-            "{problem}; run `annals verify` for every problem, or `annals dump --salvage` for the intact records"
-        )));
+        return Err(Failure::Corruption(format!("{problem}; {DAMAGE_ADVICE}")));
     }
     let first = selection.after;
     let progress = progress::bar(reader.last_lsn().0.saturating_sub(first.0), "dump");
     let mut page: VecDeque<annals::Record> = VecDeque::new();
     while selection.remaining > 0 {
         if page.is_empty() {
-            page.extend(reader.read_all(selection.after, PAGE_RECORDS)?);
+            // Damage in frames the index image covers is found only when
+            // read: the same advice as damage the open found.
+            let read = reader.read_all(selection.after, PAGE_RECORDS).map_err(|error| match error {
+                annals::Error::Corruption(_) => Failure::Corruption(format!("{error}; {DAMAGE_ADVICE}")),
+                error => error.into(),
+            })?;
+            page.extend(read);
         }
         let Some(record) = page.pop_front() else { break };
         selection.after = record.lsn;

@@ -128,6 +128,35 @@ fn verify_of_a_corrupt_log_printed_an_index_of_0_entries_in_0_streams() {
     assert!(text.contains("entries in"), "a log that opens still shows its index: {text}");
 }
 
+/// Found by the docs review of session 8: dump of a log whose damage lies in
+/// frames the index image covers (the open does not read them) printed the
+/// records before it and then the bare corruption, without the advice a
+/// dump refused at open gives.
+#[test]
+fn dump_that_met_damage_under_the_index_image_gave_no_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = annals::Options { index_image: annals::IndexImageWrites::AtClose, ..common::small_options() };
+    let log = annals::Log::open(dir.path(), options).unwrap();
+    // More than a page of dump (1,024 records): the damage is met on the
+    // second page's read, after the first was printed.
+    for i in 0..1500u32 {
+        log.append(format!("s{}", i % 3), annals::Expectation::Any, vec![i as u8; 100]).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+    drop(log);
+    let segments = common::segment_files(dir.path());
+    assert!(segments.len() > 2 && dir.path().join("annals.index").exists());
+    let damaged = &segments[segments.len() - 2];
+    let frames = common::frame_offsets(damaged);
+    common::flip_bit(damaged, frames[frames.len() / 2] + 70, 3);
+    let out = annals(&["dump", path(dir.path())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let printed = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(printed >= 1024, "the page before the damage is printed, not left in a buffer: {printed} lines");
+    assert!(stderr.contains("annals verify") && stderr.contains("--salvage"), "{stderr}");
+}
+
 /// `annals dump --decode` shows the typed stores' values as JSON (issue 10):
 /// checkpoint rows, whole checkpoints, checkpoint history (compressed or
 /// not, with its header); a raw payload as its escaped bytes; a payload in
