@@ -496,9 +496,13 @@ impl Shared {
         // A poisoned log still takes a close: it releases the lock.
         match (&queue.status, &command) {
             (Status::Open, _) | (Status::Poisoned(_), Command::Close(_)) => {
+                let write = matches!(command, Command::Write(_));
                 queue.commands.push_back(command);
-                self.queued.fetch_add(1, Ordering::Release);
+                let queued = self.queued.fetch_add(1, Ordering::Release) + 1;
                 drop(queue);
+                if write {
+                    crate::telemetry::request_queued(queued);
+                }
                 if wake_writer {
                     self.wake.notify_one();
                 }
@@ -784,9 +788,11 @@ impl Completions {
             drop(state);
             // Room for one more list, for a writer that waits for it.
             self.answered.notify_all();
+            let requests = list.len();
             for (reply, result) in list.drain(..) {
                 reply.send(result);
             }
+            crate::telemetry::group_answered(requests);
             state = self.state.lock();
             state.answering = false;
             if state.free.len() < COMPLETION_LISTS_MAX && list.capacity() <= SPARE_REPLIES_MAX {
@@ -1283,8 +1289,12 @@ impl Writer {
             self.completions.hand_off(group.replies)
         } else {
             self.completions.wait_answered();
+            let requests = group.replies.len();
             for (reply, result) in group.replies.drain(..) {
                 reply.send(result);
+            }
+            if requests > 0 {
+                crate::telemetry::group_answered(requests);
             }
             group.replies
         };
@@ -1898,12 +1908,13 @@ fn gather(shared: &Shared) {
         if queued > seen {
             (seen, grew) = (queued, now);
         } else if now - grew >= GATHER_QUIET {
-            return;
+            break;
         }
         if now - started >= GATHER_MAX {
-            return;
+            break;
         }
     }
+    crate::telemetry::gathered(wanted, seen, started.elapsed());
 }
 
 /// After a round that had work, the writer thread looks for the next
