@@ -275,20 +275,10 @@ fn run(shape: &str, system: &str, dir: &Path, count: u64, writers: u64, moments:
             }
         }
         "loops" => {
-            rt.block_on(async {
-                let tasks: Vec<_> = (0..writers)
-                    .map(|w| {
-                        let store = store.clone();
-                        tokio::spawn(async move {
-                            for i in 0..count {
-                                store.append(w, i).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
+            let store = store.clone();
+            common::concurrent(&rt, writers, count, move |w, i| {
+                let store = store.clone();
+                async move { store.append(w, i).await }
             });
         }
         _ => panic!("rounds or loops"),
