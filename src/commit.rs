@@ -9,8 +9,8 @@
 //! own thread ([`Writer::lead`], the leader/follower scheme of LevelDB and
 //! RocksDB), which saves two thread hand-offs per append. No fsync ever runs
 //! on an async runtime's threads. The writer takes everything queued
-//! (the writer thread first waits up to 40 µs for more, only while many
-//! appenders are active: [`gather`]), checks each request's guards in queue order
+//! (the writer thread first waits for the rest of a burst of many
+//! appenders, at most about an fdatasync's time: [`gather`]), checks each request's guards in queue order
 //! against the index plus the effects of the requests before it in the group,
 //! encodes the accepted ones into one buffer, writes it, syncs it if any
 //! request asked for `Sync`, applies the frames to the index and only then
@@ -414,9 +414,9 @@ pub(crate) struct Shared {
     /// Commands pushed since the writer last drained the queue, readable
     /// without the queue's lock (the writer polls it between rounds).
     pub queued: AtomicUsize,
-    /// How many commands the writer took the last time it drained the
-    /// queue: the writer thread waits for about as many ([`gather`]).
-    pub last_taken: AtomicUsize,
+    /// While the writer thread gathers ([`gather`]): the count of
+    /// `queued` whose push wakes it; 0 while it does not gather.
+    pub gather_wake_at: AtomicUsize,
     /// Set once the log is poisoned, readable without the queue's lock.
     pub poisoned: AtomicBool,
     /// Set once the log is closed: reads of a closed handle fail with
@@ -496,10 +496,20 @@ impl Shared {
         // A poisoned log still takes a close: it releases the lock.
         match (&queue.status, &command) {
             (Status::Open, _) | (Status::Poisoned(_), Command::Close(_)) => {
+                let write = matches!(command, Command::Write(_));
                 queue.commands.push_back(command);
-                self.queued.fetch_add(1, Ordering::Release);
+                let queued = self.queued.fetch_add(1, Ordering::Release) + 1;
+                // The writer thread sleeps only on an empty queue, or while
+                // it gathers for `gather_wake_at` requests: a write wakes it
+                // only if it is the first queued or the one the gathering
+                // waits for, so a burst of appenders costs one wake-up, not
+                // one each. Both counts are read under the queue's lock.
+                let wakes = !write || queued == 1 || queued == self.gather_wake_at.load(Ordering::Relaxed);
                 drop(queue);
-                if wake_writer {
+                if write {
+                    crate::telemetry::request_queued(queued);
+                }
+                if wake_writer && wakes {
                     self.wake.notify_one();
                 }
                 Ok(None)
@@ -694,6 +704,11 @@ pub(crate) struct Writer {
     spare_requested: bool,
     /// The timestamp of the last frame written.
     last_timestamp_ms: u64,
+    /// Requests the last [`Writer::round`] took from the queue.
+    taken: usize,
+    /// How long the last fdatasync took: the writer thread gathers for
+    /// at most about as long ([`gather`]).
+    last_sync: Duration,
 }
 
 /// Replies of synced, published groups on their way to their waiters: the
@@ -784,9 +799,11 @@ impl Completions {
             drop(state);
             // Room for one more list, for a writer that waits for it.
             self.answered.notify_all();
+            let requests = list.len();
             for (reply, result) in list.drain(..) {
                 reply.send(result);
             }
+            crate::telemetry::group_answered(requests);
             state = self.state.lock();
             state.answering = false;
             if state.free.len() < COMPLETION_LISTS_MAX && list.capacity() <= SPARE_REPLIES_MAX {
@@ -854,6 +871,8 @@ impl Writer {
             sealed: false,
             spare_requested: false,
             last_timestamp_ms,
+            taken: 0,
+            last_sync: Duration::ZERO,
         }
     }
 
@@ -880,9 +899,9 @@ impl Writer {
 
     /// The writer thread's loop, until the log is closed.
     fn run_rounds(shared: &Shared, writer: &Mutex<Writer>, handing_off: bool) {
-        let mut busy = false;
+        let (mut busy, mut burst, mut wait_max) = (false, Burst::default(), GATHER_MAX_MIN);
         loop {
-            if busy {
+            if busy && burst.last < GATHER_GROUP_MIN {
                 poll_for_work(shared);
             }
             let sync_due = {
@@ -905,7 +924,7 @@ impl Writer {
                 }
             };
             if !sync_due {
-                gather(shared);
+                gather(shared, &burst, wait_max);
             }
             let mut writer = writer.lock();
             if writer.closed {
@@ -915,8 +934,11 @@ impl Writer {
                 writer.sync_periodic();
             }
             writer.handing_off = handing_off;
+            writer.taken = 0;
             busy = writer.round();
             writer.handing_off = false;
+            burst.taken(writer.taken, shared.queued.load(Ordering::Acquire) == 0);
+            wait_max = writer.last_sync.clamp(GATHER_MAX_MIN, GATHER_MAX_MAX);
         }
     }
 
@@ -948,7 +970,7 @@ impl Writer {
             // command, and each keeps its room.
             std::mem::swap(&mut self.pending, &mut queue.commands);
             self.shared.queued.store(0, Ordering::Release);
-            self.shared.last_taken.store(self.pending.len(), Ordering::Relaxed);
+            self.taken = self.pending.len();
             // The queue has room again for whoever found it full.
             let room = std::mem::take(&mut queue.waiting_for_room);
             drop(queue);
@@ -1283,8 +1305,12 @@ impl Writer {
             self.completions.hand_off(group.replies)
         } else {
             self.completions.wait_answered();
+            let requests = group.replies.len();
             for (reply, result) in group.replies.drain(..) {
                 reply.send(result);
+            }
+            if requests > 0 {
+                crate::telemetry::group_answered(requests);
             }
             group.replies
         };
@@ -1318,7 +1344,8 @@ impl Writer {
         if sync && self.durable_lsn < self.next_lsn {
             let started = Instant::now();
             self.active.file.sync_data().map_err(|error| Error::io("fdatasync", path, error))?;
-            crate::telemetry::fsynced(started.elapsed());
+            self.last_sync = started.elapsed();
+            crate::telemetry::fsynced(self.last_sync);
             self.durable_lsn = self.next_lsn;
             self.shared.queue.lock().periodic_deadline = None;
             // What of it the index holds already (the rest: once published).
@@ -1859,57 +1886,93 @@ fn record_kind(kind: OpKind) -> Option<RecordKind> {
     })
 }
 
-/// The writer thread waits for more requests before it takes the queue
-/// only when the last group was at least this big: many appenders are
-/// active, and most will be back within microseconds of their reply. A
-/// lone appender waits not at all once the last group was its alone; the
-/// first one after a burst may wait [`GATHER_QUIET`].
+/// The writer thread gathers only when the last burst had at least this
+/// many requests: many appenders are active, and most will be back within
+/// microseconds of their reply.
 const GATHER_GROUP_MIN: usize = 8;
 
-/// It waits at most this long (a fraction of an fdatasync), and stops
-/// early once as many requests are queued as the last group took, or when
-/// none has come for [`GATHER_QUIET`].
-const GATHER_MAX: Duration = Duration::from_micros(40);
+/// The gathering waits at most as long as the last fdatasync took, and at
+/// least this long: a fraction of an fdatasync, for a log that has not
+/// synced yet or a disk whose syncs are that quick.
+const GATHER_MAX_MIN: Duration = Duration::from_micros(40);
 
-/// See [`GATHER_MAX`].
-const GATHER_QUIET: Duration = Duration::from_micros(10);
+/// ... and at most this long, however slow the disk's syncs were: a burst
+/// whose last appenders have gone away waits no longer than this once.
+const GATHER_MAX_MAX: Duration = Duration::from_micros(500);
 
-/// Group commit's gathering, as PostgreSQL's `commit_delay` does it only
-/// when `commit_siblings` are active: with a queue that is not empty, and
-/// the last group big, waits a little for the rest of its appenders, so
-/// that one write and one fdatasync serve them all instead of two. With 64
-/// appenders, taking the queue at once splits each round in two groups of
-/// about 35 and 29, and the disk syncs twice for what one sync could carry.
-fn gather(shared: &Shared) {
-    // Shuttle's scheduler cannot preempt a polling loop.
-    if cfg!(annals_shuttle) {
-        return;
-    }
-    let wanted = shared.last_taken.load(Ordering::Relaxed);
-    if wanted < GATHER_GROUP_MIN {
-        return;
-    }
-    let started = Instant::now();
-    let (mut seen, mut grew) = (shared.queued.load(Ordering::Acquire), started);
-    while seen < wanted {
-        crate::sync::thread::yield_now();
-        let now = Instant::now();
-        let queued = shared.queued.load(Ordering::Acquire);
-        if queued > seen {
-            (seen, grew) = (queued, now);
-        } else if now - grew >= GATHER_QUIET {
-            return;
+/// The requests the writer thread took since it last found the queue
+/// empty after a round (a burst: what a crowd of appenders queues between
+/// two of their replies), and how many the last whole burst had.
+#[derive(Default)]
+struct Burst {
+    /// Requests taken in the burst so far.
+    so_far: usize,
+    /// Requests of the last whole burst.
+    last: usize,
+}
+
+impl Burst {
+    /// A round took `taken` requests, and left the queue `drained` or not.
+    fn taken(&mut self, taken: usize, drained: bool) {
+        self.so_far += taken;
+        if drained && self.so_far > 0 {
+            self.last = std::mem::take(&mut self.so_far);
         }
-        if now - started >= GATHER_MAX {
-            return;
-        }
+    }
+
+    /// Requests the next group waits for: the rest of a burst as big as
+    /// the last one. None once this burst has outgrown it.
+    fn wanted(&self) -> usize {
+        if self.last < GATHER_GROUP_MIN { 0 } else { self.last.saturating_sub(self.so_far) }
     }
 }
 
-/// After a round that had work, the writer thread looks for the next
-/// request for this long before it sleeps: under load the next request
-/// comes within microseconds, and a sleep costs a wake-up and a context
-/// switch each way. It yields the core while it looks, so appenders run.
+/// Group commit's gathering, as PostgreSQL's `commit_delay` does it only
+/// when `commit_siblings` are active: with a queue that is not empty and
+/// the last burst big, waits for the rest of its appenders, so that one
+/// write and one fdatasync serve them all instead of two. It waits as long
+/// as a sync would take at most: past that, syncing what is queued and
+/// leaving the rest to the next group costs less. It sleeps, leaving the
+/// cores to the appenders, and the push that completes the burst wakes it
+/// ([`Shared::push_or_wait`]). Waiting for as many as the last group took
+/// instead split a round of 64 appenders whose requests came over more
+/// than 40 µs into two groups, and once split, every round after it: the
+/// second group's size became the next round's wait.
+fn gather(shared: &Shared, burst: &Burst, wait_max: Duration) {
+    let wanted = burst.wanted();
+    // Shuttle's timed waits never time out, so a burst that never completes
+    // would hang the model. Nothing waits on this wait but the gathering
+    // itself: a wake-up it missed would cost `wait_max`, never an append.
+    // The wake-up the model must cover is the idle writer's, by the first
+    // request queued (`Shared::push_or_wait`), and it does.
+    if cfg!(annals_shuttle) || wanted == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let deadline = started + wait_max;
+    let mut queue = shared.queue.lock();
+    let mut queued = shared.queued.load(Ordering::Acquire);
+    if queued < wanted {
+        // Woken by the push that completes the burst, or by anything else
+        // the writer is wanted for (a close, a full queue, a blocking
+        // leader's leftovers): either way the gathering ends.
+        shared.gather_wake_at.store(wanted, Ordering::Relaxed);
+        let _ = shared.wake.wait_until(&mut queue, deadline);
+        shared.gather_wake_at.store(0, Ordering::Relaxed);
+        queued = shared.queued.load(Ordering::Acquire);
+    }
+    drop(queue);
+    crate::telemetry::gathered(wanted, queued, started.elapsed());
+}
+
+/// After a round that had work, and while bursts are small (a few
+/// appenders, each awaiting its append before the next), the writer thread
+/// looks for the next request for this long before it sleeps: the next
+/// request comes within microseconds, and a sleep costs a wake-up and a
+/// context switch each way. It yields the core while it looks. With many
+/// appenders it sleeps instead: their own work keeps the cores busy, a
+/// spinning writer took a share of them (two cores, two runtime workers),
+/// and the gathering hides the wake-up.
 const POLL_FOR_WORK: Duration = Duration::from_micros(50);
 
 fn poll_for_work(shared: &Shared) {
@@ -1931,6 +1994,41 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the gathering waited for as many requests as the last
+    /// take. A round of 64 appenders whose requests came over more than the
+    /// gathering's wait split into two groups (29 + 35, say), and then the
+    /// next round waited for 35 only and split again: one split made every
+    /// round after it cost two fdatasyncs. The wait is now for the rest of
+    /// a burst as big as the last whole one.
+    #[test]
+    fn a_split_round_does_not_make_the_next_round_wait_for_its_second_group_only() {
+        let mut burst = Burst::default();
+        burst.taken(64, true);
+        assert_eq!(burst.wanted(), 64);
+        // A round split: 29 taken, 35 queued during their fdatasync.
+        burst.taken(29, false);
+        assert_eq!(burst.wanted(), 35, "the second group waits for the rest of the burst, no more");
+        burst.taken(35, true);
+        assert_eq!(burst.wanted(), 64, "the next round waits for all 64 again");
+    }
+
+    /// Appenders that keep the queue from ever draining (their requests
+    /// come while the last group syncs) are not waited for once they have
+    /// outgrown the last whole burst; a few appenders are never waited for.
+    #[test]
+    fn the_gathering_waits_only_for_the_rest_of_a_big_burst() {
+        let mut burst = Burst::default();
+        assert_eq!(burst.wanted(), 0, "nothing is waited for before a burst was seen");
+        burst.taken(GATHER_GROUP_MIN - 1, true);
+        assert_eq!(burst.wanted(), 0, "a small burst is not waited for");
+        burst.taken(40, true);
+        burst.taken(30, false);
+        burst.taken(30, false);
+        assert_eq!(burst.wanted(), 0, "a burst that outgrew the last one is not waited for");
+        burst.taken(0, true);
+        assert_eq!(burst.wanted(), 60, "the burst ended when the queue drained");
+    }
 
     /// The overlay answers for every stream it holds, with its latest state,
     /// and for none it does not, however many the filter cannot tell apart.

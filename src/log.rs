@@ -435,7 +435,7 @@ impl Log {
             lock: Mutex::new(Some(lock)),
             spares: Spares::new(),
             queued: Default::default(),
-            last_taken: Default::default(),
+            gather_wake_at: Default::default(),
             poisoned: Default::default(),
             closed: Default::default(),
             compaction: Mutex::new(()),

@@ -21,6 +21,10 @@
 //! | `annals::recovery` | `warn` | salvage dropped a range or a file | `file`, `offset`, `bytes`, `from_lsn`, `file_deleted`, `reason` |
 //! | `annals::commit` | `trace` | each group written (and synced) | `requests`, `records`, `conflicts`, `bytes`, `synced`, `write_micros` |
 //! | `annals::commit` | `trace` | each fdatasync of a segment | `micros` |
+//! | `annals::commit` | `trace` | a write request queued | `queued` (commands queued since the writer last took the queue) |
+//! | `annals::commit` | `trace` | the writer thread's gathering ended, before it takes the queue | `wanted`, `queued`, `waited_micros` |
+//! | `annals::commit` | `trace` | the writer took the queue | `depth` |
+//! | `annals::commit` | `trace` | a group's waiters woken (by the writer or the completer thread) | `requests` |
 //! | `annals::commit` | `debug` | a rollover to a new segment | `file`, `first_lsn`, `segment_bytes` |
 //! | `annals::commit` | `error` | the log poisoned: every later write fails until it is reopened | `cause` |
 //! | `annals::index` | `warn` | a read found a seek point of the loaded index image at no frame of its LSN, and walked its segment from the first frame (the next close replaces the image) | `file`, `lsn`, `offset` |
@@ -158,9 +162,30 @@ pub(crate) fn fsynced(took: Duration) {
 /// The writer took `depth` queued requests.
 #[inline]
 pub(crate) fn queue_taken(depth: usize) {
+    trace!(target: "annals::commit", depth, "queue taken");
     #[cfg(feature = "metrics")]
     metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
-    let _ = depth;
+}
+
+/// A write request was queued, the `queued`th since the writer last took
+/// the queue. With these, a group's events say when each of its requests
+/// came: what splits a burst of appenders into two groups.
+#[inline]
+pub(crate) fn request_queued(queued: usize) {
+    trace!(target: "annals::commit", queued, "request queued");
+}
+
+/// The writer thread's gathering ended after `waited`, with `queued` of
+/// the `wanted` requests queued.
+#[inline]
+pub(crate) fn gathered(wanted: usize, queued: usize, waited: Duration) {
+    trace!(target: "annals::commit", wanted, queued, waited_micros = waited.as_micros() as u64, "gathered");
+}
+
+/// A group's `requests` waiters were woken.
+#[inline]
+pub(crate) fn group_answered(requests: usize) {
+    trace!(target: "annals::commit", requests, "group answered");
 }
 
 /// The writer moved to a new segment.
