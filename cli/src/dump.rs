@@ -90,7 +90,10 @@ fn dump_intact_log(dir: &Path, mut selection: Selection<'_>, out: &mut impl Writ
         if page.is_empty() {
             // Damage in frames the index image covers is found only when
             // read: the same advice as damage the open found.
-            let read = reader.read_all(selection.after, PAGE_RECORDS).map_err(|error| match error {
+            // No more than is left to print: damage past the last record
+            // asked for is not this dump's to report.
+            let wanted = usize::try_from(selection.remaining).unwrap_or(usize::MAX).min(PAGE_RECORDS);
+            let read = reader.read_all(selection.after, wanted).map_err(|error| match error {
                 annals::Error::Corruption(_) => Failure::Corruption(format!("{error}; {DAMAGE_ADVICE}")),
                 error => error.into(),
             })?;
