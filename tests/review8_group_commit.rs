@@ -173,3 +173,72 @@ fn a_queue_smaller_than_the_burst_the_gathering_waits_for_answers_every_append()
 fn bursts_under_periodic_durability_answer_every_append_once() {
     bursts_of_changing_size_answer_every_append(Durability::Periodic, 16);
 }
+
+/// Every fsync failing from some point (the log poisoned, or appends
+/// refused where a spare segment's fsync fails) while 64 appenders keep
+/// bursts going and a blocking appender leads: every append is answered
+/// (acknowledged before the failure, refused after it), none waits
+/// forever, the close fails, and the acknowledged ones are there after a
+/// reopen.
+#[test]
+fn a_log_poisoned_during_bursts_answers_every_waiting_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    let acked: Acked = Arc::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let blocking = {
+        let (log, acked) = (log.clone(), acked.clone());
+        std::thread::spawn(move || {
+            for i in 0u64.. {
+                let payload = format!("blocking-{i}").into_bytes();
+                match log.append("blocking", Expectation::Exact(StreamSeq(i)), payload.clone()).wait() {
+                    Ok(_) => acked.lock().unwrap().entry("blocking".to_owned()).or_default().push(payload),
+                    Err(Error::Poisoned { .. } | Error::Io { .. }) => return,
+                    Err(error) => panic!("blocking {i}: {error:?}"),
+                }
+            }
+        })
+    };
+    runtime.block_on(async {
+        burst(&log, 0, 64, 5, &acked).await;
+        let mut tasks = Vec::new();
+        for task in 0..64 {
+            let (log, acked) = (log.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("poisoned-{task}");
+                for i in 0u64.. {
+                    let payload = format!("{stream}-{i}").into_bytes();
+                    match log.append(&stream, Expectation::Exact(StreamSeq(i)), payload.clone()).await {
+                        Ok(_) => acked.lock().unwrap().entry(stream.clone()).or_default().push(payload),
+                        Err(Error::Poisoned { .. } | Error::Io { .. }) => return,
+                        Err(error) => panic!("{stream} {i}: {error:?}"),
+                    }
+                }
+            }));
+        }
+        let from = log.last_lsn().unwrap();
+        while log.last_lsn().unwrap() < Lsn(from.0 + 2_000) {
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        fs.faults.fail_syncs.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    blocking.join().unwrap();
+    // Poisoned, or (when what failed first was a spare's fsync, which
+    // refuses appends without poisoning) the close's own failed fsync.
+    let closed = log.close().wait();
+    assert!(matches!(closed, Err(Error::Poisoned { .. } | Error::Io { .. })), "{closed:?}");
+    drop(log);
+    fs.faults.fail_syncs.store(false, std::sync::atomic::Ordering::SeqCst);
+    let reopened = Log::open(dir.path(), fs.options()).unwrap();
+    for (stream, payloads) in acked.lock().unwrap().iter() {
+        let found: Vec<Vec<u8>> =
+            reopened.read_stream(stream).unwrap().entries.into_iter().map(|record| record.payload.to_vec()).collect();
+        // What the failed fsync's group wrote may be there too (never acknowledged).
+        assert_eq!(&found[..payloads.len()], &payloads[..], "stream {stream}");
+    }
+}
