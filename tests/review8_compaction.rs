@@ -14,22 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use annals::{CompactionOptions, Error, Expectation, Log, Lsn, Options, PruneSnapshots, StreamSeq};
-
-/// Appends `rounds` rounds to 20 streams and prunes all but the last
-/// entry of 19 of them: sealed segments that are mostly dead.
-fn fill_worth_compacting(log: &Log, rounds: u64, tag: &str) {
-    for round in 0..rounds {
-        for wf in 0..20u64 {
-            log.append(format!("{tag}-{wf}"), Expectation::Any, vec![round as u8; 200]).wait().unwrap();
-        }
-    }
-    for wf in 1..20u64 {
-        let stream = format!("{tag}-{wf}");
-        let last = log.next_seq(&stream).unwrap().0 - 1;
-        log.prune(&stream, StreamSeq(last), PruneSnapshots::Before(Lsn::ZERO)).wait().unwrap();
-    }
-}
+use annals::{CompactionOptions, Error, Expectation, Log, Lsn, Options, StreamSeq};
 
 /// Appenders on their own threads, each to its own stream, until `stop`:
 /// returns how many each had acknowledged, by stream.
@@ -76,7 +61,7 @@ fn a_compaction_commits_while_appenders_keep_the_writer_busy() {
     let mut took = Vec::new();
     let mut committed = 0;
     for round in 0..10u64 {
-        fill_worth_compacting(&log, 6, &format!("round-{round}"));
+        common::fill_worth_compacting(&log, 6, &format!("round-{round}"));
         let started = Instant::now();
         let report = log.compact().unwrap();
         took.push(started.elapsed());
@@ -116,13 +101,13 @@ fn closing_under_a_background_compaction_leaves_the_log_whole(ending: Ending, ra
         ..fs.options()
     };
     let log = Log::open(dir.path(), options.clone()).unwrap();
-    fill_worth_compacting(&log, 20, "fill");
+    common::fill_worth_compacting(&log, 20, "fill");
     fs.faults.compacting_write_delay_ms.store(write_delay_ms, Ordering::SeqCst);
     let writes_before = fs.faults.compacting_writes.load(Ordering::SeqCst);
     let stop = Arc::new(AtomicBool::new(false));
     let threads = appenders(&log, 4, &stop);
     // More dead records, and rollovers that poke the compactor.
-    fill_worth_compacting(&log, 10, "more");
+    common::fill_worth_compacting(&log, 10, "more");
     let waited = Instant::now();
     while write_delay_ms > 0
         && fs.faults.compacting_writes.load(Ordering::SeqCst) == writes_before
@@ -184,7 +169,7 @@ fn a_close_queued_while_a_compaction_waits_for_the_writer_does_not_deadlock() {
     let dir = tempfile::tempdir().unwrap();
     let fs = common::FaultyFs::default();
     let log = Log::open(dir.path(), fs.options()).unwrap();
-    fill_worth_compacting(&log, 30, "fill");
+    common::fill_worth_compacting(&log, 30, "fill");
     let expected = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
     let (entered_tx, entered_rx) = std::sync::mpsc::channel();
     let (open_tx, open_rx) = std::sync::mpsc::channel();
@@ -233,10 +218,10 @@ fn a_close_of_a_log_poisoned_while_a_compaction_writes_leaves_the_log_whole() {
         ..fs.options()
     };
     let log = Log::open(dir.path(), options).unwrap();
-    fill_worth_compacting(&log, 20, "fill");
+    common::fill_worth_compacting(&log, 20, "fill");
     fs.faults.compacting_write_delay_ms.store(50, Ordering::SeqCst);
     let writes_before = fs.faults.compacting_writes.load(Ordering::SeqCst);
-    fill_worth_compacting(&log, 10, "more");
+    common::fill_worth_compacting(&log, 10, "more");
     let waited = Instant::now();
     while fs.faults.compacting_writes.load(Ordering::SeqCst) == writes_before
         && waited.elapsed() < Duration::from_secs(5)

@@ -138,25 +138,20 @@ fn a_reader_past_damage_in_two_sealed_segments_names_each_hole_at_its_edges() {
     check_every_page(dir.path(), &records, &damages);
 }
 
-/// Damage in the first frame of the first segment: nothing before it, the
-/// hole from the log's first LSN.
+/// Damage in the first frame of a segment: the first (nothing before it,
+/// the hole from the log's first LSN) and a middle one (the hole right
+/// after the last record of the segment before).
 #[test]
-fn a_reader_past_damage_in_the_first_frame_of_the_first_segment_names_the_hole_from_lsn_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
-    let damages = damage_segments(dir.path(), &records, &[0], true);
-    assert_eq!(damages[0].lost_from, records[0].lsn);
-    check_every_page(dir.path(), &records, &damages);
-}
-
-/// Damage in the first frame of a later segment: the hole starts right
-/// after the last record of the segment before.
-#[test]
-fn a_reader_past_damage_in_the_first_frame_of_a_middle_segment_reads_up_to_the_segment_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
-    let damages = damage_segments(dir.path(), &records, &[2], true);
-    check_every_page(dir.path(), &records, &damages);
+fn a_reader_past_damage_in_a_segment_s_first_frame_names_the_hole_from_the_segment_before() {
+    for position in [0, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let records = common::write_closed_log(dir.path(), common::small_options(), 80, 300);
+        let damages = damage_segments(dir.path(), &records, &[position], true);
+        if position == 0 {
+            assert_eq!(damages[0].lost_from, records[0].lsn);
+        }
+        check_every_page(dir.path(), &records, &damages);
+    }
 }
 
 /// Review 8: a reader past damage in a compacted segment stopped reading
