@@ -129,3 +129,29 @@ fn verify_of_damage_in_a_compacted_segment_reported_a_missing_segment_too() {
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(problems[0]["file"].as_str(), Some(path(first)), "{problems:#?}");
 }
+
+/// Review 8: a dump that met damage under the index image printed only
+/// the whole pages (1,024 records each) before the page holding it: the
+/// intact records between the last such page and the damage were left
+/// out, though the dump's failure came after them. Every record before
+/// the damage is now printed, then the failure.
+#[test]
+fn dump_that_met_damage_left_out_the_intact_records_of_the_page_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = log_with_an_image(dir.path());
+    let segments = common::segment_files(dir.path());
+    let damaged = &segments[segments.len() - 2];
+    let frames = common::frame_offsets(damaged);
+    let frame = frames[frames.len() / 2];
+    let intact = common::records_before(dir.path(), &records, damaged, frame);
+    assert!(intact.len() % 1024 != 0, "the damage is not at a page's start");
+    common::flip_bit(damaged, frame + 70, 3);
+    let out = annals(&["dump", path(dir.path())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("annals verify") && stderr.contains("--salvage"), "{stderr}");
+    let printed: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let lsns: Vec<u64> = printed.iter().map(|line| line["lsn"].as_u64().unwrap()).collect();
+    assert_eq!(lsns, intact.iter().map(|record| record.lsn.0).collect::<Vec<_>>(), "{stderr}");
+}
