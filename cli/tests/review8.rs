@@ -144,7 +144,7 @@ fn dump_that_met_damage_left_out_the_intact_records_of_the_page_before_it() {
     let frames = common::frame_offsets(damaged);
     let frame = frames[frames.len() / 2];
     let intact = common::records_before(dir.path(), &records, damaged, frame);
-    assert!(intact.len() % 1024 != 0, "the damage is not at a page's start");
+    assert!(!intact.len().is_multiple_of(1024), "the damage is not at a page's start");
     common::flip_bit(damaged, frame + 70, 3);
     let out = annals(&["dump", path(dir.path())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
