@@ -244,3 +244,52 @@ fn a_close_of_a_log_poisoned_while_a_compaction_writes_leaves_the_log_whole() {
     now.retain(|record| record.payload.as_ref() != b"x");
     assert_eq!(now, expected);
 }
+
+/// The same with 64 async appenders, whose groups the writer thread
+/// commits (it takes the writer with a plain lock each round, and gathers
+/// between rounds without it): each of 5 compactions commits.
+#[test]
+fn a_compaction_commits_while_64_async_appenders_keep_the_writer_thread_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let (log, stop) = (log.clone(), stop.clone());
+            runtime.spawn(async move {
+                let stream = format!("async-{task}");
+                let mut acked = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    log.append(&stream, Expectation::Exact(StreamSeq(acked)), vec![3u8; 100]).await.unwrap();
+                    acked += 1;
+                }
+                (stream, acked)
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for round in 0..5u64 {
+        common::fill_worth_compacting(&log, 6, &format!("round-{round}"));
+        let started = Instant::now();
+        let report = log.compact().unwrap();
+        took.push(started.elapsed());
+        assert!(report.generation > 0, "round {round}: {report:?}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let acked: Vec<(String, u64)> = runtime.block_on(async {
+        let mut acked = Vec::new();
+        for task in tasks {
+            acked.push(task.await.unwrap());
+        }
+        acked
+    });
+    let appends: u64 = acked.iter().map(|(_, count)| count).sum();
+    println!("compactions under 64 async appenders: took {took:?}, {appends} appends meanwhile");
+    log.close().wait().unwrap();
+    drop(log);
+    let reopened = common::open(dir.path());
+    for (stream, count) in acked {
+        assert_eq!(reopened.next_seq(&stream).unwrap(), StreamSeq(count), "{stream}");
+    }
+}
