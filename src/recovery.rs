@@ -714,15 +714,23 @@ impl Recovery<'_> {
             }
         };
         let mut expected = oldest;
+        // Read-only, past damage in a compacted segment's frames: the next
+        // compacted segment is read as section 7 says (what came before the
+        // damage stays readable, and the LSNs up to that segment are a hole).
+        let mut damage = None;
         for (name_lsn, name) in compacted {
             let path = self.dir.join(name);
             match self.open_compacted(&path, *name_lsn, expected, end)? {
                 Ok(segment) => {
+                    if let Some(damage) = damage.take() {
+                        self.index.skip_damaged(segment.header.first_lsn, damage);
+                        self.resynced = true;
+                    }
                     self.index.push_segment(segment.clone(), SEGMENT_HEADER_BYTES);
                     self.report.compacted_segments += 1;
                     if let Err(problem) = self.scan_compacted_segment(&segment, end) {
-                        self.hard_corruption(problem)?;
-                        return Ok(());
+                        self.hard_corruption(problem.clone())?;
+                        damage = Some(problem);
                     }
                     expected = self.index.next_lsn();
                 }
@@ -731,6 +739,9 @@ impl Recovery<'_> {
                     return Ok(());
                 }
             }
+        }
+        if damage.is_some() {
+            return Ok(());
         }
         if compacted.is_empty() && oldest < end {
             let kind = CorruptionKind::MissingSegment { end: oldest, next_first: end };
@@ -816,8 +827,13 @@ impl Recovery<'_> {
                 let what = "a compacted segment holds only entries, snapshots, bases and gaps, at increasing lsns below its end";
                 return Err(problem(offset, CorruptionKind::BadRecord(what.to_owned())));
             }
-            self.index.check_frame(&frame).map_err(|kind| problem(offset, kind))?;
-            self.index.apply_frame(offset, &frame);
+            if self.resynced {
+                // Past damage (read-only): the streams' history is unknown.
+                self.index.place_frame(offset, &frame);
+            } else {
+                self.index.check_frame(&frame).map_err(|kind| problem(offset, kind))?;
+                self.index.apply_frame(offset, &frame);
+            }
             self.report.records += u64::from(frame.lsn_count);
             self.report.bytes += frame.total_bytes() as u64;
             offset += frame.total_bytes();

@@ -9,22 +9,13 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use annals::{Expectation, Log, Lsn, Options, StreamSeq};
+use annals::{Log, Lsn, Options};
 
 /// A log with sealed segments that are mostly dead: every stream but one
 /// pruned down to its last entry.
 fn log_worth_compacting(dir: &std::path::Path, options: Options) -> Log {
     let log = Log::open(dir, options).unwrap();
-    for round in 0..30u64 {
-        for wf in 0..20u64 {
-            log.append(format!("wf-{wf}"), Expectation::Any, vec![round as u8; 200]).wait().unwrap();
-        }
-    }
-    for wf in 1..20u64 {
-        let stream = format!("wf-{wf}");
-        let last = log.next_seq(&stream).unwrap().0 - 1;
-        log.prune(&stream, StreamSeq(last), annals::PruneSnapshots::Before(Lsn::ZERO)).wait().unwrap();
-    }
+    common::fill_worth_compacting(&log, 30, "wf");
     log
 }
 

@@ -86,15 +86,33 @@ fn dump_intact_log(dir: &Path, mut selection: Selection<'_>, out: &mut impl Writ
     let first = selection.after;
     let progress = progress::bar(reader.last_lsn().0.saturating_sub(first.0), "dump");
     let mut page: VecDeque<annals::Record> = VecDeque::new();
+    let mut page_records = PAGE_RECORDS;
     while selection.remaining > 0 {
         if page.is_empty() {
-            // Damage in frames the index image covers is found only when
-            // read: the same advice as damage the open found.
-            let read = reader.read_all(selection.after, PAGE_RECORDS).map_err(|error| match error {
-                annals::Error::Corruption(_) => Failure::Corruption(format!("{error}; {DAMAGE_ADVICE}")),
-                error => error.into(),
-            })?;
-            page.extend(read);
+            // No more than is left to print (every record read is, without
+            // a stream to select): damage past the last record asked for
+            // is not this dump's to report.
+            let left = match selection.stream {
+                None => usize::try_from(selection.remaining).unwrap_or(usize::MAX),
+                Some(_) => usize::MAX,
+            };
+            let wanted = left.min(page_records);
+            match reader.read_all(selection.after, wanted) {
+                Ok(read) => page.extend(read),
+                // Damage in frames the index image covers is found only
+                // when read, somewhere in this page: the records before it
+                // are read one at a time, so that each is printed before
+                // the failure.
+                Err(annals::Error::Corruption(_)) if wanted > 1 => {
+                    page_records = 1;
+                    continue;
+                }
+                // The same advice as damage the open found.
+                Err(error @ annals::Error::Corruption(_)) => {
+                    return Err(Failure::Corruption(format!("{error}; {DAMAGE_ADVICE}")));
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         let Some(record) = page.pop_front() else { break };
         selection.after = record.lsn;

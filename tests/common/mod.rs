@@ -432,3 +432,19 @@ pub fn write_churned_log(dir: &Path, rounds: u64) -> Vec<annals::Record> {
     log.close().wait().unwrap();
     live
 }
+
+/// Appends `rounds` rounds of 200 bytes to 20 streams (`{tag}-0` to
+/// `{tag}-19`) and prunes all but the last entry of 19 of them: sealed
+/// segments that are mostly dead, worth compacting.
+pub fn fill_worth_compacting(log: &Log, rounds: u64, tag: &str) {
+    for round in 0..rounds {
+        for wf in 0..20u64 {
+            log.append(format!("{tag}-{wf}"), annals::Expectation::Any, vec![round as u8; 200]).wait().unwrap();
+        }
+    }
+    for wf in 1..20u64 {
+        let stream = format!("{tag}-{wf}");
+        let last = log.next_seq(&stream).unwrap().0 - 1;
+        log.prune(&stream, annals::StreamSeq(last), annals::PruneSnapshots::Before(annals::Lsn::ZERO)).wait().unwrap();
+    }
+}
