@@ -123,9 +123,9 @@ pub struct Recovered {
 }
 
 /// Removes a file the open listed and does not need: one that is gone
-/// already is what the removal wanted. The compactor of a log closed just
-/// before this open may still be unlinking its inputs, which the listing
-/// showed as leftovers (a close does not wait for those unlinks).
+/// already is what the removal wanted. A close waits for its compaction to
+/// end (segments-format.md, 9.2), but a process that died, or another
+/// program, may remove such a file between the listing and the removal.
 fn remove_listed(fs: &dyn FileSystem, path: &Path) -> Result<()> {
     match fs.remove(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, error)),
