@@ -925,6 +925,7 @@ pub(crate) fn refresh(
             SectionsKnown::NoneFoundDamaged => true,
             SectionsKnown::SomeFoundDamaged | SectionsKnown::ImageFoundWrong => false,
         }
+        && covered_segments_unchanged(fs, dir, &current, header.compaction_generation)
     {
         // The current image reaches as far already: the newest segment
         // (sealed), or the end a clean close recorded (a reopen that wrote
@@ -964,6 +965,27 @@ pub(crate) fn refresh(
     };
     write(fs, dir, &image)?;
     Ok(Some(index.next_lsn))
+}
+
+/// Whether every segment `image` covers is still on disk with the header
+/// the image recorded. A rollover of a log whose newest segment holds no
+/// frame renames the new segment over it (the same first LSN); if that
+/// append then fails (its directory sync), the log reaches no further, yet
+/// the image covers a file that was replaced and the next open would refuse
+/// it: such an image is not kept. Reads each covered segment's 64 bytes.
+fn covered_segments_unchanged(fs: &dyn FileSystem, dir: &Path, image: &bytes::Bytes, generation: u64) -> bool {
+    let Ok(image) = decode(image, dir) else { return false };
+    image.segments.iter().all(|covered| {
+        let Ok(header) = crate::segment::SegmentHeader::decode(&covered.header) else { return false };
+        let name = if covered.compacted {
+            crate::segment::compacted_file_name(header.first_lsn, generation)
+        } else {
+            crate::segment::segment_file_name(header.first_lsn)
+        };
+        let mut on_disk = [0u8; SEGMENT_HEADER_BYTES];
+        fs.open(&dir.join(name), false).is_ok_and(|file| file.read_at(&mut on_disk, 0).is_ok())
+            && on_disk == covered.header
+    })
 }
 
 /// What a refresh knows of the current image's stream sections, to decide

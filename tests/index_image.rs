@@ -1443,3 +1443,45 @@ fn an_image_of_a_log_holding_only_a_close_marker_is_loaded() {
     assert_same_as_full_scan(&log, dir.path());
     assert_eq!(log.read_stream("after").unwrap().entries.len(), 1);
 }
+
+/// Found by the soak of session 8 (seed 902,549): a log holding no record
+/// was closed with an image; in the next session an append too large for
+/// its first segment rolled over to a larger one, renamed over the empty
+/// segment (the same first LSN), and failed at the directory fsync. The log
+/// reached no further, so the close kept the image ("it reaches as far"),
+/// which covered the replaced file: the next open refused it and scanned.
+#[test]
+fn a_close_kept_an_image_that_covered_a_segment_a_failed_rollover_replaced() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    // Made with 4 KiB segments, reopened with larger ones and records that
+    // no longer fit the first.
+    let small =
+        Options { index_image: IndexImageWrites::AtClose, segment_bytes: 4096, record_bytes_max: 2048, ..fs.options() };
+    let log = Log::open(dir.path(), small).unwrap();
+    log.close().wait().unwrap();
+    drop(log);
+    let options = Options {
+        index_image: IndexImageWrites::AtClose,
+        segment_bytes: 16384,
+        record_bytes_max: 8192,
+        ..fs.options()
+    };
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    loaded(&log);
+    let first_segment = common::segment_files(dir.path());
+    assert_eq!(first_segment.len(), 1);
+    let before = std::fs::read(&first_segment[0]).unwrap();
+    // Inline preparation: the spare's own directory fsync, then the publish's.
+    let dir_syncs = fs.faults.dir_syncs.load(Ordering::SeqCst);
+    fs.faults.fail_dir_sync_number.store(dir_syncs + 2, Ordering::SeqCst);
+    let failed = log.append("s", Expectation::Any, vec![7; 6000]).wait();
+    assert!(failed.is_err(), "the append that needed the new segment fails: {failed:?}");
+    assert_ne!(std::fs::read(&first_segment[0]).unwrap(), before, "the rollover replaced the empty segment");
+    log.close().wait().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), options).unwrap();
+    loaded(&log);
+    assert_same_as_full_scan(&log, dir.path());
+}
