@@ -920,12 +920,15 @@ pub(crate) fn refresh(
         && let Some(current) = read(fs, dir)?
         && let Ok(header) = decode_header(&current)
         && header.check_against(&state).is_ok()
+        && let Ok(decoded) = decode(&current, dir)
         && match sections {
-            SectionsKnown::CheckAll => sections_intact(&current, dir),
+            // Every section passes its checksum (a whole pass over the
+            // image), so that a damaged one is not loaded again.
+            SectionsKnown::CheckAll => decoded.streams.values().all(StreamState::image_intact),
             SectionsKnown::NoneFoundDamaged => true,
             SectionsKnown::SomeFoundDamaged | SectionsKnown::ImageFoundWrong => false,
         }
-        && covered_segments_unchanged(fs, dir, &current, header.compaction_generation)
+        && covered_segments_unchanged(fs, dir, &decoded, header.compaction_generation)
     {
         // The current image reaches as far already: the newest segment
         // (sealed), or the end a clean close recorded (a reopen that wrote
@@ -973,8 +976,7 @@ pub(crate) fn refresh(
 /// append then fails (its directory sync), the log reaches no further, yet
 /// the image covers a file that was replaced and the next open would refuse
 /// it: such an image is not kept. Reads each covered segment's 64 bytes.
-fn covered_segments_unchanged(fs: &dyn FileSystem, dir: &Path, image: &bytes::Bytes, generation: u64) -> bool {
-    let Ok(image) = decode(image, dir) else { return false };
+fn covered_segments_unchanged(fs: &dyn FileSystem, dir: &Path, image: &DecodedImage, generation: u64) -> bool {
     image.segments.iter().all(|covered| {
         let Ok(header) = crate::segment::SegmentHeader::decode(&covered.header) else { return false };
         let name = if covered.compacted {
@@ -1004,14 +1006,6 @@ pub(crate) enum SectionsKnown {
     /// A read found a seek point at no frame of its LSN: replace the image
     /// with one from a full scan.
     ImageFoundWrong,
-}
-
-/// Whether every stream section of `image` passes its checksum (a whole
-/// pass over the image): a write that finds the current image reaching as
-/// far already still replaces it if not, so that a damaged section a read
-/// reported is not loaded again by the next open.
-fn sections_intact(image: &bytes::Bytes, dir: &Path) -> bool {
-    decode(image, dir).is_ok_and(|image| image.streams.values().all(StreamState::image_intact))
 }
 
 /// The background image writer: refreshes the sealed prefix's image after

@@ -7,7 +7,6 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use annals::{Log, Lsn, Options};
 
@@ -37,15 +36,13 @@ fn a_compaction_writing_at_close_removed_the_next_session_s_compacted_segments()
     // The compaction's writes take long: it is still writing when the
     // close comes.
     fs.faults.compacting_write_delay_ms.store(400, Ordering::SeqCst);
+    let (started, writing) = std::sync::mpsc::channel();
+    *fs.faults.compacting_write_started.lock().unwrap() = Some(started);
     let compacting = {
         let log = log.clone();
         std::thread::spawn(move || log.compact())
     };
-    let started = Instant::now();
-    while fs.faults.compacting_writes.load(Ordering::SeqCst) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "the compaction never wrote");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    writing.recv().expect("the compaction writes its output");
     log.close().wait().unwrap();
     // Once the close has returned, the compaction has ended: it stopped at
     // its next step and left the log as it was.

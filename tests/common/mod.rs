@@ -126,6 +126,9 @@ pub struct Faults {
     pub compacting_writes: AtomicU64,
     /// Each write to a compaction's output takes at least this long (ms).
     pub compacting_write_delay_ms: AtomicU64,
+    /// Once set, the next write to a compaction's output says so on it,
+    /// before its delay: a test knows the compaction is writing.
+    pub compacting_write_started: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 /// A hook [`FaultyFs`] runs at the next directory listing.
@@ -247,6 +250,9 @@ impl File for FaultyFile {
         }
         if self.compacting {
             self.fs.compacting_writes.fetch_add(1, Ordering::SeqCst);
+            if let Some(started) = self.fs.compacting_write_started.lock().unwrap().take() {
+                let _ = started.send(());
+            }
             let delay = self.fs.compacting_write_delay_ms.load(Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(delay));
         }
