@@ -78,3 +78,38 @@ fn stats_said_nothing_of_which_frames_it_read_when_damage_was_under_the_image() 
     assert_eq!(report["frames_checked"].as_str(), Some("all"), "{report:#}");
     assert!(!report["problems"].as_array().unwrap().is_empty(), "{report:#}");
 }
+
+/// Damage early in a long stream costs every later record of it in a
+/// repair (they no longer follow the stream): the text report named each
+/// of them, one line per record, burying the rest. It names the first 20
+/// and counts the others; `--json` still lists every one.
+#[test]
+fn repair_printed_one_line_per_dropped_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = common::open(dir.path());
+        for i in 0..200u64 {
+            log.append("long", annals::Expectation::Any, common::unique_payload(i, 100)).wait().unwrap();
+        }
+        log.close().wait().unwrap();
+    }
+    let first = &common::segment_files(dir.path())[0];
+    let frames = common::frame_offsets(first);
+    common::flip_bit(first, frames[10] + 70, 3);
+
+    let into = tempfile::tempdir().unwrap();
+    let copy = into.path().join("text");
+    let out = annals(&["repair", path(dir.path()), "--into", path(&copy)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let named = stdout.lines().filter(|line| line.starts_with("dropped the record at lsn")).count();
+    assert_eq!(named, 20, "{stdout}");
+    // Records 11 to 199 follow the damaged tenth (0-based): 189 dropped.
+    assert!(stdout.contains("dropped 169 more records (`--json` lists every one)"), "{stdout}");
+
+    let copy = into.path().join("json");
+    let out = annals(&["repair", path(dir.path()), "--into", path(&copy), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["records_dropped"].as_array().unwrap().len(), 189, "{report:#}");
+    assert_eq!(report["records_copied"].as_u64(), Some(10), "{report:#}");
+}
