@@ -65,7 +65,8 @@ enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Repair(RepairArgs),
     /// Show where the log's disk goes, per segment and in total, without
-    /// changing or locking anything
+    /// changing or locking anything (it reads the frames an open reads:
+    /// those after the index image; `verify` checks every frame)
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
     /// Rewrite the sealed segments with only their live records, and give

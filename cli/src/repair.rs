@@ -12,6 +12,11 @@ use crate::failure::{Failure, Outcome};
 use crate::output::{self, Report};
 use crate::{RepairArgs, progress};
 
+/// Records dropped that the text report names one by one; a damaged
+/// segment can cost every record after the damage in its streams, which
+/// would bury the report's other lines. `--json` lists them all.
+const DROPPED_RECORDS_SHOWN_MAX: usize = 20;
+
 /// What `repair` copied and dropped.
 #[derive(Serialize)]
 struct RepairSummary {
@@ -28,7 +33,7 @@ impl Report for RepairSummary {
         for Damage { file, offset, bytes, what } in &report.scan.damage {
             writeln!(out, "dropped {bytes} damaged bytes in {} at offset {offset}: {what}", file.display())?;
         }
-        for dropped in &report.records_dropped {
+        for dropped in report.records_dropped.iter().take(DROPPED_RECORDS_SHOWN_MAX) {
             writeln!(
                 out,
                 "dropped the record at lsn {} ({} at offset {}): {}",
@@ -37,6 +42,10 @@ impl Report for RepairSummary {
                 dropped.offset,
                 dropped.why
             )?;
+        }
+        if let Some(more) = report.records_dropped.len().checked_sub(DROPPED_RECORDS_SHOWN_MAX).filter(|&more| more > 0)
+        {
+            writeln!(out, "dropped {more} more records (`--json` lists every one)")?;
         }
         if report.scan.damage.is_empty() && report.records_dropped.is_empty() {
             writeln!(out, "nothing was damaged; the copy is complete")?;

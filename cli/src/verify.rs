@@ -28,7 +28,9 @@ struct VerifyReport {
     problems: Vec<Problem>,
     /// Under damage, every damaged range.
     damage: Vec<Damage>,
-    index: IndexStats,
+    /// The index of a log that opened clean; `null` for a corrupt one,
+    /// whose index says nothing of the intact records counted above.
+    index: Option<IndexStats>,
 }
 
 /// One thing wrong with the log.
@@ -64,11 +66,10 @@ impl Report for VerifyReport {
         writeln!(out, "segments {}", self.segments)?;
         writeln!(out, "{intact}streams {}\n{intact}records {}", self.streams, self.records)?;
         writeln!(out, "bytes {}\nlast lsn {}\nformat version {}", self.bytes, self.last_lsn, self.format_version)?;
-        // The index of a log that opened; a corrupt one's says nothing of
-        // the records counted above (they are the intact frames'), so it is
-        // left out rather than shown as "0 entries in 0 streams".
-        if !self.corrupt() {
-            let index = &self.index;
+        // A corrupt log's index says nothing of the records counted above
+        // (they are the intact frames'), so it is left out rather than
+        // shown as "0 entries in 0 streams".
+        if let Some(index) = &self.index {
             let index_bytes = index.entry_bytes + index.stream_overhead_bytes + index.checkpoint_bytes;
             writeln!(
                 out,
@@ -136,9 +137,10 @@ fn check(args: &VerifyArgs) -> Result<VerifyReport, Failure> {
         format_version: recovery.format_version,
         problems,
         damage: Vec::new(),
-        index: reader.index_stats(),
+        index: Some(reader.index_stats()),
     };
     if report.corrupt() {
+        report.index = None;
         // Count what is actually readable: every intact frame, past the
         // damage too.
         let scan = scan_intact(&annals::fs::RealFs, &args.dir, |_, _, _| {})?;

@@ -111,6 +111,7 @@ fn annals_stats_json_has_every_documented_field() {
                 "taken_ms",
                 "index_image_age_ms",
                 "directory_bytes",
+                "frames_checked",
                 "problems"
             ],
             "{stats}"
