@@ -13,12 +13,17 @@ use std::path::{Path, PathBuf};
 
 use crate::commit::{OpKind, PruneSnapshots};
 use crate::error::{Error, Result};
-use crate::frame::{FrameDefect, FrameView, RecordKind, decode_frame_anywhere, marker_offset, padded_marker_at};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameDefect, FrameView, MARKER_RESERVE_BYTES, RecordKind, decode_frame_anywhere, marker_offset,
+    padded_marker_at,
+};
 use crate::fs::FileSystem;
 use crate::log::{Batch, Log};
 use crate::options::Options;
 use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, segment_log_ids};
-use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name};
+use crate::segment::{
+    SEGMENT_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name,
+};
 use crate::state::{STATE_FILE_NAME, StateRead, read_state};
 use crate::types::{Durability, Expectation, Lsn};
 
@@ -231,7 +236,9 @@ pub struct DroppedRecord {
 /// LSNs lost to damage). A record that no longer follows its stream because
 /// damage took an earlier one of that stream is not copied, and is listed
 /// with why; so is every other record of the same frame (a batch stays all
-/// or nothing). `from` is only read; `into` must not hold a log.
+/// or nothing). `from` is only read; `into` must not hold a log. `options`
+/// are the new log's, with its record limit and segment size raised where
+/// the largest record copied needs more.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if `into` is not empty; as [`scan_intact`]
@@ -243,12 +250,15 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     }
     // Read the source first: a failure here leaves nothing behind.
     let mut frames: Vec<(PathBuf, usize, Lsn, Batch)> = Vec::new();
+    let mut largest_body_bytes = 0;
     let scan = scan_intact(&*fs, from, |file, offset, frame| {
         if let Some(batch) = batch_of(frame) {
+            largest_body_bytes = largest_body_bytes.max(frame.body.len());
             frames.push((file.to_owned(), offset, frame.meta.lsn, batch));
         }
     })?;
-    let log = Log::open(into, Options { durability: Durability::Flush, ..options })?;
+    let options = Options { durability: Durability::Flush, ..options_to_hold(options, largest_body_bytes) };
+    let log = Log::open(into, options)?;
     let mut report = RepairReport { scan, ..RepairReport::default() };
     for (file, offset, lsn, batch) in frames {
         if lsn > Lsn(log.last_lsn()?.0 + 1) {
@@ -272,6 +282,22 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     }
     log.close().wait()?;
     Ok(report)
+}
+
+/// `options`, with a record limit and a segment size large enough for a
+/// frame body of `body_bytes`: the options the damaged log was written
+/// with are not known (`annals repair` passes the defaults), and what it
+/// holds must be copied whatever they were. A copy's frame body is never
+/// larger than its source's.
+fn options_to_hold(options: Options, body_bytes: usize) -> Options {
+    if body_bytes <= options.record_bytes_max {
+        return options;
+    }
+    // The source's frame fitted a segment of at most `SEGMENT_BYTES_MAX`
+    // with the same headers and marker reserve, so this does too.
+    let segment_bytes_needed = (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + MARKER_RESERVE_BYTES + body_bytes) as u64;
+    let segment_bytes = options.segment_bytes.max(segment_bytes_needed).min(SEGMENT_BYTES_MAX);
+    Options { record_bytes_max: body_bytes, segment_bytes, ..options }
 }
 
 /// The operations of a frame as a batch whose guards hold only where the
