@@ -32,12 +32,20 @@ fn whole_checkpoint_namespaces_with_a_slash_keep_to_their_own_runs() {
     run(async {
         inner.save("x", &"inner's x".to_owned()).await.unwrap();
         outer.save("b/x", &"outer's b/x".to_owned()).await.unwrap();
-        assert_eq!(inner.load("x").await.unwrap().as_deref(), Some("inner's x"), "the other namespace's save replaced it");
+        assert_eq!(
+            inner.load("x").await.unwrap().as_deref(),
+            Some("inner's x"),
+            "the other namespace's save replaced it"
+        );
         assert_eq!(outer.load("b/x").await.unwrap().as_deref(), Some("outer's b/x"));
         assert_eq!(outer.list().await.unwrap(), vec![("b/x".to_owned(), "outer's b/x".to_owned())]);
         assert_eq!(inner.list().await.unwrap(), vec![("x".to_owned(), "inner's x".to_owned())]);
         outer.delete("b/x").await.unwrap();
-        assert_eq!(inner.load("x").await.unwrap().as_deref(), Some("inner's x"), "the other namespace's delete removed it");
+        assert_eq!(
+            inner.load("x").await.unwrap().as_deref(),
+            Some("inner's x"),
+            "the other namespace's delete removed it"
+        );
     });
     log.close().wait().unwrap();
 }
@@ -50,7 +58,8 @@ fn whole_checkpoint_namespaces_with_a_slash_keep_to_their_own_runs() {
 fn checkpoint_history_namespaces_with_a_slash_keep_to_their_own_keys() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    let outer: CheckpointHistory<Log, String> = CheckpointHistory::in_namespace(log.clone(), "tenant", Compression::None);
+    let outer: CheckpointHistory<Log, String> =
+        CheckpointHistory::in_namespace(log.clone(), "tenant", Compression::None);
     let inner: CheckpointHistory<Log, String> =
         CheckpointHistory::in_namespace(log.clone(), "tenant/b", Compression::None);
     run(async {
