@@ -36,7 +36,9 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates a new, empty file for reading and writing; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>>;
-    /// Opens an existing file, for writing too if `writable`.
+    /// Opens an existing regular file, for writing too if `writable`;
+    /// anything else under the name (a directory, a named pipe, a device)
+    /// is refused with [`io::ErrorKind::InvalidInput`].
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>>;
     /// Renames a file atomically, replacing any file at `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -155,7 +157,18 @@ impl FileSystem for RealFs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
+        // Only a regular file is a file of the log. Anything else put
+        // under its name is refused before `open(2)`, which would block
+        // forever on a named pipe waiting for a writer to it; what was
+        // opened is checked again (a directory put there in between).
+        let not_a_file = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+        if !fs::metadata(path)?.is_file() {
+            return Err(not_a_file());
+        }
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(not_a_file());
+        }
         Ok(Arc::new(RealFile { file }))
     }
 
