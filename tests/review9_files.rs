@@ -98,3 +98,33 @@ fn a_directory_named_like_a_segment_is_a_typed_error() {
     assert!(LogReader::open(dir.path()).is_err());
     assert!(Log::open(dir.path(), Options::default()).is_err());
 }
+
+/// A named pipe as the lock file of a damaged log: a read-only open (as
+/// `annals verify` runs it) still returns, with the damage as a problem.
+/// Found in review 9: a read-only open that finds damage asks whether a
+/// writer holds the lock (damage beside a live writer may be its group in
+/// flight) and opened the lock file read-only to ask, which blocked
+/// forever on the pipe.
+#[test]
+fn a_named_pipe_as_the_lock_file_of_a_damaged_log_does_not_hang_a_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path());
+    let segment = dir.path().join("00000000000000000001.seg");
+    // Inside a frame in the middle of the segment (20 frames of 100-byte
+    // payloads): a checksum mismatch with intact frames after it.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[annals::segment::SEGMENT_HEADER_BYTES + 1000] ^= 0x55;
+    std::fs::write(&segment, bytes).unwrap();
+    let lock = annals::fs::lock_path(dir.path());
+    replace_with_a_fifo(&lock);
+    let path = dir.path().to_owned();
+    let read = without_hanging(lock.clone(), move || {
+        LogReader::open_scanning(&path, &Options::default()).map(|reader| reader.problems().len())
+    });
+    assert!(matches!(read, Ok(1..)), "{read:?}");
+    // A writer refuses the pipe too, so no writer ever holds a lock that a
+    // reader cannot ask about.
+    let path = dir.path().to_owned();
+    let opened = without_hanging(lock, move || Log::open(&path, Options::default()).map(|log| log.close().wait()));
+    assert!(matches!(opened, Err(annals::Error::Io { .. })), "{opened:?}");
+}
