@@ -248,33 +248,32 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     if fs.list(into).is_ok_and(|names| !names.is_empty()) {
         return Err(Error::InvalidArgument(format!("{} is not empty: repair writes a new log", into.display())));
     }
-    // Read the source first: a failure here leaves nothing behind.
-    let mut frames: Vec<(PathBuf, usize, Lsn, Batch)> = Vec::new();
+    // A first pass reads the whole source and keeps only the size of its
+    // largest record: a source that cannot be read leaves nothing behind,
+    // and the copy, a second pass, holds one record at a time however
+    // large the log is.
     let mut largest_body_bytes = 0;
-    let scan = scan_intact(&*fs, from, |file, offset, frame| {
-        if let Some(batch) = batch_of(frame) {
+    scan_intact(&*fs, from, |_, _, frame| {
+        if frame.ops().next().is_some() {
             largest_body_bytes = largest_body_bytes.max(frame.body.len());
-            frames.push((file.to_owned(), offset, frame.meta.lsn, batch));
         }
     })?;
     let options = Options { durability: Durability::Flush, ..options_to_hold(options, largest_body_bytes) };
     let log = Log::open(into, options)?;
-    let mut report = RepairReport { scan, ..RepairReport::default() };
-    for (file, offset, lsn, batch) in frames {
-        if lsn > Lsn(log.last_lsn()?.0 + 1) {
-            log.skip_to(lsn)?;
+    let mut report = RepairReport::default();
+    let mut failure = None;
+    let scan = scan_intact(&*fs, from, |file, offset, frame| {
+        if failure.is_none()
+            && let Some(batch) = batch_of(frame)
+            && let Err(error) = copy(&log, &mut report, (file, offset, frame.meta.lsn), batch)
+        {
+            failure = Some(error);
         }
-        let len = batch.len() as u64;
-        match log.commit_any(batch, Durability::Flush).wait() {
-            Ok(_) => report.records_copied += len,
-            Err(
-                error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }),
-            ) => {
-                report.records_dropped.push(DroppedRecord { file, offset: offset as u64, lsn, why: error.to_string() });
-            }
-            Err(error) => return Err(error),
-        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
     }
+    report.scan = scan;
     // The source may have acknowledged LSNs past its last intact record
     // (lost to the damage, or a gap): the copy never hands them out again.
     if report.scan.end_lsn > Lsn(log.last_lsn()?.0 + 1) {
@@ -282,6 +281,28 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     }
     log.close().wait()?;
     Ok(report)
+}
+
+/// Copies one frame's records (`batch`, read from `file` at `offset`, its
+/// first LSN `lsn`) into `log` with its LSN, or reports them dropped when
+/// their streams no longer meet them there.
+///
+/// # Errors
+/// Any other failure of the copy's log.
+fn copy(log: &Log, report: &mut RepairReport, (file, offset, lsn): (&Path, usize, Lsn), batch: Batch) -> Result<()> {
+    if lsn > Lsn(log.last_lsn()?.0 + 1) {
+        log.skip_to(lsn)?;
+    }
+    let len = batch.len() as u64;
+    match log.commit_any(batch, Durability::Flush).wait() {
+        Ok(_) => report.records_copied += len,
+        Err(error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. })) => {
+            let why = error.to_string();
+            report.records_dropped.push(DroppedRecord { file: file.to_owned(), offset: offset as u64, lsn, why });
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(())
 }
 
 /// `options`, with a record limit and a segment size large enough for a
