@@ -36,7 +36,9 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates a new, empty file for reading and writing; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>>;
-    /// Opens an existing file, for writing too if `writable`.
+    /// Opens an existing regular file, for writing too if `writable`;
+    /// anything else under the name (a directory, a named pipe, a device)
+    /// is refused with [`io::ErrorKind::InvalidInput`].
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>>;
     /// Renames a file atomically, replacing any file at `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -155,7 +157,13 @@ impl FileSystem for RealFs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
+        // Only a regular file is a file of the log. Anything else put
+        // under its name is refused before `open(2)`, which would block
+        // forever on a named pipe waiting for a writer to it; what was
+        // opened is checked again (a directory put there in between).
+        refuse_unless_a_regular_file(&fs::metadata(path)?)?;
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        refuse_unless_a_regular_file(&file.metadata()?)?;
         Ok(Arc::new(RealFile { file }))
     }
 
@@ -173,6 +181,14 @@ impl FileSystem for RealFs {
 
     fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
         let path = lock_path(dir);
+        // A lock file that is no regular file is refused, as `open` refuses
+        // one: a reader could not ask about it without blocking
+        // (`writer_holds_lock`), so no writer holds one.
+        match fs::metadata(&path) {
+            Ok(metadata) => refuse_unless_a_regular_file(&metadata)?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         let attempt = match mode {
             LockMode::Exclusive => file.try_lock(),
@@ -192,16 +208,29 @@ impl FileSystem for RealFs {
 
 impl RealFs {
     fn writer_holds_lock(dir: &Path) -> io::Result<bool> {
-        let file = match fs::File::open(lock_path(dir)) {
-            Ok(file) => file,
+        let path = lock_path(dir);
+        // Checked first: opening a named pipe for reading blocks forever.
+        match fs::metadata(&path) {
+            Ok(metadata) => refuse_unless_a_regular_file(&metadata)?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(error) => return Err(error),
-        };
+        }
+        let file = fs::File::open(&path)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(false),
             Err(fs::TryLockError::WouldBlock) => Ok(true),
             Err(fs::TryLockError::Error(error)) => Err(error),
         }
+    }
+}
+
+/// `InvalidInput` unless `metadata` is a regular file's: a directory, a
+/// named pipe or a device put under a log's file name is none of the log's.
+fn refuse_unless_a_regular_file(metadata: &fs::Metadata) -> io::Result<()> {
+    if metadata.is_file() {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"))
     }
 }
 

@@ -13,12 +13,17 @@ use std::path::{Path, PathBuf};
 
 use crate::commit::{OpKind, PruneSnapshots};
 use crate::error::{Error, Result};
-use crate::frame::{FrameDefect, FrameView, RecordKind, decode_frame_anywhere, marker_offset, padded_marker_at};
+use crate::frame::{
+    FRAME_HEADER_BYTES, FrameDefect, FrameView, MARKER_RESERVE_BYTES, RecordKind, decode_frame_anywhere, marker_offset,
+    padded_marker_at,
+};
 use crate::fs::FileSystem;
 use crate::log::{Batch, Log};
 use crate::options::Options;
 use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, segment_log_ids};
-use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name};
+use crate::segment::{
+    SEGMENT_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name,
+};
 use crate::state::{STATE_FILE_NAME, StateRead, read_state};
 use crate::types::{Durability, Expectation, Lsn};
 
@@ -231,7 +236,9 @@ pub struct DroppedRecord {
 /// LSNs lost to damage). A record that no longer follows its stream because
 /// damage took an earlier one of that stream is not copied, and is listed
 /// with why; so is every other record of the same frame (a batch stays all
-/// or nothing). `from` is only read; `into` must not hold a log.
+/// or nothing). `from` is only read; `into` must not hold a log. `options`
+/// are the new log's, with its record limit and segment size raised where
+/// the largest record copied needs more.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if `into` is not empty; as [`scan_intact`]
@@ -241,30 +248,32 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     if fs.list(into).is_ok_and(|names| !names.is_empty()) {
         return Err(Error::InvalidArgument(format!("{} is not empty: repair writes a new log", into.display())));
     }
-    // Read the source first: a failure here leaves nothing behind.
-    let mut frames: Vec<(PathBuf, usize, Lsn, Batch)> = Vec::new();
-    let scan = scan_intact(&*fs, from, |file, offset, frame| {
-        if let Some(batch) = batch_of(frame) {
-            frames.push((file.to_owned(), offset, frame.meta.lsn, batch));
+    // A first pass reads the whole source and keeps only the size of its
+    // largest record: a source that cannot be read leaves nothing behind,
+    // and the copy, a second pass, holds one record at a time however
+    // large the log is.
+    let mut largest_body_bytes = 0;
+    scan_intact(&*fs, from, |_, _, frame| {
+        if frame.ops().next().is_some() {
+            largest_body_bytes = largest_body_bytes.max(frame.body.len());
         }
     })?;
-    let log = Log::open(into, Options { durability: Durability::Flush, ..options })?;
-    let mut report = RepairReport { scan, ..RepairReport::default() };
-    for (file, offset, lsn, batch) in frames {
-        if lsn > Lsn(log.last_lsn()?.0 + 1) {
-            log.skip_to(lsn)?;
+    let options = Options { durability: Durability::Flush, ..options_to_hold(options, largest_body_bytes) };
+    let log = Log::open(into, options)?;
+    let mut report = RepairReport::default();
+    let mut failure = None;
+    let scan = scan_intact(&*fs, from, |file, offset, frame| {
+        if failure.is_none()
+            && let Some(batch) = batch_of(frame)
+            && let Err(error) = copy(&log, &mut report, (file, offset, frame.meta.lsn), batch)
+        {
+            failure = Some(error);
         }
-        let len = batch.len() as u64;
-        match log.commit_any(batch, Durability::Flush).wait() {
-            Ok(_) => report.records_copied += len,
-            Err(
-                error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. }),
-            ) => {
-                report.records_dropped.push(DroppedRecord { file, offset: offset as u64, lsn, why: error.to_string() });
-            }
-            Err(error) => return Err(error),
-        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
     }
+    report.scan = scan;
     // The source may have acknowledged LSNs past its last intact record
     // (lost to the damage, or a gap): the copy never hands them out again.
     if report.scan.end_lsn > Lsn(log.last_lsn()?.0 + 1) {
@@ -272,6 +281,44 @@ pub fn repair(from: &Path, into: &Path, options: Options) -> Result<RepairReport
     }
     log.close().wait()?;
     Ok(report)
+}
+
+/// Copies one frame's records (`batch`, read from `file` at `offset`, its
+/// first LSN `lsn`) into `log` with its LSN, or reports them dropped when
+/// their streams no longer meet them there.
+///
+/// # Errors
+/// Any other failure of the copy's log.
+fn copy(log: &Log, report: &mut RepairReport, (file, offset, lsn): (&Path, usize, Lsn), batch: Batch) -> Result<()> {
+    if lsn > Lsn(log.last_lsn()?.0 + 1) {
+        log.skip_to(lsn)?;
+    }
+    let len = batch.len() as u64;
+    match log.commit_any(batch, Durability::Flush).wait() {
+        Ok(_) => report.records_copied += len,
+        Err(error @ (Error::Conflict { .. } | Error::SnapshotOutOfRange { .. } | Error::PruneOutOfRange { .. })) => {
+            let why = error.to_string();
+            report.records_dropped.push(DroppedRecord { file: file.to_owned(), offset: offset as u64, lsn, why });
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(())
+}
+
+/// `options`, with a record limit and a segment size large enough for a
+/// frame body of `body_bytes`: the options the damaged log was written
+/// with are not known (`annals repair` passes the defaults), and what it
+/// holds must be copied whatever they were. A copy's frame body is never
+/// larger than its source's.
+fn options_to_hold(options: Options, body_bytes: usize) -> Options {
+    if body_bytes <= options.record_bytes_max {
+        return options;
+    }
+    // The source's frame fitted a segment of at most `SEGMENT_BYTES_MAX`
+    // with the same headers and marker reserve, so this does too.
+    let segment_bytes_needed = (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + MARKER_RESERVE_BYTES + body_bytes) as u64;
+    let segment_bytes = options.segment_bytes.max(segment_bytes_needed).min(SEGMENT_BYTES_MAX);
+    Options { record_bytes_max: body_bytes, segment_bytes, ..options }
 }
 
 /// The operations of a frame as a batch whose guards hold only where the

@@ -638,7 +638,7 @@ impl Log {
         let stream = stream.as_ref();
         self.prune_resolved(stream, |_, state| {
             // With `keep` snapshots or fewer there is nothing to prune.
-            let newest_first: Vec<(StreamSeq, Lsn)> = state.snapshots().rev().take(keep + 1).collect();
+            let newest_first: Vec<(StreamSeq, Lsn)> = state.snapshots().rev().take(keep.saturating_add(1)).collect();
             if newest_first.len() <= keep {
                 return None;
             }

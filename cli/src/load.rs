@@ -90,6 +90,17 @@ struct Workload {
 }
 
 pub fn run(args: &LoadArgs) -> Result<Outcome, Failure> {
+    // Appending to a file of the log itself (its state file, a segment)
+    // would damage the log being loaded.
+    if let Some(ack_log) = &args.ack_log
+        && crate::paths::inside(ack_log, &args.dir)
+    {
+        return Err(Failure::Usage(format!(
+            "--ack-log must be outside the log's directory {}, not {}",
+            args.dir.display(),
+            ack_log.display()
+        )));
+    }
     let ack_log = args.ack_log.as_deref().map(open_ack_log).transpose()?;
     let log = Log::open(&args.dir, Options { durability: args.durability.into(), ..Options::default() })?;
     let records_before = log.recovery_report().records;

@@ -13,6 +13,7 @@ mod failure;
 mod latency;
 mod load;
 mod output;
+mod paths;
 mod progress;
 mod repair;
 mod stats;
@@ -100,7 +101,7 @@ struct LoadArgs {
     /// When an append is acknowledged
     #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
     durability: DurabilityArg,
-    /// Appends `LSN STREAM SEQ` to FILE for every append, once it is acknowledged [default: none]
+    /// Appends `LSN STREAM SEQ` to FILE (outside DIR) for every append, once it is acknowledged [default: none]
     #[arg(long, value_name = "FILE")]
     ack_log: Option<PathBuf>,
     /// Prints the summary as one JSON object [default: off]

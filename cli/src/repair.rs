@@ -2,7 +2,7 @@
 //! log, and reports exactly what it dropped. Never modifies the source.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use annals::Options;
 use annals::inspect::{Damage, RepairReport};
@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::failure::{Failure, Outcome};
 use crate::output::{self, Report};
-use crate::{RepairArgs, progress};
+use crate::{RepairArgs, paths, progress};
 
 /// Records dropped that the text report names one by one; a damaged
 /// segment can cost every record after the damage in its streams, which
@@ -55,7 +55,7 @@ impl Report for RepairSummary {
 }
 
 pub fn run(args: &RepairArgs) -> Result<Outcome, Failure> {
-    if inside(&args.into, &args.dir) {
+    if paths::inside(&args.into, &args.dir) {
         return Err(Failure::Usage(format!(
             "repair never modifies the source: --into must be outside {}, not {}",
             args.dir.display(),
@@ -69,24 +69,4 @@ pub fn run(args: &RepairArgs) -> Result<Outcome, Failure> {
     let summary = RepairSummary { from: args.dir.clone(), into: args.into.clone(), report: report? };
     output::print(&summary, args.json)?;
     Ok(Outcome::Done)
-}
-
-/// Whether `path` is `dir` or inside it, however either is spelled (`path`
-/// need not exist yet: its nearest existing ancestor is resolved).
-fn inside(path: &Path, dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else { return false };
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    while existing.canonicalize().is_err() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
-            }
-            _ => return false,
-        }
-    }
-    let mut resolved = existing.canonicalize().unwrap_or(existing);
-    resolved.extend(rest.iter().rev());
-    resolved.starts_with(&dir)
 }

@@ -260,12 +260,14 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
     }
 
     /// A store over `backend` in its own namespace (the streams
-    /// `history@<namespace>/<key>`, or `history/<key>` for an empty one),
-    /// saving under `compression`. Any store reads what any other wrote,
-    /// compressed or not.
+    /// `history@<namespace>/<key>`, or `history/<key>` for an empty one;
+    /// `%` and `/` in the namespace escaped as `%25` and `%2F`, so no
+    /// namespace reaches into another's keys), saving under `compression`.
+    /// Any store reads what any other wrote, compressed or not.
     pub fn in_namespace(backend: Arc<B>, namespace: &str, compression: Compression) -> CheckpointHistory<B, C> {
-        let prefix =
-            if namespace.is_empty() { HISTORY_STREAM_PREFIX.to_owned() } else { format!("history@{namespace}/") };
+        // Escaped: a namespace with a `/` must not reach into another's
+        // streams (`tenant/b` and the keys `b/...` of `tenant`).
+        let prefix = crate::stores::documents::prefix("history", namespace);
         CheckpointHistory {
             backend,
             prefix,

@@ -38,10 +38,13 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> WholeC
 
     /// A store over `backend` in its own namespace: the streams
     /// `checkpoint@<namespace>/<run id>` (or `checkpoint/<run id>` for an
-    /// empty one), apart from other stores on the same backend.
+    /// empty one), apart from other stores on the same backend. `%` and `/`
+    /// in the namespace are escaped (`%25`, `%2F`), so no namespace reaches
+    /// into another's runs.
     pub fn in_namespace(backend: Arc<B>, namespace: &str) -> WholeCheckpoints<B, C> {
-        let prefix =
-            if namespace.is_empty() { CHECKPOINT_STREAM_PREFIX.to_owned() } else { format!("checkpoint@{namespace}/") };
+        // Escaped: a namespace with a `/` must not reach into another's
+        // streams (`tenant/b` and the keys `b/...` of `tenant`).
+        let prefix = crate::stores::documents::prefix("checkpoint", namespace);
         WholeCheckpoints { backend, prefix, _checkpoints: std::marker::PhantomData }
     }
 
