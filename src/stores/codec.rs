@@ -27,29 +27,72 @@ pub const ENVELOPE_TAG: u8 = 0xA5;
 pub const CODEC_MSGPACK_NAMED: u8 = 1;
 /// Bytes before the body.
 pub const ENVELOPE_BYTES: usize = 4;
-/// Bytes an encoding buffer starts with: a typical store value (a
-/// checkpoint row with a few hundred bytes of output, a document) fits, so
-/// the serializer does not grow it, copying, three or four times. A value
-/// under half of it gives the rest back ([`encode`]).
-const ENCODE_START_BYTES: usize = 512;
+/// Bytes a thread's encoding buffer keeps between values: a typical store
+/// value (a checkpoint row with a few hundred bytes of output, a document)
+/// is encoded into it and copied out at its exact length, so an encoding
+/// allocates once, at the size it needs. A larger value is encoded into a
+/// buffer of its own, which it keeps ([`encode`]).
+const ENCODE_SCRATCH_BYTES_MAX: usize = 4096;
+
+std::thread_local! {
+    /// This thread's encoding buffer (see [`ENCODE_SCRATCH_BYTES_MAX`]).
+    static ENCODE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Encodes `value` under `schema` for `stream` (named in errors).
 ///
 /// # Errors
 /// [`StoreError::Encode`] if serde refuses the value.
 pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Result<Bytes, StoreError> {
-    let mut out = Vec::with_capacity(ENCODE_START_BYTES);
+    let encoded = ENCODE_SCRATCH.try_with(|scratch| {
+        // A value whose serializer encodes another value on this thread
+        // finds the buffer taken, and encodes into one of its own.
+        let mut scratch = scratch.try_borrow_mut().ok()?;
+        scratch.clear();
+        let encoded = encode_into(&mut scratch, stream, schema, value);
+        if encoded.is_ok() && scratch.len() <= ENCODE_SCRATCH_BYTES_MAX {
+            // One allocation of exactly the value's length: handed to
+            // `Bytes` whole, it needs no shared header either.
+            return Some(encoded.map(|()| Bytes::copy_from_slice(&scratch)));
+        }
+        // Too large to keep as scratch (or a failed value left it so): the
+        // value keeps the buffer, or it is freed.
+        let own = std::mem::take(&mut *scratch);
+        Some(encoded.map(|()| owned_bytes(own)))
+    });
+    match encoded {
+        Ok(Some(encoded)) => encoded,
+        // The buffer is in use (or the thread is ending): a buffer of its own.
+        _ => {
+            let mut own = Vec::new();
+            encode_into(&mut own, stream, schema, value)?;
+            Ok(owned_bytes(own))
+        }
+    }
+}
+
+/// `encoded` as `Bytes`, keeping at most twice its length, as growth by
+/// doubling would leave it: a batch of 65,536 small events is not 32 MiB
+/// of buffers.
+fn owned_bytes(mut encoded: Vec<u8>) -> Bytes {
+    if encoded.capacity() > 2 * encoded.len() {
+        encoded.shrink_to_fit();
+    }
+    Bytes::from(encoded)
+}
+
+/// Appends the envelope and `value`'s body to `out`.
+fn encode_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    stream: &str,
+    schema: u16,
+    value: &T,
+) -> Result<(), StoreError> {
     out.push(ENVELOPE_TAG);
     out.push(CODEC_MSGPACK_NAMED);
     out.extend_from_slice(&schema.to_le_bytes());
-    rmp_serde::encode::write_named(&mut out, value)
-        .map_err(|error| StoreError::Encode { stream: stream.to_owned(), reason: error.to_string() })?;
-    // A value keeps at most twice its bytes, as growth by doubling would
-    // leave it: a batch of 65,536 small events is not 32 MiB of buffers.
-    if out.capacity() > 2 * out.len() {
-        out.shrink_to_fit();
-    }
-    Ok(Bytes::from(out))
+    rmp_serde::encode::write_named(out, value)
+        .map_err(|error| StoreError::Encode { stream: stream.to_owned(), reason: error.to_string() })
 }
 
 /// The schema and body of an encoded value, if `bytes` is one (for tools
@@ -159,6 +202,70 @@ mod tests {
         a: u32,
         #[serde(default)]
         b: String,
+    }
+
+    /// A value that encodes another value while it is encoded, as a
+    /// serializer that calls a store's codec might.
+    struct Nested(Vec<u8>);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let inner = encode("inner", 1, &Old { a: self.0.len() as u32 }).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_bytes(&[&inner[..], &self.0[..]].concat())
+        }
+    }
+
+    /// Values below, at and above the size the thread's buffer keeps, and a
+    /// value encoded while another is, come out as the serializer writes
+    /// them, each its own bytes, whatever was encoded before on the thread.
+    #[test]
+    fn encodings_are_the_serializers_bytes_whatever_their_size_or_nesting() {
+        let direct = |value: &dyn Fn(&mut Vec<u8>) -> Result<(), StoreError>| {
+            let mut out = Vec::new();
+            value(&mut out).unwrap();
+            out
+        };
+        for len in [0, 1, 300, ENCODE_SCRATCH_BYTES_MAX - 10, ENCODE_SCRATCH_BYTES_MAX, 70_000, 5, 9000, 2] {
+            let value = vec![len as u8; len];
+            let bin = serde_bytes_like::Borrowed(&value);
+            let encoded = encode("s", 2, &bin).unwrap();
+            assert_eq!(&encoded[..], direct(&|out| encode_into(out, "s", 2, &bin)), "{len} bytes");
+            let nested = encode("s", 2, &Nested(value.clone())).unwrap();
+            assert_eq!(&nested[..], direct(&|out| encode_into(out, "s", 2, &Nested(value.clone()))), "{len} nested");
+            let (_, body) = split_envelope(&nested).unwrap();
+            let inner: Vec<u8> = rmp_serde::from_slice::<serde_bytes_like::Owned>(body).unwrap().0;
+            let (old, schema) = decode::<Old>("inner", 0, 1, &inner[..inner.len() - len]).unwrap();
+            assert_eq!((old, schema), (Old { a: len as u32 }, 1));
+        }
+    }
+
+    /// Bytes serialized as MessagePack `bin`, and read back.
+    mod serde_bytes_like {
+        pub(super) struct Borrowed<'a>(pub(super) &'a [u8]);
+
+        impl serde::Serialize for Borrowed<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+
+        pub(super) struct Owned(pub(super) Vec<u8>);
+
+        impl<'de> serde::Deserialize<'de> for Owned {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Owned, D::Error> {
+                struct Visit;
+                impl serde::de::Visitor<'_> for Visit {
+                    type Value = Owned;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Owned, E> {
+                        Ok(Owned(bytes.to_vec()))
+                    }
+                }
+                deserializer.deserialize_bytes(Visit)
+            }
+        }
     }
 
     #[test]
