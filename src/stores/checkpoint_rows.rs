@@ -18,7 +18,7 @@
 //! the backend gives their space back; `load_snapshot` reads the state,
 //! `load_run` the rows after it, and a folded sequence stays a duplicate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -83,10 +83,77 @@ struct RunState {
     /// The stream's next sequence (not the rows' sequences).
     next: u64,
     /// The rows' sequences.
-    sequences: BTreeSet<u64>,
+    sequences: Sequences,
     /// The highest row sequence a snapshot folded in: its rows are pruned,
     /// and a row at or below it is a duplicate.
     folded_through: Option<u64>,
+}
+
+/// A set of row sequences, as sorted, disjoint, non-adjacent ranges.
+///
+/// A run's rows come in ascending sequence nearly always, so a run is one
+/// range, and an append is a compare with its end and an increment: no
+/// tree to search, no node to allocate, and memory for each gap in the
+/// sequences rather than for each row.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Sequences {
+    /// `(first, last)` of each range, inclusive, ascending; a range ends at
+    /// least two below the next one's first.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Sequences {
+    fn contains(&self, sequence: u64) -> bool {
+        // Past the last range: the common case, an append in order.
+        if self.ranges.last().is_none_or(|&(_, last)| sequence > last) {
+            return false;
+        }
+        let at = self.ranges.partition_point(|&(_, last)| last < sequence);
+        self.ranges.get(at).is_some_and(|&(first, _)| first <= sequence)
+    }
+
+    fn insert(&mut self, sequence: u64) {
+        if let Some((_, last)) = self.ranges.last_mut()
+            && last.checked_add(1) == Some(sequence)
+        {
+            *last = sequence;
+            return;
+        }
+        // The first range that ends at or after `sequence - 1`: the one it
+        // extends at its end, falls in, or comes just before.
+        let at = self.ranges.partition_point(|&(_, last)| last.saturating_add(1) < sequence);
+        let Some(&(first, last)) = self.ranges.get(at) else {
+            self.ranges.push((sequence, sequence));
+            return;
+        };
+        if sequence >= first && sequence <= last {
+            return;
+        }
+        if last.checked_add(1) == Some(sequence) {
+            // Extends this range at its end, and may join it to the next.
+            match self.ranges.get(at + 1) {
+                Some(&(next_first, next_last)) if sequence.checked_add(1) == Some(next_first) => {
+                    self.ranges[at].1 = next_last;
+                    self.ranges.remove(at + 1);
+                }
+                _ => self.ranges[at].1 = sequence,
+            }
+        } else if sequence.checked_add(1) == Some(first) {
+            self.ranges[at].0 = sequence;
+        } else {
+            self.ranges.insert(at, (sequence, sequence));
+        }
+    }
+}
+
+impl FromIterator<u64> for Sequences {
+    fn from_iter<I: IntoIterator<Item = u64>>(sequences: I) -> Sequences {
+        let mut set = Sequences::default();
+        for sequence in sequences {
+            set.insert(sequence);
+        }
+        set
+    }
 }
 
 /// A run's history folded into one checkpoint ([`CheckpointRows::snapshot_run`]).
@@ -102,10 +169,26 @@ struct RunSnapshot<S> {
 /// next load ([`CheckpointRows::load_run`]); a longer run's list is freed.
 const LOAD_SCRATCH_ROWS_MAX: usize = 1024;
 
+/// A run the store has seen: its stream's name, made once, and what the
+/// store remembers of it.
+#[derive(Debug)]
+struct Run {
+    /// `rows/<workflow id>`.
+    stream: String,
+    /// What the store remembers (`None`: read it again); an append holds
+    /// it from its check through its commit.
+    known: tokio::sync::Mutex<Option<RunState>>,
+}
+
+/// The runs by workflow id. foldhash, as the log's own stream map: the ids
+/// are the streams' names, and a crafted collision could only slow a
+/// lookup, never change its answer.
+type Runs = HashMap<String, Arc<Run>, foldhash::fast::RandomState>;
+
 /// Checkpoint rows over a backend.
 pub struct CheckpointRows<B, R> {
     backend: Arc<B>,
-    runs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<RunState>>>>>,
+    runs: Mutex<Runs>,
     /// An empty list that a load decodes into before it allocates the one
     /// it returns, at the run's length ([`CheckpointRows::load_run`]).
     load_scratch: Mutex<Vec<R>>,
@@ -117,7 +200,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     pub fn new(backend: Arc<B>) -> CheckpointRows<B, R> {
         CheckpointRows {
             backend,
-            runs: Mutex::new(HashMap::new()),
+            runs: Mutex::new(Runs::default()),
             load_scratch: Mutex::new(Vec::new()),
             _rows: std::marker::PhantomData,
         }
@@ -133,18 +216,21 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         [RUN_STREAM_PREFIX, workflow_id].concat()
     }
 
-    fn run(&self, workflow_id: &str) -> Arc<tokio::sync::Mutex<Option<RunState>>> {
+    fn run(&self, workflow_id: &str) -> Arc<Run> {
         let mut runs = self.runs.lock();
-        if runs.len() >= RUNS_REMEMBERED_MAX && !runs.contains_key(workflow_id) {
+        // Looked up before it is inserted: the id is copied, and the
+        // stream's name made, only for a new run.
+        if let Some(run) = runs.get(workflow_id) {
+            return run.clone();
+        }
+        if runs.len() >= RUNS_REMEMBERED_MAX {
             // Forget what is not in use: a forgotten run is read again when
             // it is next appended to. Memory stays bounded however many ids.
             runs.retain(|_, run| Arc::strong_count(run) > 1);
         }
-        // Looked up before it is inserted: the id is copied only for a new run.
-        if let Some(run) = runs.get(workflow_id) {
-            return run.clone();
-        }
-        runs.entry(workflow_id.to_owned()).or_default().clone()
+        let run = Arc::new(Run { stream: Self::stream(workflow_id), known: tokio::sync::Mutex::new(None) });
+        runs.insert(workflow_id.to_owned(), run.clone());
+        run
     }
 
     /// Reads a run's rows (those no snapshot folded in), decoded, in the
@@ -171,13 +257,16 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// [`StoreError::Duplicate`] if the run has a row with this sequence
     /// (nothing is written, the old row stays); [`StoreError::Backend`].
     pub async fn append(&self, workflow_id: &str, row: R) -> Result<(), StoreError> {
-        let stream = Self::stream(workflow_id);
-        let payload = codec::encode(&stream, ROW_SCHEMA, &row)?;
+        let run = self.run(workflow_id);
+        let stream = run.stream.as_str();
+        // Encoded before the run is locked; moved into the first attempt's
+        // append, and encoded again only for a later attempt (which a
+        // conflict makes rare): no attempt copies or shares it.
+        let mut payload = Some(codec::encode(stream, ROW_SCHEMA, &row)?);
         let sequence = row.sequence();
         // One append per run at a time in this store; other stores (or
         // processes, through the log) are caught by the guard.
-        let run = self.run(workflow_id);
-        let mut known = run.lock().await;
+        let mut known = run.known.lock().await;
         for _ in 0..APPEND_RETRIES_MAX {
             let fresh = known.is_none();
             if fresh {
@@ -186,7 +275,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 *known = Some(RunState { next, sequences, folded_through });
             }
             let state = known.as_mut().expect("read above");
-            if state.sequences.contains(&sequence) || state.folded_through.is_some_and(|through| sequence <= through) {
+            if state.sequences.contains(sequence) || state.folded_through.is_some_and(|through| sequence <= through) {
                 if !fresh {
                     // What this store remembers may be stale (another store
                     // over the same backend may have cleared the run): a
@@ -194,10 +283,13 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                     *known = None;
                     continue;
                 }
-                return Err(StoreError::Duplicate { stream, what: format!("sequence {sequence}") });
+                return Err(StoreError::Duplicate { stream: stream.to_owned(), what: format!("sequence {sequence}") });
             }
-            let op = StoreOp::append(stream.clone(), Expect::Next(state.next), payload.clone());
-            match self.backend.commit(vec![op]).await {
+            let payload = match payload.take() {
+                Some(payload) => payload,
+                None => codec::encode(stream, ROW_SCHEMA, &row)?,
+            };
+            match self.backend.append(stream, Expect::Next(state.next), payload).await {
                 Ok(_) => {
                     state.next += 1;
                     state.sequences.insert(sequence);
@@ -210,7 +302,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 }
             }
         }
-        Err(StoreError::Contention { stream, attempts: APPEND_RETRIES_MAX })
+        Err(StoreError::Contention { stream: stream.to_owned(), attempts: APPEND_RETRIES_MAX })
     }
 
     /// The run's rows in ascending sequence (empty for an unknown id).
@@ -272,23 +364,23 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         through: u64,
         state: &S,
     ) -> Result<bool, StoreError> {
-        let stream = Self::stream(workflow_id);
         let run = self.run(workflow_id);
-        let mut known = run.lock().await;
+        let stream = run.stream.as_str();
+        let mut known = run.known.lock().await;
         *known = None;
-        let contents = self.backend.read(&stream).await?;
+        let contents = self.backend.read(stream).await?;
         // The rows appended before the first one above `through`: a prefix.
         let mut last_covered = None;
         for entry in &contents.entries {
-            let row = decode_row::<R>(&stream, entry.seq, &entry.payload)?;
+            let row = decode_row::<R>(stream, entry.seq, &entry.payload)?;
             if row.sequence() > through {
                 break;
             }
             last_covered = Some(entry.seq);
         }
         let Some(stream_seq) = last_covered else { return Ok(false) };
-        let payload = codec::encode(&stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
-        let op = StoreOp::snapshot_and_prune(stream.clone(), stream_seq, payload);
+        let payload = codec::encode(stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
+        let op = StoreOp::snapshot_and_prune(stream, stream_seq, payload);
         self.backend.commit(vec![op]).await?;
         Ok(true)
     }
@@ -312,11 +404,11 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// # Errors
     /// [`StoreError::Backend`].
     pub async fn clear(&self, workflow_id: &str) -> Result<(), StoreError> {
-        let stream = Self::stream(workflow_id);
         let run = self.run(workflow_id);
-        let mut known = run.lock().await;
+        let stream = run.stream.as_str();
+        let mut known = run.known.lock().await;
         *known = None;
-        let contents = self.backend.read(&stream).await?;
+        let contents = self.backend.read(stream).await?;
         if contents.next_seq == 0 && contents.snapshot.is_none() {
             return Ok(());
         }
@@ -325,5 +417,55 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         drop(known);
         self.runs.lock().remove(workflow_id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The ranges hold what a set of every sequence holds, for appends in
+    /// order, out of order, repeated, around gaps and at the ends of `u64`,
+    /// and stay sorted, disjoint and non-adjacent.
+    #[test]
+    fn sequences_as_ranges_hold_what_a_set_of_each_sequence_holds() {
+        let mut state = 0x5EED_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..400 {
+            let mut ranges = Sequences::default();
+            let mut model = BTreeSet::new();
+            let base = [0, 1000, u64::MAX - 40][round % 3];
+            for _ in 0..60 {
+                let sequence = match next() % 4 {
+                    // In order, as a run appends: one past the largest.
+                    0 | 1 => model.last().map_or(base, |&last: &u64| last.saturating_add(1)),
+                    _ => base.saturating_add(next() % 48),
+                };
+                assert_eq!(ranges.contains(sequence), model.contains(&sequence), "{sequence} in {ranges:?}");
+                ranges.insert(sequence);
+                model.insert(sequence);
+                for probe in (base.saturating_sub(2)..=base.saturating_add(50)).chain([0, u64::MAX]) {
+                    assert_eq!(ranges.contains(probe), model.contains(&probe), "{probe} in {ranges:?}");
+                }
+                for pair in ranges.ranges.windows(2) {
+                    assert!(pair[0].0 <= pair[0].1 && pair[0].1 + 1 < pair[1].0, "{ranges:?}");
+                }
+            }
+            assert_eq!(model.iter().copied().collect::<Sequences>(), ranges);
+        }
+    }
+
+    /// A run appended in order is one range, however long.
+    #[test]
+    fn a_run_appended_in_order_is_one_range() {
+        let sequences: Sequences = (0..10_000).collect();
+        assert_eq!(sequences.ranges, [(0, 9_999)]);
     }
 }
