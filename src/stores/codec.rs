@@ -44,12 +44,36 @@ std::thread_local! {
 /// # Errors
 /// [`StoreError::Encode`] if serde refuses the value.
 pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Result<Bytes, StoreError> {
+    encode_with(stream, schema, |out| encode_body(value, out))
+}
+
+/// Appends `value`'s body (what follows the envelope) to `out`, with serde:
+/// what [`encode`] writes inside the envelope, for a type that writes some
+/// bodies itself ([`encode_with`]) and leaves the rest to serde.
+///
+/// # Errors
+/// Why serde refuses the value.
+pub fn encode_body<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+    rmp_serde::encode::write_named(out, value).map_err(|error| error.to_string())
+}
+
+/// As [`encode`], with the body appended to the buffer by `body` instead of
+/// serde: the envelope and the buffer are the same. `body` writes exactly
+/// what [`encode_body`] would for the value, so that a reader cannot tell.
+///
+/// # Errors
+/// [`StoreError::Encode`] with `body`'s reason.
+pub fn encode_with(
+    stream: &str,
+    schema: u16,
+    mut body: impl FnMut(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<Bytes, StoreError> {
     let encoded = ENCODE_SCRATCH.try_with(|scratch| {
         // A value whose serializer encodes another value on this thread
         // finds the buffer taken, and encodes into one of its own.
         let mut scratch = scratch.try_borrow_mut().ok()?;
         scratch.clear();
-        let encoded = encode_into(&mut scratch, stream, schema, value);
+        let encoded = encode_into(&mut scratch, stream, schema, &mut body);
         if encoded.is_ok() && scratch.len() <= ENCODE_SCRATCH_BYTES_MAX {
             // One allocation of exactly the value's length: handed to
             // `Bytes` whole, it needs no shared header either.
@@ -65,10 +89,23 @@ pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Re
         // The buffer is in use (or the thread is ending): a buffer of its own.
         _ => {
             let mut own = Vec::new();
-            encode_into(&mut own, stream, schema, value)?;
+            encode_into(&mut own, stream, schema, &mut body)?;
             Ok(owned_bytes(own))
         }
     }
+}
+
+/// Appends the envelope and the body `body` writes to `out`.
+fn encode_into(
+    out: &mut Vec<u8>,
+    stream: &str,
+    schema: u16,
+    body: &mut impl FnMut(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), StoreError> {
+    out.push(ENVELOPE_TAG);
+    out.push(CODEC_MSGPACK_NAMED);
+    out.extend_from_slice(&schema.to_le_bytes());
+    body(out).map_err(|reason| StoreError::Encode { stream: stream.to_owned(), reason })
 }
 
 /// `encoded` as `Bytes`, keeping at most twice its length, as growth by
@@ -79,20 +116,6 @@ fn owned_bytes(mut encoded: Vec<u8>) -> Bytes {
         encoded.shrink_to_fit();
     }
     Bytes::from(encoded)
-}
-
-/// Appends the envelope and `value`'s body to `out`.
-fn encode_into<T: Serialize + ?Sized>(
-    out: &mut Vec<u8>,
-    stream: &str,
-    schema: u16,
-    value: &T,
-) -> Result<(), StoreError> {
-    out.push(ENVELOPE_TAG);
-    out.push(CODEC_MSGPACK_NAMED);
-    out.extend_from_slice(&schema.to_le_bytes());
-    rmp_serde::encode::write_named(out, value)
-        .map_err(|error| StoreError::Encode { stream: stream.to_owned(), reason: error.to_string() })
 }
 
 /// The schema and body of an encoded value, if `bytes` is one (for tools
@@ -229,9 +252,17 @@ mod tests {
             let value = vec![len as u8; len];
             let bin = serde_bytes_like::Borrowed(&value);
             let encoded = encode("s", 2, &bin).unwrap();
-            assert_eq!(&encoded[..], direct(&|out| encode_into(out, "s", 2, &bin)), "{len} bytes");
+            assert_eq!(
+                &encoded[..],
+                direct(&|out| encode_into(out, "s", 2, &mut |out| encode_body(&bin, out))),
+                "{len} bytes"
+            );
             let nested = encode("s", 2, &Nested(value.clone())).unwrap();
-            assert_eq!(&nested[..], direct(&|out| encode_into(out, "s", 2, &Nested(value.clone()))), "{len} nested");
+            assert_eq!(
+                &nested[..],
+                direct(&|out| encode_into(out, "s", 2, &mut |out| encode_body(&Nested(value.clone()), out))),
+                "{len} nested"
+            );
             let (_, body) = split_envelope(&nested).unwrap();
             let inner: Vec<u8> = rmp_serde::from_slice::<serde_bytes_like::Owned>(body).unwrap().0;
             let (old, schema) = decode::<Old>("inner", 0, 1, &inner[..inner.len() - len]).unwrap();
