@@ -341,6 +341,10 @@ impl SequencedRow for StoredRow {
         self.0.sequence
     }
 
+    fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        row_body::encode(self, out)
+    }
+
     fn decode_body(body: &[u8]) -> Result<StoredRow, String> {
         row_body::decode(body)
     }
