@@ -27,17 +27,11 @@ pub const ENVELOPE_TAG: u8 = 0xA5;
 pub const CODEC_MSGPACK_NAMED: u8 = 1;
 /// Bytes before the body.
 pub const ENVELOPE_BYTES: usize = 4;
-/// Bytes a thread's encoding buffer keeps between values: a typical store
-/// value (a checkpoint row with a few hundred bytes of output, a document)
-/// is encoded into it and copied out at its exact length, so an encoding
-/// allocates once, at the size it needs. A larger value is encoded into a
-/// buffer of its own, which it keeps ([`encode`]).
-const ENCODE_SCRATCH_BYTES_MAX: usize = 4096;
-
-std::thread_local! {
-    /// This thread's encoding buffer (see [`ENCODE_SCRATCH_BYTES_MAX`]).
-    static ENCODE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Bytes an encoding buffer starts with: a typical store value (a
+/// checkpoint row with a few hundred bytes of output, a document) fits, so
+/// the serializer does not grow it, copying, three or four times. A value
+/// under half of it gives the rest back ([`owned_bytes`]).
+const ENCODE_START_BYTES: usize = 512;
 
 /// Encodes `value` under `schema` for `stream` (named in errors).
 ///
@@ -68,31 +62,9 @@ pub fn encode_with(
     schema: u16,
     mut body: impl FnMut(&mut Vec<u8>) -> Result<(), String>,
 ) -> Result<Bytes, StoreError> {
-    let encoded = ENCODE_SCRATCH.try_with(|scratch| {
-        // A value whose serializer encodes another value on this thread
-        // finds the buffer taken, and encodes into one of its own.
-        let mut scratch = scratch.try_borrow_mut().ok()?;
-        scratch.clear();
-        let encoded = encode_into(&mut scratch, stream, schema, &mut body);
-        if encoded.is_ok() && scratch.len() <= ENCODE_SCRATCH_BYTES_MAX {
-            // One allocation of exactly the value's length: handed to
-            // `Bytes` whole, it needs no shared header either.
-            return Some(encoded.map(|()| Bytes::copy_from_slice(&scratch)));
-        }
-        // Too large to keep as scratch (or a failed value left it so): the
-        // value keeps the buffer, or it is freed.
-        let own = std::mem::take(&mut *scratch);
-        Some(encoded.map(|()| owned_bytes(own)))
-    });
-    match encoded {
-        Ok(Some(encoded)) => encoded,
-        // The buffer is in use (or the thread is ending): a buffer of its own.
-        _ => {
-            let mut own = Vec::new();
-            encode_into(&mut own, stream, schema, &mut body)?;
-            Ok(owned_bytes(own))
-        }
-    }
+    let mut out = Vec::with_capacity(ENCODE_START_BYTES);
+    encode_into(&mut out, stream, schema, &mut body)?;
+    Ok(owned_bytes(out))
 }
 
 /// Appends the envelope and the body `body` writes to `out`.
@@ -238,9 +210,9 @@ mod tests {
         }
     }
 
-    /// Values below, at and above the size the thread's buffer keeps, and a
-    /// value encoded while another is, come out as the serializer writes
-    /// them, each its own bytes, whatever was encoded before on the thread.
+    /// Values below, at and above the size an encoding buffer starts with,
+    /// and a value encoded while another is, come out as the serializer
+    /// writes them, each its own bytes.
     #[test]
     fn encodings_are_the_serializers_bytes_whatever_their_size_or_nesting() {
         let direct = |value: &dyn Fn(&mut Vec<u8>) -> Result<(), StoreError>| {
@@ -248,7 +220,7 @@ mod tests {
             value(&mut out).unwrap();
             out
         };
-        for len in [0, 1, 300, ENCODE_SCRATCH_BYTES_MAX - 10, ENCODE_SCRATCH_BYTES_MAX, 70_000, 5, 9000, 2] {
+        for len in [0, 1, 300, ENCODE_START_BYTES - 10, ENCODE_START_BYTES, 70_000, 5, 9000, 2] {
             let value = vec![len as u8; len];
             let bin = serde_bytes_like::Borrowed(&value);
             let encoded = encode("s", 2, &bin).unwrap();
