@@ -18,7 +18,7 @@
 //! the backend gives their space back; `load_snapshot` reads the state,
 //! `load_run` the rows after it, and a folded sequence stays a duplicate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -96,77 +96,10 @@ struct RunState {
     /// The stream's next sequence (not the rows' sequences).
     next: u64,
     /// The rows' sequences.
-    sequences: Sequences,
+    sequences: BTreeSet<u64>,
     /// The highest row sequence a snapshot folded in: its rows are pruned,
     /// and a row at or below it is a duplicate.
     folded_through: Option<u64>,
-}
-
-/// A set of row sequences, as sorted, disjoint, non-adjacent ranges.
-///
-/// A run's rows come in ascending sequence nearly always, so a run is one
-/// range, and an append is a compare with its end and an increment: no
-/// tree to search, no node to allocate, and memory for each gap in the
-/// sequences rather than for each row.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Sequences {
-    /// `(first, last)` of each range, inclusive, ascending; a range ends at
-    /// least two below the next one's first.
-    ranges: Vec<(u64, u64)>,
-}
-
-impl Sequences {
-    fn contains(&self, sequence: u64) -> bool {
-        // Past the last range: the common case, an append in order.
-        if self.ranges.last().is_none_or(|&(_, last)| sequence > last) {
-            return false;
-        }
-        let at = self.ranges.partition_point(|&(_, last)| last < sequence);
-        self.ranges.get(at).is_some_and(|&(first, _)| first <= sequence)
-    }
-
-    fn insert(&mut self, sequence: u64) {
-        if let Some((_, last)) = self.ranges.last_mut()
-            && last.checked_add(1) == Some(sequence)
-        {
-            *last = sequence;
-            return;
-        }
-        // The first range that ends at or after `sequence - 1`: the one it
-        // extends at its end, falls in, or comes just before.
-        let at = self.ranges.partition_point(|&(_, last)| last.saturating_add(1) < sequence);
-        let Some(&(first, last)) = self.ranges.get(at) else {
-            self.ranges.push((sequence, sequence));
-            return;
-        };
-        if sequence >= first && sequence <= last {
-            return;
-        }
-        if last.checked_add(1) == Some(sequence) {
-            // Extends this range at its end, and may join it to the next.
-            match self.ranges.get(at + 1) {
-                Some(&(next_first, next_last)) if sequence.checked_add(1) == Some(next_first) => {
-                    self.ranges[at].1 = next_last;
-                    self.ranges.remove(at + 1);
-                }
-                _ => self.ranges[at].1 = sequence,
-            }
-        } else if sequence.checked_add(1) == Some(first) {
-            self.ranges[at].0 = sequence;
-        } else {
-            self.ranges.insert(at, (sequence, sequence));
-        }
-    }
-}
-
-impl FromIterator<u64> for Sequences {
-    fn from_iter<I: IntoIterator<Item = u64>>(sequences: I) -> Sequences {
-        let mut set = Sequences::default();
-        for sequence in sequences {
-            set.insert(sequence);
-        }
-        set
-    }
 }
 
 /// A run's history folded into one checkpoint ([`CheckpointRows::snapshot_run`]).
@@ -288,7 +221,11 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 *known = Some(RunState { next, sequences, folded_through });
             }
             let state = known.as_mut().expect("read above");
-            if state.sequences.contains(sequence) || state.folded_through.is_some_and(|through| sequence <= through) {
+            // The sequence is recorded as it is checked, in one search of
+            // the set: if the append fails, or this future is dropped before
+            // it is answered, what is remembered is forgotten or checked
+            // again on a fresh read before anything is refused.
+            if state.folded_through.is_some_and(|through| sequence <= through) || !state.sequences.insert(sequence) {
                 if !fresh {
                     // What this store remembers may be stale (another store
                     // over the same backend may have cleared the run): a
@@ -305,7 +242,6 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             match self.backend.append(stream, Expect::Next(state.next), payload).await {
                 Ok(_) => {
                     state.next += 1;
-                    state.sequences.insert(sequence);
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) => *known = None, // moved by someone else: read again
@@ -430,55 +366,5 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         drop(known);
         self.runs.lock().remove(workflow_id);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-
-    /// The ranges hold what a set of every sequence holds, for appends in
-    /// order, out of order, repeated, around gaps and at the ends of `u64`,
-    /// and stay sorted, disjoint and non-adjacent.
-    #[test]
-    fn sequences_as_ranges_hold_what_a_set_of_each_sequence_holds() {
-        let mut state = 0x5EED_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for round in 0..400 {
-            let mut ranges = Sequences::default();
-            let mut model = BTreeSet::new();
-            let base = [0, 1000, u64::MAX - 40][round % 3];
-            for _ in 0..60 {
-                let sequence = match next() % 4 {
-                    // In order, as a run appends: one past the largest.
-                    0 | 1 => model.last().map_or(base, |&last: &u64| last.saturating_add(1)),
-                    _ => base.saturating_add(next() % 48),
-                };
-                assert_eq!(ranges.contains(sequence), model.contains(&sequence), "{sequence} in {ranges:?}");
-                ranges.insert(sequence);
-                model.insert(sequence);
-                for probe in (base.saturating_sub(2)..=base.saturating_add(50)).chain([0, u64::MAX]) {
-                    assert_eq!(ranges.contains(probe), model.contains(&probe), "{probe} in {ranges:?}");
-                }
-                for pair in ranges.ranges.windows(2) {
-                    assert!(pair[0].0 <= pair[0].1 && pair[0].1 + 1 < pair[1].0, "{ranges:?}");
-                }
-            }
-            assert_eq!(model.iter().copied().collect::<Sequences>(), ranges);
-        }
-    }
-
-    /// A run appended in order is one range, however long.
-    #[test]
-    fn a_run_appended_in_order_is_one_range() {
-        let sequences: Sequences = (0..10_000).collect();
-        assert_eq!(sequences.ranges, [(0, 9_999)]);
     }
 }
