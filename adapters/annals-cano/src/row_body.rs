@@ -1,4 +1,9 @@
-//! A decoder of the row bodies this adapter writes, for `load_run`.
+//! The row bodies this adapter writes: written directly for `append`, and
+//! read directly for `load_run`.
+//!
+//! `append` writes a row's body byte for byte as `rmp_serde` writes
+//! [`crate::StoredRow`] (checked against it in the tests), without serde's
+//! generic serializer: the format is serde's, only the code is shorter.
 //!
 //! `rmp_serde` validates every field name as UTF-8, walks each value
 //! through serde's generic visitors, and is most of what loading a run
