@@ -11,6 +11,7 @@ use annals::stores::whole_checkpoints::WholeCheckpoints;
 use annals::stores::{
     Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
 };
+use bytes::Bytes;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Row {
@@ -327,6 +328,72 @@ where
     let wrapped = DefaultVisit(Arc::clone(&backend));
     let landed = wrapped.commit_blocking(vec![append(Expect::Next(18), b"d")]).unwrap();
     assert_eq!(landed[0].seq, 18);
+}
+
+/// `append` and `append_blocking`, the backend's own and the trait's
+/// defaults (through a wrapper that delegates only `commit`), keep the
+/// contract of a commit of one append: the expectation decides, a refused
+/// append writes nothing and names the caller's own stream (also one the
+/// log would show in hex), and every append lands once, in cursor order.
+async fn an_append_keeps_the_contract_of_a_commit_of_one_append<F: Factory>(factory: &F)
+where
+    F::B: 'static,
+{
+    let backend = factory.open();
+    let by_default = Arc::new(DefaultVisit(Arc::clone(&backend)));
+    for (stream, blocking) in [("s", false), ("t\u{7}bell", true)] {
+        let stream: &'static str = stream;
+        let append = |expect: Expect, payload: &'static [u8]| {
+            let (backend, by_default) = (Arc::clone(&backend), Arc::clone(&by_default));
+            async move {
+                if blocking {
+                    let own = tokio::task::spawn_blocking({
+                        let backend = Arc::clone(&backend);
+                        move || backend.append_blocking(stream, expect, Bytes::from_static(payload))
+                    });
+                    let default = tokio::task::spawn_blocking(move || {
+                        by_default.append_blocking(stream, expect, Bytes::from_static(payload))
+                    });
+                    (own.await.unwrap(), default.await.unwrap())
+                } else {
+                    let own = backend.append(stream, expect, Bytes::from_static(payload)).await;
+                    (own, by_default.append(stream, expect, Bytes::from_static(payload)).await)
+                }
+            }
+        };
+        // Each pair appends twice to the stream: the backend's own, then the default's.
+        let (own, default) = append(Expect::Empty, b"a").await;
+        assert_eq!(own.unwrap().seq, 0);
+        let error = default.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Conflict { stream: s, expected: Expect::Empty, actual: 1 } if s == stream),
+            "{error}"
+        );
+        let (own, default) = append(Expect::Next(1), b"b").await;
+        let (own_next, default) = (own.unwrap(), default.unwrap_err());
+        assert_eq!(own_next.seq, 1);
+        assert!(matches!(&default, StoreError::Conflict { actual: 2, .. }), "{default}");
+        let (own, default) = append(Expect::Any, b"c").await;
+        let (own_any, default_any) = (own.unwrap(), default.unwrap());
+        assert_eq!((own_any.seq, default_any.seq), (2, 3));
+        assert!(own_next.cursor < own_any.cursor && own_any.cursor < default_any.cursor);
+        let (own, default) = append(Expect::Next(9), b"refused").await;
+        for error in [own.unwrap_err(), default.unwrap_err()] {
+            assert!(
+                matches!(&error, StoreError::Conflict { stream: s, expected: Expect::Next(9), actual: 4 } if s == stream),
+                "{error}"
+            );
+        }
+        let read = backend.read(stream).await.unwrap();
+        let payloads: Vec<&[u8]> = read.entries.iter().map(|entry| &entry.payload[..]).collect();
+        assert_eq!(payloads, [&b"a"[..], b"b", b"c", b"c"], "the refused appends wrote nothing");
+        assert_eq!(
+            read.entries.iter().map(|entry| entry.cursor).collect::<Vec<_>>()[1..3],
+            [own_next.cursor, own_any.cursor]
+        );
+        assert_eq!(read.entries[3].cursor, default_any.cursor);
+        assert_eq!(read.entries[2].timestamp_ms, own_any.timestamp_ms);
+    }
 }
 
 /// What `visit` lends, owned.
@@ -758,6 +825,7 @@ mod embedded_log {
         a_value_that_does_not_decode_is_a_typed_error_naming_the_run,
         visit_lends_what_read_returns_and_stops_at_the_first_error,
         a_blocking_commit_keeps_the_contract_of_commit,
+        an_append_keeps_the_contract_of_a_commit_of_one_append,
         a_saved_checkpoint_loads_and_a_missing_one_is_none,
         save_overwrites_and_survives_a_reopen,
         list_returns_every_run_most_recently_saved_first,

@@ -296,6 +296,11 @@ pub enum StoreError {
     Backend(#[from] crate::Error),
 }
 
+/// The acknowledgement of a commit of one operation.
+fn only(committed: Vec<Committed>) -> Committed {
+    *committed.first().expect("a backend acknowledges every operation of a commit")
+}
+
 /// What a typed store needs from storage.
 ///
 /// Every future is `Send`, so stores run on any async runtime; a backend
@@ -318,6 +323,34 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// As [`Backend::commit`].
     fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError>;
+
+    /// Appends `payload` to `stream` under `expect`, durably: a
+    /// [`Backend::commit`] of the one [`StoreOp::append`], the guarded
+    /// append a store makes on every step. The default builds that commit;
+    /// a backend may append without the lists a commit takes and returns
+    /// (the log: nothing is allocated for a short stream name), with the
+    /// same guarantees and errors.
+    ///
+    /// # Errors
+    /// As [`Backend::commit`].
+    fn append(
+        &self,
+        stream: &str,
+        expect: Expect,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Committed, StoreError>> + Send {
+        let committed = self.commit(vec![StoreOp::append(stream, expect, payload)]);
+        async move { Ok(only(committed.await?)) }
+    }
+
+    /// [`Backend::append`], blocking the calling thread as
+    /// [`Backend::commit_blocking`] does (and only where that may be called).
+    ///
+    /// # Errors
+    /// As [`Backend::commit`].
+    fn append_blocking(&self, stream: &str, expect: Expect, payload: Bytes) -> Result<Committed, StoreError> {
+        self.commit_blocking(vec![StoreOp::append(stream, expect, payload)]).map(only)
+    }
 
     /// The latest snapshot of `stream` and its entries after it.
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send;

@@ -53,6 +53,19 @@ pub trait SequencedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The row's sequence within its run.
     fn sequence(&self) -> u64;
 
+    /// Appends the row's body (the MessagePack after the envelope;
+    /// [`codec`]) to `out`. The default is serde's ([`codec::encode_body`]).
+    /// A row type written often may write the bodies it knows faster
+    /// itself, as long as it writes exactly serde's bytes for them (so a
+    /// reader cannot tell) and hands every other row to
+    /// [`codec::encode_body`].
+    ///
+    /// # Errors
+    /// Why the row does not encode.
+    fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        codec::encode_body(self, out)
+    }
+
     /// Decodes a row from its body (the MessagePack after the envelope;
     /// [`codec`]). The default is serde's ([`codec::decode_body`]). A row
     /// type read often may decode the bodies it knows faster itself, from
@@ -102,10 +115,26 @@ struct RunSnapshot<S> {
 /// next load ([`CheckpointRows::load_run`]); a longer run's list is freed.
 const LOAD_SCRATCH_ROWS_MAX: usize = 1024;
 
+/// A run the store has seen: its stream's name, made once, and what the
+/// store remembers of it.
+#[derive(Debug)]
+struct Run {
+    /// `rows/<workflow id>`.
+    stream: String,
+    /// What the store remembers (`None`: read it again); an append holds
+    /// it from its check through its commit.
+    known: tokio::sync::Mutex<Option<RunState>>,
+}
+
+/// The runs by workflow id. foldhash, as the log's own stream map: the ids
+/// are the streams' names, and a crafted collision could only slow a
+/// lookup, never change its answer.
+type Runs = HashMap<String, Arc<Run>, foldhash::fast::RandomState>;
+
 /// Checkpoint rows over a backend.
 pub struct CheckpointRows<B, R> {
     backend: Arc<B>,
-    runs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<RunState>>>>>,
+    runs: Mutex<Runs>,
     /// An empty list that a load decodes into before it allocates the one
     /// it returns, at the run's length ([`CheckpointRows::load_run`]).
     load_scratch: Mutex<Vec<R>>,
@@ -117,7 +146,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     pub fn new(backend: Arc<B>) -> CheckpointRows<B, R> {
         CheckpointRows {
             backend,
-            runs: Mutex::new(HashMap::new()),
+            runs: Mutex::new(Runs::default()),
             load_scratch: Mutex::new(Vec::new()),
             _rows: std::marker::PhantomData,
         }
@@ -133,18 +162,21 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         [RUN_STREAM_PREFIX, workflow_id].concat()
     }
 
-    fn run(&self, workflow_id: &str) -> Arc<tokio::sync::Mutex<Option<RunState>>> {
+    fn run(&self, workflow_id: &str) -> Arc<Run> {
         let mut runs = self.runs.lock();
-        if runs.len() >= RUNS_REMEMBERED_MAX && !runs.contains_key(workflow_id) {
+        // Looked up before it is inserted: the id is copied, and the
+        // stream's name made, only for a new run.
+        if let Some(run) = runs.get(workflow_id) {
+            return run.clone();
+        }
+        if runs.len() >= RUNS_REMEMBERED_MAX {
             // Forget what is not in use: a forgotten run is read again when
             // it is next appended to. Memory stays bounded however many ids.
             runs.retain(|_, run| Arc::strong_count(run) > 1);
         }
-        // Looked up before it is inserted: the id is copied only for a new run.
-        if let Some(run) = runs.get(workflow_id) {
-            return run.clone();
-        }
-        runs.entry(workflow_id.to_owned()).or_default().clone()
+        let run = Arc::new(Run { stream: Self::stream(workflow_id), known: tokio::sync::Mutex::new(None) });
+        runs.insert(workflow_id.to_owned(), run.clone());
+        run
     }
 
     /// Reads a run's rows (those no snapshot folded in), decoded, in the
@@ -171,13 +203,16 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// [`StoreError::Duplicate`] if the run has a row with this sequence
     /// (nothing is written, the old row stays); [`StoreError::Backend`].
     pub async fn append(&self, workflow_id: &str, row: R) -> Result<(), StoreError> {
-        let stream = Self::stream(workflow_id);
-        let payload = codec::encode(&stream, ROW_SCHEMA, &row)?;
+        let run = self.run(workflow_id);
+        let stream = run.stream.as_str();
+        // Encoded before the run is locked; moved into the first attempt's
+        // append, and encoded again only for a later attempt (which a
+        // conflict makes rare): no attempt copies or shares it.
+        let mut payload = Some(codec::encode_with(stream, ROW_SCHEMA, |out| row.encode_body(out))?);
         let sequence = row.sequence();
         // One append per run at a time in this store; other stores (or
         // processes, through the log) are caught by the guard.
-        let run = self.run(workflow_id);
-        let mut known = run.lock().await;
+        let mut known = run.known.lock().await;
         for _ in 0..APPEND_RETRIES_MAX {
             let fresh = known.is_none();
             if fresh {
@@ -186,7 +221,11 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 *known = Some(RunState { next, sequences, folded_through });
             }
             let state = known.as_mut().expect("read above");
-            if state.sequences.contains(&sequence) || state.folded_through.is_some_and(|through| sequence <= through) {
+            // The sequence is recorded as it is checked, in one search of
+            // the set: if the append fails, or this future is dropped before
+            // it is answered, what is remembered is forgotten or checked
+            // again on a fresh read before anything is refused.
+            if state.folded_through.is_some_and(|through| sequence <= through) || !state.sequences.insert(sequence) {
                 if !fresh {
                     // What this store remembers may be stale (another store
                     // over the same backend may have cleared the run): a
@@ -194,13 +233,15 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                     *known = None;
                     continue;
                 }
-                return Err(StoreError::Duplicate { stream, what: format!("sequence {sequence}") });
+                return Err(StoreError::Duplicate { stream: stream.to_owned(), what: format!("sequence {sequence}") });
             }
-            let op = StoreOp::append(stream.clone(), Expect::Next(state.next), payload.clone());
-            match self.backend.commit(vec![op]).await {
+            let payload = match payload.take() {
+                Some(payload) => payload,
+                None => codec::encode_with(stream, ROW_SCHEMA, |out| row.encode_body(out))?,
+            };
+            match self.backend.append(stream, Expect::Next(state.next), payload).await {
                 Ok(_) => {
                     state.next += 1;
-                    state.sequences.insert(sequence);
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) => *known = None, // moved by someone else: read again
@@ -210,7 +251,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 }
             }
         }
-        Err(StoreError::Contention { stream, attempts: APPEND_RETRIES_MAX })
+        Err(StoreError::Contention { stream: stream.to_owned(), attempts: APPEND_RETRIES_MAX })
     }
 
     /// The run's rows in ascending sequence (empty for an unknown id).
@@ -272,23 +313,23 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         through: u64,
         state: &S,
     ) -> Result<bool, StoreError> {
-        let stream = Self::stream(workflow_id);
         let run = self.run(workflow_id);
-        let mut known = run.lock().await;
+        let stream = run.stream.as_str();
+        let mut known = run.known.lock().await;
         *known = None;
-        let contents = self.backend.read(&stream).await?;
+        let contents = self.backend.read(stream).await?;
         // The rows appended before the first one above `through`: a prefix.
         let mut last_covered = None;
         for entry in &contents.entries {
-            let row = decode_row::<R>(&stream, entry.seq, &entry.payload)?;
+            let row = decode_row::<R>(stream, entry.seq, &entry.payload)?;
             if row.sequence() > through {
                 break;
             }
             last_covered = Some(entry.seq);
         }
         let Some(stream_seq) = last_covered else { return Ok(false) };
-        let payload = codec::encode(&stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
-        let op = StoreOp::snapshot_and_prune(stream.clone(), stream_seq, payload);
+        let payload = codec::encode(stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
+        let op = StoreOp::snapshot_and_prune(stream, stream_seq, payload);
         self.backend.commit(vec![op]).await?;
         Ok(true)
     }
@@ -312,11 +353,11 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// # Errors
     /// [`StoreError::Backend`].
     pub async fn clear(&self, workflow_id: &str) -> Result<(), StoreError> {
-        let stream = Self::stream(workflow_id);
         let run = self.run(workflow_id);
-        let mut known = run.lock().await;
+        let stream = run.stream.as_str();
+        let mut known = run.known.lock().await;
         *known = None;
-        let contents = self.backend.read(&stream).await?;
+        let contents = self.backend.read(stream).await?;
         if contents.next_seq == 0 && contents.snapshot.is_none() {
             return Ok(());
         }

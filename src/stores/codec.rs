@@ -30,7 +30,7 @@ pub const ENVELOPE_BYTES: usize = 4;
 /// Bytes an encoding buffer starts with: a typical store value (a
 /// checkpoint row with a few hundred bytes of output, a document) fits, so
 /// the serializer does not grow it, copying, three or four times. A value
-/// under half of it gives the rest back ([`encode`]).
+/// under half of it gives the rest back ([`owned_bytes`]).
 const ENCODE_START_BYTES: usize = 512;
 
 /// Encodes `value` under `schema` for `stream` (named in errors).
@@ -38,18 +38,56 @@ const ENCODE_START_BYTES: usize = 512;
 /// # Errors
 /// [`StoreError::Encode`] if serde refuses the value.
 pub fn encode<T: Serialize + ?Sized>(stream: &str, schema: u16, value: &T) -> Result<Bytes, StoreError> {
+    encode_with(stream, schema, |out| encode_body(value, out))
+}
+
+/// Appends `value`'s body (what follows the envelope) to `out`, with serde:
+/// what [`encode`] writes inside the envelope, for a type that writes some
+/// bodies itself ([`encode_with`]) and leaves the rest to serde.
+///
+/// # Errors
+/// Why serde refuses the value.
+pub fn encode_body<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+    rmp_serde::encode::write_named(out, value).map_err(|error| error.to_string())
+}
+
+/// As [`encode`], with the body appended to the buffer by `body` instead of
+/// serde: the envelope and the buffer are the same. `body` writes exactly
+/// what [`encode_body`] would for the value, so that a reader cannot tell.
+///
+/// # Errors
+/// [`StoreError::Encode`] with `body`'s reason.
+pub fn encode_with(
+    stream: &str,
+    schema: u16,
+    mut body: impl FnMut(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<Bytes, StoreError> {
     let mut out = Vec::with_capacity(ENCODE_START_BYTES);
+    encode_into(&mut out, stream, schema, &mut body)?;
+    Ok(owned_bytes(out))
+}
+
+/// Appends the envelope and the body `body` writes to `out`.
+fn encode_into(
+    out: &mut Vec<u8>,
+    stream: &str,
+    schema: u16,
+    body: &mut impl FnMut(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), StoreError> {
     out.push(ENVELOPE_TAG);
     out.push(CODEC_MSGPACK_NAMED);
     out.extend_from_slice(&schema.to_le_bytes());
-    rmp_serde::encode::write_named(&mut out, value)
-        .map_err(|error| StoreError::Encode { stream: stream.to_owned(), reason: error.to_string() })?;
-    // A value keeps at most twice its bytes, as growth by doubling would
-    // leave it: a batch of 65,536 small events is not 32 MiB of buffers.
-    if out.capacity() > 2 * out.len() {
-        out.shrink_to_fit();
+    body(out).map_err(|reason| StoreError::Encode { stream: stream.to_owned(), reason })
+}
+
+/// `encoded` as `Bytes`, keeping at most twice its length, as growth by
+/// doubling would leave it: a batch of 65,536 small events is not 32 MiB
+/// of buffers.
+fn owned_bytes(mut encoded: Vec<u8>) -> Bytes {
+    if encoded.capacity() > 2 * encoded.len() {
+        encoded.shrink_to_fit();
     }
-    Ok(Bytes::from(out))
+    Bytes::from(encoded)
 }
 
 /// The schema and body of an encoded value, if `bytes` is one (for tools
@@ -159,6 +197,78 @@ mod tests {
         a: u32,
         #[serde(default)]
         b: String,
+    }
+
+    /// A value that encodes another value while it is encoded, as a
+    /// serializer that calls a store's codec might.
+    struct Nested(Vec<u8>);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let inner = encode("inner", 1, &Old { a: self.0.len() as u32 }).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_bytes(&[&inner[..], &self.0[..]].concat())
+        }
+    }
+
+    /// Values below, at and above the size an encoding buffer starts with,
+    /// and a value encoded while another is, come out as the serializer
+    /// writes them, each its own bytes.
+    #[test]
+    fn encodings_are_the_serializers_bytes_whatever_their_size_or_nesting() {
+        let direct = |value: &dyn Fn(&mut Vec<u8>) -> Result<(), StoreError>| {
+            let mut out = Vec::new();
+            value(&mut out).unwrap();
+            out
+        };
+        for len in [0, 1, 300, ENCODE_START_BYTES - 10, ENCODE_START_BYTES, 70_000, 5, 9000, 2] {
+            let value = vec![len as u8; len];
+            let bin = serde_bytes_like::Borrowed(&value);
+            let encoded = encode("s", 2, &bin).unwrap();
+            assert_eq!(
+                &encoded[..],
+                direct(&|out| encode_into(out, "s", 2, &mut |out| encode_body(&bin, out))),
+                "{len} bytes"
+            );
+            let nested = encode("s", 2, &Nested(value.clone())).unwrap();
+            assert_eq!(
+                &nested[..],
+                direct(&|out| encode_into(out, "s", 2, &mut |out| encode_body(&Nested(value.clone()), out))),
+                "{len} nested"
+            );
+            let (_, body) = split_envelope(&nested).unwrap();
+            let inner: Vec<u8> = rmp_serde::from_slice::<serde_bytes_like::Owned>(body).unwrap().0;
+            let (old, schema) = decode::<Old>("inner", 0, 1, &inner[..inner.len() - len]).unwrap();
+            assert_eq!((old, schema), (Old { a: len as u32 }, 1));
+        }
+    }
+
+    /// Bytes serialized as MessagePack `bin`, and read back.
+    mod serde_bytes_like {
+        pub(super) struct Borrowed<'a>(pub(super) &'a [u8]);
+
+        impl serde::Serialize for Borrowed<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+
+        pub(super) struct Owned(pub(super) Vec<u8>);
+
+        impl<'de> serde::Deserialize<'de> for Owned {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Owned, D::Error> {
+                struct Visit;
+                impl serde::de::Visitor<'_> for Visit {
+                    type Value = Owned;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Owned, E> {
+                        Ok(Owned(bytes.to_vec()))
+                    }
+                }
+                deserializer.deserialize_bytes(Visit)
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
+
 use crate::index::Record;
 use crate::stores::backend::{
     Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
@@ -36,14 +38,19 @@ fn entry(record: Record) -> Option<Entry> {
     })
 }
 
-/// The log renders stream ids for display; give back the caller's own.
-fn own_stream(displayed: String, ops: &[StoreOp]) -> String {
-    ops.iter()
-        .find(|op| crate::display_stream(op.stream.as_bytes()) == displayed)
-        .map_or(displayed, |op| op.stream.clone())
+/// The log renders stream ids for display; give back the caller's own,
+/// one of `streams`.
+fn own_stream<'a>(displayed: String, mut streams: impl Iterator<Item = &'a str>) -> String {
+    streams.find(|stream| crate::display_stream(stream.as_bytes()) == displayed).map_or(displayed, str::to_owned)
 }
 
 fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
+    store_error_of(error, || ops.iter().map(|op| op.stream.as_str()))
+}
+
+/// The stores' error for the log's `error` of an operation on one of
+/// `streams`.
+fn store_error_of<'a, I: Iterator<Item = &'a str>>(error: Error, streams: impl Fn() -> I) -> StoreError {
     match error {
         Error::Conflict { stream, expected, actual } => {
             let expected = match expected {
@@ -51,16 +58,16 @@ fn store_error(error: Error, ops: &[StoreOp]) -> StoreError {
                 Expectation::NoStream => Expect::Empty,
                 Expectation::Exact(seq) => Expect::Next(seq.0),
             };
-            StoreError::Conflict { stream: own_stream(stream, ops), expected, actual: actual.0 }
+            StoreError::Conflict { stream: own_stream(stream, streams()), expected, actual: actual.0 }
         }
         Error::SnapshotOutOfRange { stream, seq, next_seq } => StoreError::OutOfRange {
-            stream: own_stream(stream, ops),
+            stream: own_stream(stream, streams()),
             action: "snapshot",
             seq: seq.0,
             next_seq: next_seq.0,
         },
         Error::PruneOutOfRange { stream, seq, next_seq } => StoreError::OutOfRange {
-            stream: own_stream(stream, ops),
+            stream: own_stream(stream, streams()),
             action: "prune",
             seq: seq.0,
             next_seq: next_seq.0,
@@ -110,6 +117,14 @@ fn committed(ops: &[StoreOp], acknowledged: crate::Result<Vec<Appended>>) -> Res
     Ok(committed)
 }
 
+/// What the log acknowledged for an append to `stream`, as the stores see it.
+fn appended(stream: &str, acknowledged: crate::Result<Appended>) -> Result<Committed, StoreError> {
+    match acknowledged {
+        Ok(a) => Ok(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0, timestamp_ms: a.timestamp_ms }),
+        Err(error) => Err(store_error_of(error, || std::iter::once(stream))),
+    }
+}
+
 impl Backend for Log {
     fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
         let pending = self.commit_with(batch_of(&ops), Durability::Sync);
@@ -119,6 +134,23 @@ impl Backend for Log {
     fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
         // `wait` leads the group commit on this thread if no one is writing.
         committed(&ops, self.commit_with(batch_of(&ops), Durability::Sync).wait())
+    }
+
+    fn append(
+        &self,
+        stream: &str,
+        expect: Expect,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Committed, StoreError>> + Send {
+        // One operation, no batch: no list goes in or comes back, and a
+        // short stream name is held in the request itself.
+        let pending = self.append_with(stream, expectation(expect), payload, Durability::Sync);
+        async move { appended(stream, pending.await) }
+    }
+
+    fn append_blocking(&self, stream: &str, expect: Expect, payload: Bytes) -> Result<Committed, StoreError> {
+        // `wait` leads the group commit on this thread if no one is writing.
+        appended(stream, self.append_with(stream, expectation(expect), payload, Durability::Sync).wait())
     }
 
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {

@@ -99,7 +99,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
-use annals::stores::{Backend, Committed, Cursor, Entry, EntryRef, StoreError, StoreOp, StreamContents};
+use annals::stores::{Backend, Committed, Cursor, Entry, EntryRef, Expect, StoreError, StoreOp, StreamContents};
+use bytes::Bytes;
 use cano::CanoError;
 use cano::recovery::{CheckpointRow, CheckpointStore, RowKind};
 
@@ -211,6 +212,18 @@ impl Backend for RowsBackend {
 
     fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
         Backend::commit_blocking(self.log.as_ref(), ops)
+    }
+
+    async fn append(&self, stream: &str, expect: Expect, payload: Bytes) -> Result<Committed, StoreError> {
+        if may_block_here() {
+            self.log.append_blocking(stream, expect, payload)
+        } else {
+            Backend::append(self.log.as_ref(), stream, expect, payload).await
+        }
+    }
+
+    fn append_blocking(&self, stream: &str, expect: Expect, payload: Bytes) -> Result<Committed, StoreError> {
+        Backend::append_blocking(self.log.as_ref(), stream, expect, payload)
     }
 
     fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
@@ -326,6 +339,10 @@ struct RowFields {
 impl SequencedRow for StoredRow {
     fn sequence(&self) -> u64 {
         self.0.sequence
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        row_body::encode(self, out)
     }
 
     fn decode_body(body: &[u8]) -> Result<StoredRow, String> {

@@ -1,4 +1,9 @@
-//! A decoder of the row bodies this adapter writes, for `load_run`.
+//! The row bodies this adapter writes: written directly for `append`, and
+//! read directly for `load_run`.
+//!
+//! `append` writes a row's body byte for byte as `rmp_serde` writes
+//! [`crate::StoredRow`] (checked against it in the tests), without serde's
+//! generic serializer: the format is serde's, only the code is shorter.
 //!
 //! `rmp_serde` validates every field name as UTF-8, walks each value
 //! through serde's generic visitors, and is most of what loading a run
@@ -27,6 +32,109 @@
 use cano::recovery::{CheckpointRow, RowKind};
 
 use crate::StoredRow;
+
+/// Appends a row's body to `out`: the bytes `Serialize` writes through
+/// `rmp_serde` (the six fields in declaration order, names as fixstrs,
+/// integers, strings and the blob each in their smallest form), written
+/// directly; serde writes a row of a kind this build does not name.
+///
+/// # Errors
+/// serde's reason, for a row serde refuses.
+pub(crate) fn encode(row: &StoredRow, out: &mut Vec<u8>) -> Result<(), String> {
+    let CheckpointRow { sequence, state, task_id, output_blob, kind, workflow_version, .. } = &row.0;
+    let kind: &[u8] = match kind {
+        RowKind::StateEntry => STATE_ENTRY_KIND,
+        RowKind::StepCursor => STEP_CURSOR_KIND,
+        RowKind::CompensationCompletion => COMPENSATION_COMPLETION_KIND,
+        _ => return annals::stores::codec::encode_body(row, out),
+    };
+    // Room for all of it at once: the names, the kind, and at most nine
+    // bytes of marker and length or value for each of the other fields.
+    let variable_bytes = state.len() + task_id.len() + output_blob.as_ref().map_or(0, Vec::len);
+    out.reserve(1 + FIXED_KEYS_BYTES + kind.len() + 5 * 9 + variable_bytes);
+    out.push(0x80 | 6);
+    out.extend_from_slice(SEQUENCE_KEY);
+    write_uint(out, *sequence);
+    out.extend_from_slice(STATE_KEY);
+    write_str(out, state)?;
+    out.extend_from_slice(TASK_ID_KEY);
+    write_str(out, task_id)?;
+    out.extend_from_slice(OUTPUT_BLOB_KEY);
+    match output_blob {
+        None => out.push(0xc0),
+        Some(blob) => write_length(out, blob.len(), [0xc4, 0xc5, 0xc6], "blob")?.extend_from_slice(blob),
+    }
+    out.extend_from_slice(KIND_KEY);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(WORKFLOW_VERSION_KEY);
+    write_uint(out, u64::from(*workflow_version));
+    Ok(())
+}
+
+/// Bytes of the six fields' names, markers included.
+const FIXED_KEYS_BYTES: usize = SEQUENCE_KEY.len()
+    + STATE_KEY.len()
+    + TASK_ID_KEY.len()
+    + OUTPUT_BLOB_KEY.len()
+    + KIND_KEY.len()
+    + WORKFLOW_VERSION_KEY.len();
+
+/// An unsigned integer in its smallest MessagePack form.
+#[inline]
+fn write_uint(out: &mut Vec<u8>, value: u64) {
+    match value {
+        0..0x80 => out.push(value as u8),
+        0x80..0x100 => out.extend_from_slice(&[0xcc, value as u8]),
+        0x100..0x1_0000 => {
+            out.push(0xcd);
+            out.extend_from_slice(&(value as u16).to_be_bytes());
+        }
+        0x1_0000..0x1_0000_0000 => {
+            out.push(0xce);
+            out.extend_from_slice(&(value as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+    }
+}
+
+/// A string in its smallest MessagePack form.
+#[inline]
+fn write_str(out: &mut Vec<u8>, text: &str) -> Result<(), String> {
+    if text.len() < 32 {
+        out.push(0xa0 | text.len() as u8);
+    } else {
+        write_length(out, text.len(), [0xd9, 0xda, 0xdb], "string")?;
+    }
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// The marker and length of a string or blob of `len` bytes: the first of
+/// `markers` for an 8-bit length, the second for 16 bits, the third for 32.
+#[inline]
+fn write_length<'a>(
+    out: &'a mut Vec<u8>,
+    len: usize,
+    [marker_8, marker_16, marker_32]: [u8; 3],
+    what: &str,
+) -> Result<&'a mut Vec<u8>, String> {
+    match u32::try_from(len) {
+        Ok(len @ 0..0x100) => out.extend_from_slice(&[marker_8, len as u8]),
+        Ok(len @ 0x100..0x1_0000) => {
+            out.push(marker_16);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        Ok(len) => {
+            out.push(marker_32);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        Err(_) => return Err(format!("a {what} of {len} bytes is longer than MessagePack's 4 GiB")),
+    }
+    Ok(out)
+}
 
 /// Decodes a row body: directly if it has the shape this adapter writes,
 /// otherwise with serde.
@@ -152,6 +260,7 @@ fn owned_str(bytes: &[u8]) -> Option<String> {
 /// marker included, each compared as one fixed-size array.
 const STATE_ENTRY_KIND: &[u8; 11] = b"\xaaStateEntry";
 const STEP_CURSOR_KIND: &[u8; 11] = b"\xaaStepCursor";
+const COMPENSATION_COMPLETION_KIND: &[u8; 23] = b"\xb6CompensationCompletion";
 
 /// cano's serde form of a [`RowKind`]: its variant name.
 fn row_kind(name: &[u8]) -> Option<RowKind> {
@@ -320,6 +429,30 @@ mod tests {
             let field_by_field = decode_any_order(&body).expect("the shape this adapter writes");
             assert_eq!(CheckpointRow::from(field_by_field), row);
             assert_eq!(by_serde(&body), Ok(row));
+        }
+    }
+
+    /// The body written directly is serde's, byte for byte, for rows of
+    /// every kind, of every string, blob and integer form.
+    #[test]
+    fn every_row_is_written_directly_as_serde_writes_it() {
+        let mut rng = Rng(0xE4C0DE);
+        for _ in 0..500 {
+            let row = StoredRow::from(rng.row());
+            let mut direct = Vec::new();
+            encode(&row, &mut direct).unwrap();
+            let mut by_serde = Vec::new();
+            annals::stores::codec::encode_body(&row, &mut by_serde).unwrap();
+            assert_eq!(direct, by_serde, "{row:?}");
+        }
+        for len in [31, 32, 255, 256, 65_535, 65_536] {
+            let mut row = CheckpointRow::new(u64::from(u32::MAX), "s".repeat(len), "t".repeat(len));
+            row.output_blob = Some(vec![7; len]);
+            let row = StoredRow::from(row);
+            let (mut direct, mut by_serde) = (Vec::new(), Vec::new());
+            encode(&row, &mut direct).unwrap();
+            annals::stores::codec::encode_body(&row, &mut by_serde).unwrap();
+            assert!(direct == by_serde, "lengths of {len} bytes");
         }
     }
 
