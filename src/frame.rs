@@ -9,6 +9,8 @@
 //! // Op:     { stream_bytes | payload_bytes | seq | lsn } stream payload
 //! ```
 
+use std::cell::Cell;
+
 use crate::types::{Lsn, StreamSeq};
 
 /// Bytes in a frame header.
@@ -314,12 +316,27 @@ impl std::fmt::Debug for LogIdChecksum {
     }
 }
 
+thread_local! {
+    /// The checksum of the log id whose frame this thread checked last: a
+    /// reader checks frame after frame of one log (recovery's scan, the
+    /// close's image), and continuing from it saves, per frame, the CRC of
+    /// the id and crc32fast's look-up of the CPU's features (about a
+    /// third of a 300-byte frame's checksum).
+    static LAST_LOG_ID_CHECKSUM: Cell<Option<([u8; 16], LogIdChecksum)>> = const { Cell::new(None) };
+}
+
 /// CRC-32 (IEEE) over the log id, the header after the checksum field, and the body.
 fn frame_checksum(log_id: &[u8; 16], header_and_body: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(log_id);
-    hasher.update(header_and_body);
-    hasher.finalize()
+    let seed = LAST_LOG_ID_CHECKSUM.try_with(|last| {
+        let seed = match last.take() {
+            Some((id, seed)) if id == *log_id => seed,
+            _ => LogIdChecksum::of(log_id),
+        };
+        last.set(Some((*log_id, seed.clone())));
+        seed
+    });
+    // A thread that is exiting has no cache left: the id is hashed here.
+    seed.unwrap_or_else(|_| LogIdChecksum::of(log_id)).frame_checksum(header_and_body)
 }
 
 /// Why bytes are not a valid frame at a position.
@@ -741,16 +758,27 @@ mod tests {
         assert_eq!(frame.next_lsn(), Lsn(10));
     }
 
-    /// The writer's checksum continues from the log id's CRC: it must equal
-    /// the CRC the readers compute over the log id and the frame together,
-    /// at every length (crc32fast takes other paths below 64 and 128 bytes).
+    /// The writer's checksum continues from the log id's CRC, and so do
+    /// the readers' (from the id of the frame they checked last): both
+    /// must equal the CRC over the log id and the frame together, at every
+    /// length (crc32fast takes other paths below 64 and 128 bytes), and
+    /// the readers' whichever log's frame they checked before.
     #[test]
     fn a_checksum_continued_from_the_log_ids_equals_the_one_over_both() {
-        for log_id in [[0u8; 16], LOG_ID, std::array::from_fn(|i| (i * 37 + 11) as u8)] {
-            let seed = LogIdChecksum::of(&log_id);
-            let bytes: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let log_ids = [[0u8; 16], LOG_ID, std::array::from_fn(|i| (i * 37 + 11) as u8)];
+        let bytes: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for (n, log_id) in log_ids.iter().enumerate() {
+            let seed = LogIdChecksum::of(log_id);
+            let other_log = &log_ids[(n + 1) % log_ids.len()];
             for len in 0..bytes.len() {
-                assert_eq!(seed.frame_checksum(&bytes[..len]), frame_checksum(&log_id, &bytes[..len]), "{len} bytes");
+                let over_both = crc32fast::hash(&[&log_id[..], &bytes[..len]].concat());
+                assert_eq!(seed.frame_checksum(&bytes[..len]), over_both, "{len} bytes");
+                assert_eq!(frame_checksum(log_id, &bytes[..len]), over_both, "{len} bytes");
+                if len % 7 == 0 {
+                    // The next frame the reader checks is another log's.
+                    let other_over_both = crc32fast::hash(&[&other_log[..], &bytes[..len]].concat());
+                    assert_eq!(frame_checksum(other_log, &bytes[..len]), other_over_both, "{len} bytes");
+                }
             }
         }
     }
