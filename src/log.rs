@@ -739,6 +739,9 @@ impl Log {
 
     /// Queues `ops` when first polled, as [`Log::write`]; refuses the
     /// log's reserved streams (see [`crate::cursors`]).
+    // Inlined, as `write_ops_any` and `WriteRequest::shared`: each call on
+    // the way otherwise copies the operations (a memcpy per call).
+    #[inline]
     fn write_ops<T>(&self, ops: OneOrMany<Op>, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
         if let Some(op) = ops.as_slice().iter().find(|op| crate::cursors::is_reserved(&op.stream)) {
             return Pending::ready(Err(Error::InvalidArgument(format!(
@@ -756,6 +759,7 @@ impl Log {
     }
 
     /// Queues `ops` when first polled, whatever their streams.
+    #[inline]
     fn write_ops_any<T>(&self, ops: OneOrMany<Op>, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
         if let Err(error) = self.check_batch(ops.as_slice()) {
             return Pending::ready(Err(error));
