@@ -757,13 +757,19 @@ impl Positions<'_> {
         self.state.entries.len()
     }
 
+    /// The `i`th live entry's position.
+    #[inline]
+    fn loc(&self, i: usize) -> Option<RecordLoc> {
+        match self.walked {
+            Some(walked) => walked.get(i).copied(),
+            None => self.state.entries.get(i),
+        }
+    }
+
     /// The `i`th live entry's position and how a read checks it.
     #[inline]
     fn get(&self, i: usize) -> Option<(RecordLoc, RecordCheck<'_>)> {
-        let loc = match self.walked {
-            Some(walked) => *walked.get(i)?,
-            None => self.state.entries.get(i)?,
-        };
+        let loc = self.loc(i)?;
         let check = if self.frames_checked {
             RecordCheck::FrameChecked
         } else {
@@ -1524,9 +1530,14 @@ impl Index {
             return Ok(StreamRead::default());
         };
         let snapshot = match state.snapshots.last() {
-            Some(s) => {
-                Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc, None))?)
-            }
+            Some(s) => Some(self.read_op(
+                s.loc,
+                RecordKind::Snapshot,
+                stream,
+                s.seq,
+                RecordCheck::Image(s.image_crc, None),
+                Fetch::Map,
+            )?),
             None => None,
         };
         let from = snapshot.as_ref().map_or(state.start, |s| (s.seq.0 + 1).max(state.start));
@@ -1580,7 +1591,7 @@ impl Index {
             let mid = low + (high - low) / 2;
             let seq = StreamSeq(state.start + mid as u64);
             let (loc, check) = positions.get(mid).expect("mid is below the length");
-            if self.with_op(loc, RecordKind::Entry, stream, seq, check, |op| op.lsn)? <= after {
+            if self.with_op(loc, RecordKind::Entry, stream, seq, check, Fetch::Map, |op, _| op.lsn)? <= after {
                 low = mid + 1;
             } else {
                 high = mid;
@@ -1604,9 +1615,11 @@ impl Index {
         let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(positions.len());
         let take = (positions.len() - skip).min(limit);
         let mut records = Vec::with_capacity(take);
+        let wanted = (skip, skip + take);
         for (i, (loc, check)) in positions.iter_from(skip).take(take).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check)?);
+            let fetch = fetch_for(&positions, skip + i, wanted, check);
+            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check, fetch)?);
         }
         Ok(records)
     }
@@ -1621,18 +1634,19 @@ impl Index {
         stream: &[u8],
         seq: StreamSeq,
         check: RecordCheck<'_>,
+        fetch: Fetch,
     ) -> Result<Record> {
         let entry = self.entry(loc)?;
-        self.with_op(loc, kind, stream, seq, check, |op| {
+        self.with_op(loc, kind, stream, seq, check, fetch, |op, from| {
             let stream_start = loc.offset() + OP_HEADER_BYTES;
-            Record {
-                lsn: op.lsn,
-                stream: entry.segment.map.slice(stream_start, op.stream.len()),
-                seq,
-                kind,
-                timestamp_ms: op.timestamp_ms,
-                payload: entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
-            }
+            let (stream, payload) = match from {
+                BytesFrom::Map => (
+                    entry.segment.map.slice(stream_start, op.stream.len()),
+                    entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
+                ),
+                BytesFrom::Copy => (Bytes::copy_from_slice(op.stream), Bytes::copy_from_slice(op.payload)),
+            };
+            Record { lsn: op.lsn, stream, seq, kind, timestamp_ms: op.timestamp_ms, payload }
         })
     }
 
@@ -1641,6 +1655,9 @@ impl Index {
     /// index expects there. A record in frames this process did not check
     /// (the image covered them) is first checked as `check` says: against
     /// the checksum the image recorded for it, reading only its own bytes.
+    /// `fetch` says how an entry's first read in this process gets them;
+    /// `f` learns where its bytes are.
+    #[allow(clippy::too_many_arguments)] // the record's identity, how to check it, how to fetch it
     fn with_op<R>(
         &self,
         loc: RecordLoc,
@@ -1648,15 +1665,21 @@ impl Index {
         stream: &[u8],
         seq: StreamSeq,
         check: RecordCheck<'_>,
-        f: impl FnOnce(RecordRef<'_>) -> R,
+        fetch: Fetch,
+        f: impl FnOnce(RecordRef<'_>, BytesFrom) -> R,
     ) -> Result<R> {
         let entry = self.entry(loc)?;
         let mut frame_start = entry.frame_start_of(loc.offset());
         let end = entry.end_offset;
+        let mut copied = None;
         if loc.offset() < entry.image_covered_end {
-            let checked = match entry.segment.map.as_slice() {
-                Some(map) => check_image_record(entry, map, 0, frame_start, loc.offset(), kind, check),
-                None => {
+            if fetch == Fetch::ReadCall && matches!(check, RecordCheck::Image(_, Some(_))) {
+                copied = read_checked_record(entry, frame_start, loc.offset(), kind, check)?;
+            }
+            let checked = match (&copied, entry.segment.map.as_slice()) {
+                (Some(_), _) => Ok(()),
+                (None, Some(map)) => check_image_record(entry, map, 0, frame_start, loc.offset(), kind, check),
+                (None, None) => {
                     let owned = entry.segment.map.slice(frame_start, end.saturating_sub(frame_start));
                     check_image_record(entry, &owned, frame_start, frame_start, loc.offset(), kind, check)
                 }
@@ -1674,11 +1697,12 @@ impl Index {
             }
         }
         let owned;
-        let (bytes, base) = match entry.segment.map.as_slice() {
-            Some(map) => (map, 0),
-            None => {
+        let (bytes, base, from) = match (&copied, entry.segment.map.as_slice()) {
+            (Some(record), _) => (record.bytes(), frame_start, BytesFrom::Copy),
+            (None, Some(map)) => (map, 0, BytesFrom::Map),
+            (None, None) => {
                 owned = entry.segment.map.slice(frame_start, end.saturating_sub(frame_start));
-                (owned.as_ref(), frame_start)
+                (owned.as_ref(), frame_start, BytesFrom::Map)
             }
         };
         let timestamp_at = frame_start - base + crate::frame::FRAME_TIMESTAMP_AT;
@@ -1686,7 +1710,7 @@ impl Index {
             .get(timestamp_at..timestamp_at + 8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
         match op_at(bytes, loc.offset() - base, end - base, stream, seq) {
-            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, timestamp_ms, payload })),
+            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, timestamp_ms, payload }, from)),
             Err(what) => Err(Error::corruption(
                 &entry.segment.path,
                 loc.offset() as u64,
@@ -1705,14 +1729,17 @@ impl Index {
         let mut seen = 0;
         let mut from = state.start;
         if let Some(s) = state.snapshots.last() {
-            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc, None), &mut f)?;
+            let check = RecordCheck::Image(s.image_crc, None);
+            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, check, Fetch::Map, |op, _| f(op))?;
             seen += 1;
             from = from.max(s.seq.0 + 1);
         }
         let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(positions.len());
+        let wanted = (skip, positions.len());
         for (i, (loc, check)) in positions.iter_from(skip).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            self.with_op(loc, RecordKind::Entry, stream, seq, check, &mut f)?;
+            let fetch = fetch_for(&positions, skip + i, wanted, check);
+            self.with_op(loc, RecordKind::Entry, stream, seq, check, fetch, |op, _| f(op))?;
             seen += 1;
         }
         Ok(seen)
@@ -1735,7 +1762,9 @@ impl Index {
         let positions = self.positions(stream, state)?;
         for (i, (loc, check)) in positions.iter_from(0).enumerate() {
             let seq = StreamSeq(state.start + i as u64);
-            if self.with_op(loc, RecordKind::Entry, stream, seq, check, |op| op.timestamp_ms)? >= timestamp_ms {
+            let timestamp =
+                self.with_op(loc, RecordKind::Entry, stream, seq, check, Fetch::Map, |op, _| op.timestamp_ms)?;
+            if timestamp >= timestamp_ms {
                 return Ok(Some(seq));
             }
         }
@@ -2129,6 +2158,103 @@ fn no_record_at(found: Option<&SegmentEntry>, loc: RecordLoc) -> Error {
         loc.offset() as u64,
         CorruptionKind::IndexMismatch(format!("no record can be at position {:#x}", loc.0)),
     )
+}
+
+/// How an entry's first read in this process (the one that checks it
+/// against the checksum the image recorded for it) gets its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fetch {
+    /// Through the segment's map, whose first touch of a page costs a page
+    /// fault that maps [`MAP_FAULT_WINDOW_BYTES`] around it.
+    Map,
+    /// With one read call (`pread`) into a buffer: cheaper than that fault
+    /// for a record no other record the read wants shares a window with
+    /// (one workflow's rows scattered over a log of many), and it leaves
+    /// the map untouched. Later reads, which the check need not repeat, go
+    /// through the map.
+    ReadCall,
+}
+
+/// Where the bytes a read hands on are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BytesFrom {
+    /// In the segment's map.
+    Map,
+    /// Copied by a read call, for this read alone.
+    Copy,
+}
+
+/// What Linux maps around the page a first touch of a file mapping faults
+/// in (its default `fault_around_bytes`): records this close together share
+/// one fault.
+const MAP_FAULT_WINDOW_BYTES: usize = 64 << 10;
+
+/// Bytes a first read by read call fetches from the start of the record's
+/// frame: a frame header and a record of a few hundred bytes. A longer
+/// record is read through the map.
+const FIRST_READ_BYTES: usize = 512;
+
+/// How the read of the live entries `wanted` (indexes into `positions`,
+/// `start..end`) fetches the `i`th: by read call if no entry the read wants
+/// just before or after it lies within [`MAP_FAULT_WINDOW_BYTES`] of it in
+/// the same segment, else through the map, whose fault then serves both.
+/// Only an entry's first read (`check` against the image's checksum, which
+/// records that it passed) asks: the others go through the map.
+fn fetch_for(positions: &Positions<'_>, i: usize, wanted: (usize, usize), check: RecordCheck<'_>) -> Fetch {
+    if !matches!(check, RecordCheck::Image(_, Some(_))) {
+        return Fetch::Map;
+    }
+    let Some(loc) = positions.loc(i) else { return Fetch::Map };
+    let near = |j: usize| {
+        (wanted.0..wanted.1).contains(&j)
+            && positions.loc(j).is_some_and(|other| {
+                other.segment() == loc.segment() && other.offset().abs_diff(loc.offset()) < MAP_FAULT_WINDOW_BYTES
+            })
+    };
+    if i.checked_sub(1).is_some_and(near) || near(i + 1) { Fetch::Map } else { Fetch::ReadCall }
+}
+
+/// A record's frame as one read call fetched it: [`FIRST_READ_BYTES`] at
+/// most from the frame's start.
+struct CopiedRecord {
+    buffer: [u8; FIRST_READ_BYTES],
+    len: usize,
+}
+
+impl CopiedRecord {
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+/// Reads the frame of the operation at `op_offset` (its frame's whole body,
+/// in frames the image covered) with one read call, and checks it against
+/// the record checksum the image recorded (`check`, which records that it
+/// passed). `None` if it cannot stand in for the map: a batch's operation,
+/// a record longer than one such read, or one that fails the check (the
+/// read through the map checks it again, and finds out why).
+///
+/// # Errors
+/// [`Error::Io`] if the read fails.
+fn read_checked_record(
+    entry: &SegmentEntry,
+    frame_start: usize,
+    op_offset: usize,
+    kind: RecordKind,
+    check: RecordCheck<'_>,
+) -> Result<Option<CopiedRecord>> {
+    if frame_start + FRAME_HEADER_BYTES != op_offset {
+        return Ok(None);
+    }
+    let len = entry.end_offset.saturating_sub(frame_start).min(FIRST_READ_BYTES);
+    let mut record = CopiedRecord { buffer: [0; FIRST_READ_BYTES], len };
+    entry
+        .segment
+        .file
+        .read_at(&mut record.buffer[..len], frame_start as u64)
+        .map_err(|error| Error::io("read", &entry.segment.path, error))?;
+    let checked = check_image_record(entry, record.bytes(), frame_start, frame_start, op_offset, kind, check);
+    Ok(checked.is_ok().then_some(record))
 }
 
 /// Checks a record of frames the image covers against the checksum the
