@@ -374,6 +374,7 @@ impl DecodedImage {
                 live_bytes: image.entry.live_bytes,
                 max_timestamp_ms: image.entry.max_timestamp_ms,
                 image_covered_end: image.entry.end_offset,
+                read_calls_per_window: std::sync::OnceLock::new(),
             })
             .collect();
         Index {

@@ -521,6 +521,10 @@ pub struct SegmentEntry {
     /// image recorded for it (segments-format.md, 11.2). 0 for a segment
     /// scanned at open or written here.
     pub(crate) image_covered_end: usize,
+    /// First reads by read call ([`Fetch::ReadCall`]) taken so far in each
+    /// [`MAP_FAULT_WINDOW_BYTES`] window of the segment, up to
+    /// [`WINDOW_READ_CALLS_MAX`]: allocated on the first one.
+    pub(crate) read_calls_per_window: std::sync::OnceLock<Box<[std::sync::atomic::AtomicU8]>>,
 }
 
 impl SegmentEntry {
@@ -547,6 +551,23 @@ impl SegmentEntry {
     /// The highest frame timestamp in the segment, ms since the Unix epoch.
     pub fn max_timestamp_ms(&self) -> u64 {
         self.max_timestamp_ms
+    }
+
+    /// Whether a first read of the record at `offset` may take a read call
+    /// rather than the map's fault: the first [`WINDOW_READ_CALLS_MAX`] in
+    /// its window may (counted here). Past them, the records of that window
+    /// are being read by many reads (every workflow restored after open,
+    /// say), and one fault that maps the window serves all that follow.
+    fn take_read_call(&self, offset: usize) -> bool {
+        let windows = self.read_calls_per_window.get_or_init(|| {
+            let windows = self.segment.map.len().div_ceil(MAP_FAULT_WINDOW_BYTES);
+            (0..windows).map(|_| std::sync::atomic::AtomicU8::new(0)).collect()
+        });
+        windows.get(offset / MAP_FAULT_WINDOW_BYTES).is_some_and(|taken| {
+            taken
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < WINDOW_READ_CALLS_MAX).then_some(n + 1))
+                .is_ok()
+        })
     }
 
     /// Where the frame holding the operation at `op_offset` starts.
@@ -589,6 +610,7 @@ impl SegmentEntry {
             live_bytes: 0,
             max_timestamp_ms: 0,
             image_covered_end: 0,
+            read_calls_per_window: std::sync::OnceLock::new(),
         }
     }
 
@@ -1673,7 +1695,10 @@ impl Index {
         let end = entry.end_offset;
         let mut copied = None;
         if loc.offset() < entry.image_covered_end {
-            if fetch == Fetch::ReadCall && matches!(check, RecordCheck::Image(_, Some(_))) {
+            if fetch == Fetch::ReadCall
+                && matches!(check, RecordCheck::Image(_, Some(_)))
+                && entry.take_read_call(loc.offset())
+            {
                 copied = read_checked_record(entry, frame_start, loc.offset(), kind, check)?;
             }
             let checked = match (&copied, entry.segment.map.as_slice()) {
@@ -2171,7 +2196,8 @@ enum Fetch {
     /// for a record no other record the read wants shares a window with
     /// (one workflow's rows scattered over a log of many), and it leaves
     /// the map untouched. Later reads, which the check need not repeat, go
-    /// through the map.
+    /// through the map; so do first reads in a window that already took
+    /// [`WINDOW_READ_CALLS_MAX`] read calls.
     ReadCall,
 }
 
@@ -2188,6 +2214,12 @@ enum BytesFrom {
 /// in (its default `fault_around_bytes`): records this close together share
 /// one fault.
 const MAP_FAULT_WINDOW_BYTES: usize = 64 << 10;
+
+/// First reads by read call a window of [`MAP_FAULT_WINDOW_BYTES`] of a
+/// segment takes before the rest go through the map: a read call costs
+/// about half a fault on the machines measured, so a window read this way
+/// by many reads costs at most about twice what faulting it in would.
+const WINDOW_READ_CALLS_MAX: u8 = 2;
 
 /// Bytes a first read by read call fetches from the start of the record's
 /// frame: a frame header and a record of a few hundred bytes. A longer
