@@ -80,7 +80,8 @@ const SCALARS_BYTES: usize = 8 * 4 + 4 + 4 + 8;
 // Segment: { header (64) | flags | frames | end_offset | last_frame_offset | last_frame_crc | live_bytes
 //            | max_timestamp_ms | checkpoints | batch_frames } checkpoints (lsn, offset) batch_frames (start, end)
 const SEGMENT_FIXED_BYTES: usize = SEGMENT_HEADER_BYTES + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 4 + 4;
-const CHECKPOINT_BYTES: usize = 8 + 4;
+/// Bytes of one seek point in a segment's table: its LSN and its offset.
+pub(crate) const SEEK_POINT_BYTES: usize = 8 + 4;
 const BATCH_FRAME_BYTES: usize = 4 + 4;
 // Stream directory: { stream_bytes | snapshots | entries | start | since | snapshots_before | section_crc }
 //                   stream (seq | position | lsn | record_crc) × snapshots
@@ -322,7 +323,7 @@ pub(crate) struct ImageSegment {
 
 struct EntryFields {
     end_offset: usize,
-    checkpoints: Vec<(Lsn, u32)>,
+    checkpoints: crate::index::SeekPoints,
     frames: u32,
     last_frame_offset: Option<usize>,
     batch_frames: Vec<(u32, u32)>,
@@ -373,6 +374,7 @@ impl DecodedImage {
                 live_bytes: image.entry.live_bytes,
                 max_timestamp_ms: image.entry.max_timestamp_ms,
                 image_covered_end: image.entry.end_offset,
+                read_calls_per_window: std::sync::OnceLock::new(),
             })
             .collect();
         Index {
@@ -449,9 +451,15 @@ pub(crate) fn encode(index: &Index, state: &LogState, written_ms: u64) -> Result
         put_u64(&mut body, entry.max_timestamp_ms);
         put_u32(&mut body, u32::try_from(entry.checkpoints.len()).expect("checkpoints fit a segment"));
         put_u32(&mut body, u32::try_from(entry.batch_frames.len()).expect("batch frames fit a segment"));
-        for (lsn, offset) in &entry.checkpoints {
-            put_u64(&mut body, lsn.0);
-            put_u32(&mut body, *offset);
+        match &entry.checkpoints {
+            // Still the loaded image's table, in the same layout.
+            crate::index::SeekPoints::Mapped(items) => body.extend_from_slice(items),
+            crate::index::SeekPoints::Owned(points) => {
+                for (lsn, offset) in points {
+                    put_u64(&mut body, lsn.0);
+                    put_u32(&mut body, *offset);
+                }
+            }
         }
         for (start, end) in &entry.batch_frames {
             put_u32(&mut body, *start);
@@ -620,7 +628,7 @@ pub(crate) fn decode(image: &bytes::Bytes, dir: &Path) -> Result<DecodedImage, I
     let segment_count = cursor.count(u64::from(segment_count), SEGMENT_FIXED_BYTES)?;
     let mut segments = Vec::with_capacity(segment_count);
     for _ in 0..segment_count {
-        segments.push(decode_segment(&mut cursor)?);
+        segments.push(decode_segment(&mut cursor, image)?);
     }
     let stream_count = cursor.count(stream_count, STREAM_FIXED_BYTES)?;
     let mut streams = crate::index::StreamMap::with_capacity_and_hasher(stream_count, Default::default());
@@ -663,7 +671,9 @@ struct Sections<'a> {
     path: Arc<Path>,
 }
 
-fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> {
+/// One segment of the table; `image` is the whole image, whose tables the
+/// cursor reads, so that the seek points stay in it.
+fn decode_segment(cursor: &mut Cursor<'_>, image: &bytes::Bytes) -> Result<ImageSegment, ImageDefect> {
     let header: [u8; SEGMENT_HEADER_BYTES] = cursor.take(SEGMENT_HEADER_BYTES)?.try_into().expect("a header");
     let flags = cursor.u32()?;
     let frames = cursor.u32()?;
@@ -682,24 +692,23 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     if has_last && last_frame_offset as usize >= end_offset {
         return Err(ImageDefect::Malformed("a segment's last frame"));
     }
-    // Every 32nd frame's position, 129 k of them at 1 GiB: decoded from one
-    // checked slice, each check folded into one flag, not a fallible read
-    // and a branch each (a fifth of open's time at 1 GiB).
-    let checkpoint_count = cursor.count(u64::from(checkpoints), CHECKPOINT_BYTES)?;
-    let mut past_end = false;
-    let checkpoints: Vec<(Lsn, u32)> = cursor
-        .take(checkpoint_count * CHECKPOINT_BYTES)?
-        .chunks_exact(CHECKPOINT_BYTES)
-        .map(|point| {
-            let (lsn, offset) = point.split_at(8);
-            let offset = u32::from_le_bytes(offset.try_into().expect("four bytes"));
-            past_end |= offset as usize >= end_offset;
-            (Lsn(u64::from_le_bytes(lsn.try_into().expect("eight bytes"))), offset)
-        })
-        .collect();
-    if past_end {
-        return Err(ImageDefect::Malformed("a checkpoint past a segment's end"));
+    let compacted = flags & SEGMENT_FLAG_COMPACTED != 0;
+    let first_lsn = crate::segment::SegmentHeader::decode(&header)
+        .map_err(|_| ImageDefect::Malformed("a segment's header"))?
+        .first_lsn;
+    // Every 32nd frame's position, 129 k of them at 1 GiB: checked in one
+    // pass over the table and left there (`SeekPoints::Mapped`), not
+    // copied: decoding them into memory was three fifths of open's work.
+    let checkpoint_count = cursor.count(u64::from(checkpoints), SEEK_POINT_BYTES)?;
+    let points_at = IMAGE_HEADER_BYTES + cursor.at;
+    let points = cursor.take(checkpoint_count * SEEK_POINT_BYTES)?;
+    let last = has_last.then_some(last_frame_offset);
+    match seek_points_in_order(points, frames, first_lsn, compacted, end_offset, last) {
+        SeekPointsFound::InOrder => {}
+        SeekPointsFound::PastEnd => return Err(ImageDefect::Malformed("a checkpoint past a segment's end")),
+        SeekPointsFound::OutOfOrder => return Err(ImageDefect::Malformed("seek points out of order")),
     }
+    let checkpoints = crate::index::SeekPoints::mapped(image.slice(points_at..points_at + points.len()));
     let batch_count = cursor.count(u64::from(batch_frames), BATCH_FRAME_BYTES)?;
     let mut outside = false;
     let batch_frames: Vec<(u32, u32)> = cursor
@@ -716,13 +725,6 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     if outside {
         return Err(ImageDefect::Malformed("a batch frame past a segment's end"));
     }
-    let compacted = flags & SEGMENT_FLAG_COMPACTED != 0;
-    let first_lsn = crate::segment::SegmentHeader::decode(&header)
-        .map_err(|_| ImageDefect::Malformed("a segment's header"))?
-        .first_lsn;
-    if !seek_points_in_order(&checkpoints, frames, first_lsn, compacted, has_last.then_some(last_frame_offset)) {
-        return Err(ImageDefect::Malformed("seek points out of order"));
-    }
     if !batch_frames_in_order(&batch_frames, frames) {
         return Err(ImageDefect::Malformed("batch frames out of order"));
     }
@@ -738,27 +740,72 @@ fn decode_segment(cursor: &mut Cursor<'_>) -> Result<ImageSegment, ImageDefect> 
     Ok(ImageSegment { header, compacted, last_frame_crc, entry })
 }
 
-/// Whether a segment's seek points are those a scan of its `frames` would
-/// record (segments-format.md, 11.1): one per [`CHECKPOINT_FRAMES`] frames
-/// from the first, in strictly increasing LSN and offset, the first at the
-/// segment's first frame (after its header: right after it, or at the next
-/// multiple of 512 for a clean-close marker; at the segment's first LSN
-/// unless compaction left a gap there), none past the last frame. A
-/// table that says otherwise was written wrong, whatever its checksum says:
-/// a read by LSN would walk from a point that is no frame's, so open scans.
+/// What the check of a segment's seek points found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeekPointsFound {
+    InOrder,
+    /// Points in order, the last at or past the end of the segment's
+    /// covered frames.
+    PastEnd,
+    /// Points a scan would not have recorded.
+    OutOfOrder,
+}
+
+fn seek_point_at(points: &[u8], i: usize) -> (u64, u32) {
+    let item = &points[i * SEEK_POINT_BYTES..][..SEEK_POINT_BYTES];
+    let (lsn, offset) = item.split_at(8);
+    (
+        u64::from_le_bytes(lsn.try_into().expect("eight bytes")),
+        u32::from_le_bytes(offset.try_into().expect("four bytes")),
+    )
+}
+
+/// Whether a segment's seek points (`points`, [`SEEK_POINT_BYTES`] each) are
+/// those a scan of its `frames` would record (segments-format.md, 11.1):
+/// one per [`CHECKPOINT_FRAMES`] frames from the first, in strictly
+/// increasing LSN and offset, the first at the segment's first frame
+/// (after its header: right after it, or at the next multiple of 512 for a
+/// clean-close marker; at the segment's first LSN unless compaction left a
+/// gap there), none past the last frame nor the covered end. A table that
+/// says otherwise was written wrong, whatever its checksum says: a read by
+/// LSN would walk from a point that is no frame's, so open scans. One pass,
+/// each pair's comparisons folded into flags rather than a branch each.
 fn seek_points_in_order(
-    points: &[(Lsn, u32)],
+    points: &[u8],
     frames: u32,
     first_lsn: Lsn,
     compacted: bool,
+    end_offset: usize,
     last_frame_offset: Option<u64>,
-) -> bool {
-    let Some(&(lsn, offset)) = points.first() else { return frames == 0 };
-    points.len() == frames.div_ceil(CHECKPOINT_FRAMES) as usize
-        && offset as usize >= SEGMENT_HEADER_BYTES
-        && (lsn == first_lsn || (compacted && lsn > first_lsn))
-        && points.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1)
-        && last_frame_offset.is_some_and(|last| u64::from(points[points.len() - 1].1) <= last)
+) -> SeekPointsFound {
+    let count = points.len() / SEEK_POINT_BYTES;
+    if count == 0 {
+        return if frames == 0 { SeekPointsFound::InOrder } else { SeekPointsFound::OutOfOrder };
+    }
+    let (first_point_lsn, first_offset) = seek_point_at(points, 0);
+    let (mut previous_lsn, mut previous_offset) = (first_point_lsn, first_offset);
+    let mut in_order = true;
+    let (items, _) = points.as_chunks::<SEEK_POINT_BYTES>();
+    for item in &items[1..] {
+        let (lsn, offset) = item.split_at(8);
+        let lsn = u64::from_le_bytes(lsn.try_into().expect("eight bytes"));
+        let offset = u32::from_le_bytes(offset.try_into().expect("four bytes"));
+        in_order &= (lsn > previous_lsn) & (offset > previous_offset);
+        (previous_lsn, previous_offset) = (lsn, offset);
+    }
+    // Offsets in order put the last point furthest: no other can be past
+    // the end without breaking the order.
+    if in_order && previous_offset as usize >= end_offset {
+        return SeekPointsFound::PastEnd;
+    }
+    let first_right = first_offset as usize >= SEGMENT_HEADER_BYTES
+        && (first_point_lsn == first_lsn.0 || (compacted && first_point_lsn > first_lsn.0));
+    let last_right = last_frame_offset.is_some_and(|last| u64::from(previous_offset) <= last);
+    if in_order && first_right && last_right && count == frames.div_ceil(CHECKPOINT_FRAMES) as usize {
+        SeekPointsFound::InOrder
+    } else {
+        SeekPointsFound::OutOfOrder
+    }
 }
 
 /// Whether a segment's batch frames are in file order, apart, after the

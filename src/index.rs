@@ -170,6 +170,131 @@ impl Locs {
     }
 }
 
+/// A segment's LSN seek points, `(lsn, offset)` of every
+/// [`CHECKPOINT_FRAMES`]th frame from its first, in order: in memory, or
+/// still in the segment's table of the persisted index image that open
+/// loaded, as its array of little-endian `(u64 lsn, u32 offset)` items.
+/// Open checks them where they are, in one pass (`image::decode`), and
+/// leaves them there, so that it allocates and copies nothing per 32
+/// frames (129 k seek points at 1 GiB); the first frame a writer adds to
+/// the segment copies them into memory.
+#[derive(Clone)]
+pub(crate) enum SeekPoints {
+    /// In memory.
+    Owned(Vec<(Lsn, u32)>),
+    /// In the image's bytes: [`SEEK_POINT_BYTES`] per point.
+    Mapped(Bytes),
+}
+
+/// Bytes of one seek point in the image: its LSN and its offset.
+const SEEK_POINT_BYTES: usize = crate::image::SEEK_POINT_BYTES;
+
+impl Default for SeekPoints {
+    fn default() -> SeekPoints {
+        SeekPoints::Owned(Vec::new())
+    }
+}
+
+fn mapped_seek_point(bytes: &[u8], i: usize) -> (Lsn, u32) {
+    let item = &bytes[i * SEEK_POINT_BYTES..][..SEEK_POINT_BYTES];
+    let (lsn, offset) = item.split_at(8);
+    (
+        Lsn(u64::from_le_bytes(lsn.try_into().expect("eight bytes"))),
+        u32::from_le_bytes(offset.try_into().expect("four bytes")),
+    )
+}
+
+impl SeekPoints {
+    /// Seek points held in `bytes`, [`SEEK_POINT_BYTES`] each (the image's layout).
+    pub(crate) fn mapped(bytes: Bytes) -> SeekPoints {
+        debug_assert!(bytes.len().is_multiple_of(SEEK_POINT_BYTES));
+        SeekPoints::Mapped(bytes)
+    }
+
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            SeekPoints::Owned(points) => points.len(),
+            SeekPoints::Mapped(bytes) => bytes.len() / SEEK_POINT_BYTES,
+        }
+    }
+
+    /// The `i`th; `None` past the end.
+    pub(crate) fn get(&self, i: usize) -> Option<(Lsn, u32)> {
+        match self {
+            SeekPoints::Owned(points) => points.get(i).copied(),
+            SeekPoints::Mapped(bytes) => (i < bytes.len() / SEEK_POINT_BYTES).then(|| mapped_seek_point(bytes, i)),
+        }
+    }
+
+    /// The first; `None` if there is none.
+    pub(crate) fn first(&self) -> Option<(Lsn, u32)> {
+        self.get(0)
+    }
+
+    /// How many of the first points satisfy `before` (which holds for a
+    /// prefix of them, as for `slice::partition_point`).
+    pub(crate) fn partition_point(&self, mut before: impl FnMut(&(Lsn, u32)) -> bool) -> usize {
+        match self {
+            SeekPoints::Owned(points) => points.partition_point(before),
+            SeekPoints::Mapped(bytes) => {
+                let (mut low, mut high) = (0, bytes.len() / SEEK_POINT_BYTES);
+                while low < high {
+                    let middle = low + (high - low) / 2;
+                    if before(&mapped_seek_point(bytes, middle)) {
+                        low = middle + 1;
+                    } else {
+                        high = middle;
+                    }
+                }
+                low
+            }
+        }
+    }
+
+    /// Every point, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Lsn, u32)> + '_ {
+        (0..self.len()).map(move |i| match self {
+            SeekPoints::Owned(points) => points[i],
+            SeekPoints::Mapped(bytes) => mapped_seek_point(bytes, i),
+        })
+    }
+
+    /// Adds the point of a frame written after the last one, copying the
+    /// points into memory first if they are still in the image.
+    pub(crate) fn push(&mut self, point: (Lsn, u32)) {
+        if let SeekPoints::Mapped(_) = self {
+            *self = SeekPoints::Owned(self.iter().collect());
+        }
+        match self {
+            SeekPoints::Owned(points) => points.push(point),
+            SeekPoints::Mapped(_) => unreachable!("copied into memory above"),
+        }
+    }
+
+    /// Bytes of memory held for the points (none while they are in the image).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        match self {
+            SeekPoints::Owned(points) => points.capacity() * std::mem::size_of::<(Lsn, u32)>(),
+            SeekPoints::Mapped(_) => 0,
+        }
+    }
+}
+
+impl PartialEq for SeekPoints {
+    fn eq(&self, other: &SeekPoints) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for SeekPoints {}
+
+impl std::fmt::Debug for SeekPoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 impl PartialEq for Locs {
     fn eq(&self, other: &Locs) -> bool {
         self.len() == other.len() && self.iter().eq(other.iter())
@@ -379,7 +504,7 @@ pub struct SegmentEntry {
     /// End of the acknowledged frames in it.
     pub end_offset: usize,
     /// `(lsn, offset)` of every [`CHECKPOINT_FRAMES`]th frame, from the first.
-    pub(crate) checkpoints: Vec<(Lsn, u32)>,
+    pub(crate) checkpoints: SeekPoints,
     pub(crate) frames: u32,
     pub(crate) last_frame_offset: Option<usize>,
     /// `(start, end)` offsets of every batch frame, so that a batch
@@ -396,6 +521,10 @@ pub struct SegmentEntry {
     /// image recorded for it (segments-format.md, 11.2). 0 for a segment
     /// scanned at open or written here.
     pub(crate) image_covered_end: usize,
+    /// First reads by read call ([`Fetch::ReadCall`]) taken so far in each
+    /// [`MAP_FAULT_WINDOW_BYTES`] window of the segment, up to
+    /// [`WINDOW_READ_CALLS_MAX`]: allocated on the first one.
+    pub(crate) read_calls_per_window: std::sync::OnceLock<Box<[std::sync::atomic::AtomicU8]>>,
 }
 
 impl SegmentEntry {
@@ -422,6 +551,23 @@ impl SegmentEntry {
     /// The highest frame timestamp in the segment, ms since the Unix epoch.
     pub fn max_timestamp_ms(&self) -> u64 {
         self.max_timestamp_ms
+    }
+
+    /// Whether a first read of the record at `offset` may take a read call
+    /// rather than the map's fault: the first [`WINDOW_READ_CALLS_MAX`] in
+    /// its window may (counted here). Past them, the records of that window
+    /// are being read by many reads (every workflow restored after open,
+    /// say), and one fault that maps the window serves all that follow.
+    fn take_read_call(&self, offset: usize) -> bool {
+        let windows = self.read_calls_per_window.get_or_init(|| {
+            let windows = self.segment.map.len().div_ceil(MAP_FAULT_WINDOW_BYTES);
+            (0..windows).map(|_| std::sync::atomic::AtomicU8::new(0)).collect()
+        });
+        windows.get(offset / MAP_FAULT_WINDOW_BYTES).is_some_and(|taken| {
+            taken
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < WINDOW_READ_CALLS_MAX).then_some(n + 1))
+                .is_ok()
+        })
     }
 
     /// Where the frame holding the operation at `op_offset` starts.
@@ -457,13 +603,14 @@ impl SegmentEntry {
         SegmentEntry {
             segment,
             end_offset,
-            checkpoints: Vec::new(),
+            checkpoints: SeekPoints::default(),
             frames: 0,
             last_frame_offset: None,
             batch_frames: Vec::new(),
             live_bytes: 0,
             max_timestamp_ms: 0,
             image_covered_end: 0,
+            read_calls_per_window: std::sync::OnceLock::new(),
         }
     }
 
@@ -632,13 +779,19 @@ impl Positions<'_> {
         self.state.entries.len()
     }
 
+    /// The `i`th live entry's position.
+    #[inline]
+    fn loc(&self, i: usize) -> Option<RecordLoc> {
+        match self.walked {
+            Some(walked) => walked.get(i).copied(),
+            None => self.state.entries.get(i),
+        }
+    }
+
     /// The `i`th live entry's position and how a read checks it.
     #[inline]
     fn get(&self, i: usize) -> Option<(RecordLoc, RecordCheck<'_>)> {
-        let loc = match self.walked {
-            Some(walked) => *walked.get(i)?,
-            None => self.state.entries.get(i)?,
-        };
+        let loc = self.loc(i)?;
         let check = if self.frames_checked {
             RecordCheck::FrameChecked
         } else {
@@ -778,8 +931,10 @@ impl Index {
         let entry = self.segments.last()?;
         let last_frame = entry.last_frame_offset?;
         let checkpoint = entry.checkpoints.partition_point(|&(lsn, _)| lsn <= self.last_durable_lsn);
-        let from_checkpoint =
-            checkpoint.checked_sub(1).map_or(crate::segment::SEGMENT_HEADER_BYTES, |i| entry.checkpoints[i].1 as usize);
+        let from_checkpoint = checkpoint
+            .checked_sub(1)
+            .and_then(|i| entry.checkpoints.get(i))
+            .map_or(crate::segment::SEGMENT_HEADER_BYTES, |(_, offset)| offset as usize);
         Some(from_checkpoint.min(last_frame))
     }
 
@@ -1184,10 +1339,7 @@ impl Index {
         stats.checkpoint_bytes = self
             .segments
             .iter()
-            .map(|s| {
-                s.checkpoints.capacity() * std::mem::size_of::<(Lsn, u32)>()
-                    + s.batch_frames.capacity() * std::mem::size_of::<(u32, u32)>()
-            })
+            .map(|s| s.checkpoints.capacity_bytes() + s.batch_frames.capacity() * std::mem::size_of::<(u32, u32)>())
             .sum();
         stats
     }
@@ -1400,9 +1552,14 @@ impl Index {
             return Ok(StreamRead::default());
         };
         let snapshot = match state.snapshots.last() {
-            Some(s) => {
-                Some(self.read_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc, None))?)
-            }
+            Some(s) => Some(self.read_op(
+                s.loc,
+                RecordKind::Snapshot,
+                stream,
+                s.seq,
+                RecordCheck::Image(s.image_crc, None),
+                Fetch::Map,
+            )?),
             None => None,
         };
         let from = snapshot.as_ref().map_or(state.start, |s| (s.seq.0 + 1).max(state.start));
@@ -1456,7 +1613,7 @@ impl Index {
             let mid = low + (high - low) / 2;
             let seq = StreamSeq(state.start + mid as u64);
             let (loc, check) = positions.get(mid).expect("mid is below the length");
-            if self.with_op(loc, RecordKind::Entry, stream, seq, check, |op| op.lsn)? <= after {
+            if self.with_op(loc, RecordKind::Entry, stream, seq, check, Fetch::Map, |op, _| op.lsn)? <= after {
                 low = mid + 1;
             } else {
                 high = mid;
@@ -1480,9 +1637,11 @@ impl Index {
         let skip = usize::try_from(from.0.saturating_sub(state.start)).unwrap_or(usize::MAX).min(positions.len());
         let take = (positions.len() - skip).min(limit);
         let mut records = Vec::with_capacity(take);
+        let wanted = (skip, skip + take);
         for (i, (loc, check)) in positions.iter_from(skip).take(take).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check)?);
+            let fetch = fetch_for(&positions, skip + i, wanted, check);
+            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check, fetch)?);
         }
         Ok(records)
     }
@@ -1497,18 +1656,19 @@ impl Index {
         stream: &[u8],
         seq: StreamSeq,
         check: RecordCheck<'_>,
+        fetch: Fetch,
     ) -> Result<Record> {
         let entry = self.entry(loc)?;
-        self.with_op(loc, kind, stream, seq, check, |op| {
+        self.with_op(loc, kind, stream, seq, check, fetch, |op, from| {
             let stream_start = loc.offset() + OP_HEADER_BYTES;
-            Record {
-                lsn: op.lsn,
-                stream: entry.segment.map.slice(stream_start, op.stream.len()),
-                seq,
-                kind,
-                timestamp_ms: op.timestamp_ms,
-                payload: entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
-            }
+            let (stream, payload) = match from {
+                BytesFrom::Map => (
+                    entry.segment.map.slice(stream_start, op.stream.len()),
+                    entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
+                ),
+                BytesFrom::Copy => (Bytes::copy_from_slice(op.stream), Bytes::copy_from_slice(op.payload)),
+            };
+            Record { lsn: op.lsn, stream, seq, kind, timestamp_ms: op.timestamp_ms, payload }
         })
     }
 
@@ -1517,6 +1677,9 @@ impl Index {
     /// index expects there. A record in frames this process did not check
     /// (the image covered them) is first checked as `check` says: against
     /// the checksum the image recorded for it, reading only its own bytes.
+    /// `fetch` says how an entry's first read in this process gets them;
+    /// `f` learns where its bytes are.
+    #[allow(clippy::too_many_arguments)] // the record's identity, how to check it, how to fetch it
     fn with_op<R>(
         &self,
         loc: RecordLoc,
@@ -1524,15 +1687,24 @@ impl Index {
         stream: &[u8],
         seq: StreamSeq,
         check: RecordCheck<'_>,
-        f: impl FnOnce(RecordRef<'_>) -> R,
+        fetch: Fetch,
+        f: impl FnOnce(RecordRef<'_>, BytesFrom) -> R,
     ) -> Result<R> {
         let entry = self.entry(loc)?;
         let mut frame_start = entry.frame_start_of(loc.offset());
         let end = entry.end_offset;
+        let mut copied = None;
         if loc.offset() < entry.image_covered_end {
-            let checked = match entry.segment.map.as_slice() {
-                Some(map) => check_image_record(entry, map, 0, frame_start, loc.offset(), kind, check),
-                None => {
+            if fetch == Fetch::ReadCall
+                && matches!(check, RecordCheck::Image(_, Some(_)))
+                && entry.take_read_call(loc.offset())
+            {
+                copied = read_checked_record(entry, frame_start, loc.offset(), kind, check)?;
+            }
+            let checked = match (&copied, entry.segment.map.as_slice()) {
+                (Some(_), _) => Ok(()),
+                (None, Some(map)) => check_image_record(entry, map, 0, frame_start, loc.offset(), kind, check),
+                (None, None) => {
                     let owned = entry.segment.map.slice(frame_start, end.saturating_sub(frame_start));
                     check_image_record(entry, &owned, frame_start, frame_start, loc.offset(), kind, check)
                 }
@@ -1550,11 +1722,12 @@ impl Index {
             }
         }
         let owned;
-        let (bytes, base) = match entry.segment.map.as_slice() {
-            Some(map) => (map, 0),
-            None => {
+        let (bytes, base, from) = match (&copied, entry.segment.map.as_slice()) {
+            (Some(record), _) => (record.bytes(), frame_start, BytesFrom::Copy),
+            (None, Some(map)) => (map, 0, BytesFrom::Map),
+            (None, None) => {
                 owned = entry.segment.map.slice(frame_start, end.saturating_sub(frame_start));
-                (owned.as_ref(), frame_start)
+                (owned.as_ref(), frame_start, BytesFrom::Map)
             }
         };
         let timestamp_at = frame_start - base + crate::frame::FRAME_TIMESTAMP_AT;
@@ -1562,7 +1735,7 @@ impl Index {
             .get(timestamp_at..timestamp_at + 8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
         match op_at(bytes, loc.offset() - base, end - base, stream, seq) {
-            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, timestamp_ms, payload })),
+            Ok((lsn, stream, payload)) => Ok(f(RecordRef { lsn, stream, seq, kind, timestamp_ms, payload }, from)),
             Err(what) => Err(Error::corruption(
                 &entry.segment.path,
                 loc.offset() as u64,
@@ -1581,14 +1754,17 @@ impl Index {
         let mut seen = 0;
         let mut from = state.start;
         if let Some(s) = state.snapshots.last() {
-            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, RecordCheck::Image(s.image_crc, None), &mut f)?;
+            let check = RecordCheck::Image(s.image_crc, None);
+            self.with_op(s.loc, RecordKind::Snapshot, stream, s.seq, check, Fetch::Map, |op, _| f(op))?;
             seen += 1;
             from = from.max(s.seq.0 + 1);
         }
         let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(positions.len());
+        let wanted = (skip, positions.len());
         for (i, (loc, check)) in positions.iter_from(skip).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            self.with_op(loc, RecordKind::Entry, stream, seq, check, &mut f)?;
+            let fetch = fetch_for(&positions, skip + i, wanted, check);
+            self.with_op(loc, RecordKind::Entry, stream, seq, check, fetch, |op, _| f(op))?;
             seen += 1;
         }
         Ok(seen)
@@ -1611,7 +1787,9 @@ impl Index {
         let positions = self.positions(stream, state)?;
         for (i, (loc, check)) in positions.iter_from(0).enumerate() {
             let seq = StreamSeq(state.start + i as u64);
-            if self.with_op(loc, RecordKind::Entry, stream, seq, check, |op| op.timestamp_ms)? >= timestamp_ms {
+            let timestamp =
+                self.with_op(loc, RecordKind::Entry, stream, seq, check, Fetch::Map, |op, _| op.timestamp_ms)?;
+            if timestamp >= timestamp_ms {
                 return Ok(Some(seq));
             }
         }
@@ -1678,7 +1856,7 @@ impl Index {
                 return Err(hole.error());
             }
             let checkpoint = entry.checkpoints.partition_point(|&(lsn, _)| lsn <= want).saturating_sub(1);
-            let Some(&(lsn, offset)) = entry.checkpoints.get(checkpoint) else {
+            let Some((lsn, offset)) = entry.checkpoints.get(checkpoint) else {
                 continue;
             };
             let wanted = Wanted { from: want, limit, live_only };
@@ -1863,7 +2041,7 @@ fn walk_stream_entries(
     let mut next = first_seq;
     let mut out_of_order = false;
     for (position, entry) in segments.iter().enumerate() {
-        let Some(&(lsn, offset)) = entry.checkpoints.first().filter(|_| entry.image_covered_end > 0) else {
+        let Some((lsn, offset)) = entry.checkpoints.first().filter(|_| entry.image_covered_end > 0) else {
             continue;
         };
         let walked = walk_frames(entry, (lsn, offset as usize), entry.image_covered_end, |_, at, frame| {
@@ -2005,6 +2183,110 @@ fn no_record_at(found: Option<&SegmentEntry>, loc: RecordLoc) -> Error {
         loc.offset() as u64,
         CorruptionKind::IndexMismatch(format!("no record can be at position {:#x}", loc.0)),
     )
+}
+
+/// How an entry's first read in this process (the one that checks it
+/// against the checksum the image recorded for it) gets its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fetch {
+    /// Through the segment's map, whose first touch of a page costs a page
+    /// fault that maps [`MAP_FAULT_WINDOW_BYTES`] around it.
+    Map,
+    /// With one read call (`pread`) into a buffer: cheaper than that fault
+    /// for a record no other record the read wants shares a window with
+    /// (one workflow's rows scattered over a log of many), and it leaves
+    /// the map untouched. Later reads, which the check need not repeat, go
+    /// through the map; so do first reads in a window that already took
+    /// [`WINDOW_READ_CALLS_MAX`] read calls.
+    ReadCall,
+}
+
+/// Where the bytes a read hands on are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BytesFrom {
+    /// In the segment's map.
+    Map,
+    /// Copied by a read call, for this read alone.
+    Copy,
+}
+
+/// What Linux maps around the page a first touch of a file mapping faults
+/// in (its default `fault_around_bytes`): records this close together share
+/// one fault.
+const MAP_FAULT_WINDOW_BYTES: usize = 64 << 10;
+
+/// First reads by read call a window of [`MAP_FAULT_WINDOW_BYTES`] of a
+/// segment takes before the rest go through the map: a read call costs
+/// about half a fault on the machines measured, so a window read this way
+/// by many reads costs at most about twice what faulting it in would.
+const WINDOW_READ_CALLS_MAX: u8 = 2;
+
+/// Bytes a first read by read call fetches from the start of the record's
+/// frame: a frame header and a record of a few hundred bytes. A longer
+/// record is read through the map.
+const FIRST_READ_BYTES: usize = 512;
+
+/// How the read of the live entries `wanted` (indexes into `positions`,
+/// `start..end`) fetches the `i`th: by read call if no entry the read wants
+/// just before or after it lies within [`MAP_FAULT_WINDOW_BYTES`] of it in
+/// the same segment, else through the map, whose fault then serves both.
+/// Only an entry's first read (`check` against the image's checksum, which
+/// records that it passed) asks: the others go through the map.
+fn fetch_for(positions: &Positions<'_>, i: usize, wanted: (usize, usize), check: RecordCheck<'_>) -> Fetch {
+    if !matches!(check, RecordCheck::Image(_, Some(_))) {
+        return Fetch::Map;
+    }
+    let Some(loc) = positions.loc(i) else { return Fetch::Map };
+    let near = |j: usize| {
+        (wanted.0..wanted.1).contains(&j)
+            && positions.loc(j).is_some_and(|other| {
+                other.segment() == loc.segment() && other.offset().abs_diff(loc.offset()) < MAP_FAULT_WINDOW_BYTES
+            })
+    };
+    if i.checked_sub(1).is_some_and(near) || near(i + 1) { Fetch::Map } else { Fetch::ReadCall }
+}
+
+/// A record's frame as one read call fetched it: [`FIRST_READ_BYTES`] at
+/// most from the frame's start.
+struct CopiedRecord {
+    buffer: [u8; FIRST_READ_BYTES],
+    len: usize,
+}
+
+impl CopiedRecord {
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+/// Reads the frame of the operation at `op_offset` (its frame's whole body,
+/// in frames the image covered) with one read call, and checks it against
+/// the record checksum the image recorded (`check`, which records that it
+/// passed). `None` if it cannot stand in for the map: a batch's operation,
+/// a record longer than one such read, or one that fails the check (the
+/// read through the map checks it again, and finds out why).
+///
+/// # Errors
+/// [`Error::Io`] if the read fails.
+fn read_checked_record(
+    entry: &SegmentEntry,
+    frame_start: usize,
+    op_offset: usize,
+    kind: RecordKind,
+    check: RecordCheck<'_>,
+) -> Result<Option<CopiedRecord>> {
+    if frame_start + FRAME_HEADER_BYTES != op_offset {
+        return Ok(None);
+    }
+    let len = entry.end_offset.saturating_sub(frame_start).min(FIRST_READ_BYTES);
+    let mut record = CopiedRecord { buffer: [0; FIRST_READ_BYTES], len };
+    entry
+        .segment
+        .file
+        .read_at(&mut record.buffer[..len], frame_start as u64)
+        .map_err(|error| Error::io("read", &entry.segment.path, error))?;
+    let checked = check_image_record(entry, record.bytes(), frame_start, frame_start, op_offset, kind, check);
+    Ok(checked.is_ok().then_some(record))
 }
 
 /// Checks a record of frames the image covers against the checksum the

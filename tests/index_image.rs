@@ -9,6 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use common::image_layout::{HEADER_BYTES, SCALARS_BYTES, SEGMENT_FIXED_BYTES, segment_tables, u32_at, u64_at};
 
@@ -750,6 +751,86 @@ fn a_damaged_record_under_the_image_is_an_error_when_read() {
     drop(log);
     let scanning = LogReader::open_scanning(dir.path(), &Options::default()).unwrap();
     assert!(!scanning.problems().is_empty());
+}
+
+/// A record the image covers, read for the first time in this process,
+/// with no other record the read wants within 64 KiB of it (one workflow's
+/// rows scattered over a long log), is fetched with one read call rather
+/// than a page fault of the map, and checked against its record checksum
+/// the same way: the right bytes, a flipped bit refused as corruption
+/// naming the file and the record's offset by every read, a failed read an
+/// I/O error, never a wrong answer. Once checked, later reads go through
+/// the map (no read call) and return the same records.
+#[test]
+fn records_far_apart_are_read_first_by_read_call_and_checked_as_through_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let options = Options {
+        file_system: Arc::new(fs.clone()),
+        segment_bytes: 4 << 20,
+        segment_preparation: SegmentPreparation::Inline,
+        ..options()
+    };
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    for i in 0..6u64 {
+        log.append("sparse", Expectation::Any, common::unique_payload(i, 200)).wait().unwrap();
+        // 75 KB of another stream between two of its records.
+        for j in 0..300 {
+            log.append("filler", Expectation::Any, common::unique_payload(10_000 + i * 300 + j, 250)).wait().unwrap();
+        }
+    }
+    log.close().wait().unwrap();
+    drop(log);
+    let (file, end) = common::payload_end(dir.path(), &common::unique_payload(3, 200)).unwrap();
+    common::flip_bit(&file, end - 5, 1);
+    let payloads = |records: &[annals::Record]| records.iter().map(|r| r.payload.to_vec()).collect::<Vec<_>>();
+
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    loaded(&log);
+    let reads = fs.faults.reads.load(Ordering::SeqCst);
+    let first = log.read_stream_range("sparse", StreamSeq(0), 3).unwrap();
+    assert_eq!(payloads(&first), (0..3).map(|i| common::unique_payload(i, 200)).collect::<Vec<_>>());
+    assert_eq!(fs.faults.reads.load(Ordering::SeqCst) - reads, 3, "one read call per record");
+    let reads = fs.faults.reads.load(Ordering::SeqCst);
+    assert_eq!(log.read_stream_range("sparse", StreamSeq(0), 3).unwrap(), first);
+    assert_eq!(fs.faults.reads.load(Ordering::SeqCst), reads, "checked once: then through the map");
+    for _ in 0..2 {
+        match log.read_stream_from("sparse", StreamSeq(3)) {
+            Err(Error::Corruption(corruption)) => {
+                assert_eq!(corruption.file, file);
+                assert_eq!(corruption.kind.to_string(), "record checksum mismatch");
+                assert!(corruption.offset < (end - 5) as u64 && corruption.offset + 300 > (end - 5) as u64);
+            }
+            other => panic!("a damaged record read as {other:?}"),
+        }
+        assert!(matches!(log.visit_stream("sparse", |_| {}), Err(Error::Corruption(_))));
+    }
+    let after = log.read_stream_range("sparse", StreamSeq(4), 2).unwrap();
+    assert_eq!(payloads(&after), (4..6).map(|i| common::unique_payload(i, 200)).collect::<Vec<_>>());
+    // Many first reads of one window (ten records of a 3 KB stretch, one
+    // read each: no other record in the same read) take two read calls at
+    // most; the rest share the map's fault.
+    let reads = fs.faults.reads.load(Ordering::SeqCst);
+    for seq in 0..10 {
+        let one = log.read_stream_range("filler", StreamSeq(seq), 1).unwrap();
+        assert_eq!(payloads(&one), [common::unique_payload(10_000 + seq, 250)]);
+    }
+    assert!(fs.faults.reads.load(Ordering::SeqCst) - reads <= 2, "read calls per window are bounded");
+    drop(log);
+
+    let reader = LogReader::open_with(dir.path(), &options).unwrap();
+    assert!(matches!(reader.read_stream("sparse"), Err(Error::Corruption(_))));
+    let log = Log::open(dir.path(), options).unwrap();
+    loaded(&log);
+    fs.faults.fail_reads.store(true, Ordering::SeqCst);
+    assert!(matches!(log.read_stream_range("sparse", StreamSeq(5), 1), Err(Error::Io { .. })));
+    fs.faults.fail_reads.store(false, Ordering::SeqCst);
+    let last = log.read_stream_range("sparse", StreamSeq(5), 1).unwrap();
+    assert_eq!(payloads(&last), [common::unique_payload(5, 200)]);
+    let mut seen = Vec::new();
+    log.visit_stream("filler", |record| seen.push(record.payload.to_vec())).unwrap();
+    assert_eq!(seen.len(), 1800);
+    assert_eq!(seen[1799], common::unique_payload(10_000 + 1799, 250));
 }
 
 /// One flipped bit in a record of a batch frame (several records, one

@@ -100,6 +100,9 @@ pub struct Faults {
     pub syncs: AtomicU64,
     /// Writes to files asked for (failed ones included).
     pub writes: AtomicU64,
+    /// Reads from files (`read_at`) asked for (failed ones included).
+    pub reads: AtomicU64,
+    pub fail_reads: AtomicBool,
     pub dir_syncs: AtomicU64,
     /// The next segment file opened is not found (once): one listed and
     /// then removed before it was opened, as a writer's compaction or
@@ -240,6 +243,10 @@ impl File for FaultyFile {
         self.inner.len()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.fs.reads.fetch_add(1, Ordering::SeqCst);
+        if self.fs.fail_reads.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected read fault"));
+        }
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
