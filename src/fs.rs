@@ -10,7 +10,7 @@ use std::any::Any;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -157,12 +157,12 @@ impl FileSystem for RealFs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
-        // Only a regular file is a file of the log. Anything else put
-        // under its name is refused before `open(2)`, which would block
-        // forever on a named pipe waiting for a writer to it; what was
-        // opened is checked again (a directory put there in between).
-        refuse_unless_a_regular_file(&fs::metadata(path)?)?;
-        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        // Only a regular file is a file of the log. What was opened is
+        // checked, so anything else under its name is refused; the open is
+        // non-blocking so that a named pipe there cannot hold it forever
+        // waiting for a writer to the pipe (the flag changes nothing for a
+        // regular file's reads, writes and syncs).
+        let file = OpenOptions::new().read(true).write(writable).custom_flags(libc::O_NONBLOCK).open(path)?;
         refuse_unless_a_regular_file(&file.metadata()?)?;
         Ok(Arc::new(RealFile { file }))
     }
@@ -208,14 +208,14 @@ impl FileSystem for RealFs {
 
 impl RealFs {
     fn writer_holds_lock(dir: &Path) -> io::Result<bool> {
-        let path = lock_path(dir);
-        // Checked first: opening a named pipe for reading blocks forever.
-        match fs::metadata(&path) {
-            Ok(metadata) => refuse_unless_a_regular_file(&metadata)?,
+        // Non-blocking, then checked: opening a named pipe for reading
+        // would otherwise block forever.
+        let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(lock_path(dir)) {
+            Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(error) => return Err(error),
-        }
-        let file = fs::File::open(&path)?;
+        };
+        refuse_unless_a_regular_file(&file.metadata()?)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(false),
             Err(fs::TryLockError::WouldBlock) => Ok(true),
