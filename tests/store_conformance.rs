@@ -347,14 +347,21 @@ where
             let (backend, by_default) = (Arc::clone(&backend), Arc::clone(&by_default));
             async move {
                 if blocking {
+                    // One after the other: the backend's own first, as the
+                    // assertions below expect (spawned together, the two
+                    // raced, and the default's sometimes landed first).
                     let own = tokio::task::spawn_blocking({
                         let backend = Arc::clone(&backend);
                         move || backend.append_blocking(stream, expect, Bytes::from_static(payload))
-                    });
+                    })
+                    .await
+                    .unwrap();
                     let default = tokio::task::spawn_blocking(move || {
                         by_default.append_blocking(stream, expect, Bytes::from_static(payload))
-                    });
-                    (own.await.unwrap(), default.await.unwrap())
+                    })
+                    .await
+                    .unwrap();
+                    (own, default)
                 } else {
                     let own = backend.append(stream, expect, Bytes::from_static(payload)).await;
                     (own, by_default.append(stream, expect, Bytes::from_static(payload)).await)
