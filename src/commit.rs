@@ -164,6 +164,11 @@ pub struct Appended {
     /// the entries from there up to its own sequence, none if that is not
     /// below it (another prune got there first). `None` for the others.
     pub start_before: Option<StreamSeq>,
+    /// The LSN of its stream's first record since its last clear, after
+    /// it: the incarnation an [`Expectation::ExactSince`] names. `None` if
+    /// the stream has no state after it (a clear, or a check of a stream
+    /// with none).
+    pub since: Option<Lsn>,
 }
 
 /// A stream's state as the writer follows it through a group: what the
@@ -1189,7 +1194,13 @@ impl Writer {
             encode_frame_from(&mut group.buf, &self.log_id_checksum, frame_kind_of(refs), meta, refs);
             self.next_lsn = Lsn(self.next_lsn.0 + refs.len() as u64);
         }
-        let appended = |c: &CheckedOp| Appended { lsn: c.lsn, seq: c.seq, timestamp_ms, start_before: c.start_before };
+        let appended = |c: &CheckedOp| Appended {
+            lsn: c.lsn,
+            seq: c.seq,
+            timestamp_ms,
+            start_before: c.start_before,
+            since: c.after.exists.then_some(c.after.since),
+        };
         let acks = match checked {
             [one] => Acks::One(appended(one)),
             many => Acks::Many(many.iter().map(appended).collect()),
@@ -1808,6 +1819,7 @@ fn group_committed(group: &Group, write: Duration, synced: bool) {
 /// that fails.
 fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
     let next = cursor.next;
+    let since = cursor.exists.then_some(cursor.since);
     let conflict = |expected: Expectation| Error::Conflict {
         stream: display_stream(&op.stream),
         expected,
@@ -1818,7 +1830,7 @@ fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
         | OpKind::Clear(expected)
         | OpKind::Prune(_, _, expected, _)
         | OpKind::Check(expected)
-            if !expected.holds(StreamSeq(next)) =>
+            if !expected.holds_in(StreamSeq(next), since) =>
         {
             return Err(conflict(expected));
         }

@@ -691,6 +691,14 @@ pub struct StreamRead {
     pub entries: Vec<Record>,
     /// The sequence the stream's next entry gets, as of the same read.
     pub next_seq: StreamSeq,
+    /// The LSN of the stream's first record since its last clear, as of the
+    /// same read (`None`: the stream has no state): which incarnation of
+    /// the stream was read. An [`crate::Expectation::ExactSince`] with it
+    /// and `next_seq` holds until the stream is next written or cleared.
+    /// Compare it only within one open of the log: once compaction removed
+    /// an incarnation's first record, the next open names it by its first
+    /// surviving one.
+    pub since: Option<Lsn>,
 }
 
 /// The operation at `offset` of `bytes` (a segment, or its part from some
@@ -1564,7 +1572,7 @@ impl Index {
         };
         let from = snapshot.as_ref().map_or(state.start, |s| (s.seq.0 + 1).max(state.start));
         let entries = self.read_entries(stream, state, StreamSeq(from))?;
-        Ok(StreamRead { snapshot, entries, next_seq: state.next_seq() })
+        Ok(StreamRead { snapshot, entries, next_seq: state.next_seq(), since: Some(state.since) })
     }
 
     /// Live entries of a stream from `from` on, snapshots aside.

@@ -42,15 +42,40 @@ pub enum Expectation {
     NoStream,
     /// The stream's next sequence equals this one.
     Exact(StreamSeq),
+    /// The stream's next sequence equals `next`, and it is still the
+    /// incarnation whose first record since its last clear is at `since`
+    /// (as a read returned it: [`crate::StreamRead::since`]). A clear
+    /// followed by as many appends again leaves the next sequence where
+    /// it was, but not the incarnation: a caller that remembers a stream's
+    /// contents is told they changed.
+    ExactSince {
+        /// The stream's next sequence.
+        next: StreamSeq,
+        /// The LSN of the stream's first record since its last clear.
+        since: Lsn,
+    },
 }
 
 impl Expectation {
-    /// Whether a stream whose next sequence is `next` meets the expectation.
+    /// Whether a stream whose next sequence is `next` meets the
+    /// expectation's requirement on it. An [`Expectation::ExactSince`]
+    /// also requires an incarnation, which this does not see:
+    /// [`Expectation::holds_in`] checks both.
     pub fn holds(self, next: StreamSeq) -> bool {
         match self {
             Expectation::Any => true,
             Expectation::NoStream => next.0 == 0,
-            Expectation::Exact(seq) => next == seq,
+            Expectation::Exact(seq) | Expectation::ExactSince { next: seq, .. } => next == seq,
+        }
+    }
+
+    /// Whether a stream whose next sequence is `next`, and whose first
+    /// record since its last clear is at `since` (`None`: the stream has
+    /// no state), meets the expectation.
+    pub fn holds_in(self, next: StreamSeq, since: Option<Lsn>) -> bool {
+        match self {
+            Expectation::ExactSince { since: expected, .. } => self.holds(next) && since == Some(expected),
+            _ => self.holds(next),
         }
     }
 }
@@ -61,6 +86,9 @@ impl fmt::Display for Expectation {
             Expectation::Any => f.write_str("any"),
             Expectation::NoStream => f.write_str("no stream"),
             Expectation::Exact(seq) => write!(f, "next sequence {seq}"),
+            Expectation::ExactSince { next, since } => {
+                write!(f, "next sequence {next} of the incarnation since LSN {since}")
+            }
         }
     }
 }

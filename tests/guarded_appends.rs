@@ -63,3 +63,59 @@ fn compare_and_swap_replaces_only_the_value_it_saw() {
     assert!(matches!(log.compare_and_swap("run", None, &b"x"[..]).wait(), Err(Error::Conflict { .. })));
     assert_eq!(log.latest("run").unwrap().unwrap().payload, &b"running"[..]);
 }
+
+/// An `ExactSince` guard names the stream's incarnation as a read or an
+/// acknowledgement gave it: it holds while the stream is that incarnation,
+/// and fails once a clear ended it, even with the stream refilled to the
+/// same next sequence (review 9's bug 8, at the engine), through a single
+/// append, a batch and a clear, and it stays the same across a reopen.
+#[test]
+fn an_incarnation_guard_fails_after_a_clear_and_a_refill_to_the_same_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::open(dir.path());
+    assert_eq!(log.read_stream("s").unwrap().since, None, "no state, no incarnation");
+    let first = log.append("s", Expectation::NoStream, &b"0"[..]).wait().unwrap();
+    assert_eq!(first.since, Some(first.lsn), "a stream's first record begins its incarnation");
+    let second = log.append("s", Expectation::Any, &b"1"[..]).wait().unwrap();
+    assert_eq!(second.since, Some(first.lsn));
+    let read = log.read_stream("s").unwrap();
+    assert_eq!((read.next_seq, read.since), (StreamSeq(2), Some(first.lsn)));
+    let old = Expectation::ExactSince { next: StreamSeq(2), since: first.lsn };
+    let held = log.append("s", old, &b"2"[..]).wait().unwrap();
+    assert_eq!((held.seq, held.since), (StreamSeq(2), Some(first.lsn)));
+    let stale = Expectation::ExactSince { next: StreamSeq(3), since: first.lsn };
+    let cleared = log.clear("s", Expectation::Any).wait().unwrap();
+    assert_eq!(cleared.since, None, "a clear ends the incarnation");
+    let mut refill_since = None;
+    for payload in [&b"a"[..], b"b", b"c"] {
+        refill_since = log.append("s", Expectation::Any, payload).wait().unwrap().since;
+    }
+    let refilled = log.read_stream("s").unwrap();
+    assert_eq!(refilled.next_seq, StreamSeq(3));
+    assert_ne!(refilled.since, Some(first.lsn));
+    assert_eq!(refilled.since, refill_since);
+    let before = log.last_lsn().unwrap();
+    let refused = [
+        log.append("s", stale, &b"stale"[..]).wait().map(|_| ()),
+        log.clear("s", stale).wait().map(|_| ()),
+        log.commit(annals::Batch::new().append("t", Expectation::Any, &b"t"[..]).check("s", stale)).wait().map(|_| ()),
+    ];
+    for result in refused {
+        match result {
+            Err(Error::Conflict { stream, expected, actual }) => {
+                assert_eq!((stream.as_str(), expected, actual), ("s", stale, StreamSeq(3)));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(log.last_lsn().unwrap(), before, "a refused guard writes nothing");
+    let fresh = Expectation::ExactSince { next: StreamSeq(3), since: refilled.since.unwrap() };
+    log.append("s", fresh, &b"d"[..]).wait().unwrap();
+    log.close().wait().unwrap();
+    let log = common::open(dir.path());
+    assert_eq!(log.read_stream("s").unwrap().since, refilled.since, "the incarnation survives a reopen");
+    log.append("s", Expectation::ExactSince { next: StreamSeq(4), since: refilled.since.unwrap() }, &b"e"[..])
+        .wait()
+        .unwrap();
+    log.close().wait().unwrap();
+}

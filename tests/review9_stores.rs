@@ -108,7 +108,6 @@ fn row(sequence: u64, by: &str) -> Row {
 /// (as documents prune rather than clear), which keeps every cleared run's
 /// stream in the index.
 #[test]
-#[ignore = "review 9: CheckpointRows' remembered run meets its guard after another store cleared and refilled it; needs an incarnation guard in the Backend seam"]
 fn checkpoint_rows_refuse_a_duplicate_after_another_store_cleared_and_refilled_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());

@@ -171,10 +171,11 @@ async fn two_stores_racing_one_run_never_both_win_a_sequence<F: Factory>(factory
     assert_eq!(rows.len(), 40);
 }
 
-/// A store that remembered a run's sequences refused a valid append after
-/// another store over the same backend cleared the run (found by the cano
-/// adapter's tests): a remembered duplicate is confirmed by a fresh read.
-async fn a_run_cleared_by_another_store_takes_its_old_sequences_again<F: Factory>(factory: &F) {
+/// Two stores over one backend: the first appended rows 0 to 2 of run
+/// `run` (and remembers them), then the second cleared the run.
+async fn a_run_of_three_that_another_store_cleared<F: Factory>(
+    factory: &F,
+) -> (CheckpointRows<F::B, Row>, CheckpointRows<F::B, Row>) {
     let backend = factory.open();
     let a: CheckpointRows<F::B, Row> = CheckpointRows::new(backend.clone());
     let b: CheckpointRows<F::B, Row> = CheckpointRows::new(backend);
@@ -182,10 +183,104 @@ async fn a_run_cleared_by_another_store_takes_its_old_sequences_again<F: Factory
         a.append("run", row(sequence, "a")).await.unwrap();
     }
     b.clear("run").await.unwrap();
+    (a, b)
+}
+
+/// A store that remembered a run's sequences refused a valid append after
+/// another store over the same backend cleared the run (found by the cano
+/// adapter's tests): a remembered duplicate is confirmed by a fresh read.
+async fn a_run_cleared_by_another_store_takes_its_old_sequences_again<F: Factory>(factory: &F) {
+    let (a, b) = a_run_of_three_that_another_store_cleared(factory).await;
     b.append("run", row(0, "b")).await.unwrap();
     a.append("run", row(1, "a again")).await.expect("sequence 1 is free since the clear");
     assert!(matches!(a.append("run", row(0, "dup")).await, Err(StoreError::Duplicate { .. })));
     assert_eq!(a.load_run("run").await.unwrap(), vec![row(0, "b"), row(1, "a again")]);
+}
+
+/// Review 9's bug 8: a store remembered a run at next sequence 3; another
+/// store cleared it and appended three rows, so the stream was at next
+/// sequence 3 again, and the first store's guard let a sequence through
+/// that the run already had. The guard names the run's life now.
+async fn a_run_cleared_and_refilled_to_the_same_length_by_another_store_still_refuses_its_rows<F: Factory>(
+    factory: &F,
+) {
+    let (a, b) = a_run_of_three_that_another_store_cleared(factory).await;
+    for sequence in 5..8 {
+        b.append("run", row(sequence, "b")).await.unwrap();
+    }
+    for sequence in 5..8 {
+        let duplicate = a.append("run", row(sequence, "a")).await;
+        assert!(matches!(duplicate, Err(StoreError::Duplicate { .. })), "sequence {sequence}: {duplicate:?}");
+    }
+    a.append("run", row(1, "a")).await.expect("sequence 1 went with the clear");
+    let rows = a.load_run("run").await.unwrap();
+    assert_eq!(rows, vec![row(1, "a"), row(5, "b"), row(6, "b"), row(7, "b")]);
+}
+
+/// `Expect::NextIn` holds for the stream's life a read or an append
+/// returned, and fails once a clear ended it, even with as many entries
+/// appended again: through `commit`, the backend's own `append`, and the
+/// seam's default `append` (a commit).
+async fn a_guard_on_a_stream_s_life_fails_after_a_clear_and_as_many_appends_again<F: Factory>(factory: &F)
+where
+    F::B: 'static,
+{
+    let backend = factory.open();
+    let by_default = DefaultVisit(Arc::clone(&backend));
+    let entries = |contents: &StreamContents| -> Vec<Vec<u8>> {
+        contents.entries.iter().map(|entry| entry.payload.to_vec()).collect()
+    };
+    // A stream with no state has no life: the guard is "empty".
+    let empty = backend.read("s").await.unwrap();
+    assert_eq!((empty.incarnation, empty.unchanged()), (None, Expect::Empty));
+    backend.commit(vec![StoreOp::append("s", Expect::Empty, &b"a"[..])]).await.unwrap();
+    let first = backend.append("s", Expect::Next(1), Bytes::from_static(b"b")).await.unwrap();
+    let read = backend.read("s").await.unwrap();
+    let life = read.incarnation.expect("a stream with entries has a life");
+    assert_eq!(first.incarnation, Some(life));
+    assert_eq!(read.unchanged(), Expect::NextIn { next: 2, incarnation: life });
+    assert_eq!(first.unchanged_after_append(), read.unchanged());
+    // The same life holds, through each path, and moves on with each append.
+    let checked = backend.commit(vec![StoreOp::check("s", read.unchanged())]).await.unwrap();
+    assert_eq!((checked[0].seq, checked[0].incarnation), (2, Some(life)));
+    let own = backend.append("s", read.unchanged(), Bytes::from_static(b"c")).await.unwrap();
+    let default = by_default.append("s", own.unchanged_after_append(), Bytes::from_static(b"d")).await.unwrap();
+    assert_eq!((own.seq, default.seq), (2, 3));
+    assert_eq!(default.incarnation, Some(life));
+    let stale = default.unchanged_after_append();
+    assert_eq!(stale, Expect::NextIn { next: 4, incarnation: life });
+    // Another writer clears the stream and appends four entries again:
+    // the next sequence is 4 once more, the life is not.
+    backend.commit(vec![StoreOp::clear("s", Expect::Any)]).await.unwrap();
+    assert_eq!(backend.read("s").await.unwrap().unchanged(), Expect::Empty);
+    for payload in [&b"w"[..], b"x", b"y", b"z"] {
+        backend.append("s", Expect::Any, Bytes::from_static(payload)).await.unwrap();
+    }
+    let refilled = backend.read("s").await.unwrap();
+    assert_eq!(refilled.next_seq, 4);
+    assert_ne!(refilled.incarnation, Some(life));
+    let is_conflict = |error: &StoreError| matches!(error, StoreError::Conflict { stream, expected, actual: 4 } if stream == "s" && *expected == stale);
+    let error = backend.append("s", stale, Bytes::from_static(b"own")).await.unwrap_err();
+    assert!(is_conflict(&error), "{error}");
+    let error = by_default.append("s", stale, Bytes::from_static(b"default")).await.unwrap_err();
+    assert!(is_conflict(&error), "{error}");
+    let blocking = Arc::clone(&backend);
+    let error = tokio::task::spawn_blocking(move || blocking.append_blocking("s", stale, Bytes::from_static(b"b")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(is_conflict(&error), "{error}");
+    // A batch guarded by the old life writes nothing, on any stream.
+    let batch = vec![StoreOp::append("other", Expect::Any, &b"o"[..]), StoreOp::check("s", stale)];
+    let error = backend.commit(batch).await.unwrap_err();
+    assert!(is_conflict(&error), "{error}");
+    let error = backend.commit(vec![StoreOp::clear("s", stale)]).await.unwrap_err();
+    assert!(is_conflict(&error), "{error}");
+    assert_eq!(backend.read("other").await.unwrap().next_seq, 0);
+    let after = backend.read("s").await.unwrap();
+    assert_eq!(entries(&after), [b"w".to_vec(), b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+    // The new life's guard holds.
+    backend.append("s", after.unchanged(), Bytes::from_static(b"fresh")).await.unwrap();
 }
 
 async fn concurrent_runs_are_isolated<F: Factory>(factory: &F) {
@@ -827,6 +922,8 @@ mod embedded_log {
         concurrent_appends_to_one_run_keep_every_distinct_sequence_once,
         two_stores_racing_one_run_never_both_win_a_sequence,
         a_run_cleared_by_another_store_takes_its_old_sequences_again,
+        a_run_cleared_and_refilled_to_the_same_length_by_another_store_still_refuses_its_rows,
+        a_guard_on_a_stream_s_life_fails_after_a_clear_and_as_many_appends_again,
         concurrent_runs_are_isolated,
         a_large_blob_round_trips,
         a_value_that_does_not_decode_is_a_typed_error_naming_the_run,

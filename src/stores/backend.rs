@@ -31,6 +31,14 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// Which life of a stream a read or commit saw, opaque to the stores: a
+/// clear ends a stream's life, and its next entry begins a new one. Two
+/// are equal only for the same life of the same stream, and only as one
+/// backend handle returned them (the log: until it is reopened; a
+/// PostgreSQL backend: a generation its clear moves on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Incarnation(pub u64);
+
 /// What an operation requires of its stream's next sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Expect {
@@ -40,6 +48,18 @@ pub enum Expect {
     Empty,
     /// The stream's next sequence is this one.
     Next(u64),
+    /// The stream's next sequence is `next`, in the life `incarnation`
+    /// names: it was not cleared since the read or commit that returned
+    /// it, even by a clear followed by as many entries again. A store that
+    /// remembers what a stream holds guards with it, so that another
+    /// store's clear and refill cannot pass for the stream it remembers.
+    NextIn {
+        /// The stream's next sequence.
+        next: u64,
+        /// Its life, as [`StreamContents::incarnation`] or
+        /// [`Committed::incarnation`] returned it.
+        incarnation: Incarnation,
+    },
 }
 
 impl fmt::Display for Expect {
@@ -48,6 +68,9 @@ impl fmt::Display for Expect {
             Expect::Any => f.write_str("any"),
             Expect::Empty => f.write_str("an empty stream"),
             Expect::Next(seq) => write!(f, "next sequence {seq}"),
+            Expect::NextIn { next, incarnation } => {
+                write!(f, "next sequence {next} of the stream's life {}", incarnation.0)
+            }
         }
     }
 }
@@ -148,6 +171,10 @@ pub struct Committed {
     /// When the backend committed it, ms since the Unix epoch, by the
     /// backend's clock (as [`Entry::timestamp_ms`] reads it back).
     pub timestamp_ms: u64,
+    /// The stream's life after the operation ([`Expect::NextIn`]); `None`
+    /// if the stream has no state then (after a clear, or a check of a
+    /// stream never written).
+    pub incarnation: Option<Incarnation>,
 }
 
 /// What an entry read back is.
@@ -203,6 +230,36 @@ pub struct StreamContents {
     pub entries: Vec<Entry>,
     /// The sequence the next append gets.
     pub next_seq: u64,
+    /// The stream's life, as of the same read ([`Expect::NextIn`]); `None`
+    /// if the stream has no state (never written, or cleared since).
+    pub incarnation: Option<Incarnation>,
+}
+
+impl Committed {
+    /// For an append: the expectation that its stream is still as the
+    /// append left it (as [`StreamContents::unchanged`] of a read just
+    /// after it), for a store that remembers the stream between commits.
+    pub fn unchanged_after_append(&self) -> Expect {
+        match self.incarnation {
+            Some(incarnation) => Expect::NextIn { next: self.seq.saturating_add(1), incarnation },
+            None => Expect::Empty,
+        }
+    }
+}
+
+impl StreamContents {
+    /// The expectation that the stream is still as this read found it: at
+    /// the same next sequence in the same life ([`Expect::NextIn`]), or
+    /// still without state ([`Expect::Empty`]). A commit decided on the
+    /// read guards with it, so that neither an append nor a clear and
+    /// refill to the same length by another writer passes for the stream
+    /// the decision saw.
+    pub fn unchanged(&self) -> Expect {
+        match self.incarnation {
+            Some(incarnation) => Expect::NextIn { next: self.next_seq, incarnation },
+            None => Expect::Empty,
+        }
+    }
 }
 
 /// Why a store operation failed.

@@ -239,9 +239,11 @@ fn next_id(last: Option<CheckpointId>) -> CheckpointId {
     uuid::Builder::from_unix_timestamp_millis(millis + 1, &[0; 10]).into_uuid()
 }
 
-/// What a store remembers of a key it has read: its stream's next
-/// sequence and the last id saved, behind the lock its saves take.
-type KeyState = Arc<tokio::sync::Mutex<Option<(u64, Option<CheckpointId>)>>>;
+/// What a store remembers of a key it has read: the expectation that its
+/// stream is as the store last saw it (next sequence and life, so that
+/// another store's delete and as many saves again do not pass for it) and
+/// the last id saved, behind the lock its saves take.
+type KeyState = Arc<tokio::sync::Mutex<Option<(Expect, Option<CheckpointId>)>>>;
 
 /// Checkpoint history over a backend.
 pub struct CheckpointHistory<B, C> {
@@ -339,19 +341,19 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
         let lock = self.key_lock(key);
         let mut known = lock.lock().await;
         for _ in 0..SAVE_RETRIES_MAX {
-            let (next, last) = match *known {
+            let (expect, last) = match *known {
                 Some(state) => state,
                 None => {
                     let contents = self.backend.read(&stream).await?;
                     let last = contents.entries.last().map(|entry| parse_header(&stream, entry)).transpose()?;
-                    (contents.next_seq, last.map(|header| header.id))
+                    (contents.unchanged(), last.map(|header| header.id))
                 }
             };
             let id = next_id(last);
             let payload = self.encode_entry(&stream, id, summary, checkpoint)?;
-            match self.backend.commit(vec![StoreOp::append(stream.clone(), Expect::Next(next), payload)]).await {
-                Ok(_) => {
-                    *known = Some((next + 1, Some(id)));
+            match self.backend.append(&stream, expect, payload).await {
+                Ok(committed) => {
+                    *known = Some((committed.unchanged_after_append(), Some(id)));
                     return Ok(id);
                 }
                 // Another store or process moved the key: read it again.
@@ -443,10 +445,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
             // Decided on the key as read: a save or a delete since (from
             // another store) makes it read again; a racing prune does not
             // move the key, and the backend says where it left the key's start.
-            let ops = vec![
-                StoreOp::check(stream.clone(), Expect::Next(contents.next_seq)),
-                StoreOp::prune(&stream, first_kept),
-            ];
+            let ops = vec![StoreOp::check(stream.clone(), contents.unchanged()), StoreOp::prune(&stream, first_kept)];
             match self.backend.commit(ops).await {
                 Ok(committed) => return Ok(removed(&committed, first_kept)),
                 Err(StoreError::Conflict { .. }) => {}
@@ -477,7 +476,7 @@ impl<B: Backend, C: Serialize + DeserializeOwned + Send + Sync + 'static> Checkp
             // what this commit removed; the check makes a save or a delete
             // since the read read again.
             let ops = vec![
-                StoreOp::check(stream.clone(), Expect::Next(contents.next_seq)),
+                StoreOp::check(stream.clone(), contents.unchanged()),
                 StoreOp::prune(stream.clone(), contents.next_seq),
                 StoreOp::clear(stream.clone(), Expect::Any),
             ];

@@ -9,9 +9,10 @@
 //!
 //! Each run is one stream, `rows/<workflow id>`. A duplicate is found from
 //! the run's sequences, kept in memory once read; the append that follows
-//! is guarded by the stream's next sequence, so two racing appends of one
-//! sequence cannot both land: the loser reads the run again and finds the
-//! duplicate.
+//! is guarded by the stream's next sequence and its life (a clear ends
+//! one), so two racing appends of one sequence cannot both land, nor can an
+//! append decided on a run another store cleared and refilled since: the
+//! loser reads the run again and finds the duplicate.
 //!
 //! A long run folds its history into one checkpoint with `snapshot_run`:
 //! a snapshot and a prune of the rows it covers, in one atomic commit, so
@@ -25,7 +26,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::stores::backend::{Backend, EntryKind, EntryRef, Expect, StoreError, StoreOp};
+use crate::stores::backend::{Backend, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp};
 use crate::stores::codec;
 
 /// The schema version this build writes rows under.
@@ -95,6 +96,11 @@ pub const RUN_SNAPSHOT_SCHEMA: u16 = 1;
 struct RunState {
     /// The stream's next sequence (not the rows' sequences).
     next: u64,
+    /// The stream's life the store read (`None`: it has no state). An
+    /// append is guarded by it as well as by `next`: another store's clear
+    /// and refill to the same length leaves `next` where it was, and
+    /// sequences this store never saw behind it.
+    incarnation: Option<Incarnation>,
     /// The rows' sequences.
     sequences: BTreeSet<u64>,
     /// The highest row sequence a snapshot folded in: its rows are pruned,
@@ -179,22 +185,20 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         run
     }
 
-    /// Reads a run's rows (those no snapshot folded in), decoded, in the
-    /// order they were appended, its next stream sequence, and how far a
-    /// snapshot folded it.
-    async fn read_rows(&self, workflow_id: &str) -> Result<(Vec<R>, u64, Option<u64>), StoreError> {
+    /// Reads what the store remembers of a run: its rows' sequences (and
+    /// how far a snapshot folded them), its next stream sequence and life.
+    async fn read_state(&self, workflow_id: &str) -> Result<RunState, StoreError> {
         let stream = Self::stream(workflow_id);
         let contents = self.backend.read(&stream).await?;
-        let mut rows = Vec::with_capacity(contents.entries.len());
+        let mut sequences = BTreeSet::new();
         for entry in &contents.entries {
-            let row = decode_row::<R>(&stream, entry.seq, &entry.payload)?;
-            rows.push(row);
+            sequences.insert(decode_row::<R>(&stream, entry.seq, &entry.payload)?.sequence());
         }
         let folded_through = match &contents.snapshot {
             Some(snapshot) => Some(folded_through(&stream, snapshot)?),
             None => None,
         };
-        Ok((rows, contents.next_seq, folded_through))
+        Ok(RunState { next: contents.next_seq, incarnation: contents.incarnation, sequences, folded_through })
     }
 
     /// Appends `row` to the run durably.
@@ -216,9 +220,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         for _ in 0..APPEND_RETRIES_MAX {
             let fresh = known.is_none();
             if fresh {
-                let (rows, next, folded_through) = self.read_rows(workflow_id).await?;
-                let sequences = rows.iter().map(SequencedRow::sequence).collect();
-                *known = Some(RunState { next, sequences, folded_through });
+                *known = Some(self.read_state(workflow_id).await?);
             }
             let state = known.as_mut().expect("read above");
             // The sequence is recorded as it is checked, in one search of
@@ -239,9 +241,15 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 Some(payload) => payload,
                 None => codec::encode_with(stream, ROW_SCHEMA, |out| row.encode_body(out))?,
             };
-            match self.backend.append(stream, Expect::Next(state.next), payload).await {
-                Ok(_) => {
+            let expect = match state.incarnation {
+                Some(incarnation) => Expect::NextIn { next: state.next, incarnation },
+                None => Expect::Empty,
+            };
+            match self.backend.append(stream, expect, payload).await {
+                Ok(committed) => {
                     state.next += 1;
+                    // The first append after a clear begins the stream's next life.
+                    state.incarnation = committed.incarnation;
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) => *known = None, // moved by someone else: read again

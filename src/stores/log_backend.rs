@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use crate::index::Record;
 use crate::stores::backend::{
-    Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
+    Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp,
+    StreamContents,
 };
 use crate::{Appended, Batch, Durability, Error, Expectation, Log, Lsn, PruneSnapshots, RecordKind, StreamSeq};
 
@@ -17,7 +18,15 @@ fn expectation(expect: Expect) -> Expectation {
         Expect::Any => Expectation::Any,
         Expect::Empty => Expectation::NoStream,
         Expect::Next(seq) => Expectation::Exact(StreamSeq(seq)),
+        // A stream's life is its first record since its last clear.
+        Expect::NextIn { next, incarnation } => {
+            Expectation::ExactSince { next: StreamSeq(next), since: Lsn(incarnation.0) }
+        }
     }
+}
+
+fn incarnation(since: Option<Lsn>) -> Option<Incarnation> {
+    since.map(|since| Incarnation(since.0))
 }
 
 /// A record as the stores see it: entries and snapshots (the only records
@@ -57,6 +66,9 @@ fn store_error_of<'a, I: Iterator<Item = &'a str>>(error: Error, streams: impl F
                 Expectation::Any => Expect::Any,
                 Expectation::NoStream => Expect::Empty,
                 Expectation::Exact(seq) => Expect::Next(seq.0),
+                Expectation::ExactSince { next, since } => {
+                    Expect::NextIn { next: next.0, incarnation: Incarnation(since.0) }
+                }
             };
             StoreError::Conflict { stream: own_stream(stream, streams()), expected, actual: actual.0 }
         }
@@ -112,7 +124,12 @@ fn committed(ops: &[StoreOp], acknowledged: crate::Result<Vec<Appended>>) -> Res
             Action::Prune { .. } => a.start_before.expect("the log acknowledges a prune with its start").0,
             _ => a.seq.0,
         };
-        committed.push(Committed { cursor: Cursor(a.lsn.0), seq, timestamp_ms: a.timestamp_ms });
+        committed.push(Committed {
+            cursor: Cursor(a.lsn.0),
+            seq,
+            timestamp_ms: a.timestamp_ms,
+            incarnation: incarnation(a.since),
+        });
     }
     Ok(committed)
 }
@@ -120,7 +137,12 @@ fn committed(ops: &[StoreOp], acknowledged: crate::Result<Vec<Appended>>) -> Res
 /// What the log acknowledged for an append to `stream`, as the stores see it.
 fn appended(stream: &str, acknowledged: crate::Result<Appended>) -> Result<Committed, StoreError> {
     match acknowledged {
-        Ok(a) => Ok(Committed { cursor: Cursor(a.lsn.0), seq: a.seq.0, timestamp_ms: a.timestamp_ms }),
+        Ok(a) => Ok(Committed {
+            cursor: Cursor(a.lsn.0),
+            seq: a.seq.0,
+            timestamp_ms: a.timestamp_ms,
+            incarnation: incarnation(a.since),
+        }),
         Err(error) => Err(store_error_of(error, || std::iter::once(stream))),
     }
 }
@@ -158,6 +180,7 @@ impl Backend for Log {
             // From the one read, not a second look that an append could follow.
             StreamContents {
                 next_seq: read.next_seq.0,
+                incarnation: incarnation(read.since),
                 snapshot: read.snapshot.and_then(entry),
                 entries: read.entries.into_iter().filter_map(entry).collect(),
             }

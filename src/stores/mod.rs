@@ -40,5 +40,6 @@ pub mod mob_specs;
 pub mod whole_checkpoints;
 
 pub use backend::{
-    Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
+    Action, Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp,
+    StreamContents,
 };

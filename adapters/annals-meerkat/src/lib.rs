@@ -370,6 +370,7 @@ impl<B: Backend> Realm<B> {
             record,
             head: head.into_vec(),
             next_seq: contents.next_seq,
+            unchanged: contents.unchanged(),
             entries_since_snapshot: contents.entries.len(),
         }))
     }
@@ -598,7 +599,9 @@ fn scope_ops(
 ) -> Result<(), HostStoreError> {
     let heads = head_stream(&update.scope);
     let rows = rows_stream(&update.scope);
-    let head_expect = state.map_or(Expect::Empty, |state| Expect::Next(state.next_seq));
+    // The head's guard covers the rows: every commit that writes them
+    // writes the head too.
+    let head_expect = state.map_or(Expect::Empty, |state| state.unchanged);
     if update.delete {
         ops.push(StoreOp::clear(&heads, head_expect));
         if let Some(state) = state.filter(|state| state.record.rows.next_seq > 0) {
@@ -821,6 +824,10 @@ struct ScopeState {
     head: Vec<u8>,
     /// The head stream's next sequence.
     next_seq: u64,
+    /// That the head stream is still as read: at `next_seq` in the same
+    /// life, so that another handle's delete and re-creation of the scope
+    /// to as many head records does not pass for it.
+    unchanged: Expect,
     entries_since_snapshot: usize,
 }
 
