@@ -45,9 +45,21 @@ fn a_compaction_writing_at_close_removed_the_next_session_s_compacted_segments()
     writing.recv().expect("the compaction writes its output");
     log.close().wait().unwrap();
     // Once the close has returned, the compaction has ended: it stopped at
-    // its next step and left the log as it was.
-    assert!(compacting.is_finished(), "the close returned while the compaction was still under way");
+    // its next step and left the log as it was, so it neither writes nor
+    // changes a file after. (Its thread may still be on its way out: the
+    // test once asked whether the thread had finished, and failed under load.)
+    let writes_at_close = fs.faults.compacting_writes.load(Ordering::SeqCst);
+    let files_at_close = common::dir_snapshot(dir.path());
     let ended = compacting.join().unwrap();
+    assert_eq!(
+        fs.faults.compacting_writes.load(Ordering::SeqCst),
+        writes_at_close,
+        "the compaction wrote after the close returned"
+    );
+    assert!(
+        common::dir_snapshot(dir.path()) == files_at_close,
+        "the compaction changed files after the close returned"
+    );
     assert!(matches!(ended, Err(annals::Error::Closed)), "the compaction ended with {ended:?}");
     drop(log);
     // The next session compacts into the same generation, and commits.
