@@ -67,6 +67,16 @@ pub trait SequencedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
         codec::encode_body(self, out)
     }
 
+    /// Bytes [`SequencedRow::encode_body`] will write for this row, if the
+    /// type knows without writing them (`None`, the default: it does not).
+    /// The encoding buffer is then allocated at its exact size, so the
+    /// payload the backend gets takes no second allocation (a buffer with
+    /// room left over does: see [`codec::encode_sized`]). A wrong answer
+    /// costs an allocation, never a wrong encoding.
+    fn encoded_body_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Decodes a row from its body (the MessagePack after the envelope;
     /// [`codec`]). The default is serde's ([`codec::decode_body`]). A row
     /// type read often may decode the bodies it knows faster itself, from
@@ -212,7 +222,8 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         // Encoded before the run is locked; moved into the first attempt's
         // append, and encoded again only for a later attempt (which a
         // conflict makes rare): no attempt copies or shares it.
-        let mut payload = Some(codec::encode_with(stream, ROW_SCHEMA, |out| row.encode_body(out))?);
+        let body_bytes = row.encoded_body_bytes();
+        let mut payload = Some(codec::encode_sized(stream, ROW_SCHEMA, body_bytes, |out| row.encode_body(out))?);
         let sequence = row.sequence();
         // One append per run at a time in this store; other stores (or
         // processes, through the log) are caught by the guard.
@@ -239,7 +250,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             }
             let payload = match payload.take() {
                 Some(payload) => payload,
-                None => codec::encode_with(stream, ROW_SCHEMA, |out| row.encode_body(out))?,
+                None => codec::encode_sized(stream, ROW_SCHEMA, body_bytes, |out| row.encode_body(out))?,
             };
             let expect = match state.incarnation {
                 Some(incarnation) => Expect::NextIn { next: state.next, incarnation },

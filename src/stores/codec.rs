@@ -33,6 +33,9 @@ pub const ENVELOPE_BYTES: usize = 4;
 /// under half of it gives the rest back ([`owned_bytes`]).
 const ENCODE_START_BYTES: usize = 512;
 
+/// The largest body size [`encode_sized`] allocates up front.
+const SIZED_BODY_BYTES_MAX: usize = 64 << 20;
+
 /// Encodes `value` under `schema` for `stream` (named in errors).
 ///
 /// # Errors
@@ -60,9 +63,33 @@ pub fn encode_body<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 pub fn encode_with(
     stream: &str,
     schema: u16,
+    body: impl FnMut(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<Bytes, StoreError> {
+    encode_sized(stream, schema, None, body)
+}
+
+/// As [`encode_with`], for a body of `body_bytes` bytes if that is known:
+/// the buffer is then allocated at the envelope's and the body's exact
+/// size, and handed on as `Bytes` with no allocation of its own (a buffer
+/// with room left over makes `Bytes` allocate a header to share it by,
+/// and free it with the buffer: about a fifth of what encoding a cano row
+/// cost, counted). Without a size, or past its size, the buffer grows as
+/// [`encode_with`]'s does; the bytes are the same either way.
+///
+/// # Errors
+/// [`StoreError::Encode`] with `body`'s reason.
+pub fn encode_sized(
+    stream: &str,
+    schema: u16,
+    body_bytes: Option<usize>,
     mut body: impl FnMut(&mut Vec<u8>) -> Result<(), String>,
 ) -> Result<Bytes, StoreError> {
-    let mut out = Vec::with_capacity(ENCODE_START_BYTES);
+    let capacity = match body_bytes {
+        Some(bytes) if bytes <= SIZED_BODY_BYTES_MAX => ENVELOPE_BYTES + bytes,
+        // A size this large is not taken on trust: the buffer grows to it.
+        _ => ENCODE_START_BYTES,
+    };
+    let mut out = Vec::with_capacity(capacity);
     encode_into(&mut out, stream, schema, &mut body)?;
     Ok(owned_bytes(out))
 }
@@ -239,6 +266,28 @@ mod tests {
             let inner: Vec<u8> = rmp_serde::from_slice::<serde_bytes_like::Owned>(body).unwrap().0;
             let (old, schema) = decode::<Old>("inner", 0, 1, &inner[..inner.len() - len]).unwrap();
             assert_eq!((old, schema), (Old { a: len as u32 }, 1));
+        }
+    }
+
+    /// A sized encoding is the unsized one's bytes, whatever the size said
+    /// (exact, short, long, absurd); an exact size leaves no spare room.
+    #[test]
+    fn a_sized_encoding_is_the_same_bytes_whatever_the_size_said() {
+        let value = serde_bytes_like::Borrowed(&[9u8; 300]);
+        let unsized_bytes = encode("s", 2, &value).unwrap();
+        let body_bytes = unsized_bytes.len() - ENVELOPE_BYTES;
+        for said in [Some(body_bytes), Some(0), Some(body_bytes - 1), Some(body_bytes + 100), Some(usize::MAX), None] {
+            let mut capacity_bytes = 0;
+            let sized = encode_sized("s", 2, said, |out| {
+                encode_body(&value, out)?;
+                capacity_bytes = out.capacity();
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(sized, unsized_bytes, "size said {said:?}");
+            if said == Some(body_bytes) {
+                assert_eq!(capacity_bytes, unsized_bytes.len(), "an exact size leaves no room over");
+            }
         }
     }
 

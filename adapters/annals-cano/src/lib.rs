@@ -345,6 +345,10 @@ impl SequencedRow for StoredRow {
         row_body::encode(self, out)
     }
 
+    fn encoded_body_bytes(&self) -> Option<usize> {
+        row_body::encoded_bytes(self)
+    }
+
     fn decode_body(body: &[u8]) -> Result<StoredRow, String> {
         row_body::decode(body)
     }

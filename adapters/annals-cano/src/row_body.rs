@@ -48,10 +48,11 @@ pub(crate) fn encode(row: &StoredRow, out: &mut Vec<u8>) -> Result<(), String> {
         RowKind::CompensationCompletion => COMPENSATION_COMPLETION_KIND,
         _ => return annals::stores::codec::encode_body(row, out),
     };
-    // Room for all of it at once: the names, the kind, and at most nine
-    // bytes of marker and length or value for each of the other fields.
-    let variable_bytes = state.len() + task_id.len() + output_blob.as_ref().map_or(0, Vec::len);
-    out.reserve(1 + FIXED_KEYS_BYTES + kind.len() + 5 * 9 + variable_bytes);
+    // Room for exactly what is written: a buffer allocated at that size
+    // (what the store does with `encoded_bytes`) is not grown. A string or
+    // blob MessagePack cannot hold is left to serde, which refuses it.
+    let Some(body_bytes) = encoded_bytes(row) else { return annals::stores::codec::encode_body(row, out) };
+    out.reserve(body_bytes);
     out.push(0x80 | 6);
     out.extend_from_slice(SEQUENCE_KEY);
     write_uint(out, *sequence);
@@ -69,6 +70,52 @@ pub(crate) fn encode(row: &StoredRow, out: &mut Vec<u8>) -> Result<(), String> {
     out.extend_from_slice(WORKFLOW_VERSION_KEY);
     write_uint(out, u64::from(*workflow_version));
     Ok(())
+}
+
+/// Bytes [`encode`] writes for `row`, if it writes them itself (`None`
+/// for a row it leaves to serde, or one too long for MessagePack).
+pub(crate) fn encoded_bytes(row: &StoredRow) -> Option<usize> {
+    let CheckpointRow { sequence, state, task_id, output_blob, kind, workflow_version, .. } = &row.0;
+    let kind_bytes = match kind {
+        RowKind::StateEntry => STATE_ENTRY_KIND.len(),
+        RowKind::StepCursor => STEP_CURSOR_KIND.len(),
+        RowKind::CompensationCompletion => COMPENSATION_COMPLETION_KIND.len(),
+        _ => return None,
+    };
+    let str_bytes = |len: usize| if len < 32 { Some(1 + len) } else { length_bytes(len).map(|marker| marker + len) };
+    let blob_bytes = match output_blob {
+        None => 1,
+        Some(blob) => length_bytes(blob.len())? + blob.len(),
+    };
+    Some(
+        1 + FIXED_KEYS_BYTES
+            + kind_bytes
+            + uint_bytes(*sequence)
+            + str_bytes(state.len())?
+            + str_bytes(task_id.len())?
+            + blob_bytes
+            + uint_bytes(u64::from(*workflow_version)),
+    )
+}
+
+/// Bytes [`write_uint`] writes for `value`.
+fn uint_bytes(value: u64) -> usize {
+    match value {
+        0..0x80 => 1,
+        0x80..0x100 => 2,
+        0x100..0x1_0000 => 3,
+        0x1_0000..0x1_0000_0000 => 5,
+        _ => 9,
+    }
+}
+
+/// Bytes of the marker and length [`write_length`] writes for `len`.
+fn length_bytes(len: usize) -> Option<usize> {
+    match u32::try_from(len).ok()? {
+        0..0x100 => Some(2),
+        0x100..0x1_0000 => Some(3),
+        _ => Some(5),
+    }
 }
 
 /// Bytes of the six fields' names, markers included.
@@ -444,6 +491,7 @@ mod tests {
             let mut by_serde = Vec::new();
             annals::stores::codec::encode_body(&row, &mut by_serde).unwrap();
             assert_eq!(direct, by_serde, "{row:?}");
+            assert_eq!(encoded_bytes(&row), Some(direct.len()), "the size said before writing, {row:?}");
         }
         for len in [31, 32, 255, 256, 65_535, 65_536] {
             let mut row = CheckpointRow::new(u64::from(u32::MAX), "s".repeat(len), "t".repeat(len));
@@ -453,6 +501,7 @@ mod tests {
             encode(&row, &mut direct).unwrap();
             annals::stores::codec::encode_body(&row, &mut by_serde).unwrap();
             assert!(direct == by_serde, "lengths of {len} bytes");
+            assert_eq!(encoded_bytes(&row), Some(direct.len()), "lengths of {len} bytes");
         }
     }
 
