@@ -127,6 +127,15 @@ pub fn scan_intact(
     }
     let mut streams: HashSet<Vec<u8>> = HashSet::new();
     let mut next_lsn = Lsn::ZERO;
+    // Where the next segment must start, while that is known: the oldest
+    // at the state file's oldest segment, each later one where the one
+    // before ended (compacted segments end with a gap up to the next).
+    // A segment removed from the chain shows only here: every frame left
+    // is intact.
+    let mut chain_end = match &state {
+        StateRead::Found { state, .. } if log_id == Some(state.log_id) => Some(state.oldest_segment_lsn),
+        _ => None,
+    };
     for (_, name) in &segments {
         let path = dir.join(name);
         let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
@@ -134,6 +143,17 @@ pub fn scan_intact(
         let bytes = map.slice(0, map.len());
         scan.segments += 1;
         let header = SegmentHeader::decode(&bytes);
+        if let (Ok(header), Some(end)) = (&header, chain_end)
+            && header.first_lsn > end
+            && log_id == Some(header.log_id)
+        {
+            let what = format!(
+                "no segment holds lsns {end} to {}: a segment before this one is missing",
+                header.first_lsn.0 - 1
+            );
+            scan.damage.push(Damage { file: path.clone(), offset: 0, bytes: 0, what });
+        }
+        let damage_before = scan.damage.len();
         match (&header, log_id) {
             (Ok(header), Some(id)) if header.log_id != id => {
                 let what = "segment belongs to another log".to_owned();
@@ -176,6 +196,16 @@ pub fn scan_intact(
                 }
             }
         }
+        // Damage in this segment explains a later start of the next one.
+        chain_end = (header.is_ok() && scan.damage.len() == damage_before)
+            .then_some(next_lsn.max(header.as_ref().map_or(Lsn::ZERO, |header| header.first_lsn)));
+    }
+    if let StateRead::Found { state, .. } = &state
+        && log_id == Some(state.log_id)
+        && segments.iter().all(|(lsn, _)| *lsn < state.newest_segment_lsn)
+    {
+        let what = format!("the newest segment, which starts at lsn {}, is missing", state.newest_segment_lsn);
+        scan.damage.push(Damage { file: dir.to_owned(), offset: 0, bytes: 0, what });
     }
     scan.streams = streams.len();
     Ok(scan)

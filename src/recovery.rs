@@ -741,6 +741,15 @@ impl Recovery<'_> {
             let path = self.dir.join(name);
             match self.open_compacted(&path, *name_lsn, expected, end)? {
                 Ok(segment) => {
+                    // Each compacted segment ends (with a gap, if its last
+                    // record does not) where the next one starts: one that
+                    // starts later means one between was removed.
+                    if damage.is_none() && segment.header.first_lsn != expected {
+                        let kind = CorruptionKind::MissingSegment { end: expected, next_first: segment.header.first_lsn };
+                        let problem = Corruption { file: path.clone(), offset: 0, kind };
+                        self.hard_corruption(problem.clone())?;
+                        damage = Some(problem);
+                    }
                     if let Some(damage) = damage.take() {
                         self.index.skip_damaged(segment.header.first_lsn, damage);
                         self.resynced = true;
@@ -765,6 +774,21 @@ impl Recovery<'_> {
         if compacted.is_empty() && oldest < end {
             let kind = CorruptionKind::MissingSegment { end: oldest, next_first: end };
             self.hard_corruption(Corruption { file: self.dir.to_owned(), offset: 0, kind })?;
+        }
+        // The last compacted segment ends with a gap up to where the
+        // ordinary segments start: ending before, the newest compacted
+        // segments were removed.
+        if let Some((_, name)) = compacted.last()
+            && self.inferred_compaction.is_none()
+            && self.index.next_lsn() < end
+        {
+            let kind = CorruptionKind::MissingSegment { end: self.index.next_lsn(), next_first: end };
+            let problem = Corruption { file: self.dir.join(name), offset: 0, kind };
+            self.hard_corruption(problem.clone())?;
+            // Read-only: the LSNs up to the ordinary segments are a hole.
+            self.index.skip_damaged(end, problem);
+            self.resynced = true;
+            return Ok(());
         }
         if let Some((generation, _)) = self.inferred_compaction {
             self.inferred_compaction = Some((generation, self.index.next_lsn()));
