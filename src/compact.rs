@@ -259,12 +259,14 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
     // is dropped only for a tombstone or prune that is durable (one a power
     // cut can take would otherwise take the record it removed along with
     // it), and nothing changes while the decision is made.
-    let (output, dropped, bases, generation) = {
+    // The trim too: a cursor committed since the plan holds it back.
+    let (output, dropped, bases, generation, trim_before) = {
         let mut writer = writer_unless_closed(shared, writer)?;
         writer.check_open()?;
         writer.sync_for_compaction()?;
-        let (output, dropped, bases) = decide(shared, &read, plan.trim_before)?;
-        (output, dropped, bases, writer.compaction_generation() + 1)
+        let trim_before = held_back(shared, plan.trim_before);
+        let (output, dropped, bases) = decide(shared, &read, trim_before)?;
+        (output, dropped, bases, writer.compaction_generation() + 1, trim_before)
     };
     let cap = shared.options.segment_bytes.max(inputs.iter().map(|s| s.header.segment_bytes).max().unwrap_or(0));
     let log_id = &inputs[0].header.log_id;
@@ -286,7 +288,7 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         records_kept: (output.len() as u64) - bases,
         operations_dropped: dropped,
         bases_written: bases,
-        trimmed_before: plan.trim_before,
+        trimmed_before: trim_before,
         ..CompactionReport::default()
     };
     report.reclaimed_bytes = report.input_bytes.saturating_sub(report.output_bytes);
@@ -298,10 +300,17 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
                 return Err(error);
             }
         };
+        // A cursor committed below the trim while the output was written
+        // (the writer free) holds back records the output left out: give
+        // this compaction up; the next one plans with the cursor.
+        if held_back(shared, trim_before) < trim_before {
+            remove_outputs(shared, generation);
+            return Ok(CompactionReport::default());
+        }
         // Every record live now was live when the output was decided (no
         // record comes back to life), so each is in the output.
         // Log-wide retention drops the segments below the trim, live records and all.
-        let trimmed = inputs.iter().take_while(|input| input.header.first_lsn < plan.trim_before).count();
+        let trimmed = inputs.iter().take_while(|input| input.header.first_lsn < trim_before).count();
         let live = match shared.index.read().live_locations_before(inputs.len()) {
             Ok(live) => live,
             Err(error) => {
@@ -324,12 +333,12 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         // Whether a failed commit reached the disk is unknown: the log is
         // poisoned, and the next open keeps whichever set the state file
         // names. Nothing is removed here.
-        writer.commit_compaction(oldest, generation, next_segment, plan.trim_before)?;
+        writer.commit_compaction(oldest, generation, next_segment, trim_before)?;
         let entries: Vec<SegmentEntry> =
             segments.into_iter().map(|(segment, frames)| SegmentEntry::compacted(segment, &frames)).collect();
         let mut index = shared.index.write();
         index.replace_prefix(inputs.len(), entries, |from| moved.get(from));
-        index.trim(plan.trim_before);
+        index.trim(trim_before);
     }
     for input in &inputs {
         if shared.fs.remove(&input.path).is_err() {
@@ -717,6 +726,19 @@ fn writer_unless_closed<'a>(shared: &Shared, writer: &'a Mutex<Writer>) -> Resul
         if let Some(writer) = writer.try_lock_for(Duration::from_millis(1)) {
             return Ok(writer);
         }
+    }
+}
+
+/// `trim_before` lowered to what the registered cursors hold back now
+/// (`cursors::trim_limit`): the plan's was worked out before the inputs
+/// were read, and a cursor committed since holds back as much.
+fn held_back(shared: &Shared, trim_before: Lsn) -> Lsn {
+    let index = shared.index.read();
+    let limit = crate::cursors::trim_limit(&index, shared.options.cursor_lag_bytes_max);
+    match index.segments().get(limit) {
+        _ if limit == 0 => Lsn(0),
+        Some(entry) => trim_before.min(entry.segment.header.first_lsn),
+        None => trim_before,
     }
 }
 

@@ -900,7 +900,18 @@ impl Log {
             &crate::cursors::encode(lsn),
         );
         let written = self.commit_any(batch, Durability::Sync);
-        Pending::other(async move { written.await.map(|_| ()) })
+        let handle = Arc::clone(&self.handle);
+        Pending::other(async move {
+            written.await?;
+            // A compaction may have committed a trim past the position
+            // between the check above and the write: the cursor is then
+            // registered where the log no longer reaches, and says so.
+            let index = handle.shared.index.read();
+            if lsn.0.saturating_add(1) < index.trimmed_before().0 {
+                return Err(Error::Trimmed { after: lsn, oldest: index.oldest_lsn() });
+            }
+            Ok(())
+        })
     }
 
     /// Where the consumer `name` committed its position, if it did (see
@@ -1047,7 +1058,10 @@ impl Log {
     ///
     /// It checks every input frame's checksum before copying it, makes its
     /// output durable, commits the switch in the state file, and only then
-    /// removes the inputs (segments-format.md, section 9.2).
+    /// removes the inputs (segments-format.md, section 9.2). If a named
+    /// cursor is committed below its log-wide trim while it writes its
+    /// output, it gives up and reports nothing compacted (generation 0):
+    /// the next compaction holds back for the cursor.
     ///
     /// # Errors
     /// [`Error::Corruption`] if an input frame is damaged (the log is left
