@@ -1449,7 +1449,14 @@ impl LogReader {
     /// if the others are all the reader's (else none).
     fn segment_files_changed(&self) -> Result<Option<Vec<String>>> {
         let names = self.fs.list(&self.dir).map_err(|error| Error::io("list", &self.dir, error))?;
-        let mut on_disk: Vec<&str> = names.iter().map(String::as_str).filter(|name| name.ends_with(".seg")).collect();
+        // The names recovery takes for segments: another `.seg` file (a
+        // backup, a copy) is not the log's, and would otherwise read as a
+        // change at every refresh.
+        let is_segment = |name: &&str| {
+            crate::segment::parse_segment_file_name(name).is_some()
+                || crate::segment::parse_compacted_file_name(name).is_some()
+        };
+        let mut on_disk: Vec<&str> = names.iter().map(String::as_str).filter(is_segment).collect();
         on_disk.sort_unstable();
         let mut known: Vec<&str> = self
             .index

@@ -208,3 +208,30 @@ fn repair_of_an_intact_log_reports_no_damage() {
         copy.close().wait().unwrap();
     }
 }
+
+/// Found by review 10 (attack10's note): a reader took every `*.seg` name
+/// for a segment, so a stray `backup.seg` beside the log read as a change
+/// at every refresh, and `annals tail --follow` read the whole log again
+/// at every poll. Recovery takes only the names it writes; so does refresh.
+#[test]
+fn a_stray_seg_file_made_every_reader_refresh_read_the_whole_log_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let log = Log::open(dir.path(), fs.options()).unwrap();
+    for i in 0..20u64 {
+        log.append("s", Expectation::Any, vec![i as u8; 100]).wait().unwrap();
+    }
+    let mut reader = LogReader::open_with(dir.path(), &fs.options()).unwrap();
+    std::fs::write(dir.path().join("backup.seg"), b"not a segment of this log").unwrap();
+    std::fs::write(dir.path().join("00000000000000000001.seg.bak"), b"nor this").unwrap();
+    reader.refresh().unwrap();
+    let reads = fs.faults.reads.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(!reader.refresh().unwrap(), "nothing was appended");
+    }
+    assert_eq!(fs.faults.reads.load(std::sync::atomic::Ordering::SeqCst), reads, "a refresh read the log again");
+    log.append("s", Expectation::Any, &b"after"[..]).wait().unwrap();
+    assert!(reader.refresh().unwrap(), "an append is still seen");
+    assert_eq!(reader.read_all(Lsn::ZERO, usize::MAX).unwrap().len(), 21);
+    log.close().wait().unwrap();
+}
