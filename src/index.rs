@@ -695,9 +695,9 @@ pub struct StreamRead {
     /// same read (`None`: the stream has no state): which incarnation of
     /// the stream was read. An [`crate::Expectation::ExactSince`] with it
     /// and `next_seq` holds until the stream is next written or cleared.
-    /// Compare it only within one open of the log: once compaction removed
-    /// an incarnation's first record, the next open names it by its first
-    /// surviving one.
+    /// Compare it only with one the same open returned: once compaction
+    /// rewrote the stream, a [`crate::LogReader`] or the next open may name
+    /// the same incarnation by another LSN (a base's).
     pub since: Option<Lsn>,
 }
 

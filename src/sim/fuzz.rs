@@ -1304,8 +1304,12 @@ impl Lifecycle {
             "LogReader reads what Log reads: {context}: streams"
         );
         for stream in LIFECYCLE_STREAMS {
-            let theirs = reader.read_stream(stream).map_err(|e| e.to_string());
-            let ours = log.read_stream(stream).map_err(|e| e.to_string());
+            // A stream's `since` names its incarnation within one open: a
+            // reader's, rebuilt from compacted segments, may name the same
+            // incarnation by another record (its base), so it is left out.
+            let unnamed = |read: crate::StreamRead| crate::StreamRead { since: None, ..read };
+            let theirs = reader.read_stream(stream).map(unnamed).map_err(|e| e.to_string());
+            let ours = log.read_stream(stream).map(unnamed).map_err(|e| e.to_string());
             assert!(theirs == ours, "LogReader reads what Log reads: {context}: stream {}", stream_name(stream));
             let start = ours.as_ref().map_or(0, |_| match log.read_stream_from(stream, StreamSeq(0)) {
                 Err(Error::Pruned { start, .. }) => start.0,
