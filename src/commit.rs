@@ -920,7 +920,7 @@ impl Writer {
     fn run_rounds(shared: &Shared, writer: &Mutex<Writer>, handing_off: bool) {
         let (mut busy, mut burst, mut wait_max) = (false, Burst::default(), GATHER_MAX_MIN);
         loop {
-            if busy && burst.after_round() == Idle::PollForWork {
+            if busy && burst.last < GATHER_GROUP_MIN {
                 poll_for_work(shared);
             }
             let sync_due = {
@@ -1951,37 +1951,7 @@ impl Burst {
     fn wanted(&self) -> usize {
         if self.last < GATHER_GROUP_MIN { 0 } else { self.last.saturating_sub(self.so_far) }
     }
-
-    /// What the writer thread does after a round that had work, before it
-    /// looks at the queue again: it polls only while bursts are small but
-    /// more than one request (see [`POLL_FOR_WORK`]).
-    fn after_round(&self) -> Idle {
-        if (POLL_BURST_REQUESTS_MIN..GATHER_GROUP_MIN).contains(&self.last) { Idle::PollForWork } else { Idle::Sleep }
-    }
 }
-
-/// How the writer thread waits for the next request after a round that had work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Idle {
-    /// Looks for it for [`POLL_FOR_WORK`], yielding the core, then sleeps.
-    PollForWork,
-    /// Sleeps on the queue's condition variable at once (the first request
-    /// queued wakes it), as the bench's minimal channel's writer does.
-    Sleep,
-}
-
-/// The writer thread polls for work only after bursts of at least this
-/// many requests. A burst of one is a single appender awaiting each append
-/// (W1 async): its next request comes only after the reply has woken its
-/// task, a wake-up and a context switch away, never within microseconds.
-/// Polling then only kept the writer's core busy, so the woken task was
-/// placed on the other core (on a virtual machine, a halted virtual CPU
-/// to wake) rather than on the core the writer leaves by sleeping. Traced
-/// on a loaded two-core machine (`group_trace loops annals DIR 5000 1` on
-/// tmpfs, four runs each): from the writer answering to the next request
-/// queued, median 7.7 to 13.7 µs polling against 5.1 to 6.0 µs sleeping,
-/// as the channel's 5.0 to 6.5 µs.
-const POLL_BURST_REQUESTS_MIN: usize = 2;
 
 /// Group commit's gathering, as PostgreSQL's `commit_delay` does it only
 /// when `commit_siblings` are active: with a queue that is not empty and
@@ -2022,8 +1992,7 @@ fn gather(shared: &Shared, burst: &Burst, wait_max: Duration) {
 }
 
 /// After a round that had work, and while bursts are small (a few
-/// appenders, each awaiting its append before the next, but more than one:
-/// [`POLL_BURST_REQUESTS_MIN`]), the writer thread
+/// appenders, each awaiting its append before the next), the writer thread
 /// looks for the next request for this long before it sleeps: the next
 /// request comes within microseconds, and a sleep costs a wake-up and a
 /// context switch each way. It yields the core while it looks. With many
@@ -2119,27 +2088,6 @@ mod tests {
         })
         .join()
         .unwrap();
-    }
-
-    /// Regression (issue 13, W1 async at 0.81 of the raw loop against the
-    /// channel's 0.955): after answering a lone appender the writer thread
-    /// polled with `sched_yield` for the next request, which comes only
-    /// after that appender's task is woken. The spinning writer kept its
-    /// core, so the woken task ran on the other one, a wake-up of an idle
-    /// virtual CPU per append the channel's sleeping writer does not pay.
-    /// A burst of one now sleeps; a few appenders still poll, many gather.
-    #[test]
-    fn a_lone_appender_s_writer_sleeps_rather_than_polls_for_its_next_request() {
-        let mut burst = Burst::default();
-        assert_eq!(burst.after_round(), Idle::Sleep, "nothing seen yet: sleep");
-        burst.taken(1, true);
-        assert_eq!(burst.after_round(), Idle::Sleep, "a lone appender: sleep until its next request wakes the writer");
-        burst.taken(POLL_BURST_REQUESTS_MIN, true);
-        assert_eq!(burst.after_round(), Idle::PollForWork, "a few appenders: their next request may be moments away");
-        burst.taken(GATHER_GROUP_MIN - 1, true);
-        assert_eq!(burst.after_round(), Idle::PollForWork);
-        burst.taken(GATHER_GROUP_MIN, true);
-        assert_eq!(burst.after_round(), Idle::Sleep, "many appenders: the gathering waits instead");
     }
 
     /// The overlay answers for every stream it holds, with its latest state,
