@@ -122,3 +122,33 @@ fn append_step_if_absent_after_the_run_is_deleted_and_created_again_appends_no_d
     assert_eq!(steps, ["b"], "appended: {appended:?}");
     assert!(!appended.unwrap(), "the step was there");
 }
+
+/// `update_run_if` read run `r`'s document (1, revision 1) and decided on
+/// it; before its commit, another store deleted the run and created it
+/// again with the document 2, back at revision 1. The write guarded by the
+/// document's next sequence alone passed, and replaced the new run's
+/// document with the old one changed (11), on a condition the new one
+/// does not meet. Guarded by the document's incarnation too, the commit is
+/// refused, the store reads again, and the condition is false.
+#[test]
+fn update_run_if_after_the_run_is_deleted_and_created_again_does_not_write_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    let racing = Arc::new(ReadRace { log: log.clone(), after_reading: Mutex::new(None) });
+    let runs = MobRuns::new(racing.clone());
+    run(runs.create_run("r", &1u32)).unwrap();
+    let document = "mob-run/r/doc/run";
+    assert_eq!(log.next_seq(document).unwrap().0, 1, "the test names the run document's stream");
+    racing.arm(document, |log: &Arc<Log>| {
+        let other = MobRuns::new(log.clone());
+        elsewhere(async {
+            assert!(other.delete_run("r").await.unwrap());
+            other.create_run("r", &2u32).await.unwrap();
+        });
+    });
+    let updated = run(runs.update_run_if("r", |value: &u32| *value == 1, |value| *value += 10));
+    assert!(racing.after_reading.lock().unwrap().is_none(), "the other store's writes landed");
+    let stored = run(runs.get_run::<u32>("r")).unwrap().expect("the run exists");
+    assert_eq!(stored.value, 2, "updated: {updated:?}");
+    assert!(!updated.unwrap(), "the run the condition held for is gone");
+}
