@@ -1452,12 +1452,6 @@ impl LogReader {
         // The names recovery takes for segments: another `.seg` file (a
         // backup, a copy) is not the log's, and would otherwise read as a
         // change at every refresh.
-        let is_segment = |name: &&str| {
-            crate::segment::parse_segment_file_name(name).is_some()
-                || crate::segment::parse_compacted_file_name(name).is_some()
-        };
-        let mut on_disk: Vec<&str> = names.iter().map(String::as_str).filter(is_segment).collect();
-        on_disk.sort_unstable();
         let mut known: Vec<&str> = self
             .index
             .segments()
@@ -1465,6 +1459,25 @@ impl LogReader {
             .filter_map(|entry| entry.segment.path.file_name().and_then(|name| name.to_str()))
             .collect();
         known.sort_unstable();
+        // Nor are the files a compaction left behind, which recovery skips
+        // too (the writer's next open removes them): ordinary segments
+        // below the oldest one read (its inputs; a writer only adds
+        // segments after the newest) and compacted segments of an older
+        // generation than the one read. Else each would read as a change
+        // at every refresh.
+        let oldest_ordinary = known.iter().filter_map(|name| crate::segment::parse_segment_file_name(name)).min();
+        let generation =
+            known.iter().filter_map(|name| crate::segment::parse_compacted_file_name(name)).map(|(_, g)| g).max();
+        let is_segment = |name: &&str| match (
+            crate::segment::parse_segment_file_name(name),
+            crate::segment::parse_compacted_file_name(name),
+        ) {
+            (Some(lsn), _) => oldest_ordinary.is_none_or(|oldest| lsn >= oldest),
+            (None, Some((_, g))) => generation.is_none_or(|known| g >= known),
+            (None, None) => false,
+        };
+        let mut on_disk: Vec<&str> = names.iter().map(String::as_str).filter(is_segment).collect();
+        on_disk.sort_unstable();
         if on_disk == known {
             return Ok(None);
         }

@@ -7,10 +7,13 @@
 //! reclaims what the prunes removed.
 //!
 //! A document's **revision** is its live entry's sequence plus one, and 0
-//! while it is absent. Nothing ever clears the stream, so its sequences
-//! only grow: a revision is never given twice for one document, even after
-//! a delete, and a caller holding an old revision cannot mistake a
-//! re-created document for the one it read.
+//! while it is absent. A delete does not clear the stream, so its
+//! sequences only grow: a revision is never given twice for one document,
+//! even after a delete, and a caller holding an old revision cannot mistake a
+//! re-created document for the one it read. Only `MobRuns::delete_run`
+//! clears a run's streams (its revisions start over): a store's guards name
+//! the stream's incarnation too, so that a write decided on what it read
+//! never lands on the run created again.
 
 use bytes::Bytes;
 
@@ -27,6 +30,9 @@ pub(crate) struct DocumentState {
     pub(crate) entry: Option<Entry>,
     /// The stream's next sequence: every write and delete moves it.
     pub(crate) next_seq: u64,
+    /// The stream as read: at `next_seq`, in the same incarnation (a
+    /// clear and a refill to as many entries is another one).
+    pub(crate) unchanged: Expect,
 }
 
 impl DocumentState {
@@ -55,13 +61,13 @@ impl DocumentState {
 
     /// A check that the document is still as read.
     pub(crate) fn check(&self, stream: &str) -> StoreOp {
-        StoreOp::check(stream, Expect::Next(self.next_seq))
+        StoreOp::check(stream, self.unchanged)
     }
 
     /// The operations that replace the document with `payload`, if it is
     /// still as read.
     pub(crate) fn write(&self, stream: &str, payload: Bytes, ops: &mut Vec<StoreOp>) {
-        ops.push(StoreOp::append(stream, Expect::Next(self.next_seq), payload));
+        ops.push(StoreOp::append(stream, self.unchanged, payload));
         if self.entry.is_some() {
             ops.push(StoreOp::prune(stream, self.next_seq));
         }
@@ -69,7 +75,7 @@ impl DocumentState {
 
     /// The operations that delete the document, if it is still as read.
     pub(crate) fn delete(&self, stream: &str, ops: &mut Vec<StoreOp>) {
-        ops.push(StoreOp::append(stream, Expect::Next(self.next_seq), Bytes::new()));
+        ops.push(StoreOp::append(stream, self.unchanged, Bytes::new()));
         ops.push(StoreOp::prune(stream, self.next_seq + 1));
     }
 }
@@ -94,7 +100,8 @@ pub(crate) async fn commit_planned<B: Backend>(backend: &B, ops: Vec<StoreOp>) -
 pub(crate) async fn load<B: Backend>(backend: &B, stream: &str) -> Result<DocumentState, StoreError> {
     let contents = backend.read(stream).await?;
     // A write prunes the value before it in the same commit: one live entry.
-    Ok(DocumentState { entry: contents.entries.into_iter().last(), next_seq: contents.next_seq })
+    let unchanged = contents.unchanged();
+    Ok(DocumentState { entry: contents.entries.into_iter().last(), next_seq: contents.next_seq, unchanged })
 }
 
 /// A name made safe to stand inside a stream name: `%` and `/` escaped, so

@@ -475,8 +475,10 @@ impl<B: Backend> MobRuns<B> {
                             return Ok(false);
                         }
                     }
-                    // An equal entry appended meanwhile moves the ledger.
-                    Expect::Next(contents.next_seq)
+                    // An equal entry appended meanwhile moves the ledger;
+                    // so does a delete and re-creation of the run that
+                    // refills it to the same length (its next life).
+                    contents.unchanged()
                 }
             };
             let ops = vec![run.check(&run_stream), StoreOp::append(&stream, expect, payload.clone())];

@@ -1,0 +1,154 @@
+//! Review 11: the stores' guards against another writer on the same log,
+//! landed at a chosen point between a store's read and its commit.
+//!
+//! Each test is named after the bug it found; it failed before the fix.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use annals::stores::mob_runs::MobRuns;
+use annals::stores::{Backend, Committed, Cursor, Entry, StoreError, StoreOp, StreamContents};
+use annals::{Log, Options};
+
+fn run<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// Runs `future` on a runtime of its own on another thread: the other
+/// writer of a hook, done before the hook returns.
+fn elsewhere<T: Send>(future: impl Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(|| run(future)).join().unwrap())
+}
+
+type Hook = Box<dyn FnOnce(&Arc<Log>) + Send>;
+
+/// The log as a backend that, once armed, runs a hook right after it
+/// answers a read of one stream: another writer's commits landing between
+/// what the store read and its own commit.
+struct ReadRace {
+    log: Arc<Log>,
+    after_reading: Mutex<Option<(String, Hook)>>,
+}
+
+impl ReadRace {
+    fn arm(&self, stream: &str, hook: impl FnOnce(&Arc<Log>) + Send + 'static) {
+        *self.after_reading.lock().unwrap() = Some((stream.to_owned(), Box::new(hook)));
+    }
+}
+
+impl Backend for ReadRace {
+    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
+        Backend::commit(&*self.log, ops)
+    }
+    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
+        Backend::commit_blocking(&*self.log, ops)
+    }
+    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
+        let hook = {
+            let mut armed = self.after_reading.lock().unwrap();
+            match armed.take() {
+                Some((armed_stream, hook)) if armed_stream == stream => Some(hook),
+                other => {
+                    *armed = other;
+                    None
+                }
+            }
+        };
+        let log = self.log.clone();
+        let answer = Backend::read(&*self.log, stream);
+        async move {
+            let answer = answer.await;
+            if let Some(hook) = hook {
+                hook(&log);
+            }
+            answer
+        }
+    }
+    fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_range(&*self.log, stream, from, limit)
+    }
+    fn read_stream_after(
+        &self,
+        stream: &str,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_stream_after(&*self.log, stream, after, limit)
+    }
+    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
+        Backend::streams(&*self.log, prefix)
+    }
+    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Backend::read_after(&*self.log, after, limit)
+    }
+}
+
+/// `append_step_if_absent` read the ledger of run `r` (one step, "a");
+/// before its commit, another store deleted the run, created it again and
+/// appended the step "b", so that the ledger is back at one entry. The
+/// append guarded by the ledger's next sequence alone passed, and the
+/// ledger held "b" twice, although the call promises that "retrying it
+/// appends nothing more, however many race". Guarded by the ledger's
+/// incarnation too, the commit is refused, the store reads again, and
+/// finds "b" there.
+#[test]
+fn append_step_if_absent_after_the_run_is_deleted_and_created_again_appends_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    let racing = Arc::new(ReadRace { log: log.clone(), after_reading: Mutex::new(None) });
+    let runs = MobRuns::new(racing.clone());
+    run(async {
+        runs.create_run("r", &1u32).await.unwrap();
+        runs.append_step("r", &"a".to_owned()).await.unwrap();
+    });
+    let ledger = "mob-run/r/steps";
+    assert_eq!(log.next_seq(ledger).unwrap().0, 1, "the test names the ledger's stream");
+    racing.arm(ledger, |log: &Arc<Log>| {
+        let other = MobRuns::new(log.clone());
+        elsewhere(async {
+            assert!(other.delete_run("r").await.unwrap());
+            other.create_run("r", &2u32).await.unwrap();
+            other.append_step("r", &"b".to_owned()).await.unwrap();
+        });
+    });
+    let appended = run(runs.append_step_if_absent("r", &"b".to_owned(), |existing: &String, new| existing == new));
+    assert!(racing.after_reading.lock().unwrap().is_none(), "the other store's writes landed");
+    let steps: Vec<String> = run(runs.step_ledger("r")).unwrap();
+    assert_eq!(steps, ["b"], "appended: {appended:?}");
+    assert!(!appended.unwrap(), "the step was there");
+}
+
+/// `update_run_if` read run `r`'s document (1, revision 1) and decided on
+/// it; before its commit, another store deleted the run and created it
+/// again with the document 2, back at revision 1. The write guarded by the
+/// document's next sequence alone passed, and replaced the new run's
+/// document with the old one changed (11), on a condition the new one
+/// does not meet. Guarded by the document's incarnation too, the commit is
+/// refused, the store reads again, and the condition is false.
+#[test]
+fn update_run_if_after_the_run_is_deleted_and_created_again_does_not_write_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    let racing = Arc::new(ReadRace { log: log.clone(), after_reading: Mutex::new(None) });
+    let runs = MobRuns::new(racing.clone());
+    run(runs.create_run("r", &1u32)).unwrap();
+    let document = "mob-run/r/doc/run";
+    assert_eq!(log.next_seq(document).unwrap().0, 1, "the test names the run document's stream");
+    racing.arm(document, |log: &Arc<Log>| {
+        let other = MobRuns::new(log.clone());
+        elsewhere(async {
+            assert!(other.delete_run("r").await.unwrap());
+            other.create_run("r", &2u32).await.unwrap();
+        });
+    });
+    let updated = run(runs.update_run_if("r", |value: &u32| *value == 1, |value| *value += 10));
+    assert!(racing.after_reading.lock().unwrap().is_none(), "the other store's writes landed");
+    let stored = run(runs.get_run::<u32>("r")).unwrap().expect("the run exists");
+    assert_eq!(stored.value, 2, "updated: {updated:?}");
+    assert!(!updated.unwrap(), "the run the condition held for is gone");
+}
