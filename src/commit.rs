@@ -1250,6 +1250,19 @@ impl Writer {
             let checked = check_op(op, before, self.next_lsn)?;
             return Ok(OneOrMany::One(follow_start(op, checked, start, || index_start(&op.stream))));
         }
+        // A cursor is checked against the log-wide trim here, with the
+        // writer held, as a compaction commits its trim: one checked before
+        // its write was queued could otherwise land under a trim committed
+        // in between, and be refused after it was written. (A cursor is
+        // always written by a batch: a clear, then its record.)
+        let trimmed_before = index.trimmed_before();
+        if let Some(lsn) = ops
+            .iter()
+            .filter_map(crate::cursors::position_written)
+            .find(|lsn| lsn.0.saturating_add(1) < trimmed_before.0)
+        {
+            return Err(Error::Trimmed { after: lsn, oldest: index.oldest_lsn() });
+        }
         // A batch may touch one stream several times: follow its own effects.
         let mut local: Vec<(&[u8], Followed)> = Vec::new();
         let mut checked = Vec::with_capacity(ops.len());

@@ -97,6 +97,15 @@ fn decode(payload: &[u8]) -> Option<Lsn> {
     }
 }
 
+/// The position `op` registers, if it writes a cursor record: what the
+/// writer checks against the log-wide trim when it commits the write.
+pub(crate) fn position_written(op: &crate::commit::Op) -> Option<Lsn> {
+    match op.kind {
+        crate::commit::OpKind::Entry(_) if op.stream.starts_with(CURSOR_PREFIX) => decode(&op.payload),
+        _ => None,
+    }
+}
+
 /// Cursor `name`'s position as the index holds it.
 ///
 /// # Errors
