@@ -2201,7 +2201,7 @@ enum Fetch {
     /// fault that maps [`MAP_FAULT_WINDOW_BYTES`] around it.
     Map,
     /// With one read call (`pread`) into a buffer: cheaper than that fault
-    /// for a record no other record the read wants shares a window with
+    /// for a record few other records the read wants share a window with
     /// (one workflow's rows scattered over a log of many), and it leaves
     /// the map untouched. Later reads, which the check need not repeat, go
     /// through the map; so do first reads in a window that already took
@@ -2223,11 +2223,21 @@ enum BytesFrom {
 /// one fault.
 const MAP_FAULT_WINDOW_BYTES: usize = 64 << 10;
 
+/// What a first touch of a segment's map costs, in read calls: the fault
+/// maps every cached page of its [`MAP_FAULT_WINDOW_BYTES`] window, and the
+/// unmap at the log's close takes them down again. On the project's 2-core
+/// virtual machine, 4,000 first reads spread over the 1 GiB log of the
+/// `lifecycle_open` bench took about 4 µs each by fault and about 1 µs each
+/// by read call. So a window is faulted in only for at least this
+/// many first reads in it: by one read ([`fetch_for`]), or by read calls
+/// already taken in it by earlier reads ([`SegmentEntry::take_read_call`]),
+/// which a window read this way by many reads (every workflow restored after
+/// open, say) then bounds to about twice what faulting it in would cost.
+const MAP_FAULT_READ_CALLS: u8 = 4;
+
 /// First reads by read call a window of [`MAP_FAULT_WINDOW_BYTES`] of a
-/// segment takes before the rest go through the map: a read call costs
-/// about half a fault on the machines measured, so a window read this way
-/// by many reads costs at most about twice what faulting it in would.
-const WINDOW_READ_CALLS_MAX: u8 = 2;
+/// segment takes before the rest go through the map.
+const WINDOW_READ_CALLS_MAX: u8 = MAP_FAULT_READ_CALLS;
 
 /// Bytes a first read by read call fetches from the start of the record's
 /// frame: a frame header and a record of a few hundred bytes. A longer
@@ -2235,23 +2245,30 @@ const WINDOW_READ_CALLS_MAX: u8 = 2;
 const FIRST_READ_BYTES: usize = 512;
 
 /// How the read of the live entries `wanted` (indexes into `positions`,
-/// `start..end`) fetches the `i`th: by read call if no entry the read wants
-/// just before or after it lies within [`MAP_FAULT_WINDOW_BYTES`] of it in
-/// the same segment, else through the map, whose fault then serves both.
-/// Only an entry's first read (`check` against the image's checksum, which
-/// records that it passed) asks: the others go through the map.
+/// `start..end`) fetches the `i`th: through the map if at least
+/// [`MAP_FAULT_READ_CALLS`] entries the read wants (this one included) lie
+/// in its [`MAP_FAULT_WINDOW_BYTES`] window of the same segment, whose one
+/// fault then serves them all; else by read call. Only an entry's first
+/// read (`check` against the image's checksum, which records that it
+/// passed) asks: the others go through the map.
 fn fetch_for(positions: &Positions<'_>, i: usize, wanted: (usize, usize), check: RecordCheck<'_>) -> Fetch {
     if !matches!(check, RecordCheck::Image(_, Some(_))) {
         return Fetch::Map;
     }
     let Some(loc) = positions.loc(i) else { return Fetch::Map };
-    let near = |j: usize| {
+    let window = loc.offset() / MAP_FAULT_WINDOW_BYTES;
+    let shares = |j: usize| {
         (wanted.0..wanted.1).contains(&j)
             && positions.loc(j).is_some_and(|other| {
-                other.segment() == loc.segment() && other.offset().abs_diff(loc.offset()) < MAP_FAULT_WINDOW_BYTES
+                other.segment() == loc.segment() && other.offset() / MAP_FAULT_WINDOW_BYTES == window
             })
     };
-    if i.checked_sub(1).is_some_and(near) || near(i + 1) { Fetch::Map } else { Fetch::ReadCall }
+    // Entries are in log order, so those sharing the window are a run
+    // around `i`: counted until there are enough.
+    let needed = usize::from(MAP_FAULT_READ_CALLS);
+    let before = (1..needed).take_while(|&back| i.checked_sub(back).is_some_and(shares)).count();
+    let after = (1..needed - before).take_while(|&ahead| shares(i + ahead)).count();
+    if 1 + before + after >= needed { Fetch::Map } else { Fetch::ReadCall }
 }
 
 /// A record's frame as one read call fetched it: [`FIRST_READ_BYTES`] at

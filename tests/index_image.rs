@@ -808,14 +808,14 @@ fn records_far_apart_are_read_first_by_read_call_and_checked_as_through_the_map(
     let after = log.read_stream_range("sparse", StreamSeq(4), 2).unwrap();
     assert_eq!(payloads(&after), (4..6).map(|i| common::unique_payload(i, 200)).collect::<Vec<_>>());
     // Many first reads of one window (ten records of a 3 KB stretch, one
-    // read each: no other record in the same read) take two read calls at
+    // read each: no other record in the same read) take four read calls at
     // most; the rest share the map's fault.
     let reads = fs.faults.reads.load(Ordering::SeqCst);
     for seq in 0..10 {
         let one = log.read_stream_range("filler", StreamSeq(seq), 1).unwrap();
         assert_eq!(payloads(&one), [common::unique_payload(10_000 + seq, 250)]);
     }
-    assert!(fs.faults.reads.load(Ordering::SeqCst) - reads <= 2, "read calls per window are bounded");
+    assert!(fs.faults.reads.load(Ordering::SeqCst) - reads <= 4, "read calls per window are bounded");
     drop(log);
 
     let reader = LogReader::open_with(dir.path(), &options).unwrap();
@@ -831,6 +831,74 @@ fn records_far_apart_are_read_first_by_read_call_and_checked_as_through_the_map(
     log.visit_stream("filler", |record| seen.push(record.payload.to_vec())).unwrap();
     assert_eq!(seen.len(), 1800);
     assert_eq!(seen[1799], common::unique_payload(10_000 + 1799, 250));
+}
+
+/// A first read faults a window of the map in only for four or more records
+/// it wants there, which then share the fault; fewer (a workflow's rows two
+/// or three to a window, where concurrent writers bunched them) are each
+/// fetched by a read call, which costs about a quarter of that fault. The
+/// records come back the same either way.
+#[test]
+fn records_a_few_to_a_window_are_read_first_by_read_call_and_many_through_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let options = Options {
+        file_system: Arc::new(fs.clone()),
+        segment_bytes: 4 << 20,
+        segment_preparation: SegmentPreparation::Inline,
+        ..options()
+    };
+    // Groups of `per_group` adjacent records of `stream`, each group 75 KB
+    // of filler away from the next, so that no two groups share a window.
+    let bunched = |stream: &str, groups: u64, per_group: u64, first: u64| {
+        let log = Log::open(dir.path(), options.clone()).unwrap();
+        for group in 0..groups {
+            for i in 0..per_group {
+                let payload = common::unique_payload(first + group * per_group + i, 200);
+                log.append(stream, Expectation::Any, payload).wait().unwrap();
+            }
+            for j in 0..300 {
+                let filler = common::unique_payload(first + 1_000 + group * 300 + j, 250);
+                log.append("filler", Expectation::Any, filler).wait().unwrap();
+            }
+        }
+        log.close().wait().unwrap();
+    };
+    bunched("pairs", 4, 2, 0);
+    bunched("eights", 3, 8, 10_000);
+    // Which 64 KiB window of which segment each record's payload starts in.
+    let windows = |first: u64, count: u64| {
+        (first..first + count)
+            .map(|i| {
+                let payload = common::unique_payload(i, 200);
+                let (file, end) = common::payload_end(dir.path(), &payload).unwrap();
+                (file, (end - payload.len()) / (64 << 10))
+            })
+            .collect::<Vec<_>>()
+    };
+    // A record is read by read call unless four of those the read wants
+    // share its window.
+    let expected_read_calls = |windows: &[(std::path::PathBuf, usize)]| {
+        windows.iter().filter(|w| windows.iter().filter(|other| other == w).count() < 4).count() as u64
+    };
+    let payloads = |records: &[annals::Record]| records.iter().map(|r| r.payload.to_vec()).collect::<Vec<_>>();
+
+    let log = Log::open(dir.path(), options).unwrap();
+    loaded(&log);
+    let reads = fs.faults.reads.load(Ordering::SeqCst);
+    let pairs = log.read_stream("pairs").unwrap();
+    assert_eq!(payloads(&pairs.entries), (0..8).map(|i| common::unique_payload(i, 200)).collect::<Vec<_>>());
+    assert_eq!(fs.faults.reads.load(Ordering::SeqCst) - reads, 8, "two to a window: a read call each");
+
+    let reads = fs.faults.reads.load(Ordering::SeqCst);
+    let eights = log.read_stream("eights").unwrap();
+    let wanted = (10_000..10_024).map(|i| common::unique_payload(i, 200)).collect::<Vec<_>>();
+    assert_eq!(payloads(&eights.entries), wanted);
+    let read_calls = fs.faults.reads.load(Ordering::SeqCst) - reads;
+    assert_eq!(read_calls, expected_read_calls(&windows(10_000, 24)));
+    assert!(read_calls < 12, "eight to a window share the map's fault: {read_calls} read calls");
+    // Read again, through the map, the same records.
+    assert_eq!(log.read_stream("eights").unwrap().entries, eights.entries);
 }
 
 /// One flipped bit in a record of a batch frame (several records, one
