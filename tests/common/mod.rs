@@ -112,6 +112,10 @@ pub struct Faults {
     /// a message on the receiver: the writer held inside an fsync while a
     /// test queues what it wants in the next group.
     pub sync_gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    /// As `sync_gate`, for the next `sync_data` of the state file
+    /// (`annals.state`) alone: a compaction held at its commit point, the
+    /// writer with it, while a test calls what it wants to race it.
+    pub state_sync_gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
     /// Run once, at the next listing of a directory: what a recovery does
     /// right after it read the state file.
     pub on_next_list: ListHook,
@@ -168,6 +172,8 @@ struct FaultyFile {
     spare: bool,
     /// A compaction's output, under its temporary name.
     compacting: bool,
+    /// The state file.
+    state: bool,
 }
 
 fn injected_as(kind: u64) -> io::Error {
@@ -203,7 +209,10 @@ impl FileSystem for FaultyFs {
         let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         let spare = name.starts_with(annals::segment::SPARE_PREFIX);
         let compacting = name.ends_with(".compacting");
-        Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone(), spare, compacting }))
+        // A new log's state file is written under its temporary name and
+        // renamed; its writer keeps that handle.
+        let state = name == annals::state::STATE_FILE_NAME || name == annals::state::STATE_TEMP_FILE_NAME;
+        Ok(Arc::new(FaultyFile { inner: RealFs.create(path)?, fs: self.faults.clone(), spare, compacting, state }))
     }
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
         if path.extension().is_some_and(|extension| extension == "seg")
@@ -216,6 +225,7 @@ impl FileSystem for FaultyFs {
             fs: self.faults.clone(),
             spare: false,
             compacting: false,
+            state: path.file_name().is_some_and(|name| name == annals::state::STATE_FILE_NAME),
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -270,6 +280,12 @@ impl File for FaultyFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         if let Some((entered, open)) = self.fs.sync_gate.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            open.recv().unwrap();
+        }
+        if self.state
+            && let Some((entered, open)) = self.fs.state_sync_gate.lock().unwrap().take()
+        {
             entered.send(()).unwrap();
             open.recv().unwrap();
         }
