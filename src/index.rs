@@ -376,14 +376,33 @@ impl StreamState {
     /// ([`walk_stream_entries`]). The change is published whatever that
     /// finds (its frame is durable): if the walk failed, reads of the
     /// stream report why.
+    ///
+    /// Inlined into the writer's publication and recovery's application of
+    /// every entry: once its positions are in memory, as a stream's are
+    /// after its first change, this is a check of the variant.
+    #[inline]
     pub(crate) fn entries_mut(&mut self, stream: &[u8], segments: &[SegmentEntry]) -> &mut Vec<RecordLoc> {
+        if let Locs::Mapped(_) = self.entries {
+            self.copy_entries_from_image(stream, segments);
+        }
+        match &mut self.entries {
+            Locs::Owned(locs) => locs,
+            Locs::Mapped(_) => unreachable!("copied into memory above"),
+        }
+    }
+
+    /// Takes a stream's positions out of the loaded image into memory, from
+    /// the covered frames if its section is damaged: once per stream.
+    #[cold]
+    #[inline(never)]
+    fn copy_entries_from_image(&mut self, stream: &[u8], segments: &[SegmentEntry]) {
         if let (Locs::Mapped(_), Some(image)) = (&self.entries, self.image.as_deref())
             && !image.check()
             && let Ok(walked) = image.walked.get_or_init(|| walk_stream_entries(segments, stream, self))
         {
             self.entries = Locs::Owned(walked.clone());
         }
-        self.entries.to_mut()
+        self.entries.to_mut();
     }
 
     /// Whether the stream's entry positions are known: not from a damaged
