@@ -1682,10 +1682,22 @@ impl<V> Overlay<V> {
     }
 
     /// [`Overlay::position`] of a stream whose filter bit is `bit`.
+    ///
+    /// Inlined into the writer's guard check and update of every append:
+    /// the filter's answer "not touched" (most lookups) is then a test of a
+    /// bit, not a call that saves registers for the indexed search.
+    #[inline]
     fn position_at(&self, stream: &[u8], bit: FilterBit) -> Option<usize> {
         if !self.filter.may_hold_bit(bit) {
             return None;
         }
+        self.indexed_position(stream)
+    }
+
+    /// [`Overlay::position_at`] past the filter: the touched streams
+    /// indexed by the keyed hash, and the one that is `stream`.
+    #[inline(never)]
+    fn indexed_position(&self, stream: &[u8]) -> Option<usize> {
         let mut positions = self.positions.borrow_mut();
         let OverlayPositions { hasher, by_hash, indexed } = &mut *positions;
         for (at, (touched, _)) in self.touched.iter().enumerate().skip(*indexed) {
@@ -1835,6 +1847,9 @@ fn group_committed(group: &Group, write: Duration, synced: bool) {
 /// The sequence an operation gets at `lsn` (if it writes a record) and its
 /// stream's state after it, from the state `cursor` before it; or the guard
 /// that fails.
+// Inlined into the writer's guard check of every operation: its result
+// is then built in place rather than moved out of a call.
+#[inline]
 fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
     let next = cursor.next;
     let since = cursor.exists.then_some(cursor.since);
