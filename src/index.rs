@@ -481,8 +481,27 @@ impl StreamCursor {
 
     /// The state after one operation at `lsn`, or what is wrong with it.
     /// `snapshots_before` is a prune's payload (ignored for other kinds).
-    #[inline]
+    ///
+    /// An entry at the next sequence (nearly every operation the writer
+    /// checks and recovery applies) is decided inline; every other case,
+    /// and every error, by [`StreamCursor::apply_any`].
+    #[inline(always)]
     pub fn apply(
+        self,
+        kind: RecordKind,
+        seq: StreamSeq,
+        lsn: Lsn,
+        snapshots_before: Lsn,
+    ) -> Result<StreamCursor, String> {
+        if kind == RecordKind::Entry && seq.0 == self.next && self.exists {
+            return Ok(StreamCursor { next: self.next + 1, ..self });
+        }
+        self.apply_any(kind, seq, lsn, snapshots_before)
+    }
+
+    /// [`StreamCursor::apply`], for any operation.
+    #[inline(never)]
+    fn apply_any(
         self,
         kind: RecordKind,
         seq: StreamSeq,
