@@ -266,25 +266,45 @@ pub fn encode_frame_from(
     header[32] = kind as u8;
     // header[33]: flags; header[34..36]: reserved.
     header[36..40].copy_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
-    buf.extend_from_slice(&header);
-    for (index, op) in ops.iter().enumerate() {
-        assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
-        assert_eq!(op.lsn.0, meta.lsn.0 + index as u64);
-        if kind == FrameKind::Batch {
-            buf.push(op.kind.frame_kind() as u8);
-        }
-        let mut op_header = [0u8; OP_HEADER_BYTES];
-        op_header[0..2].copy_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
-        op_header[2..6].copy_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
-        op_header[6..14].copy_from_slice(&op.seq.0.to_le_bytes());
-        op_header[14..22].copy_from_slice(&op.lsn.0.to_le_bytes());
-        buf.extend_from_slice(&op_header);
+    if let [op] = ops
+        && kind != FrameKind::Batch
+    {
+        // A frame of one operation (nearly every append): the frame's and
+        // the operation's headers are laid out together and appended whole.
+        let mut head = [0u8; FRAME_HEADER_BYTES + OP_HEADER_BYTES];
+        head[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+        head[FRAME_HEADER_BYTES..].copy_from_slice(&op_header(op, meta.lsn));
+        buf.extend_from_slice(&head);
         buf.extend_from_slice(op.stream);
         buf.extend_from_slice(op.payload);
+    } else {
+        buf.extend_from_slice(&header);
+        for (index, op) in ops.iter().enumerate() {
+            if kind == FrameKind::Batch {
+                buf.push(op.kind.frame_kind() as u8);
+            }
+            buf.extend_from_slice(&op_header(op, Lsn(meta.lsn.0 + index as u64)));
+            buf.extend_from_slice(op.stream);
+            buf.extend_from_slice(op.payload);
+        }
     }
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_BYTES + body);
     let crc = log_id.frame_checksum(&buf[start + 4..]);
     buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The fixed part of `op`, which must be at `lsn`; asserts the stream id's
+/// length (the caller checked it: a bad one is a bug in Annals).
+#[inline(always)]
+fn op_header(op: &OpRef<'_>, lsn: Lsn) -> [u8; OP_HEADER_BYTES] {
+    assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
+    assert_eq!(op.lsn, lsn);
+    let mut op_header = [0u8; OP_HEADER_BYTES];
+    op_header[0..2].copy_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
+    op_header[2..6].copy_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
+    op_header[6..14].copy_from_slice(&op.seq.0.to_le_bytes());
+    op_header[14..22].copy_from_slice(&op.lsn.0.to_le_bytes());
+    op_header
 }
 
 /// The CRC-32 of a log's id, where every frame's checksum starts (it covers
