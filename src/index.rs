@@ -1505,6 +1505,8 @@ impl Index {
     /// # Errors
     /// [`Error::Corruption`] if a covered record has no checksum, or the
     /// record is not where the index says.
+    // Inlined into the image's encoding, which asks it of every live entry.
+    #[inline]
     fn record_crc(&self, loc: RecordLoc, kind: RecordKind, check: RecordCheck<'_>) -> Result<u32> {
         let entry = self.entry(loc)?;
         let corruption = |what: &str| {
