@@ -1568,8 +1568,11 @@ impl Index {
         let skip = carried.map_or(0, |(items, _)| items.len() / IMAGE_ITEM_BYTES);
         for (loc, check) in positions.iter_from(skip) {
             let record_crc = self.record_crc(loc, RecordKind::Entry, check)?;
-            section.extend_from_slice(&loc.0.to_le_bytes());
-            section.extend_from_slice(&record_crc.to_le_bytes());
+            // The item laid out whole and appended with one copy.
+            let mut item = [0u8; IMAGE_ITEM_BYTES];
+            item[..8].copy_from_slice(&loc.0.to_le_bytes());
+            item[8..].copy_from_slice(&record_crc.to_le_bytes());
+            section.extend_from_slice(&item);
         }
         Ok(ImageStream { carried: carried.map(|(items, crc)| (items.len(), crc)), snapshot_crcs: snapshots })
     }
