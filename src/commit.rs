@@ -113,6 +113,7 @@ const STREAM_ID_INLINE_BYTES: usize = 46;
 
 impl StreamId {
     /// A copy of `stream`.
+    #[inline]
     pub fn copy_from_slice(stream: &[u8]) -> StreamId {
         match u8::try_from(stream.len()) {
             Ok(len) if stream.len() <= STREAM_ID_INLINE_BYTES => {
@@ -128,6 +129,7 @@ impl StreamId {
 impl std::ops::Deref for StreamId {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         match self {
             StreamId::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -137,6 +139,7 @@ impl std::ops::Deref for StreamId {
 }
 
 impl AsRef<[u8]> for StreamId {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self
     }
