@@ -1851,8 +1851,9 @@ fn group_committed(group: &Group, write: Duration, synced: bool) {
 /// stream's state after it, from the state `cursor` before it; or the guard
 /// that fails.
 // Inlined into the writer's guard check of every operation: its result
-// is then built in place rather than moved out of a call.
-#[inline]
+// is then built in place rather than moved out of a call (`inline` alone
+// left it a call).
+#[inline(always)]
 fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
     let next = cursor.next;
     let since = cursor.exists.then_some(cursor.since);
