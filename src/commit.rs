@@ -113,6 +113,7 @@ const STREAM_ID_INLINE_BYTES: usize = 46;
 
 impl StreamId {
     /// A copy of `stream`.
+    #[inline]
     pub fn copy_from_slice(stream: &[u8]) -> StreamId {
         match u8::try_from(stream.len()) {
             Ok(len) if stream.len() <= STREAM_ID_INLINE_BYTES => {
@@ -128,6 +129,7 @@ impl StreamId {
 impl std::ops::Deref for StreamId {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         match self {
             StreamId::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -137,6 +139,7 @@ impl std::ops::Deref for StreamId {
 }
 
 impl AsRef<[u8]> for StreamId {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self
     }
@@ -1682,10 +1685,22 @@ impl<V> Overlay<V> {
     }
 
     /// [`Overlay::position`] of a stream whose filter bit is `bit`.
+    ///
+    /// Inlined into the writer's guard check and update of every append:
+    /// the filter's answer "not touched" (most lookups) is then a test of a
+    /// bit, not a call that saves registers for the indexed search.
+    #[inline]
     fn position_at(&self, stream: &[u8], bit: FilterBit) -> Option<usize> {
         if !self.filter.may_hold_bit(bit) {
             return None;
         }
+        self.indexed_position(stream)
+    }
+
+    /// [`Overlay::position_at`] past the filter: the touched streams
+    /// indexed by the keyed hash, and the one that is `stream`.
+    #[inline(never)]
+    fn indexed_position(&self, stream: &[u8]) -> Option<usize> {
         let mut positions = self.positions.borrow_mut();
         let OverlayPositions { hasher, by_hash, indexed } = &mut *positions;
         for (at, (touched, _)) in self.touched.iter().enumerate().skip(*indexed) {
@@ -1835,6 +1850,10 @@ fn group_committed(group: &Group, write: Duration, synced: bool) {
 /// The sequence an operation gets at `lsn` (if it writes a record) and its
 /// stream's state after it, from the state `cursor` before it; or the guard
 /// that fails.
+// Inlined into the writer's guard check of every operation: its result
+// is then built in place rather than moved out of a call (`inline` alone
+// left it a call).
+#[inline(always)]
 fn check_op(op: &Op, cursor: StreamCursor, lsn: Lsn) -> Result<CheckedOp> {
     let next = cursor.next;
     let since = cursor.exists.then_some(cursor.since);

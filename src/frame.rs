@@ -266,25 +266,45 @@ pub fn encode_frame_from(
     header[32] = kind as u8;
     // header[33]: flags; header[34..36]: reserved.
     header[36..40].copy_from_slice(&u32::try_from(ops.len()).expect("asserted above").to_le_bytes());
-    buf.extend_from_slice(&header);
-    for (index, op) in ops.iter().enumerate() {
-        assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
-        assert_eq!(op.lsn.0, meta.lsn.0 + index as u64);
-        if kind == FrameKind::Batch {
-            buf.push(op.kind.frame_kind() as u8);
-        }
-        let mut op_header = [0u8; OP_HEADER_BYTES];
-        op_header[0..2].copy_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
-        op_header[2..6].copy_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
-        op_header[6..14].copy_from_slice(&op.seq.0.to_le_bytes());
-        op_header[14..22].copy_from_slice(&op.lsn.0.to_le_bytes());
-        buf.extend_from_slice(&op_header);
+    if let [op] = ops
+        && kind != FrameKind::Batch
+    {
+        // A frame of one operation (nearly every append): the frame's and
+        // the operation's headers are laid out together and appended whole.
+        let mut head = [0u8; FRAME_HEADER_BYTES + OP_HEADER_BYTES];
+        head[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+        head[FRAME_HEADER_BYTES..].copy_from_slice(&op_header(op, meta.lsn));
+        buf.extend_from_slice(&head);
         buf.extend_from_slice(op.stream);
         buf.extend_from_slice(op.payload);
+    } else {
+        buf.extend_from_slice(&header);
+        for (index, op) in ops.iter().enumerate() {
+            if kind == FrameKind::Batch {
+                buf.push(op.kind.frame_kind() as u8);
+            }
+            buf.extend_from_slice(&op_header(op, Lsn(meta.lsn.0 + index as u64)));
+            buf.extend_from_slice(op.stream);
+            buf.extend_from_slice(op.payload);
+        }
     }
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_BYTES + body);
     let crc = log_id.frame_checksum(&buf[start + 4..]);
     buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The fixed part of `op`, which must be at `lsn`; asserts the stream id's
+/// length (the caller checked it: a bad one is a bug in Annals).
+#[inline(always)]
+fn op_header(op: &OpRef<'_>, lsn: Lsn) -> [u8; OP_HEADER_BYTES] {
+    assert!(!op.stream.is_empty() && op.stream.len() <= STREAM_ID_BYTES_MAX);
+    assert_eq!(op.lsn, lsn);
+    let mut op_header = [0u8; OP_HEADER_BYTES];
+    op_header[0..2].copy_from_slice(&u16::try_from(op.stream.len()).expect("asserted above").to_le_bytes());
+    op_header[2..6].copy_from_slice(&u32::try_from(op.payload.len()).expect("body bounded").to_le_bytes());
+    op_header[6..14].copy_from_slice(&op.seq.0.to_le_bytes());
+    op_header[14..22].copy_from_slice(&op.lsn.0.to_le_bytes());
+    op_header
 }
 
 /// The CRC-32 of a log's id, where every frame's checksum starts (it covers
@@ -530,6 +550,7 @@ pub fn decode_frame<'a>(bytes: &'a [u8], log_id: &[u8; 16], expected_lsn: Lsn) -
 }
 
 /// `frame`, if it starts at `expected` LSN.
+#[inline]
 fn at_lsn(frame: FrameView<'_>, expected: Lsn) -> Result<FrameView<'_>, FrameDefect> {
     if frame.meta.lsn != expected {
         return Err(FrameDefect::UnexpectedLsn { expected, found: frame.meta.lsn });
@@ -546,11 +567,36 @@ pub fn decode_frame_at<'a>(
     log_id: &[u8; 16],
     expected_lsn: Lsn,
 ) -> Result<(usize, FrameView<'a>), FrameDefect> {
-    match decode_frame(&bytes[offset..], log_id, expected_lsn) {
+    frame_at(bytes, offset, Seed::Id(log_id), expected_lsn)
+}
+
+/// [`decode_frame_at`] with the log id's checksum computed once by a caller
+/// that checks frame after frame of one segment (recovery's scan): each
+/// frame's checksum goes on from it.
+pub fn decode_frame_at_from<'a>(
+    bytes: &'a [u8],
+    offset: usize,
+    log_id: &LogIdChecksum,
+    expected_lsn: Lsn,
+) -> Result<(usize, FrameView<'a>), FrameDefect> {
+    frame_at(bytes, offset, Seed::Checksum(log_id), expected_lsn)
+}
+
+// Inlined into both callers, so that the frame is built where they take it
+// rather than moved out of a result at each level (a tenth of a scanned
+// frame's work besides its checksum).
+#[inline(always)]
+fn frame_at<'a>(
+    bytes: &'a [u8],
+    offset: usize,
+    seed: Seed<'_>,
+    expected_lsn: Lsn,
+) -> Result<(usize, FrameView<'a>), FrameDefect> {
+    match parse_frame(&bytes[offset..], FrameChecks::Whole(seed)).and_then(|frame| at_lsn(frame, expected_lsn)) {
         Ok(frame) => Ok((offset, frame)),
         // The padding may be shorter than a frame header: then the 40 bytes
         // read here run into the marker and are not all zeros.
-        Err(defect) => match padded_marker_at(bytes, offset, log_id) {
+        Err(defect) => match marker_after_padding(bytes, offset, seed) {
             Some((at, frame)) if frame.meta.lsn == expected_lsn => Ok((at, frame)),
             _ => Err(defect),
         },
@@ -560,18 +606,23 @@ pub fn decode_frame_at<'a>(
 /// A clean-close marker at the next multiple of [`MARKER_ALIGN_BYTES`]
 /// after `offset`, with zeros from `offset` up to it, and where it starts.
 pub fn padded_marker_at<'a>(bytes: &'a [u8], offset: usize, log_id: &[u8; 16]) -> Option<(usize, FrameView<'a>)> {
+    marker_after_padding(bytes, offset, Seed::Id(log_id))
+}
+
+#[inline(never)]
+fn marker_after_padding<'a>(bytes: &'a [u8], offset: usize, seed: Seed<'_>) -> Option<(usize, FrameView<'a>)> {
     let at = marker_offset(offset);
     if at <= offset || at >= bytes.len() || bytes[offset..at].iter().any(|&b| b != 0) {
         return None;
     }
-    let frame = decode_frame_anywhere(&bytes[at..], log_id).ok()?;
+    let frame = parse_frame(&bytes[at..], FrameChecks::Whole(seed)).ok()?;
     (frame.kind == FrameKind::Marker).then_some((at, frame))
 }
 
 /// Checks the frame at the start of `bytes` without knowing which LSN belongs
 /// there: recovery uses it to look for valid frames past a damaged one.
 pub fn decode_frame_anywhere<'a>(bytes: &'a [u8], log_id: &[u8; 16]) -> Result<FrameView<'a>, FrameDefect> {
-    parse_frame(bytes, FrameChecks::Whole(log_id))
+    parse_frame(bytes, FrameChecks::Whole(Seed::Id(log_id)))
 }
 
 /// [`decode_frame`] for a frame the writer itself encoded into `bytes` and
@@ -589,8 +640,26 @@ pub fn decode_own_frame<'a>(
     log_id: &[u8; 16],
     expected_lsn: Lsn,
 ) -> Result<FrameView<'a>, FrameDefect> {
-    let checks = if cfg!(debug_assertions) { FrameChecks::Whole(log_id) } else { FrameChecks::OwnHeader };
+    let checks = if cfg!(debug_assertions) { FrameChecks::Whole(Seed::Id(log_id)) } else { FrameChecks::OwnHeader };
     at_lsn(parse_frame(bytes, checks)?, expected_lsn)
+}
+
+/// The log id a frame's checksum starts from.
+#[derive(Clone, Copy)]
+enum Seed<'a> {
+    /// Its bytes: the checksum's start is this thread's cached one, or computed.
+    Id(&'a [u8; 16]),
+    /// Its checksum, computed once by the caller.
+    Checksum(&'a LogIdChecksum),
+}
+
+impl Seed<'_> {
+    fn frame_checksum(self, header_and_body: &[u8]) -> u32 {
+        match self {
+            Seed::Id(log_id) => frame_checksum(log_id, header_and_body),
+            Seed::Checksum(checksum) => checksum.frame_checksum(header_and_body),
+        }
+    }
 }
 
 /// What [`parse_frame`] checks of a frame.
@@ -598,7 +667,7 @@ pub fn decode_own_frame<'a>(
 enum FrameChecks<'a> {
     /// Everything: the checksum against this log id, the header's fields
     /// and the layout of every operation in the body.
-    Whole(&'a [u8; 16]),
+    Whole(Seed<'a>),
     /// The header's fields only: a frame the writer encoded moments ago
     /// (see [`decode_own_frame`]).
     OwnHeader,
@@ -630,8 +699,8 @@ fn parse_frame<'a>(bytes: &'a [u8], checks: FrameChecks<'_>) -> Result<FrameView
     if bytes.len() < total {
         return Err(FrameDefect::Truncated);
     }
-    if let FrameChecks::Whole(log_id) = checks
-        && frame_checksum(log_id, &bytes[4..total]) != read_u32(header, 0)
+    if let FrameChecks::Whole(seed) = checks
+        && seed.frame_checksum(&bytes[4..total]) != read_u32(header, 0)
     {
         return Err(FrameDefect::Checksum);
     }
@@ -743,6 +812,36 @@ mod tests {
 
     fn meta(lsn: u64) -> FrameMeta {
         FrameMeta { lsn: Lsn(lsn), durable_lsn: Lsn(lsn), timestamp_ms: 1_700_000_000_000 }
+    }
+
+    /// Recovery's scan checks frames from the log id's checksum computed
+    /// once: the same frames pass and fail as from the id itself, the
+    /// padded clean-close marker included, and another log's id fails.
+    #[test]
+    fn a_frame_checked_from_the_log_id_s_checksum_decodes_as_from_the_id() {
+        let op = OpRef { kind: RecordKind::Entry, stream: b"wf-1", seq: StreamSeq(0), lsn: Lsn(9), payload: b"state" };
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Entry, meta(9), &[op]);
+        let entry_end = buf.len();
+        buf.resize(marker_offset(entry_end), 0);
+        let marker_at = buf.len();
+        encode_frame(&mut buf, &LOG_ID, FrameKind::Marker, meta(10), &[]);
+        let seed = LogIdChecksum::of(&LOG_ID);
+        for (offset, lsn, at) in [(0, 9, 0), (entry_end, 10, marker_at)] {
+            let (from_id, frame) = decode_frame_at(&buf, offset, &LOG_ID, Lsn(lsn)).expect("valid frame");
+            let (from_seed, same) = decode_frame_at_from(&buf, offset, &seed, Lsn(lsn)).expect("valid frame");
+            assert_eq!((from_id, from_seed), (at, at));
+            assert_eq!((frame.kind, frame.meta, frame.body), (same.kind, same.meta, same.body));
+        }
+        let other = LogIdChecksum::of(&[8; 16]);
+        assert_eq!(decode_frame_at_from(&buf, 0, &other, Lsn(9)).err(), Some(FrameDefect::Checksum));
+        let mut damaged = buf.clone();
+        damaged[FRAME_HEADER_BYTES + 3] ^= 1;
+        assert_eq!(decode_frame_at_from(&damaged, 0, &seed, Lsn(9)).err(), Some(FrameDefect::Checksum));
+        assert!(matches!(
+            decode_frame_at_from(&buf, 0, &seed, Lsn(8)),
+            Err(FrameDefect::UnexpectedLsn { expected: Lsn(8), found: Lsn(9) })
+        ));
     }
 
     #[test]

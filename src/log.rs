@@ -769,6 +769,7 @@ impl Log {
         Pending { state: State::Write(write, output) }
     }
 
+    #[inline]
     fn check_batch(&self, ops: &[Op]) -> Result<()> {
         if ops.is_empty() {
             return Err(Error::InvalidArgument("empty batch".to_owned()));

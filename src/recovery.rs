@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::frame::{
-    BATCH_OP_KIND_BYTES, FRAME_HEADER_BYTES, FrameDefect, OP_HEADER_BYTES, decode_frame_anywhere, decode_frame_at,
+    BATCH_OP_KIND_BYTES, FRAME_HEADER_BYTES, FrameDefect, LogIdChecksum, OP_HEADER_BYTES, decode_frame_anywhere, decode_frame_at,
+    decode_frame_at_from,
 };
 use crate::fs::{File, FileSystem, MappedFile};
 use crate::index::Index;
@@ -1237,10 +1238,11 @@ impl Recovery<'_> {
     fn scan_segment(&mut self, segment: &Segment, from: usize, is_last: bool, next_first: Option<Lsn>) -> ScanEnd {
         let bytes = segment.map.slice(0, segment.map.len());
         let mut offset = from;
+        // Every frame's checksum starts with the log id's: computed once.
+        let log_id = LogIdChecksum::of(&segment.header.log_id);
         loop {
             let expected = self.index.next_lsn();
-            let log_id = &segment.header.log_id;
-            let frame = match decode_frame_at(&bytes, offset, log_id, expected) {
+            let frame = match decode_frame_at_from(&bytes, offset, &log_id, expected) {
                 Ok((at, frame)) => {
                     // Row 1b: zero padding, then the clean-close marker at the next boundary.
                     if at != offset {
