@@ -24,7 +24,7 @@ use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, seg
 use crate::segment::{
     SEGMENT_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name,
 };
-use crate::state::{STATE_FILE_NAME, StateRead, read_state};
+use crate::state::{STATE_FILE_NAME, StateRead};
 use crate::types::{Durability, Expectation, Lsn};
 
 /// A range of a file that holds no intact frame.
@@ -70,6 +70,11 @@ pub struct IntactScan {
 /// its LSN follows the frames before it; the log's id comes from the state
 /// file, else from the first segment header that is intact.
 ///
+/// Beside a live writer, a compaction that commits while the scan reads
+/// the state file and lists the directory is not damage (both are read
+/// again); one that removes a listed file before the scan opens it fails
+/// the scan with [`Error::Io`] (`NotFound`): frames were visited already.
+///
 /// # Errors
 /// [`Error::NotALog`] for a directory with no segment and no state file;
 /// [`Error::Io`] if a file cannot be read.
@@ -78,8 +83,8 @@ pub fn scan_intact(
     dir: &Path,
     mut visit: impl FnMut(&Path, usize, &FrameView<'_>),
 ) -> Result<IntactScan> {
-    let state = read_state(fs, dir)?;
-    let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
+    // Beside a live writer, a compaction may commit between the two reads.
+    let (state, names) = crate::recovery::read_state_and_list(fs, dir)?;
     let mut segments: Vec<(Lsn, String)> =
         names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
     // The compacted segments the state file names, instead of the ordinary

@@ -375,11 +375,45 @@ pub(crate) fn recover_for_image_with(
     Ok((clean && whole && has_segments).then_some((recovered.index, state)))
 }
 
-/// How often a read-only open reads the state file and lists the directory
-/// again when a compaction committed between the two (each is a whole
-/// compaction of a live writer: more in a row means the writer compacts
-/// without pause, and the open goes on with the last pair it read).
+/// How often a read-only reader reads the state file and lists the
+/// directory again when a compaction committed between the two (each is a
+/// whole compaction of a live writer: more in a row means the writer
+/// compacts without pause, and the reader goes on with the last pair).
 const STATE_AND_LISTING_ATTEMPTS_MAX: usize = 16;
+
+/// The state file, then the names in `dir`, for a reader that takes no
+/// lock (a read-only open, the intact scan). The state file first: beside
+/// a live writer, the state read is then no newer than the segments listed
+/// after it. But a compaction that commits between the two (its outputs
+/// renamed in, the state file naming them, its inputs unlinked) leaves a
+/// listing of a newer generation than the state read, which would read as
+/// missing segments: the state file is read again after the listing, and
+/// both again if the compaction it records changed meanwhile. A compaction
+/// that commits after that second read removes only files that were
+/// listed, which the reader then fails to open ([`Error::Io`], `NotFound`).
+///
+/// # Errors
+/// [`Error::Io`] if the state file or the directory cannot be read.
+pub(crate) fn read_state_and_list(fs: &dyn FileSystem, dir: &Path) -> Result<(StateRead, Vec<String>)> {
+    let compaction = |read: &StateRead| match read {
+        StateRead::Found { state, .. } => Some((
+            state.compaction_generation,
+            state.compacted_end_lsn,
+            state.oldest_segment_lsn,
+            state.trimmed_lsn,
+        )),
+        _ => None,
+    };
+    let mut attempts = 1;
+    loop {
+        let state_read = read_state(fs, dir)?;
+        let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
+        if attempts >= STATE_AND_LISTING_ATTEMPTS_MAX || compaction(&read_state(fs, dir)?) == compaction(&state_read) {
+            return Ok((state_read, names));
+        }
+        attempts += 1;
+    }
+}
 
 fn recover_once(
     fs: &dyn FileSystem,
@@ -519,46 +553,22 @@ impl Recovery<'_> {
         self.settle_state(damaged_state, state_temp)
     }
 
-    /// The state file, then the names in the directory. The state file
-    /// first: beside a live writer, the state read is then no newer than
-    /// the segments listed after it. But a compaction that commits between
-    /// the two (its outputs renamed in, the state file naming them, its
-    /// inputs unlinked) leaves a listing of a newer generation than the
-    /// state read, which would read as missing segments: a read-only open
-    /// reads the state file again after the listing, and both again if
-    /// the compaction it records changed meanwhile. A compaction that
-    /// commits after that second read removes only files already listed,
-    /// which an open then fails to find ([`Error::Io`], `NotFound`): the
-    /// reader's open reads the log again for that.
+    /// The state file, then the names in the directory: the state read is
+    /// then no newer than the segments listed after it.
     fn state_and_names(&mut self) -> Result<(StateRead, Vec<String>)> {
-        let mut attempts = 1;
-        loop {
-            let state_read = read_state(self.fs, self.dir)?;
-            if self.access == Access::ReadWrite && state_read.clean_close_pair().is_none() {
-                // What the open reads, and builds on, is made durable first: a
-                // crash may have left entries that a power cut would still take
-                // (segments-format.md, 7).
-                self.sync_dir_read()?;
-            }
-            let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
-            // A read-write open holds the directory's lock: no writer beside it.
-            if self.access == Access::ReadWrite || attempts >= STATE_AND_LISTING_ATTEMPTS_MAX {
-                return Ok((state_read, names));
-            }
-            let compaction = |read: &StateRead| match read {
-                StateRead::Found { state, .. } => Some((
-                    state.compaction_generation,
-                    state.compacted_end_lsn,
-                    state.oldest_segment_lsn,
-                    state.trimmed_lsn,
-                )),
-                _ => None,
-            };
-            if compaction(&read_state(self.fs, self.dir)?) == compaction(&state_read) {
-                return Ok((state_read, names));
-            }
-            attempts += 1;
+        if self.access == Access::ReadOnly {
+            return read_state_and_list(self.fs, self.dir);
         }
+        // A read-write open holds the directory's lock: no writer beside it.
+        let state_read = read_state(self.fs, self.dir)?;
+        if state_read.clean_close_pair().is_none() {
+            // What the open reads, and builds on, is made durable first: a
+            // crash may have left entries that a power cut would still take
+            // (segments-format.md, 7).
+            self.sync_dir_read()?;
+        }
+        let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
+        Ok((state_read, names))
     }
 
     /// Syncs the directory a read-write open reads.
