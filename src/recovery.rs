@@ -601,8 +601,13 @@ impl Recovery<'_> {
         let Some(state) = self.state.filter(|_| usable) else {
             return Ok(None);
         };
-        let Some(bytes) = crate::image::read(self.fs, self.dir)? else {
-            return Ok(None);
+        let bytes = match crate::image::read(self.fs, self.dir) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            // Never needed: one that cannot be opened (a directory or a
+            // looping link under its name, a file this user may not read)
+            // is a full scan, as a damaged one is.
+            Err(error) => return self.reject_image(error.to_string(), names),
         };
         let loaded = crate::image::decode(&bytes, self.dir)
             .and_then(|image| image.header.check_against(&state).map(|()| image))
@@ -624,14 +629,17 @@ impl Recovery<'_> {
                 self.report.bytes = self.index.segments().iter().map(|entry| entry.written_bytes()).sum();
                 Ok(Some(ordinary))
             }
-            Err(defect) => {
-                self.report.index_image = crate::image::ImageUse::Rejected { reason: defect.to_string() };
-                if self.access == Access::ReadWrite {
-                    crate::image::remove(self.fs, self.dir, names)?;
-                }
-                Ok(None)
-            }
+            Err(defect) => self.reject_image(defect.to_string(), names),
         }
+    }
+
+    /// An image found and not used: a full scan. A read-write open deletes it.
+    fn reject_image(&mut self, reason: String, names: &[String]) -> Result<Option<usize>> {
+        self.report.index_image = crate::image::ImageUse::Rejected { reason };
+        if self.access == Access::ReadWrite {
+            crate::image::remove(self.fs, self.dir, names)?;
+        }
+        Ok(None)
     }
 
     /// Opens the segments an image covers, checking each against the image:
