@@ -1666,15 +1666,6 @@ const fn lsn_capacity(segment_bytes: u64) -> u64 {
     segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64) / (BATCH_OP_KIND_BYTES + OP_HEADER_BYTES + 1) as u64
 }
 
-/// The log ids of the segment headers that are intact, in file order.
-pub(crate) fn segment_log_ids(fs: &dyn FileSystem, dir: &Path, segments: &[(Lsn, String)]) -> Result<Vec<[u8; 16]>> {
-    let mut ids = Vec::new();
-    for (_, name) in segments {
-        ids.extend(segment_log_id(fs, dir, name)?);
-    }
-    Ok(ids)
-}
-
 /// Whether the state file's `log_id` belongs with `segments`: some segment
 /// header names it, or none is readable. Stops at the first header that
 /// names it (the first segment, in a log that is whole): an open reads one

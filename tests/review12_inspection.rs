@@ -82,3 +82,31 @@ fn intact_scan_with_a_compaction_between_state_and_listing_reports_no_damage() {
         );
     }
 }
+
+/// The intact scan beside a live writer: a segment file it listed and
+/// that a compaction or retention removed before the scan opened it. The
+/// scan failed with an I/O error (`annals dump --salvage`, `repair`, and
+/// `verify` of a damaged log, beside a live writer); it now lists again,
+/// as a read-only open does, before it visits any frame.
+#[test]
+fn intact_scan_lists_again_when_a_listed_segment_is_gone_before_it_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = live_log_worth_compacting(dir.path(), 1);
+    let fs = common::FaultyFs::default();
+    for skipped_opens in 0..3 {
+        fs.faults.vanish_next_segment_open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut visited = Vec::new();
+        let scan = annals::inspect::scan_intact(&fs, dir.path(), |_, _, frame| {
+            visited.extend(frame.ops().map(|op| op.lsn));
+        })
+        .unwrap_or_else(|error| panic!("round {skipped_opens}: {error}"));
+        assert!(!fs.faults.vanish_next_segment_open.load(std::sync::atomic::Ordering::SeqCst), "a file vanished");
+        assert!(scan.damage.is_empty(), "{:?}", scan.damage);
+        let mut sorted = visited.clone();
+        sorted.dedup();
+        assert_eq!(sorted, visited, "a frame was visited twice");
+        let live: Vec<Lsn> = log.read_all(Lsn::ZERO, usize::MAX).unwrap().iter().map(|record| record.lsn).collect();
+        assert!(live.iter().all(|lsn| visited.contains(lsn)), "a live record unread");
+        log.compact().unwrap();
+    }
+}
