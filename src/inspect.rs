@@ -75,6 +75,9 @@ pub struct IntactScan {
 /// the state file and lists the directory, or that removes a listed file
 /// before the scan opens it, is not damage: the scan opens every file
 /// before it visits a frame, and reads the directory again for either.
+/// Nor is the group it is writing: damage in the newest segment, while a
+/// writer holds the log, is looked at again a few times (5 ms apart) and
+/// reported only if it stays.
 ///
 /// # Errors
 /// [`Error::NotALog`] for a directory with no segment and no state file;
@@ -127,7 +130,10 @@ pub fn scan_intact(
         StateRead::Found { state, .. } if log_id == Some(state.log_id) => Some(state.oldest_segment_lsn),
         _ => None,
     };
-    for (_, path, map) in &segments {
+    // Whether a writer holds the log, asked once there is damage to judge.
+    let mut writer_active = None;
+    for (position, (_, path, map)) in segments.iter().enumerate() {
+        let newest = position + 1 == segments.len();
         let path = path.clone();
         let bytes = map.slice(0, map.len());
         scan.segments += 1;
@@ -158,9 +164,11 @@ pub fn scan_intact(
         }
         let Some(id) = log_id else { continue };
         let mut offset = SEGMENT_HEADER_BYTES;
+        let mut rereads = 0;
         while offset < bytes.len() {
             match decode_frame_anywhere(&bytes[offset..], &id) {
                 Ok(frame) if frame.meta.lsn >= next_lsn => {
+                    rereads = 0;
                     visit(&path, offset, &frame);
                     count(&mut scan, &mut streams, &frame);
                     next_lsn = frame.next_lsn();
@@ -169,6 +177,18 @@ pub fn scan_intact(
                 }
                 Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => break,
                 Err(_) if padded_marker_at(&bytes, offset, &id).is_some() => offset = marker_offset(offset),
+                // Beside a live writer, the group being written can show a
+                // damaged frame ahead of a complete later one (stores of one
+                // write are not seen in order by another core); the map shows
+                // the rest as it lands. Damage on disk stays where it is:
+                // look again a few times before calling it damage.
+                _ if newest
+                    && rereads < crate::recovery::IN_FLIGHT_REREADS_MAX
+                    && *writer_active.get_or_insert_with(|| fs.writer_active(dir).unwrap_or(false)) =>
+                {
+                    rereads += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 other => {
                     let what = match other {
                         Ok(frame) => format!("stale frame: lsn {} after lsn {}", frame.meta.lsn, next_lsn),

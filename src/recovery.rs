@@ -335,7 +335,7 @@ const LAST_FRAME_READ_BYTES: usize = 4096;
 
 /// How often a reader beside a live writer reads a log again to tell damage
 /// from a group being written.
-const IN_FLIGHT_REREADS_MAX: usize = 20;
+pub(crate) const IN_FLIGHT_REREADS_MAX: usize = 20;
 
 /// The index an image written now holds, and the state it was built
 /// against: a read-only recovery (from the current image, if valid) of the
