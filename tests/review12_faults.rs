@@ -100,3 +100,42 @@ fn a_failed_directory_fsync_after_a_compaction_renamed_its_outputs_fails_only_th
     let error = log.compact().unwrap_err();
     assert_compaction_fault_harmless(dir.path(), &fs, log, error, "directory fsync after the renames");
 }
+
+/// A compaction that gave up after renaming its outputs into place (its
+/// directory sync failed) and could not remove them (every unlink failed,
+/// or the listing to find them did) left files named as compacted
+/// segments of the generation it did not commit. The next compaction in
+/// the same session commits that generation with other outputs: the
+/// leftovers then passed for part of the log, and the log, clean, no
+/// longer opened (a compacted segment below the oldest: corruption).
+#[test]
+fn a_compaction_after_one_whose_outputs_could_not_be_removed_leaves_a_log_that_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let log = log_worth_compacting(dir.path(), &fs);
+    fs.faults.fail_dir_syncs.store(true, Ordering::SeqCst);
+    fs.faults.fail_removes.store(true, Ordering::SeqCst);
+    let error = log.compact().unwrap_err();
+    assert!(!matches!(error, Error::Poisoned { .. }), "{error}");
+    fs.faults.fail_dir_syncs.store(false, Ordering::SeqCst);
+    // While they cannot be removed, a compaction of that generation fails
+    // before it writes anything.
+    let error = log.compact().unwrap_err();
+    assert!(!matches!(error, Error::Poisoned { .. }), "{error}");
+    fs.faults.fail_removes.store(false, Ordering::SeqCst);
+    let left: Vec<String> = names(dir.path()).into_iter().filter(|name| name.contains('-')).collect();
+    // The first live record's stream goes: the next compaction's outputs
+    // start later, under other names.
+    let first = log.read_all(Lsn::ZERO, 1).unwrap().remove(0);
+    log.delete_stream(&first.stream).wait().unwrap();
+    common::fill_worth_compacting(&log, 8, "v");
+    let report = log.compact();
+    let live = log.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    log.close().wait().unwrap();
+    drop(log);
+    let reopened = Log::open(dir.path(), fs.options())
+        .unwrap_or_else(|error| panic!("left {left:?}, then {report:?}: the log no longer opens: {error}"));
+    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), live);
+    let reader = annals::LogReader::open_scanning(dir.path(), &common::small_options()).unwrap();
+    assert!(reader.problems().is_empty(), "{:?}", reader.problems());
+}
