@@ -268,6 +268,8 @@ pub(crate) fn compact(shared: &Shared, writer: &Mutex<Writer>, plan: Plan) -> Re
         let (output, dropped, bases) = decide(shared, &read, trim_before)?;
         (output, dropped, bases, writer.compaction_generation() + 1, trim_before)
     };
+    // Nothing is written yet: a failure here leaves the log as it was.
+    clear_generation(shared, generation)?;
     let cap = shared.options.segment_bytes.max(inputs.iter().map(|s| s.header.segment_bytes).max().unwrap_or(0));
     let log_id = &inputs[0].header.log_id;
     let written = write_outputs(shared, log_id, (generation, next_segment), (&read, &output), cap, &mut throttle);
@@ -742,15 +744,44 @@ fn held_back(shared: &Shared, trim_before: Lsn) -> Lsn {
     }
 }
 
+/// Whether `name` is a compacted segment of `generation`, or one being written.
+fn of_generation(name: &str, generation: u64) -> bool {
+    crate::segment::parse_compacted_file_name(name.trim_end_matches(COMPACTING_SUFFIX))
+        .is_some_and(|(_, g)| g == generation)
+}
+
+/// Makes sure no file of `generation` is in the directory before a
+/// compaction writes that generation's outputs. An earlier compaction in
+/// this session that gave up after renaming its outputs into place, and
+/// could not remove them ([`remove_outputs`] is best effort), left such
+/// files; committed with other outputs, the generation would take them for
+/// part of the log, and the log would no longer open. They are removed
+/// here (made durable by the directory sync that publishes the new
+/// outputs, before the commit), or the compaction fails.
+///
+/// # Errors
+/// [`Error::Io`] if the directory cannot be listed or such a file removed.
+fn clear_generation(shared: &Shared, generation: u64) -> Result<()> {
+    let names = shared.fs.list(&shared.dir).map_err(|error| Error::io("list", &shared.dir, error))?;
+    for name in names.iter().filter(|name| of_generation(name, generation)) {
+        let path = shared.dir.join(name);
+        match shared.fs.remove(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::io("remove", &path, error)),
+        }
+    }
+    Ok(())
+}
+
 /// Removes what an uncommitted compaction of `generation` wrote; best
-/// effort, since open removes any such file.
+/// effort, since open removes any such file, and the next compaction in
+/// this session removes it first ([`clear_generation`]).
 fn remove_outputs(shared: &Shared, generation: u64) {
     let Ok(names) = shared.fs.list(&shared.dir) else { return };
     let mut removed = false;
     for name in names {
-        let ours = crate::segment::parse_compacted_file_name(name.trim_end_matches(COMPACTING_SUFFIX))
-            .is_some_and(|(_, g)| g == generation);
-        if ours && shared.fs.remove(&shared.dir.join(&name)).is_ok() {
+        if of_generation(&name, generation) && shared.fs.remove(&shared.dir.join(&name)).is_ok() {
             removed = true;
         }
     }

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::commit::{OpKind, PruneSnapshots};
 use crate::error::{Error, Result};
@@ -17,14 +18,14 @@ use crate::frame::{
     FRAME_HEADER_BYTES, FrameDefect, FrameView, MARKER_RESERVE_BYTES, RecordKind, decode_frame_anywhere, marker_offset,
     padded_marker_at,
 };
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, MappedFile};
 use crate::log::{Batch, Log};
 use crate::options::Options;
-use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end, segment_log_ids};
+use crate::recovery::{for_each_valid_frame_after, is_zero, last_nonzero_end};
 use crate::segment::{
     SEGMENT_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader, parse_compacted_file_name, parse_segment_file_name,
 };
-use crate::state::{STATE_FILE_NAME, StateRead, read_state};
+use crate::state::{STATE_FILE_NAME, StateRead};
 use crate::types::{Durability, Expectation, Lsn};
 
 /// A range of a file that holds no intact frame.
@@ -70,6 +71,14 @@ pub struct IntactScan {
 /// its LSN follows the frames before it; the log's id comes from the state
 /// file, else from the first segment header that is intact.
 ///
+/// Beside a live writer, a compaction that commits while the scan reads
+/// the state file and lists the directory, or that removes a listed file
+/// before the scan opens it, is not damage: the scan opens every file
+/// before it visits a frame, and reads the directory again for either.
+/// Nor is the group it is writing: damage in the newest segment, while a
+/// writer holds the log, is looked at again a few times (5 ms apart) and
+/// reported only if it stays.
+///
 /// # Errors
 /// [`Error::NotALog`] for a directory with no segment and no state file;
 /// [`Error::Io`] if a file cannot be read.
@@ -78,29 +87,14 @@ pub fn scan_intact(
     dir: &Path,
     mut visit: impl FnMut(&Path, usize, &FrameView<'_>),
 ) -> Result<IntactScan> {
-    let state = read_state(fs, dir)?;
-    let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
-    let mut segments: Vec<(Lsn, String)> =
-        names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
-    // The compacted segments the state file names, instead of the ordinary
-    // ones they replaced; files a compaction left behind are not the log.
-    if let StateRead::Found { state, .. } = &state
-        && state.compaction_generation > 0
-    {
-        segments.retain(|(lsn, _)| *lsn >= state.compacted_end_lsn);
-        segments.extend(names.iter().filter_map(|name| {
-            parse_compacted_file_name(name)
-                .filter(|(_, generation)| *generation == state.compaction_generation)
-                .map(|(lsn, _)| (lsn, name.clone()))
-        }));
-    }
-    segments.sort();
-    if segments.is_empty() && state == StateRead::Missing {
-        return Err(Error::NotALog { dir: dir.to_owned() });
-    }
+    let (state, segments) = open_listed(fs, dir)?;
     let mut scan = IntactScan::default();
     // The log's id: the state file's, unless no segment header shares it.
-    let header_ids = segment_log_ids(fs, dir, &segments)?;
+    let header_ids: Vec<[u8; 16]> = segments
+        .iter()
+        .filter_map(|(_, _, map)| SegmentHeader::decode(&map.slice(0, map.len().min(SEGMENT_HEADER_BYTES))).ok())
+        .map(|header| header.log_id)
+        .collect();
     let mut log_id = match &state {
         StateRead::Found { state, .. } if header_ids.is_empty() || header_ids.contains(&state.log_id) => {
             Some(state.log_id)
@@ -136,10 +130,11 @@ pub fn scan_intact(
         StateRead::Found { state, .. } if log_id == Some(state.log_id) => Some(state.oldest_segment_lsn),
         _ => None,
     };
-    for (_, name) in &segments {
-        let path = dir.join(name);
-        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
-        let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+    // Whether a writer holds the log, asked once there is damage to judge.
+    let mut writer_active = None;
+    for (position, (_, path, map)) in segments.iter().enumerate() {
+        let newest = position + 1 == segments.len();
+        let path = path.clone();
         let bytes = map.slice(0, map.len());
         scan.segments += 1;
         let header = SegmentHeader::decode(&bytes);
@@ -169,9 +164,11 @@ pub fn scan_intact(
         }
         let Some(id) = log_id else { continue };
         let mut offset = SEGMENT_HEADER_BYTES;
+        let mut rereads = 0;
         while offset < bytes.len() {
             match decode_frame_anywhere(&bytes[offset..], &id) {
                 Ok(frame) if frame.meta.lsn >= next_lsn => {
+                    rereads = 0;
                     visit(&path, offset, &frame);
                     count(&mut scan, &mut streams, &frame);
                     next_lsn = frame.next_lsn();
@@ -180,6 +177,18 @@ pub fn scan_intact(
                 }
                 Err(FrameDefect::Zeroed) if is_zero(&bytes[offset..]) => break,
                 Err(_) if padded_marker_at(&bytes, offset, &id).is_some() => offset = marker_offset(offset),
+                // Beside a live writer, the group being written can show a
+                // damaged frame ahead of a complete later one (stores of one
+                // write are not seen in order by another core); the map shows
+                // the rest as it lands. Damage on disk stays where it is:
+                // look again a few times before calling it damage.
+                _ if newest
+                    && rereads < crate::recovery::IN_FLIGHT_REREADS_MAX
+                    && *writer_active.get_or_insert_with(|| fs.writer_active(dir).unwrap_or(false)) =>
+                {
+                    rereads += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 other => {
                     let what = match other {
                         Ok(frame) => format!("stale frame: lsn {} after lsn {}", frame.meta.lsn, next_lsn),
@@ -202,13 +211,71 @@ pub fn scan_intact(
     }
     if let StateRead::Found { state, .. } = &state
         && log_id == Some(state.log_id)
-        && segments.iter().all(|(lsn, _)| *lsn < state.newest_segment_lsn)
+        && segments.iter().all(|(lsn, _, _)| *lsn < state.newest_segment_lsn)
     {
         let what = format!("the newest segment, which starts at lsn {}, is missing", state.newest_segment_lsn);
         scan.damage.push(Damage { file: dir.to_owned(), offset: 0, bytes: 0, what });
     }
     scan.streams = streams.len();
     Ok(scan)
+}
+
+/// A segment file the intact scan reads: the LSN its name gives, its path
+/// and its bytes.
+type ListedSegment = (Lsn, PathBuf, Arc<dyn MappedFile>);
+
+/// How often the intact scan reads the directory again when a segment file
+/// it listed was gone when it opened it.
+const LISTING_ATTEMPTS_MAX: usize = 16;
+
+/// The state file, and every segment file of the log it names, in LSN
+/// order, each opened and mapped before any frame is visited. Beside a live
+/// writer, a compaction or retention may remove a file once it is listed:
+/// then all is read again (a file missing for good fails every attempt). A
+/// file mapped stays readable once removed.
+fn open_listed(fs: &dyn FileSystem, dir: &Path) -> Result<(StateRead, Vec<ListedSegment>)> {
+    let mut attempts = 1;
+    loop {
+        match open_listed_once(fs, dir) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempts < LISTING_ATTEMPTS_MAX =>
+            {
+                attempts += 1;
+            }
+            opened => return opened,
+        }
+    }
+}
+
+fn open_listed_once(fs: &dyn FileSystem, dir: &Path) -> Result<(StateRead, Vec<ListedSegment>)> {
+    // Beside a live writer, a compaction may commit between the two reads.
+    let (state, names) = crate::recovery::read_state_and_list(fs, dir)?;
+    let mut segments: Vec<(Lsn, String)> =
+        names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
+    // The compacted segments the state file names, instead of the ordinary
+    // ones they replaced; files a compaction left behind are not the log.
+    if let StateRead::Found { state, .. } = &state
+        && state.compaction_generation > 0
+    {
+        segments.retain(|(lsn, _)| *lsn >= state.compacted_end_lsn);
+        segments.extend(names.iter().filter_map(|name| {
+            parse_compacted_file_name(name)
+                .filter(|(_, generation)| *generation == state.compaction_generation)
+                .map(|(lsn, _)| (lsn, name.clone()))
+        }));
+    }
+    segments.sort();
+    if segments.is_empty() && state == StateRead::Missing {
+        return Err(Error::NotALog { dir: dir.to_owned() });
+    }
+    let mut opened = Vec::with_capacity(segments.len());
+    for (lsn, name) in segments {
+        let path = dir.join(name);
+        let file = fs.open(&path, false).map_err(|error| Error::io("open", &path, error))?;
+        let map = file.map().map_err(|error| Error::io("mmap", &path, error))?;
+        opened.push((lsn, path, map));
+    }
+    Ok((state, opened))
 }
 
 fn count(scan: &mut IntactScan, streams: &mut HashSet<Vec<u8>>, frame: &FrameView<'_>) {

@@ -336,7 +336,7 @@ const LAST_FRAME_READ_BYTES: usize = 4096;
 
 /// How often a reader beside a live writer reads a log again to tell damage
 /// from a group being written.
-const IN_FLIGHT_REREADS_MAX: usize = 20;
+pub(crate) const IN_FLIGHT_REREADS_MAX: usize = 20;
 
 /// The index an image written now holds, and the state it was built
 /// against: a read-only recovery (from the current image, if valid) of the
@@ -374,6 +374,46 @@ pub(crate) fn recover_for_image_with(
     let whole = prefix_end.is_none_or(|end| recovered.index.next_lsn() == end);
     let has_segments = recovered.index.segments().iter().any(|entry| !entry.segment.compacted());
     Ok((clean && whole && has_segments).then_some((recovered.index, state)))
+}
+
+/// How often a read-only reader reads the state file and lists the
+/// directory again when a compaction committed between the two (each is a
+/// whole compaction of a live writer: more in a row means the writer
+/// compacts without pause, and the reader goes on with the last pair).
+const STATE_AND_LISTING_ATTEMPTS_MAX: usize = 16;
+
+/// The state file, then the names in `dir`, for a reader that takes no
+/// lock (a read-only open, the intact scan). The state file first: beside
+/// a live writer, the state read is then no newer than the segments listed
+/// after it. But a compaction that commits between the two (its outputs
+/// renamed in, the state file naming them, its inputs unlinked) leaves a
+/// listing of a newer generation than the state read, which would read as
+/// missing segments: the state file is read again after the listing, and
+/// both again if the compaction it records changed meanwhile. A compaction
+/// that commits after that second read removes only files that were
+/// listed, which the reader then fails to open ([`Error::Io`], `NotFound`).
+///
+/// # Errors
+/// [`Error::Io`] if the state file or the directory cannot be read.
+pub(crate) fn read_state_and_list(fs: &dyn FileSystem, dir: &Path) -> Result<(StateRead, Vec<String>)> {
+    let compaction = |read: &StateRead| match read {
+        StateRead::Found { state, .. } => Some((
+            state.compaction_generation,
+            state.compacted_end_lsn,
+            state.oldest_segment_lsn,
+            state.trimmed_lsn,
+        )),
+        _ => None,
+    };
+    let mut attempts = 1;
+    loop {
+        let state_read = read_state(fs, dir)?;
+        let names = fs.list(dir).map_err(|error| Error::io("list", dir, error))?;
+        if attempts >= STATE_AND_LISTING_ATTEMPTS_MAX || compaction(&read_state(fs, dir)?) == compaction(&state_read) {
+            return Ok((state_read, names));
+        }
+        attempts += 1;
+    }
 }
 
 fn recover_once(
@@ -418,16 +458,7 @@ fn recover_once(
 
 impl Recovery<'_> {
     fn run(&mut self) -> Result<StateAction> {
-        // The state file first, then the segments: beside a live writer, the
-        // state read is then no newer than the segments listed after it.
-        let mut state_read = read_state(self.fs, self.dir)?;
-        if self.access == Access::ReadWrite && state_read.clean_close_pair().is_none() {
-            // What the open reads, and builds on, is made durable first: a
-            // crash may have left entries that a power cut would still take
-            // (segments-format.md, 7).
-            self.sync_dir_read()?;
-        }
-        let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
+        let (mut state_read, names) = self.state_and_names()?;
         let mut segments: Vec<(Lsn, String)> =
             names.iter().filter_map(|name| parse_segment_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
         segments.sort();
@@ -523,6 +554,24 @@ impl Recovery<'_> {
         self.settle_state(damaged_state, state_temp)
     }
 
+    /// The state file, then the names in the directory: the state read is
+    /// then no newer than the segments listed after it.
+    fn state_and_names(&mut self) -> Result<(StateRead, Vec<String>)> {
+        if self.access == Access::ReadOnly {
+            return read_state_and_list(self.fs, self.dir);
+        }
+        // A read-write open holds the directory's lock: no writer beside it.
+        let state_read = read_state(self.fs, self.dir)?;
+        if state_read.clean_close_pair().is_none() {
+            // What the open reads, and builds on, is made durable first: a
+            // crash may have left entries that a power cut would still take
+            // (segments-format.md, 7).
+            self.sync_dir_read()?;
+        }
+        let names = self.fs.list(self.dir).map_err(|error| Error::io("list", self.dir, error))?;
+        Ok((state_read, names))
+    }
+
     /// Syncs the directory a read-write open reads.
     fn sync_dir_read(&mut self) -> Result<()> {
         self.fs.sync_dir(self.dir).map_err(|error| Error::io("fsync directory", self.dir, error))?;
@@ -553,8 +602,13 @@ impl Recovery<'_> {
         let Some(state) = self.state.filter(|_| usable) else {
             return Ok(None);
         };
-        let Some(bytes) = crate::image::read(self.fs, self.dir)? else {
-            return Ok(None);
+        let bytes = match crate::image::read(self.fs, self.dir) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            // Never needed: one that cannot be opened (a directory or a
+            // looping link under its name, a file this user may not read)
+            // is a full scan, as a damaged one is.
+            Err(error) => return self.reject_image(error.to_string(), names),
         };
         let loaded = crate::image::decode(&bytes, self.dir)
             .and_then(|image| image.header.check_against(&state).map(|()| image))
@@ -576,14 +630,17 @@ impl Recovery<'_> {
                 self.report.bytes = self.index.segments().iter().map(|entry| entry.written_bytes()).sum();
                 Ok(Some(ordinary))
             }
-            Err(defect) => {
-                self.report.index_image = crate::image::ImageUse::Rejected { reason: defect.to_string() };
-                if self.access == Access::ReadWrite {
-                    crate::image::remove(self.fs, self.dir, names)?;
-                }
-                Ok(None)
-            }
+            Err(defect) => self.reject_image(defect.to_string(), names),
         }
+    }
+
+    /// An image found and not used: a full scan. A read-write open deletes it.
+    fn reject_image(&mut self, reason: String, names: &[String]) -> Result<Option<usize>> {
+        self.report.index_image = crate::image::ImageUse::Rejected { reason };
+        if self.access == Access::ReadWrite {
+            crate::image::remove(self.fs, self.dir, names)?;
+        }
+        Ok(None)
     }
 
     /// Opens the segments an image covers, checking each against the image:
@@ -1609,15 +1666,6 @@ fn last_lsn_taken(first: Lsn, took: u64) -> Lsn {
 /// one-byte stream id).
 const fn lsn_capacity(segment_bytes: u64) -> u64 {
     segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64) / (BATCH_OP_KIND_BYTES + OP_HEADER_BYTES + 1) as u64
-}
-
-/// The log ids of the segment headers that are intact, in file order.
-pub(crate) fn segment_log_ids(fs: &dyn FileSystem, dir: &Path, segments: &[(Lsn, String)]) -> Result<Vec<[u8; 16]>> {
-    let mut ids = Vec::new();
-    for (_, name) in segments {
-        ids.extend(segment_log_id(fs, dir, name)?);
-    }
-    Ok(ids)
 }
 
 /// Whether the state file's `log_id` belongs with `segments`: some segment

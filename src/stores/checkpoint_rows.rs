@@ -336,21 +336,34 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         let stream = run.stream.as_str();
         let mut known = run.known.lock().await;
         *known = None;
-        let contents = self.backend.read(stream).await?;
-        // The rows appended before the first one above `through`: a prefix.
-        let mut last_covered = None;
-        for entry in &contents.entries {
-            let row = decode_row::<R>(stream, entry.seq, &entry.payload)?;
-            if row.sequence() > through {
-                break;
+        for _ in 0..APPEND_RETRIES_MAX {
+            let contents = self.backend.read(stream).await?;
+            // The rows appended before the first one above `through`: a prefix.
+            let mut last_covered = None;
+            for entry in &contents.entries {
+                let row = decode_row::<R>(stream, entry.seq, &entry.payload)?;
+                if row.sequence() > through {
+                    break;
+                }
+                last_covered = Some(entry.seq);
             }
-            last_covered = Some(entry.seq);
+            let Some(stream_seq) = last_covered else { return Ok(false) };
+            let payload = codec::encode(stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
+            // Which entries hold the rows through `through` was decided on
+            // this read: guarded by the run's life and length as read, so
+            // that another store's clear and refill (or append) meanwhile
+            // never has its rows folded by position (review 12).
+            let ops = vec![
+                StoreOp::check(stream, contents.unchanged()),
+                StoreOp::snapshot_and_prune(stream, stream_seq, payload),
+            ];
+            match self.backend.commit(ops).await {
+                Ok(_) => return Ok(true),
+                Err(StoreError::Conflict { .. }) => {} // moved by someone else: read again
+                Err(error) => return Err(error),
+            }
         }
-        let Some(stream_seq) = last_covered else { return Ok(false) };
-        let payload = codec::encode(stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
-        let op = StoreOp::snapshot_and_prune(stream, stream_seq, payload);
-        self.backend.commit(vec![op]).await?;
-        Ok(true)
+        Err(StoreError::Contention { stream: stream.to_owned(), attempts: APPEND_RETRIES_MAX })
     }
 
     /// The run's folded state and the row sequence it reaches, if a

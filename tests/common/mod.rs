@@ -95,6 +95,9 @@ pub struct Faults {
     pub fail_writes: AtomicBool,
     pub fail_syncs: AtomicBool,
     pub fail_dir_syncs: AtomicBool,
+    /// Fails every file removal (an unlink refused: an I/O error, a
+    /// directory made read-only).
+    pub fail_removes: AtomicBool,
     /// Fails only the directory fsync with this number (counting from 1; 0: none).
     pub fail_dir_sync_number: AtomicU64,
     pub syncs: AtomicU64,
@@ -232,6 +235,9 @@ impl FileSystem for FaultyFs {
         RealFs.rename(from, to)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
+        if self.faults.fail_removes.load(Ordering::SeqCst) {
+            return Err(injected_as(self.faults.error_kind.load(Ordering::SeqCst)));
+        }
         RealFs.remove(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
