@@ -753,6 +753,17 @@ fn a_damaged_record_under_the_image_is_an_error_when_read() {
     assert!(!scanning.problems().is_empty());
 }
 
+/// Segments of 4 MiB, long enough for records 64 KiB apart, on a file
+/// system that counts read calls.
+fn counting_reads(fs: &common::FaultyFs) -> Options {
+    Options {
+        file_system: Arc::new(fs.clone()),
+        segment_bytes: 4 << 20,
+        segment_preparation: SegmentPreparation::Inline,
+        ..options()
+    }
+}
+
 /// A record the image covers, read for the first time in this process,
 /// with no other record the read wants within 64 KiB of it (one workflow's
 /// rows scattered over a long log), is fetched with one read call rather
@@ -765,12 +776,7 @@ fn a_damaged_record_under_the_image_is_an_error_when_read() {
 fn records_far_apart_are_read_first_by_read_call_and_checked_as_through_the_map() {
     let dir = tempfile::tempdir().unwrap();
     let fs = common::FaultyFs::default();
-    let options = Options {
-        file_system: Arc::new(fs.clone()),
-        segment_bytes: 4 << 20,
-        segment_preparation: SegmentPreparation::Inline,
-        ..options()
-    };
+    let options = counting_reads(&fs);
     let log = Log::open(dir.path(), options.clone()).unwrap();
     for i in 0..6u64 {
         log.append("sparse", Expectation::Any, common::unique_payload(i, 200)).wait().unwrap();
@@ -842,12 +848,7 @@ fn records_far_apart_are_read_first_by_read_call_and_checked_as_through_the_map(
 fn records_a_few_to_a_window_are_read_first_by_read_call_and_many_through_the_map() {
     let dir = tempfile::tempdir().unwrap();
     let fs = common::FaultyFs::default();
-    let options = Options {
-        file_system: Arc::new(fs.clone()),
-        segment_bytes: 4 << 20,
-        segment_preparation: SegmentPreparation::Inline,
-        ..options()
-    };
+    let options = counting_reads(&fs);
     // Groups of `per_group` adjacent records of `stream`, each group 75 KB
     // of filler away from the next, so that no two groups share a window.
     let bunched = |stream: &str, groups: u64, per_group: u64, first: u64| {
