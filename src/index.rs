@@ -1616,6 +1616,7 @@ impl Index {
                 s.seq,
                 RecordCheck::Image(s.image_crc, None),
                 Fetch::Map,
+                &mut None,
             )?),
             None => None,
         };
@@ -1695,10 +1696,11 @@ impl Index {
         let take = (positions.len() - skip).min(limit);
         let mut records = Vec::with_capacity(take);
         let wanted = (skip, skip + take);
+        let mut copied_stream = None;
         for (i, (loc, check)) in positions.iter_from(skip).take(take).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
             let fetch = fetch_for(&positions, skip + i, wanted, check);
-            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check, fetch)?);
+            records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check, fetch, &mut copied_stream)?);
         }
         Ok(records)
     }
@@ -1706,6 +1708,10 @@ impl Index {
     /// Reads the operation at `loc` and checks that it is the one the index
     /// expects there (paired with the checks made before it was written).
     /// `check` says how if it is in frames the image covered.
+    /// `copied_stream` holds the stream id once a record of the read was
+    /// copied (`BytesFrom::Copy`): every record the read returns has the
+    /// same id (checked against `stream`), so the copies share one.
+    #[allow(clippy::too_many_arguments)] // read_op's and with_op's, and the read's shared stream id
     fn read_op(
         &self,
         loc: RecordLoc,
@@ -1714,6 +1720,7 @@ impl Index {
         seq: StreamSeq,
         check: RecordCheck<'_>,
         fetch: Fetch,
+        copied_stream: &mut Option<Bytes>,
     ) -> Result<Record> {
         let entry = self.entry(loc)?;
         self.with_op(loc, kind, stream, seq, check, fetch, |op, from| {
@@ -1723,7 +1730,10 @@ impl Index {
                     entry.segment.map.slice(stream_start, op.stream.len()),
                     entry.segment.map.slice(stream_start + op.stream.len(), op.payload.len()),
                 ),
-                BytesFrom::Copy => (Bytes::copy_from_slice(op.stream), Bytes::copy_from_slice(op.payload)),
+                BytesFrom::Copy => (
+                    copied_stream.get_or_insert_with(|| Bytes::copy_from_slice(op.stream)).clone(),
+                    Bytes::copy_from_slice(op.payload),
+                ),
             };
             Record { lsn: op.lsn, stream, seq, kind, timestamp_ms: op.timestamp_ms, payload }
         })

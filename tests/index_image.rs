@@ -890,6 +890,9 @@ fn records_a_few_to_a_window_are_read_first_by_read_call_and_many_through_the_ma
     let pairs = log.read_stream("pairs").unwrap();
     assert_eq!(payloads(&pairs.entries), (0..8).map(|i| common::unique_payload(i, 200)).collect::<Vec<_>>());
     assert_eq!(fs.faults.reads.load(Ordering::SeqCst) - reads, 8, "two to a window: a read call each");
+    // Copied records share one copy of their stream's id, and each has it.
+    assert!(pairs.entries.iter().all(|record| &record.stream[..] == b"pairs"));
+    assert_eq!(pairs.entries.iter().map(|record| record.seq.0).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
 
     let reads = fs.faults.reads.load(Ordering::SeqCst);
     let eights = log.read_stream("eights").unwrap();
