@@ -545,6 +545,10 @@ fn parse_op(kind: FrameKind, body: &[u8], offset: usize) -> Result<(OpView<'_>, 
 /// and by the bytes given (the rest of the file) before anything is sliced
 /// by it; never by a log's `record_bytes_max`, which is a policy for what is
 /// written next, not a property of what is on disk.
+// The engine reads through `decode_frame_at_from` (the log id's checksum
+// computed once per segment); this one is for the tests, the simulator and
+// the command line, all behind `internals`.
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub fn decode_frame<'a>(bytes: &'a [u8], log_id: &[u8; 16], expected_lsn: Lsn) -> Result<FrameView<'a>, FrameDefect> {
     at_lsn(decode_frame_anywhere(bytes, log_id)?, expected_lsn)
 }
