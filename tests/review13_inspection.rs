@@ -100,3 +100,29 @@ fn intact_scan_of_a_file_longer_than_the_largest_segment_refuses_it_unread() {
     assert_eq!(damage.what, expected.to_string());
     assert!(lsns.iter().all(|lsn| visited.contains(lsn)), "a record was not visited");
 }
+
+/// An index image made longer than its header says (here to 64 GiB,
+/// sparse). It is rightly not used, and costs nothing to refuse; but the
+/// reason the open reported (`annals stats` prints it) was "image is
+/// truncated", the opposite of what is wrong. It now says the image is
+/// longer than its header says.
+#[test]
+fn an_image_longer_than_its_header_says_is_not_reported_as_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = annals::Options { index_image: annals::IndexImageWrites::Background, ..common::small_options() };
+    let log = Log::open(dir.path(), options).unwrap();
+    for i in 0..100 {
+        log.append("s", Expectation::Any, common::unique_payload(i, 300)).wait().unwrap();
+    }
+    log.close().wait().unwrap();
+    let image = dir.path().join("annals.index");
+    std::fs::OpenOptions::new().write(true).open(&image).unwrap().set_len(64 << 30).unwrap();
+    let reader = LogReader::open(dir.path()).unwrap();
+    match &reader.report().index_image {
+        annals::ImageUse::Rejected { reason } => {
+            assert!(reason.contains("longer than its header says"), "{reason}");
+        }
+        other => panic!("an image of the wrong length was {other:?}"),
+    }
+    assert!(reader.problems().is_empty(), "{:?}", reader.problems());
+}
