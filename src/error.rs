@@ -225,6 +225,16 @@ pub enum CorruptionKind {
         /// Length found.
         found: u64,
     },
+    /// The file is longer than any segment the format allows
+    /// (`SEGMENT_BYTES_MAX`), and its header does not say how long it was
+    /// made: nothing in it is read.
+    #[error("file is {found} bytes, longer than the largest segment ({max} bytes)")]
+    SegmentTooLong {
+        /// Length found.
+        found: u64,
+        /// The largest segment the format allows.
+        max: u64,
+    },
     /// A record in the middle of the log is damaged (or valid records follow a damaged one).
     #[error("damaged record ({0})")]
     BadRecord(String),

@@ -603,8 +603,12 @@ pub(crate) fn decode(image: &bytes::Bytes, dir: &Path) -> Result<DecodedImage, I
     let bytes: &[u8] = image;
     let header = decode_header(bytes)?;
     let body_bytes = header_u64(bytes, BODY_BYTES_AT);
-    if body_bytes != (bytes.len() - IMAGE_HEADER_BYTES) as u64 {
+    let found_bytes = (bytes.len() - IMAGE_HEADER_BYTES) as u64;
+    if body_bytes > found_bytes {
         return Err(ImageDefect::Truncated);
+    }
+    if body_bytes < found_bytes {
+        return Err(ImageDefect::Malformed("longer than its header says"));
     }
     let tables_bytes = header_u64(bytes, TABLES_BYTES_AT);
     if tables_bytes > body_bytes {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::commit::{OpKind, PruneSnapshots};
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{
     FRAME_HEADER_BYTES, FrameDefect, FrameView, MARKER_RESERVE_BYTES, RecordKind, decode_frame_anywhere, marker_offset,
     padded_marker_at,
@@ -135,9 +135,30 @@ pub fn scan_intact(
     for (position, (_, path, map)) in segments.iter().enumerate() {
         let newest = position + 1 == segments.len();
         let path = path.clone();
-        let bytes = map.slice(0, map.len());
         scan.segments += 1;
-        let header = SegmentHeader::decode(&bytes);
+        let file_bytes = map.len() as u64;
+        let header = SegmentHeader::decode(&map.slice(0, map.len().min(SEGMENT_HEADER_BYTES)));
+        // No segment is longer than its header says, nor than the format
+        // allows: what lies past that is damage, and is not read (a sparse
+        // file of many GiB named like a segment is read in no time).
+        let segment_bytes = match &header {
+            Ok(header) => header.segment_bytes,
+            Err(_) if file_bytes > SEGMENT_BYTES_MAX => {
+                let what = CorruptionKind::SegmentTooLong { found: file_bytes, max: SEGMENT_BYTES_MAX }.to_string();
+                scan.damage.push(Damage { file: path, offset: 0, bytes: file_bytes, what });
+                chain_end = None;
+                continue;
+            }
+            Err(_) => file_bytes,
+        };
+        // Reported after the damage before it, in file order.
+        let past_end = (file_bytes > segment_bytes).then(|| Damage {
+            file: path.clone(),
+            offset: segment_bytes,
+            bytes: file_bytes - segment_bytes,
+            what: CorruptionKind::SegmentLength { expected: segment_bytes, found: file_bytes }.to_string(),
+        });
+        let bytes = map.slice(0, file_bytes.min(segment_bytes) as usize);
         if let (Ok(header), Some(end)) = (&header, chain_end)
             && header.first_lsn > end
             && log_id == Some(header.log_id)
@@ -152,7 +173,7 @@ pub fn scan_intact(
         match (&header, log_id) {
             (Ok(header), Some(id)) if header.log_id != id => {
                 let what = "segment belongs to another log".to_owned();
-                scan.damage.push(Damage { file: path, offset: 0, bytes: bytes.len() as u64, what });
+                scan.damage.push(Damage { file: path, offset: 0, bytes: file_bytes, what });
                 continue;
             }
             (Ok(header), None) => log_id = Some(header.log_id),
@@ -162,7 +183,10 @@ pub fn scan_intact(
             }
             _ => {}
         }
-        let Some(id) = log_id else { continue };
+        let Some(id) = log_id else {
+            scan.damage.extend(past_end);
+            continue;
+        };
         let mut offset = SEGMENT_HEADER_BYTES;
         let mut rereads = 0;
         while offset < bytes.len() {
@@ -208,6 +232,7 @@ pub fn scan_intact(
         // Damage in this segment explains a later start of the next one.
         chain_end = (header.is_ok() && scan.damage.len() == damage_before)
             .then_some(next_lsn.max(header.as_ref().map_or(Lsn::ZERO, |header| header.first_lsn)));
+        scan.damage.extend(past_end);
     }
     if let StateRead::Found { state, .. } = &state
         && log_id == Some(state.log_id)

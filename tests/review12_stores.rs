@@ -143,3 +143,42 @@ fn snapshot_run_after_another_handle_clears_and_refills_the_run_prunes_no_row_ab
     assert_eq!(snapshot, None);
     assert!(!folded.unwrap(), "no row of the run is at or below 2");
 }
+
+/// Review 13: the guard above made `snapshot_run` read again after a
+/// conflict, and the second read decided anew on whatever run it found. A
+/// run cleared and restarted by another handle starts again at sequence 0
+/// (a workflow run again under its id), so the retry found rows at or
+/// below `through` in the new life and folded them under the state the
+/// caller computed from the first life: rows 0 to 2 of the second life
+/// were pruned, and `load_snapshot` gave the first life's state for them.
+/// The race had moved, not closed. A retry now goes on only in the life the
+/// first read saw; a run that began another life meanwhile is a conflict,
+/// and nothing is folded.
+#[test]
+fn snapshot_run_after_another_handle_restarts_the_run_from_zero_folds_none_of_the_new_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    let racing = Arc::new(ReadRace { log: log.clone(), after_reading: Mutex::new(None) });
+    let rows: CheckpointRows<_, Row> = CheckpointRows::new(racing.clone());
+    run(async {
+        for sequence in 0..4 {
+            rows.append("w", row(sequence, "first life")).await.unwrap();
+        }
+    });
+    racing.arm("rows/w", |log: &Arc<Log>| {
+        let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
+        elsewhere(async {
+            other.clear("w").await.unwrap();
+            for sequence in 0..4 {
+                other.append("w", row(sequence, "second life")).await.unwrap();
+            }
+        });
+    });
+    let folded = run(rows.snapshot_run("w", 2, &"state of the first life".to_owned()));
+    assert!(racing.after_reading.lock().unwrap().is_none(), "the other handle's writes landed");
+    let left = run(rows.load_run("w")).unwrap();
+    let snapshot: Option<(u64, String)> = run(rows.load_snapshot("w")).unwrap();
+    assert_eq!(left, (0..4).map(|sequence| row(sequence, "second life")).collect::<Vec<_>>(), "folded {folded:?}");
+    assert_eq!(snapshot, None);
+    assert!(matches!(folded, Err(StoreError::Conflict { .. })), "{folded:?}");
+}

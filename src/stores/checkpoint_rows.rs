@@ -325,7 +325,10 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     ///
     /// # Errors
     /// [`StoreError::Encode`], [`StoreError::Contention`] if other appends
-    /// to the run kept moving it, [`StoreError::Backend`].
+    /// to the run kept moving it, [`StoreError::Conflict`] (nothing folded)
+    /// if, while it folded, another writer cleared the run and began it
+    /// again with rows at or below `through` (`state` is not theirs),
+    /// [`StoreError::Backend`].
     pub async fn snapshot_run<S: Serialize>(
         &self,
         workflow_id: &str,
@@ -336,6 +339,9 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         let stream = run.stream.as_str();
         let mut known = run.known.lock().await;
         *known = None;
+        // The run as the first read found it: `state` was computed for that
+        // life, so a retry never folds another one's rows (review 13).
+        let mut first_read: Option<(Expect, Option<Incarnation>)> = None;
         for _ in 0..APPEND_RETRIES_MAX {
             let contents = self.backend.read(stream).await?;
             // The rows appended before the first one above `through`: a prefix.
@@ -348,6 +354,14 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 last_covered = Some(entry.seq);
             }
             let Some(stream_seq) = last_covered else { return Ok(false) };
+            match first_read {
+                None => first_read = Some((contents.unchanged(), contents.incarnation)),
+                Some((expected, life)) if life != contents.incarnation => {
+                    let actual = contents.next_seq;
+                    return Err(StoreError::Conflict { stream: stream.to_owned(), expected, actual });
+                }
+                Some(_) => {}
+            }
             let payload = codec::encode(stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
             // Which entries hold the rows through `through` was decided on
             // this read: guarded by the run's life and length as read, so
