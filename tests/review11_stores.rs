@@ -3,90 +3,13 @@
 //!
 //! Each test is named after the bug it found; it failed before the fix.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 
 use annals::stores::mob_runs::MobRuns;
-use annals::stores::{Backend, Committed, Cursor, Entry, StoreError, StoreOp, StreamContents};
 use annals::{Log, Options};
-
-fn run<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
-}
-
-/// Runs `future` on a runtime of its own on another thread: the other
-/// writer of a hook, done before the hook returns.
-fn elsewhere<T: Send>(future: impl Future<Output = T> + Send) -> T {
-    std::thread::scope(|scope| scope.spawn(|| run(future)).join().unwrap())
-}
-
-type Hook = Box<dyn FnOnce(&Arc<Log>) + Send>;
-
-/// The log as a backend that, once armed, runs a hook right after it
-/// answers a read of one stream: another writer's commits landing between
-/// what the store read and its own commit.
-struct ReadRace {
-    log: Arc<Log>,
-    after_reading: Mutex<Option<(String, Hook)>>,
-}
-
-impl ReadRace {
-    fn arm(&self, stream: &str, hook: impl FnOnce(&Arc<Log>) + Send + 'static) {
-        *self.after_reading.lock().unwrap() = Some((stream.to_owned(), Box::new(hook)));
-    }
-}
-
-impl Backend for ReadRace {
-    fn commit(&self, ops: Vec<StoreOp>) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send {
-        Backend::commit(&*self.log, ops)
-    }
-    fn commit_blocking(&self, ops: Vec<StoreOp>) -> Result<Vec<Committed>, StoreError> {
-        Backend::commit_blocking(&*self.log, ops)
-    }
-    fn read(&self, stream: &str) -> impl Future<Output = Result<StreamContents, StoreError>> + Send {
-        let hook = {
-            let mut armed = self.after_reading.lock().unwrap();
-            match armed.take() {
-                Some((armed_stream, hook)) if armed_stream == stream => Some(hook),
-                other => {
-                    *armed = other;
-                    None
-                }
-            }
-        };
-        let log = self.log.clone();
-        let answer = Backend::read(&*self.log, stream);
-        async move {
-            let answer = answer.await;
-            if let Some(hook) = hook {
-                hook(&log);
-            }
-            answer
-        }
-    }
-    fn read_range(
-        &self,
-        stream: &str,
-        from: u64,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
-        Backend::read_range(&*self.log, stream, from, limit)
-    }
-    fn read_stream_after(
-        &self,
-        stream: &str,
-        after: Cursor,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
-        Backend::read_stream_after(&*self.log, stream, after, limit)
-    }
-    fn streams(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send {
-        Backend::streams(&*self.log, prefix)
-    }
-    fn read_after(&self, after: Cursor, limit: usize) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
-        Backend::read_after(&*self.log, after, limit)
-    }
-}
+use common::read_race::{ReadRace, elsewhere, run};
 
 /// `append_step_if_absent` read the ledger of run `r` (one step, "a");
 /// before its commit, another store deleted the run, created it again and
@@ -100,7 +23,7 @@ impl Backend for ReadRace {
 fn append_step_if_absent_after_the_run_is_deleted_and_created_again_appends_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
-    let racing = Arc::new(ReadRace { log: log.clone(), after_reading: Mutex::new(None) });
+    let racing = Arc::new(ReadRace::new(log.clone()));
     let runs = MobRuns::new(racing.clone());
     run(async {
         runs.create_run("r", &1u32).await.unwrap();
@@ -134,7 +57,7 @@ fn append_step_if_absent_after_the_run_is_deleted_and_created_again_appends_no_d
 fn update_run_if_after_the_run_is_deleted_and_created_again_does_not_write_over_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
-    let racing = Arc::new(ReadRace { log: log.clone(), after_reading: Mutex::new(None) });
+    let racing = Arc::new(ReadRace::new(log.clone()));
     let runs = MobRuns::new(racing.clone());
     run(runs.create_run("r", &1u32)).unwrap();
     let document = "mob-run/r/doc/run";

@@ -10,6 +10,7 @@ use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
 use annals::{Log, Options, SegmentPreparation};
 
 pub mod image_layout;
+pub mod read_race;
 
 /// Options for small logs: 8 KiB segments so that a test rolls over often,
 /// no background compaction, so that what a test finds on disk is what it
