@@ -1204,12 +1204,19 @@ impl Index {
 
     /// [`Index::check_frame`], then [`Index::apply_frame`] if it passes:
     /// recovery's scan. A frame of one entry (almost every frame) has its
-    /// operation parsed, and its stream looked up, once for both.
+    /// operation parsed, and its stream looked up, once for both: `first`
+    /// is the frame's first operation, as the check of the frame's layout
+    /// parsed it ([`crate::frame::check_frame_ops`]).
     ///
     /// # Errors
     /// As [`Index::check_frame`]; the index is then unchanged.
-    pub fn check_and_apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
-        let (FrameKind::Entry, Some(op)) = (frame.kind, frame.ops().next()) else {
+    pub fn check_and_apply_frame<'a>(
+        &mut self,
+        frame_offset: usize,
+        frame: &FrameView<'a>,
+        first: Option<crate::frame::OpView<'a>>,
+    ) -> Result<(), CorruptionKind> {
+        let (FrameKind::Entry, Some(op)) = (frame.kind, first) else {
             self.check_frame(frame)?;
             self.apply_frame(frame_offset, frame);
             return Ok(());
@@ -2497,7 +2504,12 @@ mod tests {
             if checked.is_ok() {
                 apart.apply_frame(offset, &frame);
             }
-            assert_eq!(fused.check_and_apply_frame(offset, &frame), checked, "{kind:?} {:?}", ops[0].seq);
+            assert_eq!(
+                fused.check_and_apply_frame(offset, &frame, frame.ops().next()),
+                checked,
+                "{kind:?} {:?}",
+                ops[0].seq
+            );
             assert_eq!(fused.differences(&apart), Vec::<String>::new(), "after {kind:?} {:?}", ops[0].seq);
         }
         assert_eq!(fused.stream(b"a").map(StreamState::next_seq), Some(StreamSeq(4)));
