@@ -491,6 +491,15 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 
 /// Parses the operation at `offset` of a frame body; returns it and the offset after it.
 fn parse_op(kind: FrameKind, body: &[u8], offset: usize) -> Result<(OpView<'_>, usize), &'static str> {
+    parse_op_inline(kind, body, offset)
+}
+
+/// [`parse_op`], inlined into [`check_frame_ops`] and so into recovery's
+/// scan, where the operation it parses is handed to the index in
+/// registers. (Inlined into the index's publication too, through
+/// [`OpIter`], it made that dearer.)
+#[inline(always)]
+fn parse_op_inline(kind: FrameKind, body: &[u8], offset: usize) -> Result<(OpView<'_>, usize), &'static str> {
     let mut at = offset;
     let op_kind = if kind == FrameKind::Batch {
         let byte = *body.get(at).ok_or("batch operation runs past the body")?;
@@ -572,19 +581,27 @@ pub fn decode_frame_at<'a>(
     log_id: &[u8; 16],
     expected_lsn: Lsn,
 ) -> Result<(usize, FrameView<'a>), FrameDefect> {
-    frame_at(bytes, offset, Seed::Id(log_id), expected_lsn)
+    frame_at(bytes, offset, FrameChecks::Whole(Seed::Id(log_id)), expected_lsn)
 }
 
 /// [`decode_frame_at`] with the log id's checksum computed once by a caller
 /// that checks frame after frame of one segment (recovery's scan): each
 /// frame's checksum goes on from it.
+///
+/// The operations' layout is left to the caller, which must check it with
+/// [`check_frame_ops`] before it takes anything from the body: that check
+/// returns the first operation it parsed, which the scan then indexes
+/// without parsing it a second time. A frame that passes its checksum
+/// starts with a header that is not all zeros, so no clean-close marker
+/// can be found after padding where it is: leaving its operations to the
+/// caller changes no outcome of this call but the defect's.
 pub fn decode_frame_at_from<'a>(
     bytes: &'a [u8],
     offset: usize,
     log_id: &LogIdChecksum,
     expected_lsn: Lsn,
 ) -> Result<(usize, FrameView<'a>), FrameDefect> {
-    frame_at(bytes, offset, Seed::Checksum(log_id), expected_lsn)
+    frame_at(bytes, offset, FrameChecks::Header(Seed::Checksum(log_id)), expected_lsn)
 }
 
 // Inlined into both callers, so that the frame is built where they take it
@@ -594,10 +611,14 @@ pub fn decode_frame_at_from<'a>(
 fn frame_at<'a>(
     bytes: &'a [u8],
     offset: usize,
-    seed: Seed<'_>,
+    checks: FrameChecks<'_>,
     expected_lsn: Lsn,
 ) -> Result<(usize, FrameView<'a>), FrameDefect> {
-    match parse_frame(&bytes[offset..], FrameChecks::Whole(seed)).and_then(|frame| at_lsn(frame, expected_lsn)) {
+    let seed = match checks {
+        FrameChecks::Whole(seed) | FrameChecks::Header(seed) => seed,
+        FrameChecks::OwnHeader => unreachable!("a frame read from a file has its checksum checked"),
+    };
+    match parse_frame(&bytes[offset..], checks).and_then(|frame| at_lsn(frame, expected_lsn)) {
         Ok(frame) => Ok((offset, frame)),
         // The padding may be shorter than a frame header: then the 40 bytes
         // read here run into the marker and are not all zeros.
@@ -673,6 +694,9 @@ enum FrameChecks<'a> {
     /// Everything: the checksum against this log id, the header's fields
     /// and the layout of every operation in the body.
     Whole(Seed<'a>),
+    /// The checksum and the header's fields: the caller checks the
+    /// operations' layout with [`check_frame_ops`] (see [`decode_frame_at_from`]).
+    Header(Seed<'a>),
     /// The header's fields only: a frame the writer encoded moments ago
     /// (see [`decode_own_frame`]).
     OwnHeader,
@@ -704,7 +728,7 @@ fn parse_frame<'a>(bytes: &'a [u8], checks: FrameChecks<'_>) -> Result<FrameView
     if bytes.len() < total {
         return Err(FrameDefect::Truncated);
     }
-    if let FrameChecks::Whole(seed) = checks
+    if let FrameChecks::Whole(seed) | FrameChecks::Header(seed) = checks
         && seed.frame_checksum(&bytes[4..total]) != read_u32(header, 0)
     {
         return Err(FrameDefect::Checksum);
@@ -765,25 +789,34 @@ fn check_frame_header(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
 
 /// The checks of the body's layout: every operation within the body, at
 /// the LSN after the one before, and no bytes after the last. A gap's body
-/// holds none, and [`check_frame_header`] checked it.
-fn check_frame_ops(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
+/// holds none, and [`check_frame_header`] checked it. Returns the first
+/// operation (none for a marker or a gap).
+///
+/// Inlined into recovery's scan, so that the operation is handed to the
+/// index where it was parsed rather than through memory.
+#[inline]
+pub fn check_frame_ops<'a>(frame: &FrameView<'a>) -> Result<Option<OpView<'a>>, FrameDefect> {
     let malformed = FrameDefect::Malformed;
     if frame.kind == FrameKind::Gap {
-        return Ok(());
+        return Ok(None);
     }
     let count = frame.lsn_count as usize;
     let mut offset = 0;
+    let mut first = None;
     for index in 0..count {
-        let (op, next) = parse_op(frame.kind, frame.body, offset).map_err(malformed)?;
+        let (op, next) = parse_op_inline(frame.kind, frame.body, offset).map_err(malformed)?;
         if op.lsn.0 != frame.meta.lsn.0 + index as u64 {
             return Err(malformed("operation lsn does not follow the frame's"));
+        }
+        if index == 0 {
+            first = Some(op);
         }
         offset = next;
     }
     if offset != frame.body.len() {
         return Err(malformed("bytes left over after the last operation"));
     }
-    Ok(())
+    Ok(first)
 }
 
 /// The fixed part of an operation, as the index reads it back from a segment.
@@ -837,6 +870,8 @@ mod tests {
             let (from_seed, same) = decode_frame_at_from(&buf, offset, &seed, Lsn(lsn)).expect("valid frame");
             assert_eq!((from_id, from_seed), (at, at));
             assert_eq!((frame.kind, frame.meta, frame.body), (same.kind, same.meta, same.body));
+            // Its operations' check hands over the first one the frame holds.
+            assert_eq!(check_frame_ops(&same), Ok(frame.ops().next()));
         }
         let other = LogIdChecksum::of(&[8; 16]);
         assert_eq!(decode_frame_at_from(&buf, 0, &other, Lsn(9)).err(), Some(FrameDefect::Checksum));

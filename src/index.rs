@@ -10,7 +10,6 @@
 //! the writer after each group is durable; readers only ever see what has
 //! been acknowledged.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -791,7 +790,50 @@ pub struct IndexStats {
 /// random per map, so colliding ids cannot be computed offline; one who
 /// could recover the seed by timing lookups could slow them down, never
 /// change what they find.
-pub(crate) type StreamMap = HashMap<Box<[u8]>, StreamState, foldhash::fast::RandomState>;
+pub(crate) type StreamMap = hashbrown::HashMap<Box<[u8]>, StreamState, foldhash::fast::RandomState>;
+
+/// A stream id as the appends' lookups in [`StreamMap`] take it: hashed as
+/// the map's `Box<[u8]>` keys are (as a `[u8]`), and compared with them
+/// inline, a word or two at a time for ids of 4 to 16 bytes, instead of
+/// by a call of libc's `memcmp` (most of a lookup's comparison cost).
+#[derive(Clone, Copy)]
+pub(crate) struct StreamKey<'a>(pub &'a [u8]);
+
+impl std::hash::Hash for StreamKey<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Exactly as `Box<[u8]>` hashes, or lookups would miss.
+        self.0.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<Box<[u8]>> for StreamKey<'_> {
+    #[inline]
+    fn equivalent(&self, key: &Box<[u8]>) -> bool {
+        same_stream_id(self.0, key)
+    }
+}
+
+/// `a == b`, inline for ids of 4 to 16 bytes: two (overlapping) loads of
+/// each cover every byte.
+#[inline]
+fn same_stream_id(a: &[u8], b: &[u8]) -> bool {
+    fn word(bytes: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+    }
+    fn half(bytes: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+    }
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    match len {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        _ => a == b,
+    }
+}
 
 /// How a read checks a record in frames the persisted image covered
 /// (segments-format.md, 11.2).
@@ -1026,7 +1068,7 @@ impl Index {
     /// The stream's state as the guards and checks follow it.
     #[inline]
     pub fn cursor(&self, stream: &[u8]) -> StreamCursor {
-        cursor_of(self.streams.get(stream))
+        cursor_of(self.streams.get(&StreamKey(stream)))
     }
 
     /// Number of streams the index holds.
@@ -1204,12 +1246,19 @@ impl Index {
 
     /// [`Index::check_frame`], then [`Index::apply_frame`] if it passes:
     /// recovery's scan. A frame of one entry (almost every frame) has its
-    /// operation parsed, and its stream looked up, once for both.
+    /// operation parsed, and its stream looked up, once for both: `first`
+    /// is the frame's first operation, as the check of the frame's layout
+    /// parsed it ([`crate::frame::check_frame_ops`]).
     ///
     /// # Errors
     /// As [`Index::check_frame`]; the index is then unchanged.
-    pub fn check_and_apply_frame(&mut self, frame_offset: usize, frame: &FrameView<'_>) -> Result<(), CorruptionKind> {
-        let (FrameKind::Entry, Some(op)) = (frame.kind, frame.ops().next()) else {
+    pub fn check_and_apply_frame<'a>(
+        &mut self,
+        frame_offset: usize,
+        frame: &FrameView<'a>,
+        first: Option<crate::frame::OpView<'a>>,
+    ) -> Result<(), CorruptionKind> {
+        let (FrameKind::Entry, Some(op)) = (frame.kind, first) else {
             self.check_frame(frame)?;
             self.apply_frame(frame_offset, frame);
             return Ok(());
@@ -1218,7 +1267,7 @@ impl Index {
         let position = self.segments.len() - 1;
         let loc = RecordLoc::new(position, frame_offset + FRAME_HEADER_BYTES + op.offset_in_body);
         // Apply_frame's entry case, the check first.
-        match self.streams.get_mut(op.stream) {
+        match self.streams.get_mut(&StreamKey(op.stream)) {
             Some(state) => {
                 cursor_of(Some(state)).apply(op.kind, op.seq, op.lsn, Lsn(0)).map_err(inconsistent)?;
                 state.entries_mut(op.stream, &self.segments).push(loc);
@@ -1292,7 +1341,7 @@ impl Index {
                 }
                 RecordKind::Entry | RecordKind::Snapshot => {
                     self.segments[position].live_bytes += size;
-                    let state = match self.streams.get_mut(op.stream) {
+                    let state = match self.streams.get_mut(&StreamKey(op.stream)) {
                         Some(state) => state,
                         None => self.streams.entry(Box::from(op.stream)).or_insert_with(|| StreamState::new(op.lsn, 0)),
                     };
@@ -2460,6 +2509,36 @@ mod tests {
         assert_eq!(index.segments()[0].segment.path, std::path::PathBuf::from("/index/b"));
     }
 
+    /// The appends' lookups by `StreamKey` compare ids inline in words:
+    /// for ids of every length up to past the inline ones, differing in any
+    /// one byte or in length, they agree with `==`, and a map looked up by
+    /// `StreamKey` finds exactly what a lookup by the id's bytes finds (the
+    /// two hash alike).
+    #[test]
+    fn a_stream_key_finds_what_the_id_s_bytes_find_and_nothing_else() {
+        let mut map = StreamMap::default();
+        for len in 1..=24usize {
+            let id: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            map.insert(Box::from(id.as_slice()), StreamState::new(Lsn(len as u64), 0));
+        }
+        for len in 1..=24usize {
+            let id: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_stream_id(&id, &id.clone()), "{len}");
+            assert_eq!(map.get(&StreamKey(&id)).map(|s| s.since), map.get(id.as_slice()).map(|s| s.since));
+            assert!(map.get(&StreamKey(&id)).is_some(), "{len}");
+            for at in 0..len {
+                let mut other = id.clone();
+                other[at] ^= 0x40;
+                assert!(!same_stream_id(&id, &other), "{len} at {at}");
+                assert!(map.get(&StreamKey(&other)).is_none(), "{len} at {at}");
+            }
+            assert!(!same_stream_id(&id, &id[..len - 1]), "{len}");
+            let mut longer = id.clone();
+            longer.push(b'a');
+            assert!(!same_stream_id(&id, &longer), "{len}");
+        }
+    }
+
     /// Recovery's scan checks and applies a frame of one entry with one
     /// lookup of its stream (`check_and_apply_frame`): it must refuse what
     /// `check_frame` refuses, leaving the index as it was, and build what
@@ -2507,7 +2586,12 @@ mod tests {
             if checked.is_ok() {
                 apart.apply_frame(offset, &frame);
             }
-            assert_eq!(fused.check_and_apply_frame(offset, &frame), checked, "{kind:?} {:?}", ops[0].seq);
+            assert_eq!(
+                fused.check_and_apply_frame(offset, &frame, frame.ops().next()),
+                checked,
+                "{kind:?} {:?}",
+                ops[0].seq
+            );
             assert_eq!(fused.differences(&apart), Vec::<String>::new(), "after {kind:?} {:?}", ops[0].seq);
         }
         assert_eq!(fused.stream(b"a").map(StreamState::next_seq), Some(StreamSeq(4)));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::frame::{
     BATCH_OP_KIND_BYTES, FRAME_HEADER_BYTES, FrameDefect, LogIdChecksum, OP_HEADER_BYTES, decode_frame_anywhere, decode_frame_at,
-    decode_frame_at_from,
+    check_frame_ops, decode_frame_at_from,
 };
 use crate::fs::{File, FileSystem, MappedFile};
 use crate::index::Index;
@@ -1322,12 +1322,20 @@ impl Recovery<'_> {
                     return ScanEnd::Defect { offset, why: defect.describe(), stream_inconsistent: false };
                 }
             };
+            // The operations' layout, which the decode leaves to this scan:
+            // their first one goes to the index as parsed here.
+            let first = match check_frame_ops(&frame) {
+                Ok(first) => first,
+                Err(defect) => {
+                    return ScanEnd::Defect { offset, why: defect.describe(), stream_inconsistent: false };
+                }
+            };
             if self.resynced {
                 // Past an earlier corruption (read-only): the streams' history is
                 // unknown, so check the frames alone.
                 self.index.place_frame(offset, &frame);
             } else {
-                if let Err(kind) = self.index.check_and_apply_frame(offset, &frame) {
+                if let Err(kind) = self.index.check_and_apply_frame(offset, &frame, first) {
                     return ScanEnd::Defect { offset, why: kind.to_string(), stream_inconsistent: true };
                 }
             }

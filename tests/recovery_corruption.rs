@@ -56,6 +56,43 @@ fn a_flipped_bit_in_every_field_of_a_sealed_record_is_corruption_at_its_offset()
     }
 }
 
+/// Recovery's scan checks a frame's checksum and header as it decodes it,
+/// and the layout of its operations itself, parsing the first one once for
+/// the check and the index: a frame whose checksum holds over operations
+/// that break the format (written so by a bug, never by a crash) is still
+/// corruption at its offset, never indexed.
+#[test]
+fn a_frame_whose_checksum_holds_over_a_malformed_operation_is_corruption_at_its_offset() {
+    let image = tempfile::tempdir().unwrap();
+    closed_log(image.path(), 80);
+    let sealed = common::segment_files(image.path())[0].clone();
+    let frame = common::frame_offsets(&sealed)[1];
+    let log_id = annals::segment::SegmentHeader::decode(&std::fs::read(&sealed).unwrap()).unwrap().log_id;
+    let op = annals::frame::FRAME_HEADER_BYTES;
+    // (what the operation's header is given, how the scan must describe it)
+    let malformations: [(usize, Vec<u8>, &str); 4] = [
+        (op, 0u16.to_le_bytes().to_vec(), "stream id length out of range"),
+        (op + 2, 301u32.to_le_bytes().to_vec(), "operation runs past the body"),
+        (op + 2, 299u32.to_le_bytes().to_vec(), "bytes left over after the last operation"),
+        (op + 14, 1_000u64.to_le_bytes().to_vec(), "operation lsn does not follow the frame's"),
+    ];
+    for (at, value, why) in malformations {
+        let case = copy_of(image.path());
+        let file = in_case(case.path(), &sealed);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[frame + at..frame + at + value.len()].copy_from_slice(&value);
+        let body = u32::from_le_bytes(bytes[frame + 4..frame + 8].try_into().unwrap()) as usize;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&log_id);
+        hasher.update(&bytes[frame + 4..frame + op + body]);
+        bytes[frame..frame + 4].copy_from_slice(&hasher.finalize().to_le_bytes());
+        std::fs::write(&file, bytes).unwrap();
+        let corruption = open_error(case.path());
+        assert_eq!((corruption.file.as_path(), corruption.offset), (file.as_path(), frame as u64), "{why}");
+        assert_eq!(corruption.kind, CorruptionKind::BadRecord(format!("malformed frame: {why}")));
+    }
+}
+
 #[test]
 fn damage_in_the_last_segment_confirmed_by_later_frames_is_corruption() {
     let image = tempfile::tempdir().unwrap();
