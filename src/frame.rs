@@ -789,7 +789,7 @@ fn check_frame_header(frame: &FrameView<'_>) -> Result<(), FrameDefect> {
 
 /// The checks of the body's layout: every operation within the body, at
 /// the LSN after the one before, and no bytes after the last. A gap's body
-/// holds none, and [`check_frame_header`] checked it. Returns the first
+/// holds none, and `check_frame_header` checked it. Returns the first
 /// operation (none for a marker or a gap).
 ///
 /// Inlined into recovery's scan, so that the operation is handed to the
