@@ -8,25 +8,9 @@ mod common;
 use std::sync::Arc;
 
 use annals::stores::StoreError;
-use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+use annals::stores::checkpoint_rows::CheckpointRows;
 use annals::{Log, Options};
-use common::read_race::{ReadRace, elsewhere, run};
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Row {
-    sequence: u64,
-    what: String,
-}
-
-impl SequencedRow for Row {
-    fn sequence(&self) -> u64 {
-        self.sequence
-    }
-}
-
-fn row(sequence: u64, what: &str) -> Row {
-    Row { sequence, what: what.to_owned() }
-}
+use common::read_race::{ReadRace, Row, elsewhere, row, run};
 
 /// `snapshot_run` read run `w` (rows 0 to 3 of its first life) and decided
 /// to fold the first three stream entries, the rows through sequence 2;
@@ -50,6 +34,7 @@ fn snapshot_run_after_another_handle_clears_and_refills_the_run_prunes_no_row_ab
     });
     let stream = "rows/w";
     assert_eq!(log.next_seq(stream).unwrap().0, 4, "the test names the run's stream");
+    let (_, version) = run(rows.load_run_versioned("w")).unwrap();
     racing.arm(stream, |log: &Arc<Log>| {
         let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
         elsewhere(async {
@@ -59,7 +44,7 @@ fn snapshot_run_after_another_handle_clears_and_refills_the_run_prunes_no_row_ab
             }
         });
     });
-    let folded = run(rows.snapshot_run("w", 2, &"state of the first life".to_owned()));
+    let folded = run(rows.snapshot_run("w", &version, 2, &"state of the first life".to_owned()));
     assert!(racing.after_reading.lock().unwrap().is_none(), "the other handle's writes landed");
     let left: Vec<u64> = run(rows.load_run("w")).unwrap().iter().map(|row| row.sequence).collect();
     let snapshot: Option<(u64, String)> = run(rows.load_snapshot("w")).unwrap();
@@ -89,6 +74,7 @@ fn snapshot_run_after_another_handle_restarts_the_run_from_zero_folds_none_of_th
             rows.append("w", row(sequence, "first life")).await.unwrap();
         }
     });
+    let (_, version) = run(rows.load_run_versioned("w")).unwrap();
     racing.arm("rows/w", |log: &Arc<Log>| {
         let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
         elsewhere(async {
@@ -98,7 +84,7 @@ fn snapshot_run_after_another_handle_restarts_the_run_from_zero_folds_none_of_th
             }
         });
     });
-    let folded = run(rows.snapshot_run("w", 2, &"state of the first life".to_owned()));
+    let folded = run(rows.snapshot_run("w", &version, 2, &"state of the first life".to_owned()));
     assert!(racing.after_reading.lock().unwrap().is_none(), "the other handle's writes landed");
     let left = run(rows.load_run("w")).unwrap();
     let snapshot: Option<(u64, String)> = run(rows.load_snapshot("w")).unwrap();

@@ -620,8 +620,10 @@ async fn snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates<F: Facto
         for sequence in 0..10 {
             store.append("run", row(sequence, &format!("step {sequence}"))).await.unwrap();
         }
-        assert!(!store.snapshot_run("other", 5, &"nothing").await.unwrap(), "an unknown run folds nothing");
-        assert!(store.snapshot_run("run", 6, &"through six".to_owned()).await.unwrap());
+        let (_, unknown) = store.load_run_versioned("other").await.unwrap();
+        assert!(!store.snapshot_run("other", &unknown, 5, &"nothing").await.unwrap(), "an unknown run folds nothing");
+        let (_, version) = store.load_run_versioned("run").await.unwrap();
+        assert!(store.snapshot_run("run", &version, 6, &"through six".to_owned()).await.unwrap());
         let rows = store.load_run("run").await.unwrap();
         assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9]);
         assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((6, "through six".to_owned())));
@@ -633,7 +635,9 @@ async fn snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates<F: Facto
     assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9, 10], "the same after a restart");
     assert!(matches!(store.append("run", row(6, "again")).await, Err(StoreError::Duplicate { .. })));
     // Folding again goes further, and the latest fold is the one read.
-    assert!(store.snapshot_run("run", 9, &"through nine".to_owned()).await.unwrap());
+    let (rows, version) = store.load_run_versioned("run").await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9, 10], "a versioned load reads the same");
+    assert!(store.snapshot_run("run", &version, 9, &"through nine".to_owned()).await.unwrap());
     assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((9, "through nine".to_owned())));
     assert_eq!(store.load_run("run").await.unwrap(), vec![row(10, "step 10")]);
     store.clear("run").await.unwrap();
@@ -648,7 +652,8 @@ async fn rows_a_snapshot_folded_are_given_back_by_the_backend<F: Factory>(factor
     for sequence in 0..40 {
         store.append("run", marked(sequence)).await.unwrap();
     }
-    store.snapshot_run("run", 34, &"folded".to_owned()).await.unwrap();
+    let (_, version) = store.load_run_versioned("run").await.unwrap();
+    store.snapshot_run("run", &version, 34, &"folded".to_owned()).await.unwrap();
     // Enough more writing that the folded rows' segment is sealed (a new
     // log's first segment is 1 MiB).
     for sequence in 40..300 {

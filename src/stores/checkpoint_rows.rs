@@ -16,7 +16,9 @@
 //!
 //! A long run folds its history into one checkpoint with `snapshot_run`:
 //! a snapshot and a prune of the rows it covers, in one atomic commit, so
-//! the backend gives their space back; `load_snapshot` reads the state,
+//! the backend gives their space back. The fold names the run as the load
+//! its state came from read it (`load_run_versioned`), and is refused if a
+//! row it would cover was appended since; `load_snapshot` reads the state,
 //! `load_run` the rows after it, and a folded sequence stays a duplicate.
 
 use std::collections::{BTreeSet, HashMap};
@@ -26,7 +28,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::stores::backend::{Backend, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp};
+use crate::stores::backend::{Backend, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp, StreamContents};
 use crate::stores::codec;
 
 /// The schema version this build writes rows under.
@@ -125,6 +127,27 @@ struct RunSnapshot<S> {
     through: u64,
     /// The caller's state.
     state: S,
+}
+
+/// A run as one read found it ([`CheckpointRows::load_run_versioned`]):
+/// its stream's next sequence and life. [`CheckpointRows::snapshot_run`]
+/// folds only rows it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunVersion {
+    /// [`StreamContents::unchanged`] of that read.
+    seen: Expect,
+}
+
+impl RunVersion {
+    /// Whether the entry at `stream_seq` of the run read as `contents` was
+    /// there when this version was read.
+    fn saw(&self, contents: &StreamContents, stream_seq: u64) -> bool {
+        match self.seen {
+            Expect::NextIn { next, incarnation } => contents.incarnation == Some(incarnation) && stream_seq < next,
+            // Read without state: it saw no entry of any life.
+            _ => false,
+        }
+    }
 }
 
 /// Rows a load's decoding list keeps room for when it is handed on to the
@@ -314,6 +337,24 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         loaded
     }
 
+    /// The run's rows in ascending sequence, as [`CheckpointRows::load_run`],
+    /// and the run as this read found it: what
+    /// [`CheckpointRows::snapshot_run`] checks that a fold of state computed
+    /// from these rows covers.
+    ///
+    /// # Errors
+    /// As [`CheckpointRows::load_run`].
+    pub async fn load_run_versioned(&self, workflow_id: &str) -> Result<(Vec<R>, RunVersion), StoreError> {
+        let stream = Self::stream(workflow_id);
+        let contents = self.backend.read(&stream).await?;
+        let mut rows = Vec::with_capacity(contents.entries.len());
+        for entry in &contents.entries {
+            rows.push(decode_row::<R>(&stream, entry.seq, &entry.payload)?);
+        }
+        rows.sort_by_key(SequencedRow::sequence);
+        Ok((rows, RunVersion { seen: contents.unchanged() }))
+    }
+
     /// Folds the run's history through row sequence `through` into `state`,
     /// durably and atomically: the snapshot is recorded and every row it
     /// covers (the rows appended before the first one above `through`) is
@@ -323,15 +364,22 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     /// whether anything was folded (`false`: no row is at or below
     /// `through`).
     ///
+    /// `version` is the run as the caller read it to compute `state`
+    /// ([`CheckpointRows::load_run_versioned`]): a row the fold would cover
+    /// that was appended since, or a run cleared since, is not in `state`,
+    /// so the fold is refused rather than losing it. Rows appended since
+    /// above `through` are no reason to refuse: they are not folded.
+    ///
     /// # Errors
-    /// [`StoreError::Encode`], [`StoreError::Contention`] if other appends
-    /// to the run kept moving it, [`StoreError::Conflict`] (nothing folded)
-    /// if, while it folded, another writer cleared the run and began it
-    /// again with rows at or below `through` (`state` is not theirs),
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Conflict`] (nothing folded) if, since `version`, a row
+    /// at or below `through` was appended to the run or the run was cleared
+    /// and began again with one (load again, compute the state again);
+    /// [`StoreError::Encode`]; [`StoreError::Contention`] if other appends
+    /// to the run kept moving it; [`StoreError::Backend`].
     pub async fn snapshot_run<S: Serialize>(
         &self,
         workflow_id: &str,
+        version: &RunVersion,
         through: u64,
         state: &S,
     ) -> Result<bool, StoreError> {
@@ -339,9 +387,6 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         let stream = run.stream.as_str();
         let mut known = run.known.lock().await;
         *known = None;
-        // The run as the first read found it: `state` was computed for that
-        // life, so a retry never folds another one's rows (review 13).
-        let mut first_read: Option<(Expect, Option<Incarnation>)> = None;
         for _ in 0..APPEND_RETRIES_MAX {
             let contents = self.backend.read(stream).await?;
             // The rows appended before the first one above `through`: a prefix.
@@ -354,13 +399,12 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 last_covered = Some(entry.seq);
             }
             let Some(stream_seq) = last_covered else { return Ok(false) };
-            match first_read {
-                None => first_read = Some((contents.unchanged(), contents.incarnation)),
-                Some((expected, life)) if life != contents.incarnation => {
-                    let actual = contents.next_seq;
-                    return Err(StoreError::Conflict { stream: stream.to_owned(), expected, actual });
-                }
-                Some(_) => {}
+            // `state` was computed from the rows `version` saw: in that life
+            // (so a retry never folds another's rows either, review 13), and
+            // before its next sequence (review 14).
+            if !version.saw(&contents, stream_seq) {
+                let actual = contents.next_seq;
+                return Err(StoreError::Conflict { stream: stream.to_owned(), expected: version.seen, actual });
             }
             let payload = codec::encode(stream, RUN_SNAPSHOT_SCHEMA, &RunSnapshot { through, state })?;
             // Which entries hold the rows through `through` was decided on

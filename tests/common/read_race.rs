@@ -6,7 +6,25 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use annals::Log;
+use annals::stores::checkpoint_rows::SequencedRow;
 use annals::stores::{Backend, Committed, Cursor, Entry, StoreError, StoreOp, StreamContents};
+
+/// The race tests' checkpoint row.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    pub sequence: u64,
+    pub what: String,
+}
+
+impl SequencedRow for Row {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+pub fn row(sequence: u64, what: &str) -> Row {
+    Row { sequence, what: what.to_owned() }
+}
 
 pub fn run<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
