@@ -34,7 +34,7 @@ fn snapshot_run_after_another_handle_clears_and_refills_the_run_prunes_no_row_ab
     });
     let stream = "rows/w";
     assert_eq!(log.next_seq(stream).unwrap().0, 4, "the test names the run's stream");
-    let (_, version) = run(rows.load_run_versioned("w")).unwrap();
+    let version = run(rows.load_run_versioned::<String>("w")).unwrap().version;
     racing.arm(stream, |log: &Arc<Log>| {
         let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
         elsewhere(async {
@@ -74,7 +74,7 @@ fn snapshot_run_after_another_handle_restarts_the_run_from_zero_folds_none_of_th
             rows.append("w", row(sequence, "first life")).await.unwrap();
         }
     });
-    let (_, version) = run(rows.load_run_versioned("w")).unwrap();
+    let version = run(rows.load_run_versioned::<String>("w")).unwrap().version;
     racing.arm("rows/w", |log: &Arc<Log>| {
         let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
         elsewhere(async {

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use annals::stores::StoreError;
-use annals::stores::checkpoint_rows::CheckpointRows;
+use annals::stores::checkpoint_rows::{CheckpointRows, VersionedRun};
 use annals::{Log, Options};
 use common::read_race::{ReadRace, Row, elsewhere, row, run};
 
@@ -55,7 +55,7 @@ fn racing_store_with_rows_0_to_3() -> (tempfile::TempDir, Arc<ReadRace>, Checkpo
 #[test]
 fn snapshot_run_folded_a_row_appended_after_the_load_its_state_came_from() {
     let (_dir, log, store) = store_with(4);
-    let (rows, version) = run(store.load_run_versioned("w")).unwrap();
+    let VersionedRun { rows, version, .. } = run(store.load_run_versioned::<String>("w")).unwrap();
     assert_eq!(sequences(&rows), [0, 1, 2, 3]);
     let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
     run(other.append("w", row(4, "appended after the load"))).unwrap();
@@ -64,7 +64,7 @@ fn snapshot_run_folded_a_row_appended_after_the_load_its_state_came_from() {
     assert_eq!(sequences(&run(store.load_run("w")).unwrap()), [0, 1, 2, 3, 4]);
     assert_eq!(run(store.load_snapshot::<String>("w")).unwrap(), None);
     // Loaded again, the fold covers row 4 and goes through.
-    let (rows, version) = run(store.load_run_versioned("w")).unwrap();
+    let VersionedRun { rows, version, .. } = run(store.load_run_versioned::<String>("w")).unwrap();
     assert_eq!(sequences(&rows), [0, 1, 2, 3, 4]);
     assert!(run(store.snapshot_run("w", &version, 5, &"state of rows 0 to 4".to_owned())).unwrap());
     assert!(run(store.load_run("w")).unwrap().is_empty());
@@ -78,7 +78,7 @@ fn snapshot_run_folded_a_row_appended_after_the_load_its_state_came_from() {
 #[test]
 fn snapshot_run_refuses_a_row_at_or_below_through_landing_between_its_read_and_its_commit() {
     let (_dir, racing, store) = racing_store_with_rows_0_to_3();
-    let (_, version) = run(store.load_run_versioned("w")).unwrap();
+    let version = run(store.load_run_versioned::<String>("w")).unwrap().version;
     racing.arm("rows/w", |log: &Arc<Log>| {
         let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
         elsewhere(async { other.append("w", row(4, "landed during the fold")).await.unwrap() });
@@ -96,7 +96,7 @@ fn snapshot_run_refuses_a_row_at_or_below_through_landing_between_its_read_and_i
 #[test]
 fn snapshot_run_folds_past_rows_above_through_appended_since_the_load_and_keeps_them() {
     let (_dir, racing, store) = racing_store_with_rows_0_to_3();
-    let (_, version) = run(store.load_run_versioned("w")).unwrap();
+    let version = run(store.load_run_versioned::<String>("w")).unwrap().version;
     run(store.append("w", row(10, "before the fold"))).unwrap();
     racing.arm("rows/w", |log: &Arc<Log>| {
         let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
@@ -112,7 +112,7 @@ fn snapshot_run_folds_past_rows_above_through_appended_since_the_load_and_keeps_
 #[test]
 fn snapshot_run_under_a_version_read_before_the_run_began_folds_none_of_its_rows() {
     let (_dir, log, store) = store_with(0);
-    let (rows, version) = run(store.load_run_versioned("w")).unwrap();
+    let VersionedRun { rows, version, .. } = run(store.load_run_versioned::<String>("w")).unwrap();
     assert!(rows.is_empty());
     let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
     run(other.append("w", row(0, "begun after the load"))).unwrap();
@@ -120,10 +120,35 @@ fn snapshot_run_under_a_version_read_before_the_run_began_folds_none_of_its_rows
     assert!(matches!(folded, Err(StoreError::Conflict { .. })), "{folded:?}");
     assert_eq!(sequences(&run(store.load_run("w")).unwrap()), [0]);
     // Cleared and begun again since the load: also refused.
-    let (_, version) = run(store.load_run_versioned("w")).unwrap();
+    let version = run(store.load_run_versioned::<String>("w")).unwrap().version;
     run(other.clear("w")).unwrap();
     run(other.append("w", row(0, "second life"))).unwrap();
     let folded = run(store.snapshot_run("w", &version, 0, &"state of the first life".to_owned()));
     assert!(matches!(folded, Err(StoreError::Conflict { .. })), "{folded:?}");
     assert_eq!(run(store.load_run("w")).unwrap(), [row(0, "second life")]);
+}
+
+/// A caller that computed its state from `load_snapshot` and then
+/// `load_run`, two reads, could straddle another handle's fold: the first
+/// read found no fold, the second the rows after the other's fold, and the
+/// state missed the rows that fold took. `load_run_versioned` returns the
+/// fold and the rows after it from one read; and a fold recorded since the
+/// version is a conflict, so a state computed over an older fold never
+/// replaces a newer one.
+#[test]
+fn a_fold_computed_over_a_snapshot_another_handle_replaced_since_is_refused() {
+    let (_dir, log, store) = store_with(6);
+    let other: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
+    let first = run(other.load_run_versioned::<String>("w")).unwrap();
+    assert!(run(other.snapshot_run("w", &first.version, 1, &"rows 0 to 1".to_owned())).unwrap());
+    let loaded = run(store.load_run_versioned::<String>("w")).unwrap();
+    assert_eq!(loaded.folded, Some((1, "rows 0 to 1".to_owned())), "the fold and the rows after it, in one read");
+    assert_eq!(sequences(&loaded.rows), [2, 3, 4, 5]);
+    // Another fold lands after that load.
+    let second = run(other.load_run_versioned::<String>("w")).unwrap();
+    assert!(run(other.snapshot_run("w", &second.version, 3, &"rows 0 to 3".to_owned())).unwrap());
+    let folded = run(store.snapshot_run("w", &loaded.version, 4, &"rows 0 to 4 over the first fold".to_owned()));
+    assert!(matches!(folded, Err(StoreError::Conflict { .. })), "{folded:?}");
+    assert_eq!(run(store.load_snapshot("w")).unwrap(), Some((3, "rows 0 to 3".to_owned())));
+    assert_eq!(sequences(&run(store.load_run("w")).unwrap()), [4, 5]);
 }

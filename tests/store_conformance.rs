@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use annals::stores::checkpoint_history::{CheckpointHistory, CheckpointId, Compression};
-use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow};
+use annals::stores::checkpoint_rows::{CheckpointRows, SequencedRow, VersionedRun};
 use annals::stores::whole_checkpoints::WholeCheckpoints;
 use annals::stores::{
     Backend, Committed, Cursor, Entry, EntryKind, EntryRef, Expect, StoreError, StoreOp, StreamContents,
@@ -620,9 +620,9 @@ async fn snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates<F: Facto
         for sequence in 0..10 {
             store.append("run", row(sequence, &format!("step {sequence}"))).await.unwrap();
         }
-        let (_, unknown) = store.load_run_versioned("other").await.unwrap();
+        let unknown = store.load_run_versioned::<String>("other").await.unwrap().version;
         assert!(!store.snapshot_run("other", &unknown, 5, &"nothing").await.unwrap(), "an unknown run folds nothing");
-        let (_, version) = store.load_run_versioned("run").await.unwrap();
+        let version = store.load_run_versioned::<String>("run").await.unwrap().version;
         assert!(store.snapshot_run("run", &version, 6, &"through six".to_owned()).await.unwrap());
         let rows = store.load_run("run").await.unwrap();
         assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9]);
@@ -635,7 +635,7 @@ async fn snapshot_run_folds_the_rows_it_covers_and_they_stay_duplicates<F: Facto
     assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9, 10], "the same after a restart");
     assert!(matches!(store.append("run", row(6, "again")).await, Err(StoreError::Duplicate { .. })));
     // Folding again goes further, and the latest fold is the one read.
-    let (rows, version) = store.load_run_versioned("run").await.unwrap();
+    let VersionedRun { rows, version, .. } = store.load_run_versioned::<String>("run").await.unwrap();
     assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [7, 8, 9, 10], "a versioned load reads the same");
     assert!(store.snapshot_run("run", &version, 9, &"through nine".to_owned()).await.unwrap());
     assert_eq!(store.load_snapshot::<String>("run").await.unwrap(), Some((9, "through nine".to_owned())));
@@ -652,7 +652,7 @@ async fn rows_a_snapshot_folded_are_given_back_by_the_backend<F: Factory>(factor
     for sequence in 0..40 {
         store.append("run", marked(sequence)).await.unwrap();
     }
-    let (_, version) = store.load_run_versioned("run").await.unwrap();
+    let version = store.load_run_versioned::<String>("run").await.unwrap().version;
     store.snapshot_run("run", &version, 34, &"folded".to_owned()).await.unwrap();
     // Enough more writing that the folded rows' segment is sealed (a new
     // log's first segment is 1 MiB).

@@ -28,7 +28,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::stores::backend::{Backend, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp, StreamContents};
+use crate::stores::backend::{
+    Backend, Cursor, Entry, EntryKind, EntryRef, Expect, Incarnation, StoreError, StoreOp, StreamContents,
+};
 use crate::stores::codec;
 
 /// The schema version this build writes rows under.
@@ -43,7 +45,7 @@ const APPEND_RETRIES_MAX: usize = 64;
 const RUNS_REMEMBERED_MAX: usize = 4096;
 
 /// How far a run's snapshot folded its rows, without decoding its state.
-fn folded_through(stream: &str, snapshot: &crate::stores::backend::Entry) -> Result<u64, StoreError> {
+fn folded_through(stream: &str, snapshot: &Entry) -> Result<u64, StoreError> {
     #[derive(serde::Deserialize)]
     struct Through {
         through: u64,
@@ -120,6 +122,12 @@ struct RunState {
     folded_through: Option<u64>,
 }
 
+/// A run's snapshot's row sequence and state.
+fn decode_fold<S: DeserializeOwned>(stream: &str, snapshot: &Entry) -> Result<(u64, S), StoreError> {
+    let (folded, _) = codec::decode::<RunSnapshot<S>>(stream, snapshot.seq, RUN_SNAPSHOT_SCHEMA, &snapshot.payload)?;
+    Ok((folded.through, folded.state))
+}
+
 /// A run's history folded into one checkpoint ([`CheckpointRows::snapshot_run`]).
 #[derive(Serialize, serde::Deserialize)]
 struct RunSnapshot<S> {
@@ -130,24 +138,48 @@ struct RunSnapshot<S> {
 }
 
 /// A run as one read found it ([`CheckpointRows::load_run_versioned`]):
-/// its stream's next sequence and life. [`CheckpointRows::snapshot_run`]
-/// folds only rows it covers.
+/// its stream's next sequence and life, and its latest snapshot.
+/// [`CheckpointRows::snapshot_run`] folds only rows it covers, over the
+/// snapshot it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunVersion {
     /// [`StreamContents::unchanged`] of that read.
     seen: Expect,
+    /// Its latest snapshot's position in commit order.
+    snapshot: Option<Cursor>,
 }
 
 impl RunVersion {
-    /// Whether the entry at `stream_seq` of the run read as `contents` was
-    /// there when this version was read.
-    fn saw(&self, contents: &StreamContents, stream_seq: u64) -> bool {
+    fn of(contents: &StreamContents) -> RunVersion {
+        RunVersion { seen: contents.unchanged(), snapshot: contents.snapshot.as_ref().map(|snapshot| snapshot.cursor) }
+    }
+
+    /// Whether a fold through the entry at `stream_seq` of the run read as
+    /// `contents` folds only what this version saw: the same life, the
+    /// same latest snapshot, and the entry there when it was read.
+    fn covers(&self, contents: &StreamContents, stream_seq: u64) -> bool {
+        let same_snapshot = self.snapshot == contents.snapshot.as_ref().map(|snapshot| snapshot.cursor);
         match self.seen {
-            Expect::NextIn { next, incarnation } => contents.incarnation == Some(incarnation) && stream_seq < next,
+            Expect::NextIn { next, incarnation } => {
+                same_snapshot && contents.incarnation == Some(incarnation) && stream_seq < next
+            }
             // Read without state: it saw no entry of any life.
             _ => false,
         }
     }
+}
+
+/// A run as one read found it ([`CheckpointRows::load_run_versioned`]).
+#[derive(Debug)]
+pub struct VersionedRun<R, S> {
+    /// The latest fold's state and the row sequence it reaches
+    /// ([`CheckpointRows::load_snapshot`]).
+    pub folded: Option<(u64, S)>,
+    /// The rows after it, in ascending sequence ([`CheckpointRows::load_run`]).
+    pub rows: Vec<R>,
+    /// The run as read: what a fold of state computed from `folded` and
+    /// `rows` names ([`CheckpointRows::snapshot_run`]).
+    pub version: RunVersion,
 }
 
 /// Rows a load's decoding list keeps room for when it is handed on to the
@@ -337,22 +369,30 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         loaded
     }
 
-    /// The run's rows in ascending sequence, as [`CheckpointRows::load_run`],
-    /// and the run as this read found it: what
-    /// [`CheckpointRows::snapshot_run`] checks that a fold of state computed
-    /// from these rows covers.
+    /// The run's latest fold and the rows after it, from one read, with
+    /// the run's version: the base from which a caller computes the state
+    /// it folds with [`CheckpointRows::snapshot_run`]. (Read apart,
+    /// `load_snapshot` and `load_run` may straddle another handle's fold:
+    /// the state would miss the rows it folded.)
     ///
     /// # Errors
-    /// As [`CheckpointRows::load_run`].
-    pub async fn load_run_versioned(&self, workflow_id: &str) -> Result<(Vec<R>, RunVersion), StoreError> {
+    /// As [`CheckpointRows::load_run`] and [`CheckpointRows::load_snapshot`].
+    pub async fn load_run_versioned<S: DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+    ) -> Result<VersionedRun<R, S>, StoreError> {
         let stream = Self::stream(workflow_id);
         let contents = self.backend.read(&stream).await?;
+        let folded = match &contents.snapshot {
+            Some(snapshot) => Some(decode_fold(&stream, snapshot)?),
+            None => None,
+        };
         let mut rows = Vec::with_capacity(contents.entries.len());
         for entry in &contents.entries {
             rows.push(decode_row::<R>(&stream, entry.seq, &entry.payload)?);
         }
         rows.sort_by_key(SequencedRow::sequence);
-        Ok((rows, RunVersion { seen: contents.unchanged() }))
+        Ok(VersionedRun { folded, rows, version: RunVersion::of(&contents) })
     }
 
     /// Folds the run's history through row sequence `through` into `state`,
@@ -366,14 +406,16 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     ///
     /// `version` is the run as the caller read it to compute `state`
     /// ([`CheckpointRows::load_run_versioned`]): a row the fold would cover
-    /// that was appended since, or a run cleared since, is not in `state`,
-    /// so the fold is refused rather than losing it. Rows appended since
-    /// above `through` are no reason to refuse: they are not folded.
+    /// that was appended since, a run cleared since, or another fold since
+    /// is not in `state`, so the fold is refused rather than losing it.
+    /// Rows appended since above `through` are no reason to refuse: they
+    /// are not folded.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] (nothing folded) if, since `version`, a row
-    /// at or below `through` was appended to the run or the run was cleared
-    /// and began again with one (load again, compute the state again);
+    /// at or below `through` was appended to the run, another fold was
+    /// recorded, or the run was cleared and began again with a row at or
+    /// below `through` (load again, compute the state again);
     /// [`StoreError::Encode`]; [`StoreError::Contention`] if other appends
     /// to the run kept moving it; [`StoreError::Backend`].
     pub async fn snapshot_run<S: Serialize>(
@@ -399,10 +441,10 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
                 last_covered = Some(entry.seq);
             }
             let Some(stream_seq) = last_covered else { return Ok(false) };
-            // `state` was computed from the rows `version` saw: in that life
-            // (so a retry never folds another's rows either, review 13), and
-            // before its next sequence (review 14).
-            if !version.saw(&contents, stream_seq) {
+            // `state` was computed from what `version` saw: in that life (so
+            // a retry never folds another's rows either, review 13), over
+            // its fold, and before its next sequence (review 14).
+            if !version.covers(&contents, stream_seq) {
                 let actual = contents.next_seq;
                 return Err(StoreError::Conflict { stream: stream.to_owned(), expected: version.seen, actual });
             }
@@ -432,10 +474,10 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     pub async fn load_snapshot<S: DeserializeOwned>(&self, workflow_id: &str) -> Result<Option<(u64, S)>, StoreError> {
         let stream = Self::stream(workflow_id);
         let contents = self.backend.read(&stream).await?;
-        let Some(snapshot) = contents.snapshot else { return Ok(None) };
-        let (folded, _) =
-            codec::decode::<RunSnapshot<S>>(&stream, snapshot.seq, RUN_SNAPSHOT_SCHEMA, &snapshot.payload)?;
-        Ok(Some((folded.through, folded.state)))
+        match &contents.snapshot {
+            Some(snapshot) => Ok(Some(decode_fold(&stream, snapshot)?)),
+            None => Ok(None),
+        }
     }
 
     /// Forgets the run; an unknown id is a no-op.
