@@ -164,6 +164,19 @@ fn write(log: &Log, ids: &[Vec<u8>], rng: &mut Rng, count: u64) {
     }
 }
 
+/// What a reader that loads the image says of the log's space, streams and
+/// oldest record is what a full scan says.
+fn assert_stats_match(dir: &Path, what: &str) {
+    let stats = |reader: LogReader| {
+        let stats = reader.stats().unwrap();
+        let oldest = stats.oldest_record.map(|record| (record.lsn, record.timestamp_ms));
+        (stats.segments, stats.total, stats.streams, stats.operations, stats.oldest_lsn, stats.next_lsn, oldest)
+    };
+    let from_image = LogReader::open_with(dir, &Options::default()).unwrap();
+    assert!(matches!(from_image.report().index_image, annals::image::ImageUse::Loaded { .. }), "{what}");
+    assert_eq!(stats(from_image), stats(LogReader::open_scanning(dir, &Options::default()).unwrap()), "{what}");
+}
+
 /// A log in `dir` of `count` operations over `ids`, closed (so with an
 /// image of all of it): what a full scan reads of each stream.
 fn closed_log(dir: &Path, ids: &[Vec<u8>], rng: &mut Rng, count: u64) -> BTreeMap<Vec<u8>, annals::StreamRead> {
@@ -188,6 +201,7 @@ fn every_read_of_a_log_opened_from_its_image_is_a_full_scan_s() {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let expected = closed_log(dir.path(), &ids, &mut rng, 12_000);
+        assert_stats_match(dir.path(), "closed");
 
         // Counted: the reads take both first-read paths.
         let fs = common::FaultyFs::default();
@@ -217,6 +231,7 @@ fn every_read_of_a_log_opened_from_its_image_is_a_full_scan_s() {
             let now = &after[id];
             assert!(now.entries == read.entries && now.snapshot == read.snapshot, "compaction changed {id:?}");
         }
+        assert_stats_match(dir.path(), "compacted and closed");
         let log = Log::open(dir.path(), options()).unwrap();
         assert_reads_match(&log, &expected, &mut rng, "opened after a compaction");
         drop(log);
