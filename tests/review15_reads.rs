@@ -33,6 +33,12 @@ impl Rng {
     }
 }
 
+/// How many runs a test makes: `default`, or more from the environment
+/// variable `name` for a longer soak.
+fn runs(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
 /// Segments of 1 MiB (sixteen 64 KiB windows each), images at close,
 /// compaction only when asked, appends acknowledged once written.
 fn options() -> Options {
@@ -196,8 +202,7 @@ fn closed_log(dir: &Path, ids: &[Vec<u8>], rng: &mut Rng, count: u64) -> BTreeMa
 #[test]
 fn every_read_of_a_log_opened_from_its_image_is_a_full_scan_s() {
     let ids = stream_ids();
-    let seeds: u64 = std::env::var("REVIEW15_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    for seed in 1..=seeds {
+    for seed in 1..=runs("REVIEW15_SEEDS", 3) {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let expected = closed_log(dir.path(), &ids, &mut rng, 12_000);
@@ -354,7 +359,7 @@ fn a_flipped_bit_under_the_image_is_never_read_as_other_records() {
     let expected = closed_log(pristine.path(), &ids, &mut rng, 3_000);
     let segments = common::segment_files(pristine.path());
     let mut refused = 0;
-    let trials: usize = std::env::var("REVIEW15_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let trials = runs("REVIEW15_TRIALS", 30);
     for trial in 0..trials {
         let dir = tempfile::tempdir().unwrap();
         common::crash_image(pristine.path(), dir.path());
@@ -495,7 +500,7 @@ fn a_flipped_bit_in_the_image_over_intact_frames_never_fails_a_read() {
     let pristine = tempfile::tempdir().unwrap();
     let expected = closed_log(pristine.path(), &ids, &mut rng, 3_000);
     let image_len = std::fs::metadata(pristine.path().join(annals::image::IMAGE_FILE_NAME)).unwrap().len();
-    let trials: usize = std::env::var("REVIEW15_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let trials = runs("REVIEW15_TRIALS", 30);
     let mut loaded = 0;
     for trial in 0..trials {
         let dir = tempfile::tempdir().unwrap();
