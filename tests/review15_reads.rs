@@ -535,3 +535,43 @@ fn a_flipped_bit_in_the_image_over_intact_frames_never_fails_a_read() {
     }
     assert!(loaded > 0, "every damaged image was refused: no section was damaged");
 }
+
+/// A first read by read call fetches 512 bytes from the frame's start: a
+/// record whose frame is a few bytes shorter than that, exactly that, or a
+/// few bytes longer, each alone in its 64 KiB window, reads back whole
+/// (the longer ones through the map after a read call that could not hold
+/// them), and a flipped bit in its frame's last byte is corruption.
+#[test]
+fn records_whose_frames_end_around_the_first_read_s_512_bytes_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { segment_bytes: 4 << 20, ..options() };
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    // Frames of 40 + 22 + 6 + payload bytes: 504 to 520.
+    let payloads: Vec<Vec<u8>> = (436..=452).map(|len| common::unique_payload(len as u64, len)).collect();
+    for payload in &payloads {
+        log.append("sparse", Expectation::Any, payload.clone()).wait().unwrap();
+        for j in 0..300u64 {
+            log.append("filler", Expectation::Any, common::unique_payload(10_000 + j, 250)).wait().unwrap();
+        }
+    }
+    log.close().wait().unwrap();
+    drop(log);
+    let read_one = |log: &Log, i: usize| log.read_stream_range("sparse", StreamSeq(i as u64), 1);
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    for (i, payload) in payloads.iter().enumerate() {
+        assert_eq!(read_one(&log, i).unwrap()[0].payload, payload[..], "frame of {} bytes", 62 + 6 + payload.len());
+    }
+    drop(log);
+    for (i, payload) in payloads.iter().enumerate() {
+        let copy = tempfile::tempdir().unwrap();
+        common::crash_image(dir.path(), copy.path());
+        let (file, end) = common::payload_end(copy.path(), payload).unwrap();
+        common::flip_bit(&file, end - 1, 0);
+        let log = Log::open(copy.path(), options.clone()).unwrap();
+        assert!(
+            matches!(read_one(&log, i), Err(annals::Error::Corruption(_))),
+            "frame of {} bytes with its last byte flipped",
+            62 + 6 + payload.len()
+        );
+    }
+}
