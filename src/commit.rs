@@ -330,6 +330,23 @@ impl WriteRequest {
     /// into the request once rather than copied at every call on the way.
     #[inline]
     pub fn shared(ops: OneOrMany<Op>, durability: Durability) -> OwnedRequest {
+        WriteRequest::shared_with(move || ops, durability)
+    }
+
+    /// A request of one operation, built where the request is: an append
+    /// moves no operation between calls, only its parts.
+    #[inline]
+    pub fn one(kind: OpKind, stream: &[u8], payload: Bytes, durability: Durability) -> OwnedRequest {
+        WriteRequest::shared_with(
+            move || OneOrMany::One(Op { kind, stream: StreamId::copy_from_slice(stream), payload, timestamp_ms: None }),
+            durability,
+        )
+    }
+
+    /// A request of the operations `ops` makes, in a spare allocation if
+    /// this thread has one.
+    #[inline(always)]
+    fn shared_with(ops: impl FnOnce() -> OneOrMany<Op>, durability: Durability) -> OwnedRequest {
         let spare = SPARE_REQUESTS.try_with(|spares| spares.try_borrow_mut().ok()?.pop()).ok().flatten();
         let request = match spare {
             Some(mut spare) => {
@@ -337,13 +354,13 @@ impl WriteRequest {
                 // A spare's operations are an empty list with nothing
                 // allocated (`OwnedRequest::drop` left them so): forgetting
                 // it leaks nothing and saves a call of its drop glue.
-                let emptied = std::mem::replace(&mut request.ops, ops);
+                let emptied = std::mem::replace(&mut request.ops, ops());
                 debug_assert!(matches!(&emptied, OneOrMany::Many(ops) if ops.capacity() == 0));
                 std::mem::forget(emptied);
                 request.durability = durability;
                 spare
             }
-            None => Arc::new(WriteRequest { ops, durability, reply: ReplySlot::default() }),
+            None => Arc::new(WriteRequest { ops: ops(), durability, reply: ReplySlot::default() }),
         };
         OwnedRequest(Some(request))
     }
