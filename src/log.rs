@@ -188,8 +188,13 @@ impl Write {
                 Poll::Pending
             }
             // The queue is full: this is polled again once it has room.
-            Ok(Some(Command::Write(_))) => Poll::Pending,
-            Ok(Some(Command::Close(_))) => unreachable!("a write was pushed"),
+            // (Each arm takes what it matched: the result is never dropped
+            // whole, which costs the queued case a call of its drop glue.)
+            Ok(Some(Command::Write(handed_back))) => {
+                drop(handed_back);
+                Poll::Pending
+            }
+            Ok(Some(Command::Close(_reply))) => unreachable!("a write was pushed"),
             Err(error) => {
                 self.stage = WriteStage::Refused;
                 Poll::Ready(Err(error))
@@ -208,6 +213,29 @@ impl<T> Future for Pending<T> {
             State::Other(future) => future.as_mut().poll(cx),
         }
     }
+}
+
+/// The bytes an operation on `stream` with `payload_bytes` of payload
+/// takes in a frame's body (a batch's kind byte aside), if its stream id
+/// is one a frame can hold.
+#[inline]
+fn op_bytes(stream: &[u8], payload_bytes: usize) -> Result<usize> {
+    if stream.is_empty() {
+        return Err(Error::InvalidArgument("empty stream id".to_owned()));
+    }
+    if stream.len() > STREAM_ID_BYTES_MAX {
+        return Err(Error::TooLarge { what: "stream id", len: stream.len(), max: STREAM_ID_BYTES_MAX });
+    }
+    Ok((OP_HEADER_BYTES + stream.len()).saturating_add(payload_bytes))
+}
+
+/// The refusal of a write to `stream`, one of the log's reserved streams.
+#[cold]
+fn reserved_stream(stream: &[u8]) -> Error {
+    Error::InvalidArgument(format!(
+        "stream {} is in the namespace the log reserves for itself (ids starting with 0xff 'annals/')",
+        crate::types::display_stream(stream)
+    ))
 }
 
 struct ThreadWaker(thread::Thread);
@@ -544,14 +572,17 @@ impl Log {
         payload: impl Into<Bytes>,
         durability: Durability,
     ) -> Pending<Appended> {
-        // One operation, no batch: nothing allocated but its stream id.
-        let op = Op {
-            kind: OpKind::Entry(expected),
-            stream: StreamId::copy_from_slice(stream.as_ref()),
-            payload: payload.into(),
-            timestamp_ms: None,
-        };
-        self.write_ops(OneOrMany::One(op), durability, OneOrMany::into_first)
+        // One operation, no batch: built in its request (nothing allocated
+        // but a long stream id's copy), checked as a batch of one is.
+        let (stream, payload) = (stream.as_ref(), payload.into());
+        if crate::cursors::is_reserved(stream) {
+            return Pending::ready(Err(reserved_stream(stream)));
+        }
+        if let Err(error) = op_bytes(stream, payload.len()).and_then(|body| self.check_record_bytes(body)) {
+            return Pending::ready(Err(error));
+        }
+        let request = WriteRequest::one(OpKind::Entry(expected), stream, payload, durability);
+        self.queue_write(request, OneOrMany::into_first)
     }
 
     /// Records that the state of `stream` through sequence `through` is
@@ -744,10 +775,7 @@ impl Log {
     #[inline]
     fn write_ops<T>(&self, ops: OneOrMany<Op>, durability: Durability, output: fn(Acks) -> T) -> Pending<T> {
         if let Some(op) = ops.as_slice().iter().find(|op| crate::cursors::is_reserved(&op.stream)) {
-            return Pending::ready(Err(Error::InvalidArgument(format!(
-                "stream {} is in the namespace the log reserves for itself (ids starting with 0xff 'annals/')",
-                crate::types::display_stream(&op.stream)
-            ))));
+            return Pending::ready(Err(reserved_stream(&op.stream)));
         }
         self.write_ops_any(ops, durability, output)
     }
@@ -764,7 +792,12 @@ impl Log {
         if let Err(error) = self.check_batch(ops.as_slice()) {
             return Pending::ready(Err(error));
         }
-        let request = WriteRequest::shared(ops, durability);
+        self.queue_write(WriteRequest::shared(ops, durability), output)
+    }
+
+    /// The `Pending` of `request`, queued when first polled.
+    #[inline]
+    fn queue_write<T>(&self, request: OwnedRequest, output: fn(Acks) -> T) -> Pending<T> {
         let write = Write { handle: self.handle.clone(), request, stage: WriteStage::Unqueued, blocking: false };
         Pending { state: State::Write(write, output) }
     }
@@ -780,14 +813,14 @@ impl Log {
         let per_op = if ops.len() > 1 { BATCH_OP_KIND_BYTES } else { 0 };
         let mut body = 0usize;
         for op in ops {
-            if op.stream.is_empty() {
-                return Err(Error::InvalidArgument("empty stream id".to_owned()));
-            }
-            if op.stream.len() > STREAM_ID_BYTES_MAX {
-                return Err(Error::TooLarge { what: "stream id", len: op.stream.len(), max: STREAM_ID_BYTES_MAX });
-            }
-            body = body.saturating_add(per_op + OP_HEADER_BYTES + op.stream.len()).saturating_add(op.payload.len());
+            body = body.saturating_add(per_op).saturating_add(op_bytes(&op.stream, op.payload.len())?);
         }
+        self.check_record_bytes(body)
+    }
+
+    /// `Ok` if a frame body of `body` bytes is within `record_bytes_max`.
+    #[inline]
+    fn check_record_bytes(&self, body: usize) -> Result<()> {
         let max = self.shared().options.record_bytes_max;
         if body > max {
             return Err(Error::TooLarge { what: "record", len: body, max });
