@@ -154,9 +154,10 @@ impl RunVersion {
         RunVersion { seen: contents.unchanged(), snapshot: contents.snapshot.as_ref().map(|snapshot| snapshot.cursor) }
     }
 
-    /// Whether a fold through the entry at `stream_seq` of the run read as
-    /// `contents` folds only what this version saw: the same life, the
-    /// same latest snapshot, and the entry there when it was read.
+    /// Whether a fold whose last row at or below its `through` is the
+    /// entry at `stream_seq` of the run read as `contents` folds only what
+    /// this version saw: the same life, the same latest snapshot, and the
+    /// entry there when it was read.
     fn covers(&self, contents: &StreamContents, stream_seq: u64) -> bool {
         let same_snapshot = self.snapshot == contents.snapshot.as_ref().map(|snapshot| snapshot.cursor);
         match self.seen {
@@ -431,20 +432,28 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         *known = None;
         for _ in 0..APPEND_RETRIES_MAX {
             let contents = self.backend.read(stream).await?;
-            // The rows appended before the first one above `through`: a prefix.
-            let mut last_covered = None;
+            // The rows appended before the first one above `through` (a
+            // prefix, which the fold prunes), and the last row at or below
+            // `through` wherever it is: one appended after a row above
+            // `through` is not pruned, but `state` must hold it as well.
+            let (mut last_covered, mut last_at_or_below, mut in_prefix) = (None, None, true);
             for entry in &contents.entries {
                 let row = decode_row::<R>(stream, entry.seq, &entry.payload)?;
-                if row.sequence() > through {
-                    break;
+                let at_or_below = row.sequence() <= through;
+                in_prefix &= at_or_below;
+                if at_or_below {
+                    last_at_or_below = Some(entry.seq);
                 }
-                last_covered = Some(entry.seq);
+                if in_prefix {
+                    last_covered = Some(entry.seq);
+                }
             }
-            let Some(stream_seq) = last_covered else { return Ok(false) };
+            let (Some(stream_seq), Some(last_at_or_below)) = (last_covered, last_at_or_below) else { return Ok(false) };
             // `state` was computed from what `version` saw: in that life (so
             // a retry never folds another's rows either, review 13), over
-            // its fold, and before its next sequence (review 14).
-            if !version.covers(&contents, stream_seq) {
+            // its fold, and before its next sequence (review 14), every row
+            // at or below `through` included (review 16).
+            if !version.covers(&contents, last_at_or_below) {
                 let actual = contents.next_seq;
                 return Err(StoreError::Conflict { stream: stream.to_owned(), expected: version.seen, actual });
             }
