@@ -95,3 +95,47 @@ fn a_fold_loaded_before_a_compaction_and_a_reopen_goes_through_after_them() {
     let fresh = run(store.load_run_versioned::<String>("w")).unwrap();
     assert!(run(store.snapshot_run("w", &fresh.version, 0, &"new".to_owned())).unwrap());
 }
+
+/// Review 16's second finding: rows appended out of sequence order (rows
+/// 0, 2 and 1, in that order) and folded through 1 left row 1 on disk
+/// (only row 0, before the first row above 1, was pruned), and every read
+/// handed it back after the fold whose state already held it: a caller following the documentation
+/// ("the rows after it") applied row 1 twice. A read now hides a row at or
+/// below the fold's `through` written before the fold, in `load_run` and
+/// in `load_run_versioned`, after a reopen and a compaction too.
+#[test]
+fn a_row_a_fold_holds_behind_a_row_above_through_was_read_again_after_the_fold() {
+    let (dir, log, store) = store_with(&[0, 2, 1]);
+    let version = run(store.load_run_versioned::<String>("w")).unwrap().version;
+    assert!(run(store.snapshot_run("w", &version, 1, &"rows 0 and 1".to_owned())).unwrap());
+    let check = |store: &CheckpointRows<Log, Row>| {
+        assert_eq!(sequences(&run(store.load_run("w")).unwrap()), [2]);
+        let loaded = run(store.load_run_versioned::<String>("w")).unwrap();
+        assert_eq!(loaded.folded, Some((1, "rows 0 and 1".to_owned())));
+        assert_eq!(sequences(&loaded.rows), [2]);
+    };
+    check(&store);
+    assert!(matches!(run(store.append("w", row(1, "again"))), Err(StoreError::Duplicate { .. })));
+    drop(store);
+    log.compact().unwrap();
+    run(log.close()).unwrap();
+    drop(log);
+    let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    check(&CheckpointRows::new(log.clone()));
+}
+
+/// Review 16's first finding, what the fix above must not hide: a handle
+/// that remembered the run from before another handle's fold appends a
+/// row at or below its `through` (the fold moved no sequence its guard
+/// checks). That row is not in the fold's state, so it is read, once.
+#[test]
+fn a_row_at_or_below_through_appended_after_the_fold_is_still_read() {
+    let (_dir, log, store) = store_with(&[0, 1, 2]);
+    let stale: CheckpointRows<_, Row> = CheckpointRows::new(log.clone());
+    run(stale.append("w", row(3, "remembers the run"))).unwrap();
+    let version = run(store.load_run_versioned::<String>("w")).unwrap().version;
+    assert!(run(store.snapshot_run("w", &version, 5, &"rows 0 to 3".to_owned())).unwrap());
+    run(stale.append("w", row(4, "after the fold"))).unwrap();
+    assert_eq!(sequences(&run(store.load_run("w")).unwrap()), [4]);
+    assert_eq!(sequences(&run(store.load_run_versioned::<String>("w")).unwrap().rows), [4]);
+}

@@ -44,13 +44,32 @@ const APPEND_RETRIES_MAX: usize = 64;
 /// not in use.
 const RUNS_REMEMBERED_MAX: usize = 4096;
 
-/// How far a run's snapshot folded its rows, without decoding its state.
-fn folded_through(stream: &str, snapshot: &Entry) -> Result<u64, StoreError> {
+/// How far a run's snapshot (at `seq`, `payload`) folded its rows, without
+/// decoding its state.
+fn folded_through(stream: &str, seq: u64, payload: &[u8]) -> Result<u64, StoreError> {
     #[derive(serde::Deserialize)]
     struct Through {
         through: u64,
     }
-    Ok(codec::decode::<Through>(stream, snapshot.seq, RUN_SNAPSHOT_SCHEMA, &snapshot.payload)?.0.through)
+    Ok(codec::decode::<Through>(stream, seq, RUN_SNAPSHOT_SCHEMA, payload)?.0.through)
+}
+
+/// What a run's latest fold hides of the rows a read finds after it: a
+/// fold prunes the rows before the first one above its `through`, and a
+/// row at or below it appended before the fold but after a row above it
+/// stays in the stream; the fold's state holds it (the fold is refused
+/// otherwise), so a read hands it back once, in the state. A row at or
+/// below `through` appended after the fold is not in the state and is read.
+#[derive(Clone, Copy)]
+struct Folded {
+    through: u64,
+    at: Cursor,
+}
+
+impl Folded {
+    fn hides(&self, sequence: u64, cursor: Cursor) -> bool {
+        sequence <= self.through && cursor < self.at
+    }
 }
 
 /// A row with a caller-chosen position in its run.
@@ -261,7 +280,7 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
             sequences.insert(decode_row::<R>(&stream, entry.seq, &entry.payload)?.sequence());
         }
         let folded_through = match &contents.snapshot {
-            Some(snapshot) => Some(folded_through(&stream, snapshot)?),
+            Some(snapshot) => Some(folded_through(&stream, snapshot.seq, &snapshot.payload)?),
             None => None,
         };
         Ok(RunState { next: contents.next_seq, incarnation: contents.incarnation, sequences, folded_through })
@@ -344,10 +363,18 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
         // load's rows freed, which the rows' own allocations then missed.
         let mut rows = std::mem::take(&mut *self.load_scratch.lock());
         // Decoded from the backend's own bytes: nothing is copied per row
-        // but the row itself. A snapshot's rows are folded, so it is skipped.
+        // but the row itself. A snapshot's rows are folded, so it is
+        // skipped, with the rows it holds that were not pruned.
+        let mut folded: Option<Folded> = None;
         let decode = |entry: EntryRef<'_>| {
             if entry.kind == EntryKind::Entry {
-                rows.push(decode_row::<R>(&stream, entry.seq, entry.payload)?);
+                let row = decode_row::<R>(&stream, entry.seq, entry.payload)?;
+                if !folded.is_some_and(|folded| folded.hides(row.sequence(), entry.cursor)) {
+                    rows.push(row);
+                }
+            } else {
+                let through = folded_through(&stream, entry.seq, entry.payload)?;
+                folded = Some(Folded { through, at: entry.cursor });
             }
             Ok(())
         };
@@ -384,26 +411,33 @@ impl<B: Backend, R: SequencedRow> CheckpointRows<B, R> {
     ) -> Result<VersionedRun<R, S>, StoreError> {
         let stream = Self::stream(workflow_id);
         let contents = self.backend.read(&stream).await?;
-        let folded = match &contents.snapshot {
-            Some(snapshot) => Some(decode_fold(&stream, snapshot)?),
-            None => None,
+        let (folded, hidden) = match &contents.snapshot {
+            Some(snapshot) => {
+                let (through, state) = decode_fold(&stream, snapshot)?;
+                (Some((through, state)), Some(Folded { through, at: snapshot.cursor }))
+            }
+            None => (None, None),
         };
         let mut rows = Vec::with_capacity(contents.entries.len());
         for entry in &contents.entries {
-            rows.push(decode_row::<R>(&stream, entry.seq, &entry.payload)?);
+            let row = decode_row::<R>(&stream, entry.seq, &entry.payload)?;
+            if !hidden.is_some_and(|hidden| hidden.hides(row.sequence(), entry.cursor)) {
+                rows.push(row);
+            }
         }
         rows.sort_by_key(SequencedRow::sequence);
         Ok(VersionedRun { folded, rows, version: RunVersion::of(&contents) })
     }
 
     /// Folds the run's history through row sequence `through` into `state`,
-    /// durably and atomically: the snapshot is recorded and every row it
-    /// covers (the rows appended before the first one above `through`) is
-    /// pruned, so that the backend reclaims them. Afterwards `load_run`
-    /// returns the rows after it, [`CheckpointRows::load_snapshot`] the
-    /// state, and a row at or below `through` is a duplicate. Returns
-    /// whether anything was folded (`false`: no row is at or below
-    /// `through`).
+    /// durably and atomically: the snapshot is recorded and the rows it
+    /// covers are pruned (those appended before the first one above
+    /// `through`; a row at or below `through` appended after that one stays
+    /// on disk, hidden from reads by the fold), so that the backend
+    /// reclaims them. Afterwards `load_run` returns the rows after it,
+    /// [`CheckpointRows::load_snapshot`] the state, and a row at or below
+    /// `through` is a duplicate. Returns whether anything was folded
+    /// (`false`: the run's first row is above `through`, or it has none).
     ///
     /// `version` is the run as the caller read it to compute `state`
     /// ([`CheckpointRows::load_run_versioned`]): a row the fold would cover
