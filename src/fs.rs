@@ -86,6 +86,13 @@ pub trait File: Send + Sync + fmt::Debug {
     /// A read-only view of the whole file that also shows later writes at
     /// offsets below the file's length at the time of the call.
     fn map(&self) -> io::Result<Arc<dyn MappedFile>>;
+    /// Whether a read may spread its many small reads of this file over
+    /// helper threads: a real file's run in parallel in the kernel. The
+    /// simulator's files keep theirs on one thread, so that a seed's run
+    /// (which read its faults hit) stays the same.
+    fn parallel_reads(&self) -> bool {
+        false
+    }
 }
 
 /// A read-only view of a file's bytes.
@@ -258,6 +265,10 @@ impl File for RealFile {
 
     fn map(&self) -> io::Result<Arc<dyn MappedFile>> {
         mmap::map_file(&self.file)
+    }
+
+    fn parallel_reads(&self) -> bool {
+        true
     }
 }
 

@@ -1664,7 +1664,7 @@ impl Index {
                 stream,
                 s.seq,
                 RecordCheck::Image(s.image_crc, None),
-                Fetch::Map,
+                FirstRead::Fetch(Fetch::Map),
                 &mut None,
             )?),
             None => None,
@@ -1746,9 +1746,13 @@ impl Index {
         let mut records = Vec::with_capacity(take);
         let wanted = (skip, skip + take);
         let mut copied_stream = None;
+        let mut prefetch = Prefetch::default();
         for (i, (loc, check)) in positions.iter_from(skip).take(take).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            let fetch = fetch_for(&positions, skip + i, wanted, check);
+            let fetch = match prefetch.take(self, &positions, skip + i, wanted) {
+                Some(fetched) => FirstRead::Done(fetched?),
+                None => FirstRead::Fetch(fetch_for(&positions, skip + i, wanted, check)),
+            };
             records.push(self.read_op(loc, RecordKind::Entry, stream, seq, check, fetch, &mut copied_stream)?);
         }
         Ok(records)
@@ -1768,11 +1772,11 @@ impl Index {
         stream: &[u8],
         seq: StreamSeq,
         check: RecordCheck<'_>,
-        fetch: Fetch,
+        fetch: FirstRead,
         copied_stream: &mut Option<Bytes>,
     ) -> Result<Record> {
         let entry = self.entry(loc)?;
-        self.with_op(loc, kind, stream, seq, check, fetch, |op, from| {
+        self.with_op_first(loc, kind, stream, seq, check, fetch, |op, from| {
             let stream_start = loc.offset() + OP_HEADER_BYTES;
             let (stream, payload) = match from {
                 BytesFrom::Map => (
@@ -1806,18 +1810,39 @@ impl Index {
         fetch: Fetch,
         f: impl FnOnce(RecordRef<'_>, BytesFrom) -> R,
     ) -> Result<R> {
+        self.with_op_first(loc, kind, stream, seq, check, FirstRead::Fetch(fetch), f)
+    }
+
+    /// [`Index::with_op`], whose record's first read may have been made
+    /// already, by a read's helper thread ([`Index::prefetch`]).
+    #[allow(clippy::too_many_arguments)] // as with_op's
+    fn with_op_first<R>(
+        &self,
+        loc: RecordLoc,
+        kind: RecordKind,
+        stream: &[u8],
+        seq: StreamSeq,
+        check: RecordCheck<'_>,
+        fetch: FirstRead<'_>,
+        f: impl FnOnce(RecordRef<'_>, BytesFrom) -> R,
+    ) -> Result<R> {
         let entry = self.entry(loc)?;
         let mut frame_start = entry.frame_start_of(loc.offset());
         let end = entry.end_offset;
+        let fetched_here;
         let mut copied = None;
         if loc.offset() < entry.image_covered_end {
-            if fetch == Fetch::ReadCall
-                && matches!(check, RecordCheck::Image(_, Some(_)))
-                && entry.take_read_call(loc.offset())
-            {
-                copied = read_checked_record(entry, frame_start, loc.offset(), kind, check)?;
+            match fetch {
+                FirstRead::Fetch(Fetch::ReadCall)
+                    if matches!(check, RecordCheck::Image(_, Some(_))) && entry.take_read_call(loc.offset()) =>
+                {
+                    fetched_here = read_checked_record(entry, frame_start, loc.offset(), kind, check)?;
+                    copied = fetched_here.as_ref();
+                }
+                FirstRead::Fetch(_) => {}
+                FirstRead::Done(fetched) => copied = fetched,
             }
-            let checked = match (&copied, entry.segment.map.as_slice()) {
+            let checked = match (copied, entry.segment.map.as_slice()) {
                 (Some(_), _) => Ok(()),
                 (None, Some(map)) => check_image_record(entry, map, 0, frame_start, loc.offset(), kind, check),
                 (None, None) => {
@@ -1838,7 +1863,7 @@ impl Index {
             }
         }
         let owned;
-        let (bytes, base, from) = match (&copied, entry.segment.map.as_slice()) {
+        let (bytes, base, from) = match (copied, entry.segment.map.as_slice()) {
             (Some(record), _) => (record.bytes(), frame_start, BytesFrom::Copy),
             (None, Some(map)) => (map, 0, BytesFrom::Map),
             (None, None) => {
@@ -1877,10 +1902,14 @@ impl Index {
         }
         let skip = usize::try_from(from - state.start).unwrap_or(usize::MAX).min(positions.len());
         let wanted = (skip, positions.len());
+        let mut prefetch = Prefetch::default();
         for (i, (loc, check)) in positions.iter_from(skip).enumerate() {
             let seq = StreamSeq(state.start + (skip + i) as u64);
-            let fetch = fetch_for(&positions, skip + i, wanted, check);
-            self.with_op(loc, RecordKind::Entry, stream, seq, check, fetch, |op, _| f(op))?;
+            let fetch = match prefetch.take(self, &positions, skip + i, wanted) {
+                Some(fetched) => FirstRead::Done(fetched?),
+                None => FirstRead::Fetch(fetch_for(&positions, skip + i, wanted, check)),
+            };
+            self.with_op_first(loc, RecordKind::Entry, stream, seq, check, fetch, |op, _| f(op))?;
             seen += 1;
         }
         Ok(seen)
@@ -2377,6 +2406,152 @@ fn fetch_for(positions: &Positions<'_>, i: usize, wanted: (usize, usize), check:
     let before = (1..needed).take_while(|&back| i.checked_sub(back).is_some_and(shares)).count();
     let after = (1..needed - before).take_while(|&ahead| shares(i + ahead)).count();
     if 1 + before + after >= needed { Fetch::Map } else { Fetch::ReadCall }
+}
+
+/// How a read gets an entry's bytes the first time this process reads it.
+enum FirstRead<'c> {
+    /// As [`fetch_for`] said, now.
+    Fetch(Fetch),
+    /// Already fetched by read call and checked, by one of the read's
+    /// helper threads ([`Index::prefetch`]): the copy, or `None` where the
+    /// read goes through the map after all (the window took its read calls,
+    /// or the copy could not stand in for the map).
+    Done(Option<&'c CopiedRecord>),
+}
+
+/// A first read by read call a read's helper thread made: `None` if it
+/// made none for that entry.
+type Prefetched = Option<Result<Option<CopiedRecord>>>;
+
+/// A read that would take at least this many first reads by read call
+/// shares them with helper threads, this many or more to a thread. Each
+/// costs about a microsecond of the kernel's time (a `pread` of a cached
+/// page) and a thread's start about 30 of them: a long run's first read
+/// after open (4,000 rows scattered over 1 GiB in the `lifecycle_open`
+/// bench) then takes about half as long on two cores. On cold storage the
+/// threads also keep several reads in flight where one would wait for
+/// each in turn.
+const PARALLEL_READ_CALLS_PER_THREAD: usize = 128;
+
+/// The most threads, this one included, a read fetches with.
+const PARALLEL_READ_THREADS_MAX: usize = 4;
+
+/// Entries a read's helper threads fetch at a time: their copies, about
+/// 520 bytes each, take at most about 2 MiB.
+const PREFETCH_ENTRIES: usize = 4096;
+
+/// The first reads a read's helper threads fetched, for the entries
+/// `start..end` of its positions (none fetched: `slots` is empty).
+#[derive(Default)]
+struct Prefetch {
+    start: usize,
+    end: usize,
+    slots: Vec<Prefetched>,
+}
+
+impl Prefetch {
+    /// What the helper threads fetched for the `i`th entry of a read of
+    /// `wanted`, fetching the next [`PREFETCH_ENTRIES`] first when `i` is
+    /// past those fetched.
+    fn take(
+        &mut self,
+        index: &Index,
+        positions: &Positions<'_>,
+        i: usize,
+        wanted: (usize, usize),
+    ) -> Option<Result<Option<&CopiedRecord>>> {
+        if i >= self.end {
+            let end = i.saturating_add(PREFETCH_ENTRIES).min(wanted.1).max(i + 1);
+            *self = Prefetch { start: i, end, slots: index.prefetch(positions, (i, end), wanted) };
+        }
+        let slot = self.slots.get_mut(i - self.start)?;
+        if let Some(Err(_)) = slot {
+            return slot.take().and_then(Result::err).map(Err);
+        }
+        slot.as_ref().map(|fetched| Ok(fetched.as_ref().ok().and_then(Option::as_ref)))
+    }
+}
+
+/// The threads the machine can run at once.
+fn parallelism() -> usize {
+    static PARALLELISM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PARALLELISM.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+}
+
+impl Index {
+    /// The first reads by read call of the entries `range` of a read of
+    /// `wanted`, made by helper threads beside this one and checked as
+    /// [`Index::with_op`] would, one slot per entry of `range`. Empty when
+    /// there are too few to be worth a thread, on a machine of one core, or
+    /// in files that keep their reads on one thread (the simulator's). A
+    /// thread that cannot be started leaves its share to this one.
+    fn prefetch(&self, positions: &Positions<'_>, range: (usize, usize), wanted: (usize, usize)) -> Vec<Prefetched> {
+        let threads = parallelism().min(PARALLEL_READ_THREADS_MAX);
+        if threads < 2 || range.1 - range.0 < 2 * PARALLEL_READ_CALLS_PER_THREAD {
+            return Vec::new();
+        }
+        // Exactly the entries `with_op` would fetch by read call.
+        let calls: Vec<(usize, &SegmentEntry, RecordLoc, RecordCheck<'_>)> = (range.0..range.1)
+            .filter_map(|i| {
+                let (loc, check) = positions.get(i)?;
+                let entry = self.entry(loc).ok()?;
+                let call = fetch_for(positions, i, wanted, check) == Fetch::ReadCall
+                    && matches!(check, RecordCheck::Image(_, Some(_)))
+                    && loc.offset() < entry.image_covered_end
+                    && entry.segment.file.parallel_reads();
+                call.then_some((i - range.0, entry, loc, check))
+            })
+            .collect();
+        let threads = threads.min(calls.len() / PARALLEL_READ_CALLS_PER_THREAD);
+        if threads < 2 {
+            return Vec::new();
+        }
+        // Each thread fills the slots of its own share of the calls, in
+        // place: nothing is allocated on a helper thread, whose freed
+        // memory its allocator would hand back to the system (and the next
+        // read would fault in again).
+        let fetch =
+            |slots: &mut [Prefetched], base: usize, part: &[(usize, &SegmentEntry, RecordLoc, RecordCheck<'_>)]| {
+                for &(slot, entry, loc, check) in part {
+                    let fetched = if entry.take_read_call(loc.offset()) {
+                        let frame_start = entry.frame_start_of(loc.offset());
+                        read_checked_record(entry, frame_start, loc.offset(), RecordKind::Entry, check)
+                    } else {
+                        Ok(None)
+                    };
+                    slots[slot - base] = Some(fetched);
+                }
+            };
+        let mut slots: Vec<Prefetched> = (range.0..range.1).map(|_| None).collect();
+        let parts: Vec<_> = calls.chunks(calls.len().div_ceil(threads)).collect();
+        // Each share: the slots from its first call's to the next share's.
+        let mut shares = Vec::with_capacity(parts.len());
+        let (mut rest, mut base) = (slots.as_mut_slice(), 0);
+        for part in &parts[1..] {
+            let (share, after) = std::mem::take(&mut rest).split_at_mut(part[0].0 - base);
+            shares.push((share, base));
+            (rest, base) = (after, part[0].0);
+        }
+        shares.push((rest, base));
+        std::thread::scope(|scope| {
+            let mut shares = parts.iter().zip(shares);
+            let (mine, (my_slots, my_base)) = shares.next().expect("two parts at least");
+            let helpers: Vec<_> = shares
+                .map(|(part, (slots, base))| {
+                    std::thread::Builder::new()
+                        .name("annals-read".to_owned())
+                        .spawn_scoped(scope, move || fetch(slots, base, part))
+                })
+                .collect();
+            fetch(my_slots, my_base, mine);
+            // A helper that could not be started fetched nothing: its
+            // entries' slots stay empty, and the read fetches them itself.
+            for helper in helpers.into_iter().flatten() {
+                helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+        });
+        slots
+    }
 }
 
 /// A record's frame as one read call fetched it: [`FIRST_READ_BYTES`] at
