@@ -489,6 +489,10 @@ pub(crate) struct Shared {
     pub image: crate::image::ImageWriter,
     /// This log's share of the `annals_disk_bytes` gauge.
     pub disk_bytes: crate::telemetry::DiskBytes,
+    /// Set once something needs the background threads (a spare asked
+    /// for): the writer thread starts them if it has not yet
+    /// ([`Writer::run_rounds`]).
+    pub helpers_wanted: AtomicBool,
 }
 
 pub(crate) struct Queue {
@@ -503,6 +507,17 @@ pub(crate) struct Queue {
 }
 
 impl Shared {
+    /// Asks the writer thread to start the background threads now, if it
+    /// has not yet: a spare is wanted, and only the preparer makes one.
+    pub fn want_helpers(&self) {
+        if !self.helpers_wanted.swap(true, Ordering::AcqRel) {
+            // Under the queue's lock, which the writer thread holds from its
+            // look at the flag until it waits: the wake cannot fall between.
+            drop(self.queue.lock());
+            self.wake.notify_all();
+        }
+    }
+
     pub fn status(&self) -> Status {
         self.queue.lock().status.clone()
     }
@@ -576,6 +591,22 @@ impl Shared {
     }
 }
 
+/// Why the writer thread's wait ended.
+enum Woken {
+    /// Commands are queued.
+    Commands,
+    /// A periodic sync's deadline passed.
+    SyncDue,
+    /// The background threads are wanted, or their start is due.
+    Start,
+}
+
+/// How long after open the writer thread starts the background threads if
+/// nothing asked for them sooner: their start (five threads on a machine of
+/// perhaps two cores) then does not compete with the first reads of an
+/// open, and the compactor's first look waits a little longer.
+const HELPERS_START_AFTER: Duration = Duration::from_millis(50);
+
 /// The spare segment, prepared ahead of need.
 pub(crate) struct Spares {
     state: Mutex<SpareState>,
@@ -646,6 +677,9 @@ impl Spares {
             };
             return prepare_spare(&*shared.fs, &shared.dir, wanted_bytes, number);
         }
+        // A leader may need the spare before the writer thread has started
+        // the preparer.
+        shared.want_helpers();
         // Ask for a spare only when none is ready: a request makes the
         // preparer reuse the spare's name, which the ready spare still has
         // until the writer renames it (the caller asks for the next one then).
@@ -932,52 +966,108 @@ impl Writer {
         }
     }
 
+    /// Where the completer answers the groups handed off to it.
+    pub(crate) fn completions(&self) -> Arc<Completions> {
+        self.completions.clone()
+    }
+
     /// The writer thread: waits for commands (or a periodic sync's deadline)
     /// and commits them whenever no blocking appender is leading. Returns
-    /// once the log is closed.
-    pub fn run_thread(shared: &Shared, writer: &Mutex<Writer>) {
-        let completions = writer.lock().completions.clone();
-        let answering = completions.clone();
-        let name = "annals-completer";
-        let completer = shared
-            .fs
-            .before_spawn(name)
-            .and_then(|()| thread::Builder::new().name(name.to_owned()).spawn(move || answering.run_completer()));
-        // Without a completer thread (none could be started) the writer
-        // thread answers its groups itself, as a blocking leader does.
-        let handing_off = completer.is_ok();
-        Writer::run_rounds(shared, writer, handing_off);
+    /// once the log is closed. `start_helpers` starts the other background
+    /// threads (spare preparer, compactor, image writer); it runs, with
+    /// the completer's start, at the thread's first wake-up for anything:
+    /// a command, a spare asked for ([`Shared::want_helpers`]), or
+    /// [`HELPERS_START_AFTER`] since it began. An open that only reads
+    /// starts no thread but this one while its first reads run.
+    ///
+    /// `completions` is the writer's ([`Writer::completions`]), taken before
+    /// the thread began: a blocking leader may hold the writer from the
+    /// start, waiting for a spare that only this thread's wake-up brings.
+    pub fn run_thread(
+        shared: &Shared,
+        writer: &Mutex<Writer>,
+        completions: Arc<Completions>,
+        start_helpers: Box<dyn FnOnce() + Send>,
+    ) {
+        let mut completer = None;
+        let mut start = Some(|| {
+            start_helpers();
+            let answering = completions.clone();
+            let name = "annals-completer";
+            completer =
+                Some(shared.fs.before_spawn(name).and_then(|()| {
+                    thread::Builder::new().name(name.to_owned()).spawn(move || answering.run_completer())
+                }));
+            // Without a completer thread (none could be started) the writer
+            // thread answers its groups itself, as a blocking leader does.
+            completer.as_ref().is_some_and(Result::is_ok)
+        });
+        Writer::run_rounds(shared, writer, &mut start);
+        // Closed before it woke: nothing was started.
+        drop(start);
         completions.stop();
-        if let Ok(completer) = completer {
+        if let Some(Ok(completer)) = completer {
             let _ = completer.join();
         }
     }
 
-    /// The writer thread's loop, until the log is closed.
-    fn run_rounds(shared: &Shared, writer: &Mutex<Writer>, handing_off: bool) {
+    /// The writer thread's loop, until the log is closed. `start` starts
+    /// the other threads at the first wake-up, and says whether the
+    /// completer is running (the writer then hands its groups off to it).
+    fn run_rounds(shared: &Shared, writer: &Mutex<Writer>, start: &mut Option<impl FnOnce() -> bool>) {
         let (mut busy, mut burst, mut wait_max) = (false, Burst::default(), GATHER_MAX_MIN);
+        let start_by = Instant::now() + HELPERS_START_AFTER;
+        let mut handing_off = false;
+        // Under the shuttle model, at once, as before this start was made
+        // lazy: shuttle 0.8.1 cannot spawn a task from one whose vector clock
+        // already counts more tasks than there are (`VectorClock::extend`
+        // underflows), which a start after the first wake-up meets. The
+        // model checks the hand-off of appends, not this start.
+        if cfg!(annals_shuttle)
+            && let Some(start) = start.take()
+        {
+            handing_off = start();
+        }
         loop {
             if busy && burst.last < GATHER_GROUP_MIN {
                 poll_for_work(shared);
             }
-            let sync_due = {
+            let woken = {
                 let mut queue = shared.queue.lock();
                 loop {
                     if !queue.commands.is_empty() {
-                        break false;
+                        break Woken::Commands;
                     }
                     if matches!(queue.status, Status::Closed) {
                         return;
                     }
-                    match queue.periodic_deadline {
+                    let starting = start.is_some();
+                    if starting && shared.helpers_wanted.load(Ordering::Acquire) {
+                        break Woken::Start;
+                    }
+                    let deadline = match (queue.periodic_deadline, starting) {
+                        (Some(periodic), true) => Some(periodic.min(start_by)),
+                        (periodic, true) => periodic.or(Some(start_by)),
+                        (periodic, false) => periodic,
+                    };
+                    match deadline {
                         Some(deadline) => {
                             if shared.wake.wait_until(&mut queue, deadline).timed_out() {
-                                break true;
+                                let periodic_due = queue.periodic_deadline.is_some_and(|d| d <= deadline);
+                                break if periodic_due || !starting { Woken::SyncDue } else { Woken::Start };
                             }
                         }
                         None => shared.wake.wait(&mut queue),
                     }
                 }
+            };
+            if let Some(start) = start.take() {
+                handing_off = start();
+            }
+            let sync_due = match woken {
+                Woken::Commands => false,
+                Woken::SyncDue => true,
+                Woken::Start => continue,
             };
             if !sync_due {
                 gather(shared, &burst, wait_max);
@@ -1539,6 +1629,7 @@ impl Writer {
         self.spare_requested = true;
         let bytes = self.next_segment_bytes(0);
         self.shared.spares.request(bytes);
+        self.shared.want_helpers();
     }
 
     /// Writes a gap frame so that the next record gets LSN `to`, syncs it

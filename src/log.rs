@@ -471,9 +471,12 @@ impl Log {
             durable,
             image: crate::image::ImageWriter::new(),
             disk_bytes: Default::default(),
+            helpers_wanted: Default::default(),
         });
         let resume = report.resumes_at;
-        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), log_id, state_file)));
+        let writer = Writer::new(shared.clone(), log_id, state_file);
+        let completions = writer.completions();
+        let writer = Arc::new(Mutex::new(writer));
         let mut helpers: Vec<(&'static str, ThreadBody)> = Vec::new();
         if background {
             let preparer = shared.clone();
@@ -493,21 +496,25 @@ impl Log {
         let background_threads = Arc::new(Mutex::new(Vec::new()));
         let (thread_shared, thread_writer, started) = (shared.clone(), writer.clone(), background_threads.clone());
         let writer_thread = spawn(&*shared.fs, "annals-writer", move || {
-            // The other threads start here, beside the opener rather than on
-            // its path, and before the writer takes its first command (a
-            // rollover may wait for the preparer; a close stops them all).
-            for (name, body) in helpers {
-                match spawn(&*thread_shared.fs, name, body) {
-                    Ok(thread) => started.lock().push(thread),
-                    Err(error) => {
-                        thread_shared.poison(error);
-                        // No spare will come: a leader waiting for one at a
-                        // rollover (holding the writer) gets the poison.
-                        thread_shared.spares.shut_down(&thread_shared);
+            // The other threads start beside the opener rather than on its
+            // path, once the writer thread first wakes (see
+            // `Writer::run_thread`), and before it takes its first command:
+            // a rollover may wait for the preparer; a close stops them all.
+            let start_shared = thread_shared.clone();
+            let start_helpers = Box::new(move || {
+                for (name, body) in helpers {
+                    match spawn(&*start_shared.fs, name, body) {
+                        Ok(thread) => started.lock().push(thread),
+                        Err(error) => {
+                            start_shared.poison(error);
+                            // No spare will come: a leader waiting for one at a
+                            // rollover (holding the writer) gets the poison.
+                            start_shared.spares.shut_down(&start_shared);
+                        }
                     }
                 }
-            }
-            Writer::run_thread(&thread_shared, &thread_writer);
+            });
+            Writer::run_thread(&thread_shared, &thread_writer, completions, start_helpers);
         })?;
         let handle =
             Handle { shared, writer, writer_thread: Mutex::new(Some(writer_thread)), background_threads, report };
