@@ -415,7 +415,8 @@ impl Log {
     /// a torn tail (unless `options.recovery_mode` is `Salvage`);
     /// [`Error::Io`]; [`Error::InvalidArgument`] for bad options. The
     /// background threads (spare preparer, compactor, image writer) start
-    /// after open returns: one that cannot be started poisons the log, so
+    /// after open returns, once the writer thread first wakes (a write, or
+    /// 50 ms after open): one that cannot be started poisons the log, so
     /// writes fail with its error while reads go on.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         options.validate()?;
