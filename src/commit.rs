@@ -527,7 +527,11 @@ impl Shared {
         let mut queue = self.queue.lock();
         match &queue.status {
             Status::Poisoned(first) => first.clone(),
-            _ => {
+            // A closed log stays closed: a background thread that failed to
+            // start after a leader's close (review 17) would otherwise let a
+            // later close queue up with nobody left to answer it.
+            Status::Closed => Arc::new(cause),
+            Status::Open => {
                 let cause = Arc::new(cause);
                 queue.status = Status::Poisoned(cause.clone());
                 self.poisoned.store(true, Ordering::Release);

@@ -550,3 +550,49 @@ impl annals::fs::FileSystem for RealFsWith {
         annals::fs::RealFs.lock(dir, mode)
     }
 }
+
+/// Found reviewing the background threads' lazy start (review 17): the
+/// writer thread starts them at its first wake-up, and a blocking leader
+/// can close the log meanwhile. A thread that then failed to start
+/// poisoned the closed log, which turned `Closed` back into `Poisoned`:
+/// a later `close()` was queued, and nobody was left to answer it. Now a
+/// closed log stays closed.
+#[test]
+fn a_background_thread_that_fails_to_start_after_a_leader_closed_the_log_leaves_it_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::FaultyFs::default();
+    let options = Options { segment_preparation: annals::SegmentPreparation::Background, ..fs.options() };
+    let written = common::write_closed_log(dir.path(), options.clone(), 3, 100);
+    fs.faults.refused_threads.lock().unwrap().push("annals-spare");
+    let (release, gate) = std::sync::mpsc::channel();
+    *fs.faults.refusal_gate.lock().unwrap() = Some(gate);
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    // The close's push wakes the writer thread, whose start of the spare
+    // preparer waits at the gate.
+    let closing = {
+        let log = log.clone();
+        std::thread::spawn(move || log.close().wait())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // This append leads (the writer thread holds nothing): its round takes
+    // the close first, then finds the log closed.
+    let appended = log.append("s", Expectation::Any, &b"late"[..]).wait();
+    assert!(matches!(appended, Err(Error::Closed)), "{appended:?}");
+    closing.join().unwrap().unwrap();
+    // Now the preparer's start fails.
+    release.send(()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (done, finished) = std::sync::mpsc::channel();
+    let again = {
+        let log = log.clone();
+        std::thread::spawn(move || done.send(log.close().wait()).unwrap())
+    };
+    let closed_again = finished.recv_timeout(std::time::Duration::from_secs(10)).expect("a second close returns");
+    assert!(closed_again.is_ok(), "{closed_again:?}");
+    again.join().unwrap();
+    assert!(matches!(log.append("s", Expectation::Any, &b"later"[..]).wait(), Err(Error::Closed)));
+    drop(log);
+    fs.faults.refused_threads.lock().unwrap().clear();
+    let reopened = Log::open(dir.path(), options).unwrap();
+    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), written);
+}
