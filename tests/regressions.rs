@@ -575,9 +575,11 @@ fn a_background_thread_that_fails_to_start_after_a_leader_closed_the_log_leaves_
     };
     std::thread::sleep(std::time::Duration::from_millis(100));
     // This append leads (the writer thread holds nothing): its round takes
-    // the close first, then finds the log closed.
+    // the close first, then finds the log closed. (On a machine so loaded
+    // that the closing thread had not queued its close yet, the append
+    // goes first and is written.)
     let appended = log.append("s", Expectation::Any, &b"late"[..]).wait();
-    assert!(matches!(appended, Err(Error::Closed)), "{appended:?}");
+    assert!(matches!(appended, Err(Error::Closed) | Ok(_)), "{appended:?}");
     closing.join().unwrap().unwrap();
     // Now the preparer's start fails.
     release.send(()).unwrap();
@@ -594,5 +596,7 @@ fn a_background_thread_that_fails_to_start_after_a_leader_closed_the_log_leaves_
     drop(log);
     fs.faults.refused_threads.lock().unwrap().clear();
     let reopened = Log::open(dir.path(), options).unwrap();
-    assert_eq!(reopened.read_all(Lsn::ZERO, usize::MAX).unwrap(), written);
+    let read = reopened.read_all(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(read[..written.len()], written[..]);
+    assert_eq!(read.len(), written.len() + usize::from(appended.is_ok()), "the late append, if it was acknowledged");
 }
