@@ -5,56 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use annals::{
-    CompactionOptions, Durability, Expectation, IndexImageWrites, Log, LogReader, Options, Record, StreamSeq,
-};
-
-/// Segments of 4 MiB, images at close, no background compaction.
-fn options() -> Options {
-    Options {
-        segment_bytes: 4 << 20,
-        record_bytes_max: 4096,
-        durability: Durability::Flush,
-        compaction: CompactionOptions { background: false, ..CompactionOptions::default() },
-        index_image: IndexImageWrites::AtClose,
-        ..Options::default()
-    }
-}
-
-/// Rows of the long run.
-const ROWS: u64 = 1500;
-
-/// A log of a long run (`long`) whose rows lie about 24 KiB apart, between
-/// the rows of many short ones: no 64 KiB window holds four of them, so
-/// each row's first read after an open from the image is a read call, far
-/// more of them than a read keeps to itself. Closed cleanly (an image of
-/// all of it). Returns the long run's rows as written.
-fn scattered_log(dir: &Path) -> Vec<Vec<u8>> {
-    let log = Log::open(dir, options()).unwrap();
-    let mut rows = Vec::new();
-    let mut pending = Vec::new();
-    for i in 0..ROWS {
-        let row = common::unique_payload(i, 200 + (i % 7) as usize * 40);
-        pending.push(log.append("long", Expectation::Any, row.clone()));
-        rows.push(row);
-        for k in 0..24 {
-            let other = format!("short-{}", (i * 24 + k) % 500);
-            pending.push(log.append(other, Expectation::Any, common::unique_payload(1_000_000 + i * 24 + k, 1000)));
-        }
-        if pending.len() >= 250 {
-            pending.drain(..).for_each(|p| {
-                p.wait().unwrap();
-            });
-        }
-    }
-    pending.into_iter().for_each(|p| {
-        p.wait().unwrap();
-    });
-    log.close().wait().unwrap();
-    rows
-}
+use annals::{Log, LogReader, Options, Record, StreamSeq};
+use common::scattered::{ROWS, options, scattered_log};
 
 fn payloads(records: &[Record]) -> Vec<Vec<u8>> {
     records.iter().map(|record| record.payload.to_vec()).collect()

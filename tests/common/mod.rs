@@ -11,6 +11,7 @@ use annals::{Log, Options, SegmentPreparation};
 
 pub mod image_layout;
 pub mod read_race;
+pub mod scattered;
 
 /// Options for small logs: 8 KiB segments so that a test rolls over often,
 /// no background compaction, so that what a test finds on disk is what it

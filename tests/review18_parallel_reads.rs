@@ -1,0 +1,322 @@
+//! Review 18: attacks on the parallel first read (`index::Index::prefetch`),
+//! which review 17's tests did not reach: media that refuses every change,
+//! a read call that fails in a helper thread's share, options that differ
+//! from the run that wrote the log, and segment files changed behind the
+//! image's back. Each test of a read proves that the read it attacks was
+//! shared with helper threads (its read calls came from two threads or
+//! more), so that a change that stops the path being taken fails here
+//! rather than passing on the one-thread path.
+//!
+//! Each test is named after the behaviour it must keep.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+
+use annals::fs::{DirLock, File, FileSystem, LockMode, MappedFile, RealFs};
+use annals::{Durability, Error, Expectation, IndexImageWrites, Log, LogReader, Options, Record, StreamSeq};
+use common::scattered::{ROWS, options, scattered_log};
+
+fn payloads(records: &[Record]) -> Vec<Vec<u8>> {
+    records.iter().map(|record| record.payload.to_vec()).collect()
+}
+
+/// What a full scan of the log in `dir` reads of the long run.
+fn scanned(dir: &Path) -> Vec<Record> {
+    LogReader::open_scanning(dir, &Options::default()).unwrap().read_stream("long").unwrap().entries
+}
+
+/// What [`WatchedFs`] records and refuses.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The threads that made a read call of a segment file.
+    reading_threads: Mutex<HashSet<ThreadId>>,
+    /// Changes asked of the media (all refused when `read_only`).
+    changes: AtomicU64,
+    read_only: AtomicBool,
+    /// Read calls of this segment file at or after this offset fail with
+    /// an I/O error, as a bad sector does.
+    failing: Mutex<Option<(PathBuf, u64)>>,
+    failed_reads: AtomicU64,
+    /// Threads whose read call failed.
+    failed_on: Mutex<HashSet<ThreadId>>,
+}
+
+impl Watch {
+    fn change(&self) -> io::Result<()> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        if self.read_only.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "read-only file system"));
+        }
+        Ok(())
+    }
+
+    fn reading_threads(&self) -> usize {
+        self.reading_threads.lock().unwrap().len()
+    }
+
+    fn forget_readers(&self) {
+        self.reading_threads.lock().unwrap().clear();
+    }
+}
+
+/// The real file system, watched: which threads read segment files, which
+/// changes are asked for (refused on read-only media), and read calls
+/// that fail past an offset. Its files run their reads in parallel, as
+/// the real file system's do.
+#[derive(Debug, Clone, Default)]
+struct WatchedFs {
+    watch: Arc<Watch>,
+}
+
+impl WatchedFs {
+    fn options(&self, base: Options) -> Options {
+        Options { file_system: Arc::new(self.clone()), ..base }
+    }
+}
+
+#[derive(Debug)]
+struct WatchedFile {
+    inner: Arc<dyn File>,
+    path: PathBuf,
+    segment: bool,
+    watch: Arc<Watch>,
+}
+
+impl FileSystem for WatchedFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.watch.change()?;
+        RealFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        RealFs.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        self.watch.change()?;
+        let inner = RealFs.create(path)?;
+        Ok(Arc::new(WatchedFile { inner, path: path.to_owned(), segment: false, watch: self.watch.clone() }))
+    }
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
+        if writable {
+            self.watch.change()?;
+        }
+        let inner = RealFs.open(path, writable)?;
+        let segment = path.extension().is_some_and(|extension| extension == "seg");
+        Ok(Arc::new(WatchedFile { inner, path: path.to_owned(), segment, watch: self.watch.clone() }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.watch.change()?;
+        RealFs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.watch.change()?;
+        RealFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.watch.change()?;
+        RealFs.sync_dir(dir)
+    }
+    fn lock(&self, dir: &Path, mode: LockMode) -> io::Result<Option<DirLock>> {
+        if self.watch.read_only.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "read-only file system"));
+        }
+        RealFs.lock(dir, mode)
+    }
+    fn writer_active(&self, dir: &Path) -> io::Result<bool> {
+        RealFs.writer_active(dir)
+    }
+}
+
+impl File for WatchedFile {
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.segment {
+            let me = std::thread::current().id();
+            self.watch.reading_threads.lock().unwrap().insert(me);
+            let fails =
+                self.watch.failing.lock().unwrap().as_ref().is_some_and(|(p, from)| *p == self.path && offset >= *from);
+            if fails {
+                self.watch.failed_reads.fetch_add(1, Ordering::SeqCst);
+                self.watch.failed_on.lock().unwrap().insert(me);
+                return Err(io::Error::other("injected: unreadable sector"));
+            }
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.watch.change()?;
+        self.inner.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.watch.change()?;
+        self.inner.sync_data()
+    }
+    fn map(&self) -> io::Result<Arc<dyn MappedFile>> {
+        self.inner.map()
+    }
+    fn parallel_reads(&self) -> bool {
+        self.inner.parallel_reads()
+    }
+}
+
+/// On media that refuses every change, a reader's long first read after it
+/// loaded the image is shared with helper threads, reads what a full scan
+/// reads, and asks the media for nothing but reads; a writer's open is
+/// refused with an I/O error.
+#[test]
+fn a_long_first_read_on_read_only_media_is_shared_and_asks_only_for_reads() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return; // one core: the read keeps its calls to itself
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let expected = scanned(dir.path());
+    assert_eq!(payloads(&expected), rows);
+    let before = common::dir_snapshot(dir.path());
+
+    let fs = WatchedFs::default();
+    fs.watch.read_only.store(true, Ordering::SeqCst);
+    let reader = LogReader::open_with(dir.path(), &fs.options(Options::default())).unwrap();
+    assert!(reader.problems().is_empty(), "{:?}", reader.problems());
+    fs.watch.forget_readers();
+    assert_eq!(reader.read_stream("long").unwrap().entries, expected, "the first read");
+    assert!(fs.watch.reading_threads() >= 2, "the first read was shared ({} threads)", fs.watch.reading_threads());
+    assert_eq!(reader.read_stream("long").unwrap().entries, expected, "the second read");
+    let changes = fs.watch.changes.load(Ordering::SeqCst);
+    assert_eq!(changes, 0, "a reader asked read-only media for {changes} changes");
+    drop(reader);
+
+    let refused = Log::open(dir.path(), fs.options(options())).err();
+    assert!(matches!(refused, Some(Error::Io { .. })), "a writer on read-only media: {refused:?}");
+    common::assert_dir_unchanged(dir.path(), &before, "read-only media");
+}
+
+/// A read call that fails (an unreadable sector) in the share of a helper
+/// thread: the read is an I/O error, the rows before the failing one are
+/// visited as written and nothing from it on; the log is not poisoned by
+/// a failed read, and once the sector reads again the whole run is read
+/// and appends go on.
+#[test]
+fn a_read_call_that_fails_in_a_helper_threads_share_is_an_io_error_and_returns_nothing_after_it() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let expected = scanned(dir.path());
+    let failing_row = ROWS as usize * 7 / 8;
+    let (file, end) = common::payload_end(dir.path(), &rows[failing_row]).expect("the row is on disk");
+    // Every read call of the file from just before the failing row's frame
+    // (its headers are shorter than 128 bytes; the run's row before it
+    // lies about 24 KiB earlier) fails.
+    let from = (end - rows[failing_row].len() - 128) as u64;
+
+    let fs = WatchedFs::default();
+    let log = Log::open(dir.path(), fs.options(options())).unwrap();
+    assert!(matches!(log.recovery_report().index_image, annals::image::ImageUse::Loaded { .. }));
+    // The sector goes bad after the open.
+    *fs.watch.failing.lock().unwrap() = Some((file.clone(), from));
+    fs.watch.forget_readers();
+    let mut seen = Vec::new();
+    let visited = log.visit_stream("long", |record| seen.push(record.payload.to_vec()));
+    assert!(matches!(visited, Err(Error::Io { .. })), "a failed read call: {visited:?}");
+    assert!(fs.watch.reading_threads() >= 2, "the read was shared ({} threads)", fs.watch.reading_threads());
+    assert!(fs.watch.failed_reads.load(Ordering::SeqCst) > 0, "the injected fault was reached");
+    let main = std::thread::current().id();
+    assert!(
+        fs.watch.failed_on.lock().unwrap().iter().any(|thread| *thread != main),
+        "the failing read call was a helper thread's"
+    );
+    assert!(seen.len() <= failing_row, "{} rows visited, the failing one at index {failing_row}", seen.len());
+    assert_eq!(seen, rows[..seen.len()], "the rows visited are the run's first, as written");
+
+    // The sector reads again: nothing was lost, nothing is poisoned.
+    *fs.watch.failing.lock().unwrap() = None;
+    assert_eq!(log.read_stream("long").unwrap().entries, expected);
+    let next = log.append("long", Expectation::Any, &b"after the failed read"[..]).wait().unwrap();
+    assert_eq!(next.seq, StreamSeq(expected.last().unwrap().seq.0 + 1));
+    log.close().wait().unwrap();
+}
+
+/// Options that differ from the run that wrote the log (a record limit
+/// below the run's rows, other segment sizes, durability and image policy)
+/// are policy for writing: a long first read after the open is shared,
+/// reads every row as written, and the log appends on.
+#[test]
+fn options_that_differ_from_the_writing_run_do_not_change_a_long_first_read() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let expected = scanned(dir.path());
+    let differing = [
+        Options { record_bytes_max: 128, ..options() },
+        Options { segment_bytes: 1 << 20, durability: Durability::Sync, ..options() },
+        Options { segment_bytes: 64 << 20, index_image: IndexImageWrites::Off, ..options() },
+    ];
+    for (run, differing) in differing.into_iter().enumerate() {
+        let fs = WatchedFs::default();
+        let log = Log::open(dir.path(), fs.options(differing)).unwrap();
+        fs.watch.forget_readers();
+        assert_eq!(log.read_stream("long").unwrap().entries, expected, "run {run}: the first read");
+        assert!(fs.watch.reading_threads() >= 2, "run {run}: the first read was shared");
+        // The appends of a run are checked against its own options; the
+        // first run's limit refuses a row as long as the earlier ones.
+        let long_row = vec![7u8; 300];
+        let appended = log.append(format!("after-{run}"), Expectation::Any, long_row).wait();
+        if run == 0 {
+            assert!(matches!(appended, Err(Error::TooLarge { .. })), "run 0: {appended:?}");
+        } else {
+            appended.unwrap();
+        }
+        log.close().wait().unwrap();
+    }
+    assert_eq!(payloads(&scanned(dir.path())), rows, "the run as written, after three other runs");
+}
+
+/// A sealed segment cut short after a clean close, below rows the image
+/// says it holds: the open refuses it as corruption naming the segment,
+/// before any read could be shared out, and a reader either refuses it
+/// too or reports it and never reads the run as whole.
+#[test]
+fn a_sealed_segment_cut_short_behind_the_image_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let segments = common::segment_files(dir.path());
+    assert!(segments.len() >= 4, "the log spans several segments ({})", segments.len());
+    let cut = &segments[segments.len() / 2];
+    let length = std::fs::metadata(cut).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(cut).unwrap().set_len(length / 2).unwrap();
+    let before = common::dir_snapshot(dir.path());
+
+    match Log::open(dir.path(), options()).err() {
+        Some(Error::Corruption(corruption)) => assert_eq!(&corruption.file, cut),
+        other => panic!("a cut segment's open: {other:?}"),
+    }
+    match LogReader::open(dir.path()) {
+        Err(Error::Corruption(corruption)) => assert_eq!(&corruption.file, cut),
+        Err(other) => panic!("a reader's open of a cut segment: {other}"),
+        Ok(reader) => {
+            assert!(!reader.problems().is_empty(), "a reader opened a cut segment and reported nothing");
+            if let Ok(read) = reader.read_stream("long") {
+                assert!(read.entries.len() < rows.len(), "a reader read a cut run as whole");
+            }
+        }
+    }
+    // Nothing but the image is changed: a read-write open deletes an image
+    // it does not use (segments-format.md), before the scan that finds the
+    // cut segment.
+    let mut after = common::dir_snapshot(dir.path());
+    let mut before = before;
+    before.remove(annals::image::IMAGE_FILE_NAME);
+    after.remove(annals::image::IMAGE_FILE_NAME);
+    assert!(after == before, "a refused open changed more than the image");
+}
