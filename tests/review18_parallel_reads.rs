@@ -28,7 +28,12 @@ fn payloads(records: &[Record]) -> Vec<Vec<u8>> {
 
 /// What a full scan of the log in `dir` reads of the long run.
 fn scanned(dir: &Path) -> Vec<Record> {
-    LogReader::open_scanning(dir, &Options::default()).unwrap().read_stream("long").unwrap().entries
+    scanned_stream(dir, "long")
+}
+
+/// What a full scan of the log in `dir` reads of `stream`.
+fn scanned_stream(dir: &Path, stream: &str) -> Vec<Record> {
+    LogReader::open_scanning(dir, &Options::default()).unwrap().read_stream(stream).unwrap().entries
 }
 
 /// What [`WatchedFs`] records and refuses.
@@ -43,6 +48,9 @@ struct Watch {
     /// an I/O error, as a bad sector does.
     failing: Mutex<Option<(PathBuf, u64)>>,
     failed_reads: AtomicU64,
+    /// Read calls of segment files, and the bytes they asked for.
+    read_calls: AtomicU64,
+    read_bytes: AtomicU64,
     /// Threads whose read call failed.
     failed_on: Mutex<HashSet<ThreadId>>,
 }
@@ -62,6 +70,8 @@ impl Watch {
 
     fn forget_readers(&self) {
         self.reading_threads.lock().unwrap().clear();
+        self.read_calls.store(0, Ordering::SeqCst);
+        self.read_bytes.store(0, Ordering::SeqCst);
     }
 }
 
@@ -140,6 +150,8 @@ impl File for WatchedFile {
         if self.segment {
             let me = std::thread::current().id();
             self.watch.reading_threads.lock().unwrap().insert(me);
+            self.watch.read_calls.fetch_add(1, Ordering::SeqCst);
+            self.watch.read_bytes.fetch_add(buf.len() as u64, Ordering::SeqCst);
             let fails =
                 self.watch.failing.lock().unwrap().as_ref().is_some_and(|(p, from)| *p == self.path && offset >= *from);
             if fails {
@@ -319,4 +331,77 @@ fn a_sealed_segment_cut_short_behind_the_image_is_refused_at_open() {
     before.remove(annals::image::IMAGE_FILE_NAME);
     after.remove(annals::image::IMAGE_FILE_NAME);
     assert!(after == before, "a refused open changed more than the image");
+}
+
+/// A log whose run `sized` has rows of one length for its first half, then
+/// rows of twice as long, the last of them longer than a first read takes
+/// by read call, between the rows of short runs; closed cleanly. Returns
+/// the run's rows.
+fn log_of_growing_rows(dir: &Path) -> Vec<Vec<u8>> {
+    let log = Log::open(dir, options()).unwrap();
+    let mut rows = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..800u64 {
+        let len = match i {
+            0..400 => 230,
+            400..790 => 460,
+            _ => 900,
+        };
+        let row = common::unique_payload(i, len);
+        pending.push(log.append("sized", Expectation::Any, row.clone()));
+        rows.push(row);
+        for k in 0..24 {
+            pending.push(log.append(format!("short-{}", (i * 24 + k) % 300), Expectation::Any, vec![b's'; 1000]));
+        }
+        if pending.len() >= 250 {
+            pending.drain(..).for_each(|p| {
+                p.wait().unwrap();
+            });
+        }
+    }
+    pending.into_iter().for_each(|p| {
+        p.wait().unwrap();
+    });
+    log.close().wait().unwrap();
+    rows
+}
+
+/// A first read by read call fetches about as many bytes as the run's
+/// frames hold, not a fixed 512: rows of one length cost one call each and
+/// less than 512 bytes; rows that grow past the guess are read whole (a
+/// second call for the rest, then a longer guess); rows longer than a read
+/// call takes are read through the map. Every row reads as written, shared
+/// with helper threads or not.
+#[test]
+fn a_first_read_by_read_call_fetches_about_what_the_frames_hold_and_reads_every_row_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = log_of_growing_rows(dir.path());
+    let expected = scanned_stream(dir.path(), "sized");
+    assert!(payloads(&expected) == rows, "the full scan reads {} rows of {}", expected.len(), rows.len());
+
+    let fs = WatchedFs::default();
+    let log = Log::open(dir.path(), fs.options(options())).unwrap();
+    assert!(matches!(log.recovery_report().index_image, annals::image::ImageUse::Loaded { .. }));
+    fs.watch.forget_readers();
+    let first_half = log.read_stream_range("sized", expected[0].seq, 400).unwrap();
+    assert!(first_half == expected[..400], "the first 400 rows");
+    let (calls, bytes) = (fs.watch.read_calls.load(Ordering::SeqCst), fs.watch.read_bytes.load(Ordering::SeqCst));
+    // 230-byte rows: frames of 297 bytes (a header of 40, an operation's
+    // 22, the id's 5), read as 384 once the guess has settled.
+    assert!((400..=410).contains(&calls), "{calls} read calls for 400 rows of one length");
+    assert!(bytes <= 400 * 400, "{bytes} bytes read for 400 frames of 297 bytes");
+    fs.watch.forget_readers();
+    let rest = log.read_stream_range("sized", expected[400].seq, 400).unwrap();
+    assert!(rest == expected[400..], "rows longer than the guess, and longer than a read call takes");
+    let calls = fs.watch.read_calls.load(Ordering::SeqCst);
+    assert!(calls <= 390 + 20, "{calls} read calls for 390 longer rows (a second call only while the guess grows)");
+    log.close().wait().unwrap();
+    drop(log);
+
+    // The same, the read shared with helper threads where the machine has
+    // two cores or more.
+    let fs = WatchedFs::default();
+    let log = Log::open(dir.path(), fs.options(options())).unwrap();
+    assert!(log.read_stream("sized").unwrap().entries == expected, "the whole run");
+    log.close().wait().unwrap();
 }
