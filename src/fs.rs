@@ -93,6 +93,20 @@ pub trait File: Send + Sync + fmt::Debug {
     fn parallel_reads(&self) -> bool {
         false
     }
+    /// Fills `buf` from `offset` if all of it is in memory now, without
+    /// waiting for the device: `Ok(false)` if some of it is not (and `buf`
+    /// then says nothing), which a [`File::read_at`] waits for. Files that
+    /// cannot tell (the simulator's) read as `read_at` does.
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.read_at(buf, offset).map(|()| true)
+    }
+    /// A hint that `len` bytes from `offset` will be read soon: a real
+    /// file's device starts fetching them at once, beside the others asked
+    /// for this way, where one waiting read at a time would fetch them in
+    /// turn. Nothing to answer: a hint that fails changes nothing.
+    fn will_need(&self, offset: u64, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// A read-only view of a file's bytes.
@@ -270,9 +284,76 @@ impl File for RealFile {
     fn parallel_reads(&self) -> bool {
         true
     }
+
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        cached::read_cached_at(&self.file, buf, offset)
+    }
+
+    fn will_need(&self, offset: u64, len: usize) {
+        cached::will_need(&self.file, offset, len);
+    }
 }
 
-/// The one module with `unsafe`: mapping files.
+/// Reads that do not wait for the device, and hints that start it: two
+/// calls of the kernel that std does not wrap, each with its own `unsafe`.
+#[allow(unsafe_code)]
+mod cached {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Set once a read that does not wait is refused as unknown (a kernel
+    /// before 4.14, a file system without it): reads then wait.
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+    #[cfg(target_os = "linux")]
+    pub(super) fn read_cached_at(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let Ok(at) = libc::off_t::try_from(offset) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past what the kernel takes"));
+        };
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return file.read_exact_at(buf, offset).map(|()| true);
+        }
+        let vector = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: `vector` describes `buf`, borrowed mutably for the whole
+        // call: the kernel writes at most `buf.len()` bytes, into it alone.
+        let read = unsafe { libc::preadv2(file.as_raw_fd(), &vector, 1, at, libc::RWF_NOWAIT) };
+        if let Ok(read) = usize::try_from(read) {
+            // Short: the rest is not in memory, or the file ends there (the
+            // read that waits says which).
+            return Ok(read == buf.len());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(false),
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                file.read_exact_at(buf, offset).map(|()| true)
+            }
+            _ => Err(error),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn read_cached_at(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        file.read_exact_at(buf, offset).map(|()| true)
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(super) fn will_need(file: &fs::File, offset: u64, len: usize) {
+        use std::os::fd::AsRawFd;
+        let (Ok(at), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else { return };
+        // SAFETY: a file descriptor and a range: the kernel reads and writes
+        // none of this process's memory.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_WILLNEED) };
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn will_need(_: &fs::File, _: u64, _: usize) {}
+}
+
+/// Mapping files: with [`cached`], the only `unsafe` of the crate.
 #[allow(unsafe_code)]
 mod mmap {
     use super::*;

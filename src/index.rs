@@ -2510,16 +2510,35 @@ impl Index {
         // place: nothing is allocated on a helper thread, whose freed
         // memory its allocator would hand back to the system (and the next
         // read would fault in again).
+        // First the records whose frames are in memory, asking the device
+        // at once for the others (a log opened on a cold cache, or one the
+        // system reclaimed a part of, has many such: their fetches then
+        // overlap, where reads waiting in turn took about 165 µs each on
+        // this machine's disk); then those.
         let fetch =
             |slots: &mut [Prefetched], base: usize, part: &[(usize, &SegmentEntry, RecordLoc, RecordCheck<'_>)]| {
+                let mut waiting = false;
                 for &(slot, entry, loc, check) in part {
-                    let fetched = if entry.take_read_call(loc.offset()) {
+                    slots[slot - base] = if entry.take_read_call(loc.offset()) {
                         let frame_start = entry.frame_start_of(loc.offset());
-                        read_checked_record(entry, frame_start, loc.offset(), RecordKind::Entry, check)
+                        match read_record(entry, frame_start, loc.offset(), RecordKind::Entry, check, Wait::No) {
+                            Ok(Some(fetched)) => Some(Ok(fetched)),
+                            Ok(None) => {
+                                waiting = true;
+                                None
+                            }
+                            Err(error) => Some(Err(error)),
+                        }
                     } else {
-                        Ok(None)
+                        Some(Ok(None))
                     };
-                    slots[slot - base] = Some(fetched);
+                }
+                for &(slot, entry, loc, check) in part.iter().filter(|_| waiting) {
+                    if slots[slot - base].is_none() {
+                        let frame_start = entry.frame_start_of(loc.offset());
+                        let fetched = read_checked_record(entry, frame_start, loc.offset(), RecordKind::Entry, check);
+                        slots[slot - base] = Some(fetched);
+                    }
                 }
             };
         let mut slots: Vec<Prefetched> = (range.0..range.1).map(|_| None).collect();
@@ -2584,16 +2603,45 @@ fn read_checked_record(
     kind: RecordKind,
     check: RecordCheck<'_>,
 ) -> Result<Option<CopiedRecord>> {
+    Ok(read_record(entry, frame_start, op_offset, kind, check, Wait::Yes)?.flatten())
+}
+
+/// Whether a first read by read call waits for the device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    /// Only if the frame's first bytes are in memory; else it asks the
+    /// device for them ([`crate::fs::File::will_need`]) and answers `None`.
+    No,
+}
+
+/// [`read_checked_record`], which with [`Wait::No`] answers `None` where
+/// the frame's first bytes are not in memory.
+fn read_record(
+    entry: &SegmentEntry,
+    frame_start: usize,
+    op_offset: usize,
+    kind: RecordKind,
+    check: RecordCheck<'_>,
+    wait: Wait,
+) -> Result<Option<Option<CopiedRecord>>> {
     if frame_start + FRAME_HEADER_BYTES != op_offset {
-        return Ok(None);
+        return Ok(Some(None));
     }
-    let read = |buffer: &mut [u8], at: usize| {
-        entry.segment.file.read_at(buffer, at as u64).map_err(|error| Error::io("read", &entry.segment.path, error))
-    };
+    let file = &entry.segment.file;
+    let failed = |error| Error::io("read", &entry.segment.path, error);
     let available = entry.end_offset.saturating_sub(frame_start).min(FIRST_READ_BYTES);
     let guess = FIRST_READ_GUESS.get();
     let mut record = CopiedRecord { buffer: [0; FIRST_READ_BYTES], len: available.min(guess) };
-    read(&mut record.buffer[..record.len], frame_start)?;
+    match wait {
+        Wait::Yes => file.read_at(&mut record.buffer[..record.len], frame_start as u64).map_err(failed)?,
+        Wait::No => {
+            if !file.read_cached_at(&mut record.buffer[..record.len], frame_start as u64).map_err(failed)? {
+                file.will_need(frame_start as u64, record.len);
+                return Ok(None);
+            }
+        }
+    }
     // The length its operation header gives, not yet checked: a wrong one
     // reads too little or too much, and the check below fails either way.
     if let Some(head) = record.bytes().get(op_offset - frame_start..op_offset - frame_start + OP_HEADER_BYTES) {
@@ -2603,13 +2651,13 @@ fn read_checked_record(
             .saturating_add(header.payload_bytes);
         if needed > record.len && needed <= available {
             let len = record.len;
-            read(&mut record.buffer[len..needed], frame_start + len)?;
+            file.read_at(&mut record.buffer[len..needed], (frame_start + len) as u64).map_err(failed)?;
             record.len = needed;
         }
         FIRST_READ_GUESS.set(next_first_read_guess(guess, needed));
     }
     let checked = check_image_record(entry, record.bytes(), frame_start, frame_start, op_offset, kind, check);
-    Ok(checked.is_ok().then_some(record))
+    Ok(Some(checked.is_ok().then_some(record)))
 }
 
 thread_local! {

@@ -48,6 +48,14 @@ struct Watch {
     /// an I/O error, as a bad sector does.
     failing: Mutex<Option<(PathBuf, u64)>>,
     failed_reads: AtomicU64,
+    /// Reads that do not wait answer "not in memory" for every other frame
+    /// of a segment file, as after the system reclaimed part of the cache.
+    half_cold: AtomicBool,
+    /// Reads that did not wait, those answered "not in memory", and the
+    /// hints that asked the device for what they missed.
+    cached_reads: AtomicU64,
+    missed: AtomicU64,
+    hints: AtomicU64,
     /// Read calls of segment files, and the bytes they asked for.
     read_calls: AtomicU64,
     read_bytes: AtomicU64,
@@ -175,6 +183,23 @@ impl File for WatchedFile {
     }
     fn parallel_reads(&self) -> bool {
         self.inner.parallel_reads()
+    }
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        if !self.segment {
+            return self.inner.read_cached_at(buf, offset);
+        }
+        let number = self.watch.cached_reads.fetch_add(1, Ordering::SeqCst);
+        if self.watch.half_cold.load(Ordering::SeqCst) && number % 2 == 1 {
+            self.watch.missed.fetch_add(1, Ordering::SeqCst);
+            return Ok(false);
+        }
+        self.read_at(buf, offset).map(|()| true)
+    }
+    fn will_need(&self, offset: u64, len: usize) {
+        if self.segment {
+            self.watch.hints.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.will_need(offset, len);
     }
 }
 
@@ -403,5 +428,66 @@ fn a_first_read_by_read_call_fetches_about_what_the_frames_hold_and_reads_every_
     let fs = WatchedFs::default();
     let log = Log::open(dir.path(), fs.options(options())).unwrap();
     assert!(log.read_stream("sized").unwrap().entries == expected, "the whole run");
+    log.close().wait().unwrap();
+}
+
+/// Half the frames of a long first read are not in memory (a cold cache,
+/// or one the system reclaimed a part of): the read shared with helper
+/// threads takes the others first, asks the device for each it missed,
+/// then waits for them, and reads every row as written.
+#[test]
+fn a_long_first_read_asks_the_device_at_once_for_the_frames_not_in_memory() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let expected = scanned(dir.path());
+    let fs = WatchedFs::default();
+    let log = Log::open(dir.path(), fs.options(options())).unwrap();
+    fs.watch.half_cold.store(true, Ordering::SeqCst);
+    fs.watch.forget_readers();
+    let mut seen = Vec::new();
+    log.visit_stream("long", |record| seen.push(record.payload.to_vec())).unwrap();
+    assert!(seen == rows, "{} rows read of {}", seen.len(), rows.len());
+    let (cached, missed, hints) = (
+        fs.watch.cached_reads.load(Ordering::SeqCst),
+        fs.watch.missed.load(Ordering::SeqCst),
+        fs.watch.hints.load(Ordering::SeqCst),
+    );
+    assert!(fs.watch.reading_threads() >= 2, "the read was shared");
+    assert!(cached >= ROWS * 9 / 10, "{cached} reads that do not wait, for {ROWS} rows");
+    assert!(missed >= cached / 2 - 4, "{missed} of {cached} missed");
+    assert_eq!(hints, missed, "a hint for every frame missed");
+    // Each missed frame read again, waiting: one read call more for each.
+    let calls = fs.watch.read_calls.load(Ordering::SeqCst);
+    assert!(calls >= cached, "{calls} read calls for {cached} reads that did not wait");
+    assert_eq!(log.read_stream("long").unwrap().entries, expected);
+    log.close().wait().unwrap();
+}
+
+/// The same on the real file system, its segments dropped from the cache
+/// first (`dd iflag=nocache`, where the machine has GNU dd): every row reads
+/// as written, whichever of its frames the kernel had.
+#[test]
+fn a_long_first_read_of_segments_dropped_from_the_cache_reads_every_row_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let expected = scanned(dir.path());
+    for segment in common::segment_files(dir.path()) {
+        let dropped = std::process::Command::new("dd")
+            .arg(format!("if={}", segment.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status();
+        if !dropped.is_ok_and(|status| status.success()) {
+            eprintln!("no GNU dd: the segments stay in the cache");
+            break;
+        }
+    }
+    let log = Log::open(dir.path(), options()).unwrap();
+    let mut seen = Vec::new();
+    log.visit_stream("long", |record| seen.push(record.payload.to_vec())).unwrap();
+    assert!(seen == rows, "{} rows read of {}", seen.len(), rows.len());
+    assert_eq!(log.read_stream("long").unwrap().entries, expected);
     log.close().wait().unwrap();
 }
