@@ -155,6 +155,8 @@ pub struct RealFs;
 #[derive(Debug)]
 struct RealFile {
     file: fs::File,
+    /// Its file system refused a read that does not wait: every read waits.
+    waits_only: std::sync::atomic::AtomicBool,
 }
 
 impl FileSystem for RealFs {
@@ -174,7 +176,7 @@ impl FileSystem for RealFs {
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-        Ok(Arc::new(RealFile { file }))
+        Ok(Arc::new(RealFile { file, waits_only: Default::default() }))
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn File>> {
@@ -185,7 +187,7 @@ impl FileSystem for RealFs {
         // regular file's reads, writes and syncs).
         let file = OpenOptions::new().read(true).write(writable).custom_flags(libc::O_NONBLOCK).open(path)?;
         refuse_unless_a_regular_file(&file.metadata()?)?;
-        Ok(Arc::new(RealFile { file }))
+        Ok(Arc::new(RealFile { file, waits_only: Default::default() }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -286,7 +288,7 @@ impl File for RealFile {
     }
 
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
-        cached::read_cached_at(&self.file, buf, offset)
+        cached::read_cached_at(&self.file, &self.waits_only, buf, offset)
     }
 
     fn will_need(&self, offset: u64, len: usize) {
@@ -302,19 +304,22 @@ mod cached {
 
     use super::*;
 
-    /// Set once a read that does not wait is refused as unknown (a kernel
-    /// before 4.14, a file system without it): reads then wait.
-    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-
+    /// Fills `buf` from `offset` of `file` if all of it is in memory, as
+    /// [`File::read_cached_at`]. `waits_only` is set, for this file, once
+    /// its file system refuses reads that do not wait (a kernel before
+    /// 4.14, a file system without them): its reads then wait.
     #[cfg(target_os = "linux")]
-    pub(super) fn read_cached_at(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    pub(super) fn read_cached_at(
+        file: &fs::File,
+        waits_only: &AtomicBool,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> io::Result<bool> {
         use std::os::fd::AsRawFd;
-        let Ok(at) = libc::off_t::try_from(offset) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past what the kernel takes"));
+        let at = match libc::off_t::try_from(offset) {
+            Ok(at) if !waits_only.load(Ordering::Relaxed) => at,
+            _ => return file.read_exact_at(buf, offset).map(|()| true),
         };
-        if UNSUPPORTED.load(Ordering::Relaxed) {
-            return file.read_exact_at(buf, offset).map(|()| true);
-        }
         let vector = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // SAFETY: `vector` describes `buf`, borrowed mutably for the whole
         // call: the kernel writes at most `buf.len()` bytes, into it alone.
@@ -327,16 +332,18 @@ mod cached {
         let error = io::Error::last_os_error();
         match error.raw_os_error() {
             Some(libc::EAGAIN | libc::EINTR) => Ok(false),
-            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => {
-                UNSUPPORTED.store(true, Ordering::Relaxed);
+            // The flag, or the call, unknown here: never again for this file.
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+                waits_only.store(true, Ordering::Relaxed);
                 file.read_exact_at(buf, offset).map(|()| true)
             }
-            _ => Err(error),
+            // Anything else, the read that waits answers for itself.
+            _ => file.read_exact_at(buf, offset).map(|()| true),
         }
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub(super) fn read_cached_at(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    pub(super) fn read_cached_at(file: &fs::File, _: &AtomicBool, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         file.read_exact_at(buf, offset).map(|()| true)
     }
 
@@ -344,6 +351,9 @@ mod cached {
     pub(super) fn will_need(file: &fs::File, offset: u64, len: usize) {
         use std::os::fd::AsRawFd;
         let (Ok(at), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else { return };
+        if len == 0 {
+            return; // 0 would ask for the rest of the file
+        }
         // SAFETY: a file descriptor and a range: the kernel reads and writes
         // none of this process's memory.
         let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_WILLNEED) };
