@@ -2509,12 +2509,12 @@ impl Index {
         // Each thread fills the slots of its own share of the calls, in
         // place: nothing is allocated on a helper thread, whose freed
         // memory its allocator would hand back to the system (and the next
-        // read would fault in again).
-        // First the records whose frames are in memory, asking the device
-        // at once for the others (a log opened on a cold cache, or one the
-        // system reclaimed a part of, has many such: their fetches then
-        // overlap, where reads waiting in turn took about 165 µs each on
-        // this machine's disk); then those.
+        // read would fault in again). Each takes first the records whose
+        // frames are in memory, asking the device at once for the others
+        // (a log opened on a cold cache, or one the system reclaimed a part
+        // of, has many such: their fetches then overlap, where reads
+        // waiting in turn took about 165 µs each on this machine's disk);
+        // then those.
         let fetch =
             |slots: &mut [Prefetched], base: usize, part: &[(usize, &SegmentEntry, RecordLoc, RecordCheck<'_>)]| {
                 let mut waiting = false;
@@ -2629,18 +2629,25 @@ fn read_record(
         return Ok(Some(None));
     }
     let file = &entry.segment.file;
-    let failed = |error| Error::io("read", &entry.segment.path, error);
+    // Fills `buffer` from `at`; `false` if it did not wait and the bytes
+    // were not in memory (the device is asked for them).
+    let read = |buffer: &mut [u8], at: usize| {
+        let at = at as u64;
+        let filled = match wait {
+            Wait::Yes => file.read_at(buffer, at).map(|()| true),
+            Wait::No => file.read_cached_at(buffer, at),
+        };
+        let filled = filled.map_err(|error| Error::io("read", &entry.segment.path, error))?;
+        if !filled {
+            file.will_need(at, buffer.len());
+        }
+        Ok::<bool, Error>(filled)
+    };
     let available = entry.end_offset.saturating_sub(frame_start).min(FIRST_READ_BYTES);
     let guess = FIRST_READ_GUESS.get();
     let mut record = CopiedRecord { buffer: [0; FIRST_READ_BYTES], len: available.min(guess) };
-    match wait {
-        Wait::Yes => file.read_at(&mut record.buffer[..record.len], frame_start as u64).map_err(failed)?,
-        Wait::No => {
-            if !file.read_cached_at(&mut record.buffer[..record.len], frame_start as u64).map_err(failed)? {
-                file.will_need(frame_start as u64, record.len);
-                return Ok(None);
-            }
-        }
+    if !read(&mut record.buffer[..record.len], frame_start)? {
+        return Ok(None);
     }
     // The length its operation header gives, not yet checked: a wrong one
     // reads too little or too much, and the check below fails either way.
@@ -2650,15 +2657,9 @@ fn read_record(
             .saturating_add(header.stream_bytes)
             .saturating_add(header.payload_bytes);
         if needed > record.len && needed <= available {
-            let (len, rest) = (record.len, (frame_start + record.len) as u64);
-            match wait {
-                Wait::Yes => file.read_at(&mut record.buffer[len..needed], rest).map_err(failed)?,
-                Wait::No => {
-                    if !file.read_cached_at(&mut record.buffer[len..needed], rest).map_err(failed)? {
-                        file.will_need(rest, needed - len);
-                        return Ok(None);
-                    }
-                }
+            let len = record.len;
+            if !read(&mut record.buffer[len..needed], frame_start + len)? {
+                return Ok(None);
             }
             record.len = needed;
         }
@@ -2672,10 +2673,10 @@ thread_local! {
     /// Bytes this thread's next first read by read call fetches at once
     /// ([`read_checked_record`]): a little over the frames it read last,
     /// at most [`FIRST_READ_BYTES`]. The kernel's copy from the page cache
-    /// is most of a read call's cost (a third less time for the 4,000 rows
-    /// of the `lifecycle_open` bench's first read, 302 bytes each, than
-    /// when each read fetched 512), and a frame longer than the guess
-    /// takes a second call for the rest.
+    /// is most of a read call's cost (about a quarter less time for the
+    /// 4,000 rows of the `lifecycle_open` bench's first read, 302 bytes
+    /// each, than when each read fetched 512), and a frame longer than the
+    /// guess takes a second call for the rest.
     static FIRST_READ_GUESS: std::cell::Cell<usize> = const { std::cell::Cell::new(FIRST_READ_BYTES) };
 }
 

@@ -374,32 +374,14 @@ fn a_sealed_segment_cut_short_behind_the_image_is_refused_at_open() {
 /// bytes, against 512), the last ten longer than that, between the rows of
 /// short runs; closed cleanly. Returns the run's rows.
 fn log_of_growing_rows(dir: &Path) -> Vec<Vec<u8>> {
-    let log = Log::open(dir, options()).unwrap();
-    let mut rows = Vec::new();
-    let mut pending = Vec::new();
-    for i in 0..800u64 {
+    common::scattered::interleaved_log(dir, "sized", 800, 300, |i| {
         let len = match i {
             0..400 => 230,
             400..790 => 400,
             _ => 900,
         };
-        let row = common::unique_payload(i, len);
-        pending.push(log.append("sized", Expectation::Any, row.clone()));
-        rows.push(row);
-        for k in 0..24 {
-            pending.push(log.append(format!("short-{}", (i * 24 + k) % 300), Expectation::Any, vec![b's'; 1000]));
-        }
-        if pending.len() >= 250 {
-            pending.drain(..).for_each(|p| {
-                p.wait().unwrap();
-            });
-        }
-    }
-    pending.into_iter().for_each(|p| {
-        p.wait().unwrap();
-    });
-    log.close().wait().unwrap();
-    rows
+        common::unique_payload(i, len)
+    })
 }
 
 /// A first read by read call fetches about as many bytes as the run's
@@ -513,4 +495,80 @@ fn a_long_first_read_of_segments_dropped_from_the_cache_reads_every_row_as_writt
     assert!(seen == rows, "{} rows read of {}", seen.len(), rows.len());
     assert_eq!(log.read_stream("long").unwrap().entries, expected);
     log.close().wait().unwrap();
+}
+
+/// A reader's long first read beside a live writer that appends to the
+/// same run and to others while the reader opens and reads: the reader
+/// reads the run as written up to some point, in order, and never a row
+/// the writer did not write there.
+#[test]
+fn a_readers_long_first_read_beside_a_live_writer_reads_a_prefix_of_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let log = Log::open(dir.path(), options()).unwrap();
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut more = Vec::new();
+            for i in 0..300u64 {
+                let row = common::unique_payload(5_000_000 + i, 250);
+                log.append("long", Expectation::Any, row.clone()).wait().unwrap();
+                log.append(format!("short-{}", i % 50), Expectation::Any, vec![b'w'; 2000]).wait().unwrap();
+                more.push(row);
+            }
+            more
+        })
+    };
+    let fs = WatchedFs::default();
+    let mut shared = 0;
+    let mut longest = 0;
+    for round in 0.. {
+        // Until the writer is done, and once after: that read sees it all.
+        let done = writer.is_finished();
+        let reader = LogReader::open_with(dir.path(), &fs.options(Options::default())).unwrap();
+        fs.watch.forget_readers();
+        let read = payloads(&reader.read_stream("long").unwrap().entries);
+        shared = shared.max(fs.watch.reading_threads());
+        assert!(read.len() >= rows.len(), "{} rows of the {} closed ones", read.len(), rows.len());
+        assert!(read[..rows.len()] == rows[..], "the closed run as written");
+        longest = longest.max(read.len());
+        let extra = read[rows.len()..].to_vec();
+        assert!(extra.iter().enumerate().all(|(i, row)| *row == common::unique_payload(5_000_000 + i as u64, 250)));
+        if done && round >= 5 {
+            break;
+        }
+    }
+    let more = writer.join().unwrap();
+    assert_eq!(more.len(), 300);
+    if std::thread::available_parallelism().map_or(1, usize::from) >= 2 {
+        assert!(shared >= 2, "a reader's first read beside the writer was shared ({shared} threads)");
+    }
+    assert_eq!(longest, rows.len() + 300, "the read after the writer finished");
+    log.close().wait().unwrap();
+}
+
+/// A sealed segment deleted after a clean close, between two the image
+/// covers: the open refuses it as corruption rather than read the run
+/// with a hole, and a reader refuses it or reports it.
+#[test]
+fn a_sealed_segment_deleted_behind_the_image_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = scattered_log(dir.path());
+    let segments = common::segment_files(dir.path());
+    assert!(segments.len() >= 4, "the log spans several segments ({})", segments.len());
+    std::fs::remove_file(&segments[segments.len() / 2]).unwrap();
+    match Log::open(dir.path(), options()).err() {
+        Some(Error::Corruption(_)) => {}
+        other => panic!("a deleted segment's open: {other:?}"),
+    }
+    match LogReader::open(dir.path()) {
+        Err(Error::Corruption(_)) => {}
+        Err(other) => panic!("a reader's open of a log missing a segment: {other}"),
+        Ok(reader) => {
+            assert!(!reader.problems().is_empty(), "a reader opened a log missing a segment and reported nothing");
+            if let Ok(read) = reader.read_stream("long") {
+                assert!(read.entries.len() < rows.len(), "a reader read the run whole");
+            }
+        }
+    }
 }

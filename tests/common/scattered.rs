@@ -28,15 +28,22 @@ pub const ROWS: u64 = 1500;
 /// more of them than a read keeps to itself. Closed cleanly (an image of
 /// all of it). Returns the long run's rows as written.
 pub fn scattered_log(dir: &Path) -> Vec<Vec<u8>> {
+    interleaved_log(dir, "long", ROWS, 500, |i| super::unique_payload(i, 200 + (i % 7) as usize * 40))
+}
+
+/// A log of `rows` rows of `stream` (`row(i)` for the `i`th), each followed
+/// by 24 rows of 1,000 bytes of `shorts` short runs; closed cleanly.
+/// Returns the stream's rows as written.
+pub fn interleaved_log(dir: &Path, stream: &str, rows: u64, shorts: u64, row: impl Fn(u64) -> Vec<u8>) -> Vec<Vec<u8>> {
     let log = Log::open(dir, options()).unwrap();
-    let mut rows = Vec::new();
+    let mut written = Vec::new();
     let mut pending = Vec::new();
-    for i in 0..ROWS {
-        let row = super::unique_payload(i, 200 + (i % 7) as usize * 40);
-        pending.push(log.append("long", Expectation::Any, row.clone()));
-        rows.push(row);
+    for i in 0..rows {
+        let payload = row(i);
+        pending.push(log.append(stream, Expectation::Any, payload.clone()));
+        written.push(payload);
         for k in 0..24 {
-            let other = format!("short-{}", (i * 24 + k) % 500);
+            let other = format!("short-{}", (i * 24 + k) % shorts);
             pending.push(log.append(other, Expectation::Any, super::unique_payload(1_000_000 + i * 24 + k, 1000)));
         }
         if pending.len() >= 250 {
@@ -49,5 +56,5 @@ pub fn scattered_log(dir: &Path) -> Vec<Vec<u8>> {
         p.wait().unwrap();
     });
     log.close().wait().unwrap();
-    rows
+    written
 }
