@@ -186,25 +186,31 @@ fn w1_sequential_durable_appends(c: &mut Criterion) {
     });
     drop(log);
 
-    // The same appends from one tokio task, each awaited: the writer thread
-    // does the I/O and the task is woken with the acknowledgement.
-    let dir = scratch("w1-annals-async");
-    let log = annals_log(&dir, Durability::Sync);
+    // The same appends from one tokio task, each awaited: a lone appender
+    // on a worker of the multi-threaded runtime commits in place, inside
+    // `block_in_place` (`Options::awaited_commits_in_place`). Then the same
+    // with that turned off: the writer thread does the I/O and wakes the
+    // task, two thread hand-offs per append (what `annals_sync_async` paid
+    // before it led in place).
     let rt = runtime();
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    group.bench_function("annals_sync_async", |b| {
-        b.iter_custom(|rounds| {
-            let (log, next) = (log.clone(), next.clone());
-            concurrent(&rt, 1, rounds, move |_, _| {
-                let log = log.clone();
-                let (id, row) = RoundRobin { next: next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }.take();
-                async move {
-                    log.append(id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).await.unwrap();
-                }
+    for (name, in_place) in [("annals_sync_async", true), ("annals_sync_async_writer_thread", false)] {
+        let dir = scratch(&format!("w1-{name}"));
+        let log = Log::open(&dir, Options { awaited_commits_in_place: in_place, ..Options::default() }).unwrap();
+        settle();
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        group.bench_function(name, |b| {
+            b.iter_custom(|rounds| {
+                let (log, next) = (log.clone(), next.clone());
+                concurrent(&rt, 1, rounds, move |_, _| {
+                    let log = log.clone();
+                    let (id, row) = RoundRobin { next: next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }.take();
+                    async move {
+                        log.append(id, Expectation::Exact(StreamSeq(row.sequence)), row.encode()).await.unwrap();
+                    }
+                })
             })
-        })
-    });
-    drop(log);
+        });
+    }
 
     // The same shape with nothing of Annals in it: one task hands each
     // record to a writer thread (the minimal channel group commit below),

@@ -4,11 +4,14 @@
 //! full queue parks the appender until the writer takes what is queued) and
 //! wait on the request's [`ReplySlot`], which the writer fills and whose
 //! waiting task or thread it wakes. Whoever holds the writer (a mutex
-//! around [`Writer`]) commits: the writer thread for async appenders, or a
-//! blocking appender that finds no one writing and leads the group on its
-//! own thread ([`Writer::lead`], the leader/follower scheme of LevelDB and
-//! RocksDB), which saves two thread hand-offs per append. No fsync ever runs
-//! on an async runtime's threads. The writer takes everything queued
+//! around [`Writer`]) commits: the writer thread for async appenders, or an
+//! appender that finds no one writing and leads the group on its own thread
+//! ([`Writer::lead`], the leader/follower scheme of LevelDB and RocksDB),
+//! which saves two thread hand-offs per append. A leader is a blocking
+//! appender, or an awaited durable one of appenders coming one at a time on
+//! a tokio multi-threaded runtime's worker, which leads inside
+//! `block_in_place` ([`Writer::round_in_place`]): no fsync ever runs on a
+//! thread an async runtime still schedules tasks on. The writer takes everything queued
 //! (the writer thread first waits for the rest of a burst of many
 //! appenders, at most about an fdatasync's time: [`gather`]), checks each request's guards in queue order
 //! against the index plus the effects of the requests before it in the group,
@@ -493,6 +496,11 @@ pub(crate) struct Shared {
     /// for): the writer thread starts them if it has not yet
     /// ([`Writer::run_rounds`]).
     pub helpers_wanted: AtomicBool,
+    /// Requests the last whole burst held (the writer thread's, or an
+    /// awaited append's committed in place): while it is small, an awaited
+    /// append that finds no one writing commits in place
+    /// ([`Shared::lone_appenders`]).
+    pub last_burst: AtomicUsize,
 }
 
 pub(crate) struct Queue {
@@ -515,6 +523,22 @@ impl Shared {
             // look at the flag until it waits: the wake cannot fall between.
             drop(self.queue.lock());
             self.wake.notify_all();
+        }
+    }
+
+    /// Whether appenders come one at a time: the last burst was too small
+    /// for the writer thread to gather (see [`gather`]), so a group
+    /// committed at once, in place, loses no one it would have waited for.
+    pub fn lone_appenders(&self) -> bool {
+        self.last_burst.load(Ordering::Relaxed) < GATHER_GROUP_MIN
+    }
+
+    /// After a leader's round: whatever was queued while it wrote is the
+    /// writer thread's (whoever held the writer checked the queue only
+    /// before it let go).
+    pub fn wake_for_leftovers(&self) {
+        if !self.queue.lock().commands.is_empty() {
+            self.wake.notify_one();
         }
     }
 
@@ -1088,6 +1112,7 @@ impl Writer {
             busy = writer.round();
             writer.handing_off = false;
             burst.taken(writer.taken, shared.queued.load(Ordering::Acquire) == 0);
+            shared.last_burst.store(burst.last, Ordering::Relaxed);
             wait_max = writer.last_sync.clamp(GATHER_MAX_MIN, GATHER_MAX_MAX);
         }
     }
@@ -1101,10 +1126,16 @@ impl Writer {
         if let Some(mut writer) = writer.try_lock() {
             writer.round();
         }
-        // Whoever held the token checked the queue only before it let go.
-        if !shared.queue.lock().commands.is_empty() {
-            shared.wake.notify_one();
-        }
+        shared.wake_for_leftovers();
+    }
+
+    /// An awaited append's round in place (see `Log`'s `commit_in_place`):
+    /// commits everything queued, as [`Writer::lead`] does, and records
+    /// how many requests it took as the last burst.
+    pub fn round_in_place(&mut self) {
+        self.taken = 0;
+        self.round();
+        self.shared.last_burst.store(self.taken, Ordering::Relaxed);
     }
 
     /// Commits everything queued now, in groups of at most `group_bytes_max`.

@@ -3,10 +3,12 @@
 //!
 //! [`Log`] is `Clone + Send + Sync`; every clone shares one writer. Async
 //! appends are committed by the writer thread; a blocking appender that finds
-//! no one writing commits its group itself.
+//! no one writing commits its group itself, and so does an awaited durable
+//! append on a worker of tokio's multi-threaded runtime when appenders come
+//! one at a time, inside `block_in_place` (`Options::awaited_commits_in_place`).
 //! Each write returns a [`Pending`] future: `.await` it on any async runtime
-//! (no I/O runs on the runtime's threads), or call [`Pending::wait`] to
-//! block a thread that has no runtime.
+//! (no I/O runs on a thread the runtime still schedules tasks on), or call
+//! [`Pending::wait`] to block a thread that has no runtime.
 //!
 //! # Dropped appends
 //!
@@ -140,7 +142,9 @@ impl<T> Pending<T> {
     /// If no one else is writing, the calling thread commits the group its
     /// request is in: it may run the write and the fdatasync itself. So call
     /// it from threads that may block, never from async code; there, `.await`
-    /// the `Pending` instead, and the writer thread does the I/O.
+    /// the `Pending` instead, and the writer thread does the I/O (or, on a
+    /// worker of tokio's multi-threaded runtime, the worker's thread inside
+    /// `block_in_place`: see `Options::awaited_commits_in_place`).
     ///
     /// # Errors
     /// Whatever the write failed with.
@@ -177,6 +181,11 @@ impl Write {
             WriteStage::Refused => panic!("a Pending is not polled after it finished"),
             WriteStage::Unqueued => {}
         }
+        if !self.blocking
+            && let Some(outcome) = self.commit_in_place(cx)
+        {
+            return outcome;
+        }
         // The slot holds the waker before the writer can see it: an answer
         // that comes before this returns wakes the task, which polls again.
         // Nothing else holds the request yet (a full queue handed it back).
@@ -200,6 +209,84 @@ impl Write {
                 Poll::Ready(Err(error))
             }
         }
+    }
+}
+
+impl Write {
+    /// Commits an awaited durable append on the polling thread, if it may:
+    /// the thread is a worker of tokio's multi-threaded runtime (see
+    /// [`in_place`]), no one else is writing or queued, appenders have come
+    /// one at a time, and the log's options allow it
+    /// (`Options::awaited_commits_in_place`). The commit runs inside
+    /// `block_in_place`, which hands the worker's queued tasks to another
+    /// thread first: the runtime goes on, and this task, the one waiting
+    /// for the fdatasync anyway, is answered without the two thread
+    /// hand-offs (to the writer thread and back) an append otherwise pays.
+    /// `None` where it may not: the request is then queued for the writer
+    /// thread as usual.
+    fn commit_in_place(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<Acks>>> {
+        let shared = &self.handle.shared;
+        if self.request.durability != Durability::Sync
+            || !shared.options.awaited_commits_in_place
+            || shared.queued.load(Ordering::Acquire) != 0
+            || !shared.lone_appenders()
+            || !in_place::allowed()
+        {
+            return None;
+        }
+        let mut writer = self.handle.writer.try_lock()?;
+        // This thread's own round answers the request before it returns,
+        // so the answer need wake no one (a wake of this very task would
+        // cost it a spurious poll later).
+        let request = Arc::get_mut(&mut self.request).expect("a request not queued is not shared");
+        request.reply.set_waker(Waker::noop());
+        // Not the writer thread's: this thread leads. A full queue (filled
+        // since the look above) hands the request back to the usual path.
+        match self.handle.shared.push_or_wait(Command::Write(Arc::clone(&self.request)), false, None) {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return None,
+        }
+        self.stage = WriteStage::Queued;
+        in_place::block(|| writer.round_in_place());
+        drop(writer);
+        self.handle.shared.wake_for_leftovers();
+        // Answered by the round (else whoever answers it wakes this task).
+        Some(self.request.reply.poll(cx))
+    }
+}
+
+/// Where an awaited append may commit on the thread that polls it.
+#[cfg(not(annals_shuttle))]
+mod in_place {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+
+    /// Whether the calling thread is a worker of tokio's multi-threaded
+    /// runtime, where `block_in_place` moves the worker's other tasks to
+    /// another thread before it blocks (a worker in a `LocalSet` too). Not
+    /// a current-thread runtime, whose one thread would stall, nor the
+    /// thread in a multi-threaded runtime's `block_on` (where `block_in_place`
+    /// panics inside a `LocalSet`), nor any other executor.
+    pub fn allowed() -> bool {
+        tokio::runtime::worker_index().is_some()
+            && Handle::try_current().is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread)
+    }
+
+    /// Runs `f`, which blocks, with the worker's tasks handed to another thread.
+    pub fn block<R>(f: impl FnOnce() -> R) -> R {
+        tokio::task::block_in_place(f)
+    }
+}
+
+/// Under the shuttle model there is no runtime: every awaited append may
+/// lead (as the log's options say), and leads on the model's thread.
+#[cfg(annals_shuttle)]
+mod in_place {
+    pub fn allowed() -> bool {
+        true
+    }
+
+    pub fn block<R>(f: impl FnOnce() -> R) -> R {
+        f()
     }
 }
 
@@ -473,6 +560,7 @@ impl Log {
             image: crate::image::ImageWriter::new(),
             disk_bytes: Default::default(),
             helpers_wanted: Default::default(),
+            last_burst: Default::default(),
         });
         let resume = report.resumes_at;
         let writer = Writer::new(shared.clone(), log_id, state_file);

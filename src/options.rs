@@ -114,6 +114,17 @@ pub struct Options {
     pub cursor_lag_bytes_max: u64,
     /// When the index image is written. Default [`IndexImageWrites::Background`].
     pub index_image: IndexImageWrites,
+    /// Whether an awaited `Sync` append on a worker of tokio's
+    /// multi-threaded runtime that finds no one writing, with appenders
+    /// coming one at a time, commits on that worker's thread, inside
+    /// `tokio::task::block_in_place` (which first hands the worker's other
+    /// tasks to another thread), instead of handing the write to the log's
+    /// writer thread and waiting to be woken. Default on: it saves two
+    /// thread hand-offs per append. Like any `block_in_place`, it suspends
+    /// other futures of the same task (a `join!` or `select!` beside the
+    /// append) until the commit is done; turn it off where they must go on.
+    /// Never on a current-thread runtime or outside tokio.
+    pub awaited_commits_in_place: bool,
 }
 
 impl Default for Options {
@@ -133,6 +144,7 @@ impl Default for Options {
             max_bytes: None,
             cursor_lag_bytes_max: 1 << 30,
             index_image: IndexImageWrites::Background,
+            awaited_commits_in_place: true,
         }
     }
 }
@@ -154,6 +166,7 @@ impl fmt::Debug for Options {
             .field("max_bytes", &self.max_bytes)
             .field("cursor_lag_bytes_max", &self.cursor_lag_bytes_max)
             .field("index_image", &self.index_image)
+            .field("awaited_commits_in_place", &self.awaited_commits_in_place)
             .finish()
     }
 }

@@ -30,9 +30,18 @@ fn open(fs: &SimFs) -> Log {
     Log::open(annals::sim::sim_dir(), options(fs)).expect("open")
 }
 
-/// A log whose queue holds one request: appenders wait for room.
+/// A log whose awaited appends all go to the writer thread: none commits
+/// in place (which, under the model, any awaited `Sync` append may do, as
+/// on a worker of tokio's multi-threaded runtime).
+fn open_for_the_writer_thread(fs: &SimFs) -> Log {
+    Log::open(annals::sim::sim_dir(), Options { awaited_commits_in_place: false, ..options(fs) }).expect("open")
+}
+
+/// A log whose queue holds one request: appenders wait for room. Awaited
+/// appends go to the writer thread.
 fn open_with_a_queue_of_one(fs: &SimFs) -> Log {
-    Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, ..options(fs) }).expect("open")
+    Log::open(annals::sim::sim_dir(), Options { queue_requests_max: 1, awaited_commits_in_place: false, ..options(fs) })
+        .expect("open")
 }
 
 type Results = Vec<annals::Result<annals::Appended>>;
@@ -228,19 +237,85 @@ fn awaited_appends_behind_a_full_queue_are_all_answered_by_the_writer_thread() {
 /// of a group the crash cut is told `Ok`.
 #[test]
 fn awaited_appends_are_acknowledged_by_the_completer_only_after_their_sync() {
+    shuttle::check_random(|| crash_while_awaiting(open_for_the_writer_thread, 3, false), ITERATIONS);
+}
+
+/// `tasks` tasks awaiting two appends each, and a blocking appender if
+/// `blocking`, on the log `open` makes, while the disk crashes at any point:
+/// every acknowledged append is there after a reopen of the crash's image,
+/// and every append the crash cut is told the log is poisoned.
+fn crash_while_awaiting(open_log: fn(&SimFs) -> Log, tasks: u8, blocking: bool) {
+    let fs = SimFs::new();
+    let log = open_log(&fs);
+    let tasks: Vec<_> = (0..tasks)
+        .map(|i| {
+            let log = log.clone();
+            shuttle::future::spawn(async move {
+                let mut acked = Vec::new();
+                for _ in 0..2 {
+                    match log.append(format!("s{i}"), Expectation::Any, vec![i]).await {
+                        Ok(appended) => acked.push(appended.lsn),
+                        Err(Error::Poisoned { .. }) => break,
+                        Err(other) => panic!("unexpected error {other}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let blocking = blocking.then(|| {
+        let log = log.clone();
+        thread::spawn(move || match log.append("thread", Expectation::Any, vec![9]).wait() {
+            Ok(appended) => vec![appended.lsn],
+            Err(Error::Poisoned { .. }) => Vec::new(),
+            Err(other) => panic!("unexpected error {other}"),
+        })
+    });
+    let crasher = {
+        let fs = fs.clone();
+        thread::spawn(move || fs.crash_now())
+    };
+    let mut acked: Vec<Lsn> = tasks.into_iter().flat_map(|task| shuttle::future::block_on(task).unwrap()).collect();
+    if let Some(blocking) = blocking {
+        acked.extend(blocking.join().unwrap());
+    }
+    crasher.join().unwrap();
+    drop(log);
+    let reopened = open(&fs.crash_image(CrashMode::Drop, &mut SimRng::new(1)));
+    for lsn in acked {
+        assert!(reopened.read_lsn(lsn).unwrap().is_some(), "acknowledged lsn {lsn} survives the crash");
+    }
+}
+
+/// Awaited appends that commit in place (under the model every awaited
+/// `Sync` append may, as on a worker of tokio's multi-threaded runtime,
+/// when it finds no one writing) race blocking leaders and each other:
+/// every append is answered once, densely per stream, each acknowledged
+/// one is visible at once, and a close racing them all answers every one
+/// and keeps every acknowledgement.
+#[test]
+fn awaited_appends_leading_in_place_race_blocking_leaders_and_a_close() {
     shuttle::check_random(
         || {
             let fs = SimFs::new();
             let log = open(&fs);
-            let tasks: Vec<_> = (0..3u8)
+            let tasks: Vec<_> = (0..2u8)
                 .map(|i| {
                     let log = log.clone();
                     shuttle::future::spawn(async move {
                         let mut acked = Vec::new();
-                        for _ in 0..2 {
-                            match log.append(format!("s{i}"), Expectation::Any, vec![i]).await {
-                                Ok(appended) => acked.push(appended.lsn),
-                                Err(Error::Poisoned { .. }) => break,
+                        for n in 0..2u64 {
+                            match log.append(format!("task-{i}"), Expectation::Exact(StreamSeq(n)), vec![i]).await {
+                                Ok(appended) => {
+                                    assert_eq!(appended.seq, StreamSeq(n));
+                                    // Read your own write, unless the close came first.
+                                    match log.read_lsn(appended.lsn) {
+                                        Ok(record) => assert_eq!(record.unwrap().payload, vec![i]),
+                                        Err(error) => assert!(matches!(error, Error::Closed), "{error}"),
+                                    }
+                                    acked.push(appended.lsn);
+                                }
+                                Err(Error::Closed) => break,
                                 Err(other) => panic!("unexpected error {other}"),
                             }
                         }
@@ -248,18 +323,47 @@ fn awaited_appends_are_acknowledged_by_the_completer_only_after_their_sync() {
                     })
                 })
                 .collect();
-            let crasher = {
-                let fs = fs.clone();
-                thread::spawn(move || fs.crash_now())
+            let blocking = {
+                let log = log.clone();
+                thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for n in 0..2u64 {
+                        match log.append("thread", Expectation::Exact(StreamSeq(n)), vec![9]).wait() {
+                            Ok(appended) => acked.push(appended.lsn),
+                            Err(Error::Closed) => break,
+                            Err(other) => panic!("unexpected error {other}"),
+                        }
+                    }
+                    acked
+                })
             };
-            let acked: Vec<Lsn> = tasks.into_iter().flat_map(|task| shuttle::future::block_on(task).unwrap()).collect();
-            crasher.join().unwrap();
+            let closer = {
+                let log = log.clone();
+                thread::spawn(move || log.close().wait())
+            };
+            let mut acked: Vec<Lsn> =
+                tasks.into_iter().flat_map(|task| shuttle::future::block_on(task).unwrap()).collect();
+            acked.extend(blocking.join().unwrap());
+            closer.join().unwrap().unwrap();
             drop(log);
-            let reopened = open(&fs.crash_image(CrashMode::Drop, &mut SimRng::new(1)));
-            for lsn in acked {
-                assert!(reopened.read_lsn(lsn).unwrap().is_some(), "acknowledged lsn {lsn} survives the crash");
+            let reopened = open(&fs);
+            for lsn in &acked {
+                assert!(reopened.read_lsn(*lsn).unwrap().is_some(), "acknowledged lsn {lsn} survives the close");
             }
+            let mut sorted = acked.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), acked.len(), "no LSN acknowledged twice");
         },
         ITERATIONS,
     );
+}
+
+/// A crash at any point while awaited appends commit in place (the disk
+/// frozen, every later write and sync failing) keeps every acknowledged
+/// append; a leader whose write or sync failed poisons the log, and no
+/// append after it is told `Ok`.
+#[test]
+fn awaited_appends_leading_in_place_keep_every_ack_through_a_crash() {
+    shuttle::check_random(|| crash_while_awaiting(open, 2, true), ITERATIONS);
 }

@@ -361,7 +361,9 @@ fn only(committed: Vec<Committed>) -> Committed {
 /// What a typed store needs from storage.
 ///
 /// Every future is `Send`, so stores run on any async runtime; a backend
-/// does no blocking I/O on the caller's thread while it is polled.
+/// does no blocking I/O on the caller's thread while it is polled, but
+/// where the runtime lets it block without stalling other tasks (the log:
+/// inside tokio's `block_in_place` on a multi-threaded runtime's worker).
 pub trait Backend: Send + Sync + 'static {
     /// Commits `ops` all or nothing: every expectation holds (checked in
     /// order, each operation seeing the effects of those before it) and
