@@ -77,9 +77,14 @@
 //! From a future that a multi-threaded tokio runtime drives in `block_on`
 //! (as `#[tokio::main]` drives `main`), the append commits on the calling
 //! thread, which blocks there anyway: one write and one fdatasync, with no
-//! hand-off to the log's writer thread and back. From a spawned task, a
-//! current-thread runtime or another executor, it is handed to the writer
-//! thread and awaited, so a runtime's workers never wait on the disk.
+//! hand-off to the log's writer thread and back. From a task spawned on a
+//! multi-threaded runtime, the log itself commits a lone workflow's append
+//! on the worker's thread inside `block_in_place`, which first hands the
+//! worker's other tasks to another thread (`annals::Options::awaited_commits_in_place`);
+//! with many workflows appending at once, and from a current-thread
+//! runtime or another executor, it is handed to the writer thread and
+//! awaited. Either way no thread a runtime still schedules tasks on waits
+//! on the disk.
 //!
 //! # Lock
 //!
@@ -191,8 +196,10 @@ impl CheckpointStore for AnnalsCheckpointStore {
 /// when it is no async runtime's worker: a future that tokio's
 /// multi-threaded runtime drives in `block_on` (as `#[tokio::main]` drives
 /// `main`), which has no task id. Anywhere else (a spawned task, a
-/// current-thread runtime, another executor) the commit is awaited, so no
-/// fdatasync ever runs on a runtime's worker.
+/// current-thread runtime, another executor) the commit is awaited (the
+/// log may commit a lone appender's in place on a multi-threaded runtime's
+/// worker, inside `block_in_place`), so no fdatasync ever runs on a thread
+/// a runtime still schedules tasks on.
 struct RowsBackend {
     log: Arc<annals::Log>,
 }
